@@ -1,0 +1,19 @@
+//! Plain domain types and rules of finops-agent.
+//!
+//! Nothing in this crate talks to AWS: the Lambdas and the CLI turn SDK responses into these types, and every rule
+//! (idle criteria, savings, configuration) is a pure function over them, tested without any network.
+
+pub mod config;
+pub mod criteria;
+pub mod inventory;
+pub mod pricing;
+pub mod regions;
+pub mod steps;
+pub mod utilisation;
+
+pub use config::{ConfigError, DetectionConfig};
+pub use criteria::{Assessment, CriteriaPreset, DailyRule, IdleCriteria, IdleVerdict, Qualifying, Threshold};
+pub use inventory::{ClusterMembership, InstanceRecord, Lifecycle, RootDeviceType, VolumeRecord};
+pub use pricing::{CostEstimate, PriceSource, HOURS_PER_MONTH};
+pub use steps::ObjectRef;
+pub use utilisation::{DailyUtilisation, LookbackWindow, UtilisationSummary};
