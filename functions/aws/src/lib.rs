@@ -1,1 +1,13 @@
+//! Thin AWS adapters shared by the finops Lambdas and the CLI: SDK configuration with one HTTPS client, the
+//! mapping of SDK failures to typed errors with stable Step Functions error names, the run store (S3), the price
+//! book (AWS Price List Query API with the embedded fallback), and logging setup.
 
+pub mod error;
+pub mod pricing;
+pub mod sdk;
+pub mod store;
+
+pub use error::{ErrorName, FinopsError};
+pub use pricing::{PriceBook, PriceListApi, SdkPriceList};
+pub use sdk::{init_logging, load_sdk_config, AwsSettings};
+pub use store::{get_json, put_json, validate_run_id, MemoryRunStore, RunStore, S3RunStore};

@@ -1,1 +1,115 @@
+//! The inventory step: every running EC2 instance of the configured regions, with tags, attached EBS volumes,
+//! lifecycle, platform, root device type and Auto Scaling / EKS / EMR membership.
+//!
+//! [`handle`] is the Lambda handler, generic over where instances come from ([`InventorySource`]) and where the
+//! document goes ([`RunStore`]); [`Ec2Inventory`] is the SDK adapter. The fleet goes to the run bucket; the state
+//! output carries a reference and counts only.
 
+pub mod ec2;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use finops_aws::{put_json, validate_run_id, FinopsError, RunStore};
+use finops_core::regions::validate_region;
+use finops_core::steps::{InventoryDocument, InventoryOutput};
+use finops_core::{InstanceRecord, ProgressEvent, ProgressSink};
+use serde::Deserialize;
+
+pub use ec2::Ec2Inventory;
+
+/// Where running instances come from: EC2 in deployments, a fake in benchmarks.
+pub trait InventorySource: Send + Sync {
+    fn running_instances(&self, region: &str) -> impl Future<Output = Result<Vec<InstanceRecord>, FinopsError>> + Send;
+}
+
+/// What the schedule (or the state machine) sends. `regions` may be a list or a comma-separated string, as a
+/// person would type it into the schedule's input.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryRequest {
+    #[serde(default)]
+    pub run_id: Option<String>,
+    pub regions: Regions,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Regions {
+    List(Vec<String>),
+    Csv(String),
+}
+
+impl InventoryRequest {
+    pub fn parse(event: &serde_json::Value) -> Result<Self, FinopsError> {
+        serde_json::from_value(event.clone()).map_err(|e| {
+            FinopsError::InvalidInput(format!(
+                "inventory expects {{\"regions\": [\"ap-southeast-2\", ...], \"runId\": \"...\"}}: {e}"
+            ))
+        })
+    }
+
+    /// The regions, validated and without duplicates, in the order given.
+    pub fn regions(&self) -> Result<Vec<String>, FinopsError> {
+        let raw: Vec<String> = match &self.regions {
+            Regions::List(list) => list.iter().map(|r| r.trim().to_owned()).collect(),
+            Regions::Csv(csv) => csv.split(',').map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect(),
+        };
+        let mut regions: Vec<String> = Vec::new();
+        for r in raw {
+            validate_region(&r).map_err(FinopsError::InvalidInput)?;
+            if !regions.contains(&r) {
+                regions.push(r);
+            }
+        }
+        if regions.is_empty() {
+            return Err(FinopsError::InvalidInput("regions is empty".into()));
+        }
+        Ok(regions)
+    }
+}
+
+/// A run id for runs started without one (a schedule passes the execution name).
+pub fn default_run_id(now: DateTime<Utc>) -> String {
+    format!("run-{}", now.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// Lists running instances in each region, in order.
+pub async fn collect_inventory<S: InventorySource>(
+    source: &S,
+    regions: &[String],
+    progress: &dyn ProgressSink,
+) -> Result<Vec<InstanceRecord>, FinopsError> {
+    let mut all = Vec::new();
+    for region in regions {
+        let found = source.running_instances(region).await?;
+        progress.report(ProgressEvent::InventoryRegion { region: region.clone(), instances: found.len() });
+        all.extend(found);
+    }
+    Ok(all)
+}
+
+/// The Lambda handler.
+pub async fn handle<S: InventorySource, R: RunStore>(
+    event: serde_json::Value,
+    source: &S,
+    store: &R,
+    now: DateTime<Utc>,
+) -> Result<InventoryOutput, FinopsError> {
+    let request = InventoryRequest::parse(&event)?;
+    let regions = request.regions()?;
+    let run_id = request.run_id.clone().unwrap_or_else(|| default_run_id(now));
+    validate_run_id(&run_id)?;
+
+    let instances = collect_inventory(source, &regions, &finops_core::Silent).await?;
+    let mut instances_by_region: BTreeMap<String, usize> = regions.iter().map(|r| (r.clone(), 0)).collect();
+    for i in &instances {
+        *instances_by_region.entry(i.region.clone()).or_default() += 1;
+    }
+    let instance_count = instances.len();
+    let document = InventoryDocument { run_id: run_id.clone(), regions: regions.clone(), collected_at: now, instances };
+    let inventory = put_json(store, &format!("runs/{run_id}/inventory.json"), &document).await?;
+    tracing::info!(run_id, instance_count, bytes = inventory.bytes, "inventory stored");
+    Ok(InventoryOutput { run_id, regions, inventory, instance_count, instances_by_region })
+}

@@ -1,0 +1,126 @@
+//! A real moto server, started once per test binary on a free port of 127.0.0.1.
+//!
+//! The server is `tests/moto/launcher.py` run by the workspace's `.venv` Python (override with
+//! `FINOPS_MOTO_PYTHON`). It exits when the test binary's end closes its standard input, so no server outlives
+//! the tests. Tests share the server one at a time: [`moto`] takes a lock and resets moto's state first.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use aws_credential_types::Credentials;
+
+pub struct MotoServer {
+    pub endpoint: String,
+    pub port: u16,
+    _child: Mutex<Child>,
+}
+
+static SERVER: OnceLock<MotoServer> = OnceLock::new();
+static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Exclusive use of the shared moto server, freshly reset.
+pub struct MotoSession {
+    pub endpoint: String,
+    pub port: u16,
+    _guard: tokio::sync::MutexGuard<'static, ()>,
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+}
+
+fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("FINOPS_MOTO_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = workspace_root().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "moto is not installed: {} is missing. Run `make test` (it creates .venv with moto[server]) or set FINOPS_MOTO_PYTHON",
+        venv.display()
+    );
+    venv
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
+}
+
+impl MotoServer {
+    fn start() -> Self {
+        let port = free_port();
+        let launcher = workspace_root().join("tests/moto/launcher.py");
+        let log = std::env::temp_dir().join(format!("finops-moto-{port}.log"));
+        let child = Command::new(python())
+            .arg(&launcher)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(&log).expect("moto log"))
+            .stderr(std::fs::File::create(&log).expect("moto log"))
+            .spawn()
+            .expect("start moto server");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = http(port, "GET", "/moto-api/data.json", "") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "moto did not start on port {port}; see {}", log.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { endpoint, port, _child: Mutex::new(child) }
+    }
+}
+
+/// Takes the shared server (starting it on first use) and resets every service's state.
+pub async fn moto() -> MotoSession {
+    let guard = EXCLUSIVE.lock().await;
+    let server = SERVER.get_or_init(MotoServer::start);
+    let (status, body) = http(server.port, "POST", "/moto-api/reset", "").expect("reset moto");
+    assert_eq!(status, 200, "moto reset failed: {body}");
+    MotoSession { endpoint: server.endpoint.clone(), port: server.port, _guard: guard }
+}
+
+impl MotoSession {
+    /// SDK configuration pointing every client at this moto server, with dummy credentials.
+    pub async fn sdk_config(&self, region: &str) -> SdkConfig {
+        let settings = finops_aws::AwsSettings {
+            profile: None,
+            endpoint_url: Some(self.endpoint.clone()),
+            region: Some(region.to_owned()),
+        };
+        finops_aws::load_sdk_config(&settings)
+            .await
+            .into_builder()
+            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                "testing", "testing", None, None, "moto",
+            )))
+            .build()
+    }
+
+    /// POSTs JSON to a moto control endpoint (`/moto-api/config`, ...).
+    pub fn control(&self, path: &str, json: &str) -> (u16, String) {
+        http(self.port, "POST", path, json).expect("moto control call")
+    }
+}
+
+/// Minimal HTTP/1.1 client for moto's control API (no dependency for three calls).
+pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}

@@ -1,0 +1,271 @@
+//! Seeding emulated accounts through the real SDK: instances with tags and volumes, and daily CloudWatch series.
+
+use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, InstanceMarketOptionsRequest, InstanceType, MarketType, ResourceType,
+    Tag, TagSpecification, VolumeType,
+};
+use finops_core::LookbackWindow;
+
+/// Tag read by `tests/moto/launcher.py` to backdate LaunchTime (EC2 has no API for it).
+pub const BACKDATE_TAG: &str = "finops-test:launched-days-ago";
+
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub name: Option<String>,
+    pub instance_type: String,
+    pub tags: Vec<(String, String)>,
+    pub launched_days_ago: f64,
+    pub spot: bool,
+    pub volume_gib: i32,
+    pub volume_type: String,
+}
+
+impl InstanceSpec {
+    pub fn new(name: &str, instance_type: &str) -> Self {
+        Self {
+            name: Some(name.to_owned()),
+            instance_type: instance_type.to_owned(),
+            tags: Vec::new(),
+            launched_days_ago: 60.0,
+            spot: false,
+            volume_gib: 20,
+            volume_type: "gp3".into(),
+        }
+    }
+    pub fn tag(mut self, key: &str, value: &str) -> Self {
+        self.tags.push((key.to_owned(), value.to_owned()));
+        self
+    }
+    pub fn launched_days_ago(mut self, days: f64) -> Self {
+        self.launched_days_ago = days;
+        self
+    }
+    pub fn spot(mut self) -> Self {
+        self.spot = true;
+        self
+    }
+    pub fn untagged(mut self) -> Self {
+        self.name = None;
+        self
+    }
+}
+
+/// A Linux AMI of moto's built-in catalogue (some are Windows, which changes the platform and price).
+pub async fn linux_image_id(ec2: &aws_sdk_ec2::Client) -> String {
+    let images = ec2.describe_images().send().await.expect("describe images");
+    images
+        .images()
+        .iter()
+        .find(|i| i.platform().is_none() && i.root_device_type().map(|r| r.as_str()) == Some("ebs"))
+        .and_then(|i| i.image_id().map(str::to_owned))
+        .expect("a Linux EBS-backed AMI in moto's catalogue")
+}
+
+/// Launches `count` instances of one spec in one reservation; returns their ids.
+pub async fn launch(ec2: &aws_sdk_ec2::Client, image_id: &str, spec: &InstanceSpec, count: i32) -> Vec<String> {
+    let mut tags: Vec<Tag> = spec.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+    if let Some(name) = &spec.name {
+        tags.push(Tag::builder().key("Name").value(name).build());
+    }
+    tags.push(Tag::builder().key(BACKDATE_TAG).value(spec.launched_days_ago.to_string()).build());
+    let mut req = ec2
+        .run_instances()
+        .image_id(image_id)
+        .min_count(count)
+        .max_count(count)
+        .instance_type(InstanceType::from(spec.instance_type.as_str()))
+        .tag_specifications(
+            TagSpecification::builder().resource_type(ResourceType::Instance).set_tags(Some(tags)).build(),
+        )
+        .block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name("/dev/xvda")
+                .ebs(
+                    EbsBlockDevice::builder()
+                        .volume_size(spec.volume_gib)
+                        .volume_type(VolumeType::from(spec.volume_type.as_str()))
+                        .build(),
+                )
+                .build(),
+        );
+    if spec.spot {
+        req =
+            req.instance_market_options(InstanceMarketOptionsRequest::builder().market_type(MarketType::Spot).build());
+    }
+    let out = req.send().await.expect("run instances");
+    out.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect()
+}
+
+pub async fn running_ids(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut pages = ec2
+        .describe_instances()
+        .filters(Filter::builder().name("instance-state-name").values("running").build())
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        for r in page.expect("describe").reservations() {
+            ids.extend(r.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)));
+        }
+    }
+    ids
+}
+
+/// One day of an instance as CloudWatch would aggregate it.
+#[derive(Debug, Clone, Copy)]
+pub struct DayProfile {
+    pub cpu_avg: f64,
+    pub cpu_max: f64,
+    pub network_in_bytes: f64,
+    pub network_out_bytes: f64,
+    pub disk_read_ops: f64,
+    pub disk_write_ops: f64,
+}
+
+impl DayProfile {
+    pub fn idle() -> Self {
+        Self {
+            cpu_avg: 0.8,
+            cpu_max: 2.5,
+            network_in_bytes: 600_000.0,
+            network_out_bytes: 400_000.0,
+            disk_read_ops: 2_000.0,
+            disk_write_ops: 30_000.0,
+        }
+    }
+    pub fn busy() -> Self {
+        Self {
+            cpu_avg: 45.0,
+            cpu_max: 97.0,
+            network_in_bytes: 8e9,
+            network_out_bytes: 4e9,
+            disk_read_ops: 4e5,
+            disk_write_ops: 9e5,
+        }
+    }
+    /// Low CPU, low network, heavy disk: a batch box that must not be called idle.
+    pub fn io_bound() -> Self {
+        Self {
+            cpu_avg: 3.0,
+            cpu_max: 4.0,
+            network_in_bytes: 1e6,
+            network_out_bytes: 1e6,
+            disk_read_ops: 3e7,
+            disk_write_ops: 2e7,
+        }
+    }
+    /// Quiet on average but with short spikes: underutilised, not idle.
+    pub fn spiky() -> Self {
+        Self {
+            cpu_avg: 6.0,
+            cpu_max: 60.0,
+            network_in_bytes: 2e6,
+            network_out_bytes: 1e6,
+            disk_read_ops: 1e4,
+            disk_write_ops: 5e4,
+        }
+    }
+}
+
+fn instance_dimension(instance_id: &str) -> Dimension {
+    Dimension::builder().name("InstanceId").value(instance_id).build()
+}
+
+/// Writes one aggregated datum per day and metric (StatisticValues, as the EC2 service publishes them in
+/// effect), for each day of `window` that `profile` returns `Some` for. Few datapoints keep moto's
+/// GetMetricData fast.
+pub async fn put_daily_metrics(
+    cw: &aws_sdk_cloudwatch::Client,
+    instance_id: &str,
+    window: &LookbackWindow,
+    profile: impl Fn(u32) -> Option<DayProfile>,
+) {
+    let mut data = Vec::new();
+    for index in 0..window.days {
+        let Some(p) = profile(index) else { continue };
+        let noon = window.start().timestamp() + i64::from(index) * 86_400 + 43_200;
+        let at = AwsDateTime::from_secs(noon);
+        let samples = 288.0; // 5-minute datapoints in a day
+        data.push(
+            MetricDatum::builder()
+                .metric_name("CPUUtilization")
+                .dimensions(instance_dimension(instance_id))
+                .timestamp(at)
+                .unit(StandardUnit::Percent)
+                .statistic_values(
+                    StatisticSet::builder()
+                        .sample_count(samples)
+                        .sum(p.cpu_avg * samples)
+                        .minimum(0.0)
+                        .maximum(p.cpu_max)
+                        .build(),
+                )
+                .build(),
+        );
+        for (name, value, unit) in [
+            ("NetworkIn", p.network_in_bytes, StandardUnit::Bytes),
+            ("NetworkOut", p.network_out_bytes, StandardUnit::Bytes),
+            ("EBSReadOps", p.disk_read_ops, StandardUnit::Count),
+            ("EBSWriteOps", p.disk_write_ops, StandardUnit::Count),
+        ] {
+            data.push(
+                MetricDatum::builder()
+                    .metric_name(name)
+                    .dimensions(instance_dimension(instance_id))
+                    .timestamp(at)
+                    .unit(unit)
+                    .value(value)
+                    .build(),
+            );
+        }
+    }
+    for chunk in data.chunks(500) {
+        cw.put_metric_data()
+            .namespace("AWS/EC2")
+            .set_metric_data(Some(chunk.to_vec()))
+            .send()
+            .await
+            .expect("put metric data");
+    }
+}
+
+/// CWAgent memory series with the agent's usual extra dimensions.
+pub async fn put_memory_metrics(
+    cw: &aws_sdk_cloudwatch::Client,
+    instance_id: &str,
+    window: &LookbackWindow,
+    percent: f64,
+) {
+    let data: Vec<MetricDatum> = (0..window.days)
+        .map(|index| {
+            MetricDatum::builder()
+                .metric_name("mem_used_percent")
+                .dimensions(instance_dimension(instance_id))
+                .dimensions(Dimension::builder().name("ImageId").value("ami-0abc").build())
+                .dimensions(Dimension::builder().name("InstanceType").value("t3.micro").build())
+                .timestamp(AwsDateTime::from_secs(window.start().timestamp() + i64::from(index) * 86_400 + 3_600))
+                .unit(StandardUnit::Percent)
+                .value(percent)
+                .build()
+        })
+        .collect();
+    cw.put_metric_data().namespace("CWAgent").set_metric_data(Some(data)).send().await.expect("put memory metrics");
+}
+
+/// Creates a bucket in the configuration's region and returns it as a run store.
+pub async fn run_bucket(config: &aws_config::SdkConfig, bucket: &str) -> finops_aws::S3RunStore {
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build());
+    let region = config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+    let mut req = s3.create_bucket().bucket(bucket);
+    if region != "us-east-1" {
+        req = req.create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(region.as_str()))
+                .build(),
+        );
+    }
+    req.send().await.expect("create bucket");
+    finops_aws::S3RunStore::new(config, bucket)
+}
