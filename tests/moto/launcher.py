@@ -2,24 +2,34 @@
 
 Usage: python launcher.py PORT
 
-Two additions to plain `moto_server`, both about lifecycle and seeding rather than behaviour:
-- It exits when its standard input closes, so a test binary that dies (or never drops its handle) never leaves an
-  orphaned server behind.
+Plain `moto_server`, with three additions that concern transport, lifecycle and seeding rather than AWS behaviour:
+
+- Smithy RPCv2 CBOR. aws-sdk-cloudwatch speaks the `rpc-v2-cbor` protocol (POST /service/<Service>/operation/<Op>,
+  CBOR bodies). moto 5.2.5 serves CloudWatch over the query and JSON protocols only and answers 404 there, so this
+  adapter turns such a request into the equivalent JSON-protocol request (X-Amz-Target, JSON body), lets moto
+  handle it, and encodes moto's answer back to CBOR, converting timestamps by botocore's model of the operation.
+- It exits when its standard input closes, so a test binary that dies never leaves an orphaned server behind.
 - Instances launched with the tag `finops-test:launched-days-ago=N` get a LaunchTime N days in the past. Real fleets
   are old; EC2 has no API to set LaunchTime, and every moto instance would otherwise be brand new, which the idle
-  criteria rightly treat as "insufficient data". The tag is only read here, by the emulator's seeding hook; the
-  product never reads it.
+  criteria rightly treat as "insufficient data". The tag is only read here, by the emulator's seeding hook.
 """
 
 import datetime
+import io
+import json
 import os
 import sys
 import threading
 
+import botocore.session
+import cbor2
 from moto.ec2.models.instances import InstanceBackend
-from moto.server import main as moto_main
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import run_simple
 
 BACKDATE_TAG = "finops-test:launched-days-ago"
+
+# --- seeding hook: backdated launch times -------------------------------------------------------------------------
 
 _run_instances = InstanceBackend.run_instances
 
@@ -36,6 +46,112 @@ def _run_instances_backdated(self, *args, **kwargs):
 
 InstanceBackend.run_instances = _run_instances_backdated
 
+# --- Smithy RPCv2 CBOR adapter ------------------------------------------------------------------------------------
+
+# The Smithy service name in the URL -> botocore service name (for the operation's output shape).
+RPCV2_SERVICES = {"GraniteServiceVersion20100801": "cloudwatch"}
+_models = {}
+_session = botocore.session.get_session()
+
+
+def _operation_model(service, operation):
+    if service not in _models:
+        _models[service] = _session.get_service_model(service)
+    try:
+        return _models[service].operation_model(operation)
+    except Exception:
+        return None
+
+
+def _to_json_value(value):
+    """CBOR request values -> JSON-protocol values (timestamps become epoch seconds, bytes are not used here)."""
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if isinstance(value, dict):
+        return {k: _to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_json_value(v) for v in value]
+    return value
+
+
+def _to_cbor_value(value, shape):
+    """JSON-protocol response values -> CBOR values, timestamps as datetimes (encoded as CBOR tag 1)."""
+    if shape is None or value is None:
+        return value
+    if shape.type_name == "timestamp":
+        if isinstance(value, (int, float)):
+            return datetime.datetime.fromtimestamp(value, tz=datetime.timezone.utc)
+        if isinstance(value, str):
+            return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return value
+    if shape.type_name == "structure" and isinstance(value, dict):
+        return {k: _to_cbor_value(v, shape.members.get(k)) for k, v in value.items()}
+    if shape.type_name == "list" and isinstance(value, list):
+        return [_to_cbor_value(v, shape.member) for v in value]
+    if shape.type_name == "map" and isinstance(value, dict):
+        return {k: _to_cbor_value(v, shape.value) for k, v in value.items()}
+    if shape.type_name in ("double", "float") and isinstance(value, int):
+        return float(value)
+    return value
+
+
+class RpcV2CborAdapter:
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        parts = path.strip("/").split("/")
+        if environ.get("REQUEST_METHOD") != "POST" or len(parts) != 4 or parts[0] != "service" or parts[2] != "operation":
+            return self.app(environ, start_response)
+        smithy_service, operation = parts[1], parts[3]
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        raw = environ["wsgi.input"].read(length) if length else b""
+        request = cbor2.loads(raw) if raw else {}
+        body = json.dumps(_to_json_value(request)).encode()
+        inner = dict(environ)
+        inner.update(
+            {
+                "PATH_INFO": "/",
+                "CONTENT_TYPE": "application/x-amz-json-1.0",
+                "CONTENT_LENGTH": str(len(body)),
+                "HTTP_X_AMZ_TARGET": f"{smithy_service}.{operation}",
+                "wsgi.input": io.BytesIO(body),
+            }
+        )
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda _data: None
+
+        chunks = self.app(inner, capture)
+        try:
+            payload = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        status = captured["status"]
+        document = json.loads(payload) if payload.strip() else {}
+        if status.startswith("2"):
+            model = _operation_model(RPCV2_SERVICES.get(smithy_service, ""), operation)
+            document = _to_cbor_value(document, model.output_shape if model else None)
+        else:
+            error_type = document.get("__type", "InternalFailure") if isinstance(document, dict) else "InternalFailure"
+            message = document.get("message") or document.get("Message") if isinstance(document, dict) else str(document)
+            document = {"__type": error_type.split("#")[-1], "message": message or ""}
+        encoded = cbor2.dumps(document, datetime_as_timestamp=True, timezone=datetime.timezone.utc)
+        headers = [
+            ("Content-Type", "application/cbor"),
+            ("smithy-protocol", "rpc-v2-cbor"),
+            ("Content-Length", str(len(encoded))),
+        ]
+        start_response(status, headers)
+        return [encoded]
+
+
+# --- lifecycle ----------------------------------------------------------------------------------------------------
+
 
 def _exit_when_parent_goes():
     try:
@@ -44,8 +160,21 @@ def _exit_when_parent_goes():
         os._exit(0)
 
 
-if __name__ == "__main__":
-    port = sys.argv[1]
+def main():
+    port = int(sys.argv[1])
+    os.environ.setdefault("MOTO_PORT", str(port))
     if not sys.stdin.isatty():
         threading.Thread(target=_exit_when_parent_goes, daemon=True).start()
-    moto_main(["-H", "127.0.0.1", "-p", port])
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(
+        "127.0.0.1",
+        port,
+        RpcV2CborAdapter(app),
+        threaded=True,
+        use_reloader=False,
+        request_handler=MotoRequestHandler,
+    )
+
+
+if __name__ == "__main__":
+    main()

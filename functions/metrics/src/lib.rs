@@ -1,1 +1,436 @@
+//! The metrics step: daily CloudWatch utilisation for every inventoried instance, the idle verdict with its
+//! reasons, and the cost and saving estimate.
+//!
+//! GetMetricData is called once per 500 metric queries (never once per instance); [`MetricsApi`] is the narrow
+//! seam between this logic and CloudWatch ([`cloudwatch::CloudWatchMetrics`] in deployments, fakes in tests and
+//! benchmarks). The fleet-sized result goes to the run bucket; the state output carries the shortlist.
 
+pub mod cloudwatch;
+pub mod synthetic;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{DateTime, Utc};
+use finops_aws::{get_json, put_json, validate_run_id, FinopsError, PriceBook, PriceListApi, RunStore};
+use finops_core::steps::{
+    shortlist, InventoryDocument, MetricsOutput, ShortlistEntry, UtilisationDocument, VerdictCounts,
+};
+use finops_core::utilisation::UtilisationStats;
+use finops_core::{
+    CostEstimate, DailyUtilisation, DetectionConfig, IdleCriteria, InstanceRecord, LookbackWindow, ObjectRef,
+    ProgressEvent, ProgressSink, UtilisationSummary,
+};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde::Deserialize;
+
+pub use cloudwatch::CloudWatchMetrics;
+
+/// GetMetricData accepts at most 500 MetricDataQuery structures per call.
+pub const MAX_QUERIES_PER_CALL: usize = 500;
+/// GetMetricData calls in flight at once per region (the API allows 50 TPS per account and region).
+pub const CONCURRENT_CALLS: usize = 4;
+pub const DAY_SECONDS: i32 = 86_400;
+
+/// Which daily statistic a query asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricKind {
+    CpuAverage,
+    CpuMaximum,
+    NetworkIn,
+    NetworkOut,
+    DiskReadOps,
+    DiskWriteOps,
+    MemUsedAverage,
+}
+
+impl MetricKind {
+    /// The per-instance queries every instance gets (memory only where the CloudWatch agent publishes it).
+    pub const STANDARD: [MetricKind; 6] =
+        [Self::CpuAverage, Self::CpuMaximum, Self::NetworkIn, Self::NetworkOut, Self::DiskReadOps, Self::DiskWriteOps];
+
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Self::MemUsedAverage => "CWAgent",
+            _ => "AWS/EC2",
+        }
+    }
+    pub fn metric_name(self) -> &'static str {
+        match self {
+            Self::CpuAverage | Self::CpuMaximum => "CPUUtilization",
+            Self::NetworkIn => "NetworkIn",
+            Self::NetworkOut => "NetworkOut",
+            Self::DiskReadOps => "EBSReadOps",
+            Self::DiskWriteOps => "EBSWriteOps",
+            Self::MemUsedAverage => "mem_used_percent",
+        }
+    }
+    pub fn stat(self) -> &'static str {
+        match self {
+            Self::CpuAverage | Self::MemUsedAverage => "Average",
+            Self::CpuMaximum => "Maximum",
+            _ => "Sum",
+        }
+    }
+}
+
+/// One MetricDataQuery (a MetricStat over one metric), free of SDK types.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricQuery {
+    pub id: String,
+    pub kind: MetricKind,
+    pub dimensions: Vec<(String, String)>,
+    pub period_secs: i32,
+}
+
+/// One result series: timestamps in Unix seconds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricSeries {
+    pub id: String,
+    pub timestamps: Vec<i64>,
+    pub values: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricDataPage {
+    pub series: Vec<MetricSeries>,
+    pub next_token: Option<String>,
+}
+
+/// CloudWatch, narrowed to what the metrics step asks.
+pub trait MetricsApi: Send + Sync {
+    /// Dimension sets of CWAgent `mem_used_percent` by instance id (ListMetrics), so memory queries match the
+    /// agent's exact dimensions (it adds ImageId, InstanceType, ...).
+    fn memory_dimensions(
+        &self,
+        region: &str,
+    ) -> impl Future<Output = Result<HashMap<String, Vec<(String, String)>>, FinopsError>> + Send;
+
+    /// One GetMetricData call.
+    fn get_metric_data(
+        &self,
+        region: &str,
+        queries: &[MetricQuery],
+        window: &LookbackWindow,
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<MetricDataPage, FinopsError>> + Send;
+}
+
+/// Which instance and metric a query id stands for.
+#[derive(Debug, Clone, Copy)]
+struct QueryTarget {
+    instance: usize,
+    kind: MetricKind,
+}
+
+/// Builds the queries of one region: six per instance, plus memory where the agent reports it.
+pub fn plan_queries(
+    instances: &[&InstanceRecord],
+    memory: &HashMap<String, Vec<(String, String)>>,
+) -> (Vec<MetricQuery>, Vec<(usize, MetricKind)>) {
+    let mut queries = Vec::with_capacity(instances.len() * MetricKind::STANDARD.len());
+    let mut targets = Vec::with_capacity(queries.capacity());
+    for (index, instance) in instances.iter().enumerate() {
+        let instance_dims = vec![("InstanceId".to_owned(), instance.instance_id.clone())];
+        for kind in MetricKind::STANDARD {
+            targets.push((index, kind));
+            queries.push(MetricQuery {
+                id: format!("q{}", queries.len()),
+                kind,
+                dimensions: instance_dims.clone(),
+                period_secs: DAY_SECONDS,
+            });
+        }
+        if let Some(dims) = memory.get(&instance.instance_id) {
+            targets.push((index, MetricKind::MemUsedAverage));
+            queries.push(MetricQuery {
+                id: format!("q{}", queries.len()),
+                kind: MetricKind::MemUsedAverage,
+                dimensions: dims.clone(),
+                period_secs: DAY_SECONDS,
+            });
+        }
+    }
+    (queries, targets)
+}
+
+/// Daily series per instance (same order as `instances`), and the number of GetMetricData calls made.
+pub async fn collect_daily<M: MetricsApi>(
+    api: &M,
+    instances: &[InstanceRecord],
+    window: &LookbackWindow,
+    progress: &dyn ProgressSink,
+) -> Result<(Vec<Vec<DailyUtilisation>>, usize), FinopsError> {
+    let calls = AtomicUsize::new(0);
+    let mut daily: Vec<Vec<DailyUtilisation>> =
+        instances.iter().map(|_| window.days_iter().map(DailyUtilisation::empty).collect()).collect();
+    // Network in and out arrive as separate series; they are added up per day once both are in.
+    let mut network: Vec<Vec<(Option<f64>, Option<f64>)>> =
+        instances.iter().map(|_| vec![(None, None); window.days as usize]).collect();
+    let mut disk: Vec<Vec<(Option<f64>, Option<f64>)>> = network.clone();
+
+    let mut regions: Vec<&str> = instances.iter().map(|i| i.region.as_str()).collect();
+    regions.sort_unstable();
+    regions.dedup();
+    for region in regions {
+        let members: Vec<usize> = (0..instances.len()).filter(|&i| instances[i].region == region).collect();
+        let records: Vec<&InstanceRecord> = members.iter().map(|&i| &instances[i]).collect();
+        let memory = api.memory_dimensions(region).await?;
+        let (queries, targets) = plan_queries(&records, &memory);
+        let targets: HashMap<&str, QueryTarget> = queries
+            .iter()
+            .zip(&targets)
+            .map(|(q, &(local, kind))| (q.id.as_str(), QueryTarget { instance: members[local], kind }))
+            .collect();
+        let batches: Vec<&[MetricQuery]> = queries.chunks(MAX_QUERIES_PER_CALL).collect();
+        let batch_count = batches.len();
+        let pages: Vec<Vec<MetricSeries>> = stream::iter(batches.into_iter().enumerate())
+            .map(|(n, batch)| {
+                let calls = &calls;
+                async move {
+                    let mut series = Vec::new();
+                    let mut token = None;
+                    loop {
+                        calls.fetch_add(1, Ordering::Relaxed);
+                        let page = api.get_metric_data(region, batch, window, token).await?;
+                        series.extend(page.series);
+                        match page.next_token {
+                            Some(t) if !t.is_empty() => token = Some(t),
+                            _ => break,
+                        }
+                    }
+                    progress.report(ProgressEvent::MetricsBatch {
+                        region: region.to_owned(),
+                        batch: n + 1,
+                        batches: batch_count,
+                        queries: batch.len(),
+                    });
+                    Ok::<_, FinopsError>(series)
+                }
+            })
+            .buffer_unordered(CONCURRENT_CALLS)
+            .try_collect()
+            .await?;
+        for series in pages.into_iter().flatten() {
+            let Some(target) = targets.get(series.id.as_str()) else { continue };
+            for (&ts, &value) in series.timestamps.iter().zip(&series.values) {
+                let Some(day) = window.day_index(ts) else { continue };
+                let (i, d) = (target.instance, day as usize);
+                let slot = &mut daily[i][d];
+                match target.kind {
+                    MetricKind::CpuAverage => slot.cpu_avg_percent = Some(value),
+                    MetricKind::CpuMaximum => slot.cpu_max_percent = Some(value),
+                    MetricKind::MemUsedAverage => slot.mem_used_percent = Some(value),
+                    MetricKind::NetworkIn => network[i][d].0 = Some(value),
+                    MetricKind::NetworkOut => network[i][d].1 = Some(value),
+                    MetricKind::DiskReadOps => disk[i][d].0 = Some(value),
+                    MetricKind::DiskWriteOps => disk[i][d].1 = Some(value),
+                }
+            }
+        }
+    }
+    let add = |(a, b): (Option<f64>, Option<f64>)| match (a, b) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+    };
+    for (i, days) in daily.iter_mut().enumerate() {
+        for (d, day) in days.iter_mut().enumerate() {
+            day.network_bytes = add(network[i][d]);
+            day.disk_ops = add(disk[i][d]);
+        }
+    }
+    Ok((daily, calls.into_inner()))
+}
+
+/// Verdicts and costs of a fleet: what both the Lambda and `finops scan` compute.
+pub struct Analysis {
+    pub window: LookbackWindow,
+    pub summaries: Vec<UtilisationSummary>,
+    pub get_metric_data_calls: usize,
+}
+
+pub async fn analyse<M: MetricsApi, P: PriceListApi>(
+    api: &M,
+    prices: &PriceBook<P>,
+    instances: &[InstanceRecord],
+    criteria: &IdleCriteria,
+    now: DateTime<Utc>,
+    progress: &dyn ProgressSink,
+) -> Result<Analysis, FinopsError> {
+    let window = LookbackWindow::ending_before(now, criteria.lookback_days);
+    let (daily, calls) = collect_daily(api, instances, &window, progress).await?;
+    let mut summaries = Vec::with_capacity(instances.len());
+    for (instance, days) in instances.iter().zip(daily) {
+        let assessment = criteria.assess(&window, instance.launch_time, &days);
+        let hourly = prices.instance_hourly(&instance.region, &instance.instance_type, instance.is_windows()).await;
+        let mut storage = Vec::with_capacity(instance.volumes.len());
+        for v in &instance.volumes {
+            storage.push(prices.volume_monthly(&instance.region, v).await);
+        }
+        let cost = CostEstimate::new(instance, assessment.verdict, hourly, &storage);
+        summaries.push(UtilisationSummary {
+            instance_id: instance.instance_id.clone(),
+            region: instance.region.clone(),
+            window,
+            stats: UtilisationStats::from_days(&days),
+            days,
+            assessment,
+            cost,
+        });
+    }
+    progress.report(ProgressEvent::Priced { instances: summaries.len() });
+    Ok(Analysis { window, summaries, get_metric_data_calls: calls })
+}
+
+/// What the state machine passes: the inventory step's output (extra fields ignored) and optional per-run
+/// overrides from the schedule's input.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsRequest {
+    pub run_id: String,
+    pub inventory: ObjectRef,
+    #[serde(default)]
+    pub lookback_days: Option<u32>,
+    #[serde(default)]
+    pub criteria: Option<String>,
+}
+
+/// The Lambda handler.
+pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
+    event: serde_json::Value,
+    api: &M,
+    prices: &PriceBook<P>,
+    store: &R,
+    config: &DetectionConfig,
+    now: DateTime<Utc>,
+) -> Result<MetricsOutput, FinopsError> {
+    let request: MetricsRequest = serde_json::from_value(event).map_err(|e| {
+        FinopsError::InvalidInput(format!("metrics expects the inventory step's output ({{runId, inventory}}): {e}"))
+    })?;
+    validate_run_id(&request.run_id)?;
+    let config = config
+        .clone()
+        .with_run_overrides(request.lookback_days, request.criteria.as_deref())
+        .map_err(|e| FinopsError::InvalidInput(e.to_string()))?;
+    let inventory: InventoryDocument = get_json(store, &request.inventory).await?;
+    if inventory.run_id != request.run_id {
+        return Err(FinopsError::InvalidInput(format!(
+            "inventory document belongs to run {:?}, not {:?}",
+            inventory.run_id, request.run_id
+        )));
+    }
+    let analysis = analyse(api, prices, &inventory.instances, &config.criteria, now, &finops_core::Silent).await?;
+
+    let mut verdicts = VerdictCounts::default();
+    for s in &analysis.summaries {
+        verdicts.add(s.verdict());
+    }
+    let types: HashMap<&str, &str> =
+        inventory.instances.iter().map(|i| (i.instance_id.as_str(), i.instance_type.as_str())).collect();
+    let candidates = analysis
+        .summaries
+        .iter()
+        .map(|s| ShortlistEntry::from_summary(s, types.get(s.instance_id.as_str()).copied().unwrap_or("unknown")));
+    let (shortlist, shortlist_omitted) = shortlist(candidates, config.shortlist_limit);
+    let estimated_monthly_saving_usd = analysis
+        .summaries
+        .iter()
+        .filter(|s| matches!(s.verdict(), finops_core::IdleVerdict::Idle | finops_core::IdleVerdict::Underutilised))
+        .filter_map(|s| s.cost.monthly_saving_usd)
+        .sum::<f64>();
+
+    let document = UtilisationDocument {
+        run_id: request.run_id.clone(),
+        window: analysis.window,
+        criteria: config.criteria.clone(),
+        summaries: analysis.summaries,
+    };
+    let utilisation = put_json(store, &format!("runs/{}/utilisation.json", request.run_id), &document).await?;
+    tracing::info!(
+        run_id = request.run_id,
+        instances = inventory.instances.len(),
+        idle = verdicts.idle,
+        underutilised = verdicts.underutilised,
+        calls = analysis.get_metric_data_calls,
+        "utilisation stored"
+    );
+    Ok(MetricsOutput {
+        run_id: request.run_id,
+        regions: inventory.regions,
+        inventory: request.inventory,
+        utilisation,
+        window: analysis.window,
+        criteria: config.criteria.preset.as_str().to_owned(),
+        instance_count: inventory.instances.len(),
+        verdicts,
+        shortlist,
+        shortlist_omitted,
+        estimated_monthly_saving_usd: (estimated_monthly_saving_usd * 100.0).round() / 100.0,
+        get_metric_data_calls: analysis.get_metric_data_calls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::SyntheticMetrics;
+    use finops_aws::SdkPriceList;
+    use finops_core::{ClusterMembership, CriteriaPreset, IdleVerdict, Lifecycle, RootDeviceType};
+
+    fn fleet(n: usize, regions: &[&str]) -> Vec<InstanceRecord> {
+        (0..n)
+            .map(|i| InstanceRecord {
+                instance_id: format!("i-{i:016x}"),
+                region: regions[i % regions.len()].to_owned(),
+                instance_type: "m5.large".into(),
+                state: "running".into(),
+                launch_time: Utc::now() - chrono::Duration::days(100),
+                lifecycle: Lifecycle::OnDemand,
+                platform: "Linux/UNIX".into(),
+                root_device_type: RootDeviceType::Ebs,
+                tags: Default::default(),
+                membership: ClusterMembership::default(),
+                volumes: vec![],
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn one_call_per_500_queries_never_one_per_instance() {
+        for (n, regions) in [(1, vec!["us-east-1"]), (84, vec!["us-east-1"]), (1_000, vec!["us-east-1", "eu-west-1"])] {
+            let api = SyntheticMetrics::default();
+            let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
+            let criteria = IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14);
+            let fleet = fleet(n, &regions);
+            let a = analyse(&api, &prices, &fleet, &criteria, Utc::now(), &finops_core::Silent).await.unwrap();
+            let per_region = n.div_ceil(regions.len());
+            let expected = regions.len() * (per_region * 6).div_ceil(MAX_QUERIES_PER_CALL);
+            assert_eq!(a.get_metric_data_calls, expected, "{n} instances");
+            assert_eq!(api.calls.load(Ordering::Relaxed), expected);
+            assert!(api.largest_call.load(Ordering::Relaxed) <= MAX_QUERIES_PER_CALL);
+            let idle = a.summaries.iter().filter(|s| s.verdict() == IdleVerdict::Idle).count();
+            let active = a.summaries.iter().filter(|s| s.verdict() == IdleVerdict::Active).count();
+            assert_eq!(idle + active, n, "every instance judged on a full series");
+        }
+    }
+
+    #[test]
+    fn memory_query_only_where_the_agent_reports() {
+        let fleet = fleet(3, &["us-east-1"]);
+        let refs: Vec<&InstanceRecord> = fleet.iter().collect();
+        let memory = HashMap::from([(
+            fleet[1].instance_id.clone(),
+            vec![("InstanceId".to_owned(), fleet[1].instance_id.clone()), ("ImageId".to_owned(), "ami-1".to_owned())],
+        )]);
+        let (queries, targets) = plan_queries(&refs, &memory);
+        assert_eq!(queries.len(), 19);
+        let mem: Vec<&MetricQuery> = queries.iter().filter(|q| q.kind == MetricKind::MemUsedAverage).collect();
+        assert_eq!(mem.len(), 1);
+        assert_eq!(mem[0].dimensions.len(), 2, "the agent's own dimension set");
+        assert_eq!(targets.iter().filter(|(i, _)| *i == 1).count(), 7);
+        let ids: std::collections::HashSet<&str> = queries.iter().map(|q| q.id.as_str()).collect();
+        assert_eq!(ids.len(), queries.len(), "query ids are unique");
+        assert!(queries.iter().all(|q| q.id.starts_with('q') && q.id[1..].chars().all(|c| c.is_ascii_digit())));
+    }
+}
