@@ -1,0 +1,45 @@
+//! The `finops` command. `finops scan` is what a new user runs first against their own account: detection only,
+//! in-process, with their credentials; it reads and never changes anything.
+
+pub mod render;
+pub mod scan;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "finops", version, about = "Find idle EC2 instances and what they cost; act only with approval.")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List running instances with their utilisation verdict, monthly cost and possible saving. Read-only.
+    Scan(scan::ScanArgs),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Aws(#[from] finops_aws::FinopsError),
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::Aws(_) | Self::Output(_) => 1,
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Scan(args) => scan::run(args, &mut std::io::stdout().lock()).await,
+    }
+}
