@@ -91,6 +91,7 @@ impl FinopsError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let message = DisplayErrorContext(&err).to_string();
+        let message = message.chars().take(500).collect::<String>();
         match &err {
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
                 Self::Transient { service, operation, message }
@@ -98,7 +99,9 @@ impl FinopsError {
             SdkError::ServiceError(se) => {
                 let code = se.err().code().unwrap_or_default().to_owned();
                 let status = se.raw().status().as_u16();
-                let message = se.err().message().map(str::to_owned).unwrap_or(message);
+                // Without a modelled message (an HTML error page, say), the status says enough; the full context
+                // of such a response is pages of body text.
+                let message = se.err().message().map(str::to_owned).unwrap_or_else(|| format!("HTTP {status}"));
                 if THROTTLING_CODES.contains(&code.as_str()) || status == 429 {
                     Self::Throttled { service, operation, message }
                 } else if ACCESS_CODES.contains(&code.as_str()) || (code.is_empty() && status == 403) {

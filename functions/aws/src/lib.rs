@@ -10,4 +10,4 @@ pub mod store;
 pub use error::{ErrorName, FinopsError};
 pub use pricing::{PriceBook, PriceListApi, SdkPriceList};
 pub use sdk::{init_logging, load_sdk_config, AwsSettings};
-pub use store::{get_json, put_json, validate_run_id, MemoryRunStore, RunStore, S3RunStore};
+pub use store::{get_json, put_json, put_json_sized, validate_run_id, MemoryRunStore, RunStore, S3RunStore};

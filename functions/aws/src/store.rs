@@ -35,7 +35,20 @@ pub fn validate_run_id(run_id: &str) -> Result<(), FinopsError> {
 }
 
 pub async fn put_json<S: RunStore, T: Serialize>(store: &S, key: &str, value: &T) -> Result<ObjectRef, FinopsError> {
-    let body = serde_json::to_vec(value).map_err(|e| FinopsError::InvalidInput(format!("cannot encode {key}: {e}")))?;
+    put_json_sized(store, key, value, 0).await
+}
+
+/// Like [`put_json`], with the expected size: a fleet-sized document then grows its buffer once instead of
+/// doubling (and briefly holding two copies) on the way to tens of megabytes.
+pub async fn put_json_sized<S: RunStore, T: Serialize>(
+    store: &S,
+    key: &str,
+    value: &T,
+    expected_bytes: usize,
+) -> Result<ObjectRef, FinopsError> {
+    let mut body = Vec::with_capacity(expected_bytes);
+    serde_json::to_writer(&mut body, value)
+        .map_err(|e| FinopsError::InvalidInput(format!("cannot encode {key}: {e}")))?;
     store.put(key, body).await
 }
 

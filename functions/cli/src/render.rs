@@ -107,7 +107,8 @@ fn usd(v: Option<f64>) -> String {
 }
 
 pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::Result<()> {
-    let header = ["INSTANCE", "NAME", "TYPE", "REGION", "VERDICT", "AVG CPU", "PEAK CPU", "NET/DAY", "COST/MO", "SAVING/MO"];
+    let header =
+        ["INSTANCE", "NAME", "TYPE", "REGION", "VERDICT", "AVG CPU", "PEAK CPU", "NET/DAY", "COST/MO", "SAVING/MO"];
     let rows: Vec<[String; 10]> = report
         .instances
         .iter()

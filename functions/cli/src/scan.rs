@@ -64,14 +64,18 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
     let config = DetectionConfig::default()
         .with_run_overrides(Some(args.lookback_days), Some(&args.criteria))
         .map_err(|e| CliError::Usage(format!("--{}: {}", flag_name(&e.key), e.message)))?;
-    let settings =
-        AwsSettings { profile: args.profile.clone(), endpoint_url: args.endpoint_url.clone(), region: Some(regions[0].clone()) };
+    let settings = AwsSettings {
+        profile: args.profile.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        region: Some(regions[0].clone()),
+    };
     let sdk = load_sdk_config(&settings).await;
     let progress: &dyn ProgressSink = if args.quiet { &finops_core::Silent } else { &StderrProgress };
 
     let instances = collect_inventory(&Ec2Inventory::new(sdk.clone()), &regions, progress).await?;
     let prices = PriceBook::new((!args.offline_prices).then(|| SdkPriceList::new(&sdk)));
-    let analysis = analyse(&CloudWatchMetrics::new(sdk), &prices, &instances, &config.criteria, Utc::now(), progress).await?;
+    let analysis =
+        analyse(&CloudWatchMetrics::new(sdk), &prices, &instances, &config.criteria, Utc::now(), progress).await?;
     let price_note = prices.api_unavailable_reason().filter(|_| !args.offline_prices);
     if let (Some(reason), false) = (&price_note, args.quiet) {
         eprintln!("pricing:   Price List API not used ({reason}); estimates use the embedded table");

@@ -310,13 +310,14 @@ impl IdleCriteria {
                 return Assessment::new(verdict, Some(name), qualifying, observed, total, reasons);
             }
             let failing: Vec<&Crossing> = crossings.iter().filter(|c| !c.is_empty()).flat_map(|c| c.first()).collect();
-            let detail = failing.iter().take(3).map(|c| c.to_string()).collect::<Vec<_>>().join("; ");
-            let more = failing.len().saturating_sub(3);
+            // One example day keeps a fleet-sized document small; the daily series beside it has the rest.
+            let detail = failing.first().map(|c| c.to_string()).unwrap_or_default();
+            let more = failing.len().saturating_sub(1);
             let summary = format!(
                 "not {}: {} on only {qualifying} of {total} days ({required} needed); {detail}{}",
                 if verdict == IdleVerdict::Idle { "idle" } else { "underutilised" },
                 rule.describe(),
-                if more > 0 { format!("; and {more} more days") } else { String::new() }
+                if more > 0 { format!(" (and {more} more days)") } else { String::new() }
             );
             if first_failure.is_none() {
                 first_failure = Some(summary);

@@ -21,7 +21,7 @@ pub const EMBEDDED_PRICES_SOURCE: &str =
 pub const EMBEDDED_PRICES_AS_OF: &str = "2024-06";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(tag = "kind", rename_all = "kebab-case", rename_all_fields = "camelCase")]
 pub enum PriceSource {
     /// AWS Price List Query API (GetProducts), queried at run time.
     PriceListApi,

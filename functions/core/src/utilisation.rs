@@ -90,11 +90,17 @@ impl DailyUtilisation {
 #[serde(rename_all = "camelCase")]
 pub struct UtilisationStats {
     pub days_with_data: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_cpu_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_cpu_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_daily_network_bytes: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_daily_network_bytes: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_daily_disk_ops: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avg_mem_used_percent: Option<f64>,
 }
 
@@ -125,7 +131,8 @@ impl UtilisationStats {
 pub struct UtilisationSummary {
     pub instance_id: String,
     pub region: String,
-    pub window: LookbackWindow,
+    /// Stored as columns (one array per metric), which keeps a 10,000-instance document a third of the size.
+    #[serde(with = "columns")]
     pub days: Vec<DailyUtilisation>,
     pub stats: UtilisationStats,
     pub assessment: Assessment,
@@ -135,6 +142,61 @@ pub struct UtilisationSummary {
 impl UtilisationSummary {
     pub fn verdict(&self) -> IdleVerdict {
         self.assessment.verdict
+    }
+}
+
+/// Daily series as one array per metric, starting at `firstDay`, values rounded to 4 decimals.
+mod columns {
+    use chrono::NaiveDate;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::DailyUtilisation;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Columns {
+        first_day: Option<NaiveDate>,
+        cpu_avg_percent: Vec<Option<f64>>,
+        cpu_max_percent: Vec<Option<f64>>,
+        network_bytes: Vec<Option<f64>>,
+        disk_ops: Vec<Option<f64>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mem_used_percent: Vec<Option<f64>>,
+    }
+
+    fn round(v: Option<f64>) -> Option<f64> {
+        v.map(|v| (v * 1e4).round() / 1e4)
+    }
+
+    pub fn serialize<S: Serializer>(days: &[DailyUtilisation], s: S) -> Result<S::Ok, S::Error> {
+        let column = |f: fn(&DailyUtilisation) -> Option<f64>| days.iter().map(|d| round(f(d))).collect::<Vec<_>>();
+        let mem =
+            if days.iter().any(|d| d.mem_used_percent.is_some()) { column(|d| d.mem_used_percent) } else { Vec::new() };
+        Columns {
+            first_day: days.first().map(|d| d.day),
+            cpu_avg_percent: column(|d| d.cpu_avg_percent),
+            cpu_max_percent: column(|d| d.cpu_max_percent),
+            network_bytes: column(|d| d.network_bytes),
+            disk_ops: column(|d| d.disk_ops),
+            mem_used_percent: mem,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DailyUtilisation>, D::Error> {
+        let c = Columns::deserialize(d)?;
+        let Some(first) = c.first_day else { return Ok(Vec::new()) };
+        let at = |col: &[Option<f64>], i: usize| col.get(i).copied().flatten();
+        Ok((0..c.cpu_avg_percent.len())
+            .map(|i| DailyUtilisation {
+                day: first + chrono::Duration::days(i as i64),
+                cpu_avg_percent: at(&c.cpu_avg_percent, i),
+                cpu_max_percent: at(&c.cpu_max_percent, i),
+                network_bytes: at(&c.network_bytes, i),
+                disk_ops: at(&c.disk_ops, i),
+                mem_used_percent: at(&c.mem_used_percent, i),
+            })
+            .collect())
     }
 }
 
@@ -182,6 +244,50 @@ mod tests {
         assert_eq!(s.peak_cpu_percent, Some(9.0));
         assert_eq!(s.avg_daily_network_bytes, Some(2000.0));
         assert_eq!(s.avg_mem_used_percent, None);
+    }
+
+    #[test]
+    fn summaries_store_days_as_columns_and_read_back() {
+        use crate::criteria::{CriteriaPreset, IdleCriteria};
+        use crate::inventory::InstanceRecord;
+        let w = LookbackWindow::ending_before(Utc.with_ymd_and_hms(2026, 11, 28, 1, 0, 0).unwrap(), 3);
+        let days: Vec<DailyUtilisation> = w
+            .days_iter()
+            .enumerate()
+            .map(|(i, day)| DailyUtilisation {
+                day,
+                cpu_avg_percent: Some(0.1 + 0.2),
+                cpu_max_percent: (i != 1).then_some(3.0),
+                network_bytes: Some(1e6),
+                disk_ops: None,
+                mem_used_percent: None,
+            })
+            .collect();
+        let instance: InstanceRecord = serde_json::from_value(serde_json::json!({
+            "instanceId": "i-1", "region": "us-east-1", "instanceType": "t3.micro", "state": "running",
+            "launchTime": "2025-01-01T00:00:00Z", "lifecycle": "on-demand", "platform": "Linux/UNIX",
+            "rootDeviceType": "ebs"
+        }))
+        .unwrap();
+        let assessment = IdleCriteria::preset(CriteriaPreset::Idle, 3).assess(&w, instance.launch_time, &days);
+        let summary = UtilisationSummary {
+            instance_id: "i-1".into(),
+            region: "us-east-1".into(),
+            stats: UtilisationStats::from_days(&days),
+            cost: CostEstimate::new(&instance, assessment.verdict, None, &[]),
+            assessment,
+            days: days.clone(),
+        };
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["days"]["firstDay"], "2026-11-25");
+        assert_eq!(json["days"]["cpuAvgPercent"], serde_json::json!([0.3, 0.3, 0.3]), "rounded");
+        assert_eq!(json["days"]["cpuMaxPercent"], serde_json::json!([3.0, null, 3.0]));
+        assert!(json["days"].get("memUsedPercent").is_none(), "no agent, no column");
+        let back: UtilisationSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back.days.len(), 3);
+        assert_eq!(back.days[2].day, days[2].day);
+        assert_eq!(back.days[1].cpu_max_percent, None);
+        assert_eq!(back.days[0].cpu_avg_percent, Some(0.3));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{DateTime, Utc};
-use finops_aws::{get_json, put_json, validate_run_id, FinopsError, PriceBook, PriceListApi, RunStore};
+use finops_aws::{get_json, put_json_sized, validate_run_id, FinopsError, PriceBook, PriceListApi, RunStore};
 use finops_core::steps::{
     shortlist, InventoryDocument, MetricsOutput, ShortlistEntry, UtilisationDocument, VerdictCounts,
 };
@@ -23,6 +23,7 @@ use finops_core::{
     ProgressEvent, ProgressSink, UtilisationSummary,
 };
 use futures_util::stream::{self, StreamExt, TryStreamExt};
+
 use serde::Deserialize;
 
 pub use cloudwatch::CloudWatchMetrics;
@@ -185,7 +186,8 @@ pub async fn collect_daily<M: MetricsApi>(
             .collect();
         let batches: Vec<&[MetricQuery]> = queries.chunks(MAX_QUERIES_PER_CALL).collect();
         let batch_count = batches.len();
-        let pages: Vec<Vec<MetricSeries>> = stream::iter(batches.into_iter().enumerate())
+        // Pages are merged as they arrive, so a large region never holds all its series at once.
+        let mut pages = std::pin::pin!(stream::iter(batches.into_iter().enumerate())
             .map(|(n, batch)| {
                 let calls = &calls;
                 async move {
@@ -209,23 +211,23 @@ pub async fn collect_daily<M: MetricsApi>(
                     Ok::<_, FinopsError>(series)
                 }
             })
-            .buffer_unordered(CONCURRENT_CALLS)
-            .try_collect()
-            .await?;
-        for series in pages.into_iter().flatten() {
-            let Some(target) = targets.get(series.id.as_str()) else { continue };
-            for (&ts, &value) in series.timestamps.iter().zip(&series.values) {
-                let Some(day) = window.day_index(ts) else { continue };
-                let (i, d) = (target.instance, day as usize);
-                let slot = &mut daily[i][d];
-                match target.kind {
-                    MetricKind::CpuAverage => slot.cpu_avg_percent = Some(value),
-                    MetricKind::CpuMaximum => slot.cpu_max_percent = Some(value),
-                    MetricKind::MemUsedAverage => slot.mem_used_percent = Some(value),
-                    MetricKind::NetworkIn => network[i][d].0 = Some(value),
-                    MetricKind::NetworkOut => network[i][d].1 = Some(value),
-                    MetricKind::DiskReadOps => disk[i][d].0 = Some(value),
-                    MetricKind::DiskWriteOps => disk[i][d].1 = Some(value),
+            .buffer_unordered(CONCURRENT_CALLS));
+        while let Some(batch_series) = pages.try_next().await? {
+            for series in batch_series {
+                let Some(target) = targets.get(series.id.as_str()) else { continue };
+                for (&ts, &value) in series.timestamps.iter().zip(&series.values) {
+                    let Some(day) = window.day_index(ts) else { continue };
+                    let (i, d) = (target.instance, day as usize);
+                    let slot = &mut daily[i][d];
+                    match target.kind {
+                        MetricKind::CpuAverage => slot.cpu_avg_percent = Some(value),
+                        MetricKind::CpuMaximum => slot.cpu_max_percent = Some(value),
+                        MetricKind::MemUsedAverage => slot.mem_used_percent = Some(value),
+                        MetricKind::NetworkIn => network[i][d].0 = Some(value),
+                        MetricKind::NetworkOut => network[i][d].1 = Some(value),
+                        MetricKind::DiskReadOps => disk[i][d].0 = Some(value),
+                        MetricKind::DiskWriteOps => disk[i][d].1 = Some(value),
+                    }
                 }
             }
         }
@@ -272,7 +274,6 @@ pub async fn analyse<M: MetricsApi, P: PriceListApi>(
         summaries.push(UtilisationSummary {
             instance_id: instance.instance_id.clone(),
             region: instance.region.clone(),
-            window,
             stats: UtilisationStats::from_days(&days),
             days,
             assessment,
@@ -346,7 +347,10 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
         criteria: config.criteria.clone(),
         summaries: analysis.summaries,
     };
-    let utilisation = put_json(store, &format!("runs/{}/utilisation.json", request.run_id), &document).await?;
+    // About 1.2 KB per instance (14 days of five columns, verdict, reasons, cost).
+    let expected_bytes = 4096 + document.summaries.len() * (1_024 + 24 * document.window.days as usize);
+    let utilisation =
+        put_json_sized(store, &format!("runs/{}/utilisation.json", request.run_id), &document, expected_bytes).await?;
     tracing::info!(
         run_id = request.run_id,
         instances = inventory.instances.len(),

@@ -18,7 +18,7 @@ pub struct SyntheticMetrics {
 impl SyntheticMetrics {
     /// The value of one day: instances whose id ends in an even hex digit look idle, the others busy.
     fn value(instance_id: &str, kind: MetricKind, day: u32) -> f64 {
-        let idle = instance_id.bytes().last().is_some_and(|b| (b as char).to_digit(16).unwrap_or(1) % 2 == 0);
+        let idle = instance_id.bytes().last().is_some_and(|b| (b as char).to_digit(16).unwrap_or(1).is_multiple_of(2));
         let wobble = f64::from(day % 3) * 0.1;
         match (idle, kind) {
             (true, MetricKind::CpuAverage) => 0.5 + wobble,

@@ -52,7 +52,8 @@ fn free_port() -> u16 {
 }
 
 impl MotoServer {
-    fn start() -> Self {
+    /// Starts a server on a free port and waits until it answers.
+    pub fn start() -> Self {
         let port = free_port();
         let launcher = workspace_root().join("tests/moto/launcher.py");
         let log = std::env::temp_dir().join(format!("finops-moto-{port}.log"));
@@ -77,6 +78,14 @@ impl MotoServer {
     }
 }
 
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let mut child = self._child.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 /// Takes the shared server (starting it on first use) and resets every service's state.
 pub async fn moto() -> MotoSession {
     let guard = EXCLUSIVE.lock().await;
@@ -89,24 +98,29 @@ pub async fn moto() -> MotoSession {
 impl MotoSession {
     /// SDK configuration pointing every client at this moto server, with dummy credentials.
     pub async fn sdk_config(&self, region: &str) -> SdkConfig {
-        let settings = finops_aws::AwsSettings {
-            profile: None,
-            endpoint_url: Some(self.endpoint.clone()),
-            region: Some(region.to_owned()),
-        };
-        finops_aws::load_sdk_config(&settings)
-            .await
-            .into_builder()
-            .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
-                "testing", "testing", None, None, "moto",
-            )))
-            .build()
+        sdk_config(&self.endpoint, region).await
     }
 
     /// POSTs JSON to a moto control endpoint (`/moto-api/config`, ...).
     pub fn control(&self, path: &str, json: &str) -> (u16, String) {
         http(self.port, "POST", path, json).expect("moto control call")
     }
+}
+
+/// SDK configuration pointing every client at a moto endpoint, with dummy credentials.
+pub async fn sdk_config(endpoint: &str, region: &str) -> SdkConfig {
+    let settings = finops_aws::AwsSettings {
+        profile: None,
+        endpoint_url: Some(endpoint.to_owned()),
+        region: Some(region.to_owned()),
+    };
+    finops_aws::load_sdk_config(&settings)
+        .await
+        .into_builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+            "testing", "testing", None, None, "moto",
+        )))
+        .build()
 }
 
 /// Minimal HTTP/1.1 client for moto's control API (no dependency for three calls).

@@ -1,0 +1,39 @@
+# finops-agent. `make demo` and `make test` work on a fresh machine: they install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+CARGO ?= cargo
+
+.PHONY: all demo test test-rust lint build bench clean venv
+
+all: build
+
+# moto (the local AWS) in a virtualenv, reinstalled when its requirements change.
+$(VENV_STAMP): tests/moto/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/moto/requirements.txt
+	touch $@
+
+venv: $(VENV_STAMP)
+
+# One build of the whole workspace: tests and binaries share it (same feature set everywhere).
+build:
+	$(CARGO) build --workspace
+
+demo: venv build
+	./target/debug/finops-demo $(DEMO_ARGS)
+
+test: venv
+	$(CARGO) test --workspace --no-fail-fast
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench:
+	$(CARGO) run --release -q -p finops-bench
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
