@@ -74,7 +74,7 @@ async fn scan_prints_verdicts_costs_and_changes_nothing() {
     assert_eq!(report["criteria"]["preset"], "idle");
     assert_eq!(report["verdicts"]["idle"], 1);
     assert_eq!(report["instances"][0]["instance"]["instanceId"], idle.as_str());
-    assert_eq!(report["instances"][0]["summary"]["days"].as_array().unwrap().len(), 7);
+    assert_eq!(report["instances"][0]["summary"]["days"]["cpuMaxPercent"].as_array().unwrap().len(), 7);
 
     // Read-only: every instance still running, no tag written, no snapshot taken.
     let described = ec2.describe_instances().send().await.unwrap();
