@@ -15,7 +15,7 @@ pub mod utilisation;
 pub use config::{ConfigError, DetectionConfig};
 pub use criteria::{Assessment, CriteriaPreset, DailyRule, IdleCriteria, IdleVerdict, Qualifying, Threshold};
 pub use inventory::{ClusterMembership, InstanceRecord, Lifecycle, RootDeviceType, VolumeRecord};
-pub use pricing::{CostEstimate, PriceSource, HOURS_PER_MONTH};
+pub use pricing::{CostEstimate, PriceSource, SavingBasis, HOURS_PER_MONTH};
 pub use progress::{ProgressEvent, ProgressSink, Silent};
 pub use steps::ObjectRef;
 pub use utilisation::{DailyUtilisation, LookbackWindow, UtilisationSummary};

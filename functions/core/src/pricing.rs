@@ -71,8 +71,38 @@ pub struct CostEstimate {
     /// What acting on the verdict would save per month.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monthly_saving_usd: Option<f64>,
-    pub saving_basis: String,
+    pub saving_basis: SavingBasis,
+    /// What the estimate leaves out or gets wrong, in words (spot pricing, unpriced volumes); usually empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caveats: Vec<String>,
     pub price_source: PriceSource,
+}
+
+/// How the saving was worked out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SavingBasis {
+    /// Stopping: compute stops billing; EBS storage continues while the volumes exist.
+    Stop,
+    /// Rightsizing one size down in the same family, which halves the on-demand price.
+    RightsizeOneSizeDown,
+    /// Nothing is proposed for the instance.
+    NoAction,
+    /// The instance price is unknown: no saving is claimed.
+    PriceUnknown,
+}
+
+impl fmt::Display for SavingBasis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Stop => "stop: compute stops billing; EBS storage continues while the volumes exist",
+            Self::RightsizeOneSizeDown => {
+                "rightsize one size down in the same family, which halves the on-demand price"
+            }
+            Self::NoAction => "no action proposed",
+            Self::PriceUnknown => "instance price unknown, no saving claimed",
+        })
+    }
 }
 
 impl CostEstimate {
@@ -100,26 +130,18 @@ impl CostEstimate {
         };
         let compute_monthly_usd = hourly_usd.map(|h| round_cents(h * HOURS_PER_MONTH));
         let monthly_cost_usd = compute_monthly_usd.map(|c| round_cents(c + storage_monthly_usd));
-        let (monthly_saving_usd, mut saving_basis) = match (verdict, compute_monthly_usd) {
-            (_, None) => (None, "instance price unknown, no saving claimed".to_string()),
-            (IdleVerdict::Idle, Some(c)) => (
-                Some(c),
-                format!(
-                    "stop: compute (${c:.2}/month at {} h) stops billing; EBS storage (${storage_monthly_usd:.2}/month) continues while the volumes exist",
-                    HOURS_PER_MONTH
-                ),
-            ),
-            (IdleVerdict::Underutilised, Some(c)) => (
-                Some(round_cents(c / 2.0)),
-                "rightsize one size down in the same family, which halves the on-demand price".to_string(),
-            ),
-            (IdleVerdict::Active | IdleVerdict::InsufficientData, Some(_)) => (Some(0.0), "no action proposed".to_string()),
+        let (monthly_saving_usd, saving_basis) = match (verdict, compute_monthly_usd) {
+            (_, None) => (None, SavingBasis::PriceUnknown),
+            (IdleVerdict::Idle, Some(c)) => (Some(c), SavingBasis::Stop),
+            (IdleVerdict::Underutilised, Some(c)) => (Some(round_cents(c / 2.0)), SavingBasis::RightsizeOneSizeDown),
+            (IdleVerdict::Active | IdleVerdict::InsufficientData, Some(_)) => (Some(0.0), SavingBasis::NoAction),
         };
+        let mut caveats = Vec::new();
         if instance.lifecycle == Lifecycle::Spot {
-            saving_basis.push_str("; spot instance: priced on-demand, actual spend is lower");
+            caveats.push("spot instance: priced on-demand, actual spend is lower".to_string());
         }
         if unpriced_volumes > 0 {
-            saving_basis.push_str(&format!("; {unpriced_volumes} volume(s) of unknown type not priced"));
+            caveats.push(format!("{unpriced_volumes} volume(s) of unknown type not priced"));
         }
         Self {
             hourly_usd,
@@ -128,6 +150,7 @@ impl CostEstimate {
             monthly_cost_usd,
             monthly_saving_usd,
             saving_basis,
+            caveats,
             price_source,
         }
     }
@@ -277,7 +300,8 @@ mod tests {
         assert_eq!(e.storage_monthly_usd, 8.0);
         assert_eq!(e.monthly_cost_usd, Some(78.08));
         assert_eq!(e.monthly_saving_usd, Some(70.08));
-        assert!(e.saving_basis.contains("EBS storage"));
+        assert_eq!(e.saving_basis, SavingBasis::Stop);
+        assert!(e.saving_basis.to_string().contains("EBS storage continues"));
     }
 
     #[test]
@@ -295,7 +319,8 @@ mod tests {
         assert_eq!(e.monthly_saving_usd, None);
         assert_eq!(e.monthly_cost_usd, None);
         assert!(matches!(e.price_source, PriceSource::Unknown { .. }));
-        assert!(e.saving_basis.contains("spot"));
-        assert!(e.saving_basis.contains("1 volume(s) of unknown type"));
+        assert_eq!(e.saving_basis, SavingBasis::PriceUnknown);
+        assert!(e.caveats[0].contains("spot"));
+        assert!(e.caveats[1].contains("1 volume(s) of unknown type"));
     }
 }

@@ -154,22 +154,32 @@ mod columns {
 
     #[derive(Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Columns {
+    struct Columns<V> {
         first_day: Option<NaiveDate>,
-        cpu_avg_percent: Vec<Option<f64>>,
-        cpu_max_percent: Vec<Option<f64>>,
-        network_bytes: Vec<Option<f64>>,
-        disk_ops: Vec<Option<f64>>,
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        mem_used_percent: Vec<Option<f64>>,
+        cpu_avg_percent: Vec<V>,
+        cpu_max_percent: Vec<V>,
+        network_bytes: Vec<V>,
+        disk_ops: Vec<V>,
+        #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+        mem_used_percent: Vec<V>,
     }
 
-    fn round(v: Option<f64>) -> Option<f64> {
-        v.map(|v| (v * 1e4).round() / 1e4)
+    /// A value rounded to 4 decimals, written as an integer when it is one (byte and op counts usually are):
+    /// shorter and cheaper to write than `400000.0`.
+    struct Compact(Option<f64>);
+
+    impl Serialize for Compact {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.0.map(|v| (v * 1e4).round() / 1e4) {
+                None => s.serialize_none(),
+                Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => s.serialize_i64(v as i64),
+                Some(v) => s.serialize_f64(v),
+            }
+        }
     }
 
     pub fn serialize<S: Serializer>(days: &[DailyUtilisation], s: S) -> Result<S::Ok, S::Error> {
-        let column = |f: fn(&DailyUtilisation) -> Option<f64>| days.iter().map(|d| round(f(d))).collect::<Vec<_>>();
+        let column = |f: fn(&DailyUtilisation) -> Option<f64>| days.iter().map(|d| Compact(f(d))).collect::<Vec<_>>();
         let mem =
             if days.iter().any(|d| d.mem_used_percent.is_some()) { column(|d| d.mem_used_percent) } else { Vec::new() };
         Columns {
@@ -184,7 +194,7 @@ mod columns {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<DailyUtilisation>, D::Error> {
-        let c = Columns::deserialize(d)?;
+        let c = Columns::<Option<f64>>::deserialize(d)?;
         let Some(first) = c.first_day else { return Ok(Vec::new()) };
         let at = |col: &[Option<f64>], i: usize| col.get(i).copied().flatten();
         Ok((0..c.cpu_avg_percent.len())
@@ -281,7 +291,7 @@ mod tests {
         let json = serde_json::to_value(&summary).unwrap();
         assert_eq!(json["days"]["firstDay"], "2026-11-25");
         assert_eq!(json["days"]["cpuAvgPercent"], serde_json::json!([0.3, 0.3, 0.3]), "rounded");
-        assert_eq!(json["days"]["cpuMaxPercent"], serde_json::json!([3.0, null, 3.0]));
+        assert_eq!(json["days"]["cpuMaxPercent"].to_string(), "[3,null,3]", "integral values as integers");
         assert!(json["days"].get("memUsedPercent").is_none(), "no agent, no column");
         let back: UtilisationSummary = serde_json::from_value(json).unwrap();
         assert_eq!(back.days.len(), 3);

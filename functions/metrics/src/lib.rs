@@ -81,7 +81,8 @@ impl MetricKind {
 pub struct MetricQuery {
     pub id: String,
     pub kind: MetricKind,
-    pub dimensions: Vec<(String, String)>,
+    /// Shared by an instance's queries (six or seven per instance), so planning a fleet does not copy them.
+    pub dimensions: std::sync::Arc<[(String, String)]>,
     pub period_secs: i32,
 }
 
@@ -133,7 +134,8 @@ pub fn plan_queries(
     let mut queries = Vec::with_capacity(instances.len() * MetricKind::STANDARD.len());
     let mut targets = Vec::with_capacity(queries.capacity());
     for (index, instance) in instances.iter().enumerate() {
-        let instance_dims = vec![("InstanceId".to_owned(), instance.instance_id.clone())];
+        let instance_dims: std::sync::Arc<[(String, String)]> =
+            std::sync::Arc::from([("InstanceId".to_owned(), instance.instance_id.clone())]);
         for kind in MetricKind::STANDARD {
             targets.push((index, kind));
             queries.push(MetricQuery {
@@ -148,7 +150,7 @@ pub fn plan_queries(
             queries.push(MetricQuery {
                 id: format!("q{}", queries.len()),
                 kind: MetricKind::MemUsedAverage,
-                dimensions: dims.clone(),
+                dimensions: std::sync::Arc::from(dims.as_slice()),
                 period_secs: DAY_SECONDS,
             });
         }

@@ -11,18 +11,15 @@ pub mod seed;
 pub use aws_smithy_mocks::{mock, mock_client, RuleMode};
 pub use moto::{moto, MotoSession};
 
-/// Wall-clock-independent process CPU time, for benchmarks.
+/// CPU time (user + system) of this process so far, at microsecond resolution (getrusage).
 pub fn process_cpu_time() -> std::time::Duration {
-    // /proc/self/stat fields 14 and 15 are utime and stime in clock ticks (100 Hz on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // After the command name, field 14 (utime) is index 11 and field 15 (stime) index 12.
-    std::time::Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    let usage = rusage();
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1_000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-/// Peak resident set size of this process, bytes (VmHWM).
+/// Peak resident set size of this process so far, bytes (VmHWM: getrusage's ru_maxrss survives execve, so under
+/// `cargo run` it would report cargo's own peak).
 pub fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -30,6 +27,15 @@ pub fn peak_rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+fn rusage() -> libc::rusage {
+    // SAFETY: getrusage only writes the struct it is given; zeroed is a valid initial value for it.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    }
 }
 
 // Crates the tests of other members need without declaring them (keeps every member's dependency set, and so the
