@@ -3,9 +3,11 @@
 //! Nothing in this crate talks to AWS: the Lambdas and the CLI turn SDK responses into these types, and every rule
 //! (idle criteria, savings, configuration) is a pure function over them, tested without any network.
 
+pub mod approval;
 pub mod config;
 pub mod criteria;
 pub mod inventory;
+pub mod policy;
 pub mod pricing;
 pub mod progress;
 pub mod regions;

@@ -1,0 +1,227 @@
+//! Signed approval links. An email carries `<base>/approvals/<id>?action=<a>&exp=<unix>&sig=<hex>`: a random
+//! 128-bit id (never the Step Functions task token), the action, an expiry, and an HMAC-SHA256 over all three with a
+//! key the deployment keeps in Secrets Manager. The callback verifies in constant time before it looks anything up.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalAction {
+    Approve,
+    Deny,
+    Snooze,
+}
+
+impl ApprovalAction {
+    pub const ALL: [ApprovalAction; 3] = [Self::Approve, Self::Deny, Self::Snooze];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Deny => "deny",
+            Self::Snooze => "snooze",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl fmt::Display for ApprovalAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The id is 16 random bytes as 32 lowercase hex characters.
+pub fn approval_id(random: [u8; 16]) -> String {
+    hex::encode(random)
+}
+
+fn is_approval_id(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalLink {
+    pub id: String,
+    pub action: ApprovalAction,
+    pub expires: i64,
+    pub sig: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("this link is not a finops approval link ({0})")]
+    Malformed(&'static str),
+    #[error("this link's signature does not match: it was altered or not issued by finops")]
+    BadSignature,
+    #[error("this link expired at {0} (unix time)")]
+    Expired(i64),
+}
+
+fn mac(key: &[u8], id: &str, action: ApprovalAction, expires: i64) -> HmacSha256 {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+    // Versioned and newline-separated: no field can be shifted into another.
+    mac.update(format!("finops-approval-v1\n{id}\n{}\n{expires}", action.as_str()).as_bytes());
+    mac
+}
+
+impl ApprovalLink {
+    pub fn sign(key: &[u8], id: &str, action: ApprovalAction, expires: i64) -> Self {
+        let sig = hex::encode(mac(key, id, action, expires).finalize().into_bytes());
+        Self { id: id.to_owned(), action, expires, sig }
+    }
+
+    pub fn url(&self, base_url: &str) -> String {
+        format!(
+            "{}/approvals/{}?action={}&exp={}&sig={}",
+            base_url.trim_end_matches('/'),
+            self.id,
+            self.action.as_str(),
+            self.expires,
+            self.sig
+        )
+    }
+
+    /// Parses the path (`/approvals/<id>`) and query string of a request. Anything unexpected is refused: unknown
+    /// or repeated parameters, a wrong id shape, a non-numeric expiry.
+    pub fn parse(path: &str, query: &str) -> Result<Self, LinkError> {
+        let id = path.strip_prefix("/approvals/").ok_or(LinkError::Malformed("path"))?;
+        if !is_approval_id(id) {
+            return Err(LinkError::Malformed("id"));
+        }
+        let (mut action, mut exp, mut sig) = (None, None, None);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or(LinkError::Malformed("query"))?;
+            let slot = match k {
+                "action" => &mut action,
+                "exp" => &mut exp,
+                "sig" => &mut sig,
+                _ => return Err(LinkError::Malformed("unknown parameter")),
+            };
+            if slot.replace(v).is_some() {
+                return Err(LinkError::Malformed("repeated parameter"));
+            }
+        }
+        let action = ApprovalAction::parse(action.ok_or(LinkError::Malformed("action"))?)
+            .ok_or(LinkError::Malformed("action"))?;
+        let exp = exp.ok_or(LinkError::Malformed("exp"))?;
+        if exp.is_empty() || exp.len() > 12 || !exp.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(LinkError::Malformed("exp"));
+        }
+        let expires: i64 = exp.parse().map_err(|_| LinkError::Malformed("exp"))?;
+        let sig = sig.ok_or(LinkError::Malformed("sig"))?;
+        if sig.len() != 64 || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(LinkError::Malformed("sig"));
+        }
+        Ok(Self { id: id.to_owned(), action, expires, sig: sig.to_ascii_lowercase() })
+    }
+
+    /// Checks the signature (constant time) and then the expiry.
+    pub fn verify(&self, key: &[u8], now_unix: i64) -> Result<(), LinkError> {
+        let given = hex::decode(&self.sig).map_err(|_| LinkError::Malformed("sig"))?;
+        mac(key, &self.id, self.action, self.expires).verify_slice(&given).map_err(|_| LinkError::BadSignature)?;
+        if now_unix >= self.expires {
+            return Err(LinkError::Expired(self.expires));
+        }
+        Ok(())
+    }
+
+    /// The same link for another action: the confirmation page's buttons post these.
+    pub fn for_action(&self, key: &[u8], action: ApprovalAction) -> Self {
+        Self::sign(key, &self.id, action, self.expires)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const ID: &str = "00112233445566778899aabbccddeeff";
+
+    fn split(url: &str) -> (String, String) {
+        let path_and_query = url.strip_prefix("https://approve.example.com").unwrap();
+        let (p, q) = path_and_query.split_once('?').unwrap();
+        (p.to_owned(), q.to_owned())
+    }
+
+    #[test]
+    fn round_trip_verifies_until_expiry() {
+        let link = ApprovalLink::sign(KEY, ID, ApprovalAction::Approve, 2_000);
+        let url = link.url("https://approve.example.com/");
+        assert_eq!(url, format!("https://approve.example.com/approvals/{ID}?action=approve&exp=2000&sig={}", link.sig));
+        let (p, q) = split(&url);
+        let parsed = ApprovalLink::parse(&p, &q).unwrap();
+        assert_eq!(parsed, link);
+        assert_eq!(parsed.verify(KEY, 1_999), Ok(()));
+        assert_eq!(parsed.verify(KEY, 2_000), Err(LinkError::Expired(2_000)));
+    }
+
+    #[test]
+    fn any_change_breaks_the_signature() {
+        let link = ApprovalLink::sign(KEY, ID, ApprovalAction::Deny, 2_000);
+        let mut other_action = link.clone();
+        other_action.action = ApprovalAction::Approve;
+        let mut later = link.clone();
+        later.expires = 9_999;
+        let mut other_id = link.clone();
+        other_id.id = "ffffffffffffffffffffffffffffffff".into();
+        for tampered in [other_action, later, other_id] {
+            assert_eq!(tampered.verify(KEY, 1_000), Err(LinkError::BadSignature));
+        }
+        assert_eq!(link.verify(b"another key", 1_000), Err(LinkError::BadSignature));
+        // A signature for another action of the same approval does not transfer.
+        let approve = link.for_action(KEY, ApprovalAction::Approve);
+        assert_ne!(approve.sig, link.sig);
+        assert_eq!(approve.verify(KEY, 1_000), Ok(()));
+    }
+
+    #[test]
+    fn malformed_links_are_refused() {
+        let sig = "a".repeat(64);
+        for (p, q) in [
+            ("/approvals/xyz", format!("action=approve&exp=1&sig={sig}")),
+            (&*format!("/other/{ID}"), format!("action=approve&exp=1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=nuke&exp=1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&exp=-1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&exp=1&sig={sig}&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&exp=1&sig={sig}&token=x")),
+            (&*format!("/approvals/{ID}"), "action=approve&exp=1&sig=zz".to_string()),
+            (&*format!("/approvals/{}", ID.to_uppercase()), format!("action=approve&exp=1&sig={sig}")),
+        ] {
+            assert!(matches!(ApprovalLink::parse(p, &q), Err(LinkError::Malformed(_))), "{p}?{q}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Arbitrary paths and queries never panic, and nothing but a correctly signed link verifies.
+        #[test]
+        fn parser_and_verifier_accept_only_signed_links(path in ".{0,80}", query in ".{0,200}", now in 0i64..4_000_000_000) {
+            if let Ok(link) = ApprovalLink::parse(&path, &query) {
+                let genuine = ApprovalLink::sign(KEY, &link.id, link.action, link.expires);
+                prop_assert_eq!(link.verify(KEY, now).is_ok(), genuine.sig == link.sig && now < link.expires);
+            }
+        }
+
+        #[test]
+        fn flipping_any_signature_character_fails(pos in 0usize..64, exp in 1i64..4_000_000_000, action in 0usize..3) {
+            let link = ApprovalLink::sign(KEY, ID, ApprovalAction::ALL[action], exp);
+            let mut sig: Vec<u8> = link.sig.clone().into_bytes();
+            sig[pos] = if sig[pos] == b'0' { b'1' } else { b'0' };
+            let tampered = ApprovalLink { sig: String::from_utf8(sig).unwrap(), ..link };
+            prop_assert_eq!(tampered.verify(KEY, 0), Err(LinkError::BadSignature));
+        }
+    }
+}
