@@ -168,6 +168,50 @@ impl Default for PolicyConfig {
     }
 }
 
+impl PolicyConfig {
+    /// Reads `FINOPS_PROTECTED_TAG_KEYS`, `FINOPS_PRODUCTION_VALUES` (comma-separated), `FINOPS_MAX_PROPOSALS`,
+    /// `FINOPS_MAX_MONTHLY_USD` and `FINOPS_TERMINATE_ENABLED`; unset keeps the default.
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, crate::ConfigError> {
+        use crate::ConfigError;
+        let vars: HashMap<String, String> = vars.into_iter().filter(|(k, _)| k.starts_with("FINOPS_")).collect();
+        let mut c = Self::default();
+        let list = |k: &str| -> Result<Option<Vec<String>>, ConfigError> {
+            let Some(v) = vars.get(k) else { return Ok(None) };
+            let items: Vec<String> = v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            if items.is_empty() {
+                return Err(ConfigError::new(k, "needs at least one value: an empty list would protect nothing"));
+            }
+            Ok(Some(items))
+        };
+        if let Some(keys) = list("FINOPS_PROTECTED_TAG_KEYS")? {
+            c.environment_tag_keys = keys;
+        }
+        if let Some(values) = list("FINOPS_PRODUCTION_VALUES")? {
+            c.production_values = values;
+        }
+        if let Some(v) = vars.get("FINOPS_MAX_PROPOSALS") {
+            c.max_proposals = v
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::new("FINOPS_MAX_PROPOSALS", format!("{v:?} is not a count")))?;
+        }
+        if let Some(v) = vars.get("FINOPS_MAX_MONTHLY_USD") {
+            c.max_monthly_usd =
+                v.trim().parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0).ok_or_else(|| {
+                    ConfigError::new("FINOPS_MAX_MONTHLY_USD", format!("{v:?} is not a dollar amount"))
+                })?;
+        }
+        if let Some(v) = vars.get("FINOPS_TERMINATE_ENABLED") {
+            c.terminate_enabled = match v.trim().to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" | "" => false,
+                _ => return Err(ConfigError::new("FINOPS_TERMINATE_ENABLED", format!("{v:?} is not true or false"))),
+            };
+        }
+        Ok(c)
+    }
+}
+
 fn normalise(s: &str) -> String {
     s.trim_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'').to_lowercase()
 }

@@ -54,7 +54,7 @@ pub async fn describe_region(client: &aws_sdk_ec2::Client, region: &str) -> Resu
 }
 
 /// Volumes attached to the given instances, by instance id.
-async fn attached_volumes(
+pub async fn attached_volumes(
     client: &aws_sdk_ec2::Client,
     instance_ids: &[String],
 ) -> Result<HashMap<String, Vec<VolumeRecord>>, FinopsError> {

@@ -1,0 +1,188 @@
+//! The EC2 adapter of the actions step.
+
+use std::collections::HashMap;
+
+use aws_config::SdkConfig;
+use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType, Snapshot, Tag, TagSpecification};
+use finops_aws::FinopsError;
+use finops_core::InstanceRecord;
+
+use crate::{Ec2Actions, SnapshotInfo, TAG_INSTANCE_ID, TAG_RUN_ID};
+
+pub struct SdkEc2Actions {
+    config: Option<SdkConfig>,
+    client: Option<aws_sdk_ec2::Client>,
+}
+
+impl SdkEc2Actions {
+    pub fn new(config: SdkConfig) -> Self {
+        Self { config: Some(config), client: None }
+    }
+
+    /// One client whatever the region (mocked clients in tests).
+    pub fn from_client(client: aws_sdk_ec2::Client) -> Self {
+        Self { config: None, client: Some(client) }
+    }
+
+    fn client(&self, region: &str) -> aws_sdk_ec2::Client {
+        match (&self.client, &self.config) {
+            (Some(c), _) => c.clone(),
+            (None, Some(config)) => aws_sdk_ec2::Client::new(&finops_aws::sdk::for_region(config, region)),
+            (None, None) => unreachable!("constructed with a config or a client"),
+        }
+    }
+}
+
+fn info(s: &Snapshot) -> SnapshotInfo {
+    SnapshotInfo {
+        snapshot_id: s.snapshot_id().unwrap_or_default().to_owned(),
+        volume_id: s.volume_id().unwrap_or_default().to_owned(),
+        state: s.state().map(|st| st.as_str().to_owned()).unwrap_or_else(|| "unknown".into()),
+        progress: s.progress().unwrap_or_default().to_owned(),
+        tags: s
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+            .collect(),
+    }
+}
+
+fn tags(pairs: &[(String, String)]) -> Vec<Tag> {
+    pairs.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()
+}
+
+impl Ec2Actions for SdkEc2Actions {
+    async fn describe_instance(&self, region: &str, instance_id: &str) -> Result<Option<InstanceRecord>, FinopsError> {
+        let client = self.client(region);
+        let out = match client.describe_instances().instance_ids(instance_id).send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let err = FinopsError::from_sdk("EC2", "DescribeInstances", e);
+                return match &err {
+                    FinopsError::Aws { code, .. } if code.starts_with("InvalidInstanceID") => Ok(None),
+                    _ => Err(err),
+                };
+            }
+        };
+        let Some(instance) = out.reservations().iter().flat_map(|r| r.instances()).next().cloned() else {
+            return Ok(None);
+        };
+        // Volumes as the inventory sees them, so the snapshot coverage check uses the same records.
+        let volumes = finops_inventory::ec2::attached_volumes(&client, &[instance_id.to_owned()]).await?;
+        Ok(finops_inventory::ec2::to_record(&instance, region, &volumes))
+    }
+
+    async fn run_snapshots(
+        &self,
+        region: &str,
+        run_id: &str,
+        instance_id: &str,
+    ) -> Result<Vec<SnapshotInfo>, FinopsError> {
+        let mut pages = self
+            .client(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .filters(Filter::builder().name(format!("tag:{TAG_RUN_ID}")).values(run_id).build())
+            .filters(Filter::builder().name(format!("tag:{TAG_INSTANCE_ID}")).values(instance_id).build())
+            .into_paginator()
+            .send();
+        let mut found = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| FinopsError::from_sdk("EC2", "DescribeSnapshots", e))?;
+            found.extend(page.snapshots().iter().map(info));
+        }
+        Ok(found)
+    }
+
+    async fn create_snapshots(
+        &self,
+        region: &str,
+        instance_id: &str,
+        snapshot_tags: &[(String, String)],
+    ) -> Result<Vec<SnapshotInfo>, FinopsError> {
+        let out = self
+            .client(region)
+            .create_snapshots()
+            .instance_specification(
+                InstanceSpecification::builder().instance_id(instance_id).exclude_boot_volume(false).build(),
+            )
+            .description(format!("finops: before stopping {instance_id}"))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Snapshot)
+                    .set_tags(Some(tags(snapshot_tags)))
+                    .build(),
+            )
+            .copy_tags_from_source(aws_sdk_ec2::types::CopyTagsFromSource::Volume)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "CreateSnapshots", e))?;
+        Ok(out
+            .snapshots()
+            .iter()
+            .map(|s| SnapshotInfo {
+                snapshot_id: s.snapshot_id().unwrap_or_default().to_owned(),
+                volume_id: s.volume_id().unwrap_or_default().to_owned(),
+                state: s.state().map(|st| st.as_str().to_owned()).unwrap_or_else(|| "pending".into()),
+                progress: s.progress().unwrap_or_default().to_owned(),
+                tags: snapshot_tags.iter().cloned().collect(),
+            })
+            .collect())
+    }
+
+    async fn describe_snapshots(
+        &self,
+        region: &str,
+        snapshot_ids: &[String],
+    ) -> Result<Vec<SnapshotInfo>, FinopsError> {
+        if snapshot_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client(region)
+            .describe_snapshots()
+            .set_snapshot_ids(Some(snapshot_ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "DescribeSnapshots", e))?;
+        let by_id: HashMap<String, SnapshotInfo> =
+            out.snapshots().iter().map(info).map(|s| (s.snapshot_id.clone(), s)).collect();
+        Ok(snapshot_ids.iter().filter_map(|id| by_id.get(id).cloned()).collect())
+    }
+
+    async fn tag_instance(
+        &self,
+        region: &str,
+        instance_id: &str,
+        pairs: &[(String, String)],
+    ) -> Result<(), FinopsError> {
+        self.client(region)
+            .create_tags()
+            .resources(instance_id)
+            .set_tags(Some(tags(pairs)))
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "CreateTags", e))?;
+        Ok(())
+    }
+
+    async fn stop(&self, region: &str, instance_id: &str) -> Result<(), FinopsError> {
+        self.client(region)
+            .stop_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "StopInstances", e))?;
+        Ok(())
+    }
+
+    async fn terminate(&self, region: &str, instance_id: &str) -> Result<(), FinopsError> {
+        self.client(region)
+            .terminate_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "TerminateInstances", e))?;
+        Ok(())
+    }
+}
