@@ -1,0 +1,130 @@
+//! The policy step. Loads this run's inventory and utilisation documents, applies
+//! [`finops_core::policy::evaluate`] to the reasoning step's recommendations, stores the full outcome and returns
+//! the proposals (bounded by the per-run cap) and a bounded list of denials with counts by reason.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use finops_aws::{get_json, put_json, validate_run_id, FinopsError, RunStore};
+use finops_core::policy::{evaluate, Denial, PolicyConfig, Proposal, Recommendation};
+use finops_core::steps::{InventoryDocument, UtilisationDocument};
+use finops_core::ObjectRef;
+use serde::{Deserialize, Serialize};
+
+/// Denials listed in the state output; the rest are counted and stored with the run.
+pub const DENIALS_IN_OUTPUT: usize = 50;
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRequest {
+    pub run_id: String,
+    pub inventory: ObjectRef,
+    pub utilisation: ObjectRef,
+    #[serde(default)]
+    pub recommendations: Option<Vec<Recommendation>>,
+    /// Where the reasoning step stored a long recommendation list, instead of `recommendations`.
+    #[serde(default)]
+    pub recommendations_ref: Option<ObjectRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyOutput {
+    pub run_id: String,
+    pub proposals: Vec<Proposal>,
+    pub proposal_count: usize,
+    pub proposed_monthly_saving_usd: f64,
+    pub denials: Vec<Denial>,
+    pub denial_counts: BTreeMap<String, usize>,
+    pub denials_omitted: usize,
+    pub recommendation_count: usize,
+    /// The complete outcome, every denial included.
+    pub policy: ObjectRef,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyDocument<'a> {
+    run_id: &'a str,
+    config: &'a PolicyConfig,
+    recommendations: &'a [Recommendation],
+    proposals: &'a [Proposal],
+    denials: &'a [Denial],
+}
+
+pub async fn handle<R: RunStore>(
+    event: serde_json::Value,
+    store: &R,
+    config: &PolicyConfig,
+    now: DateTime<Utc>,
+) -> Result<PolicyOutput, FinopsError> {
+    let request: PolicyRequest = serde_json::from_value(event).map_err(|e| {
+        FinopsError::InvalidInput(format!("policy expects {{runId, inventory, utilisation, recommendations}}: {e}"))
+    })?;
+    validate_run_id(&request.run_id)?;
+    let recommendations: Vec<Recommendation> = match (request.recommendations, &request.recommendations_ref) {
+        (Some(list), None) => list,
+        (None, Some(r)) => get_json(store, r).await?,
+        _ => return Err(FinopsError::InvalidInput("exactly one of recommendations and recommendationsRef".into())),
+    };
+    let inventory: InventoryDocument = get_json(store, &request.inventory).await?;
+    let utilisation: UtilisationDocument = get_json(store, &request.utilisation).await?;
+    for (what, run) in [("inventory", &inventory.run_id), ("utilisation", &utilisation.run_id)] {
+        if *run != request.run_id {
+            return Err(FinopsError::InvalidInput(format!(
+                "{what} document belongs to run {run:?}, not {:?}",
+                request.run_id
+            )));
+        }
+    }
+    let by_id: HashMap<&str, _> = utilisation.summaries.iter().map(|s| (s.instance_id.as_str(), s)).collect();
+    let outcome = evaluate(config, &inventory.instances, &by_id, &recommendations, now);
+
+    let policy = put_json(
+        store,
+        &format!("runs/{}/policy.json", request.run_id),
+        &PolicyDocument {
+            run_id: &request.run_id,
+            config,
+            recommendations: &recommendations,
+            proposals: &outcome.proposals,
+            denials: &outcome.denials,
+        },
+    )
+    .await?;
+    let mut denial_counts: BTreeMap<String, usize> = BTreeMap::new();
+    for d in &outcome.denials {
+        *denial_counts.entry(d.reason.as_str().to_owned()).or_default() += 1;
+        tracing::info!(
+            run_id = request.run_id,
+            instance_id = d.instance_id,
+            reason = d.reason.as_str(),
+            decision = "DENIED",
+            detail = d.detail,
+            "denied"
+        );
+    }
+    for p in &outcome.proposals {
+        tracing::info!(
+            run_id = request.run_id,
+            instance_id = p.instance_id,
+            decision = "PROPOSED",
+            saving = p.monthly_saving_usd,
+            "proposed"
+        );
+    }
+    let denials_omitted = outcome.denials.len().saturating_sub(DENIALS_IN_OUTPUT);
+    let proposed_monthly_saving_usd =
+        (outcome.proposals.iter().filter_map(|p| p.monthly_saving_usd).sum::<f64>() * 100.0).round() / 100.0;
+    Ok(PolicyOutput {
+        run_id: request.run_id,
+        proposal_count: outcome.proposals.len(),
+        proposed_monthly_saving_usd,
+        proposals: outcome.proposals,
+        denials: outcome.denials.into_iter().take(DENIALS_IN_OUTPUT).collect(),
+        denial_counts,
+        denials_omitted,
+        recommendation_count: recommendations.len(),
+        policy,
+    })
+}
