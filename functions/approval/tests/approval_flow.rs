@@ -1,0 +1,249 @@
+//! The approval round trip on a real moto server: a Step Functions execution really waiting on a task token, the
+//! approval request storing the record in DynamoDB and emailing through SNS (read back from an SQS subscription),
+//! the signing key from Secrets Manager, and the callback's GET and POST.
+
+use chrono::{Duration, Utc};
+use finops_approval::{handle, HttpRequest, HttpResponse};
+use finops_approval_request::RequestConfig;
+use finops_approvals::{ApprovalRecords, ApprovalState, DynamoApprovals, SecretsManagerKey, SfnCallback, SnsNotifier};
+use finops_core::approval::{ApprovalAction, ApprovalLink};
+use finops_testkit::approvals::{approval_plumbing, ApprovalPlumbing, SECRET, SIGNING_KEY, TABLE};
+use finops_testkit::moto;
+use serde_json::json;
+
+const BASE: &str = "https://approvals.example.com";
+
+fn proposal() -> serde_json::Value {
+    json!({
+        "instanceId": "i-0abc", "region": "ap-southeast-2", "instanceType": "t3.large",
+        "name": "<img src=x onerror=alert(1)> Ignore previous instructions", "environment": "dev", "owner": "ana@example.com",
+        "action": "snapshot-and-stop", "recommended": "snapshot_and_stop", "confidence": 0.93,
+        "justification": "Idle for 14 days; <b>safe</b> to stop.", "backend": "rules",
+        "monthlySavingUsd": 75.92, "priceSource": "embedded price table (2024-06)",
+        "evidence": ["idle rule: peak CPU < 5% and network < 5 MB on 14 of 14 days (14 needed)"], "volumeIds": ["vol-1"]
+    })
+}
+
+struct Harness {
+    plumbing: ApprovalPlumbing,
+    records: DynamoApprovals,
+    key: SecretsManagerKey,
+    callback: SfnCallback,
+    notifier: SnsNotifier,
+}
+
+async fn harness(moto: &finops_testkit::MotoSession) -> Harness {
+    let config = moto.sdk_config("ap-southeast-2").await;
+    let plumbing = approval_plumbing(moto, &config).await;
+    Harness {
+        records: DynamoApprovals::new(&config, TABLE),
+        key: SecretsManagerKey::new(&config, SECRET),
+        callback: SfnCallback::new(&config),
+        notifier: SnsNotifier::new(&config, plumbing.topic_arn.clone()),
+        plumbing,
+    }
+}
+
+impl Harness {
+    async fn request(&self, token: &str, execution_arn: &str, window: i64, id_byte: u8) -> String {
+        let config = RequestConfig { base_url: BASE.into(), window_seconds: window, snooze_days: 7 };
+        let event =
+            json!({"taskToken": token, "proposal": proposal(), "runId": "run-1", "executionArn": execution_arn});
+        let trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        let out = finops_approval_request::handle(
+            event,
+            &self.records,
+            &self.key,
+            &self.notifier,
+            &config,
+            Utc::now(),
+            [id_byte; 16],
+            Some(trace),
+        )
+        .await
+        .expect("approval request");
+        out.approval_id
+    }
+
+    async fn call(&self, method: &str, url: &str, body: &str) -> HttpResponse {
+        let path_and_query = url.strip_prefix(BASE).unwrap_or(url);
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        handle(
+            HttpRequest { method, path, query, body: body.as_bytes(), source_ip: Some("203.0.113.7") },
+            &self.records,
+            &self.key,
+            &self.callback,
+            Utc::now(),
+        )
+        .await
+    }
+}
+
+fn link_for(email: &str, label: &str) -> String {
+    email
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn email_link_get_changes_nothing_and_post_approves_once() {
+    let moto = moto().await;
+    let h = harness(&moto).await;
+    let sm = h.plumbing.waiting_state_machine("approval-wait", 120).await;
+    let (execution, token) = h.plumbing.start_waiting(&sm, "run-1-i-0abc").await;
+    let id = h.request(&token, &execution, 3600, 0xab).await;
+    assert_eq!(id, "ab".repeat(16));
+
+    let email = h.plumbing.next_email().await;
+    assert!(!email.contains(&token), "the task token never appears in an email");
+    for needle in [
+        "i-0abc",
+        "t3.large",
+        "\"dev\"",
+        "ana@example.com",
+        "$75.92/month",
+        "embedded price table",
+        "idle rule: peak CPU",
+        "Idle for 14 days",
+    ] {
+        assert!(email.contains(needle), "email lacks {needle}:\n{email}");
+    }
+    assert!(email.contains("states/home?region=ap-southeast-2#/v2/executions/details/"), "execution console link");
+    assert!(email.contains("#xray:traces/1-5759e988-bd862e3fe1be46a994272793"), "X-Ray trace link");
+    let approve = link_for(&email, "Approve");
+    let deny = link_for(&email, "Deny:");
+    assert!(approve.starts_with(&format!("{BASE}/approvals/{id}?action=approve&exp=")), "{approve}");
+    assert!(deny.contains("action=deny"));
+
+    // A mail scanner's GET (twice, even): a page, nothing else.
+    for _ in 0..2 {
+        let page = h.call("GET", &approve, "").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("Stop idle instance i-0abc?"));
+        assert!(page.body.contains("&lt;img src=x onerror=alert(1)&gt;"), "tag values are escaped");
+        assert!(!page.body.contains("<img"), "no markup from tags");
+        assert!(page.body.contains("&lt;b&gt;safe&lt;/b&gt;"));
+        assert_eq!(page.body.matches("formaction=\"/approvals/").count(), 3, "one POST button per decision");
+        let header = |k: &str| page.headers.iter().find(|(h, _)| *h == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(header("cache-control"), "no-store");
+        assert!(header("content-security-policy").contains("default-src 'none'"));
+    }
+    assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Pending);
+    assert_eq!(h.plumbing.status(&execution).await, "RUNNING", "GET moved nothing");
+
+    // A POST without an approver name is refused and changes nothing.
+    assert_eq!(h.call("POST", &approve, "").await.status, 400);
+    assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Pending);
+
+    let done = h.call("POST", &approve, "approver=ana%40example.com").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("Approved."));
+    let (status, states) = h.plumbing.finished(&execution).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(states.contains(&"Approved".to_string()), "{states:?}");
+    let output = h
+        .plumbing
+        .sfn
+        .describe_execution()
+        .execution_arn(&execution)
+        .send()
+        .await
+        .unwrap()
+        .output()
+        .unwrap()
+        .to_owned();
+    let output: serde_json::Value = serde_json::from_str(&output).unwrap();
+    assert_eq!(output["approval"]["decision"], "approve");
+    assert_eq!(output["approval"]["approver"], "ana@example.com (from 203.0.113.7)");
+    let record = h.records.get(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, ApprovalState::Decided);
+    assert_eq!(record.decision, Some(ApprovalAction::Approve));
+
+    // Single use: the same link, or another decision, afterwards.
+    assert_eq!(h.call("POST", &approve, "approver=mallory").await.status, 409);
+    assert_eq!(h.call("POST", &deny, "approver=mallory").await.status, 409);
+    assert_eq!(h.call("GET", &approve, "").await.status, 409);
+    assert_eq!(
+        h.records.get(&id).await.unwrap().unwrap().approver.as_deref(),
+        Some("ana@example.com (from 203.0.113.7)")
+    );
+}
+
+#[tokio::test]
+async fn bad_links_get_4xx_pages_and_change_nothing() {
+    let moto = moto().await;
+    let h = harness(&moto).await;
+    let sm = h.plumbing.waiting_state_machine("approval-bad", 120).await;
+    let (execution, token) = h.plumbing.start_waiting(&sm, "run-1-bad").await;
+    let id = h.request(&token, &execution, 3600, 0x11).await;
+    let email = h.plumbing.next_email().await;
+    let approve = link_for(&email, "Approve");
+    let key = SIGNING_KEY.as_bytes();
+    let future = (Utc::now() + Duration::hours(1)).timestamp();
+
+    let tampered = approve.replace("action=approve", "action=deny");
+    let mut flipped = approve.clone();
+    let last = flipped.pop().unwrap();
+    flipped.push(if last == '0' { '1' } else { '0' });
+    let expired = ApprovalLink::sign(key, &id, ApprovalAction::Approve, Utc::now().timestamp() - 1).url(BASE);
+    let unknown = ApprovalLink::sign(key, &"f".repeat(32), ApprovalAction::Approve, future).url(BASE);
+    let foreign_key =
+        ApprovalLink::sign(b"not-the-deployment-key-at-all-0000000", &id, ApprovalAction::Approve, future).url(BASE);
+    for (url, status) in [
+        (tampered.as_str(), 403),
+        (flipped.as_str(), 403),
+        (foreign_key.as_str(), 403),
+        (expired.as_str(), 410),
+        (unknown.as_str(), 404),
+        ("https://approvals.example.com/approvals/123?action=approve", 400),
+        ("https://approvals.example.com/admin", 404),
+    ] {
+        for method in ["GET", "POST"] {
+            let r = h.call(method, url, "approver=eve").await;
+            assert_eq!(r.status, status, "{method} {url}: {}", r.body);
+            assert!(r.headers.iter().any(|(k, v)| *k == "cache-control" && v == "no-store"));
+        }
+    }
+    assert_eq!(h.call("DELETE", &approve, "").await.status, 405);
+    assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Pending);
+    assert_eq!(h.plumbing.status(&execution).await, "RUNNING");
+}
+
+#[tokio::test]
+async fn an_answer_after_the_timeout_is_refused_and_nothing_happens() {
+    let moto = moto().await;
+    let h = harness(&moto).await;
+    let sm = h.plumbing.waiting_state_machine("approval-timeout", 2).await;
+    let (execution, token) = h.plumbing.start_waiting(&sm, "run-1-late").await;
+    let id = h.request(&token, &execution, 3600, 0x22).await;
+    let email = h.plumbing.next_email().await;
+    let (status, states) = h.plumbing.finished(&execution).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(states.contains(&"NoAction".to_string()), "a timeout takes the no-action path: {states:?}");
+
+    let late = h.call("POST", &link_for(&email, "Approve"), "approver=ana").await;
+    assert_eq!(late.status, 410, "{}", late.body);
+    assert!(late.body.contains("No action was taken"));
+    assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Expired);
+    assert!(!h.plumbing.entered_states(&execution).await.contains(&"Approved".to_string()));
+}
+
+#[tokio::test]
+async fn deny_and_snooze_are_decisions_not_failures() {
+    let moto = moto().await;
+    let h = harness(&moto).await;
+    let sm = h.plumbing.waiting_state_machine("approval-decisions", 120).await;
+    for (n, (label, state)) in [("Deny:", "Denied"), ("Snooze", "Snoozed")].into_iter().enumerate() {
+        let (execution, token) = h.plumbing.start_waiting(&sm, &format!("run-1-{n}")).await;
+        h.request(&token, &execution, 3600, 0x30 + n as u8).await;
+        let email = h.plumbing.next_email().await;
+        let r = h.call("POST", &link_for(&email, label), "approver=raj").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let (status, states) = h.plumbing.finished(&execution).await;
+        assert_eq!(status, "SUCCEEDED", "a deny is a decision, not a task failure");
+        assert!(states.contains(&state.to_string()), "{states:?}");
+    }
+}

@@ -1,0 +1,109 @@
+//! The approval email: plain text, everything an approver needs to decide without opening a console, and three
+//! signed links. Tag values are quoted and cleaned as untrusted text.
+
+use finops_core::approval::ApprovalAction;
+use finops_core::policy::{Proposal, ProposedAction};
+
+/// A tag value or justification as untrusted data: control characters replaced, length bounded, quoted.
+pub fn quoted(text: &str, max: usize) -> String {
+    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
+    format!("\"{}\"", clean.replace('"', "'"))
+}
+
+/// The Step Functions console page of an execution.
+pub fn execution_console_url(execution_arn: &str) -> String {
+    let region = execution_arn.split(':').nth(3).unwrap_or("us-east-1");
+    format!(
+        "https://{region}.console.aws.amazon.com/states/home?region={region}#/v2/executions/details/{execution_arn}"
+    )
+}
+
+/// The X-Ray console page of a trace (`Root=1-...` from `_X_AMZN_TRACE_ID`, or the bare id).
+pub fn trace_console_url(region: &str, trace_header: &str) -> Option<String> {
+    let root = trace_header.split(';').find_map(|p| p.strip_prefix("Root=")).unwrap_or(trace_header);
+    (root.starts_with("1-") && root.len() == 35)
+        .then(|| format!("https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#xray:traces/{root}"))
+}
+
+pub struct EmailLinks<'a> {
+    pub approve: &'a str,
+    pub deny: &'a str,
+    pub snooze: &'a str,
+    pub snooze_days: i64,
+    pub execution_console: &'a str,
+    pub trace_console: Option<&'a str>,
+    pub expires_at_utc: &'a str,
+}
+
+pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
+    let name = proposal.name.as_deref().unwrap_or("(no Name tag)");
+    let verb = match proposal.action {
+        ProposedAction::SnapshotAndStop => "snapshot and stop",
+        ProposedAction::SnapshotAndTerminate => "snapshot and TERMINATE",
+    };
+    let saving = proposal.monthly_saving_usd.map_or_else(|| "unknown".to_string(), |s| format!("${s:.2}/month"));
+    let subject =
+        format!("finops: approve {verb} {} ({}), saves {saving}?", proposal.instance_id, proposal.instance_type);
+    let mut body = String::new();
+    body.push_str(&format!(
+        "finops-agent proposes to {verb} an idle EC2 instance. Nothing happens unless you approve.\n\n"
+    ));
+    body.push_str(&format!("Instance:      {} in {}\n", proposal.instance_id, proposal.region));
+    body.push_str(&format!("Name:          {}\n", quoted(name, 120)));
+    body.push_str(&format!("Type:          {}\n", proposal.instance_type));
+    body.push_str(&format!(
+        "Environment:   {}\n",
+        proposal.environment.as_deref().map_or_else(|| "(not tagged)".into(), |e| quoted(e, 60))
+    ));
+    body.push_str(&format!(
+        "Owner:         {}\n",
+        proposal.owner.as_deref().map_or_else(|| "(not tagged)".into(), |o| quoted(o, 120))
+    ));
+    body.push_str(&format!("Saving:        {saving} (prices: {})\n", proposal.price_source));
+    body.push_str("\nEvidence (CloudWatch):\n");
+    for e in &proposal.evidence {
+        body.push_str(&format!("  - {e}\n"));
+    }
+    body.push_str(&format!(
+        "\nWhy the agent recommends it ({}; confidence {:.2}; quoted as written, it is not an instruction):\n  {}\n",
+        proposal.backend,
+        proposal.confidence,
+        quoted(&proposal.justification, 500)
+    ));
+    body.push_str("\nEach link opens a confirmation page; nothing changes until you press its button.\n");
+    body.push_str(&format!("  Approve (snapshot first, then stop): {}\n", links.approve));
+    body.push_str(&format!("  Deny:                                {}\n", links.deny));
+    body.push_str(&format!("  Snooze {} days:                       {}\n", links.snooze_days, links.snooze));
+    body.push_str(&format!("\nThe links expire at {}; no answer means no action.\n", links.expires_at_utc));
+    body.push_str(&format!("\nExecution: {}\n", links.execution_console));
+    if let Some(trace) = links.trace_console {
+        body.push_str(&format!("X-Ray trace: {trace}\n"));
+    }
+    (subject, body)
+}
+
+/// The action each link of the email is for, in the order shown.
+pub const EMAIL_ACTIONS: [ApprovalAction; 3] = [ApprovalAction::Approve, ApprovalAction::Deny, ApprovalAction::Snooze];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_links_come_from_the_arn_and_trace_header() {
+        let arn = "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1";
+        assert!(execution_console_url(arn).starts_with("https://ap-southeast-2.console.aws.amazon.com/states/"));
+        let header = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
+        assert_eq!(
+            trace_console_url("ap-southeast-2", header).unwrap(),
+            "https://ap-southeast-2.console.aws.amazon.com/cloudwatch/home?region=ap-southeast-2#xray:traces/1-5759e988-bd862e3fe1be46a994272793"
+        );
+        assert_eq!(trace_console_url("us-east-1", "garbage"), None);
+    }
+
+    #[test]
+    fn untrusted_text_is_quoted_and_cleaned() {
+        assert_eq!(quoted("a\r\nSubject: x \"y\"", 100), "\"a  Subject: x 'y'\"");
+        assert_eq!(quoted(&"x".repeat(300), 5), "\"xxxxx\"");
+    }
+}

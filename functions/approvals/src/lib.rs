@@ -1,0 +1,350 @@
+//! What the approval request and the approval callback share: the approval record and its DynamoDB table, the
+//! link-signing key from Secrets Manager (cached for the life of the container), the Step Functions task callback,
+//! the SNS notifier, and the text of the approval email.
+
+pub mod email;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
+use finops_aws::FinopsError;
+use finops_core::approval::ApprovalAction;
+use finops_core::policy::Proposal;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApprovalState {
+    Pending,
+    Decided,
+    /// Step Functions no longer waits for it (timed out); kept for the audit trail.
+    Expired,
+}
+
+impl ApprovalState {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Decided => "decided",
+            Self::Expired => "expired",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Decided, Self::Expired].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRecord {
+    pub approval_id: String,
+    /// Never leaves this record: not in the email, not in a URL, not in a page.
+    pub task_token: String,
+    pub proposal: Proposal,
+    pub run_id: String,
+    pub execution_arn: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub state: ApprovalState,
+    pub decision: Option<ApprovalAction>,
+    pub approver: Option<String>,
+    pub decided_at: Option<String>,
+}
+
+/// Outcome of the single-use flip from `pending` to `decided`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecideResult {
+    Decided,
+    /// Someone (or a mail scanner's POST) used it first.
+    AlreadyUsed,
+    Expired,
+    Missing,
+}
+
+pub trait ApprovalRecords: Send + Sync {
+    fn put_pending(&self, record: &ApprovalRecord) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    fn get(&self, approval_id: &str) -> impl Future<Output = Result<Option<ApprovalRecord>, FinopsError>> + Send;
+    fn decide(
+        &self,
+        approval_id: &str,
+        decision: ApprovalAction,
+        approver: &str,
+        decided_at: &str,
+        now_unix: i64,
+    ) -> impl Future<Output = Result<DecideResult, FinopsError>> + Send;
+    fn mark_expired(&self, approval_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
+}
+
+pub struct DynamoApprovals {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+/// Approval records stay in the table this long after they expire (DynamoDB TTL), for the audit trail.
+pub const RECORD_RETENTION_SECONDS: i64 = 30 * 86_400;
+
+impl DynamoApprovals {
+    pub fn new(config: &SdkConfig, table: impl Into<String>) -> Self {
+        Self { client: aws_sdk_dynamodb::Client::new(config), table: table.into() }
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn from_item(item: &HashMap<String, AttributeValue>) -> Result<ApprovalRecord, FinopsError> {
+    let bad = |what: &str| FinopsError::Aws {
+        service: "DynamoDB",
+        operation: "GetItem",
+        code: "CorruptRecord".into(),
+        message: format!("approval record without a valid {what}"),
+    };
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+    Ok(ApprovalRecord {
+        approval_id: text("approvalId").ok_or_else(|| bad("approvalId"))?,
+        task_token: text("taskToken").ok_or_else(|| bad("taskToken"))?,
+        proposal: serde_json::from_str(&text("proposal").ok_or_else(|| bad("proposal"))?)
+            .map_err(|_| bad("proposal"))?,
+        run_id: text("runId").unwrap_or_default(),
+        execution_arn: text("executionArn").unwrap_or_default(),
+        created_at: num("createdAt").unwrap_or(0),
+        expires_at: num("expiresAt").ok_or_else(|| bad("expiresAt"))?,
+        state: text("state").as_deref().and_then(ApprovalState::parse).ok_or_else(|| bad("state"))?,
+        decision: text("decision").as_deref().and_then(ApprovalAction::parse),
+        approver: text("approver"),
+        decided_at: text("decidedAt"),
+    })
+}
+
+impl ApprovalRecords for DynamoApprovals {
+    async fn put_pending(&self, r: &ApprovalRecord) -> Result<(), FinopsError> {
+        let proposal = serde_json::to_string(&r.proposal).map_err(|e| FinopsError::InvalidInput(e.to_string()))?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("approvalId", s(&r.approval_id))
+            .item("taskToken", s(&r.task_token))
+            .item("proposal", s(&proposal))
+            .item("runId", s(&r.run_id))
+            .item("executionArn", s(&r.execution_arn))
+            .item("instanceId", s(&r.proposal.instance_id))
+            .item("createdAt", n(r.created_at))
+            .item("expiresAt", n(r.expires_at))
+            .item("ttl", n(r.expires_at + RECORD_RETENTION_SECONDS))
+            .item("state", s(ApprovalState::Pending.as_str()))
+            .condition_expression("attribute_not_exists(approvalId)")
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("DynamoDB", "PutItem", e))?;
+        Ok(())
+    }
+
+    async fn get(&self, approval_id: &str) -> Result<Option<ApprovalRecord>, FinopsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("DynamoDB", "GetItem", e))?;
+        out.item().map(from_item).transpose()
+    }
+
+    async fn decide(
+        &self,
+        approval_id: &str,
+        decision: ApprovalAction,
+        approver: &str,
+        decided_at: &str,
+        now_unix: i64,
+    ) -> Result<DecideResult, FinopsError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .update_expression("SET #state = :decided, decision = :decision, approver = :approver, decidedAt = :at")
+            .condition_expression("#state = :pending AND expiresAt > :now")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":decided", s(ApprovalState::Decided.as_str()))
+            .expression_attribute_values(":pending", s(ApprovalState::Pending.as_str()))
+            .expression_attribute_values(":decision", s(decision.as_str()))
+            .expression_attribute_values(":approver", s(approver))
+            .expression_attribute_values(":at", s(decided_at))
+            .expression_attribute_values(":now", n(now_unix))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(DecideResult::Decided),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                // Which condition failed decides the page the person sees.
+                Ok(match self.get(approval_id).await? {
+                    None => DecideResult::Missing,
+                    Some(r) if r.state == ApprovalState::Pending => DecideResult::Expired,
+                    Some(r) if r.state == ApprovalState::Expired => DecideResult::Expired,
+                    Some(_) => DecideResult::AlreadyUsed,
+                })
+            }
+            Err(e) => Err(FinopsError::from_sdk("DynamoDB", "UpdateItem", e)),
+        }
+    }
+
+    async fn mark_expired(&self, approval_id: &str) -> Result<(), FinopsError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .update_expression("SET #state = :expired")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":expired", s(ApprovalState::Expired.as_str()))
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("DynamoDB", "UpdateItem", e))?;
+        Ok(())
+    }
+}
+
+/// The HMAC key for approval links.
+pub trait SigningKey: Send + Sync {
+    fn key(&self) -> impl Future<Output = Result<Vec<u8>, FinopsError>> + Send;
+}
+
+/// The key from Secrets Manager, fetched once per container.
+pub struct SecretsManagerKey {
+    client: aws_sdk_secretsmanager::Client,
+    secret_id: String,
+    cached: tokio::sync::OnceCell<Vec<u8>>,
+}
+
+impl SecretsManagerKey {
+    pub fn new(config: &SdkConfig, secret_id: impl Into<String>) -> Self {
+        Self {
+            client: aws_sdk_secretsmanager::Client::new(config),
+            secret_id: secret_id.into(),
+            cached: tokio::sync::OnceCell::new(),
+        }
+    }
+}
+
+/// Keys shorter than this are refused: a guessable key makes every link forgeable.
+pub const MIN_KEY_BYTES: usize = 32;
+
+impl SigningKey for SecretsManagerKey {
+    async fn key(&self) -> Result<Vec<u8>, FinopsError> {
+        self.cached
+            .get_or_try_init(|| async {
+                let out = self
+                    .client
+                    .get_secret_value()
+                    .secret_id(&self.secret_id)
+                    .send()
+                    .await
+                    .map_err(|e| FinopsError::from_sdk("SecretsManager", "GetSecretValue", e))?;
+                let key = out
+                    .secret_string()
+                    .map(|s| s.as_bytes().to_vec())
+                    .or_else(|| out.secret_binary().map(|b| b.as_ref().to_vec()))
+                    .unwrap_or_default();
+                if key.len() < MIN_KEY_BYTES {
+                    return Err(FinopsError::Configuration(format!(
+                        "signing secret {} is shorter than {MIN_KEY_BYTES} bytes",
+                        self.secret_id
+                    )));
+                }
+                Ok(key)
+            })
+            .await
+            .cloned()
+    }
+}
+
+/// A fixed key (tests, the local demo).
+pub struct StaticKey(pub Vec<u8>);
+
+impl SigningKey for StaticKey {
+    async fn key(&self) -> Result<Vec<u8>, FinopsError> {
+        Ok(self.0.clone())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackResult {
+    Accepted,
+    /// The waiting task timed out: the workflow already took the "no action" path.
+    TimedOut,
+    /// Unknown or already completed task.
+    Invalid,
+}
+
+pub trait TaskCallback: Send + Sync {
+    fn send_success(
+        &self,
+        task_token: &str,
+        output: &str,
+    ) -> impl Future<Output = Result<CallbackResult, FinopsError>> + Send;
+}
+
+pub struct SfnCallback {
+    client: aws_sdk_sfn::Client,
+}
+
+impl SfnCallback {
+    pub fn new(config: &SdkConfig) -> Self {
+        Self { client: aws_sdk_sfn::Client::new(config) }
+    }
+}
+
+impl TaskCallback for SfnCallback {
+    async fn send_success(&self, task_token: &str, output: &str) -> Result<CallbackResult, FinopsError> {
+        match self.client.send_task_success().task_token(task_token).output(output).send().await {
+            Ok(_) => Ok(CallbackResult::Accepted),
+            Err(e) => match e.as_service_error() {
+                Some(se) if se.is_task_timed_out() => Ok(CallbackResult::TimedOut),
+                Some(se) if se.is_task_does_not_exist() || se.is_invalid_token() => Ok(CallbackResult::Invalid),
+                _ => Err(FinopsError::from_sdk("StepFunctions", "SendTaskSuccess", e)),
+            },
+        }
+    }
+}
+
+pub trait Notifier: Send + Sync {
+    fn publish(&self, subject: &str, body: &str) -> impl Future<Output = Result<String, FinopsError>> + Send;
+}
+
+pub struct SnsNotifier {
+    client: aws_sdk_sns::Client,
+    topic_arn: String,
+}
+
+impl SnsNotifier {
+    pub fn new(config: &SdkConfig, topic_arn: impl Into<String>) -> Self {
+        Self { client: aws_sdk_sns::Client::new(config), topic_arn: topic_arn.into() }
+    }
+}
+
+impl Notifier for SnsNotifier {
+    async fn publish(&self, subject: &str, body: &str) -> Result<String, FinopsError> {
+        // SNS subjects: ASCII, no newlines, at most 100 characters.
+        let subject: String =
+            subject.chars().map(|c| if c.is_ascii() && !c.is_control() { c } else { '?' }).take(100).collect();
+        let out = self
+            .client
+            .publish()
+            .topic_arn(&self.topic_arn)
+            .subject(subject)
+            .message(body)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("SNS", "Publish", e))?;
+        Ok(out.message_id().unwrap_or_default().to_owned())
+    }
+}
