@@ -5,7 +5,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: all demo test test-rust lint build bench clean venv
+.PHONY: all demo test lint build bench clean venv browser
 
 all: build
 
@@ -17,6 +17,13 @@ $(VENV_STAMP): tests/moto/requirements.txt
 
 venv: $(VENV_STAMP)
 
+# Debian's Chromium and ChromeDriver for the browser test (no browser download; needs root, as CI has).
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		echo "installing chromium and chromium-driver (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
 # One build of the whole workspace: tests and binaries share it (same feature set everywhere).
 build:
 	$(CARGO) build --workspace
@@ -24,7 +31,7 @@ build:
 demo: venv build
 	./target/debug/finops-demo $(DEMO_ARGS)
 
-test: venv
+test: venv browser
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:

@@ -6,6 +6,7 @@
 //! - re-exports of `aws-smithy-mocks` for SDK-level failure tests (throttling, access denied, pagination).
 
 pub mod approvals;
+pub mod browser;
 pub mod moto;
 pub mod seed;
 

@@ -1,0 +1,106 @@
+//! A person's view: headless Chromium opens the emailed approve link served by the real `finops-approval` binary
+//! (local HTTP mode) over moto, sees the confirmation page, and clicks Approve; the waiting execution moves on.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use finops_approval_request::RequestConfig;
+use finops_approvals::{ApprovalRecords, ApprovalState, DynamoApprovals, SecretsManagerKey, SnsNotifier};
+use finops_testkit::approvals::{approval_plumbing, SECRET, TABLE};
+use finops_testkit::browser::Browser;
+use finops_testkit::moto;
+use serde_json::json;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve_callback(endpoint: &str) -> (Server, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_finops-approval"))
+        .env("FINOPS_LOCAL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FINOPS_APPROVALS_TABLE", TABLE)
+        .env("FINOPS_SIGNING_SECRET_ID", SECRET)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "ap-southeast-2")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start finops-approval");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "finops-approval did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Server(child), format!("http://127.0.0.1:{port}"))
+}
+
+#[tokio::test]
+async fn a_person_opens_the_emailed_link_and_clicks_approve() {
+    let moto = moto().await;
+    let config = moto.sdk_config("ap-southeast-2").await;
+    let plumbing = approval_plumbing(&moto, &config).await;
+    let sm = plumbing.waiting_state_machine("approval-browser", 300).await;
+    let (execution, token) = plumbing.start_waiting(&sm, "run-b-i-0abc").await;
+    let (_server, base_url) = serve_callback(&moto.endpoint);
+
+    let records = DynamoApprovals::new(&config, TABLE);
+    let proposal = json!({
+        "instanceId": "i-0abc", "region": "ap-southeast-2", "instanceType": "t3.large", "name": "dev-ana-workstation",
+        "environment": "dev", "owner": "ana@example.com", "action": "snapshot-and-stop", "recommended": "snapshot_and_stop",
+        "confidence": 0.9, "justification": "Idle for 14 days.", "backend": "rules", "monthlySavingUsd": 75.92,
+        "priceSource": "embedded price table (2024-06)", "evidence": ["idle rule met on 14 of 14 days"], "volumeIds": ["vol-1"]
+    });
+    let out = finops_approval_request::handle(
+        json!({"taskToken": token, "proposal": proposal, "runId": "run-b", "executionArn": execution}),
+        &records,
+        &SecretsManagerKey::new(&config, SECRET),
+        &SnsNotifier::new(&config, plumbing.topic_arn.clone()),
+        &RequestConfig { base_url: base_url.clone(), window_seconds: 3600, snooze_days: 7 },
+        Utc::now(),
+        [0x5a; 16],
+        None,
+    )
+    .await
+    .unwrap();
+    let email = plumbing.next_email().await;
+    let approve = email
+        .lines()
+        .find(|l| l.trim_start().starts_with("Approve"))
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(approve.starts_with(&base_url));
+
+    let browser = Browser::start();
+    browser.goto(&approve);
+    let page = browser.wait_for("Stop idle instance i-0abc?");
+    assert!(page.contains("dev-ana-workstation") && page.contains("$75.92 per month"));
+    // Opening the link decided nothing.
+    assert_eq!(records.get(&out.approval_id).await.unwrap().unwrap().state, ApprovalState::Pending);
+    assert_eq!(plumbing.status(&execution).await, "RUNNING");
+
+    browser.type_into("#approver", "ana@example.com");
+    browser.click("#approve");
+    browser.wait_for("Decision recorded");
+    let (status, states) = plumbing.finished(&execution).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(states.contains(&"Approved".to_string()), "{states:?}");
+    let record = records.get(&out.approval_id).await.unwrap().unwrap();
+    assert_eq!(record.state, ApprovalState::Decided);
+    assert!(record.approver.unwrap().starts_with("ana@example.com (from 127.0.0.1)"));
+
+    // Back and reload: the page now says it was decided, with a 4xx, and nothing more happens.
+    browser.goto(&approve);
+    browser.wait_for("Already decided");
+}
