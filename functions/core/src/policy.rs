@@ -48,9 +48,15 @@ pub struct Recommendation {
     pub confidence: f64,
     #[serde(default)]
     pub justification: String,
-    /// Which reasoner produced it (`agent`, `converse`, `rules (fallback: ...)`).
+    /// Which reasoner produced it (`agent`, `converse`, `rules`, `rules (fallback: ...)`).
     #[serde(default)]
     pub backend: String,
+    /// What the reasoner says it based the recommendation on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
+    /// The agent session or trace the recommendation came from, for the audit trail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// What a human is asked to approve. A stop always snapshots first; so does a terminate.
@@ -489,6 +495,8 @@ mod tests {
             confidence: 0.9,
             justification: "idle 14 days".into(),
             backend: "rules".into(),
+            evidence: vec![],
+            trace_id: None,
         }
     }
 
