@@ -4,6 +4,7 @@
 //! Backends sit behind [`Reasoner`]. The deterministic rules backend ([`rules`]) needs no model; it is also the
 //! fallback for every instance a model answer does not validate for, and for a model that fails outright.
 
+pub mod agent;
 pub mod answer;
 pub mod prompt;
 pub mod rules;
@@ -28,6 +29,8 @@ pub struct ModelReply {
     pub text: String,
     /// Agent session / trace id for the audit trail.
     pub trace_id: Option<String>,
+    /// The agent's rationale and tool calls, a line each.
+    pub trace: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,122 @@
+//! The `agent` backend: Bedrock InvokeAgent on an agent alias (the agent has the `openapi-schema.yaml` action
+//! group). One session per run (session id = run id), trace enabled, the event stream consumed to the end: chunks
+//! make the answer, trace events record the rationale and tool calls, an error mid-stream fails the attempt.
+//! Throttling (before or during the stream) is retried with backoff; the whole call has a time limit.
+
+use std::time::Duration;
+
+use aws_sdk_bedrockagentruntime::types::{OrchestrationTrace, ResponseStream, Trace};
+use aws_sdk_bedrockagentruntime::Client;
+
+use crate::{ModelReply, Reasoner, ReasonerError};
+
+pub struct BedrockAgent {
+    client: Client,
+    agent_id: String,
+    alias_id: String,
+    pub time_limit: Duration,
+    pub max_attempts: u32,
+    pub first_backoff: Duration,
+}
+
+impl BedrockAgent {
+    pub fn new(client: Client, agent_id: impl Into<String>, alias_id: impl Into<String>) -> Self {
+        Self {
+            client,
+            agent_id: agent_id.into(),
+            alias_id: alias_id.into(),
+            time_limit: Duration::from_secs(240),
+            max_attempts: 3,
+            first_backoff: Duration::from_secs(2),
+        }
+    }
+
+    async fn once(&self, session_id: &str, prompt: &str) -> Result<ModelReply, ReasonerError> {
+        let mut out = self
+            .client
+            .invoke_agent()
+            .agent_id(&self.agent_id)
+            .agent_alias_id(&self.alias_id)
+            .session_id(session_id)
+            .input_text(prompt)
+            .enable_trace(true)
+            .send()
+            .await
+            .map_err(|e| classify(e.as_service_error().map(|s| s.is_throttling_exception()).unwrap_or(false), &e))?;
+        let mut text = String::new();
+        let mut trace = Vec::new();
+        loop {
+            match out.completion.recv().await {
+                Ok(Some(ResponseStream::Chunk(part))) => {
+                    if let Some(bytes) = part.bytes() {
+                        text.push_str(&String::from_utf8_lossy(bytes.as_ref()));
+                    }
+                }
+                Ok(Some(ResponseStream::Trace(part))) => trace.extend(part.trace().and_then(describe_trace)),
+                Ok(Some(ResponseStream::ReturnControl(_))) => {
+                    return Err(ReasonerError::Failed(
+                        "the agent asked to return control; its action group must be a Lambda".into(),
+                    ))
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    let throttled = e.as_service_error().map(|s| s.is_throttling_exception()).unwrap_or(false);
+                    return Err(classify(throttled, &e));
+                }
+            }
+        }
+        Ok(ModelReply { text, trace_id: Some(session_id.to_owned()), trace })
+    }
+}
+
+fn classify<E: std::error::Error>(throttled: bool, e: &E) -> ReasonerError {
+    let message = aws_smithy_types::error::display::DisplayErrorContext(e).to_string().chars().take(300).collect();
+    if throttled {
+        ReasonerError::Throttled(message)
+    } else {
+        ReasonerError::Failed(message)
+    }
+}
+
+/// A line per trace event worth keeping: the agent's rationale and the tools it called.
+fn describe_trace(trace: &Trace) -> Option<String> {
+    let Trace::OrchestrationTrace(o) = trace else { return None };
+    match o {
+        OrchestrationTrace::Rationale(r) => r.text().map(|t| format!("rationale: {t}")),
+        OrchestrationTrace::InvocationInput(i) => i.action_group_invocation_input().map(|a| {
+            format!("tool call: {} {}", a.verb().unwrap_or("GET"), a.api_path().or(a.function()).unwrap_or("?"))
+        }),
+        OrchestrationTrace::Observation(o) => {
+            o.action_group_invocation_output().map(|a| format!("tool result: {}", a.text().unwrap_or("")))
+        }
+        _ => None,
+    }
+}
+
+impl Reasoner for BedrockAgent {
+    fn name(&self) -> &str {
+        "agent"
+    }
+
+    async fn ask(&self, session_id: &str, prompt: &str) -> Result<ModelReply, ReasonerError> {
+        let started = tokio::time::Instant::now();
+        let mut backoff = self.first_backoff;
+        let mut attempt = 1;
+        loop {
+            let left = self.time_limit.saturating_sub(started.elapsed());
+            let result = tokio::time::timeout(left, self.once(session_id, prompt))
+                .await
+                .unwrap_or(Err(ReasonerError::TimedOut(self.time_limit.as_secs())));
+            match result {
+                Err(ReasonerError::Throttled(m)) if attempt < self.max_attempts => {
+                    tracing::warn!(attempt, message = m, "InvokeAgent throttled; retrying");
+                    tokio::time::sleep(backoff.min(self.time_limit.saturating_sub(started.elapsed()))).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
