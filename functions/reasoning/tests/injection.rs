@@ -32,6 +32,7 @@ impl Reasoner for CompromisedModel {
         Ok(ModelReply {
             text: json!({"recommendations": recs}).to_string(),
             trace_id: Some(format!("session-{session_id}")),
+            trace: vec![],
         })
     }
 }
