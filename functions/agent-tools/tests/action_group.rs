@@ -1,0 +1,254 @@
+//! Bedrock action-group events (messageVersion 1.0) for each operation, against a real moto server: EC2,
+//! CloudWatch, and Step Functions for the approval-started path.
+#![recursion_limit = "256"]
+
+use chrono::Utc;
+use finops_actions::SdkEc2Actions;
+use finops_agent_tools::{SfnStarter, Tools};
+use finops_aws::{PriceBook, SdkPriceList};
+use finops_core::criteria::{CriteriaPreset, IdleCriteria};
+use finops_core::policy::PolicyConfig;
+use finops_core::LookbackWindow;
+use finops_inventory::Ec2Inventory;
+use finops_metrics::CloudWatchMetrics;
+use finops_testkit::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec};
+use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2, aws_sdk_sfn, moto};
+use serde_json::{json, Value};
+
+fn event(method: &str, api_path: &str, parameters: Value, body: Option<Value>) -> Value {
+    let mut e = json!({
+        "messageVersion": "1.0",
+        "agent": {"name": "finops-agent", "id": "AGENT123", "alias": "ALIAS456", "version": "1"},
+        "inputText": "Find underutilised instances in ap-southeast-2",
+        "sessionId": "run-1",
+        "actionGroup": "finops-tools",
+        "apiPath": api_path,
+        "httpMethod": method,
+        "parameters": parameters,
+        "sessionAttributes": {"team": "platform"},
+        "promptSessionAttributes": {}
+    });
+    if let Some(props) = body {
+        e["requestBody"] = json!({"content": {"application/json": {"properties": props}}});
+    }
+    e
+}
+
+fn p(name: &str, value: &str) -> Value {
+    json!({"name": name, "type": "string", "value": value})
+}
+
+/// The `(status, body)` of a Bedrock action-group response, checking its envelope.
+fn unwrap(response: &Value, api_path: &str) -> (u64, Value) {
+    assert_eq!(response["messageVersion"], "1.0");
+    let r = &response["response"];
+    assert_eq!(r["actionGroup"], "finops-tools");
+    assert_eq!(r["apiPath"], api_path);
+    let body: Value = serde_json::from_str(r["responseBody"]["application/json"]["body"].as_str().unwrap()).unwrap();
+    (r["httpStatusCode"].as_u64().unwrap(), body)
+}
+
+#[tokio::test]
+async fn every_operation_answers_in_bedrocks_format() {
+    let moto = moto().await;
+    let config = moto.sdk_config("ap-southeast-2").await;
+    let ec2_client = aws_sdk_ec2::Client::new(&config);
+    let cw = aws_sdk_cloudwatch::Client::new(&config);
+    let ami = linux_image_id(&ec2_client).await;
+    let window = LookbackWindow::ending_before(Utc::now(), 14);
+    let dev = launch(&ec2_client, &ami, &InstanceSpec::new("dev-idle", "t3.large").tag("Environment", "dev"), 1)
+        .await
+        .remove(0);
+    let prod = launch(&ec2_client, &ami, &InstanceSpec::new("prod-db", "r5.large").tag("Environment", "Production"), 1)
+        .await
+        .remove(0);
+    let asg =
+        launch(&ec2_client, &ami, &InstanceSpec::new("web", "t3.medium").tag("aws:autoscaling:groupName", "web"), 1)
+            .await
+            .remove(0);
+    for id in [&dev, &prod, &asg] {
+        put_daily_metrics(&cw, id, &window, |_| Some(DayProfile::idle())).await;
+    }
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let state_machine = sfn
+        .create_state_machine()
+        .name("finops")
+        .definition(r#"{"StartAt":"Noop","States":{"Noop":{"Type":"Pass","End":true}}}"#)
+        .role_arn("arn:aws:iam::123456789012:role/finops")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn()
+        .to_owned();
+
+    let inventory = Ec2Inventory::new(config.clone());
+    let metrics = CloudWatchMetrics::new(config.clone());
+    let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
+    let ec2 = SdkEc2Actions::new(config.clone());
+    let starter = SfnStarter::new(&config, state_machine.clone());
+    let tools = Tools {
+        inventory: &inventory,
+        metrics: &metrics,
+        prices: &prices,
+        ec2: &ec2,
+        starter: &starter,
+        regions: vec!["ap-southeast-2".into()],
+        policy: PolicyConfig::default(),
+        criteria: IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+    };
+    let call = |e: Value| tools.handle(e, Utc::now());
+
+    let r = call(event(
+        "GET",
+        "/underutilised-resources",
+        json!([p("region", "ap-southeast-2"), p("lookback_days", "14")]),
+        None,
+    ))
+    .await;
+    let (status, body) = unwrap(&r, "/underutilised-resources");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["found"], 3);
+    assert_eq!(body["instances"][0]["instanceId"], prod.as_str(), "largest saving first (r5.large)");
+    assert_eq!(r["sessionAttributes"]["team"], "platform", "session attributes are handed back");
+
+    let (status, body) = unwrap(
+        &call(event("GET", "/instances/{instance_id}", json!([p("instance_id", &dev)]), None)).await,
+        "/instances/{instance_id}",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["instance"]["tags"]["Environment"], "dev");
+
+    let (status, body) = unwrap(
+        &call(event(
+            "GET",
+            "/instances/{instance_id}/utilisation",
+            json!([p("instance_id", &dev), p("days", "7")]),
+            None,
+        ))
+        .await,
+        "/instances/{instance_id}/utilisation",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["utilisation"]["assessment"]["verdict"], "Idle");
+    assert_eq!(body["utilisation"]["assessment"]["lookbackDays"], 7);
+
+    let (status, body) = unwrap(
+        &call(event(
+            "GET",
+            "/savings-estimate",
+            json!([p("instance_type", "t3.large"), p("region", "ap-southeast-2")]),
+            None,
+        ))
+        .await,
+        "/savings-estimate",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["monthlyUsd"], 75.92);
+
+    // The seed's case: the agent asks to stop a production database, one that does not exist, a cluster member.
+    for (id, needle) in
+        [(prod.as_str(), "production"), ("i-prod-db-001", "not a known instance"), (asg.as_str(), "managed")]
+    {
+        let (status, body) = unwrap(
+            &call(event("POST", "/resources/{resource_id}/stop", json!([p("resource_id", id)]), None)).await,
+            "/resources/{resource_id}/stop",
+        );
+        assert_eq!(status, 200);
+        assert_eq!(body["status"], "DENIED", "{id}");
+        assert!(body["reason"].as_str().unwrap().contains(needle), "{id}: {body}");
+    }
+    let executions = sfn.list_executions().state_machine_arn(&state_machine).send().await.unwrap();
+    assert!(executions.executions().is_empty(), "no workflow for denied requests");
+
+    // An idle dev box: an approval workflow starts; nothing is stopped.
+    let (status, body) = unwrap(
+        &call(event("POST", "/resources/{resource_id}/stop", json!([p("resource_id", &dev)]), None)).await,
+        "/resources/{resource_id}/stop",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "approval_requested");
+    let execution_arn = body["executionArn"].as_str().unwrap();
+    let described = sfn.describe_execution().execution_arn(execution_arn).send().await.unwrap();
+    let input: Value = serde_json::from_str(described.input().unwrap()).unwrap();
+    assert_eq!(input["entry"], "single-instance");
+    assert_eq!(input["instanceId"], dev.as_str());
+    assert_eq!(input["requestedAction"], "stop");
+    let state = ec2_client.describe_instances().instance_ids(&dev).send().await.unwrap().reservations()[0].instances()
+        [0]
+    .state()
+    .unwrap()
+    .name()
+    .unwrap()
+    .as_str()
+    .to_owned();
+    assert_eq!(state, "running");
+
+    // Termination is off by default.
+    let (status, body) = unwrap(
+        &call(event(
+            "POST",
+            "/instances/{instance_id}/termination-approval",
+            json!([p("instance_id", &dev)]),
+            Some(json!([p("justification", "unused for months")])),
+        ))
+        .await,
+        "/instances/{instance_id}/termination-approval",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "DENIED");
+    assert!(body["reason"].as_str().unwrap().contains("termination is not enabled"));
+}
+
+#[tokio::test]
+async fn unknown_operations_and_malformed_events_get_well_formed_errors() {
+    let moto = moto().await;
+    let config = moto.sdk_config("ap-southeast-2").await;
+    let (inventory, metrics, ec2) =
+        (Ec2Inventory::new(config.clone()), CloudWatchMetrics::new(config.clone()), SdkEc2Actions::new(config.clone()));
+    let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
+    let starter = SfnStarter::new(&config, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:none");
+    let tools = Tools {
+        inventory: &inventory,
+        metrics: &metrics,
+        prices: &prices,
+        ec2: &ec2,
+        starter: &starter,
+        regions: vec!["ap-southeast-2".into()],
+        policy: PolicyConfig::default(),
+        criteria: IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+    };
+    let (status, body) =
+        unwrap(&tools.handle(event("DELETE", "/everything", json!([]), None), Utc::now()).await, "/everything");
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("no operation DELETE /everything"));
+    let (status, _) = unwrap(
+        &tools
+            .handle(event("GET", "/underutilised-resources", json!([p("region", "mars-north-1")]), None), Utc::now())
+            .await,
+        "/underutilised-resources",
+    );
+    assert_eq!(status, 400);
+    let (status, _) = unwrap(
+        &tools
+            .handle(
+                event(
+                    "GET",
+                    "/instances/{instance_id}/utilisation",
+                    json!([p("instance_id", "i-1"), p("days", "400")]),
+                    None,
+                ),
+                Utc::now(),
+            )
+            .await,
+        "/instances/{instance_id}/utilisation",
+    );
+    assert_eq!(status, 400);
+    let mut old = event("GET", "/savings-estimate", json!([]), None);
+    old["messageVersion"] = json!("0.9");
+    assert_eq!(unwrap(&tools.handle(old, Utc::now()).await, "/savings-estimate").0, 400);
+    let garbage =
+        tools.handle(json!({"actionGroup": "finops-tools", "apiPath": "/x", "parameters": "nope"}), Utc::now()).await;
+    let (status, body) = unwrap(&garbage, "/x");
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("malformed"));
+}
