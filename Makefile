@@ -32,6 +32,7 @@ demo: venv build
 	./target/debug/finops-demo $(DEMO_ARGS)
 
 test: venv browser
+	$(VENV)/bin/python tests/check_openapi.py openapi-schema.yaml
 	$(CARGO) test --workspace --no-fail-fast
 
 lint:
