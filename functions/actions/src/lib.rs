@@ -173,6 +173,18 @@ pub enum ActionRequest {
     },
 }
 
+impl ActionRequest {
+    pub fn run_id(&self) -> &str {
+        match self {
+            Self::Snapshot { run_id, .. }
+            | Self::SnapshotStatus { run_id, .. }
+            | Self::Stop { run_id, .. }
+            | Self::Terminate { run_id, .. }
+            | Self::Tag { run_id, .. } => run_id,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -243,6 +255,7 @@ pub async fn handle<E: Ec2Actions>(
             "actions expects {{operation: snapshot|snapshot_status|stop|terminate|tag, runId, proposal, ...}}: {e}"
         ))
     })?;
+    let run_id = request.run_id().to_owned();
     let outcome = match request {
         ActionRequest::Snapshot { run_id, proposal } => snapshot(ec2, &run_id, &proposal).await?,
         ActionRequest::SnapshotStatus { run_id, proposal, snapshot_ids } => {
@@ -261,6 +274,8 @@ pub async fn handle<E: Ec2Actions>(
             tag(ec2, config, &run_id, &proposal, &decision, now).await?
         }
     };
+    let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);
+    finops_aws::xray::record_decision("finops.action", "actions", &outcome.instance_id, &decision, &run_id);
     tracing::info!(
         instance_id = outcome.instance_id,
         operation = outcome.operation,

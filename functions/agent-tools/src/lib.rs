@@ -299,6 +299,7 @@ impl<S: InventorySource, M: MetricsApi, P: PriceListApi, E: Ec2Actions, X: Appro
     pub async fn handle(&self, event: Value, now: DateTime<Utc>) -> Value {
         let raw = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
         let parsed: Result<ActionGroupEvent, _> = serde_json::from_value(event.clone());
+        let session_id = raw("sessionId");
         let (action_group, api_path, method, session, prompt_session, (status, body)) = match parsed {
             Ok(e) if e.message_version == "1.0" => {
                 let result = match self.dispatch(&e, now).await {
@@ -334,6 +335,11 @@ impl<S: InventorySource, M: MetricsApi, P: PriceListApi, E: Ec2Actions, X: Appro
                 (400, json!({"error": format!("malformed action group event: {err}")})),
             ),
         };
+        let resource = body.get("instanceId").and_then(Value::as_str).unwrap_or("");
+        let decision =
+            body.get("status").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("HTTP {status}"));
+        let tool = format!("finops.tool {method} {api_path}");
+        finops_aws::xray::record_decision(&tool, "bedrock-agent", resource, &decision, &session_id);
         json!({
             "messageVersion": "1.0",
             "response": {

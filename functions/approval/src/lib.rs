@@ -172,6 +172,13 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
     });
     match callback.send_success(&record.task_token, &output.to_string()).await? {
         CallbackResult::Accepted => {
+            finops_aws::xray::record_decision(
+                "finops.approval",
+                &approver,
+                &record.proposal.instance_id,
+                link.action.as_str(),
+                &record.run_id,
+            );
             tracing::info!(
                 run_id = record.run_id,
                 instance_id = record.proposal.instance_id,

@@ -6,6 +6,7 @@ pub mod error;
 pub mod pricing;
 pub mod sdk;
 pub mod store;
+pub mod xray;
 
 pub use error::{ErrorName, FinopsError};
 pub use pricing::{PriceBook, PriceListApi, SdkPriceList};

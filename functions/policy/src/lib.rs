@@ -92,9 +92,13 @@ pub async fn handle<R: RunStore>(
         },
     )
     .await?;
+    let backend_of: HashMap<&str, &str> =
+        recommendations.iter().rev().map(|r| (r.instance_id.as_str(), r.backend.as_str())).collect();
     let mut denial_counts: BTreeMap<String, usize> = BTreeMap::new();
     for d in &outcome.denials {
         *denial_counts.entry(d.reason.as_str().to_owned()).or_default() += 1;
+        let agent = backend_of.get(d.instance_id.as_str()).copied().unwrap_or("unknown");
+        finops_aws::xray::record_decision("finops.policy", agent, &d.instance_id, "DENIED", &request.run_id);
         tracing::info!(
             run_id = request.run_id,
             instance_id = d.instance_id,
@@ -105,6 +109,7 @@ pub async fn handle<R: RunStore>(
         );
     }
     for p in &outcome.proposals {
+        finops_aws::xray::record_decision("finops.policy", &p.backend, &p.instance_id, "PROPOSED", &request.run_id);
         tracing::info!(
             run_id = request.run_id,
             instance_id = p.instance_id,

@@ -145,6 +145,13 @@ pub async fn handle<R: Reasoner, S: RunStore>(
         }
     };
     for r in &recommendations {
+        finops_aws::xray::record_decision(
+            "finops.reasoning",
+            &r.backend,
+            &r.instance_id,
+            r.action.as_str(),
+            &request.run_id,
+        );
         tracing::info!(
             run_id = request.run_id,
             instance_id = r.instance_id,

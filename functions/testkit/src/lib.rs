@@ -8,6 +8,7 @@
 pub mod approvals;
 pub mod browser;
 pub mod eventstream;
+pub mod fixtures;
 pub mod moto;
 pub mod seed;
 
