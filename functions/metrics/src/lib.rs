@@ -186,32 +186,16 @@ pub async fn collect_daily<M: MetricsApi>(
             .zip(&targets)
             .map(|(q, &(local, kind))| (q.id.as_str(), QueryTarget { instance: members[local], kind }))
             .collect();
-        let batches: Vec<&[MetricQuery]> = queries.chunks(MAX_QUERIES_PER_CALL).collect();
-        let batch_count = batches.len();
-        // Pages are merged as they arrive, so a large region never holds all its series at once.
-        let mut pages = std::pin::pin!(stream::iter(batches.into_iter().enumerate())
-            .map(|(n, batch)| {
-                let calls = &calls;
-                async move {
-                    let mut series = Vec::new();
-                    let mut token = None;
-                    loop {
-                        calls.fetch_add(1, Ordering::Relaxed);
-                        let page = api.get_metric_data(region, batch, window, token).await?;
-                        series.extend(page.series);
-                        match page.next_token {
-                            Some(t) if !t.is_empty() => token = Some(t),
-                            _ => break,
-                        }
-                    }
-                    progress.report(ProgressEvent::MetricsBatch {
-                        region: region.to_owned(),
-                        batch: n + 1,
-                        batches: batch_count,
-                        queries: batch.len(),
-                    });
-                    Ok::<_, FinopsError>(series)
-                }
+        let batch_count = queries.len().div_ceil(MAX_QUERIES_PER_CALL);
+        let queries = &queries;
+        let calls = &calls;
+        // Pages are merged as they arrive, so a large region never holds all its series at once. The stream is
+        // over batch numbers, not slices: a closure taking a borrowed slice defeats the compiler's Send proof for
+        // callers that need a Send future (the Converse tool runner).
+        let mut pages = std::pin::pin!(stream::iter(0..batch_count)
+            .map(move |n| {
+                let batch = &queries[n * MAX_QUERIES_PER_CALL..((n + 1) * MAX_QUERIES_PER_CALL).min(queries.len())];
+                fetch_batch(api, region, batch, window, calls, progress, n, batch_count)
             })
             .buffer_unordered(CONCURRENT_CALLS));
         while let Some(batch_series) = pages.try_next().await? {
@@ -245,6 +229,38 @@ pub async fn collect_daily<M: MetricsApi>(
         }
     }
     Ok((daily, calls.into_inner()))
+}
+
+/// One batch of at most 500 queries: GetMetricData, following NextToken.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_batch<M: MetricsApi>(
+    api: &M,
+    region: &str,
+    batch: &[MetricQuery],
+    window: &LookbackWindow,
+    calls: &AtomicUsize,
+    progress: &dyn ProgressSink,
+    n: usize,
+    batch_count: usize,
+) -> Result<Vec<MetricSeries>, FinopsError> {
+    let mut series = Vec::new();
+    let mut token = None;
+    loop {
+        calls.fetch_add(1, Ordering::Relaxed);
+        let page = api.get_metric_data(region, batch, window, token).await?;
+        series.extend(page.series);
+        match page.next_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => break,
+        }
+    }
+    progress.report(ProgressEvent::MetricsBatch {
+        region: region.to_owned(),
+        batch: n + 1,
+        batches: batch_count,
+        queries: batch.len(),
+    });
+    Ok(series)
 }
 
 /// Verdicts and costs of a fleet: what both the Lambda and `finops scan` compute.

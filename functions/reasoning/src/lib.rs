@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod answer;
+pub mod converse;
 pub mod prompt;
 pub mod rules;
 

@@ -1,38 +1,75 @@
 //! Lambda `finops-reasoning`: wires the run store and the configured reasoner, calls the handler.
-//! `FINOPS_REASONER`: `agent` (Bedrock InvokeAgent; `FINOPS_AGENT_ID`, `FINOPS_AGENT_ALIAS_ID`) or `rules`.
+//! `FINOPS_REASONER`: `agent` (InvokeAgent: `FINOPS_AGENT_ID`, `FINOPS_AGENT_ALIAS_ID`), `converse` (Converse with
+//! tool use: `FINOPS_MODEL_ID`, `FINOPS_REGIONS`) or `rules`.
+#![recursion_limit = "256"]
 
-use finops_aws::{load_sdk_config, AwsSettings, FinopsError, S3RunStore};
+use finops_actions::SdkEc2Actions;
+use finops_agent_tools::{SfnStarter, Tools};
+use finops_aws::{load_sdk_config, AwsSettings, FinopsError, PriceBook, S3RunStore, SdkPriceList};
+use finops_core::config::PricingMode;
+use finops_core::policy::PolicyConfig;
+use finops_core::regions::parse_region_list;
+use finops_core::DetectionConfig;
 use finops_reasoning::agent::BedrockAgent;
-use finops_reasoning::handle;
+use finops_reasoning::converse::BedrockConverse;
+use finops_reasoning::{handle, Reasoner};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 fn required(name: &str) -> Result<String, FinopsError> {
     std::env::var(name).map_err(|_| FinopsError::Configuration(format!("{name} is not set")))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
-    finops_aws::init_logging();
-    let config = load_sdk_config(&AwsSettings::default()).await;
-    let reasoner = match std::env::var("FINOPS_REASONER").as_deref().unwrap_or("rules") {
-        "rules" => None,
-        "agent" => Some(BedrockAgent::new(
-            aws_sdk_bedrockagentruntime::Client::new(&config),
-            required("FINOPS_AGENT_ID")?,
-            required("FINOPS_AGENT_ALIAS_ID")?,
-        )),
-        // The Converse backend is not in this build yet: refuse rather than pretend.
-        other => {
-            return Err(FinopsError::Configuration(format!(
-                "FINOPS_REASONER={other} is not available in this build (agent, rules)"
-            ))
-            .into())
-        }
-    };
-    let store = S3RunStore::new(&config, required("FINOPS_RUN_BUCKET")?);
-    let (store, reasoner) = (&store, reasoner.as_ref());
+async fn serve<R: Reasoner>(store: &S3RunStore, reasoner: Option<&R>) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         handle(event.payload, store, reasoner, chrono::Utc::now()).await
     }))
     .await
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    finops_aws::init_logging();
+    let config = load_sdk_config(&AwsSettings::default()).await;
+    let store = S3RunStore::new(&config, required("FINOPS_RUN_BUCKET")?);
+    match std::env::var("FINOPS_REASONER").as_deref().unwrap_or("agent") {
+        "rules" => serve::<BedrockAgent>(&store, None).await,
+        "agent" => {
+            let agent = BedrockAgent::new(
+                aws_sdk_bedrockagentruntime::Client::new(&config),
+                required("FINOPS_AGENT_ID")?,
+                required("FINOPS_AGENT_ALIAS_ID")?,
+            );
+            serve(&store, Some(&agent)).await
+        }
+        "converse" => {
+            let detection = DetectionConfig::from_env()?;
+            let regions = parse_region_list(&required("FINOPS_REGIONS")?)
+                .map_err(|e| FinopsError::Configuration(format!("FINOPS_REGIONS: {e}")))?;
+            let inventory = finops_inventory::Ec2Inventory::new(config.clone());
+            let metrics = finops_metrics::CloudWatchMetrics::new(config.clone());
+            let prices: PriceBook<SdkPriceList> =
+                PriceBook::new((detection.pricing == PricingMode::Api).then(|| SdkPriceList::new(&config)));
+            let ec2 = SdkEc2Actions::new(config.clone());
+            // Converse gets the read-only tools only; the starter is never called from here.
+            let starter = SfnStarter::new(&config, std::env::var("FINOPS_STATE_MACHINE_ARN").unwrap_or_default());
+            let tools = Tools {
+                inventory: &inventory,
+                metrics: &metrics,
+                prices: &prices,
+                ec2: &ec2,
+                starter: &starter,
+                regions,
+                policy: PolicyConfig::from_vars(std::env::vars())?,
+                criteria: detection.criteria,
+            };
+            let converse =
+                BedrockConverse::new(aws_sdk_bedrockruntime::Client::new(&config), required("FINOPS_MODEL_ID")?, tools)
+                    .map_err(FinopsError::Configuration)?;
+            serve(&store, Some(&converse)).await
+        }
+        other => {
+            Err(FinopsError::Configuration(format!("FINOPS_REASONER={other:?}: allowed are agent, converse, rules"))
+                .into())
+        }
+    }
 }

@@ -1,0 +1,287 @@
+//! The `converse` backend: Bedrock Converse with tool use, for accounts that cannot create Bedrock Agents (closed
+//! to new customers on 2026-07-30). The tools are generated from the same `openapi-schema.yaml` operations as the
+//! agent's action group, only the read-only ones, and executed in-process through the action-group handler; the
+//! conversation has a bounded number of turns and a time limit.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, InferenceConfiguration, Message, StopReason, Tool, ToolConfiguration,
+    ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolResultStatus, ToolSpecification,
+};
+use aws_smithy_types::{Document, Number};
+use serde_json::{json, Map, Value};
+
+use crate::{ModelReply, Reasoner, ReasonerError};
+
+/// The action group's schema, compiled in: tools and routes come from the same file the agent uses.
+pub const OPENAPI: &str = include_str!("../../../openapi-schema.yaml");
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolDef {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the tool's input object.
+    pub schema: Value,
+    pub method: String,
+    pub path: String,
+}
+
+/// Tool definitions from an OpenAPI document; `read_only` keeps only GET operations.
+pub fn tool_defs(openapi_yaml: &str, read_only: bool) -> Result<Vec<ToolDef>, String> {
+    let doc: Value = serde_yaml::from_str(openapi_yaml).map_err(|e| format!("openapi schema: {e}"))?;
+    let mut defs = Vec::new();
+    for (path, methods) in doc["paths"].as_object().ok_or("openapi schema: no paths")? {
+        for (method, op) in methods.as_object().ok_or("openapi schema: bad path item")? {
+            if read_only && method != "get" {
+                continue;
+            }
+            let mut properties = Map::new();
+            let mut required = Vec::new();
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().ok_or("parameter without name")?.to_owned();
+                let mut schema = p["schema"].clone();
+                schema["description"] = p["description"].clone();
+                if p["required"].as_bool().unwrap_or(false) {
+                    required.push(Value::String(name.clone()));
+                }
+                properties.insert(name, schema);
+            }
+            if let Some(body) = op["requestBody"]["content"]["application/json"]["schema"].as_object() {
+                for (k, v) in body.get("properties").and_then(Value::as_object).into_iter().flatten() {
+                    properties.insert(k.clone(), v.clone());
+                }
+                required.extend(body.get("required").and_then(Value::as_array).cloned().unwrap_or_default());
+            }
+            defs.push(ToolDef {
+                name: op["operationId"].as_str().ok_or("operation without operationId")?.to_owned(),
+                description: op["description"]
+                    .as_str()
+                    .or(op["summary"].as_str())
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+                schema: json!({"type": "object", "properties": properties, "required": required}),
+                method: method.to_uppercase(),
+                path: path.clone(),
+            });
+        }
+    }
+    Ok(defs)
+}
+
+pub fn to_document(v: &Value) -> Document {
+    match v {
+        Value::Null => Document::Null,
+        Value::Bool(b) => Document::Bool(*b),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Document::Number(Number::PosInt(u)),
+            (None, Some(i)) => Document::Number(Number::NegInt(i)),
+            _ => Document::Number(Number::Float(n.as_f64().unwrap_or(0.0))),
+        },
+        Value::String(s) => Document::String(s.clone()),
+        Value::Array(a) => Document::Array(a.iter().map(to_document).collect()),
+        Value::Object(o) => {
+            Document::Object(o.iter().map(|(k, v)| (k.clone(), to_document(v))).collect::<HashMap<_, _>>())
+        }
+    }
+}
+
+pub fn from_document(d: &Document) -> Value {
+    match d {
+        Document::Null => Value::Null,
+        Document::Bool(b) => Value::Bool(*b),
+        Document::Number(Number::PosInt(u)) => json!(u),
+        Document::Number(Number::NegInt(i)) => json!(i),
+        Document::Number(Number::Float(f)) => json!(f),
+        Document::String(s) => Value::String(s.clone()),
+        Document::Array(a) => Value::Array(a.iter().map(from_document).collect()),
+        Document::Object(o) => Value::Object(o.iter().map(|(k, v)| (k.clone(), from_document(v))).collect()),
+    }
+}
+
+/// Runs one tool (in-process) and returns its JSON answer.
+pub trait ToolRunner: Send + Sync {
+    fn run(&self, tool: &ToolDef, input: &Value, session_id: &str) -> impl Future<Output = Value> + Send;
+}
+
+pub struct BedrockConverse<T> {
+    client: aws_sdk_bedrockruntime::Client,
+    model_id: String,
+    tools: Vec<ToolDef>,
+    runner: T,
+    pub max_turns: usize,
+    pub time_limit: Duration,
+    pub max_attempts: u32,
+    pub first_backoff: Duration,
+}
+
+impl<T: ToolRunner> BedrockConverse<T> {
+    pub fn new(client: aws_sdk_bedrockruntime::Client, model_id: impl Into<String>, runner: T) -> Result<Self, String> {
+        Ok(Self {
+            client,
+            model_id: model_id.into(),
+            tools: tool_defs(OPENAPI, true)?,
+            runner,
+            max_turns: 8,
+            time_limit: Duration::from_secs(240),
+            max_attempts: 3,
+            first_backoff: Duration::from_secs(2),
+        })
+    }
+
+    pub fn tools(&self) -> &[ToolDef] {
+        &self.tools
+    }
+
+    fn tool_config(&self) -> Result<ToolConfiguration, ReasonerError> {
+        let tools = self
+            .tools
+            .iter()
+            .map(|t| {
+                ToolSpecification::builder()
+                    .name(&t.name)
+                    .description(&t.description)
+                    .input_schema(ToolInputSchema::Json(to_document(&t.schema)))
+                    .build()
+                    .map(Tool::ToolSpec)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ReasonerError::Failed(format!("tool spec: {e}")))?;
+        ToolConfiguration::builder()
+            .set_tools(Some(tools))
+            .build()
+            .map_err(|e| ReasonerError::Failed(format!("tool config: {e}")))
+    }
+
+    async fn converse_once(
+        &self,
+        messages: &[Message],
+        tools: &ToolConfiguration,
+    ) -> Result<(Message, StopReason), ReasonerError> {
+        let mut backoff = self.first_backoff;
+        let mut attempt = 1;
+        loop {
+            let result = self
+                .client
+                .converse()
+                .model_id(&self.model_id)
+                .set_messages(Some(messages.to_vec()))
+                .tool_config(tools.clone())
+                .inference_config(InferenceConfiguration::builder().max_tokens(4096).temperature(0.0).build())
+                .send()
+                .await;
+            match result {
+                Ok(out) => {
+                    let message = out
+                        .output()
+                        .and_then(|o| o.as_message().ok())
+                        .cloned()
+                        .ok_or_else(|| ReasonerError::Failed("Converse returned no message".into()))?;
+                    return Ok((message, out.stop_reason().clone()));
+                }
+                Err(e) => {
+                    let throttled = e.as_service_error().map(|s| s.is_throttling_exception()).unwrap_or(false);
+                    let message: String = aws_smithy_types::error::display::DisplayErrorContext(&e)
+                        .to_string()
+                        .chars()
+                        .take(300)
+                        .collect();
+                    if throttled && attempt < self.max_attempts {
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(if throttled {
+                        ReasonerError::Throttled(message)
+                    } else {
+                        ReasonerError::Failed(message)
+                    });
+                }
+            }
+        }
+    }
+
+    async fn conversation(&self, session_id: &str, prompt: &str) -> Result<ModelReply, ReasonerError> {
+        let tools = self.tool_config()?;
+        let user = |content: Vec<ContentBlock>| {
+            Message::builder()
+                .role(ConversationRole::User)
+                .set_content(Some(content))
+                .build()
+                .map_err(|e| ReasonerError::Failed(e.to_string()))
+        };
+        let mut messages = vec![user(vec![ContentBlock::Text(prompt.to_owned())])?];
+        let mut trace = Vec::new();
+        for _ in 0..self.max_turns {
+            let (message, stop) = self.converse_once(&messages, &tools).await?;
+            let tool_uses: Vec<_> = message.content().iter().filter_map(|c| c.as_tool_use().ok()).cloned().collect();
+            messages.push(message.clone());
+            if stop != StopReason::ToolUse || tool_uses.is_empty() {
+                let text: String =
+                    message.content().iter().filter_map(|c| c.as_text().ok()).map(String::as_str).collect();
+                return Ok(ModelReply { text, trace_id: Some(session_id.to_owned()), trace });
+            }
+            let mut results = Vec::new();
+            for use_block in tool_uses {
+                let input = from_document(use_block.input());
+                trace.push(format!("tool call: {} {}", use_block.name(), input));
+                let (answer, status) = match self.tools.iter().find(|t| t.name == use_block.name()) {
+                    Some(tool) => (self.runner.run(tool, &input, session_id).await, ToolResultStatus::Success),
+                    None => (json!({"error": format!("no such tool {}", use_block.name())}), ToolResultStatus::Error),
+                };
+                results.push(ContentBlock::ToolResult(
+                    ToolResultBlock::builder()
+                        .tool_use_id(use_block.tool_use_id())
+                        .content(ToolResultContentBlock::Json(to_document(&answer)))
+                        .status(status)
+                        .build()
+                        .map_err(|e| ReasonerError::Failed(e.to_string()))?,
+                ));
+            }
+            messages.push(user(results)?);
+        }
+        Err(ReasonerError::Failed(format!("no final answer after {} turns", self.max_turns)))
+    }
+}
+
+impl<T: ToolRunner> Reasoner for BedrockConverse<T> {
+    fn name(&self) -> &str {
+        "converse"
+    }
+
+    async fn ask(&self, session_id: &str, prompt: &str) -> Result<ModelReply, ReasonerError> {
+        tokio::time::timeout(self.time_limit, self.conversation(session_id, prompt))
+            .await
+            .unwrap_or(Err(ReasonerError::TimedOut(self.time_limit.as_secs())))
+    }
+}
+
+/// The action-group handler as the tool runner: the same code answers the agent and the Converse loop.
+impl<S, M, P, E, X> ToolRunner for finops_agent_tools::Tools<'_, S, M, P, E, X>
+where
+    S: finops_inventory::InventorySource,
+    M: finops_metrics::MetricsApi,
+    P: finops_aws::PriceListApi,
+    E: finops_actions::Ec2Actions,
+    X: finops_agent_tools::ApprovalStarter,
+{
+    async fn run(&self, tool: &ToolDef, input: &Value, session_id: &str) -> Value {
+        let parameters: Vec<Value> = input
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| json!({"name": k, "type": "string", "value": v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())}))
+            .collect();
+        let event = json!({
+            "messageVersion": "1.0", "actionGroup": "converse", "apiPath": tool.path, "httpMethod": tool.method,
+            "parameters": parameters, "sessionId": session_id
+        });
+        let response = self.handle(event, chrono::Utc::now()).await;
+        let body = response["response"]["responseBody"]["application/json"]["body"].as_str().unwrap_or("{}");
+        serde_json::from_str(body).unwrap_or_else(|_| json!({"error": "tool answered with something that is not JSON"}))
+    }
+}
