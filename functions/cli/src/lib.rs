@@ -1,6 +1,7 @@
 //! The `finops` command. `finops scan` is what a new user runs first against their own account: detection only,
 //! in-process, with their credentials; it reads and never changes anything.
 
+pub mod ask;
 pub mod render;
 pub mod scan;
 
@@ -17,6 +18,8 @@ pub struct Cli {
 pub enum Command {
     /// List running instances with their utilisation verdict, monthly cost and possible saving. Read-only.
     Scan(scan::ScanArgs),
+    /// Ask the finops agent a question (Bedrock agent alias, or Converse with the read-only tools).
+    Ask(ask::AskArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +28,8 @@ pub enum CliError {
     Usage(String),
     #[error(transparent)]
     Aws(#[from] finops_aws::FinopsError),
+    #[error("the model failed: {0}")]
+    Model(#[from] finops_reasoning::ReasonerError),
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -33,7 +38,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Usage(_) => 2,
-            Self::Aws(_) | Self::Output(_) => 1,
+            Self::Aws(_) | Self::Output(_) | Self::Model(_) => 1,
         }
     }
 }
@@ -41,5 +46,6 @@ impl CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Scan(args) => scan::run(args, &mut std::io::stdout().lock()).await,
+        Command::Ask(args) => ask::run(args).await,
     }
 }

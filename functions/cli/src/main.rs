@@ -1,4 +1,5 @@
 //! `finops`: the command-line face of finops-agent. Parses arguments and hands over to the library.
+#![recursion_limit = "256"]
 
 use clap::Parser;
 

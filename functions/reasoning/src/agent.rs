@@ -31,7 +31,12 @@ impl BedrockAgent {
         }
     }
 
-    async fn once(&self, session_id: &str, prompt: &str) -> Result<ModelReply, ReasonerError> {
+    async fn once(
+        &self,
+        session_id: &str,
+        prompt: &str,
+        on_event: &(dyn Fn(StreamEvent<'_>) + Sync),
+    ) -> Result<ModelReply, ReasonerError> {
         let mut out = self
             .client
             .invoke_agent()
@@ -49,10 +54,17 @@ impl BedrockAgent {
             match out.completion.recv().await {
                 Ok(Some(ResponseStream::Chunk(part))) => {
                     if let Some(bytes) = part.bytes() {
-                        text.push_str(&String::from_utf8_lossy(bytes.as_ref()));
+                        let piece = String::from_utf8_lossy(bytes.as_ref());
+                        on_event(StreamEvent::Chunk(&piece));
+                        text.push_str(&piece);
                     }
                 }
-                Ok(Some(ResponseStream::Trace(part))) => trace.extend(part.trace().and_then(describe_trace)),
+                Ok(Some(ResponseStream::Trace(part))) => {
+                    if let Some(line) = part.trace().and_then(describe_trace) {
+                        on_event(StreamEvent::Trace(&line));
+                        trace.push(line);
+                    }
+                }
                 Ok(Some(ResponseStream::ReturnControl(_))) => {
                     return Err(ReasonerError::Failed(
                         "the agent asked to return control; its action group must be a Lambda".into(),
@@ -94,23 +106,45 @@ fn describe_trace(trace: &Trace) -> Option<String> {
     }
 }
 
+/// What arrives on the stream, as it arrives (for `finops ask`).
+#[derive(Debug, Clone, Copy)]
+pub enum StreamEvent<'a> {
+    Chunk(&'a str),
+    Trace(&'a str),
+    /// A throttled attempt is being retried; anything shown from it is void.
+    Retry(u32),
+}
+
 impl Reasoner for BedrockAgent {
     fn name(&self) -> &str {
         "agent"
     }
 
     async fn ask(&self, session_id: &str, prompt: &str) -> Result<ModelReply, ReasonerError> {
+        self.ask_streaming(session_id, prompt, &|_| {}).await
+    }
+}
+
+impl BedrockAgent {
+    /// [`Reasoner::ask`], reporting chunks and trace lines as they arrive.
+    pub async fn ask_streaming(
+        &self,
+        session_id: &str,
+        prompt: &str,
+        on_event: &(dyn Fn(StreamEvent<'_>) + Sync),
+    ) -> Result<ModelReply, ReasonerError> {
         let started = tokio::time::Instant::now();
         let mut backoff = self.first_backoff;
         let mut attempt = 1;
         loop {
             let left = self.time_limit.saturating_sub(started.elapsed());
-            let result = tokio::time::timeout(left, self.once(session_id, prompt))
+            let result = tokio::time::timeout(left, self.once(session_id, prompt, on_event))
                 .await
                 .unwrap_or(Err(ReasonerError::TimedOut(self.time_limit.as_secs())));
             match result {
                 Err(ReasonerError::Throttled(m)) if attempt < self.max_attempts => {
                     tracing::warn!(attempt, message = m, "InvokeAgent throttled; retrying");
+                    on_event(StreamEvent::Retry(attempt + 1));
                     tokio::time::sleep(backoff.min(self.time_limit.saturating_sub(started.elapsed()))).await;
                     backoff *= 2;
                     attempt += 1;
