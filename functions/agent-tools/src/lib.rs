@@ -105,6 +105,54 @@ impl ApprovalStarter for SfnStarter {
     }
 }
 
+/// The SDK adapters the tools run on, built once from an SDK configuration (Lambda, reasoning, CLI, tests).
+pub struct ToolClients {
+    pub inventory: finops_inventory::Ec2Inventory,
+    pub metrics: finops_metrics::CloudWatchMetrics,
+    pub prices: PriceBook<finops_aws::SdkPriceList>,
+    pub ec2: finops_actions::SdkEc2Actions,
+    pub starter: SfnStarter,
+}
+
+impl ToolClients {
+    /// `price_list_api`: ask the Price List API (else the embedded table only). `state_machine_arn` is only used
+    /// by the two tools that start approvals.
+    pub fn new(config: &aws_config::SdkConfig, price_list_api: bool, state_machine_arn: &str) -> Self {
+        Self {
+            inventory: finops_inventory::Ec2Inventory::new(config.clone()),
+            metrics: finops_metrics::CloudWatchMetrics::new(config.clone()),
+            prices: PriceBook::new(price_list_api.then(|| finops_aws::SdkPriceList::new(config))),
+            ec2: finops_actions::SdkEc2Actions::new(config.clone()),
+            starter: SfnStarter::new(config, state_machine_arn),
+        }
+    }
+
+    pub fn tools(
+        &self,
+        regions: Vec<String>,
+        policy: PolicyConfig,
+        criteria: IdleCriteria,
+    ) -> Tools<
+        '_,
+        finops_inventory::Ec2Inventory,
+        finops_metrics::CloudWatchMetrics,
+        finops_aws::SdkPriceList,
+        finops_actions::SdkEc2Actions,
+        SfnStarter,
+    > {
+        Tools {
+            inventory: &self.inventory,
+            metrics: &self.metrics,
+            prices: &self.prices,
+            ec2: &self.ec2,
+            starter: &self.starter,
+            regions,
+            policy,
+            criteria,
+        }
+    }
+}
+
 pub struct Tools<'a, S, M, P, E, X> {
     pub inventory: &'a S,
     pub metrics: &'a M,

@@ -2,15 +2,12 @@
 // The handler future nests inventory, metrics and pricing futures deeply enough to need a higher limit.
 #![recursion_limit = "256"]
 
-use finops_actions::SdkEc2Actions;
-use finops_agent_tools::{SfnStarter, Tools};
-use finops_aws::{load_sdk_config, AwsSettings, FinopsError, PriceBook, SdkPriceList};
+use finops_agent_tools::ToolClients;
+use finops_aws::{load_sdk_config, AwsSettings, FinopsError};
 use finops_core::config::PricingMode;
 use finops_core::policy::PolicyConfig;
 use finops_core::regions::parse_region_list;
 use finops_core::DetectionConfig;
-use finops_inventory::Ec2Inventory;
-use finops_metrics::CloudWatchMetrics;
 use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
@@ -22,21 +19,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .map_err(|e| FinopsError::Configuration(format!("FINOPS_REGIONS: {e}")))?;
     let state_machine = std::env::var("FINOPS_STATE_MACHINE_ARN")
         .map_err(|_| FinopsError::Configuration("FINOPS_STATE_MACHINE_ARN is not set".into()))?;
-    let inventory = Ec2Inventory::new(config.clone());
-    let metrics = CloudWatchMetrics::new(config.clone());
-    let prices = PriceBook::new((detection.pricing == PricingMode::Api).then(|| SdkPriceList::new(&config)));
-    let ec2 = SdkEc2Actions::new(config.clone());
-    let starter = SfnStarter::new(&config, state_machine);
-    let tools = Tools {
-        inventory: &inventory,
-        metrics: &metrics,
-        prices: &prices,
-        ec2: &ec2,
-        starter: &starter,
-        regions,
-        policy: PolicyConfig::from_vars(std::env::vars())?,
-        criteria: detection.criteria,
-    };
+    let clients = ToolClients::new(&config, detection.pricing == PricingMode::Api, &state_machine);
+    let tools = clients.tools(regions, PolicyConfig::from_vars(std::env::vars())?, detection.criteria);
     let tools = &tools;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         Ok::<_, FinopsError>(tools.handle(event.payload, chrono::Utc::now()).await)

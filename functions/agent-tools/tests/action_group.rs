@@ -3,14 +3,10 @@
 #![recursion_limit = "256"]
 
 use chrono::Utc;
-use finops_actions::SdkEc2Actions;
-use finops_agent_tools::{SfnStarter, Tools};
-use finops_aws::{PriceBook, SdkPriceList};
+use finops_agent_tools::ToolClients;
 use finops_core::criteria::{CriteriaPreset, IdleCriteria};
 use finops_core::policy::PolicyConfig;
 use finops_core::LookbackWindow;
-use finops_inventory::Ec2Inventory;
-use finops_metrics::CloudWatchMetrics;
 use finops_testkit::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec};
 use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2, aws_sdk_sfn, moto};
 use serde_json::{json, Value};
@@ -81,21 +77,12 @@ async fn every_operation_answers_in_bedrocks_format() {
         .state_machine_arn()
         .to_owned();
 
-    let inventory = Ec2Inventory::new(config.clone());
-    let metrics = CloudWatchMetrics::new(config.clone());
-    let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
-    let ec2 = SdkEc2Actions::new(config.clone());
-    let starter = SfnStarter::new(&config, state_machine.clone());
-    let tools = Tools {
-        inventory: &inventory,
-        metrics: &metrics,
-        prices: &prices,
-        ec2: &ec2,
-        starter: &starter,
-        regions: vec!["ap-southeast-2".into()],
-        policy: PolicyConfig::default(),
-        criteria: IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-    };
+    let clients = ToolClients::new(&config, false, &state_machine.clone());
+    let tools = clients.tools(
+        vec!["ap-southeast-2".into()],
+        PolicyConfig::default(),
+        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+    );
     let call = |e: Value| tools.handle(e, Utc::now());
 
     let r = call(event(
@@ -203,20 +190,12 @@ async fn every_operation_answers_in_bedrocks_format() {
 async fn unknown_operations_and_malformed_events_get_well_formed_errors() {
     let moto = moto().await;
     let config = moto.sdk_config("ap-southeast-2").await;
-    let (inventory, metrics, ec2) =
-        (Ec2Inventory::new(config.clone()), CloudWatchMetrics::new(config.clone()), SdkEc2Actions::new(config.clone()));
-    let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
-    let starter = SfnStarter::new(&config, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:none");
-    let tools = Tools {
-        inventory: &inventory,
-        metrics: &metrics,
-        prices: &prices,
-        ec2: &ec2,
-        starter: &starter,
-        regions: vec!["ap-southeast-2".into()],
-        policy: PolicyConfig::default(),
-        criteria: IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-    };
+    let clients = ToolClients::new(&config, false, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:none");
+    let tools = clients.tools(
+        vec!["ap-southeast-2".into()],
+        PolicyConfig::default(),
+        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+    );
     let (status, body) =
         unwrap(&tools.handle(event("DELETE", "/everything", json!([]), None), Utc::now()).await, "/everything");
     assert_eq!(status, 404);

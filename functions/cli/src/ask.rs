@@ -4,9 +4,8 @@
 use std::io::Write;
 
 use clap::Args;
-use finops_actions::SdkEc2Actions;
-use finops_agent_tools::{SfnStarter, Tools};
-use finops_aws::{load_sdk_config, AwsSettings, PriceBook, SdkPriceList};
+use finops_agent_tools::ToolClients;
+use finops_aws::{load_sdk_config, AwsSettings};
 use finops_core::policy::PolicyConfig;
 use finops_core::regions::parse_region_list;
 use finops_core::DetectionConfig;
@@ -59,23 +58,9 @@ pub async fn run(args: AskArgs) -> Result<(), CliError> {
     match (&args.model_id, &args.agent_id, &args.agent_alias_id) {
         (Some(model_id), _, _) => {
             let regions = parse_region_list(&args.regions).map_err(CliError::Usage)?;
-            let detection = DetectionConfig::default();
-            let inventory = finops_inventory::Ec2Inventory::new(sdk.clone());
-            let metrics = finops_metrics::CloudWatchMetrics::new(sdk.clone());
-            let prices: PriceBook<SdkPriceList> = PriceBook::new(Some(SdkPriceList::new(&sdk)));
-            let ec2 = SdkEc2Actions::new(sdk.clone());
-            // Read-only tools only: the starter is never called from here.
-            let starter = SfnStarter::new(&sdk, "");
-            let tools = Tools {
-                inventory: &inventory,
-                metrics: &metrics,
-                prices: &prices,
-                ec2: &ec2,
-                starter: &starter,
-                regions,
-                policy: PolicyConfig::default(),
-                criteria: detection.criteria,
-            };
+            // Read-only tools only: the approval starter is never called from here.
+            let clients = ToolClients::new(&sdk, true, "");
+            let tools = clients.tools(regions, PolicyConfig::default(), DetectionConfig::default().criteria);
             let converse = BedrockConverse::new(aws_sdk_bedrockruntime::Client::new(&sdk), model_id, tools).map_err(CliError::Usage)?;
             let reply = converse.ask(&session, &args.question).await?;
             if trace {

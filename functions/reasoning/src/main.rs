@@ -3,9 +3,8 @@
 //! tool use: `FINOPS_MODEL_ID`, `FINOPS_REGIONS`) or `rules`.
 #![recursion_limit = "256"]
 
-use finops_actions::SdkEc2Actions;
-use finops_agent_tools::{SfnStarter, Tools};
-use finops_aws::{load_sdk_config, AwsSettings, FinopsError, PriceBook, S3RunStore, SdkPriceList};
+use finops_agent_tools::ToolClients;
+use finops_aws::{load_sdk_config, AwsSettings, FinopsError, S3RunStore};
 use finops_core::config::PricingMode;
 use finops_core::policy::PolicyConfig;
 use finops_core::regions::parse_region_list;
@@ -45,23 +44,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             let detection = DetectionConfig::from_env()?;
             let regions = parse_region_list(&required("FINOPS_REGIONS")?)
                 .map_err(|e| FinopsError::Configuration(format!("FINOPS_REGIONS: {e}")))?;
-            let inventory = finops_inventory::Ec2Inventory::new(config.clone());
-            let metrics = finops_metrics::CloudWatchMetrics::new(config.clone());
-            let prices: PriceBook<SdkPriceList> =
-                PriceBook::new((detection.pricing == PricingMode::Api).then(|| SdkPriceList::new(&config)));
-            let ec2 = SdkEc2Actions::new(config.clone());
-            // Converse gets the read-only tools only; the starter is never called from here.
-            let starter = SfnStarter::new(&config, std::env::var("FINOPS_STATE_MACHINE_ARN").unwrap_or_default());
-            let tools = Tools {
-                inventory: &inventory,
-                metrics: &metrics,
-                prices: &prices,
-                ec2: &ec2,
-                starter: &starter,
-                regions,
-                policy: PolicyConfig::from_vars(std::env::vars())?,
-                criteria: detection.criteria,
-            };
+            // Converse gets the read-only tools only; the approval starter is never called from here.
+            let state_machine = std::env::var("FINOPS_STATE_MACHINE_ARN").unwrap_or_default();
+            let clients = ToolClients::new(&config, detection.pricing == PricingMode::Api, &state_machine);
+            let tools = clients.tools(regions, PolicyConfig::from_vars(std::env::vars())?, detection.criteria);
             let converse =
                 BedrockConverse::new(aws_sdk_bedrockruntime::Client::new(&config), required("FINOPS_MODEL_ID")?, tools)
                     .map_err(FinopsError::Configuration)?;

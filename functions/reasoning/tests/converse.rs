@@ -11,14 +11,10 @@ use aws_sdk_bedrockruntime::types::{
 };
 use aws_sdk_bedrockruntime::Client;
 use chrono::Utc;
-use finops_actions::SdkEc2Actions;
-use finops_agent_tools::{SfnStarter, Tools};
-use finops_aws::{PriceBook, SdkPriceList};
+use finops_agent_tools::ToolClients;
 use finops_core::criteria::{CriteriaPreset, IdleCriteria};
 use finops_core::policy::PolicyConfig;
 use finops_core::LookbackWindow;
-use finops_inventory::Ec2Inventory;
-use finops_metrics::CloudWatchMetrics;
 use finops_reasoning::converse::{from_document, to_document, tool_defs, BedrockConverse, OPENAPI};
 use finops_reasoning::{Reasoner, ReasonerError};
 use finops_testkit::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec};
@@ -77,21 +73,12 @@ async fn a_tool_call_runs_in_process_and_its_result_goes_back() {
     let window = LookbackWindow::ending_before(Utc::now(), 14);
     put_daily_metrics(&aws_sdk_cloudwatch::Client::new(&config), &id, &window, |_| Some(DayProfile::idle())).await;
 
-    let inventory = Ec2Inventory::new(config.clone());
-    let metrics = CloudWatchMetrics::new(config.clone());
-    let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
-    let ec2 = SdkEc2Actions::new(config.clone());
-    let starter = SfnStarter::new(&config, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:unused");
-    let tools = Tools {
-        inventory: &inventory,
-        metrics: &metrics,
-        prices: &prices,
-        ec2: &ec2,
-        starter: &starter,
-        regions: vec!["ap-southeast-2".into()],
-        policy: PolicyConfig::default(),
-        criteria: IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-    };
+    let clients = ToolClients::new(&config, false, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:unused");
+    let tools = clients.tools(
+        vec!["ap-southeast-2".into()],
+        PolicyConfig::default(),
+        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+    );
 
     let final_answer = format!(
         r#"{{"recommendations":[{{"instanceId":"{id}","action":"snapshot_and_stop","confidence":0.9,"justification":"idle"}}]}}"#
@@ -132,20 +119,12 @@ async fn a_tool_call_runs_in_process_and_its_result_goes_back() {
 async fn a_model_that_never_stops_calling_tools_is_cut_off() {
     let moto = moto().await;
     let config = moto.sdk_config("ap-southeast-2").await;
-    let (inventory, metrics, ec2) =
-        (Ec2Inventory::new(config.clone()), CloudWatchMetrics::new(config.clone()), SdkEc2Actions::new(config.clone()));
-    let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
-    let starter = SfnStarter::new(&config, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:unused");
-    let tools = Tools {
-        inventory: &inventory,
-        metrics: &metrics,
-        prices: &prices,
-        ec2: &ec2,
-        starter: &starter,
-        regions: vec!["ap-southeast-2".into()],
-        policy: PolicyConfig::default(),
-        criteria: IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-    };
+    let clients = ToolClients::new(&config, false, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:unused");
+    let tools = clients.tools(
+        vec!["ap-southeast-2".into()],
+        PolicyConfig::default(),
+        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+    );
     let looping =
         mock!(Client::converse).then_output(|| reply(vec![tool_use("i-0000000000000000a")], StopReason::ToolUse));
     let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::MatchAny, [&looping]);
