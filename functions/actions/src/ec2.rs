@@ -4,32 +4,28 @@ use std::collections::HashMap;
 
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType, Snapshot, Tag, TagSpecification};
+use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
 use finops_core::InstanceRecord;
 
 use crate::{Ec2Actions, SnapshotInfo, TAG_INSTANCE_ID, TAG_RUN_ID};
 
 pub struct SdkEc2Actions {
-    config: Option<SdkConfig>,
-    client: Option<aws_sdk_ec2::Client>,
+    clients: RegionalClient<aws_sdk_ec2::Client>,
 }
 
 impl SdkEc2Actions {
     pub fn new(config: SdkConfig) -> Self {
-        Self { config: Some(config), client: None }
+        Self { clients: RegionalClient::new(config, aws_sdk_ec2::Client::new) }
     }
 
     /// One client whatever the region (mocked clients in tests).
     pub fn from_client(client: aws_sdk_ec2::Client) -> Self {
-        Self { config: None, client: Some(client) }
+        Self { clients: RegionalClient::fixed(client, aws_sdk_ec2::Client::new) }
     }
 
     fn client(&self, region: &str) -> aws_sdk_ec2::Client {
-        match (&self.client, &self.config) {
-            (Some(c), _) => c.clone(),
-            (None, Some(config)) => aws_sdk_ec2::Client::new(&finops_aws::sdk::for_region(config, region)),
-            (None, None) => unreachable!("constructed with a config or a client"),
-        }
+        self.clients.for_region(region)
     }
 }
 

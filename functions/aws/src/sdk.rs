@@ -52,3 +52,29 @@ pub fn init_logging() {
         .without_time()
         .try_init();
 }
+
+/// An SDK client per region from one configuration, or one fixed client whatever the region (a mocked client in
+/// tests). Adapters that work across regions hold one of these.
+pub struct RegionalClient<C> {
+    config: Option<SdkConfig>,
+    fixed: Option<C>,
+    make: fn(&SdkConfig) -> C,
+}
+
+impl<C: Clone> RegionalClient<C> {
+    pub fn new(config: SdkConfig, make: fn(&SdkConfig) -> C) -> Self {
+        Self { config: Some(config), fixed: None, make }
+    }
+
+    pub fn fixed(client: C, make: fn(&SdkConfig) -> C) -> Self {
+        Self { config: None, fixed: Some(client), make }
+    }
+
+    pub fn for_region(&self, region: &str) -> C {
+        match (&self.fixed, &self.config) {
+            (Some(c), _) => c.clone(),
+            (None, Some(config)) => (self.make)(&for_region(config, region)),
+            (None, None) => unreachable!("constructed with a config or a client"),
+        }
+    }
+}

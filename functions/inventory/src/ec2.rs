@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, Instance, InstanceLifecycleType, PlatformValues, Volume};
 use chrono::{DateTime, Utc};
+use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
 use finops_core::{ClusterMembership, InstanceRecord, Lifecycle, RootDeviceType, VolumeRecord};
 
@@ -17,19 +18,18 @@ const VOLUME_FILTER_CHUNK: usize = 200;
 
 /// EC2 clients per region from one SDK configuration.
 pub struct Ec2Inventory {
-    config: SdkConfig,
+    clients: RegionalClient<aws_sdk_ec2::Client>,
 }
 
 impl Ec2Inventory {
     pub fn new(config: SdkConfig) -> Self {
-        Self { config }
+        Self { clients: RegionalClient::new(config, aws_sdk_ec2::Client::new) }
     }
 }
 
 impl InventorySource for Ec2Inventory {
     async fn running_instances(&self, region: &str) -> Result<Vec<InstanceRecord>, FinopsError> {
-        let client = aws_sdk_ec2::Client::new(&finops_aws::sdk::for_region(&self.config, region));
-        describe_region(&client, region).await
+        describe_region(&self.clients.for_region(region), region).await
     }
 }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use aws_config::SdkConfig;
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
+use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
 use finops_core::LookbackWindow;
 
@@ -12,26 +13,21 @@ use crate::{MetricDataPage, MetricQuery, MetricSeries, MetricsApi};
 
 /// CloudWatch clients per region from one SDK configuration (or one given client, for tests).
 pub struct CloudWatchMetrics {
-    config: Option<SdkConfig>,
-    client: Option<aws_sdk_cloudwatch::Client>,
+    clients: RegionalClient<aws_sdk_cloudwatch::Client>,
 }
 
 impl CloudWatchMetrics {
     pub fn new(config: SdkConfig) -> Self {
-        Self { config: Some(config), client: None }
+        Self { clients: RegionalClient::new(config, aws_sdk_cloudwatch::Client::new) }
     }
 
     /// Uses one client whatever the region (mocked clients in tests).
     pub fn from_client(client: aws_sdk_cloudwatch::Client) -> Self {
-        Self { config: None, client: Some(client) }
+        Self { clients: RegionalClient::fixed(client, aws_sdk_cloudwatch::Client::new) }
     }
 
     fn client(&self, region: &str) -> aws_sdk_cloudwatch::Client {
-        match (&self.client, &self.config) {
-            (Some(c), _) => c.clone(),
-            (None, Some(config)) => aws_sdk_cloudwatch::Client::new(&finops_aws::sdk::for_region(config, region)),
-            (None, None) => unreachable!("constructed with a config or a client"),
-        }
+        self.clients.for_region(region)
     }
 }
 
