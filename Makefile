@@ -31,7 +31,12 @@ build:
 demo: venv build
 	./target/debug/finops-demo $(DEMO_ARGS)
 
-test: venv browser
+# asl-validator (npm) for the state machine definition.
+statemachine/node_modules/.package-lock.json: statemachine/package-lock.json
+	npm ci --prefix statemachine --no-audit --no-fund --silent
+
+test: venv browser statemachine/node_modules/.package-lock.json
+	node statemachine/validate.mjs statemachine/finops.asl.json
 	$(VENV)/bin/python tests/check_openapi.py openapi-schema.yaml
 	$(CARGO) test --workspace --no-fail-fast
 
