@@ -21,8 +21,19 @@ pub struct ApprovalPlumbing {
 }
 
 pub async fn approval_plumbing(moto: &MotoSession, config: &SdkConfig) -> ApprovalPlumbing {
+    approval_plumbing_on(moto.port, config).await
+}
+
+/// [`approval_plumbing`] for any moto server, by port.
+pub async fn approval_plumbing_on(moto_port: u16, config: &SdkConfig) -> ApprovalPlumbing {
     // The interpreter must be on before state machines are created.
-    let (status, body) = moto.control("/moto-api/config", r#"{"stepfunctions": {"execute_state_machine": true}}"#);
+    let (status, body) = crate::moto::http(
+        moto_port,
+        "POST",
+        "/moto-api/config",
+        r#"{"stepfunctions": {"execute_state_machine": true}}"#,
+    )
+    .expect("moto config");
     assert!((200..300).contains(&status), "{status}: {body}");
     let ddb = aws_sdk_dynamodb::Client::new(config);
     ddb.create_table()

@@ -54,10 +54,17 @@ fn free_port() -> u16 {
 impl MotoServer {
     /// Starts a server on a free port and waits until it answers.
     pub fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// Starts a server with extra environment, for example `MOTO_PORT` pointing its Step Functions interpreter's
+    /// Lambda calls at a local Lambda endpoint.
+    pub fn start_with_env(env: &[(&str, String)]) -> Self {
         let port = free_port();
         let launcher = workspace_root().join("tests/moto/launcher.py");
         let log = std::env::temp_dir().join(format!("finops-moto-{port}.log"));
         let child = Command::new(python())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg(&launcher)
             .arg(port.to_string())
             .stdin(Stdio::piped())
