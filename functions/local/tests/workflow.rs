@@ -59,7 +59,7 @@ async fn workflow(approval_timeout: u32) -> Workflow {
     let sqs = aws_sdk_sqs::Client::new(&config);
     let report_topic = sns.create_topic().name("finops-reports").send().await.unwrap().topic_arn().unwrap().to_owned();
     let report_queue = sqs.create_queue().queue_name("reports").send().await.unwrap().queue_url().unwrap().to_owned();
-    let report_queue_arn = format!("arn:aws:sqs:ap-southeast-2:123456789012:reports");
+    let report_queue_arn = "arn:aws:sqs:ap-southeast-2:123456789012:reports";
     sns.subscribe()
         .topic_arn(&report_topic)
         .protocol("sqs")
