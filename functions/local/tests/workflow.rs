@@ -240,3 +240,158 @@ async fn a_failing_step_takes_the_catch_path_and_acts_on_nothing() {
         "{report}"
     );
 }
+
+/// Answers approval emails as they arrive, through the real callback handler: `decide` picks the button.
+async fn answer_emails(
+    w: &Workflow,
+    count: usize,
+    decide: impl Fn(&str) -> &'static str,
+) -> Vec<(String, &'static str)> {
+    let records = finops_approvals::DynamoApprovals::new(&w.config, TABLE);
+    let key = finops_approvals::SecretsManagerKey::new(&w.config, SECRET);
+    let callback = finops_approvals::SfnCallback::new(&w.config);
+    let mut answered = Vec::new();
+    while answered.len() < count {
+        let email = w.plumbing.next_email().await;
+        let instance = email
+            .lines()
+            .find_map(|l| l.strip_prefix("Instance:"))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        let name = w.fleet.iter().find(|i| i.instance_id == instance).map(|i| i.name.clone()).unwrap_or_default();
+        let choice = decide(&name);
+        let label = match choice {
+            "approve" => "Approve",
+            "deny" => "Deny:",
+            _ => "Snooze",
+        };
+        let link = email
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_owned();
+        let path_and_query = link.strip_prefix("http://127.0.0.1:9").unwrap();
+        let (path, query) = path_and_query.split_once('?').unwrap();
+        let response = finops_approval::handle(
+            finops_approval::HttpRequest {
+                method: "POST",
+                path,
+                query,
+                body: b"approver=ops%40example.com",
+                source_ip: Some("127.0.0.1"),
+            },
+            &records,
+            &key,
+            &callback,
+            Utc::now(),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{name}: {}", response.body);
+        answered.push((name, choice));
+    }
+    answered
+}
+
+fn by_name<'a>(w: &'a Workflow, name: &str) -> &'a SeededInstance {
+    w.fleet.iter().find(|i| i.name == name).unwrap_or_else(|| panic!("{name} not seeded"))
+}
+
+async fn instance_state(w: &Workflow, i: &SeededInstance) -> (String, HashMap<String, String>) {
+    let config = sdk_config(w.config.endpoint_url().unwrap(), &i.region).await;
+    let out = aws_sdk_ec2::Client::new(&config).describe_instances().instance_ids(&i.instance_id).send().await.unwrap();
+    let inst = out.reservations()[0].instances()[0].clone();
+    let tags = inst.tags().iter().map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned())).collect();
+    (inst.state().unwrap().name().unwrap().as_str().to_owned(), tags)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
+    let w = workflow(120).await;
+    let started = std::time::Instant::now();
+    let execution = w.start("run-act", "act").await;
+    let answered = answer_emails(&w, 10, |name| match name {
+        "dev-old-jenkins" => "deny",
+        "dev-us-demo" => "snooze",
+        _ => "approve",
+    })
+    .await;
+    let (status, states, output) = finished(&w, &execution).await;
+    eprintln!("act run with 10 approvals: {:?}", started.elapsed());
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    for s in [
+        "Request Approval",
+        "Decide",
+        "Snapshot Volumes",
+        "Wait For Snapshots",
+        "Check Snapshots",
+        "Stop Instance",
+        "Tag Snooze",
+        "Record Denial",
+    ] {
+        assert!(states.contains(&s.to_string()), "{s} missing");
+    }
+    assert_eq!(output["outcomes"].as_array().unwrap().len(), 10);
+
+    let ec2 = aws_sdk_ec2::Client::new(&w.config);
+    for (name, choice) in &answered {
+        let i = by_name(&w, name);
+        let (state, tags) = instance_state(&w, i).await;
+        match *choice {
+            "approve" => {
+                assert_eq!(state, "stopped", "{name}");
+                assert_eq!(tags["finops:action"], "stopped");
+                assert_eq!(tags["finops:approved-by"], "ops@example.com  from 127.0.0.1", "EC2 tag characters only");
+                let region_config = sdk_config(w.config.endpoint_url().unwrap(), &i.region).await;
+                let snaps = aws_sdk_ec2::Client::new(&region_config)
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .filters(
+                        aws_sdk_ec2::types::Filter::builder()
+                            .name("tag:finops:instance-id")
+                            .values(&i.instance_id)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(snaps.snapshots().len(), 1, "{name}: one snapshot per volume, before the stop");
+                assert!(snaps.snapshots().iter().all(|s| s.state().unwrap().as_str() == "completed"));
+            }
+            "deny" => assert_eq!(state, "running", "{name}"),
+            _ => {
+                assert_eq!(state, "running", "{name}");
+                assert!(tags.contains_key("finops:snooze-until"), "{name}");
+            }
+        }
+    }
+    for untouchable in ["prod-orders-db", "web-asg-node", "eks-node", "dev-keep-me", "batch-etl", "legacy-reporting"] {
+        assert_eq!(instance_state(&w, by_name(&w, untouchable)).await.0, "running", "{untouchable}");
+    }
+    let _ = ec2;
+
+    // The next run skips the snoozed instance (and no longer sees the stopped ones).
+    let again = w.start("run-after", "recommend").await;
+    let (status, _, output) = finished(&w, &again).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert_eq!(output["policy"]["denialCounts"]["snoozed"], 2, "dev-snoozed and the newly snoozed dev-us-demo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_approval_times_out_to_no_action() {
+    let w = workflow(2).await;
+    let execution = w.start("run-quiet", "act").await;
+    let (status, states, output) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    assert!(states.contains(&"No Answer, No Action".to_string()), "{states:?}");
+    assert!(!states.iter().any(|s| s == "Stop Instance" || s == "Snapshot Volumes"));
+    assert!(output["outcomes"].as_array().unwrap().iter().all(|o| o["outcome"] == "no_answer"));
+    for i in &w.fleet {
+        assert_eq!(instance_state(&w, i).await.0, "running", "{}", i.name);
+    }
+}
