@@ -9,20 +9,17 @@ use std::time::Duration;
 use chrono::Utc;
 use finops_core::LookbackWindow;
 use finops_local::{serve, LocalFunctions, LocalSettings};
-use finops_testkit::approvals::{approval_plumbing_on, ApprovalPlumbing, SECRET, TABLE};
+use finops_testkit::approvals::{SECRET, TABLE};
 use finops_testkit::moto::{sdk_config, MotoServer};
-use finops_testkit::seed::{run_bucket, sample_fleet, SeededInstance};
-use finops_testkit::{aws_sdk_dynamodb, aws_sdk_ec2, aws_sdk_sns, aws_sdk_sqs};
-use serde_json::{json, Value};
-
-const ACCOUNT_ARN: &str = "arn:aws:lambda:ap-southeast-2:123456789012:function";
+use finops_testkit::seed::{sample_fleet, SeededInstance};
+use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings, RUN_BUCKET};
+use finops_testkit::{aws_sdk_dynamodb, aws_sdk_ec2};
+use serde_json::Value;
 
 struct Workflow {
     _moto: MotoServer,
-    plumbing: ApprovalPlumbing,
+    env: WorkflowEnv,
     functions: Arc<LocalFunctions>,
-    state_machine: String,
-    report_queue: String,
     config: aws_config::SdkConfig,
     fleet: Vec<SeededInstance>,
 }
@@ -32,144 +29,48 @@ async fn workflow(approval_timeout: u32) -> Workflow {
     let router_port = listener.local_addr().unwrap().port();
     let moto = MotoServer::start_with_env(&[("MOTO_PORT", router_port.to_string())]);
     let config = sdk_config(&moto.endpoint, "ap-southeast-2").await;
-    let plumbing = approval_plumbing_on(moto.port, &config).await;
-    run_bucket(&config, "finops-runs").await;
-    let ddb = aws_sdk_dynamodb::Client::new(&config);
-    ddb.create_table()
-        .table_name("finops-ledger")
-        .attribute_definitions(
-            aws_sdk_dynamodb::types::AttributeDefinition::builder()
-                .attribute_name("runId")
-                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            aws_sdk_dynamodb::types::KeySchemaElement::builder()
-                .attribute_name("runId")
-                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
-    let sns = aws_sdk_sns::Client::new(&config);
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let report_topic = sns.create_topic().name("finops-reports").send().await.unwrap().topic_arn().unwrap().to_owned();
-    let report_queue = sqs.create_queue().queue_name("reports").send().await.unwrap().queue_url().unwrap().to_owned();
-    let report_queue_arn = "arn:aws:sqs:ap-southeast-2:123456789012:reports";
-    sns.subscribe()
-        .topic_arn(&report_topic)
-        .protocol("sqs")
-        .endpoint(report_queue_arn)
-        .attributes("RawMessageDelivery", "true")
-        .send()
-        .await
-        .unwrap();
-
+    let timings = WorkflowTimings {
+        approval_timeout_seconds: approval_timeout,
+        snapshot_poll_seconds: 1,
+        max_snapshot_checks: 5,
+        map_max_concurrency: 4,
+    };
+    let env = WorkflowEnv::create(moto.port, &config, &timings).await;
     let settings = LocalSettings {
-        bucket: "finops-runs".into(),
+        bucket: RUN_BUCKET.into(),
         approvals_table: TABLE.into(),
         signing_secret_id: SECRET.into(),
-        approval_topic_arn: plumbing.topic_arn.clone(),
+        approval_topic_arn: env.plumbing.topic_arn.clone(),
         approval_base_url: "http://127.0.0.1:9".into(),
         approval_window_seconds: 3600,
     };
     let functions = Arc::new(LocalFunctions::new(&config, &settings));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto.port).into()));
-
-    let syd = config.clone();
     let use1 = sdk_config(&moto.endpoint, "us-east-1").await;
-    let fleet = sample_fleet(&syd, &use1, &LookbackWindow::ending_before(Utc::now(), 14)).await;
-
-    let asl =
-        std::fs::read_to_string(finops_testkit::moto::workspace_root().join("statemachine/finops.asl.json")).unwrap();
-    let mut substitutions: HashMap<&str, String> = [
-        ("ReportTopicArn", report_topic.clone()),
-        ("LedgerTableName", "finops-ledger".into()),
-        ("ApprovalTimeoutSeconds", approval_timeout.to_string()),
-        ("SnapshotPollSeconds", "1".into()),
-        ("MaxSnapshotChecks", "5".into()),
-        ("MapMaxConcurrency", "4".into()),
-    ]
-    .into_iter()
-    .collect();
-    for (key, function) in [
-        ("InventoryFunctionArn", "finops-inventory"),
-        ("MetricsFunctionArn", "finops-metrics"),
-        ("ReasoningFunctionArn", "finops-reasoning"),
-        ("PolicyFunctionArn", "finops-policy"),
-        ("ApprovalRequestFunctionArn", "finops-approval-request"),
-        ("ActionsFunctionArn", "finops-actions"),
-    ] {
-        substitutions.insert(key, format!("{ACCOUNT_ARN}:{function}"));
-    }
-    let mut definition = asl;
-    for (k, v) in &substitutions {
-        definition = definition.replace(&format!("${{{k}}}"), v);
-    }
-    assert!(!definition.contains("${"), "every substitution provided");
-    let state_machine = plumbing
-        .sfn
-        .create_state_machine()
-        .name("finops")
-        .definition(definition)
-        .role_arn("arn:aws:iam::123456789012:role/finops-states")
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn()
-        .to_owned();
-    Workflow { _moto: moto, plumbing, functions, state_machine, report_queue, config, fleet }
+    let fleet = sample_fleet(&config, &use1, &LookbackWindow::ending_before(Utc::now(), 14)).await;
+    Workflow { _moto: moto, env, functions, config, fleet }
 }
 
 impl Workflow {
     async fn start(&self, name: &str, mode: &str) -> String {
-        let input = json!({"regions": ["ap-southeast-2", "us-east-1"], "mode": mode, "lookbackDays": 14});
-        self.plumbing
-            .sfn
-            .start_execution()
-            .state_machine_arn(&self.state_machine)
-            .name(name)
-            .input(input.to_string())
-            .send()
-            .await
-            .unwrap()
-            .execution_arn()
-            .to_owned()
+        self.env.start(name, &["ap-southeast-2", "us-east-1"], mode).await
     }
 
     async fn report(&self) -> String {
-        let sqs = aws_sdk_sqs::Client::new(&self.config);
-        for _ in 0..20 {
-            let out = sqs.receive_message().queue_url(&self.report_queue).wait_time_seconds(1).send().await.unwrap();
-            if let Some(m) = out.messages().first() {
-                return m.body().unwrap().to_owned();
-            }
-        }
-        panic!("no run report");
+        self.env.next_report(Duration::from_secs(20)).await.expect("run report")
     }
 
     async fn ledger(&self, run_id: &str) -> HashMap<String, aws_sdk_dynamodb::types::AttributeValue> {
-        let out = aws_sdk_dynamodb::Client::new(&self.config)
-            .get_item()
-            .table_name("finops-ledger")
-            .key("runId", aws_sdk_dynamodb::types::AttributeValue::S(run_id.into()))
-            .send()
-            .await
-            .unwrap();
-        out.item().cloned().unwrap_or_default()
+        self.env.ledger(run_id).await
     }
 }
 
 async fn finished(w: &Workflow, execution: &str) -> (String, Vec<String>, Value) {
     for _ in 0..240 {
-        let d = w.plumbing.sfn.describe_execution().execution_arn(execution).send().await.unwrap();
+        let d = w.env.plumbing.sfn.describe_execution().execution_arn(execution).send().await.unwrap();
         if d.status().as_str() != "RUNNING" {
             let output = d.output().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
-            return (d.status().as_str().to_owned(), w.plumbing.entered_states(execution).await, output);
+            return (d.status().as_str().to_owned(), w.env.plumbing.entered_states(execution).await, output);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -184,7 +85,7 @@ async fn recommend_mode_reports_and_does_nothing() {
     let (status, states, output) = finished(&w, &execution).await;
     eprintln!("recommend run: {:?}, {} states", started.elapsed(), states.len());
     if status != "SUCCEEDED" {
-        let history = w.plumbing.sfn.get_execution_history().execution_arn(&execution).send().await.unwrap();
+        let history = w.env.plumbing.sfn.get_execution_history().execution_arn(&execution).send().await.unwrap();
         for e in history.events() {
             if let Some(f) = e.task_failed_event_details() {
                 eprintln!("task failed: {:?} {:?}", f.error(), f.cause());
@@ -252,7 +153,7 @@ async fn answer_emails(
     let callback = finops_approvals::SfnCallback::new(&w.config);
     let mut answered = Vec::new();
     while answered.len() < count {
-        let email = w.plumbing.next_email().await;
+        let email = w.env.plumbing.next_email().await;
         let instance = email
             .lines()
             .find_map(|l| l.strip_prefix("Instance:"))

@@ -11,6 +11,7 @@ pub mod eventstream;
 pub mod fixtures;
 pub mod moto;
 pub mod seed;
+pub mod workflow;
 
 pub use aws_smithy_mocks::{mock, mock_client, RuleMode};
 pub use moto::{moto, MotoSession};

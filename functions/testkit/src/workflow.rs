@@ -1,0 +1,163 @@
+//! The whole workflow's local AWS, shared by `make demo` and the end-to-end tests: moto with its Step Functions
+//! interpreter on and its Lambda calls pointed at the local Lambda endpoint, the run bucket, the approval table,
+//! topics with SQS subscriptions to read emails and reports, the signing secret, the ledger, and the state machine
+//! created from `statemachine/finops.asl.json` with its substitutions.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+
+use crate::approvals::{approval_plumbing_on, ApprovalPlumbing};
+use crate::moto::workspace_root;
+
+pub const RUN_BUCKET: &str = "finops-runs";
+pub const LEDGER_TABLE: &str = "finops-ledger";
+pub const FUNCTION_ARN_PREFIX: &str = "arn:aws:lambda:ap-southeast-2:123456789012:function";
+
+pub struct WorkflowEnv {
+    pub plumbing: ApprovalPlumbing,
+    pub report_topic_arn: String,
+    pub report_queue_url: String,
+    pub state_machine_arn: String,
+    pub config: SdkConfig,
+}
+
+pub struct WorkflowTimings {
+    pub approval_timeout_seconds: u32,
+    pub snapshot_poll_seconds: u32,
+    pub max_snapshot_checks: u32,
+    pub map_max_concurrency: u32,
+}
+
+/// The ASL with every `${...}` replaced as CloudFormation's DefinitionSubstitutions would.
+pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings) -> String {
+    let asl = std::fs::read_to_string(workspace_root().join("statemachine/finops.asl.json"))
+        .expect("statemachine/finops.asl.json");
+    let mut values: HashMap<&str, String> = [
+        ("ReportTopicArn", report_topic_arn.to_owned()),
+        ("LedgerTableName", LEDGER_TABLE.to_owned()),
+        ("ApprovalTimeoutSeconds", timings.approval_timeout_seconds.to_string()),
+        ("SnapshotPollSeconds", timings.snapshot_poll_seconds.to_string()),
+        ("MaxSnapshotChecks", timings.max_snapshot_checks.to_string()),
+        ("MapMaxConcurrency", timings.map_max_concurrency.to_string()),
+    ]
+    .into_iter()
+    .collect();
+    for (key, function) in [
+        ("InventoryFunctionArn", "finops-inventory"),
+        ("MetricsFunctionArn", "finops-metrics"),
+        ("ReasoningFunctionArn", "finops-reasoning"),
+        ("PolicyFunctionArn", "finops-policy"),
+        ("ApprovalRequestFunctionArn", "finops-approval-request"),
+        ("ActionsFunctionArn", "finops-actions"),
+    ] {
+        values.insert(key, format!("{FUNCTION_ARN_PREFIX}:{function}"));
+    }
+    let mut definition = asl;
+    for (k, v) in &values {
+        definition = definition.replace(&format!("${{{k}}}"), v);
+    }
+    assert!(!definition.contains("${"), "a substitution is missing");
+    definition
+}
+
+impl WorkflowEnv {
+    /// Creates everything in the moto at `moto_port` (whose MOTO_PORT must point at the local Lambda endpoint).
+    pub async fn create(moto_port: u16, config: &SdkConfig, timings: &WorkflowTimings) -> Self {
+        let plumbing = approval_plumbing_on(moto_port, config).await;
+        crate::seed::run_bucket(config, RUN_BUCKET).await;
+        aws_sdk_dynamodb::Client::new(config)
+            .create_table()
+            .table_name(LEDGER_TABLE)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("runId")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(KeySchemaElement::builder().attribute_name("runId").key_type(KeyType::Hash).build().unwrap())
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .expect("ledger table");
+        let sns = aws_sdk_sns::Client::new(config);
+        let sqs = aws_sdk_sqs::Client::new(config);
+        let report_topic_arn =
+            sns.create_topic().name("finops-reports").send().await.unwrap().topic_arn().unwrap().to_owned();
+        let report_queue_url =
+            sqs.create_queue().queue_name("finops-reports").send().await.unwrap().queue_url().unwrap().to_owned();
+        let region = config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+        sns.subscribe()
+            .topic_arn(&report_topic_arn)
+            .protocol("sqs")
+            .endpoint(format!("arn:aws:sqs:{region}:123456789012:finops-reports"))
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await
+            .unwrap();
+        let state_machine_arn = plumbing
+            .sfn
+            .create_state_machine()
+            .name("finops")
+            .definition(substituted_definition(&report_topic_arn, timings))
+            .role_arn("arn:aws:iam::123456789012:role/finops-states")
+            .send()
+            .await
+            .expect("create state machine")
+            .state_machine_arn()
+            .to_owned();
+        Self { plumbing, report_topic_arn, report_queue_url, state_machine_arn, config: config.clone() }
+    }
+
+    /// Starts an execution exactly as the schedule would.
+    pub async fn start(&self, name: &str, regions: &[&str], mode: &str) -> String {
+        let input = serde_json::json!({"regions": regions, "mode": mode, "lookbackDays": 14});
+        self.plumbing
+            .sfn
+            .start_execution()
+            .state_machine_arn(&self.state_machine_arn)
+            .name(name)
+            .input(input.to_string())
+            .send()
+            .await
+            .expect("start execution")
+            .execution_arn()
+            .to_owned()
+    }
+
+    /// The next run report from the report topic, if one arrives within `wait`.
+    pub async fn next_report(&self, wait: Duration) -> Option<String> {
+        let sqs = aws_sdk_sqs::Client::new(&self.config);
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            let out = sqs.receive_message().queue_url(&self.report_queue_url).wait_time_seconds(1).send().await.ok()?;
+            if let Some(m) = out.messages().first() {
+                sqs.delete_message()
+                    .queue_url(&self.report_queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await
+                    .ok();
+                return m.body().map(str::to_owned);
+            }
+        }
+        None
+    }
+
+    pub async fn ledger(&self, run_id: &str) -> HashMap<String, AttributeValue> {
+        aws_sdk_dynamodb::Client::new(&self.config)
+            .get_item()
+            .table_name(LEDGER_TABLE)
+            .key("runId", AttributeValue::S(run_id.into()))
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.item().cloned())
+            .unwrap_or_default()
+    }
+}
