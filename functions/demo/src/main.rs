@@ -1,68 +1,257 @@
-//! `make demo`: starts moto on 127.0.0.1, seeds a sample fleet with 14 days of metrics, and runs `finops scan`
-//! against it exactly as a user would against their account. Stops everything it started.
-//!
-//! `--no-seed --endpoint-url URL` runs against an already running moto that holds someone else's fleet.
+//! `make demo`: the whole workflow locally on emulated AWS. Starts moto (Step Functions interpreter on, its Lambda
+//! calls pointed at the local Lambda endpoint that runs the Rust handlers), creates the table, topics, secret,
+//! bucket and the state machine from `statemachine/finops.asl.json`, seeds a sample fleet, starts an execution as the
+//! schedule would, prints progress and each approval email, serves the approval page on localhost, and ends with the
+//! run report. Stops everything it started.
+#![recursion_limit = "256"]
 
-use std::process::Command;
-use std::time::Instant;
+use std::collections::HashSet;
+use std::io::IsTerminal;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use finops_core::LookbackWindow;
-use finops_testkit::moto::{sdk_config, MotoServer};
+use finops_local::{serve, LocalFunctions, LocalSettings};
+use finops_testkit::approvals::{SECRET, TABLE};
+use finops_testkit::moto::{http, sdk_config, MotoServer};
 use finops_testkit::seed::sample_fleet;
+use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings, RUN_BUCKET};
+use serde_json::{json, Value};
 
 #[derive(Debug, Parser)]
-#[command(name = "finops-demo", about = "Run finops-agent locally against emulated AWS (moto).")]
+#[command(name = "finops-demo", about = "Run the finops-agent workflow locally against emulated AWS (moto).")]
 struct Args {
-    /// Use this running moto instead of starting one.
+    /// Use this running moto instead of starting one. Its MOTO_PORT must be --lambda-port (moto's Step Functions
+    /// interpreter sends Lambda calls to localhost:$MOTO_PORT).
     #[arg(long)]
     endpoint_url: Option<String>,
+    /// Port of the local Lambda endpoint (default: a free port; required with --endpoint-url).
+    #[arg(long)]
+    lambda_port: Option<u16>,
     /// Do not seed the sample fleet (the endpoint already holds a fleet).
     #[arg(long)]
     no_seed: bool,
+    /// Answer approvals for scripts: approve, deny, or none (wait for a person; default when run in a terminal).
+    #[arg(long)]
+    auto: Option<String>,
+    /// Port of the local approval page.
+    #[arg(long, default_value_t = 8787)]
+    approval_port: u16,
+    /// Seconds an approval waits before the run takes the no-action path.
+    #[arg(long, default_value_t = 300)]
+    approval_timeout: u32,
+    /// Mode of the run: act (ask approvers, then act) or recommend (report only).
+    #[arg(long, default_value = "act")]
+    mode: String,
+    /// Write the run report as JSON to this file.
+    #[arg(long)]
+    report: Option<std::path::PathBuf>,
     /// Regions to scan.
     #[arg(long, default_value = "ap-southeast-2,us-east-1")]
     regions: String,
 }
 
-#[tokio::main]
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn say(line: impl AsRef<str>) {
+    eprintln!("demo: {}", line.as_ref());
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = Args::parse();
     let started = Instant::now();
-    let (server, endpoint) = match &args.endpoint_url {
-        Some(url) => (None, url.clone()),
+    let auto =
+        args.auto
+            .clone()
+            .unwrap_or_else(|| if std::io::stdin().is_terminal() { "none".into() } else { "approve".into() });
+    if !["approve", "deny", "none"].contains(&auto.as_str()) {
+        eprintln!("finops-demo: --auto must be approve, deny or none");
+        std::process::exit(2);
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.lambda_port.unwrap_or(0)))
+        .await
+        .expect("bind the Lambda endpoint");
+    let lambda_port = listener.local_addr().unwrap().port();
+    let (moto, endpoint) = match &args.endpoint_url {
+        Some(url) => {
+            if args.lambda_port.is_none() {
+                eprintln!("finops-demo: --endpoint-url needs --lambda-port, the MOTO_PORT that moto was started with");
+                std::process::exit(2);
+            }
+            (None, url.trim_end_matches('/').to_owned())
+        }
         None => {
-            eprintln!("demo: starting moto (emulated AWS) on 127.0.0.1 ...");
-            let server = MotoServer::start();
+            say("starting moto (emulated AWS) on 127.0.0.1 ...");
+            let server = MotoServer::start_with_env(&[("MOTO_PORT", lambda_port.to_string())]);
             let endpoint = server.endpoint.clone();
-            eprintln!("demo: moto is up at {endpoint} ({:.1}s)", started.elapsed().as_secs_f64());
+            say(format!("moto is up at {endpoint}; its Lambda calls go to the local endpoint on port {lambda_port}"));
             (Some(server), endpoint)
         }
     };
+    let moto_port: u16 = endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).expect("endpoint port");
+    let config = sdk_config(&endpoint, "ap-southeast-2").await;
+    let timings = WorkflowTimings {
+        approval_timeout_seconds: args.approval_timeout,
+        snapshot_poll_seconds: 2,
+        max_snapshot_checks: 30,
+        map_max_concurrency: 5,
+    };
+    let env = WorkflowEnv::create(moto_port, &config, &timings).await;
+    say(format!(
+        "created the run bucket, approval table, ledger, topics, signing secret and the state machine {}",
+        env.state_machine_arn
+    ));
+
+    let base_url = format!("http://127.0.0.1:{}", args.approval_port);
+    let settings = LocalSettings {
+        bucket: RUN_BUCKET.into(),
+        approvals_table: TABLE.into(),
+        signing_secret_id: SECRET.into(),
+        approval_topic_arn: env.plumbing.topic_arn.clone(),
+        approval_base_url: base_url.clone(),
+        approval_window_seconds: i64::from(args.approval_timeout),
+    };
+    let functions = Arc::new(LocalFunctions::new(&config, &settings));
+    tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto_port).into()));
+    let approval_page = Process(
+        Command::new(std::env::current_exe().expect("own path").with_file_name("finops-approval"))
+            .env("FINOPS_LOCAL_LISTEN", format!("127.0.0.1:{}", args.approval_port))
+            .env("FINOPS_APPROVALS_TABLE", TABLE)
+            .env("FINOPS_SIGNING_SECRET_ID", SECRET)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_REGION", "ap-southeast-2")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start finops-approval (run `cargo build --workspace` first)"),
+    );
+    say(format!("approval page served at {base_url}/approvals/..."));
+
     if !args.no_seed {
-        let window = LookbackWindow::ending_before(chrono::Utc::now(), 14);
-        let syd = sdk_config(&endpoint, "ap-southeast-2").await;
         let use1 = sdk_config(&endpoint, "us-east-1").await;
-        let fleet = sample_fleet(&syd, &use1, &window).await;
-        eprintln!("demo: seeded {} instances with 14 days of CloudWatch metrics:", fleet.len());
+        let fleet = sample_fleet(&config, &use1, &LookbackWindow::ending_before(chrono::Utc::now(), 14)).await;
+        say(format!("seeded {} instances with 14 days of CloudWatch metrics:", fleet.len()));
         for i in &fleet {
-            eprintln!("  {:<20} {:<15} {:<40} {}", i.instance_id, i.region, truncate(&i.name, 40), i.role);
+            eprintln!("    {:<20} {:<15} {:<42} {}", i.instance_id, i.region, truncate(&i.name, 40), i.role);
         }
     }
-    let finops = std::env::current_exe().expect("own path").with_file_name("finops");
-    eprintln!("\ndemo: $ finops scan --regions {} --endpoint-url {endpoint}\n", args.regions);
-    let status = Command::new(&finops)
-        .args(["scan", "--regions", &args.regions, "--endpoint-url", &endpoint])
-        .env("AWS_ACCESS_KEY_ID", std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "testing".into()))
-        .env("AWS_SECRET_ACCESS_KEY", std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "testing".into()))
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .status()
-        .unwrap_or_else(|e| panic!("run {}: {e}", finops.display()));
-    drop(server);
-    eprintln!("\ndemo: finished in {:.1}s; moto stopped.", started.elapsed().as_secs_f64());
-    if !status.success() {
-        std::process::exit(status.code().unwrap_or(1));
+
+    let regions: Vec<&str> = args.regions.split(',').map(str::trim).collect();
+    let run_id = format!("demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
+    let execution = env.start(&run_id, &regions, &args.mode).await;
+    say(format!("started execution {run_id} ({} mode) as the schedule would: {{\"regions\": {regions:?}, \"mode\": \"{}\", \"lookbackDays\": 14}}", args.mode, args.mode));
+    if auto == "none" && args.mode == "act" {
+        say(format!(
+            "open the approve links below in a browser; unanswered approvals time out after {} s (no action)",
+            args.approval_timeout
+        ));
     }
+
+    let mut shown = 0usize;
+    let mut answered: HashSet<String> = HashSet::new();
+    let (status, output) = loop {
+        let history = env.plumbing.sfn.get_execution_history().execution_arn(&execution).send().await.expect("history");
+        let entered: Vec<String> = history
+            .events()
+            .iter()
+            .filter_map(|e| e.state_entered_event_details().map(|d| d.name().to_owned()))
+            .collect();
+        for name in entered.iter().skip(shown) {
+            eprintln!("  -> {name}");
+        }
+        shown = entered.len();
+        if let Some(email) = env.plumbing.try_next_email().await {
+            println!("\n----- approval email -----\n{email}--------------------------");
+            if auto != "none" {
+                let link = email
+                    .lines()
+                    .find(|l| l.trim_start().starts_with(if auto == "approve" { "Approve" } else { "Deny:" }));
+                if let Some(url) = link.and_then(|l| l.split_whitespace().last()) {
+                    let path = url.strip_prefix(&base_url).unwrap_or(url);
+                    let (status, _) =
+                        http(args.approval_port, "POST", path, "approver=demo%40example.com").expect("approval page");
+                    answered.insert(url.to_owned());
+                    say(format!("--auto {auto}: POST {path} -> HTTP {status}"));
+                }
+            }
+        }
+        let d = env.plumbing.sfn.describe_execution().execution_arn(&execution).send().await.expect("describe");
+        if d.status().as_str() != "RUNNING" {
+            let output: Value = d.output().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
+            break (d.status().as_str().to_owned(), output);
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    };
+
+    let mut report = run_report(&run_id, &execution, &status, &output);
+    // Why each instance was denied: the policy step stores every denial with the run.
+    if let Ok(location) = serde_json::from_value::<finops_core::ObjectRef>(output["policy"]["policy"].clone()) {
+        let store = finops_aws::S3RunStore::new(&config, RUN_BUCKET);
+        if let Ok(document) = finops_aws::get_json::<_, Value>(&store, &location).await {
+            report["denials"] = document["denials"].clone();
+        }
+    }
+    println!("\n===== run report =====\n{}", serde_json::to_string_pretty(&report).unwrap());
+    if let Some(summary) = env.next_report(Duration::from_secs(5)).await {
+        println!("\n----- report published to SNS -----\n{}", summary.replace(" | ", "\n"));
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).expect("write report");
+        say(format!("report written to {}", path.display()));
+    }
+    say(format!(
+        "execution history: aws stepfunctions get-execution-history --endpoint-url {endpoint} --region ap-southeast-2 --execution-arn {execution}"
+    ));
+    drop(approval_page);
+    drop(moto);
+    say(format!("finished in {:.1} s; every process the demo started is stopped.", started.elapsed().as_secs_f64()));
+    if status != "SUCCEEDED" {
+        std::process::exit(1);
+    }
+}
+
+/// What was found, proposed, approved, snapshotted, stopped and denied, from the execution's output.
+fn run_report(run_id: &str, execution: &str, status: &str, output: &Value) -> Value {
+    let outcomes = output["outcomes"].as_array().cloned().unwrap_or_default();
+    let decision = |o: &Value| o["approval"]["decision"].as_str().map(str::to_owned);
+    let stopped: Vec<&Value> = outcomes
+        .iter()
+        .filter(|o| {
+            o["action"]["operation"] == "stop"
+                && matches!(o["action"]["outcome"].as_str(), Some("done" | "already_done"))
+        })
+        .collect();
+    let saving: f64 = stopped.iter().filter_map(|o| o["proposal"]["monthlySavingUsd"].as_f64()).sum();
+    json!({
+        "runId": run_id,
+        "executionArn": execution,
+        "status": status,
+        "found": output["detection"]["instanceCount"],
+        "proposed": output["policy"]["proposalCount"],
+        "proposedMonthlySavingUsd": output["policy"]["proposedMonthlySavingUsd"],
+        "approved": outcomes.iter().filter(|o| decision(o).as_deref() == Some("approve")).count(),
+        "deniedByApprover": outcomes.iter().filter(|o| o["outcome"] == "denied").count(),
+        "snoozed": outcomes.iter().filter(|o| decision(o).as_deref() == Some("snooze")).count(),
+        "unanswered": outcomes.iter().filter(|o| o["outcome"] == "no_answer").count(),
+        "snapshotted": outcomes.iter().filter(|o| o["snapshot"]["snapshotIds"].as_array().is_some_and(|a| !a.is_empty())).count(),
+        "stopped": stopped.iter().map(|o| o["proposal"]["instanceId"].clone()).collect::<Vec<_>>(),
+        "stoppedMonthlySavingUsd": (saving * 100.0).round() / 100.0,
+        "deniedByPolicy": output["policy"]["denialCounts"],
+        "policyDocument": output["policy"]["policy"],
+    })
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -198,3 +198,19 @@ impl ApprovalPlumbing {
         panic!("no approval email arrived");
     }
 }
+
+impl ApprovalPlumbing {
+    /// The next approval email if one is waiting (no long poll).
+    pub async fn try_next_email(&self) -> Option<String> {
+        let out = self.sqs.receive_message().queue_url(&self.email_queue_url).send().await.ok()?;
+        let m = out.messages().first()?;
+        self.sqs
+            .delete_message()
+            .queue_url(&self.email_queue_url)
+            .receipt_handle(m.receipt_handle()?)
+            .send()
+            .await
+            .ok()?;
+        m.body().map(str::to_owned)
+    }
+}
