@@ -327,9 +327,15 @@ impl<S: InventorySource, M: MetricsApi, P: PriceListApi, E: Ec2Actions, X: Appro
             return Ok(denied(id, format!("{reason}: {detail}")));
         }
         let name = format!("agent-{id}-{}", now.timestamp());
+        let recommended = if action == "terminate" { "terminate" } else { "snapshot_and_stop" };
+        let justification = if justification.trim().is_empty() {
+            format!("requested by the Bedrock agent ({action})")
+        } else {
+            justification
+        };
         let input = json!({
-            "entry": "single-instance", "mode": "act", "runId": name, "regions": [instance.region],
-            "instanceId": id, "requestedAction": action, "requestedBy": "agent",
+            "entry": "single-instance", "mode": "act", "runId": name, "regions": [instance.region], "lookbackDays": 14,
+            "instanceId": id, "requestedAction": recommended, "requestedBy": "agent",
             "justification": justification.chars().take(500).collect::<String>()
         });
         let execution_arn = self.starter.start(&name, &input).await?;

@@ -159,7 +159,8 @@ async fn every_operation_answers_in_bedrocks_format() {
     let input: Value = serde_json::from_str(described.input().unwrap()).unwrap();
     assert_eq!(input["entry"], "single-instance");
     assert_eq!(input["instanceId"], dev.as_str());
-    assert_eq!(input["requestedAction"], "stop");
+    assert_eq!(input["requestedAction"], "snapshot_and_stop");
+    assert_eq!(input["lookbackDays"], 14);
     let state = ec2_client.describe_instances().instance_ids(&dev).send().await.unwrap().reservations()[0].instances()
         [0]
     .state()

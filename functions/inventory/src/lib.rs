@@ -32,6 +32,9 @@ pub struct InventoryRequest {
     #[serde(default)]
     pub run_id: Option<String>,
     pub regions: Regions,
+    /// Only these instances (the single-instance entry the agent tools start).
+    #[serde(default)]
+    pub instance_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,7 +105,10 @@ pub async fn handle<S: InventorySource, R: RunStore>(
     let run_id = request.run_id.clone().unwrap_or_else(|| default_run_id(now));
     validate_run_id(&run_id)?;
 
-    let instances = collect_inventory(source, &regions, &finops_core::Silent).await?;
+    let mut instances = collect_inventory(source, &regions, &finops_core::Silent).await?;
+    if let Some(wanted) = &request.instance_ids {
+        instances.retain(|i| wanted.contains(&i.instance_id));
+    }
     let mut instances_by_region: BTreeMap<String, usize> = regions.iter().map(|r| (r.clone(), 0)).collect();
     for i in &instances {
         *instances_by_region.entry(i.region.clone()).or_default() += 1;

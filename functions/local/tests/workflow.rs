@@ -296,3 +296,38 @@ async fn an_unanswered_approval_times_out_to_no_action() {
         assert_eq!(instance_state(&w, i).await.0, "running", "{}", i.name);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_tools_single_instance_entry_keeps_the_policy_check() {
+    let w = workflow(120).await;
+    let single = |id: &str| {
+        serde_json::json!({
+            "entry": "single-instance", "mode": "act", "regions": ["ap-southeast-2"], "lookbackDays": 14,
+            "instanceId": id, "requestedAction": "snapshot_and_stop", "requestedBy": "agent",
+            "justification": "The user asked the agent to stop it."
+        })
+    };
+    // A production database: the policy denies it, nobody is asked, nothing happens.
+    let prod = by_name(&w, "prod-orders-db");
+    let execution = w.env.start_with("agent-prod", &single(&prod.instance_id)).await;
+    let (status, states, output) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    assert!(
+        states.contains(&"Use Requested Action".to_string()) && !states.contains(&"Reason About Shortlist".to_string())
+    );
+    assert_eq!(output["policy"]["proposalCount"], 0);
+    assert_eq!(output["policy"]["denialCounts"]["production"], 1);
+    assert_eq!(output["detection"]["instanceCount"], 1, "only the requested instance is inventoried");
+    assert!(!states.contains(&"Request Approval".to_string()));
+
+    // An idle dev box: one approval email; approved, it is snapshotted and stopped.
+    let dev = by_name(&w, "dev-ana-workstation");
+    let execution = w.env.start_with("agent-dev", &single(&dev.instance_id)).await;
+    let answered = answer_emails(&w, 1, |_| "approve").await;
+    assert_eq!(answered[0].0, "dev-ana-workstation");
+    let (status, states, _) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(states.contains(&"Stop Instance".to_string()), "{states:?}");
+    assert_eq!(instance_state(&w, dev).await.0, "stopped");
+    assert_eq!(instance_state(&w, prod).await.0, "running");
+}

@@ -116,7 +116,11 @@ impl WorkflowEnv {
 
     /// Starts an execution exactly as the schedule would.
     pub async fn start(&self, name: &str, regions: &[&str], mode: &str) -> String {
-        let input = serde_json::json!({"regions": regions, "mode": mode, "lookbackDays": 14});
+        self.start_with(name, &serde_json::json!({"regions": regions, "mode": mode, "lookbackDays": 14})).await
+    }
+
+    /// Starts an execution with any input (the agent tools' single-instance entry).
+    pub async fn start_with(&self, name: &str, input: &serde_json::Value) -> String {
         self.plumbing
             .sfn
             .start_execution()
