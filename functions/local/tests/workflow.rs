@@ -25,6 +25,10 @@ struct Workflow {
 }
 
 async fn workflow(approval_timeout: u32) -> Workflow {
+    workflow_with(approval_timeout, "http://127.0.0.1:9").await
+}
+
+async fn workflow_with(approval_timeout: u32, approval_base_url: &str) -> Workflow {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
     let moto = MotoServer::start_with_env(&[("MOTO_PORT", router_port.to_string())]);
@@ -41,7 +45,7 @@ async fn workflow(approval_timeout: u32) -> Workflow {
         approvals_table: TABLE.into(),
         signing_secret_id: SECRET.into(),
         approval_topic_arn: env.plumbing.topic_arn.clone(),
-        approval_base_url: "http://127.0.0.1:9".into(),
+        approval_base_url: approval_base_url.into(),
         approval_window_seconds: 3600,
     };
     let functions = Arc::new(LocalFunctions::new(&config, &settings));
@@ -330,4 +334,69 @@ async fn the_agent_tools_single_instance_entry_keeps_the_policy_check() {
     assert!(states.contains(&"Stop Instance".to_string()), "{states:?}");
     assert_eq!(instance_state(&w, dev).await.0, "stopped");
     assert_eq!(instance_state(&w, prod).await.0, "running");
+}
+
+/// The real `finops-approval` binary in local HTTP mode (built with the workspace, beside the test binaries).
+fn approval_server(endpoint: &str, port: u16) -> std::process::Child {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("finops-approval");
+    assert!(bin.exists(), "{} missing: cargo test --workspace builds it", bin.display());
+    let child = std::process::Command::new(bin)
+        .env("FINOPS_LOCAL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("FINOPS_APPROVALS_TABLE", TABLE)
+        .env("FINOPS_SIGNING_SECRET_ID", SECRET)
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_REGION", "ap-southeast-2")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "finops-approval did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let w = workflow_with(120, &base).await;
+    let mut server = approval_server(w.config.endpoint_url().unwrap(), port);
+    let dev = by_name(&w, "dev-raj-sandbox");
+    let input = serde_json::json!({
+        "entry": "single-instance", "mode": "act", "regions": ["ap-southeast-2"], "lookbackDays": 14,
+        "instanceId": dev.instance_id, "requestedAction": "snapshot_and_stop", "requestedBy": "agent", "justification": "idle"
+    });
+    let execution = w.env.start_with("browser-run", &input).await;
+    let email = w.env.plumbing.next_email().await;
+    let approve = email
+        .lines()
+        .find(|l| l.trim_start().starts_with("Approve"))
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+    assert!(approve.starts_with(&base));
+
+    let browser = finops_testkit::browser::Browser::start();
+    browser.goto(&approve);
+    browser.wait_for("Stop idle instance");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.env.plumbing.status(&execution).await, "RUNNING", "the page alone decided nothing");
+    assert_eq!(instance_state(&w, dev).await.0, "running");
+    browser.type_into("#approver", "raj@example.com");
+    browser.click("#approve");
+    browser.wait_for("Decision recorded");
+    let (status, states, _) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(states.contains(&"Stop Instance".to_string()), "{states:?}");
+    assert_eq!(instance_state(&w, dev).await.0, "stopped");
+    let _ = server.kill();
+    let _ = server.wait();
 }
