@@ -96,21 +96,20 @@ impl LocalFunctions {
         }
         let now = chrono::Utc::now();
         let to_json = |r: Result<Value, FinopsError>| r.map_err(|e| (e.error_name().to_owned(), e.to_string()));
-        let value = |v: &dyn erased::Json| v.json();
         match function {
             "finops-inventory" => {
-                to_json(finops_inventory::handle(payload, &self.inventory, &self.store, now).await.map(|o| value(&o)))
+                to_json(finops_inventory::handle(payload, &self.inventory, &self.store, now).await.map(|o| json_of(&o)))
             }
             "finops-metrics" => to_json(
                 finops_metrics::handle(payload, &self.metrics, &self.prices, &self.store, &self.detection, now)
                     .await
-                    .map(|o| value(&o)),
+                    .map(|o| json_of(&o)),
             ),
             "finops-reasoning" => to_json(
-                finops_reasoning::handle::<BedrockAgent, _>(payload, &self.store, None, now).await.map(|o| value(&o)),
+                finops_reasoning::handle::<BedrockAgent, _>(payload, &self.store, None, now).await.map(|o| json_of(&o)),
             ),
             "finops-policy" => {
-                to_json(finops_policy::handle(payload, &self.store, &self.policy, now).await.map(|o| value(&o)))
+                to_json(finops_policy::handle(payload, &self.store, &self.policy, now).await.map(|o| json_of(&o)))
             }
             "finops-approval-request" => {
                 let mut random = [0u8; 16];
@@ -127,27 +126,19 @@ impl LocalFunctions {
                         None,
                     )
                     .await
-                    .map(|o| value(&o)),
+                    .map(|o| json_of(&o)),
                 )
             }
             "finops-actions" => {
-                to_json(finops_actions::handle(payload, &self.ec2, &self.actions, now).await.map(|o| value(&o)))
+                to_json(finops_actions::handle(payload, &self.ec2, &self.actions, now).await.map(|o| json_of(&o)))
             }
             other => Err(("ResourceNotFoundException".into(), format!("Function not found: {other}"))),
         }
     }
 }
 
-mod erased {
-    /// Serialises any step output to JSON without naming its type at each call site.
-    pub trait Json {
-        fn json(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> serde_json::Value {
-            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-        }
-    }
+fn json_of<T: serde::Serialize>(output: &T) -> Value {
+    serde_json::to_value(output).unwrap_or(Value::Null)
 }
 
 fn percent_decode(s: &str) -> String {
