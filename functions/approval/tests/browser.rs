@@ -1,46 +1,18 @@
 //! A person's view: headless Chromium opens the emailed approve link served by the real `finops-approval` binary
 //! (local HTTP mode) over moto, sees the confirmation page, and clicks Approve; the waiting execution moves on.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use chrono::Utc;
 use finops_approval_request::RequestConfig;
 use finops_approvals::{ApprovalRecords, ApprovalState, DynamoApprovals, SecretsManagerKey, SnsNotifier};
-use finops_testkit::approvals::{approval_plumbing, SECRET, TABLE};
+use finops_testkit::approvals::{approval_plumbing, ApprovalServer, SECRET, TABLE};
 use finops_testkit::browser::Browser;
 use finops_testkit::moto;
 use serde_json::json;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve_callback(endpoint: &str) -> (Server, String) {
+fn serve_callback(endpoint: &str) -> (ApprovalServer, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(env!("CARGO_BIN_EXE_finops-approval"))
-        .env("FINOPS_LOCAL_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FINOPS_APPROVALS_TABLE", TABLE)
-        .env("FINOPS_SIGNING_SECRET_ID", SECRET)
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", "ap-southeast-2")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start finops-approval");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "finops-approval did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Server(child), format!("http://127.0.0.1:{port}"))
+    let server = ApprovalServer::start(std::path::Path::new(env!("CARGO_BIN_EXE_finops-approval")), endpoint, port);
+    (server, format!("http://127.0.0.1:{port}"))
 }
 
 #[tokio::test]

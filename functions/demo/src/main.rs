@@ -7,14 +7,13 @@
 
 use std::collections::HashSet;
 use std::io::IsTerminal;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use finops_core::LookbackWindow;
 use finops_local::{serve, LocalFunctions, LocalSettings};
-use finops_testkit::approvals::{SECRET, TABLE};
+use finops_testkit::approvals::{ApprovalServer, SECRET, TABLE};
 use finops_testkit::moto::{http, sdk_config, MotoServer};
 use finops_testkit::seed::sample_fleet;
 use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings, RUN_BUCKET};
@@ -51,15 +50,6 @@ struct Args {
     /// Regions to scan.
     #[arg(long, default_value = "ap-southeast-2,us-east-1")]
     regions: String,
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn say(line: impl AsRef<str>) {
@@ -123,20 +113,10 @@ async fn main() {
     };
     let functions = Arc::new(LocalFunctions::new(&config, &settings));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto_port).into()));
-    let approval_page = Process(
-        Command::new(std::env::current_exe().expect("own path").with_file_name("finops-approval"))
-            .env("FINOPS_LOCAL_LISTEN", format!("127.0.0.1:{}", args.approval_port))
-            .env("FINOPS_APPROVALS_TABLE", TABLE)
-            .env("FINOPS_SIGNING_SECRET_ID", SECRET)
-            .env("AWS_ENDPOINT_URL", &endpoint)
-            .env("AWS_REGION", "ap-southeast-2")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start finops-approval (run `cargo build --workspace` first)"),
+    let approval_page = ApprovalServer::start(
+        &std::env::current_exe().expect("own path").with_file_name("finops-approval"),
+        &endpoint,
+        args.approval_port,
     );
     say(format!("approval page served at {base_url}/approvals/..."));
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use finops_core::LookbackWindow;
 use finops_local::{serve, LocalFunctions, LocalSettings};
-use finops_testkit::approvals::{SECRET, TABLE};
+use finops_testkit::approvals::{ApprovalServer, SECRET, TABLE};
 use finops_testkit::moto::{sdk_config, MotoServer};
 use finops_testkit::seed::{sample_fleet, SeededInstance};
 use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings, RUN_BUCKET};
@@ -336,29 +336,10 @@ async fn the_agent_tools_single_instance_entry_keeps_the_policy_check() {
     assert_eq!(instance_state(&w, prod).await.0, "running");
 }
 
-/// The real `finops-approval` binary in local HTTP mode (built with the workspace, beside the test binaries).
-fn approval_server(endpoint: &str, port: u16) -> std::process::Child {
+/// The `finops-approval` binary the workspace build put beside the test binaries.
+fn approval_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(|deps| deps.parent()).unwrap().join("finops-approval");
-    assert!(bin.exists(), "{} missing: cargo test --workspace builds it", bin.display());
-    let child = std::process::Command::new(bin)
-        .env("FINOPS_LOCAL_LISTEN", format!("127.0.0.1:{port}"))
-        .env("FINOPS_APPROVALS_TABLE", TABLE)
-        .env("FINOPS_SIGNING_SECRET_ID", SECRET)
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_REGION", "ap-southeast-2")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "finops-approval did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child
+    exe.parent().and_then(|deps| deps.parent()).unwrap().join("finops-approval")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,7 +347,7 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let w = workflow_with(120, &base).await;
-    let mut server = approval_server(w.config.endpoint_url().unwrap(), port);
+    let _server = ApprovalServer::start(&approval_binary(), w.config.endpoint_url().unwrap(), port);
     let dev = by_name(&w, "dev-raj-sandbox");
     let input = serde_json::json!({
         "entry": "single-instance", "mode": "act", "regions": ["ap-southeast-2"], "lookbackDays": 14,
@@ -397,6 +378,4 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
     assert_eq!(status, "SUCCEEDED");
     assert!(states.contains(&"Stop Instance".to_string()), "{states:?}");
     assert_eq!(instance_state(&w, dev).await.0, "stopped");
-    let _ = server.kill();
-    let _ = server.wait();
 }
