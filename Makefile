@@ -54,11 +54,14 @@ package: venv
 test: venv browser statemachine/node_modules/.package-lock.json cdk-test
 	node statemachine/validate.mjs statemachine/finops.asl.json
 	$(VENV)/bin/python tests/check_openapi.py openapi-schema.yaml
+	$(VENV)/bin/python tests/moto/instance_storage_families.py --check cdk/lib/instance-storage-families.json
+	$(PYTHON) tests/check_capabilities.py
 	$(CARGO) test --workspace --no-fail-fast
 
 lint: cdk/node_modules/.package-lock.json
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(PYTHON) tests/check_capabilities.py
 	cd cdk && npx tsc --noEmit
 
 bench:

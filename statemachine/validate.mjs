@@ -24,7 +24,9 @@ export const SUBSTITUTIONS = {
   ApprovalTimeoutSeconds: "259200",
   SnapshotPollSeconds: "60",
   MaxSnapshotChecks: "120",
-  MapMaxConcurrency: "5",
+  ApprovalConcurrency: "10",
+  DeploymentMode: "act",
+  ExecutionTimeoutSeconds: "285630",
 };
 
 const failures = [];
@@ -61,6 +63,7 @@ if (definition) {
   if (!request?.TimeoutSeconds) failures.push("the approval task has no TimeoutSeconds");
   const timeout = request?.Catch?.find((c) => c.ErrorEquals.includes("States.Timeout"));
   if (!timeout || !/No Answer/.test(timeout.Next)) failures.push("States.Timeout must lead to the no-action state");
+  if (!Number.isInteger(definition.TimeoutSeconds)) failures.push("the execution has no TimeoutSeconds");
   const tmp = join(mkdtempSync(join(tmpdir(), "finops-asl-")), "finops.asl.json");
   writeFileSync(tmp, JSON.stringify(definition));
   try {

@@ -4,19 +4,10 @@ import { strict as assert } from "node:assert";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { App } from "aws-cdk-lib";
-import { Match, Template } from "aws-cdk-lib/assertions";
+import { Match } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
-import { ConfigError, FinopsStack, readConfig, REPO_ROOT } from "../lib/finops-stack.ts";
-
-const defaults = JSON.parse(readFileSync(new URL("../cdk.json", import.meta.url), "utf8")).context as Record<string, unknown>;
-
-function synth(overrides: Record<string, unknown> = {}) {
-  const context = { ...defaults, assetsDir: "test/fixtures/lambda", approvers: "ana@example.com,raj@example.com", ...overrides };
-  const app = new App({ context });
-  const stack = new FinopsStack(app, "FinopsAgent", { config: readConfig((k) => app.node.tryGetContext(k)) });
-  return { app, stack, template: Template.fromStack(stack) };
-}
+import { ConfigError, executionBudget, MAX_CONCURRENT_APPROVALS, REPO_ROOT } from "../lib/finops-stack.ts";
+import { allowedActions, roleStatements, synth } from "./support.ts";
 
 test("every function runs on provided.al2023 with active tracing and log retention", () => {
   const { template } = synth();
@@ -44,22 +35,67 @@ test("the state machine is the ASL file with every substitution and the waitForT
   assert.equal(machine.Properties.LoggingConfiguration.Level, "ALL");
 });
 
-test("IAM denies stopping, snapshotting and tagging production-tagged instances for every key", () => {
+test("each role is granted what its code calls and nothing more; terminate is nowhere", () => {
   const { template } = synth();
-  const policies = Object.values(template.findResources("AWS::IAM::Policy"));
-  const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement);
-  for (const key of ["Environment", "env", "stage"]) {
-    const deny = statements.find((s) => s.Effect === "Deny" && s.Condition?.StringEqualsIgnoreCase?.[`ec2:ResourceTag/${key}`]);
-    assert.ok(deny, `Deny on ec2:ResourceTag/${key}`);
-    assert.ok(deny.Action.includes("ec2:StopInstances") && deny.Action.includes("ec2:CreateSnapshots"));
-    for (const v of ["prod", "production", "prd", "live"]) assert.ok(deny.Condition.StringEqualsIgnoreCase[`ec2:ResourceTag/${key}`].includes(v));
+  const expected: Record<string, string[]> = {
+    actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "dynamodb:GetItem"],
+    approval: ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+    inventory: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeInstanceTypes"],
+  };
+  for (const [key, actions] of Object.entries(expected)) {
+    const granted = [...allowedActions(template, `finops-agent ${key}`)].filter((a) => !a.startsWith("xray:") && !a.startsWith("s3:"));
+    assert.deepEqual(new Set(granted), new Set(actions), key);
   }
-  const actions = statements.flatMap((s) => [s.Action].flat());
-  assert.ok(!actions.some((a) => a === "ec2:*" || a === "*"), "no wildcard EC2 actions");
-  assert.ok(!actions.includes("ec2:TerminateInstances"), "terminate only when enabled");
-  const withTerminate = synth({ terminateEnabled: "true" });
-  const all = Object.values(withTerminate.template.findResources("AWS::IAM::Policy")).flatMap((p) => p.Properties.PolicyDocument.Statement).flatMap((s) => [s.Action].flat());
-  assert.ok(all.includes("ec2:TerminateInstances"));
+  const everything = Object.values(template.findResources("AWS::IAM::Policy")).flatMap((p) => p.Properties.PolicyDocument.Statement).flatMap((s) => [s.Action].flat());
+  for (const never of ["ec2:TerminateInstances", "ec2:CreateSnapshot", "states:SendTaskFailure", "ec2:*", "*"]) {
+    assert.ok(!everything.includes(never), never);
+  }
+  // The guard: explicit Deny statements on the actions role for every environment key, the protect tag and instance storage.
+  const denies = roleStatements(template, "finops-agent actions").filter((s) => s.Effect === "Deny").map((s) => s.Sid);
+  assert.deepEqual(new Set(denies), new Set(["DenyProductionEnvironment", "DenyProductionenv", "DenyProductionstage", "DenyProtected", "DenyStopWithInstanceStorage"]));
+});
+
+test("no approval is ever lost to the map's concurrency or the execution timeout", () => {
+  const { template } = synth({ maxProposals: 12, approvalWindowHours: 72 });
+  const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
+  assert.equal(machine.Properties.DefinitionSubstitutions.ApprovalConcurrency, "12", "every proposal waits at once");
+  // The execution's own timeout is in the ASL (a string definition gets nothing from the CDK's `timeout` prop).
+  assert.ok(machine.Properties.DefinitionString.includes('"TimeoutSeconds": ${ExecutionTimeoutSeconds},'));
+  const seconds = Number(machine.Properties.DefinitionSubstitutions.ExecutionTimeoutSeconds);
+  assert.ok(seconds >= 72 * 3600 + 60 * 120, `execution timeout ${seconds} s covers the window and the snapshot wait`);
+  assert.equal(seconds, executionBudget({ approvalWindowHours: 72 }).total);
+  assert.throws(() => synth({ maxProposals: MAX_CONCURRENT_APPROVALS + 1 }), (e: Error) => e instanceof ConfigError && e.message.includes("maxProposals"));
+});
+
+test("task tokens never reach the state machine's logs; the callback has reserved concurrency", () => {
+  const { template } = synth();
+  const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
+  assert.equal(machine.Properties.LoggingConfiguration.IncludeExecutionData, false);
+  const [callback] = Object.values(template.findResources("AWS::Lambda::Function")).filter((f) => f.Properties.Description === "finops-agent approval");
+  assert.equal(callback.Properties.ReservedConcurrentExecutions, 10);
+});
+
+test("approvals have their own topic; reports and alarms go to another", () => {
+  const { template } = synth({ reportRecipients: "ops@example.com" });
+  const subscriptions = Object.values(template.findResources("AWS::SNS::Subscription")).map((s) => [s.Properties.Endpoint, s.Properties.TopicArn.Ref]);
+  const topicOf = (email: string) => subscriptions.find(([e]) => e === email)?.[1];
+  assert.ok(topicOf("ana@example.com") && topicOf("ops@example.com") && topicOf("ana@example.com") !== topicOf("ops@example.com"));
+  const approvalRequest = Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent approval-request");
+  assert.equal(approvalRequest?.Properties.Environment.Variables.FINOPS_APPROVAL_TOPIC_ARN.Ref, topicOf("ana@example.com"));
+  const alarms = Object.values(template.findResources("AWS::CloudWatch::Alarm"));
+  assert.ok(alarms.every((a) => a.Properties.AlarmActions[0].Ref === topicOf("ops@example.com")));
+});
+
+test("the deployment's mode reaches every step that could ask a person", () => {
+  for (const mode of ["recommend", "act"]) {
+    const { template } = synth({ mode });
+    const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
+    assert.equal(machine.Properties.DefinitionSubstitutions.DeploymentMode, mode);
+    for (const key of ["approval-request", "agent-tools"]) {
+      const fn = Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === `finops-agent ${key}`);
+      assert.equal(fn?.Properties.Environment.Variables.FINOPS_MODE, mode, key);
+    }
+  }
 });
 
 test("the schedule starts the state machine with the configured run input", () => {
@@ -72,7 +108,7 @@ test("the schedule starts the state machine with the configured run input", () =
       Input: JSON.stringify({ regions: ["ap-southeast-2", "us-east-1"], mode: "act", lookbackDays: 14 }),
     }),
   });
-  template.resourceCountIs("AWS::SNS::Subscription", 2);
+  template.resourceCountIs("AWS::SNS::Subscription", 4); // two approvers on the approval topic, the same two on the reports topic by default
 });
 
 test("the Bedrock agent and its action group exist only with reasoner=agent", () => {
@@ -106,7 +142,11 @@ test("a bad context value fails with its key and what is allowed", () => {
     ["regions", "ap-southest-2x", "region codes"],
     ["approvers", "not-an-email", "not an email address"],
     ["lookbackDays", "90", "a number from 1 to 63"],
-    ["terminateEnabled", "maybe", "true or false"],
+    ["terminateEnabled", "true", "never terminates"],
+    ["maxProposals", "41", "a number from 1 to 40"],
+    ["productionValues", "prod,ｐｒｏｄ", "Latin-1"],
+    ["actOnlyOnEnvironments", "dev,te*t", "no * or ?"],
+    ["reportRecipients", "nope", "not an email address"],
     ["schedule", "every day", "cron(...) or rate(...)"],
   ] as const) {
     assert.throws(() => synth({ [key]: value }), (e: Error) => e instanceof ConfigError && e.message.includes(key) && e.message.includes(needle), `${key}=${value}`);

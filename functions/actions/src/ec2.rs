@@ -1,4 +1,4 @@
-//! The EC2 adapter of the actions step.
+//! The EC2 adapter of the actions step: the one type in the workspace that can snapshot, tag and stop.
 
 use std::collections::HashMap;
 
@@ -6,7 +6,6 @@ use aws_config::SdkConfig;
 use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType, Snapshot, Tag, TagSpecification};
 use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
-use finops_core::InstanceRecord;
 
 use crate::{Ec2Actions, SnapshotInfo, TAG_INSTANCE_ID, TAG_RUN_ID};
 
@@ -48,26 +47,6 @@ fn tags(pairs: &[(String, String)]) -> Vec<Tag> {
 }
 
 impl Ec2Actions for SdkEc2Actions {
-    async fn describe_instance(&self, region: &str, instance_id: &str) -> Result<Option<InstanceRecord>, FinopsError> {
-        let client = self.client(region);
-        let out = match client.describe_instances().instance_ids(instance_id).send().await {
-            Ok(out) => out,
-            Err(e) => {
-                let err = FinopsError::from_sdk("EC2", "DescribeInstances", e);
-                return match &err {
-                    FinopsError::Aws { code, .. } if code.starts_with("InvalidInstanceID") => Ok(None),
-                    _ => Err(err),
-                };
-            }
-        };
-        let Some(instance) = out.reservations().iter().flat_map(|r| r.instances()).next().cloned() else {
-            return Ok(None);
-        };
-        // Volumes as the inventory sees them, so the snapshot coverage check uses the same records.
-        let volumes = finops_inventory::ec2::attached_volumes(&client, &[instance_id.to_owned()]).await?;
-        Ok(finops_inventory::ec2::to_record(&instance, region, &volumes))
-    }
-
     async fn run_snapshots(
         &self,
         region: &str,
@@ -169,16 +148,6 @@ impl Ec2Actions for SdkEc2Actions {
             .send()
             .await
             .map_err(|e| FinopsError::from_sdk("EC2", "StopInstances", e))?;
-        Ok(())
-    }
-
-    async fn terminate(&self, region: &str, instance_id: &str) -> Result<(), FinopsError> {
-        self.client(region)
-            .terminate_instances()
-            .instance_ids(instance_id)
-            .send()
-            .await
-            .map_err(|e| FinopsError::from_sdk("EC2", "TerminateInstances", e))?;
         Ok(())
     }
 }

@@ -1,25 +1,34 @@
 //! The actions step: what happens to one approved instance, one operation per invocation so the state machine
-//! can wait between them.
+//! can wait between them. The only crate that can change an instance ([`Ec2Actions`]).
 //!
 //! - `snapshot`: CreateSnapshots of every attached EBS volume, tagged with run id, instance id and reason.
 //! - `snapshot_status`: all completed, still pending, or failed.
-//! - `stop` / `terminate`: only with completed snapshots of every attached volume, and only after re-reading the
-//!   live instance and re-running the policy on its current tags and state.
+//! - `stop`: only with completed snapshots of every attached volume, and only after re-reading the live instance,
+//!   re-running the policy on its current tags and state (instance storage included), checking it was not restarted
+//!   and measuring it again since the scan.
 //! - `tag`: records a decision (`finops:snooze-until` for a snooze).
 //!
-//! Every operation is idempotent: a retried or duplicated invocation finds the snapshots this run already made (by
-//! their run-id tag) and the state it already caused (by the instance's run-id tag), and does not act twice.
+//! Nothing is trusted from the payload: `snapshot`, `stop` and `tag` act only when the approvals table holds a
+//! decision for this run and this instance, made by POST on the page of the followed link; the decision and the
+//! approver come from that record. Every operation is idempotent: a retried or duplicated invocation finds the
+//! snapshots this run already made (by their run-id tag) and the state it already caused (by the instance's run-id
+//! tag), and does not act twice.
 
 pub mod ec2;
+pub mod memory;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
+use finops_approvals::{ApprovalReader, ApprovalRecord, ApprovalState, DECIDED_VIA_POST};
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::ApprovalAction;
+use finops_core::criteria::DailyRule;
 use finops_core::policy::{PolicyConfig, ProposedAction};
-use finops_core::InstanceRecord;
+use finops_core::{DetectionConfig, InstanceRecord, LookbackWindow};
+use finops_inventory::InstanceLookup;
+use finops_metrics::MetricsApi;
 use serde::{Deserialize, Serialize};
 
 pub use ec2::SdkEc2Actions;
@@ -44,13 +53,9 @@ pub struct SnapshotInfo {
     pub tags: BTreeMap<String, String>,
 }
 
-/// EC2, narrowed to what the actions step does.
+/// EC2, narrowed to what the actions step changes: snapshots, tags, stop. Reading an instance is
+/// [`InstanceLookup`]'s job, which read-only code holds instead of this.
 pub trait Ec2Actions: Send + Sync {
-    fn describe_instance(
-        &self,
-        region: &str,
-        instance_id: &str,
-    ) -> impl Future<Output = Result<Option<InstanceRecord>, FinopsError>> + Send;
     fn run_snapshots(
         &self,
         region: &str,
@@ -75,13 +80,14 @@ pub trait Ec2Actions: Send + Sync {
         tags: &[(String, String)],
     ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     fn stop(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
-    fn terminate(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionsConfig {
     pub policy: PolicyConfig,
     pub snooze_days: i64,
+    /// The idle rule of the deployment: measured again just before a stop, any day crossing it keeps the instance.
+    pub idle_rule: DailyRule,
 }
 
 impl ActionsConfig {
@@ -92,6 +98,7 @@ impl ActionsConfig {
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, FinopsError> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let policy = PolicyConfig::from_vars(vars.clone())?;
+        let detection = DetectionConfig::from_vars(vars.clone())?;
         let snooze_days = match vars.iter().find(|(k, _)| k == "FINOPS_SNOOZE_DAYS") {
             Some((_, v)) => v
                 .trim()
@@ -101,7 +108,8 @@ impl ActionsConfig {
                 .ok_or_else(|| FinopsError::Configuration(format!("FINOPS_SNOOZE_DAYS {v:?} is not 1..=365")))?,
             None => 7,
         };
-        Ok(Self { policy, snooze_days })
+        let idle_rule = detection.criteria.idle.unwrap_or_else(DailyRule::strict_idle);
+        Ok(Self { policy, snooze_days, idle_rule })
     }
 }
 
@@ -115,21 +123,25 @@ pub struct Target {
     pub action: ProposedAction,
     #[serde(default)]
     pub justification: String,
+    /// Launch time at the scan: another one now means the instance was restarted since.
+    #[serde(default)]
+    pub launch_time: Option<DateTime<Utc>>,
+    /// Where the scan's measurements end; the stop measures again from here.
+    #[serde(default)]
+    pub measured_until: Option<DateTime<Utc>>,
 }
 
 fn default_action() -> ProposedAction {
     ProposedAction::SnapshotAndStop
 }
 
-/// The approver's decision as the approval callback reports it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// The approval task's result as the state machine passes it: only the approval id is used. What was decided, and
+/// by whom, is read from the approvals table, never from the payload.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DecisionRecord {
-    pub decision: ApprovalAction,
+pub struct DecisionRef {
     #[serde(default)]
-    pub approver: String,
-    #[serde(default)]
-    pub decided_at: String,
+    pub approval_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +151,8 @@ pub enum ActionRequest {
         #[serde(rename = "runId")]
         run_id: String,
         proposal: Target,
+        #[serde(default)]
+        decision: Option<DecisionRef>,
     },
     SnapshotStatus {
         #[serde(rename = "runId")]
@@ -154,22 +168,14 @@ pub enum ActionRequest {
         #[serde(rename = "snapshotIds")]
         snapshot_ids: Vec<String>,
         #[serde(default)]
-        decision: Option<DecisionRecord>,
-    },
-    Terminate {
-        #[serde(rename = "runId")]
-        run_id: String,
-        proposal: Target,
-        #[serde(rename = "snapshotIds")]
-        snapshot_ids: Vec<String>,
-        #[serde(default)]
-        decision: Option<DecisionRecord>,
+        decision: Option<DecisionRef>,
     },
     Tag {
         #[serde(rename = "runId")]
         run_id: String,
         proposal: Target,
-        decision: DecisionRecord,
+        #[serde(default)]
+        decision: Option<DecisionRef>,
     },
 }
 
@@ -179,7 +185,6 @@ impl ActionRequest {
             Self::Snapshot { run_id, .. }
             | Self::SnapshotStatus { run_id, .. }
             | Self::Stop { run_id, .. }
-            | Self::Terminate { run_id, .. }
             | Self::Tag { run_id, .. } => run_id,
         }
     }
@@ -244,131 +249,181 @@ fn snapshot_ids(snaps: &[SnapshotInfo]) -> Vec<String> {
     snaps.iter().map(|s| s.snapshot_id.clone()).collect()
 }
 
-pub async fn handle<E: Ec2Actions>(
-    event: serde_json::Value,
-    ec2: &E,
-    config: &ActionsConfig,
-    now: DateTime<Utc>,
-) -> Result<ActionOutcome, FinopsError> {
-    let request: ActionRequest = serde_json::from_value(event).map_err(|e| {
-        FinopsError::InvalidInput(format!(
-            "actions expects {{operation: snapshot|snapshot_status|stop|terminate|tag, runId, proposal, ...}}: {e}"
-        ))
-    })?;
-    let run_id = request.run_id().to_owned();
-    let outcome = match request {
-        ActionRequest::Snapshot { run_id, proposal } => snapshot(ec2, &run_id, &proposal).await?,
-        ActionRequest::SnapshotStatus { run_id, proposal, snapshot_ids } => {
-            validate_run_id(&run_id)?;
-            let snaps = ec2.describe_snapshots(&proposal.region, &snapshot_ids).await?;
-            let (outcome, detail) = snapshot_state(&snaps, &snapshot_ids);
-            ActionOutcome::new("snapshot_status", &proposal, outcome, detail, snapshot_ids)
-        }
-        ActionRequest::Stop { run_id, proposal, snapshot_ids, decision } => {
-            halt(ec2, config, &run_id, &proposal, &snapshot_ids, decision.as_ref(), false, now).await?
-        }
-        ActionRequest::Terminate { run_id, proposal, snapshot_ids, decision } => {
-            halt(ec2, config, &run_id, &proposal, &snapshot_ids, decision.as_ref(), true, now).await?
-        }
-        ActionRequest::Tag { run_id, proposal, decision } => {
-            tag(ec2, config, &run_id, &proposal, &decision, now).await?
-        }
-    };
-    let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);
-    finops_aws::xray::record_decision("finops.action", "actions", &outcome.instance_id, &decision, &run_id);
-    tracing::info!(
-        instance_id = outcome.instance_id,
-        operation = outcome.operation,
-        outcome = ?outcome.outcome,
-        detail = outcome.detail,
-        "action"
-    );
-    Ok(outcome)
+/// The step with what it reads and what it changes: instances (read), EC2 (act), approval records (read) and
+/// CloudWatch (read, to measure again).
+pub struct Actions<'a, L, E, A, M> {
+    pub instances: &'a L,
+    pub ec2: &'a E,
+    pub approvals: &'a A,
+    pub metrics: &'a M,
+    pub config: &'a ActionsConfig,
 }
 
-async fn snapshot<E: Ec2Actions>(ec2: &E, run_id: &str, target: &Target) -> Result<ActionOutcome, FinopsError> {
-    validate_run_id(run_id)?;
-    let existing: Vec<SnapshotInfo> = ec2
-        .run_snapshots(&target.region, run_id, &target.instance_id)
-        .await?
-        .into_iter()
-        .filter(|s| s.state != "error")
-        .collect();
-    if !existing.is_empty() {
-        let detail = format!("{} snapshot(s) from this run already exist", existing.len());
-        return Ok(ActionOutcome::new("snapshot", target, Outcome::AlreadyDone, detail, snapshot_ids(&existing)));
+impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions<'_, L, E, A, M> {
+    /// The Lambda handler.
+    pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<ActionOutcome, FinopsError> {
+        let request: ActionRequest = serde_json::from_value(event).map_err(|e| {
+            FinopsError::InvalidInput(format!(
+                "actions expects {{operation: snapshot|snapshot_status|stop|tag, runId, proposal, ...}}: {e}"
+            ))
+        })?;
+        let run_id = request.run_id().to_owned();
+        validate_run_id(&run_id)?;
+        let outcome = match request {
+            ActionRequest::Snapshot { run_id, proposal, decision } => {
+                self.snapshot(&run_id, &proposal, decision.as_ref()).await?
+            }
+            ActionRequest::SnapshotStatus { proposal, snapshot_ids, .. } => {
+                let snaps = self.ec2.describe_snapshots(&proposal.region, &snapshot_ids).await?;
+                let (outcome, detail) = snapshot_state(&snaps, &snapshot_ids);
+                ActionOutcome::new("snapshot_status", &proposal, outcome, detail, snapshot_ids)
+            }
+            ActionRequest::Stop { run_id, proposal, snapshot_ids, decision } => {
+                self.stop(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?
+            }
+            ActionRequest::Tag { run_id, proposal, decision } => {
+                self.tag(&run_id, &proposal, decision.as_ref(), now).await?
+            }
+        };
+        let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);
+        finops_aws::xray::record_decision("finops.action", "actions", &outcome.instance_id, &decision, &run_id);
+        tracing::info!(
+            run_id,
+            instance_id = outcome.instance_id,
+            operation = outcome.operation,
+            outcome = ?outcome.outcome,
+            detail = outcome.detail,
+            "action"
+        );
+        Ok(outcome)
     }
-    let Some(_) = ec2.describe_instance(&target.region, &target.instance_id).await? else {
-        return Ok(ActionOutcome::new("snapshot", target, Outcome::Refused, "instance no longer exists", vec![]));
-    };
-    let tags = vec![
-        (TAG_RUN_ID.to_owned(), run_id.to_owned()),
-        (TAG_INSTANCE_ID.to_owned(), target.instance_id.clone()),
-        (TAG_REASON.to_owned(), tag_value(&format!("finops idle stop: {}", target.justification))),
-        ("Name".to_owned(), format!("finops {} before stop", target.instance_id)),
-    ];
-    let created = ec2.create_snapshots(&target.region, &target.instance_id, &tags).await?;
-    let detail = format!("{} snapshot(s) started", created.len());
-    Ok(ActionOutcome::new("snapshot", target, Outcome::Done, detail, snapshot_ids(&created)))
-}
 
-fn snapshot_state(snaps: &[SnapshotInfo], requested: &[String]) -> (Outcome, String) {
-    let missing: Vec<&String> = requested.iter().filter(|id| !snaps.iter().any(|s| &s.snapshot_id == *id)).collect();
-    if !missing.is_empty() {
-        return (Outcome::Failed, format!("snapshot(s) not found: {missing:?}"));
+    /// The approval record behind an operation, if it authorises one of `wanted` for this run and this instance;
+    /// otherwise why not, in words for the report.
+    async fn verified(
+        &self,
+        run_id: &str,
+        target: &Target,
+        decision: Option<&DecisionRef>,
+        wanted: &[ApprovalAction],
+    ) -> Result<Result<ApprovalRecord, String>, FinopsError> {
+        let Some(id) = decision.and_then(|d| d.approval_id.as_deref()) else {
+            return Ok(Err("no approval id: only a decision recorded in the approvals table authorises this".into()));
+        };
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Ok(Err(format!("{id:?} is not an approval id")));
+        }
+        let Some(record) = self.approvals.get(id).await? else {
+            return Ok(Err(format!("approval {id} is not in the approvals table")));
+        };
+        let why_not = if record.state != ApprovalState::Decided {
+            Some(format!("approval {id} is {:?}, not decided", record.state))
+        } else if !record.decision.is_some_and(|d| wanted.contains(&d)) {
+            Some(format!("approval {id} decided {:?}, not {wanted:?}", record.decision))
+        } else if record.decided_via.as_deref() != Some(DECIDED_VIA_POST) {
+            Some(format!("approval {id} was not decided by POST on its confirmation page"))
+        } else if record.run_id != run_id {
+            Some(format!("approval {id} belongs to run {:?}, not {run_id:?}", record.run_id))
+        } else if record.proposal.instance_id != target.instance_id || record.proposal.region != target.region {
+            Some(format!(
+                "approval {id} is for {} in {}, not {} in {}",
+                record.proposal.instance_id, record.proposal.region, target.instance_id, target.region
+            ))
+        } else {
+            None
+        };
+        Ok(match why_not {
+            Some(why) => {
+                tracing::warn!(
+                    run_id,
+                    instance_id = target.instance_id,
+                    why,
+                    decision = "REFUSED",
+                    "unverified action"
+                );
+                Err(why)
+            }
+            None => Ok(record),
+        })
     }
-    if let Some(bad) = snaps.iter().find(|s| s.state == "error") {
-        return (Outcome::Failed, format!("snapshot {} of {} failed", bad.snapshot_id, bad.volume_id));
-    }
-    let pending: Vec<&SnapshotInfo> = snaps.iter().filter(|s| s.state != "completed").collect();
-    if !pending.is_empty() {
-        let progress: Vec<String> = pending.iter().map(|s| format!("{} {}", s.snapshot_id, s.progress)).collect();
-        return (Outcome::Pending, format!("in progress: {}", progress.join(", ")));
-    }
-    (Outcome::Done, format!("{} snapshot(s) completed", snaps.len()))
-}
 
-#[allow(clippy::too_many_arguments)]
-async fn halt<E: Ec2Actions>(
-    ec2: &E,
-    config: &ActionsConfig,
-    run_id: &str,
-    target: &Target,
-    snapshot_ids: &[String],
-    decision: Option<&DecisionRecord>,
-    terminate: bool,
-    now: DateTime<Utc>,
-) -> Result<ActionOutcome, FinopsError> {
-    validate_run_id(run_id)?;
-    let operation = if terminate { "terminate" } else { "stop" };
-    let refuse =
-        |detail: String| Ok(ActionOutcome::new(operation, target, Outcome::Refused, detail, snapshot_ids.to_vec()));
-    if terminate && !(config.policy.terminate_enabled && target.action == ProposedAction::SnapshotAndTerminate) {
-        return refuse("terminate is not enabled for this deployment or was not what was approved".into());
+    async fn snapshot(
+        &self,
+        run_id: &str,
+        target: &Target,
+        decision: Option<&DecisionRef>,
+    ) -> Result<ActionOutcome, FinopsError> {
+        let refuse = |detail: String| Ok(ActionOutcome::new("snapshot", target, Outcome::Refused, detail, vec![]));
+        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve]).await? {
+            return refuse(format!("not snapshotted: {why}"));
+        }
+        let existing: Vec<SnapshotInfo> = self
+            .ec2
+            .run_snapshots(&target.region, run_id, &target.instance_id)
+            .await?
+            .into_iter()
+            .filter(|s| s.state != "error")
+            .collect();
+        if !existing.is_empty() {
+            let detail = format!("{} snapshot(s) from this run already exist", existing.len());
+            return Ok(ActionOutcome::new("snapshot", target, Outcome::AlreadyDone, detail, snapshot_ids(&existing)));
+        }
+        let Some(_) = self.instances.describe_instance(&target.region, &target.instance_id).await? else {
+            return refuse("instance no longer exists".into());
+        };
+        let tags = vec![
+            (TAG_RUN_ID.to_owned(), run_id.to_owned()),
+            (TAG_INSTANCE_ID.to_owned(), target.instance_id.clone()),
+            (TAG_REASON.to_owned(), tag_value(&format!("finops idle stop: {}", target.justification))),
+            ("Name".to_owned(), format!("finops {} before stop", target.instance_id)),
+        ];
+        let created = self.ec2.create_snapshots(&target.region, &target.instance_id, &tags).await?;
+        let detail = format!("{} snapshot(s) started", created.len());
+        Ok(ActionOutcome::new("snapshot", target, Outcome::Done, detail, snapshot_ids(&created)))
     }
-    if decision.is_some_and(|d| d.decision != ApprovalAction::Approve) {
-        return refuse("the decision was not approve".into());
-    }
-    let Some(live) = ec2.describe_instance(&target.region, &target.instance_id).await? else {
-        return refuse("instance no longer exists".into());
-    };
-    let ours = live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id);
-    let done_state = if terminate { ["shutting-down", "terminated"] } else { ["stopping", "stopped"] };
-    if ours && done_state.contains(&live.state.as_str()) {
-        return Ok(ActionOutcome::new(
-            operation,
-            target,
-            Outcome::AlreadyDone,
-            format!("already {} by this run", live.state),
-            snapshot_ids.to_vec(),
-        ));
-    }
-    // The live instance, not the inventory: tags added or state changed since the scan count now.
-    if let Some((reason, detail)) = config.policy.instance_block(&live, now) {
-        return refuse(format!("policy re-check on the live instance: {reason}: {detail}"));
-    }
-    if !live.volumes.is_empty() || !snapshot_ids.is_empty() {
-        let snaps = ec2.describe_snapshots(&target.region, snapshot_ids).await?;
+
+    async fn stop(
+        &self,
+        run_id: &str,
+        target: &Target,
+        snapshot_ids: &[String],
+        decision: Option<&DecisionRef>,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome, FinopsError> {
+        let refuse = |detail: String| {
+            Ok(ActionOutcome::new(
+                "stop",
+                target,
+                Outcome::Refused,
+                format!("not stopped: {detail}"),
+                snapshot_ids.to_vec(),
+            ))
+        };
+        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Approve]).await? {
+            Ok(record) => record,
+            Err(why) => return refuse(why),
+        };
+        let Some(live) = self.instances.describe_instance(&target.region, &target.instance_id).await? else {
+            return refuse("instance no longer exists".into());
+        };
+        let ours = live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id);
+        if ours && ["stopping", "stopped"].contains(&live.state.as_str()) {
+            return Ok(ActionOutcome::new(
+                "stop",
+                target,
+                Outcome::AlreadyDone,
+                format!("already {} by this run", live.state),
+                snapshot_ids.to_vec(),
+            ));
+        }
+        // The live instance, not the inventory: tags added, storage or state changed since the scan count now.
+        if let Some((reason, detail)) = self.config.policy.instance_block(&live, now) {
+            return refuse(format!("policy re-check on the live instance: {reason}: {detail}"));
+        }
+        if let Some(why) = self.measured_again(&live, target, now).await? {
+            return refuse(why);
+        }
+        let snaps = self.ec2.describe_snapshots(&target.region, snapshot_ids).await?;
         let (state, detail) = snapshot_state(&snaps, snapshot_ids);
         if state != Outcome::Done {
             return refuse(format!("snapshots not complete: {detail}"));
@@ -393,58 +448,109 @@ async fn halt<E: Ec2Actions>(
         if !uncovered.is_empty() {
             return refuse(format!("volume(s) {uncovered:?} have no snapshot from this run"));
         }
+        // Mark before acting, so a retry after a crash between the two knows the state change was ours.
+        let approver = record.approver.as_deref().map(tag_value).filter(|a| !a.is_empty());
+        let mut tags = vec![
+            (TAG_RUN_ID.to_owned(), run_id.to_owned()),
+            (TAG_ACTION.to_owned(), "stopped".to_owned()),
+            (TAG_APPROVED_BY.to_owned(), approver.unwrap_or_else(|| "unknown".into())),
+            (TAG_ACTED_AT.to_owned(), now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ];
+        if !target.justification.is_empty() {
+            tags.push((TAG_REASON.to_owned(), tag_value(&target.justification)));
+        }
+        self.ec2.tag_instance(&target.region, &target.instance_id, &tags).await?;
+        self.ec2.stop(&target.region, &target.instance_id).await?;
+        Ok(ActionOutcome::new(
+            "stop",
+            target,
+            Outcome::Done,
+            format!("stop requested after {} completed snapshot(s)", snapshot_ids.len()),
+            snapshot_ids.to_vec(),
+        ))
     }
-    // Mark before acting, so a retry after a crash between the two knows the state change was ours.
-    let approver =
-        decision.map(|d| tag_value(&d.approver)).filter(|a| !a.is_empty()).unwrap_or_else(|| "unknown".into());
-    let mut tags = vec![
-        (TAG_RUN_ID.to_owned(), run_id.to_owned()),
-        (TAG_ACTION.to_owned(), if terminate { "terminated" } else { "stopped" }.to_owned()),
-        (TAG_APPROVED_BY.to_owned(), approver),
-        (TAG_ACTED_AT.to_owned(), now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-    ];
-    if !target.justification.is_empty() {
-        tags.push((TAG_REASON.to_owned(), tag_value(&target.justification)));
+
+    /// Why the instance is no longer the idle one a person approved, if it is not: restarted since the scan, or a
+    /// day since the scan crossed the deployment's idle rule (CPU peak, network, disk). An approval can arrive days
+    /// after the scan.
+    async fn measured_again(
+        &self,
+        live: &InstanceRecord,
+        target: &Target,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, FinopsError> {
+        let (Some(launched), Some(measured_until)) = (target.launch_time, target.measured_until) else {
+            return Ok(Some("the proposal does not say when the instance was launched and measured".into()));
+        };
+        if live.launch_time.timestamp() != launched.timestamp() {
+            return Ok(Some(format!(
+                "restarted since the scan (launch time {} then, {} now)",
+                launched.to_rfc3339(),
+                live.launch_time.to_rfc3339()
+            )));
+        }
+        let today = now.date_naive();
+        let first_day = measured_until.date_naive().min(today);
+        let days = u32::try_from((today - first_day).num_days()).unwrap_or(0) + 1;
+        let window = LookbackWindow { first_day, days };
+        let (daily, _) =
+            finops_metrics::collect_daily(self.metrics, std::slice::from_ref(live), &window, &finops_core::Silent)
+                .await?;
+        let signs: Vec<String> =
+            daily.iter().flatten().flat_map(|d| self.config.idle_rule.signs_of_use(d)).map(|c| c.to_string()).collect();
+        Ok((!signs.is_empty()).then(|| format!("no longer idle since the scan: {}", signs.join("; "))))
     }
-    ec2.tag_instance(&target.region, &target.instance_id, &tags).await?;
-    if terminate {
-        ec2.terminate(&target.region, &target.instance_id).await?;
-    } else {
-        ec2.stop(&target.region, &target.instance_id).await?;
+
+    async fn tag(
+        &self,
+        run_id: &str,
+        target: &Target,
+        decision: Option<&DecisionRef>,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome, FinopsError> {
+        let wanted = [ApprovalAction::Snooze, ApprovalAction::Deny];
+        let record = match self.verified(run_id, target, decision, &wanted).await? {
+            Ok(record) => record,
+            Err(why) => {
+                return Ok(ActionOutcome::new("tag", target, Outcome::Refused, format!("not tagged: {why}"), vec![]))
+            }
+        };
+        let decided = record.decision.unwrap_or(ApprovalAction::Deny);
+        let mut tags = vec![
+            (TAG_RUN_ID.to_owned(), run_id.to_owned()),
+            ("finops:decision".to_owned(), decided.as_str().to_owned()),
+        ];
+        if let Some(who) = record.approver.as_deref().map(tag_value).filter(|w| !w.is_empty()) {
+            tags.push(("finops:decided-by".to_owned(), who));
+        }
+        let detail = if decided == ApprovalAction::Snooze {
+            let until =
+                (now + Duration::days(self.config.snooze_days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            tags.push((self.config.policy.snooze_tag_key.clone(), until.clone()));
+            format!("snoozed until {until}")
+        } else {
+            format!("decision {decided} recorded")
+        };
+        self.ec2.tag_instance(&target.region, &target.instance_id, &tags).await?;
+        Ok(ActionOutcome::new("tag", target, Outcome::Done, detail, vec![]))
     }
-    Ok(ActionOutcome::new(
-        operation,
-        target,
-        Outcome::Done,
-        format!("{operation} requested after {} completed snapshot(s)", snapshot_ids.len()),
-        snapshot_ids.to_vec(),
-    ))
 }
 
-async fn tag<E: Ec2Actions>(
-    ec2: &E,
-    config: &ActionsConfig,
-    run_id: &str,
-    target: &Target,
-    decision: &DecisionRecord,
-    now: DateTime<Utc>,
-) -> Result<ActionOutcome, FinopsError> {
-    validate_run_id(run_id)?;
-    let who = tag_value(&decision.approver);
-    let mut tags = vec![
-        (TAG_RUN_ID.to_owned(), run_id.to_owned()),
-        ("finops:decision".to_owned(), decision.decision.as_str().to_owned()),
-    ];
-    if !who.is_empty() {
-        tags.push(("finops:decided-by".to_owned(), who));
+fn snapshot_state(snaps: &[SnapshotInfo], requested: &[String]) -> (Outcome, String) {
+    if requested.is_empty() {
+        return (Outcome::Failed, "no snapshots were made".into());
     }
-    let detail = if decision.decision == ApprovalAction::Snooze {
-        let until = (now + Duration::days(config.snooze_days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        tags.push((config.policy.snooze_tag_key.clone(), until.clone()));
-        format!("snoozed until {until}")
-    } else {
-        format!("decision {} recorded", decision.decision)
-    };
-    ec2.tag_instance(&target.region, &target.instance_id, &tags).await?;
-    Ok(ActionOutcome::new("tag", target, Outcome::Done, detail, vec![]))
+    let missing: Vec<&String> = requested.iter().filter(|id| !snaps.iter().any(|s| &s.snapshot_id == *id)).collect();
+    if !missing.is_empty() {
+        return (Outcome::Failed, format!("snapshot(s) not found: {missing:?}"));
+    }
+    if let Some(bad) = snaps.iter().find(|s| s.state == "error") {
+        return (Outcome::Failed, format!("snapshot {} of {} failed", bad.snapshot_id, bad.volume_id));
+    }
+    let pending: Vec<&SnapshotInfo> = snaps.iter().filter(|s| s.state != "completed").collect();
+    if !pending.is_empty() {
+        let progress: Vec<String> = pending.iter().map(|s| format!("{} {}", s.snapshot_id, s.progress)).collect();
+        return (Outcome::Pending, format!("in progress: {}", progress.join(", ")));
+    }
+    (Outcome::Done, format!("{} snapshot(s) completed", snaps.len()))
 }

@@ -1,223 +1,274 @@
-//! The actions handler against a real moto server: snapshots, stop, tags, and what a retry does.
+//! The actions step against a real moto server: EC2 (lookup, snapshots, tags, stop) and CloudWatch (measured again)
+//! through the SDK adapters, approval records in memory. What a retry does, and what a stop re-checks.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
 
-use chrono::Utc;
-use finops_actions::{handle, ActionOutcome, ActionsConfig, Ec2Actions, Outcome, SdkEc2Actions, SnapshotInfo};
-use finops_aws::FinopsError;
-use finops_core::InstanceRecord;
-use finops_testkit::seed::{launch, linux_image_id, InstanceSpec};
-use finops_testkit::{aws_sdk_ec2, moto};
+use chrono::{DateTime, Utc};
+use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome, SdkEc2Actions};
+use finops_approvals::{ApprovalRecord, ApprovalState, MemoryApprovals};
+use finops_core::approval::ApprovalAction;
+use finops_core::LookbackWindow;
+use finops_inventory::{Ec2Inventory, InstanceLookup};
+use finops_metrics::CloudWatchMetrics;
+use finops_testkit::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec};
+use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2, moto};
 use serde_json::{json, Value};
 
-/// The real adapter, counting the calls that change things.
-struct Counting {
-    inner: SdkEc2Actions,
-    stops: AtomicUsize,
-    snapshot_calls: AtomicUsize,
+const REGION: &str = "ap-southeast-2";
+
+struct Harness {
+    client: aws_sdk_ec2::Client,
+    cloudwatch: aws_sdk_cloudwatch::Client,
+    instances: Ec2Inventory,
+    ec2: SdkEc2Actions,
+    approvals: MemoryApprovals,
+    metrics: CloudWatchMetrics,
+    config: ActionsConfig,
+    image: String,
 }
 
-impl Ec2Actions for Counting {
-    async fn describe_instance(&self, r: &str, id: &str) -> Result<Option<InstanceRecord>, FinopsError> {
-        self.inner.describe_instance(r, id).await
-    }
-    async fn run_snapshots(&self, r: &str, run: &str, id: &str) -> Result<Vec<SnapshotInfo>, FinopsError> {
-        self.inner.run_snapshots(r, run, id).await
-    }
-    async fn create_snapshots(
-        &self,
-        r: &str,
-        id: &str,
-        t: &[(String, String)],
-    ) -> Result<Vec<SnapshotInfo>, FinopsError> {
-        self.snapshot_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.create_snapshots(r, id, t).await
-    }
-    async fn describe_snapshots(&self, r: &str, ids: &[String]) -> Result<Vec<SnapshotInfo>, FinopsError> {
-        self.inner.describe_snapshots(r, ids).await
-    }
-    async fn tag_instance(&self, r: &str, id: &str, t: &[(String, String)]) -> Result<(), FinopsError> {
-        self.inner.tag_instance(r, id, t).await
-    }
-    async fn stop(&self, r: &str, id: &str) -> Result<(), FinopsError> {
-        self.stops.fetch_add(1, Ordering::SeqCst);
-        self.inner.stop(r, id).await
-    }
-    async fn terminate(&self, r: &str, id: &str) -> Result<(), FinopsError> {
-        self.inner.terminate(r, id).await
+async fn harness(moto: &finops_testkit::MotoSession, vars: Vec<(String, String)>) -> Harness {
+    let config = moto.sdk_config(REGION).await;
+    let client = aws_sdk_ec2::Client::new(&config);
+    let image = linux_image_id(&client).await;
+    Harness {
+        cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+        instances: Ec2Inventory::new(config.clone()),
+        ec2: SdkEc2Actions::new(config.clone()),
+        approvals: MemoryApprovals::default(),
+        metrics: CloudWatchMetrics::new(config),
+        config: ActionsConfig::from_vars(vars).unwrap(),
+        client,
+        image,
     }
 }
 
-fn proposal(id: &str) -> Value {
-    json!({"instanceId": id, "region": "ap-southeast-2", "action": "snapshot-and-stop", "justification": "idle for 14 days <script>", "instanceType": "t3.large"})
-}
+impl Harness {
+    async fn launch(&self, spec: InstanceSpec, count: i32) -> Vec<String> {
+        launch(&self.client, &self.image, &spec, count).await
+    }
 
-fn approved() -> Value {
-    json!({"decision": "approve", "approver": "ana@example.com", "decidedAt": "2026-11-28T10:00:00Z"})
-}
+    /// The proposal the policy step would have made for the instance as it is now.
+    async fn proposal(&self, id: &str) -> Value {
+        let live = self.instances.describe_instance(REGION, id).await.unwrap().expect("instance");
+        json!({
+            "instanceId": id, "region": REGION, "instanceType": live.instance_type, "action": "snapshot-and-stop",
+            "recommended": "snapshot_and_stop", "confidence": 0.9, "justification": "idle for 14 days <script>",
+            "backend": "rules", "priceSource": "embedded", "evidence": [], "volumeIds": [],
+            "launchTime": live.launch_time, "measuredUntil": LookbackWindow::ending_before(Utc::now(), 14).end()
+        })
+    }
 
-async fn run(ec2: &Counting, event: Value) -> ActionOutcome {
-    let config = ActionsConfig::from_vars(Vec::new()).unwrap();
-    handle(event, ec2, &config, Utc::now()).await.expect("action")
-}
+    /// A decision as the approval callback records it, under approval id `n` repeated.
+    async fn decide(&self, run_id: &str, id: &str, decision: ApprovalAction, n: char) -> Value {
+        let approval_id: String = std::iter::repeat_n(n, 32).collect();
+        self.approvals.insert(ApprovalRecord {
+            approval_id: approval_id.clone(),
+            task_token: "token".into(),
+            proposal: serde_json::from_value(self.proposal(id).await).unwrap(),
+            run_id: run_id.into(),
+            execution_arn: format!("arn:aws:states:{REGION}:123456789012:execution:finops:{run_id}"),
+            created_at: Utc::now().timestamp(),
+            expires_at: Utc::now().timestamp() + 3600,
+            state: ApprovalState::Decided,
+            decision: Some(decision),
+            approver: Some("ana@example.com".into()),
+            decided_at: Some(Utc::now().to_rfc3339()),
+            source_ip: Some("203.0.113.7".into()),
+            decided_via: Some("POST".into()),
+            late_answer: None,
+        });
+        json!({"decision": decision.as_str(), "approver": "payload-says", "approvalId": approval_id})
+    }
 
-async fn state_and_tags(ec2: &aws_sdk_ec2::Client, id: &str) -> (String, std::collections::HashMap<String, String>) {
-    let out = ec2.describe_instances().instance_ids(id).send().await.unwrap();
-    let i = out.reservations()[0].instances()[0].clone();
-    let tags = i.tags().iter().map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned())).collect();
-    (i.state().unwrap().name().unwrap().as_str().to_owned(), tags)
+    async fn run(&self, event: Value) -> ActionOutcome {
+        self.run_at(event, Utc::now()).await
+    }
+
+    async fn run_at(&self, event: Value, now: DateTime<Utc>) -> ActionOutcome {
+        let actions = Actions {
+            instances: &self.instances,
+            ec2: &self.ec2,
+            approvals: &self.approvals,
+            metrics: &self.metrics,
+            config: &self.config,
+        };
+        actions.handle(event, now).await.expect("action")
+    }
+
+    async fn snapshot(&self, run_id: &str, id: &str, decision: &Value) -> ActionOutcome {
+        let proposal = self.proposal(id).await;
+        self.run(json!({"operation": "snapshot", "runId": run_id, "proposal": proposal, "decision": decision})).await
+    }
+
+    async fn stop(&self, run_id: &str, id: &str, snapshot_ids: &[String], decision: &Value) -> ActionOutcome {
+        let proposal = self.proposal(id).await;
+        self.run(json!({"operation": "stop", "runId": run_id, "proposal": proposal, "snapshotIds": snapshot_ids, "decision": decision}))
+            .await
+    }
+
+    async fn state_and_tags(&self, id: &str) -> (String, HashMap<String, String>) {
+        let out = self.client.describe_instances().instance_ids(id).send().await.unwrap();
+        let i = out.reservations()[0].instances()[0].clone();
+        let tags = i.tags().iter().map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned())).collect();
+        (i.state().unwrap().name().unwrap().as_str().to_owned(), tags)
+    }
+
+    async fn snapshots_of(&self, id: &str) -> usize {
+        let filter = aws_sdk_ec2::types::Filter::builder().name("tag:finops:instance-id").values(id).build();
+        self.client.describe_snapshots().owner_ids("self").filters(filter).send().await.unwrap().snapshots().len()
+    }
 }
 
 #[tokio::test]
 async fn snapshot_then_stop_once_even_when_every_step_is_invoked_twice() {
     let moto = moto().await;
-    let config = moto.sdk_config("ap-southeast-2").await;
-    let client = aws_sdk_ec2::Client::new(&config);
-    let ami = linux_image_id(&client).await;
-    let id =
-        launch(&client, &ami, &InstanceSpec::new("dev-idle", "t3.large").tag("Environment", "dev"), 1).await.remove(0);
-    let ec2 = Counting {
-        inner: SdkEc2Actions::new(config.clone()),
-        stops: AtomicUsize::new(0),
-        snapshot_calls: AtomicUsize::new(0),
-    };
+    let h = harness(&moto, Vec::new()).await;
+    let id = h.launch(InstanceSpec::new("dev-idle", "t3.large").tag("Environment", "dev"), 1).await.remove(0);
+    let approved = h.decide("run-1", &id, ApprovalAction::Approve, 'a').await;
 
-    let first = run(&ec2, json!({"operation": "snapshot", "runId": "run-1", "proposal": proposal(&id)})).await;
-    assert_eq!(first.outcome, Outcome::Done);
+    let first = h.snapshot("run-1", &id, &approved).await;
+    assert_eq!(first.outcome, Outcome::Done, "{}", first.detail);
     assert_eq!(first.snapshot_ids.len(), 1, "one per attached volume");
-    let again = run(&ec2, json!({"operation": "snapshot", "runId": "run-1", "proposal": proposal(&id)})).await;
+    let again = h.snapshot("run-1", &id, &approved).await;
     assert_eq!(again.outcome, Outcome::AlreadyDone);
     assert_eq!(again.snapshot_ids, first.snapshot_ids);
-    assert_eq!(ec2.snapshot_calls.load(Ordering::SeqCst), 1, "a retried snapshot step makes no second set");
+    assert_eq!(h.snapshots_of(&id).await, 1, "a retried snapshot step makes no second set");
 
-    let snaps = client.describe_snapshots().snapshot_ids(&first.snapshot_ids[0]).send().await.unwrap();
-    let tags: std::collections::HashMap<&str, &str> =
+    let snaps = h.client.describe_snapshots().snapshot_ids(&first.snapshot_ids[0]).send().await.unwrap();
+    let tags: HashMap<&str, &str> =
         snaps.snapshots()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
     assert_eq!(tags["finops:run-id"], "run-1");
     assert_eq!(tags["finops:instance-id"], id.as_str());
     assert_eq!(tags["finops:reason"], "finops idle stop: idle for 14 days  script", "tag value sanitised");
 
-    let status = run(&ec2, json!({"operation": "snapshot_status", "runId": "run-1", "proposal": proposal(&id), "snapshotIds": first.snapshot_ids})).await;
+    let proposal = h.proposal(&id).await;
+    let status = h.run(json!({"operation": "snapshot_status", "runId": "run-1", "proposal": proposal, "snapshotIds": first.snapshot_ids})).await;
     assert_eq!(status.outcome, Outcome::Done, "{}", status.detail);
 
-    let stop = json!({"operation": "stop", "runId": "run-1", "proposal": proposal(&id), "snapshotIds": first.snapshot_ids, "decision": approved()});
-    assert_eq!(run(&ec2, stop.clone()).await.outcome, Outcome::Done);
-    let second = run(&ec2, stop).await;
+    let stop = h.stop("run-1", &id, &first.snapshot_ids, &approved).await;
+    assert_eq!(stop.outcome, Outcome::Done, "{}", stop.detail);
+    let second = h.stop("run-1", &id, &first.snapshot_ids, &approved).await;
     assert_eq!(second.outcome, Outcome::AlreadyDone, "{}", second.detail);
-    assert_eq!(ec2.stops.load(Ordering::SeqCst), 1);
-    let (state, tags) = state_and_tags(&client, &id).await;
+    let (state, tags) = h.state_and_tags(&id).await;
     assert_eq!(state, "stopped");
     assert_eq!(tags["finops:action"], "stopped");
-    assert_eq!(tags["finops:approved-by"], "ana@example.com");
+    assert_eq!(tags["finops:approved-by"], "ana@example.com", "the recorded approver, not the payload's");
     assert_eq!(tags["finops:run-id"], "run-1");
 }
 
 #[tokio::test]
 async fn the_live_instance_is_rechecked_right_before_stopping() {
     let moto = moto().await;
-    let config = moto.sdk_config("ap-southeast-2").await;
-    let client = aws_sdk_ec2::Client::new(&config);
-    let ami = linux_image_id(&client).await;
-    let ids = launch(&client, &ami, &InstanceSpec::new("dev", "t3.large").tag("Environment", "dev"), 3).await;
-    let ec2 = Counting {
-        inner: SdkEc2Actions::new(config.clone()),
-        stops: AtomicUsize::new(0),
-        snapshot_calls: AtomicUsize::new(0),
-    };
+    let h = harness(&moto, Vec::new()).await;
+    let ids = h.launch(InstanceSpec::new("dev", "t3.large").tag("Environment", "dev"), 3).await;
+    let mut decisions = Vec::new();
     let mut snapshot_ids = Vec::new();
-    for id in &ids {
-        snapshot_ids.push(
-            run(&ec2, json!({"operation": "snapshot", "runId": "run-2", "proposal": proposal(id)})).await.snapshot_ids,
-        );
+    for (n, id) in ids.iter().enumerate() {
+        let decision = h.decide("run-2", id, ApprovalAction::Approve, char::from(b'a' + n as u8)).await;
+        snapshot_ids.push(h.snapshot("run-2", id, &decision).await.snapshot_ids);
+        decisions.push(decision);
     }
 
     // Someone marks the first one production after the scan; the second gets finops:protect.
-    client
-        .create_tags()
-        .resources(&ids[0])
-        .tags(aws_sdk_ec2::types::Tag::builder().key("env").value(" PROD ").build())
-        .send()
-        .await
-        .unwrap();
-    client
-        .create_tags()
-        .resources(&ids[1])
-        .tags(aws_sdk_ec2::types::Tag::builder().key("finops:protect").value("yes").build())
-        .send()
-        .await
-        .unwrap();
+    for (id, key, value) in [(&ids[0], "env", " PROD "), (&ids[1], "finops:protect", "yes")] {
+        let tag = aws_sdk_ec2::types::Tag::builder().key(key).value(value).build();
+        h.client.create_tags().resources(id).tags(tag).send().await.unwrap();
+    }
     for (i, needle) in [(0, "production"), (1, "protected")] {
-        let out = run(&ec2, json!({"operation": "stop", "runId": "run-2", "proposal": proposal(&ids[i]), "snapshotIds": snapshot_ids[i], "decision": approved()})).await;
+        let out = h.stop("run-2", &ids[i], &snapshot_ids[i], &decisions[i]).await;
         assert_eq!(out.outcome, Outcome::Refused);
         assert!(out.detail.contains(needle), "{}", out.detail);
     }
     // Snapshots of another instance, or none, do not let a stop through.
-    let foreign = run(&ec2, json!({"operation": "stop", "runId": "run-2", "proposal": proposal(&ids[2]), "snapshotIds": snapshot_ids[0], "decision": approved()})).await;
+    let foreign = h.stop("run-2", &ids[2], &snapshot_ids[0], &decisions[2]).await;
     assert_eq!(foreign.outcome, Outcome::Refused, "{}", foreign.detail);
-    let none = run(&ec2, json!({"operation": "stop", "runId": "run-2", "proposal": proposal(&ids[2]), "snapshotIds": [], "decision": approved()})).await;
+    let none = h.stop("run-2", &ids[2], &[], &decisions[2]).await;
     assert_eq!(none.outcome, Outcome::Refused);
-    assert!(none.detail.contains("no snapshot from this run"), "{}", none.detail);
-    // A deny decision never stops; terminate is off by default.
-    let denied = run(&ec2, json!({"operation": "stop", "runId": "run-2", "proposal": proposal(&ids[2]), "snapshotIds": snapshot_ids[2], "decision": {"decision": "deny"}})).await;
-    assert_eq!(denied.outcome, Outcome::Refused);
-    let terminate = run(&ec2, json!({"operation": "terminate", "runId": "run-2", "proposal": proposal(&ids[2]), "snapshotIds": snapshot_ids[2], "decision": approved()})).await;
-    assert_eq!(terminate.outcome, Outcome::Refused);
-    assert!(terminate.detail.contains("terminate is not enabled"));
+    assert!(none.detail.contains("no snapshots were made"), "{}", none.detail);
+    // Another instance's approval does not stop this one, nor does a deny.
+    let borrowed = h.stop("run-2", &ids[2], &snapshot_ids[2], &decisions[0]).await;
+    assert_eq!(borrowed.outcome, Outcome::Refused);
+    assert!(borrowed.detail.contains("is for"), "{}", borrowed.detail);
+    let denied = h.decide("run-2", &ids[2], ApprovalAction::Deny, 'd').await;
+    assert_eq!(h.stop("run-2", &ids[2], &snapshot_ids[2], &denied).await.outcome, Outcome::Refused);
 
-    assert_eq!(ec2.stops.load(Ordering::SeqCst), 0);
     for id in &ids {
-        assert_eq!(state_and_tags(&client, id).await.0, "running");
+        assert_eq!(h.state_and_tags(id).await.0, "running");
+    }
+}
+
+#[tokio::test]
+async fn cloudwatch_is_read_again_and_a_busy_or_instance_store_box_is_not_stopped() {
+    let moto = moto().await;
+    let h = harness(&moto, Vec::new()).await;
+    let busy = h.launch(InstanceSpec::new("dev-woke-up", "t3.large").tag("Environment", "dev"), 1).await.remove(0);
+    let nvme = h.launch(InstanceSpec::new("dev-scratch", "m5d.large").tag("Environment", "dev"), 1).await.remove(0);
+    // Today, after the scan's days: a busy day, published to CloudWatch like EC2 would.
+    let today = LookbackWindow { first_day: Utc::now().date_naive(), days: 1 };
+    put_daily_metrics(&h.cloudwatch, &busy, &today, |_| Some(DayProfile::busy())).await;
+
+    let decision = h.decide("run-3", &busy, ApprovalAction::Approve, 'b').await;
+    let snaps = h.snapshot("run-3", &busy, &decision).await.snapshot_ids;
+    let out = h.stop("run-3", &busy, &snaps, &decision).await;
+    assert_eq!(out.outcome, Outcome::Refused);
+    assert!(
+        out.detail.contains("no longer idle since the scan") && out.detail.contains("peak CPU 97%"),
+        "{}",
+        out.detail
+    );
+
+    let decision = h.decide("run-3", &nvme, ApprovalAction::Approve, 'c').await;
+    let snaps = h.snapshot("run-3", &nvme, &decision).await.snapshot_ids;
+    let out = h.stop("run-3", &nvme, &snaps, &decision).await;
+    assert_eq!(out.outcome, Outcome::Refused);
+    assert!(out.detail.contains("instance-storage") && out.detail.contains("75 GiB"), "{}", out.detail);
+    for id in [&busy, &nvme] {
+        assert_eq!(h.state_and_tags(id).await.0, "running");
     }
 }
 
 #[tokio::test]
 async fn snooze_is_tagged_for_the_configured_days() {
     let moto = moto().await;
-    let config = moto.sdk_config("ap-southeast-2").await;
-    let client = aws_sdk_ec2::Client::new(&config);
-    let ami = linux_image_id(&client).await;
-    let id = launch(&client, &ami, &InstanceSpec::new("dev", "t3.large"), 1).await.remove(0);
-    let ec2 = Counting {
-        inner: SdkEc2Actions::new(config.clone()),
-        stops: AtomicUsize::new(0),
-        snapshot_calls: AtomicUsize::new(0),
-    };
-    let actions = ActionsConfig::from_vars(vec![("FINOPS_SNOOZE_DAYS".into(), "10".into())]).unwrap();
+    let h = harness(&moto, vec![("FINOPS_SNOOZE_DAYS".into(), "10".into())]).await;
+    let id = h.launch(InstanceSpec::new("dev", "t3.large"), 1).await.remove(0);
+    let decision = h.decide("run-4", &id, ApprovalAction::Snooze, 'e').await;
     let now = Utc::now();
-    let out = handle(
-        json!({"operation": "tag", "runId": "run-3", "proposal": proposal(&id), "decision": {"decision": "snooze", "approver": "raj@example.com"}}),
-        &ec2,
-        &actions,
-        now,
-    )
-    .await
-    .unwrap();
-    assert_eq!(out.outcome, Outcome::Done);
-    let (state, tags) = state_and_tags(&client, &id).await;
+    let proposal = h.proposal(&id).await;
+    let out =
+        h.run_at(json!({"operation": "tag", "runId": "run-4", "proposal": proposal, "decision": decision}), now).await;
+    assert_eq!(out.outcome, Outcome::Done, "{}", out.detail);
+    let (state, tags) = h.state_and_tags(&id).await;
     assert_eq!(state, "running");
     let until = chrono::DateTime::parse_from_rfc3339(&tags["finops:snooze-until"]).unwrap();
     assert_eq!((until.with_timezone(&Utc) - now).num_days(), 9, "10 days less the seconds rounded off");
-    assert_eq!(tags["finops:decided-by"], "raj@example.com");
+    assert_eq!(tags["finops:decided-by"], "ana@example.com");
     // The policy now sees it as snoozed.
-    let live = ec2.describe_instance("ap-southeast-2", &id).await.unwrap().unwrap();
-    assert!(actions.policy.snoozed_until(&live, now).is_some());
+    let live = h.instances.describe_instance(REGION, &id).await.unwrap().unwrap();
+    assert!(h.config.policy.snoozed_until(&live, now).is_some());
 }
 
 #[tokio::test]
 async fn malformed_requests_are_invalid_input() {
-    let ec2 = Counting {
-        inner: SdkEc2Actions::new(moto().await.sdk_config("us-east-1").await),
-        stops: AtomicUsize::new(0),
-        snapshot_calls: AtomicUsize::new(0),
+    let moto = moto().await;
+    let h = harness(&moto, Vec::new()).await;
+    let actions = Actions {
+        instances: &h.instances,
+        ec2: &h.ec2,
+        approvals: &h.approvals,
+        metrics: &h.metrics,
+        config: &h.config,
     };
-    let config = ActionsConfig::from_vars(Vec::new()).unwrap();
+    let proposal = json!({"instanceId": "i-1", "region": REGION});
     for event in [
         json!({}),
-        json!({"operation": "reboot", "runId": "r", "proposal": proposal("i-1")}),
-        json!({"operation": "stop", "runId": "r", "proposal": proposal("i-1")}),
-        json!({"operation": "snapshot", "runId": "../x", "proposal": proposal("i-1")}),
+        json!({"operation": "reboot", "runId": "r", "proposal": proposal}),
+        json!({"operation": "terminate", "runId": "r", "proposal": proposal, "snapshotIds": []}),
+        json!({"operation": "stop", "runId": "r", "proposal": proposal}),
+        json!({"operation": "snapshot", "runId": "../x", "proposal": proposal}),
     ] {
-        let err = handle(event.clone(), &ec2, &config, Utc::now()).await.expect_err(&event.to_string());
+        let err = actions.handle(event.clone(), Utc::now()).await.expect_err(&event.to_string());
         assert_eq!(err.error_name(), "Finops.InvalidInput", "{event}");
     }
 }

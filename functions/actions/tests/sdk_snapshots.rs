@@ -1,20 +1,15 @@
-//! Snapshot states moto cannot produce (pending, error), through `aws-smithy-mocks`.
+//! Snapshot states moto cannot produce (pending, error), through `aws-smithy-mocks`: the adapter reports them as
+//! they are, and the handler (tests/handler.rs) refuses to stop on either.
 
-use aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput;
 use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
-use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
-use aws_sdk_ec2::types::{
-    Instance, InstanceState, InstanceStateName, Reservation, Snapshot, SnapshotState, Tag, Volume, VolumeAttachment,
-};
+use aws_sdk_ec2::types::{Snapshot, SnapshotState, Tag};
 use aws_sdk_ec2::Client;
-use chrono::Utc;
-use finops_actions::{handle, ActionsConfig, Outcome, SdkEc2Actions};
+use finops_actions::{Ec2Actions, SdkEc2Actions};
 use finops_testkit::{aws_sdk_ec2, mock, mock_client, RuleMode};
-use serde_json::json;
 
-fn snapshot(state: SnapshotState) -> Snapshot {
+fn snapshot(id: &str, state: SnapshotState) -> Snapshot {
     Snapshot::builder()
-        .snapshot_id("snap-1")
+        .snapshot_id(id)
         .volume_id("vol-1")
         .state(state)
         .progress("40%")
@@ -23,61 +18,22 @@ fn snapshot(state: SnapshotState) -> Snapshot {
         .build()
 }
 
-async fn stop_with(state: SnapshotState) -> finops_actions::ActionOutcome {
-    let instance = mock!(Client::describe_instances).then_output(|| {
-        DescribeInstancesOutput::builder()
-            .reservations(
-                Reservation::builder()
-                    .instances(
-                        Instance::builder()
-                            .instance_id("i-1")
-                            .state(InstanceState::builder().name(InstanceStateName::Running).build())
-                            .launch_time(finops_testkit::aws_smithy_types::DateTime::from_secs(1_700_000_000))
-                            .build(),
-                    )
-                    .build(),
-            )
+#[tokio::test]
+async fn pending_and_failed_snapshots_are_reported_as_they_are_in_the_order_asked() {
+    let snaps = mock!(Client::describe_snapshots).then_output(|| {
+        DescribeSnapshotsOutput::builder()
+            .snapshots(snapshot("snap-2", SnapshotState::Error))
+            .snapshots(snapshot("snap-1", SnapshotState::Pending))
             .build()
     });
-    let volumes = mock!(Client::describe_volumes).then_output(|| {
-        DescribeVolumesOutput::builder()
-            .volumes(
-                Volume::builder()
-                    .volume_id("vol-1")
-                    .size(8)
-                    .attachments(VolumeAttachment::builder().instance_id("i-1").build())
-                    .build(),
-            )
-            .build()
-    });
-    let shown = state.clone();
-    let snaps = mock!(Client::describe_snapshots)
-        .then_output(move || DescribeSnapshotsOutput::builder().snapshots(snapshot(shown.clone())).build());
-    let stop = mock!(Client::stop_instances)
-        .then_output(|| aws_sdk_ec2::operation::stop_instances::StopInstancesOutput::builder().build());
-    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&instance, &volumes, &snaps, &stop]);
-    let out = handle(
-        json!({"operation": "stop", "runId": "run-1", "proposal": {"instanceId": "i-1", "region": "us-east-1"}, "snapshotIds": ["snap-1"], "decision": {"decision": "approve"}}),
-        &SdkEc2Actions::from_client(client),
-        &ActionsConfig::from_vars(Vec::new()).unwrap(),
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(stop.num_calls(), 0, "StopInstances must not be called with {state:?} snapshots");
-    out
-}
-
-#[tokio::test]
-async fn a_pending_snapshot_blocks_the_stop() {
-    let out = stop_with(SnapshotState::Pending).await;
-    assert_eq!(out.outcome, Outcome::Refused);
-    assert!(out.detail.contains("in progress: snap-1 40%"), "{}", out.detail);
-}
-
-#[tokio::test]
-async fn a_failed_snapshot_blocks_the_stop() {
-    let out = stop_with(SnapshotState::Error).await;
-    assert_eq!(out.outcome, Outcome::Refused);
-    assert!(out.detail.contains("failed"), "{}", out.detail);
+    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&snaps]);
+    let ec2 = SdkEc2Actions::from_client(client);
+    let ids = ["snap-1".to_string(), "snap-2".to_string(), "snap-gone".to_string()];
+    let found = ec2.describe_snapshots("us-east-1", &ids).await.unwrap();
+    let seen: Vec<(&str, &str, &str)> =
+        found.iter().map(|s| (s.snapshot_id.as_str(), s.state.as_str(), s.progress.as_str())).collect();
+    assert_eq!(seen, [("snap-1", "pending", "40%"), ("snap-2", "error", "40%")], "a missing id is left out");
+    assert_eq!(found[0].tags["finops:run-id"], "run-1");
+    assert!(ec2.describe_snapshots("us-east-1", &[]).await.unwrap().is_empty());
+    assert_eq!(snaps.num_calls(), 1, "no call for an empty list");
 }

@@ -1,8 +1,8 @@
-//! Lambda `finops-agent-tools`: wires the clients and calls the action-group handler.
+//! Lambda `finops-agent-tools`: wires the read-only clients and the approval starter, calls the action-group handler.
 // The handler future nests inventory, metrics and pricing futures deeply enough to need a higher limit.
 #![recursion_limit = "256"]
 
-use finops_agent_tools::ToolClients;
+use finops_agent_tools::{SfnStarter, ToolClients, Tools, ToolsMode};
 use finops_aws::{load_sdk_config, AwsSettings, FinopsError};
 use finops_core::config::PricingMode;
 use finops_core::policy::PolicyConfig;
@@ -19,8 +19,14 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .map_err(|e| FinopsError::Configuration(format!("FINOPS_REGIONS: {e}")))?;
     let state_machine = std::env::var("FINOPS_STATE_MACHINE_ARN")
         .map_err(|_| FinopsError::Configuration("FINOPS_STATE_MACHINE_ARN is not set".into()))?;
-    let clients = ToolClients::new(&config, detection.pricing == PricingMode::Api, &state_machine);
-    let tools = clients.tools(regions, PolicyConfig::from_vars(std::env::vars())?, detection.criteria);
+    let clients = ToolClients::new(&config, detection.pricing == PricingMode::Api);
+    let starter = SfnStarter::new(&config, state_machine);
+    let tools = Tools {
+        read: clients.read_tools(regions, detection.criteria),
+        starter: &starter,
+        policy: PolicyConfig::from_vars(std::env::vars())?,
+        mode: ToolsMode::from_vars(std::env::vars())?,
+    };
     let tools = &tools;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         Ok::<_, FinopsError>(tools.handle(event.payload, chrono::Utc::now()).await)

@@ -3,7 +3,7 @@
 #![recursion_limit = "256"]
 
 use chrono::Utc;
-use finops_agent_tools::ToolClients;
+use finops_agent_tools::{SfnStarter, ToolClients, Tools, ToolsMode};
 use finops_core::criteria::{CriteriaPreset, IdleCriteria};
 use finops_core::policy::PolicyConfig;
 use finops_core::LookbackWindow;
@@ -77,12 +77,16 @@ async fn every_operation_answers_in_bedrocks_format() {
         .state_machine_arn()
         .to_owned();
 
-    let clients = ToolClients::new(&config, false, &state_machine.clone());
-    let tools = clients.tools(
-        vec!["ap-southeast-2".into()],
-        PolicyConfig::default(),
-        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-    );
+    let clients = ToolClients::new(&config, false);
+    let starter = SfnStarter::new(&config, state_machine.clone());
+    // An act deployment whose lookback is 21 days: the tools and the executions they start use it.
+    let tools = Tools {
+        read: clients
+            .read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 21)),
+        starter: &starter,
+        policy: PolicyConfig::default(),
+        mode: ToolsMode::Act,
+    };
     let call = |e: Value| tools.handle(e, Utc::now());
 
     let r = call(event(
@@ -95,6 +99,9 @@ async fn every_operation_answers_in_bedrocks_format() {
     let (status, body) = unwrap(&r, "/underutilised-resources");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["found"], 3);
+    assert_eq!(body["lookbackDays"], 14, "the agent's parameter wins when it gives one");
+    let r = call(event("GET", "/underutilised-resources", json!([p("region", "ap-southeast-2")]), None)).await;
+    assert_eq!(unwrap(&r, "/underutilised-resources").1["lookbackDays"], 21, "else the deployment's lookback");
     assert_eq!(body["instances"][0]["instanceId"], prod.as_str(), "largest saving first (r5.large)");
     assert_eq!(r["sessionAttributes"]["team"], "platform", "session attributes are handed back");
 
@@ -160,7 +167,8 @@ async fn every_operation_answers_in_bedrocks_format() {
     assert_eq!(input["entry"], "single-instance");
     assert_eq!(input["instanceId"], dev.as_str());
     assert_eq!(input["requestedAction"], "snapshot_and_stop");
-    assert_eq!(input["lookbackDays"], 14);
+    assert_eq!(input["lookbackDays"], 21, "the deployment's lookback, not a constant");
+    assert_eq!(input["mode"], "act");
     let state = ec2_client.describe_instances().instance_ids(&dev).send().await.unwrap().reservations()[0].instances()
         [0]
     .state()
@@ -171,7 +179,7 @@ async fn every_operation_answers_in_bedrocks_format() {
     .to_owned();
     assert_eq!(state, "running");
 
-    // Termination is off by default.
+    // finops never terminates: the tool always says so.
     let (status, body) = unwrap(
         &call(event(
             "POST",
@@ -184,19 +192,80 @@ async fn every_operation_answers_in_bedrocks_format() {
     );
     assert_eq!(status, 200);
     assert_eq!(body["status"], "DENIED");
-    assert!(body["reason"].as_str().unwrap().contains("termination is not enabled"));
+    assert!(body["reason"].as_str().unwrap().contains("never terminates"));
+    assert_eq!(sfn.list_executions().state_machine_arn(&state_machine).send().await.unwrap().executions().len(), 1);
+}
+
+#[tokio::test]
+async fn in_recommend_mode_a_stop_request_says_what_would_happen_and_starts_nothing() {
+    let moto = moto().await;
+    let config = moto.sdk_config("ap-southeast-2").await;
+    let ec2_client = aws_sdk_ec2::Client::new(&config);
+    let ami = linux_image_id(&ec2_client).await;
+    let dev = launch(&ec2_client, &ami, &InstanceSpec::new("dev-idle", "t3.large").tag("Environment", "dev"), 1)
+        .await
+        .remove(0);
+    let prod =
+        launch(&ec2_client, &ami, &InstanceSpec::new("prod-db", "r5.large").tag("env", "prod-eu"), 1).await.remove(0);
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let state_machine = sfn
+        .create_state_machine()
+        .name("finops")
+        .definition(r#"{"StartAt":"Noop","States":{"Noop":{"Type":"Pass","End":true}}}"#)
+        .role_arn("arn:aws:iam::123456789012:role/finops")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn()
+        .to_owned();
+    let clients = ToolClients::new(&config, false);
+    let starter = SfnStarter::new(&config, state_machine.clone());
+    let vars = [("FINOPS_MODE".to_string(), "recommend".to_string())];
+    let tools = Tools {
+        read: clients
+            .read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14)),
+        starter: &starter,
+        policy: PolicyConfig::default(),
+        mode: ToolsMode::from_vars(vars).unwrap(),
+    };
+    let path = "/resources/{resource_id}/stop";
+    let (status, body) =
+        unwrap(&tools.handle(event("POST", path, json!([p("resource_id", &dev)]), None), Utc::now()).await, path);
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "recommend_only", "{body}");
+    assert!(body["note"].as_str().unwrap().contains("nobody is asked"));
+    let (_, body) =
+        unwrap(&tools.handle(event("POST", path, json!([p("resource_id", &prod)]), None), Utc::now()).await, path);
+    assert_eq!(body["status"], "DENIED", "the policy still answers for production");
+    let path = "/instances/{instance_id}/termination-approval";
+    let (_, body) = unwrap(
+        &tools
+            .handle(
+                event("POST", path, json!([p("instance_id", &dev)]), Some(json!([p("justification", "old")]))),
+                Utc::now(),
+            )
+            .await,
+        path,
+    );
+    assert_eq!(body["status"], "DENIED");
+    let executions = sfn.list_executions().state_machine_arn(&state_machine).send().await.unwrap();
+    assert!(executions.executions().is_empty(), "recommend mode starts no approval execution");
+    assert_eq!(ToolsMode::from_vars(Vec::new()).unwrap(), ToolsMode::Recommend, "unset is recommend");
 }
 
 #[tokio::test]
 async fn unknown_operations_and_malformed_events_get_well_formed_errors() {
     let moto = moto().await;
     let config = moto.sdk_config("ap-southeast-2").await;
-    let clients = ToolClients::new(&config, false, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:none");
-    let tools = clients.tools(
-        vec!["ap-southeast-2".into()],
-        PolicyConfig::default(),
-        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-    );
+    let clients = ToolClients::new(&config, false);
+    let starter = SfnStarter::new(&config, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:none");
+    let tools = Tools {
+        read: clients
+            .read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14)),
+        starter: &starter,
+        policy: PolicyConfig::default(),
+        mode: ToolsMode::Act,
+    };
     let (status, body) =
         unwrap(&tools.handle(event("DELETE", "/everything", json!([]), None), Utc::now()).await, "/everything");
     assert_eq!(status, 404);
@@ -223,6 +292,18 @@ async fn unknown_operations_and_malformed_events_get_well_formed_errors() {
         "/instances/{instance_id}/utilisation",
     );
     assert_eq!(status, 400);
+    // The read-only tools (what Converse and `finops ask` hold) have no stop operation at all.
+    let read_only =
+        clients.read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14));
+    let path = "/resources/{resource_id}/stop";
+    let (status, body) = unwrap(
+        &read_only
+            .handle(event("POST", path, json!([p("resource_id", "i-0123456789abcdef0")]), None), Utc::now())
+            .await,
+        path,
+    );
+    assert_eq!(status, 404);
+    assert!(body["error"].as_str().unwrap().contains("no read-only operation"), "{body}");
     let mut old = event("GET", "/savings-estimate", json!([]), None);
     old["messageVersion"] = json!("0.9");
     assert_eq!(unwrap(&tools.handle(old, Utc::now()).await, "/savings-estimate").0, 400);

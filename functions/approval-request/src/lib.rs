@@ -10,6 +10,32 @@ use finops_core::approval::{approval_id, ApprovalAction, ApprovalLink};
 use finops_core::policy::Proposal;
 use serde::{Deserialize, Serialize};
 
+/// The deployment's mode. In `Recommend` nobody is ever asked to approve anything, whatever reaches this step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentMode {
+    Recommend,
+    Act,
+}
+
+impl DeploymentMode {
+    /// `FINOPS_MODE`: `act` or `recommend`; unset is `recommend` (the safe default of a new deployment).
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, FinopsError> {
+        match vars.into_iter().find(|(k, _)| k == "FINOPS_MODE").map(|(_, v)| v.trim().to_ascii_lowercase()) {
+            None => Ok(Self::Recommend),
+            Some(v) if v == "recommend" => Ok(Self::Recommend),
+            Some(v) if v == "act" => Ok(Self::Act),
+            Some(v) => Err(FinopsError::Configuration(format!("FINOPS_MODE {v:?}: allowed are recommend, act"))),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Recommend => "recommend",
+            Self::Act => "act",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestConfig {
     /// Where the approval callback's Function URL is (the links point there).
@@ -17,11 +43,13 @@ pub struct RequestConfig {
     /// How long links stay valid; the state machine's TimeoutSeconds should be the same.
     pub window_seconds: i64,
     pub snooze_days: i64,
+    pub mode: DeploymentMode,
 }
 
 impl RequestConfig {
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, FinopsError> {
         let vars: std::collections::HashMap<String, String> = vars.into_iter().collect();
+        let mode = DeploymentMode::from_vars(vars.clone())?;
         let base_url = vars
             .get("FINOPS_APPROVAL_BASE_URL")
             .map(|v| v.trim().trim_end_matches('/').to_owned())
@@ -44,6 +72,7 @@ impl RequestConfig {
             base_url,
             window_seconds: number("FINOPS_APPROVAL_WINDOW_SECONDS", 3 * 86_400, 60, 365 * 86_400)?,
             snooze_days: number("FINOPS_SNOOZE_DAYS", 7, 1, 365)?,
+            mode,
         })
     }
 }
@@ -80,6 +109,13 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         FinopsError::InvalidInput(format!("approval request expects {{taskToken, proposal, runId, executionArn}}: {e}"))
     })?;
     validate_run_id(&event.run_id)?;
+    if config.mode == DeploymentMode::Recommend {
+        // The state machine never gets here in recommend mode; this step refuses anyway, so nothing that reaches it
+        // (a hand-made execution, a future path) can ask a person to approve a stop.
+        return Err(FinopsError::InvalidInput(
+            "this deployment is in recommend mode: nobody is asked to approve anything".into(),
+        ));
+    }
     if event.task_token.trim().is_empty() {
         return Err(FinopsError::InvalidInput("taskToken is empty".into()));
     }
@@ -98,6 +134,9 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         decision: None,
         approver: None,
         decided_at: None,
+        source_ip: None,
+        decided_via: None,
+        late_answer: None,
     };
     records.put_pending(&record).await?;
 
@@ -129,4 +168,69 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         "approval requested"
     );
     Ok(ApprovalRequestOutput { approval_id: id, expires_at, message_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use finops_approvals::{ApprovalReader, MemoryApprovals, StaticKey};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Outbox(Mutex<Vec<(String, String)>>);
+
+    impl Notifier for Outbox {
+        async fn publish(&self, subject: &str, body: &str) -> Result<String, FinopsError> {
+            self.0.lock().unwrap().push((subject.to_owned(), body.to_owned()));
+            Ok("m-1".into())
+        }
+    }
+
+    fn event() -> serde_json::Value {
+        serde_json::json!({
+            "taskToken": "token-1", "runId": "run-1",
+            "executionArn": "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1",
+            "proposal": {
+                "instanceId": "i-0abc", "region": "ap-southeast-2", "instanceType": "t3.large",
+                "name": "dev\u{202E}box see www.evil.io", "action": "snapshot-and-stop", "recommended": "snapshot_and_stop",
+                "confidence": 0.9, "justification": "idle", "backend": "rules", "priceSource": "embedded",
+                "evidence": [], "volumeIds": ["vol-1"], "launchTime": "2026-01-01T00:00:00Z",
+                "measuredUntil": "2026-11-28T00:00:00Z"
+            }
+        })
+    }
+
+    async fn request(mode: &str) -> (Result<ApprovalRequestOutput, FinopsError>, MemoryApprovals, Outbox) {
+        let vars = [
+            ("FINOPS_APPROVAL_BASE_URL".to_string(), "https://approve.example.com".to_string()),
+            ("FINOPS_MODE".to_string(), mode.to_string()),
+        ];
+        let config = RequestConfig::from_vars(vars).unwrap();
+        let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
+        let key = StaticKey(b"0123456789abcdef0123456789abcdef".to_vec());
+        let result = handle(event(), &records, &key, &outbox, &config, Utc::now(), [7; 16], None).await;
+        (result, records, outbox)
+    }
+
+    #[tokio::test]
+    async fn recommend_mode_asks_nobody_whatever_reaches_the_step() {
+        let (result, records, outbox) = request("recommend").await;
+        let err = result.unwrap_err();
+        assert!(err.to_string().contains("recommend mode"), "{err}");
+        assert!(outbox.0.lock().unwrap().is_empty(), "no email");
+        assert!(records.get(&"07".repeat(16)).await.unwrap().is_none(), "no record");
+        // Unset is recommend too: a deployment asks people only when it says act.
+        assert_eq!(DeploymentMode::from_vars(Vec::new()).unwrap(), DeploymentMode::Recommend);
+        assert!(DeploymentMode::from_vars([("FINOPS_MODE".to_string(), "yolo".to_string())]).is_err());
+    }
+
+    #[tokio::test]
+    async fn act_mode_emails_cleaned_untrusted_text_and_links() {
+        let (result, records, outbox) = request("act").await;
+        let out = result.unwrap();
+        assert!(records.get(&out.approval_id).await.unwrap().is_some());
+        let (_, body) = outbox.0.lock().unwrap()[0].clone();
+        assert!(body.contains("\"devbox see www[.]evil[.]io\""), "{body}");
+        assert!(!body.contains('\u{202E}') && !body.contains("token-1"));
+    }
 }

@@ -12,7 +12,9 @@
 pub mod page;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use finops_approvals::{ApprovalRecords, ApprovalState, CallbackResult, DecideResult, SigningKey, TaskCallback};
+use finops_approvals::{
+    ApprovalRecords, ApprovalState, CallbackResult, DecideResult, Decision, SigningKey, TaskCallback, DECIDED_VIA_POST,
+};
 use finops_core::approval::{ApprovalAction, ApprovalLink, LinkError};
 
 /// An HTTP request as the handler needs it (from a Function URL event or the local server).
@@ -130,33 +132,46 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
         ApprovalState::Pending => {}
     }
     if method != "POST" {
-        let buttons: Vec<(ApprovalAction, String)> = ApprovalAction::ALL
-            .into_iter()
-            .map(|a| {
-                let l = link.for_action(&key, a);
-                (a, format!("/approvals/{}?action={}&exp={}&sig={}", l.id, a.as_str(), l.expires, l.sig))
-            })
-            .collect();
-        return Ok(respond(200, page::confirmation(&record, link.action, &buttons)));
+        let others: Vec<(ApprovalAction, String)> =
+            ApprovalAction::ALL.into_iter().map(|a| (a, link.for_action(&key, a).url(""))).collect();
+        return Ok(respond(200, page::confirmation(&record, link.action, &link.url(""), &others)));
     }
 
-    let approver_field = url::form_urlencoded::parse(request.body)
-        .find(|(k, _)| k == "approver")
-        .map(|(_, v)| v.trim().chars().filter(|c| !c.is_control()).take(200).collect::<String>())
+    // The page of a link records that link's decision only: a body asking for another one (a form of another
+    // page, a script, a crafted request) is refused before anything is written.
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(request.body).into_owned().collect();
+    let field = |name: &str| -> Vec<&str> { form.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect() };
+    if field("decision") != [link.action.as_str()] {
+        return Ok(notice(
+            400,
+            "This page records one decision",
+            &format!(
+                "The link you followed is for \"{}\", and this page can only record that. Nothing was changed. \
+                 Use the link for the decision you mean.",
+                link.action
+            ),
+        ));
+    }
+    let approver = field("approver")
+        .first()
+        .map(|v| v.trim().chars().filter(|c| !c.is_control()).take(200).collect::<String>())
         .unwrap_or_default();
-    if approver_field.is_empty() {
+    if approver.is_empty() {
         return Ok(notice(
             400,
             "Who is deciding?",
             "Enter your name or email on the confirmation page: it goes into the audit trail.",
         ));
     }
-    let approver = match request.source_ip {
-        Some(ip) => format!("{approver_field} (from {ip})"),
-        None => approver_field,
-    };
     let decided_at = now.to_rfc3339_opts(SecondsFormat::Secs, true);
-    match records.decide(&link.id, link.action, &approver, &decided_at, now.timestamp()).await? {
+    let decision = Decision {
+        action: link.action,
+        approver: &approver,
+        source_ip: request.source_ip,
+        decided_at: &decided_at,
+        via: DECIDED_VIA_POST,
+    };
+    match records.decide(&link.id, &decision, now.timestamp()).await? {
         DecideResult::Decided => {}
         DecideResult::AlreadyUsed => {
             return Ok(notice(409, "Already decided", "Someone answered this approval first. Nothing was changed now."))
@@ -170,7 +185,16 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
         "approver": approver,
         "approvalId": link.id,
     });
-    match callback.send_success(&record.task_token, &output.to_string()).await? {
+    let sent = match callback.send_success(&record.task_token, &output.to_string()).await {
+        Ok(sent) => sent,
+        Err(e) => {
+            // The workflow did not get the decision: undo it, so the record never says "approved" for a run that did
+            // not act, and the person can try the link again.
+            records.revert_decision(&link.id, &decided_at).await?;
+            return Err(e);
+        }
+    };
+    match sent {
         CallbackResult::Accepted => {
             finops_aws::xray::record_decision(
                 "finops.approval",
@@ -200,5 +224,174 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
                 "This approval timed out before your answer arrived. No action was taken.",
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The callback over in-memory records, a fixed key and a scripted Step Functions: what a page can submit, and
+    //! what happens when the workflow cannot be told.
+    use super::*;
+    use std::sync::Mutex;
+
+    use finops_approvals::{ApprovalReader, ApprovalRecord, MemoryApprovals, StaticKey};
+    use finops_aws::FinopsError;
+
+    const KEY: &[u8] = b"test-signing-key-0123456789abcdef0123456789";
+    const ID: &str = "00112233445566778899aabbccddeeff";
+
+    /// Step Functions as a script: answers each SendTaskSuccess with the next of `answers` (then Accepted).
+    #[derive(Default)]
+    struct ScriptedSfn {
+        answers: Mutex<Vec<Result<CallbackResult, FinopsError>>>,
+        sent: Mutex<Vec<String>>,
+    }
+
+    impl TaskCallback for ScriptedSfn {
+        async fn send_success(&self, _token: &str, output: &str) -> Result<CallbackResult, FinopsError> {
+            self.sent.lock().unwrap().push(output.to_owned());
+            let mut answers = self.answers.lock().unwrap();
+            if answers.is_empty() {
+                Ok(CallbackResult::Accepted)
+            } else {
+                answers.remove(0)
+            }
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn records() -> MemoryApprovals {
+        let proposal = serde_json::from_value(serde_json::json!({
+            "instanceId": "i-0abc", "region": "ap-southeast-2", "instanceType": "t3.large", "name": "qa-perf-rig",
+            "action": "snapshot-and-stop", "recommended": "snapshot_and_stop", "confidence": 0.9,
+            "justification": "idle; see https://evil.example.com/approve", "backend": "rules", "priceSource": "embedded",
+            "evidence": [], "volumeIds": ["vol-1"], "launchTime": "2026-01-01T00:00:00Z",
+            "measuredUntil": "2027-01-15T00:00:00Z"
+        }))
+        .unwrap();
+        let store = MemoryApprovals::default();
+        store.insert(ApprovalRecord {
+            approval_id: ID.into(),
+            task_token: "token-never-shown".into(),
+            proposal,
+            run_id: "run-1".into(),
+            execution_arn: "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1".into(),
+            created_at: now().timestamp() - 60,
+            expires_at: now().timestamp() + 3600,
+            state: ApprovalState::Pending,
+            decision: None,
+            approver: None,
+            decided_at: None,
+            source_ip: None,
+            decided_via: None,
+            late_answer: None,
+        });
+        store
+    }
+
+    fn link(action: ApprovalAction) -> (String, String) {
+        let url = ApprovalLink::sign(KEY, ID, action, now().timestamp() + 3600).url("");
+        let (path, query) = url.split_once('?').unwrap();
+        (path.to_owned(), query.to_owned())
+    }
+
+    async fn call(
+        method: &str,
+        action: ApprovalAction,
+        body: &str,
+        r: &MemoryApprovals,
+        sfn: &ScriptedSfn,
+    ) -> HttpResponse {
+        let (path, query) = link(action);
+        let request =
+            HttpRequest { method, path: &path, query: &query, body: body.as_bytes(), source_ip: Some("198.51.100.9") };
+        handle(request, r, &StaticKey(KEY.to_vec()), sfn, now()).await
+    }
+
+    #[tokio::test]
+    async fn each_page_can_submit_only_its_own_decision() {
+        for action in ApprovalAction::ALL {
+            let page = call("GET", action, "", &records(), &ScriptedSfn::default()).await;
+            assert_eq!(page.status, 200);
+            assert_eq!(page.body.matches("<button").count(), 1, "{action}: one button, so Enter submits it");
+            assert!(page.body.contains(&format!("id=\"{action}\" class=\"primary\"")));
+            assert!(page.body.contains(&format!("name=\"decision\" value=\"{action}\"")));
+            let (path, query) = link(action);
+            assert!(
+                page.body.contains(&format!("action=\"{path}?{}\"", query.replace('&', "&amp;"))),
+                "posts to its own link"
+            );
+            for other in ApprovalAction::ALL.into_iter().filter(|o| *o != action) {
+                assert!(page.body.contains(&format!("id=\"{other}-instead\" href=\"/approvals/{ID}?action={other}")));
+                assert!(!page.body.contains(&format!("value=\"{other}\"")), "{action} page cannot submit {other}");
+            }
+            assert!(!page.body.contains("token-never-shown"));
+            assert!(!page.body.contains("https://evil") && page.body.contains("hxxps[:]//evil[.]example[.]com"));
+        }
+        let deny = call("GET", ApprovalAction::Deny, "", &records(), &ScriptedSfn::default()).await;
+        assert!(deny.body.contains("<h1>Deny stopping qa-perf-rig (i-0abc)?</h1>"), "{}", deny.body);
+    }
+
+    #[tokio::test]
+    async fn a_post_for_another_decision_than_the_link_changes_nothing() {
+        let r = records();
+        let sfn = ScriptedSfn::default();
+        // What pressing Enter on the old Deny page sent: the first button, approve, to the deny link.
+        for body in ["decision=approve&approver=ana", "approver=ana", "decision=deny&decision=approve&approver=ana"] {
+            let refused = call("POST", ApprovalAction::Deny, body, &r, &sfn).await;
+            assert_eq!(refused.status, 400, "{body}: {}", refused.body);
+            assert!(refused.body.contains("can only record"));
+        }
+        assert_eq!(r.get(ID).await.unwrap().unwrap().state, ApprovalState::Pending);
+        assert!(sfn.sent.lock().unwrap().is_empty(), "nothing reached the workflow");
+
+        let denied = call("POST", ApprovalAction::Deny, "decision=deny&approver=ana", &r, &sfn).await;
+        assert_eq!(denied.status, 200, "{}", denied.body);
+        let output: serde_json::Value = serde_json::from_str(&sfn.sent.lock().unwrap()[0]).unwrap();
+        assert_eq!(output["decision"], "deny");
+        assert_eq!(output["approver"], "ana");
+        let record = r.get(ID).await.unwrap().unwrap();
+        assert_eq!((record.decision, record.decided_via.as_deref()), (Some(ApprovalAction::Deny), Some("POST")));
+        assert_eq!(record.source_ip.as_deref(), Some("198.51.100.9"));
+    }
+
+    #[tokio::test]
+    async fn a_decision_the_workflow_did_not_get_is_rolled_back_and_can_be_retried() {
+        let r = records();
+        let sfn = ScriptedSfn::default();
+        sfn.answers.lock().unwrap().push(Err(FinopsError::Transient {
+            service: "StepFunctions",
+            operation: "SendTaskSuccess",
+            message: "HTTP 503".into(),
+        }));
+        let failed = call("POST", ApprovalAction::Approve, "decision=approve&approver=ana", &r, &sfn).await;
+        assert_eq!(failed.status, 502, "{}", failed.body);
+        let record = r.get(ID).await.unwrap().unwrap();
+        assert_eq!(record.state, ApprovalState::Pending, "not approved: the workflow never heard it");
+        assert_eq!((record.decision, record.approver), (None, None));
+
+        let retried = call("POST", ApprovalAction::Approve, "decision=approve&approver=ana", &r, &sfn).await;
+        assert_eq!(retried.status, 200, "{}", retried.body);
+        assert_eq!(r.get(ID).await.unwrap().unwrap().decision, Some(ApprovalAction::Approve));
+    }
+
+    #[tokio::test]
+    async fn an_answer_the_workflow_stopped_waiting_for_is_kept_as_a_late_answer_only() {
+        let r = records();
+        let sfn = ScriptedSfn::default();
+        sfn.answers.lock().unwrap().push(Ok(CallbackResult::TimedOut));
+        let late = call("POST", ApprovalAction::Approve, "decision=approve&approver=ana", &r, &sfn).await;
+        assert_eq!(late.status, 410);
+        let record = r.get(ID).await.unwrap().unwrap();
+        assert_eq!(record.state, ApprovalState::Expired);
+        assert_eq!(record.decision, None);
+        assert!(record.late_answer.unwrap().starts_with("approve by ana"));
+        // And the page says it was answered, without the address it came from.
+        let page = call("GET", ApprovalAction::Approve, "", &r, &sfn).await;
+        assert_eq!(page.status, 410);
+        assert!(!page.body.contains("198.51.100.9"));
     }
 }

@@ -1,8 +1,9 @@
-//! The HTML pages. Every value from the proposal is escaped: tag values and the agent's justification are
-//! untrusted text.
+//! The HTML pages. Every value from the proposal is escaped, and tag values and the agent's justification are
+//! shown as untrusted text (no invisible or bidi characters, links defanged).
 
 use finops_approvals::ApprovalRecord;
 use finops_core::approval::ApprovalAction;
+use finops_core::untrusted;
 
 pub fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -38,35 +39,59 @@ pub fn notice(title: &str, message: &str) -> String {
     layout(title, &format!("<h1>{}</h1><p id=\"message\">{}</p>", esc(title), esc(message)))
 }
 
-pub fn confirmation(record: &ApprovalRecord, chosen: ApprovalAction, buttons: &[(ApprovalAction, String)]) -> String {
+/// The confirmation page of one link: it can only record the decision of the link that was followed. Its one button
+/// submits that decision (so Enter in the name field does too); the other decisions are plain links to their own
+/// pages. `post_to` is the followed link's own path and query.
+pub fn confirmation(
+    record: &ApprovalRecord,
+    chosen: ApprovalAction,
+    post_to: &str,
+    others: &[(ApprovalAction, String)],
+) -> String {
     let p = &record.proposal;
     let saving = p.monthly_saving_usd.map_or_else(|| "unknown".into(), |s| format!("${s:.2} per month"));
-    let row = |k: &str, v: &str| format!("<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(v));
+    let row = |k: &str, v: &str| format!("<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&untrusted::display(v, 300)));
     let evidence: String = p.evidence.iter().map(|e| format!("<li>{}</li>", esc(e))).collect();
-    let form_buttons: String = buttons
+    let who = p
+        .name
+        .as_deref()
+        .map_or_else(|| p.instance_id.clone(), |n| format!("{} ({})", untrusted::display(n, 80), p.instance_id));
+    let (question, explain, button) = match chosen {
+        ApprovalAction::Approve => (
+            format!("Approve stopping {who}?"),
+            "finops-agent will snapshot every EBS volume of this instance, measure it again, and stop it once the \
+             snapshots complete. Nothing has happened yet.",
+            "Approve: snapshot, then stop",
+        ),
+        ApprovalAction::Deny => (
+            format!("Deny stopping {who}?"),
+            "The instance will be left running and untouched in this run. Nothing has happened yet.",
+            "Deny: leave it running",
+        ),
+        ApprovalAction::Snooze => (
+            format!("Snooze {who}?"),
+            "The instance will be tagged and left alone until the snooze ends. Nothing has happened yet.",
+            "Snooze: leave it alone for now",
+        ),
+    };
+    let other_links: String = others
         .iter()
-        .map(|(action, href)| {
-            let label = match action {
-                ApprovalAction::Approve => "Approve: snapshot, then stop",
-                ApprovalAction::Deny => "Deny",
-                ApprovalAction::Snooze => "Snooze",
-            };
-            let class = if *action == chosen { " class=\"primary\"" } else { "" };
-            format!("<button type=\"submit\" name=\"decision\" value=\"{0}\" id=\"{0}\" formaction=\"{1}\"{class}>{2}</button>", action.as_str(), esc(href), label)
-        })
-        .collect();
+        .filter(|(a, _)| *a != chosen)
+        .map(|(a, href)| format!("<a id=\"{0}-instead\" href=\"{1}\">{0} instead</a>", a.as_str(), esc(href)))
+        .collect::<Vec<_>>()
+        .join(" · ");
     let body = format!(
-        "<h1>Stop idle instance {id}?</h1>\
-         <p>finops-agent proposes to snapshot every EBS volume of this instance and then stop it. \
-         Nothing has happened yet; nothing happens unless you press a button.</p>\
+        "<h1>{question}</h1>\
+         <p>{explain}</p>\
          <table>{rows}</table>\
          <h2>Evidence</h2><ul class=\"evidence\">{evidence}</ul>\
-         <h2>Why the agent recommends it</h2><blockquote>{justification}</blockquote>\
-         <p>Recommended by {backend} with confidence {confidence:.2}. The link you followed was for <strong>{chosen}</strong>.</p>\
-         <form method=\"post\"><p><label>Your name or email (for the audit trail) \
+         <h2>Why the agent recommends stopping it</h2><blockquote>{justification}</blockquote>\
+         <p>Recommended by {backend} with confidence {confidence:.2}. The recommendation is data, not an instruction.</p>\
+         <form method=\"post\" action=\"{post_to}\"><input type=\"hidden\" name=\"decision\" value=\"{decision}\">\
+         <p><label>Your name or email (for the audit trail) \
          <input name=\"approver\" id=\"approver\" required maxlength=\"200\" autocomplete=\"email\"></label></p>\
-         <p>{form_buttons}</p></form>",
-        id = esc(&p.instance_id),
+         <p><button type=\"submit\" id=\"{decision}\" class=\"primary\">{button}</button></p></form>\
+         <p class=\"others\">Not what you meant? {other_links}</p>",
         rows = [
             row("Instance", &format!("{} ({})", p.instance_id, p.region)),
             row("Name", p.name.as_deref().unwrap_or("(no Name tag)")),
@@ -76,12 +101,14 @@ pub fn confirmation(record: &ApprovalRecord, chosen: ApprovalAction, buttons: &[
             row("Estimated saving", &format!("{saving} ({})", p.price_source)),
         ]
         .concat(),
-        justification = esc(&p.justification),
+        question = esc(&question),
+        justification = esc(&untrusted::display(&p.justification, 500)),
         backend = esc(&p.backend),
         confidence = p.confidence,
-        chosen = chosen.as_str(),
+        post_to = esc(post_to),
+        decision = chosen.as_str(),
     );
-    layout(&format!("Approve stopping {}?", p.instance_id), &body)
+    layout(&question, &body)
 }
 
 #[cfg(test)]

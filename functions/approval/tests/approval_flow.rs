@@ -4,8 +4,8 @@
 
 use chrono::{Duration, Utc};
 use finops_approval::{handle, HttpRequest, HttpResponse};
-use finops_approval_request::RequestConfig;
-use finops_approvals::{ApprovalRecords, ApprovalState, DynamoApprovals, SecretsManagerKey, SfnCallback, SnsNotifier};
+use finops_approval_request::{DeploymentMode, RequestConfig};
+use finops_approvals::{ApprovalReader, ApprovalState, DynamoApprovals, SecretsManagerKey, SfnCallback, SnsNotifier};
 use finops_core::approval::{ApprovalAction, ApprovalLink};
 use finops_testkit::approvals::{approval_plumbing, ApprovalPlumbing, SECRET, SIGNING_KEY, TABLE};
 use finops_testkit::moto;
@@ -20,7 +20,8 @@ fn proposal() -> serde_json::Value {
         "action": "snapshot-and-stop", "recommended": "snapshot_and_stop", "confidence": 0.93,
         "justification": "Idle for 14 days; <b>safe</b> to stop.", "backend": "rules",
         "monthlySavingUsd": 75.92, "priceSource": "embedded price table (2024-06)",
-        "evidence": ["idle rule: peak CPU < 5% and network < 5 MB on 14 of 14 days (14 needed)"], "volumeIds": ["vol-1"]
+        "evidence": ["idle rule: peak CPU < 5% and network < 5 MB on 14 of 14 days (14 needed)"], "volumeIds": ["vol-1"],
+        "launchTime": "2026-01-01T00:00:00Z", "measuredUntil": "2026-11-28T00:00:00Z"
     })
 }
 
@@ -46,7 +47,8 @@ async fn harness(moto: &finops_testkit::MotoSession) -> Harness {
 
 impl Harness {
     async fn request(&self, token: &str, execution_arn: &str, window: i64, id_byte: u8) -> String {
-        let config = RequestConfig { base_url: BASE.into(), window_seconds: window, snooze_days: 7 };
+        let config =
+            RequestConfig { base_url: BASE.into(), window_seconds: window, snooze_days: 7, mode: DeploymentMode::Act };
         let event =
             json!({"taskToken": token, "proposal": proposal(), "runId": "run-1", "executionArn": execution_arn});
         let trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
@@ -122,11 +124,14 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
     for _ in 0..2 {
         let page = h.call("GET", &approve, "").await;
         assert_eq!(page.status, 200, "{}", page.body);
-        assert!(page.body.contains("Stop idle instance i-0abc?"));
+        assert!(page.body.contains("Approve stopping &lt;img src=x onerror=alert(1)&gt;"), "{}", page.body);
         assert!(page.body.contains("&lt;img src=x onerror=alert(1)&gt;"), "tag values are escaped");
         assert!(!page.body.contains("<img"), "no markup from tags");
         assert!(page.body.contains("&lt;b&gt;safe&lt;/b&gt;"));
-        assert_eq!(page.body.matches("formaction=\"/approvals/").count(), 3, "one POST button per decision");
+        assert_eq!(page.body.matches("<form").count(), 1, "one form, for the decision of the link");
+        assert_eq!(page.body.matches("type=\"submit\"").count(), 1, "one button");
+        assert!(page.body.contains("name=\"decision\" value=\"approve\""));
+        assert!(page.body.contains("id=\"deny-instead\" href=\"/approvals/"), "other decisions are plain links");
         let header = |k: &str| page.headers.iter().find(|(h, _)| *h == k).map(|(_, v)| v.clone()).unwrap();
         assert_eq!(header("cache-control"), "no-store");
         assert!(header("content-security-policy").contains("default-src 'none'"));
@@ -134,11 +139,13 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
     assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Pending);
     assert_eq!(h.plumbing.status(&execution).await, "RUNNING", "GET moved nothing");
 
-    // A POST without an approver name is refused and changes nothing.
-    assert_eq!(h.call("POST", &approve, "").await.status, 400);
+    // A POST without an approver name, or for another decision than its link's, is refused and changes nothing.
+    assert_eq!(h.call("POST", &approve, "decision=approve").await.status, 400);
+    assert_eq!(h.call("POST", &approve, "approver=ana").await.status, 400);
+    assert_eq!(h.call("POST", &deny, "decision=approve&approver=ana").await.status, 400);
     assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Pending);
 
-    let done = h.call("POST", &approve, "approver=ana%40example.com").await;
+    let done = h.call("POST", &approve, "decision=approve&approver=ana%40example.com").await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert!(done.body.contains("Approved."));
     let (status, states) = h.plumbing.finished(&execution).await;
@@ -157,19 +164,21 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
         .to_owned();
     let output: serde_json::Value = serde_json::from_str(&output).unwrap();
     assert_eq!(output["approval"]["decision"], "approve");
-    assert_eq!(output["approval"]["approver"], "ana@example.com (from 203.0.113.7)");
+    assert_eq!(output["approval"]["approver"], "ana@example.com", "the name, never the address it came from");
+    assert_eq!(output["approval"]["approvalId"], id.as_str());
     let record = h.records.get(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ApprovalState::Decided);
     assert_eq!(record.decision, Some(ApprovalAction::Approve));
+    assert_eq!(record.decided_via.as_deref(), Some("POST"));
+    assert_eq!(record.source_ip.as_deref(), Some("203.0.113.7"), "the address stays in the audit record");
 
-    // Single use: the same link, or another decision, afterwards.
-    assert_eq!(h.call("POST", &approve, "approver=mallory").await.status, 409);
-    assert_eq!(h.call("POST", &deny, "approver=mallory").await.status, 409);
-    assert_eq!(h.call("GET", &approve, "").await.status, 409);
-    assert_eq!(
-        h.records.get(&id).await.unwrap().unwrap().approver.as_deref(),
-        Some("ana@example.com (from 203.0.113.7)")
-    );
+    // Single use: the same link, or another decision, afterwards; the page does not show the address.
+    assert_eq!(h.call("POST", &approve, "decision=approve&approver=mallory").await.status, 409);
+    assert_eq!(h.call("POST", &deny, "decision=deny&approver=mallory").await.status, 409);
+    let again = h.call("GET", &approve, "").await;
+    assert_eq!(again.status, 409);
+    assert!(again.body.contains("ana@example.com") && !again.body.contains("203.0.113.7"), "{}", again.body);
+    assert_eq!(h.records.get(&id).await.unwrap().unwrap().approver.as_deref(), Some("ana@example.com"));
 }
 
 #[tokio::test]
@@ -202,7 +211,7 @@ async fn bad_links_get_4xx_pages_and_change_nothing() {
         ("https://approvals.example.com/admin", 404),
     ] {
         for method in ["GET", "POST"] {
-            let r = h.call(method, url, "approver=eve").await;
+            let r = h.call(method, url, "decision=approve&approver=eve").await;
             assert_eq!(r.status, status, "{method} {url}: {}", r.body);
             assert!(r.headers.iter().any(|(k, v)| *k == "cache-control" && v == "no-store"));
         }
@@ -224,10 +233,13 @@ async fn an_answer_after_the_timeout_is_refused_and_nothing_happens() {
     assert_eq!(status, "SUCCEEDED");
     assert!(states.contains(&"NoAction".to_string()), "a timeout takes the no-action path: {states:?}");
 
-    let late = h.call("POST", &link_for(&email, "Approve"), "approver=ana").await;
+    let late = h.call("POST", &link_for(&email, "Approve"), "decision=approve&approver=ana").await;
     assert_eq!(late.status, 410, "{}", late.body);
     assert!(late.body.contains("No action was taken"));
-    assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Expired);
+    let record = h.records.get(&id).await.unwrap().unwrap();
+    assert_eq!(record.state, ApprovalState::Expired);
+    assert_eq!(record.decision, None, "the audit trail never says approved for a run that did not act");
+    assert!(record.late_answer.as_deref().is_some_and(|l| l.starts_with("approve by ana")), "{record:?}");
     assert!(!h.plumbing.entered_states(&execution).await.contains(&"Approved".to_string()));
 }
 
@@ -236,11 +248,13 @@ async fn deny_and_snooze_are_decisions_not_failures() {
     let moto = moto().await;
     let h = harness(&moto).await;
     let sm = h.plumbing.waiting_state_machine("approval-decisions", 120).await;
-    for (n, (label, state)) in [("Deny:", "Denied"), ("Snooze", "Snoozed")].into_iter().enumerate() {
+    for (n, (label, state, decision)) in
+        [("Deny:", "Denied", "deny"), ("Snooze", "Snoozed", "snooze")].into_iter().enumerate()
+    {
         let (execution, token) = h.plumbing.start_waiting(&sm, &format!("run-1-{n}")).await;
         h.request(&token, &execution, 3600, 0x30 + n as u8).await;
         let email = h.plumbing.next_email().await;
-        let r = h.call("POST", &link_for(&email, label), "approver=raj").await;
+        let r = h.call("POST", &link_for(&email, label), &format!("decision={decision}&approver=raj")).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let (status, states) = h.plumbing.finished(&execution).await;
         assert_eq!(status, "SUCCEEDED", "a deny is a decision, not a task failure");

@@ -2,8 +2,8 @@
 //! (local HTTP mode) over moto, sees the confirmation page, and clicks Approve; the waiting execution moves on.
 
 use chrono::Utc;
-use finops_approval_request::RequestConfig;
-use finops_approvals::{ApprovalRecords, ApprovalState, DynamoApprovals, SecretsManagerKey, SnsNotifier};
+use finops_approval_request::{DeploymentMode, RequestConfig};
+use finops_approvals::{ApprovalReader, ApprovalState, DynamoApprovals, SecretsManagerKey, SnsNotifier};
 use finops_testkit::approvals::{approval_plumbing, ApprovalServer, SECRET, TABLE};
 use finops_testkit::browser::Browser;
 use finops_testkit::moto;
@@ -29,14 +29,15 @@ async fn a_person_opens_the_emailed_link_and_clicks_approve() {
         "instanceId": "i-0abc", "region": "ap-southeast-2", "instanceType": "t3.large", "name": "dev-ana-workstation",
         "environment": "dev", "owner": "ana@example.com", "action": "snapshot-and-stop", "recommended": "snapshot_and_stop",
         "confidence": 0.9, "justification": "Idle for 14 days.", "backend": "rules", "monthlySavingUsd": 75.92,
-        "priceSource": "embedded price table (2024-06)", "evidence": ["idle rule met on 14 of 14 days"], "volumeIds": ["vol-1"]
+        "priceSource": "embedded price table (2024-06)", "evidence": ["idle rule met on 14 of 14 days"], "volumeIds": ["vol-1"],
+        "launchTime": "2026-01-01T00:00:00Z", "measuredUntil": "2026-11-28T00:00:00Z"
     });
     let out = finops_approval_request::handle(
         json!({"taskToken": token, "proposal": proposal, "runId": "run-b", "executionArn": execution}),
         &records,
         &SecretsManagerKey::new(&config, SECRET),
         &SnsNotifier::new(&config, plumbing.topic_arn.clone()),
-        &RequestConfig { base_url: base_url.clone(), window_seconds: 3600, snooze_days: 7 },
+        &RequestConfig { base_url: base_url.clone(), window_seconds: 3600, snooze_days: 7, mode: DeploymentMode::Act },
         Utc::now(),
         [0x5a; 16],
         None,
@@ -56,7 +57,7 @@ async fn a_person_opens_the_emailed_link_and_clicks_approve() {
 
     let browser = Browser::start();
     browser.goto(&approve);
-    let page = browser.wait_for("Stop idle instance i-0abc?");
+    let page = browser.wait_for("Approve stopping dev-ana-workstation (i-0abc)?");
     assert!(page.contains("dev-ana-workstation") && page.contains("$75.92 per month"));
     // Opening the link decided nothing.
     assert_eq!(records.get(&out.approval_id).await.unwrap().unwrap().state, ApprovalState::Pending);
@@ -70,7 +71,8 @@ async fn a_person_opens_the_emailed_link_and_clicks_approve() {
     assert!(states.contains(&"Approved".to_string()), "{states:?}");
     let record = records.get(&out.approval_id).await.unwrap().unwrap();
     assert_eq!(record.state, ApprovalState::Decided);
-    assert!(record.approver.unwrap().starts_with("ana@example.com (from 127.0.0.1)"));
+    assert_eq!(record.approver.as_deref(), Some("ana@example.com"));
+    assert_eq!(record.source_ip.as_deref(), Some("127.0.0.1"));
 
     // Back and reload: the page now says it was decided, with a 4xx, and nothing more happens.
     browser.goto(&approve);

@@ -1,13 +1,14 @@
 //! The approval email: plain text, everything an approver needs to decide without opening a console, and three
-//! signed links. Tag values are quoted and cleaned as untrusted text.
+//! signed links. Tag values and the model's justification are quoted and cleaned as untrusted text: no control,
+//! invisible or bidi characters, and links defanged so a mail client does not make them clickable.
 
 use finops_core::approval::ApprovalAction;
 use finops_core::policy::{Proposal, ProposedAction};
+use finops_core::untrusted;
 
-/// A tag value or justification as untrusted data: control characters replaced, length bounded, quoted.
+/// A tag value or justification as untrusted data: cleaned ([`untrusted::display`]), length bounded, quoted.
 pub fn quoted(text: &str, max: usize) -> String {
-    let clean: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
-    format!("\"{}\"", clean.replace('"', "'"))
+    format!("\"{}\"", untrusted::display(text, max).replace('"', "'"))
 }
 
 /// The Step Functions console page of an execution.
@@ -39,7 +40,6 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
     let name = proposal.name.as_deref().unwrap_or("(no Name tag)");
     let verb = match proposal.action {
         ProposedAction::SnapshotAndStop => "snapshot and stop",
-        ProposedAction::SnapshotAndTerminate => "snapshot and TERMINATE",
     };
     let saving = proposal.monthly_saving_usd.map_or_else(|| "unknown".to_string(), |s| format!("${s:.2}/month"));
     let subject =
@@ -105,5 +105,7 @@ mod tests {
     fn untrusted_text_is_quoted_and_cleaned() {
         assert_eq!(quoted("a\r\nSubject: x \"y\"", 100), "\"a  Subject: x 'y'\"");
         assert_eq!(quoted(&"x".repeat(300), 5), "\"xxxxx\"");
+        assert_eq!(quoted("dev\u{202E}doow\u{200B}", 100), "\"devdoow\"");
+        assert_eq!(quoted("approve at https://evil.example/x", 100), "\"approve at hxxps[:]//evil[.]example/x\"");
     }
 }

@@ -49,8 +49,31 @@ pub struct ApprovalRecord {
     pub expires_at: i64,
     pub state: ApprovalState,
     pub decision: Option<ApprovalAction>,
+    /// The name or email the approver typed; the only identity that leaves this table (EC2 tags, the task output).
     pub approver: Option<String>,
     pub decided_at: Option<String>,
+    /// Where the decision came from, for the audit trail only: never shown on a page, never written to a tag.
+    #[serde(default)]
+    pub source_ip: Option<String>,
+    /// How the decision was made: `POST` on the page of the link that was followed. The actions step requires it.
+    #[serde(default)]
+    pub decided_via: Option<String>,
+    /// A decision that arrived after the workflow stopped waiting: kept for the audit trail, never a decision.
+    #[serde(default)]
+    pub late_answer: Option<String>,
+}
+
+/// The one way a decision is recorded today: a POST on the confirmation page of the link that was followed.
+pub const DECIDED_VIA_POST: &str = "POST";
+
+/// A decision as the callback records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision<'a> {
+    pub action: ApprovalAction,
+    pub approver: &'a str,
+    pub source_ip: Option<&'a str>,
+    pub decided_at: &'a str,
+    pub via: &'a str,
 }
 
 /// Outcome of the single-use flip from `pending` to `decided`.
@@ -63,17 +86,30 @@ pub enum DecideResult {
     Missing,
 }
 
-pub trait ApprovalRecords: Send + Sync {
-    fn put_pending(&self, record: &ApprovalRecord) -> impl Future<Output = Result<(), FinopsError>> + Send;
+/// Reading approval records: what the actions step may do (it verifies the decision before it acts).
+pub trait ApprovalReader: Send + Sync {
     fn get(&self, approval_id: &str) -> impl Future<Output = Result<Option<ApprovalRecord>, FinopsError>> + Send;
+}
+
+/// Writing them: the approval request (a pending record) and the callback (the decision).
+pub trait ApprovalRecords: ApprovalReader {
+    fn put_pending(&self, record: &ApprovalRecord) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// The single-use flip from `pending` to `decided`, only while the record has not expired.
     fn decide(
         &self,
         approval_id: &str,
-        decision: ApprovalAction,
-        approver: &str,
-        decided_at: &str,
+        decision: &Decision<'_>,
         now_unix: i64,
     ) -> impl Future<Output = Result<DecideResult, FinopsError>> + Send;
+    /// Back to `pending`, when the decision could not be handed to the workflow: the person can try again and the
+    /// audit trail never says "approved" for a run that did not act. Only the decision made at `decided_at`.
+    fn revert_decision(
+        &self,
+        approval_id: &str,
+        decided_at: &str,
+    ) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// The workflow stopped waiting: the record is `expired`, and a decision that came too late is kept as a late
+    /// answer, not as the decision.
     fn mark_expired(&self, approval_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
 }
 
@@ -120,7 +156,25 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<ApprovalRecord, F
         decision: text("decision").as_deref().and_then(ApprovalAction::parse),
         approver: text("approver"),
         decided_at: text("decidedAt"),
+        source_ip: text("sourceIp"),
+        decided_via: text("decidedVia"),
+        late_answer: text("lateAnswer"),
     })
+}
+
+impl ApprovalReader for DynamoApprovals {
+    async fn get(&self, approval_id: &str) -> Result<Option<ApprovalRecord>, FinopsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("DynamoDB", "GetItem", e))?;
+        out.item().map(from_item).transpose()
+    }
 }
 
 impl ApprovalRecords for DynamoApprovals {
@@ -146,25 +200,10 @@ impl ApprovalRecords for DynamoApprovals {
         Ok(())
     }
 
-    async fn get(&self, approval_id: &str) -> Result<Option<ApprovalRecord>, FinopsError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("approvalId", s(approval_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| FinopsError::from_sdk("DynamoDB", "GetItem", e))?;
-        out.item().map(from_item).transpose()
-    }
-
     async fn decide(
         &self,
         approval_id: &str,
-        decision: ApprovalAction,
-        approver: &str,
-        decided_at: &str,
+        decision: &Decision<'_>,
         now_unix: i64,
     ) -> Result<DecideResult, FinopsError> {
         let result = self
@@ -172,14 +211,19 @@ impl ApprovalRecords for DynamoApprovals {
             .update_item()
             .table_name(&self.table)
             .key("approvalId", s(approval_id))
-            .update_expression("SET #state = :decided, decision = :decision, approver = :approver, decidedAt = :at")
+            .update_expression(
+                "SET #state = :decided, decision = :decision, approver = :approver, decidedAt = :at, \
+                 decidedVia = :via, sourceIp = :ip",
+            )
             .condition_expression("#state = :pending AND expiresAt > :now")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":decided", s(ApprovalState::Decided.as_str()))
             .expression_attribute_values(":pending", s(ApprovalState::Pending.as_str()))
-            .expression_attribute_values(":decision", s(decision.as_str()))
-            .expression_attribute_values(":approver", s(approver))
-            .expression_attribute_values(":at", s(decided_at))
+            .expression_attribute_values(":decision", s(decision.action.as_str()))
+            .expression_attribute_values(":approver", s(decision.approver))
+            .expression_attribute_values(":at", s(decision.decided_at))
+            .expression_attribute_values(":via", s(decision.via))
+            .expression_attribute_values(":ip", s(decision.source_ip.unwrap_or("unknown")))
             .expression_attribute_values(":now", n(now_unix))
             .send()
             .await;
@@ -198,17 +242,130 @@ impl ApprovalRecords for DynamoApprovals {
         }
     }
 
-    async fn mark_expired(&self, approval_id: &str) -> Result<(), FinopsError> {
-        self.client
+    async fn revert_decision(&self, approval_id: &str, decided_at: &str) -> Result<(), FinopsError> {
+        let result = self
+            .client
             .update_item()
             .table_name(&self.table)
             .key("approvalId", s(approval_id))
-            .update_expression("SET #state = :expired")
+            .update_expression("SET #state = :pending REMOVE decision, approver, decidedAt, decidedVia, sourceIp")
+            .condition_expression("#state = :decided AND decidedAt = :at")
             .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":expired", s(ApprovalState::Expired.as_str()))
+            .expression_attribute_values(":pending", s(ApprovalState::Pending.as_str()))
+            .expression_attribute_values(":decided", s(ApprovalState::Decided.as_str()))
+            .expression_attribute_values(":at", s(decided_at))
             .send()
-            .await
-            .map_err(|e| FinopsError::from_sdk("DynamoDB", "UpdateItem", e))?;
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Someone else's decision is there now (or the record expired): not ours to undo.
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(FinopsError::from_sdk("DynamoDB", "UpdateItem", e)),
+        }
+    }
+
+    async fn mark_expired(&self, approval_id: &str) -> Result<(), FinopsError> {
+        let Some(record) = self.get(approval_id).await? else { return Ok(()) };
+        let late = record.decision.map(|d| {
+            format!(
+                "{} by {} at {} (after the workflow stopped waiting; nothing was done)",
+                d.as_str(),
+                record.approver.as_deref().unwrap_or("someone"),
+                record.decided_at.as_deref().unwrap_or("?")
+            )
+        });
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":expired", s(ApprovalState::Expired.as_str()));
+        update = match late {
+            Some(late) => update
+                .update_expression("SET #state = :expired, lateAnswer = :late REMOVE decision, decidedVia")
+                .expression_attribute_values(":late", s(&late)),
+            None => update.update_expression("SET #state = :expired"),
+        };
+        update.send().await.map_err(|e| FinopsError::from_sdk("DynamoDB", "UpdateItem", e))?;
+        Ok(())
+    }
+}
+
+/// Approval records in memory, with the same conditions as the table (tests and fakes of the other steps).
+#[derive(Default)]
+pub struct MemoryApprovals {
+    records: std::sync::Mutex<HashMap<String, ApprovalRecord>>,
+}
+
+impl MemoryApprovals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ApprovalRecord>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores a record as it is (a test setting up a decided or expired approval).
+    pub fn insert(&self, record: ApprovalRecord) {
+        self.lock().insert(record.approval_id.clone(), record);
+    }
+}
+
+impl ApprovalReader for MemoryApprovals {
+    async fn get(&self, approval_id: &str) -> Result<Option<ApprovalRecord>, FinopsError> {
+        Ok(self.lock().get(approval_id).cloned())
+    }
+}
+
+impl ApprovalRecords for MemoryApprovals {
+    async fn put_pending(&self, record: &ApprovalRecord) -> Result<(), FinopsError> {
+        let mut records = self.lock();
+        if records.contains_key(&record.approval_id) {
+            return Err(FinopsError::InvalidInput(format!("approval {} exists", record.approval_id)));
+        }
+        records.insert(record.approval_id.clone(), ApprovalRecord { state: ApprovalState::Pending, ..record.clone() });
+        Ok(())
+    }
+
+    async fn decide(&self, approval_id: &str, d: &Decision<'_>, now_unix: i64) -> Result<DecideResult, FinopsError> {
+        let mut records = self.lock();
+        let Some(r) = records.get_mut(approval_id) else { return Ok(DecideResult::Missing) };
+        match r.state {
+            ApprovalState::Pending if r.expires_at > now_unix => {
+                r.state = ApprovalState::Decided;
+                r.decision = Some(d.action);
+                r.approver = Some(d.approver.to_owned());
+                r.decided_at = Some(d.decided_at.to_owned());
+                r.source_ip = Some(d.source_ip.unwrap_or("unknown").to_owned());
+                r.decided_via = Some(d.via.to_owned());
+                Ok(DecideResult::Decided)
+            }
+            ApprovalState::Pending | ApprovalState::Expired => Ok(DecideResult::Expired),
+            ApprovalState::Decided => Ok(DecideResult::AlreadyUsed),
+        }
+    }
+
+    async fn revert_decision(&self, approval_id: &str, decided_at: &str) -> Result<(), FinopsError> {
+        if let Some(r) = self.lock().get_mut(approval_id) {
+            if r.state == ApprovalState::Decided && r.decided_at.as_deref() == Some(decided_at) {
+                r.state = ApprovalState::Pending;
+                (r.decision, r.approver, r.decided_at, r.source_ip, r.decided_via) = (None, None, None, None, None);
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_expired(&self, approval_id: &str) -> Result<(), FinopsError> {
+        if let Some(r) = self.lock().get_mut(approval_id) {
+            if let Some(d) = r.decision.take() {
+                r.late_answer = Some(format!(
+                    "{} by {} at {} (after the workflow stopped waiting; nothing was done)",
+                    d.as_str(),
+                    r.approver.as_deref().unwrap_or("someone"),
+                    r.decided_at.as_deref().unwrap_or("?")
+                ));
+                r.decided_via = None;
+            }
+            r.state = ApprovalState::Expired;
+        }
         Ok(())
     }
 }

@@ -36,6 +36,7 @@ fn fleet(n: usize) -> Vec<InstanceRecord> {
                 iops: Some(3000),
                 delete_on_termination: true,
             }],
+            instance_storage: finops_core::InstanceStorage::None,
         })
         .collect()
 }

@@ -6,7 +6,6 @@ use std::io::Write;
 use clap::Args;
 use finops_agent_tools::ToolClients;
 use finops_aws::{load_sdk_config, AwsSettings};
-use finops_core::policy::PolicyConfig;
 use finops_core::regions::parse_region_list;
 use finops_core::DetectionConfig;
 use finops_reasoning::agent::{BedrockAgent, StreamEvent};
@@ -58,9 +57,9 @@ pub async fn run(args: AskArgs) -> Result<(), CliError> {
     match (&args.model_id, &args.agent_id, &args.agent_alias_id) {
         (Some(model_id), _, _) => {
             let regions = parse_region_list(&args.regions).map_err(CliError::Usage)?;
-            // Read-only tools only: the approval starter is never called from here.
-            let clients = ToolClients::new(&sdk, true, "");
-            let tools = clients.tools(regions, PolicyConfig::default(), DetectionConfig::default().criteria);
+            // The read-only tools: nothing `finops ask` runs can ask for approval or change an instance.
+            let clients = ToolClients::new(&sdk, true);
+            let tools = clients.read_tools(regions, DetectionConfig::default().criteria);
             let converse = BedrockConverse::new(aws_sdk_bedrockruntime::Client::new(&sdk), model_id, tools).map_err(CliError::Usage)?;
             let reply = converse.ask(&session, &args.question).await?;
             if trace {

@@ -181,6 +181,28 @@ impl DailyRule {
         out
     }
 
+    /// The thresholds a day measured after the verdict crosses, by values that are there: a missing datapoint is no
+    /// evidence of use, a busy one is. Peak CPU always counts (an instance that spiked is not idle, whatever the
+    /// rule's daily statistic), against the rule's CPU limit.
+    pub fn signs_of_use(&self, day: &DailyUtilisation) -> Vec<Crossing> {
+        let mut out = Vec::new();
+        for (label, value) in [("peak CPU", day.cpu_max_percent), ("average CPU", day.cpu_avg_percent)] {
+            if let Some(cpu) = value.filter(|v| !self.cpu_percent.passes(*v)) {
+                out.push(Crossing::new(day.day, label, Measure::Percent(cpu), self.cpu_percent));
+                break;
+            }
+        }
+        if let Some(net) = day.network_bytes.filter(|v| !self.network_bytes.passes(*v)) {
+            out.push(Crossing::new(day.day, "network", Measure::Bytes(net), self.network_bytes));
+        }
+        if let (Some(t), Some(ops)) = (self.disk_ops, day.disk_ops) {
+            if !t.passes(ops) {
+                out.push(Crossing::new(day.day, "disk ops", Measure::Count(ops), t));
+            }
+        }
+        out
+    }
+
     /// The thresholds in words (`peak CPU < 5% and network < 5 MB ...`).
     pub fn describe(&self) -> String {
         let cpu = match self.cpu_statistic {
@@ -490,6 +512,27 @@ mod tests {
         assert_eq!(verdict(&idle(), &flat(1.0, 2.0, five_mb)), IdleVerdict::Active);
         // 5 (as if someone passed megabytes where bytes are expected) is tiny and idle; 5 MiB is above 5 MB.
         assert_eq!(verdict(&idle(), &flat(1.0, 2.0, 5.0 * 1024.0 * 1024.0)), IdleVerdict::Active);
+    }
+
+    #[test]
+    fn signs_of_use_count_values_that_are_there_and_ignore_missing_ones() {
+        let rule = DailyRule::strict_idle();
+        let day = |cpu_max: Option<f64>, net: Option<f64>| DailyUtilisation {
+            day: chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap(),
+            cpu_avg_percent: cpu_max.map(|c| c / 4.0),
+            cpu_max_percent: cpu_max,
+            network_bytes: net,
+            disk_ops: None,
+            mem_used_percent: None,
+        };
+        assert!(rule.signs_of_use(&day(None, None)).is_empty(), "no data is no evidence of use");
+        assert!(rule.signs_of_use(&day(Some(2.0), Some(1e5))).is_empty());
+        let busy = rule.signs_of_use(&day(Some(80.0), None));
+        assert_eq!(busy.len(), 1);
+        assert!(busy[0].to_string().contains("peak CPU 80%"), "{}", busy[0]);
+        assert_eq!(rule.signs_of_use(&day(Some(1.0), Some(9e9)))[0].metric, "network");
+        // A rule on average CPU still sees a spike in the peak.
+        assert!(!DailyRule::trusted_advisor().signs_of_use(&day(Some(60.0), Some(0.0))).is_empty());
     }
 
     #[test]

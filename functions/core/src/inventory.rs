@@ -74,6 +74,33 @@ impl ClusterMembership {
     }
 }
 
+/// Local instance-store (ephemeral) disks. Stopping the instance erases them, and EBS snapshots do not cover them,
+/// so an instance with any is never stopped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum InstanceStorage {
+    /// Its type has no instance storage (DescribeInstanceTypes) and no block-device mapping is ephemeral.
+    None,
+    /// Instance-store disks of this total size (0 when only a block-device mapping showed them).
+    #[serde(rename_all = "camelCase")]
+    Present { total_gib: u64 },
+    /// Not established (the type was not described, or a record from before this field): treated as present.
+    #[default]
+    Unknown,
+}
+
+impl InstanceStorage {
+    /// What a denial says, when the instance has (or may have) instance storage.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Self::None => None,
+            Self::Present { total_gib: 0 } => Some("has instance-store volumes".into()),
+            Self::Present { total_gib } => Some(format!("has {total_gib} GiB of instance-store disks")),
+            Self::Unknown => Some("instance storage could not be established".into()),
+        }
+    }
+}
+
 /// An attached EBS volume: later steps snapshot it, and its storage is part of the instance's monthly cost.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -106,6 +133,9 @@ pub struct InstanceRecord {
     pub membership: ClusterMembership,
     #[serde(default)]
     pub volumes: Vec<VolumeRecord>,
+    /// Missing from a document means not established, which the policy treats as present.
+    #[serde(default)]
+    pub instance_storage: InstanceStorage,
 }
 
 impl InstanceRecord {

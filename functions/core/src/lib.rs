@@ -12,11 +12,13 @@ pub mod pricing;
 pub mod progress;
 pub mod regions;
 pub mod steps;
+pub mod tags;
+pub mod untrusted;
 pub mod utilisation;
 
 pub use config::{ConfigError, DetectionConfig};
 pub use criteria::{Assessment, CriteriaPreset, DailyRule, IdleCriteria, IdleVerdict, Qualifying, Threshold};
-pub use inventory::{ClusterMembership, InstanceRecord, Lifecycle, RootDeviceType, VolumeRecord};
+pub use inventory::{ClusterMembership, InstanceRecord, InstanceStorage, Lifecycle, RootDeviceType, VolumeRecord};
 pub use pricing::{CostEstimate, PriceSource, SavingBasis, HOURS_PER_MONTH};
 pub use progress::{ProgressEvent, ProgressSink, Silent};
 pub use steps::ObjectRef;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::criteria::IdleVerdict;
 use crate::inventory::{InstanceRecord, RootDeviceType};
+use crate::tags;
 use crate::utilisation::UtilisationSummary;
 
 /// What the reasoning step recommends for one instance.
@@ -59,12 +60,12 @@ pub struct Recommendation {
     pub trace_id: Option<String>,
 }
 
-/// What a human is asked to approve. A stop always snapshots first; so does a terminate.
+/// What a human is asked to approve. finops only ever snapshots and stops: a model that recommends termination is
+/// reported and denied, so no email, page or step can say one thing and do another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProposedAction {
     SnapshotAndStop,
-    SnapshotAndTerminate,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,6 +91,11 @@ pub struct Proposal {
     /// The metric evidence behind the verdict (the assessment's reasons).
     pub evidence: Vec<String>,
     pub volume_ids: Vec<String>,
+    /// When the instance was launched or last started, as the scan saw it: another time at stop time means it was
+    /// restarted since, and it is left alone.
+    pub launch_time: DateTime<Utc>,
+    /// The end of the measured days: the actions step measures again from here to the moment before it stops.
+    pub measured_until: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -98,11 +104,14 @@ pub enum DenialReason {
     Duplicate,
     UnknownInstance,
     NoActionNeeded,
-    TerminateDisabled,
+    TerminateUnsupported,
     Protected,
     Production,
+    NotAllowListed,
     Managed,
     InstanceStoreRoot,
+    InstanceStorage,
+    NoVolumes,
     NotRunning,
     Snoozed,
     NotIdle,
@@ -116,11 +125,14 @@ impl DenialReason {
             Self::Duplicate => "duplicate",
             Self::UnknownInstance => "unknown-instance",
             Self::NoActionNeeded => "no-action-needed",
-            Self::TerminateDisabled => "terminate-disabled",
+            Self::TerminateUnsupported => "terminate-unsupported",
             Self::Protected => "protected",
             Self::Production => "production",
+            Self::NotAllowListed => "not-allow-listed",
             Self::Managed => "managed",
             Self::InstanceStoreRoot => "instance-store-root",
+            Self::InstanceStorage => "instance-storage",
+            Self::NoVolumes => "no-volumes",
             Self::NotRunning => "not-running",
             Self::Snoozed => "snoozed",
             Self::NotIdle => "not-idle",
@@ -149,16 +161,29 @@ pub struct Denial {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyConfig {
-    /// Tag keys that name an environment (matched case-insensitively, spaces trimmed).
+    /// Tag keys that name an environment (compared as [`tags::normalise`] reads them).
     pub environment_tag_keys: Vec<String>,
-    /// Environment values that mean production (case-insensitive, spaces and quotes trimmed; `prod-eu` counts).
+    /// Words that mean production: an environment value containing one is production (`prod1`, `eu-prod`,
+    /// ` PROD `), except the exact non-production spellings of [`NON_PRODUCTION_PREFIXES`] (`non-prod`, `preprod`).
     pub production_values: Vec<String>,
     pub protect_tag_key: String,
     pub snooze_tag_key: String,
     pub max_proposals: usize,
     pub max_monthly_usd: f64,
-    pub terminate_enabled: bool,
+    /// Allow-list mode: when set, only instances with an environment tag whose value is one of these (exactly, in
+    /// any case) may be proposed; untagged instances never are. IAM's Allow carries the same condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act_only_on_environments: Option<Vec<String>>,
 }
+
+/// A production word right after one of these, with at most one character between, and nothing else in the
+/// value, names a non-production environment: `non-prod`, `nonprod`, `Pre Production`. Anything longer that
+/// contains a production word (`pre-prod-eu`, `prod-and-non-prod`) is production.
+pub const NON_PRODUCTION_PREFIXES: [&str; 2] = ["non", "pre"];
+
+/// The values of the protect tag that do not protect, in any case and nothing else (` false`, with a stray
+/// space, still protects: IAM compares the same way).
+pub const UNPROTECT_VALUES: [&str; 4] = ["false", "no", "0", "off"];
 
 impl Default for PolicyConfig {
     fn default() -> Self {
@@ -169,14 +194,14 @@ impl Default for PolicyConfig {
             snooze_tag_key: "finops:snooze-until".into(),
             max_proposals: 10,
             max_monthly_usd: 2_000.0,
-            terminate_enabled: false,
+            act_only_on_environments: None,
         }
     }
 }
 
 impl PolicyConfig {
-    /// Reads `FINOPS_PROTECTED_TAG_KEYS`, `FINOPS_PRODUCTION_VALUES` (comma-separated), `FINOPS_MAX_PROPOSALS`,
-    /// `FINOPS_MAX_MONTHLY_USD` and `FINOPS_TERMINATE_ENABLED`; unset keeps the default.
+    /// Reads `FINOPS_PROTECTED_TAG_KEYS`, `FINOPS_PRODUCTION_VALUES`, `FINOPS_ACT_ONLY_ON_ENVIRONMENTS`
+    /// (comma-separated), `FINOPS_MAX_PROPOSALS` and `FINOPS_MAX_MONTHLY_USD`; unset keeps the default.
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, crate::ConfigError> {
         use crate::ConfigError;
         let vars: HashMap<String, String> = vars.into_iter().filter(|(k, _)| k.starts_with("FINOPS_")).collect();
@@ -187,6 +212,9 @@ impl PolicyConfig {
             if items.is_empty() {
                 return Err(ConfigError::new(k, "needs at least one value: an empty list would protect nothing"));
             }
+            if let Some(bad) = items.iter().find(|i| tags::normalise(i).is_empty() || tags::has_invisible(i)) {
+                return Err(ConfigError::new(k, format!("{bad:?} is not a usable value")));
+            }
             Ok(Some(items))
         };
         if let Some(keys) = list("FINOPS_PROTECTED_TAG_KEYS")? {
@@ -194,6 +222,9 @@ impl PolicyConfig {
         }
         if let Some(values) = list("FINOPS_PRODUCTION_VALUES")? {
             c.production_values = values;
+        }
+        if vars.get("FINOPS_ACT_ONLY_ON_ENVIRONMENTS").is_some_and(|v| !v.trim().is_empty()) {
+            c.act_only_on_environments = list("FINOPS_ACT_ONLY_ON_ENVIRONMENTS")?;
         }
         if let Some(v) = vars.get("FINOPS_MAX_PROPOSALS") {
             c.max_proposals = v
@@ -207,75 +238,120 @@ impl PolicyConfig {
                     ConfigError::new("FINOPS_MAX_MONTHLY_USD", format!("{v:?} is not a dollar amount"))
                 })?;
         }
-        if let Some(v) = vars.get("FINOPS_TERMINATE_ENABLED") {
-            c.terminate_enabled = match v.trim().to_ascii_lowercase().as_str() {
-                "true" => true,
-                "false" | "" => false,
-                _ => return Err(ConfigError::new("FINOPS_TERMINATE_ENABLED", format!("{v:?} is not true or false"))),
-            };
+        // A setting that used to exist: refuse it loudly rather than let someone believe terminate is on.
+        if vars.get("FINOPS_TERMINATE_ENABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Err(ConfigError::new(
+                "FINOPS_TERMINATE_ENABLED",
+                "finops never terminates instances (it snapshots and stops them); remove this setting",
+            ));
         }
         Ok(c)
     }
-}
 
-fn normalise(s: &str) -> String {
-    s.trim_matches(|c: char| c.is_whitespace() || c == '"' || c == '\'').to_lowercase()
-}
+    fn production_words(&self) -> Vec<String> {
+        self.production_values.iter().map(|v| tags::normalise(v)).filter(|v| !v.is_empty()).collect()
+    }
 
-impl PolicyConfig {
-    /// The production value an instance's environment tags carry, if any.
-    pub fn production_tag(&self, instance: &InstanceRecord) -> Option<(String, String)> {
-        let keys: Vec<String> = self.environment_tag_keys.iter().map(|k| normalise(k)).collect();
-        let values: Vec<String> = self.production_values.iter().map(|v| normalise(v)).collect();
+    /// Whether a tag key is one of the environment keys.
+    pub fn is_environment_key(&self, key: &str) -> bool {
+        let key = tags::normalise(key);
+        self.environment_tag_keys.iter().any(|k| tags::normalise(k) == key)
+    }
+
+    /// Why an environment tag value reads as production, if it does. A value with invisible characters is
+    /// production whatever it spells: someone hid something in it.
+    pub fn production_value(&self, raw: &str) -> Option<String> {
+        if tags::has_invisible(raw) {
+            return Some("it contains invisible characters".into());
+        }
+        let value = tags::normalise(raw);
+        let words = self.production_words();
+        let negated = NON_PRODUCTION_PREFIXES.iter().any(|prefix| {
+            words.iter().any(|w| {
+                value
+                    .strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_suffix(w.as_str()))
+                    .is_some_and(|between| between.chars().count() <= 1)
+            })
+        });
+        if negated {
+            return None;
+        }
+        words.iter().find(|w| value.contains(w.as_str())).map(|w| format!("it contains {w:?}"))
+    }
+
+    /// The production environment tag of an instance, if any: (key, value, why). Every environment tag counts, so
+    /// `Environment=dev` does not cancel `environment=prod`.
+    pub fn production_tag(&self, instance: &InstanceRecord) -> Option<(String, String, String)> {
         instance.tags.iter().find_map(|(k, v)| {
-            if !keys.contains(&normalise(k)) {
+            if !self.is_environment_key(k) {
                 return None;
             }
-            let value = normalise(v);
-            // `prod`, and `prod-eu` / `prod_2` / `production (eu)`: a production value followed by a separator.
-            let is_production = values.iter().any(|p| {
-                value == *p
-                    || value
-                        .strip_prefix(p.as_str())
-                        .is_some_and(|rest| rest.starts_with(|c: char| !c.is_alphanumeric()))
-            });
-            is_production.then(|| (k.clone(), v.clone()))
+            self.production_value(v).map(|why| (k.clone(), v.clone(), why))
         })
     }
 
-    /// `finops:protect` with any value but an explicit no (`false`, `no`, `0`, `off`) protects: fail closed.
+    /// The protect tag's value if it protects: any value but exactly `false`, `no`, `0` or `off` (any case).
+    /// Every key that reads as the protect key counts: `Finops:protect=false` does not cancel
+    /// `finops:protect=true`.
     pub fn protect_tag(&self, instance: &InstanceRecord) -> Option<String> {
-        let key = normalise(&self.protect_tag_key);
-        instance.tags.iter().find(|(k, _)| normalise(k) == key).and_then(|(_, v)| {
-            let v = normalise(v);
-            (!matches!(v.as_str(), "false" | "no" | "0" | "off")).then_some(v)
+        let key = tags::normalise(&self.protect_tag_key);
+        instance
+            .tags
+            .iter()
+            .filter(|(k, _)| tags::normalise(k) == key)
+            .find(|(_, v)| !UNPROTECT_VALUES.iter().any(|no| v.to_lowercase() == *no))
+            .map(|(_, v)| v.clone())
+    }
+
+    /// In allow-list mode, why the instance is not on the list. The comparison is the one IAM makes: the tag key
+    /// and the value as written, ignoring case only.
+    pub fn not_allow_listed(&self, instance: &InstanceRecord) -> Option<String> {
+        let allowed = self.act_only_on_environments.as_ref()?;
+        let listed = instance.tags.iter().any(|(k, v)| {
+            self.environment_tag_keys.iter().any(|ek| ek.to_lowercase() == k.to_lowercase())
+                && allowed.iter().any(|a| a.to_lowercase() == v.to_lowercase())
+        });
+        (!listed).then(|| {
+            format!(
+                "allow-list mode: only instances whose {} tag is exactly one of {} are acted on",
+                self.environment_tag_keys.join(" / "),
+                allowed.join(", ")
+            )
         })
     }
 
     /// When the instance is snoozed until, if that is in the future. An unreadable value counts as snoozed for
     /// ever: a person meant to protect the instance.
     pub fn snoozed_until(&self, instance: &InstanceRecord, now: DateTime<Utc>) -> Option<String> {
-        let key = normalise(&self.snooze_tag_key);
-        let (_, raw) = instance.tags.iter().find(|(k, _)| normalise(k) == key)?;
-        let value = raw.trim();
-        let until = DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
-            NaiveDate::parse_from_str(value, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
-        });
-        match until {
-            Some(t) if t > now => Some(t.to_rfc3339()),
-            Some(_) => None,
-            None => Some(format!("unreadable value {value:?}, treated as snoozed")),
-        }
+        let key = tags::normalise(&self.snooze_tag_key);
+        instance.tags.iter().filter(|(k, _)| tags::normalise(k) == key).find_map(|(_, raw)| {
+            let value = raw.trim();
+            let until = DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
+                NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|t| t.and_utc())
+            });
+            match until {
+                Some(t) if t > now => Some(t.to_rfc3339()),
+                Some(_) => None,
+                None => Some(format!("unreadable value {value:?}, treated as snoozed")),
+            }
+        })
     }
 
     /// Why this instance may not be stopped right now, from its own state and tags: the check the actions step
     /// repeats on the live instance right before it stops anything.
     pub fn instance_block(&self, instance: &InstanceRecord, now: DateTime<Utc>) -> Option<(DenialReason, String)> {
         if let Some(v) = self.protect_tag(instance) {
-            return Some((DenialReason::Protected, format!("tagged {}={v}", self.protect_tag_key)));
+            return Some((DenialReason::Protected, format!("tagged {}={v:?}", self.protect_tag_key)));
         }
-        if let Some((k, v)) = self.production_tag(instance) {
-            return Some((DenialReason::Production, format!("production instance (tag {k}={v:?})")));
+        if let Some((k, v, why)) = self.production_tag(instance) {
+            return Some((DenialReason::Production, format!("production instance (tag {k}={v:?}: {why})")));
+        }
+        if let Some(why) = self.not_allow_listed(instance) {
+            return Some((DenialReason::NotAllowListed, why));
         }
         if let Some(what) = instance.membership.describe() {
             return Some((
@@ -287,6 +363,18 @@ impl PolicyConfig {
             return Some((
                 DenialReason::InstanceStoreRoot,
                 "instance-store root volume: stopping it loses the root disk".into(),
+            ));
+        }
+        if let Some(what) = instance.instance_storage.describe() {
+            return Some((
+                DenialReason::InstanceStorage,
+                format!("{what}: stopping erases them and snapshots cannot cover them"),
+            ));
+        }
+        if instance.volumes.is_empty() {
+            return Some((
+                DenialReason::NoVolumes,
+                "EBS-root instance reports no volumes: there would be nothing to snapshot before the stop".into(),
             ));
         }
         if instance.state != "running" {
@@ -336,12 +424,11 @@ pub fn evaluate(
         };
         let action = match rec.action {
             RecommendedAction::Stop | RecommendedAction::SnapshotAndStop => ProposedAction::SnapshotAndStop,
-            RecommendedAction::Terminate if config.terminate_enabled => ProposedAction::SnapshotAndTerminate,
             RecommendedAction::Terminate => {
                 denials.push(deny(
                     rec,
-                    DenialReason::TerminateDisabled,
-                    "terminate is not enabled in this deployment".into(),
+                    DenialReason::TerminateUnsupported,
+                    "finops never terminates instances; it only snapshots and stops them".into(),
                 ));
                 continue;
             }
@@ -375,17 +462,21 @@ pub fn evaluate(
             }
         }
         let summary = summary.expect("checked above");
-        let env = config
-            .environment_tag_keys
-            .iter()
-            .find_map(|k| instance.tags.iter().find(|(t, _)| normalise(t) == normalise(k)).map(|(_, v)| v.clone()));
+        let env = instance.tags.iter().find(|(k, _)| config.is_environment_key(k)).map(|(_, v)| v.clone());
+        // The measured days end where the actions step starts measuring again.
+        let measured_until = summary
+            .days
+            .last()
+            .and_then(|d| d.day.succ_opt())
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(now, |t| t.and_utc());
         eligible.push(Proposal {
             instance_id: instance.instance_id.clone(),
             region: instance.region.clone(),
             instance_type: instance.instance_type.clone(),
             name: instance.name().map(str::to_owned),
             environment: env,
-            owner: instance.tags.iter().find(|(k, _)| normalise(k) == "owner").map(|(_, v)| v.clone()),
+            owner: instance.tags.iter().find(|(k, _)| tags::normalise(k) == "owner").map(|(_, v)| v.clone()),
             action,
             recommended: rec.action,
             confidence: rec.confidence.clamp(0.0, 1.0),
@@ -395,6 +486,8 @@ pub fn evaluate(
             price_source: summary.cost.price_source.to_string(),
             evidence: summary.assessment.reasons.clone(),
             volume_ids: instance.volumes.iter().map(|v| v.volume_id.clone()).collect(),
+            launch_time: instance.launch_time,
+            measured_until,
         });
     }
 
@@ -436,7 +529,7 @@ pub fn evaluate(
 mod tests {
     use super::*;
     use crate::criteria::{CriteriaPreset, IdleCriteria};
-    use crate::inventory::ClusterMembership;
+    use crate::inventory::{ClusterMembership, InstanceStorage, VolumeRecord};
     use crate::pricing::{embedded_hourly, CostEstimate};
     use crate::utilisation::{DailyUtilisation, LookbackWindow};
     use crate::Lifecycle;
@@ -460,7 +553,15 @@ mod tests {
             root_device_type: RootDeviceType::Ebs,
             membership: ClusterMembership::from_tags(&tags),
             tags,
-            volumes: vec![],
+            volumes: vec![VolumeRecord {
+                volume_id: format!("vol-{id}"),
+                device_name: Some("/dev/xvda".into()),
+                size_gib: 20,
+                volume_type: "gp3".into(),
+                iops: None,
+                delete_on_termination: true,
+            }],
+            instance_storage: InstanceStorage::None,
         }
     }
 
@@ -528,7 +629,15 @@ mod tests {
         stopped.state = "stopped".into();
         let mut store = instance("i-store", &[]);
         store.root_device_type = RootDeviceType::InstanceStore;
-        let fleet: Vec<InstanceRecord> = fleet.into_iter().chain([stopped, store]).collect();
+        let mut nvme = instance("i-nvme", &[]);
+        nvme.instance_type = "m5d.large".into();
+        nvme.instance_storage = InstanceStorage::Present { total_gib: 75 };
+        let mut unknown_storage = instance("i-unknown-storage", &[]);
+        unknown_storage.instance_storage = InstanceStorage::Unknown;
+        let mut no_volumes = instance("i-no-volumes", &[]);
+        no_volumes.volumes.clear();
+        let fleet: Vec<InstanceRecord> =
+            fleet.into_iter().chain([stopped, store, nvme, unknown_storage, no_volumes]).collect();
         let recs: Vec<Recommendation> = fleet
             .iter()
             .map(|i| rec(&i.instance_id, RecommendedAction::SnapshotAndStop))
@@ -554,6 +663,10 @@ mod tests {
         assert_eq!(reason_for(&o, "i-busy"), Some(DenialReason::NotIdle));
         assert_eq!(reason_for(&o, "i-stopped"), Some(DenialReason::NotRunning));
         assert_eq!(reason_for(&o, "i-store"), Some(DenialReason::InstanceStoreRoot));
+        assert_eq!(reason_for(&o, "i-nvme"), Some(DenialReason::InstanceStorage));
+        assert!(o.denials.iter().any(|d| d.instance_id == "i-nvme" && d.detail.contains("75 GiB")));
+        assert_eq!(reason_for(&o, "i-unknown-storage"), Some(DenialReason::InstanceStorage));
+        assert_eq!(reason_for(&o, "i-no-volumes"), Some(DenialReason::NoVolumes));
         assert_eq!(reason_for(&o, "i-hallucinated"), Some(DenialReason::UnknownInstance));
         assert_eq!(o.denials.iter().filter(|d| d.reason == DenialReason::Duplicate).count(), 2);
         assert_eq!(o.proposals.len() + o.denials.len(), recs.len());
@@ -570,13 +683,24 @@ mod tests {
     }
 
     #[test]
-    fn terminate_needs_the_deployment_switch_and_still_snapshots() {
+    fn terminate_is_never_proposed_and_the_old_switch_is_refused() {
         let fleet = vec![instance("i-1", &[])];
-        let off = run(&PolicyConfig::default(), &fleet, &[], &[rec("i-1", RecommendedAction::Terminate)]);
-        assert_eq!(off.denials[0].reason, DenialReason::TerminateDisabled);
-        let config = PolicyConfig { terminate_enabled: true, ..PolicyConfig::default() };
-        let on = run(&config, &fleet, &[], &[rec("i-1", RecommendedAction::Terminate)]);
-        assert_eq!(on.proposals[0].action, ProposedAction::SnapshotAndTerminate);
+        let o = run(&PolicyConfig::default(), &fleet, &[], &[rec("i-1", RecommendedAction::Terminate)]);
+        assert!(o.proposals.is_empty());
+        assert_eq!(o.denials[0].reason, DenialReason::TerminateUnsupported);
+        let vars = [("FINOPS_TERMINATE_ENABLED".to_string(), "true".to_string())];
+        let err = PolicyConfig::from_vars(vars).unwrap_err();
+        assert!(err.to_string().contains("never terminates"), "{err}");
+    }
+
+    #[test]
+    fn a_proposal_carries_what_the_actions_step_measures_again_from() {
+        let fleet = vec![instance("i-1", &[])];
+        let o = run(&PolicyConfig::default(), &fleet, &[], &[rec("i-1", RecommendedAction::Stop)]);
+        let p = &o.proposals[0];
+        assert_eq!(p.launch_time, fleet[0].launch_time);
+        // 14 whole days ending before 2026-11-28: measured until its midnight.
+        assert_eq!(p.measured_until, Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap());
     }
 
     #[test]
@@ -596,27 +720,76 @@ mod tests {
     }
 
     #[test]
-    fn protect_tag_fails_closed_and_explicit_no_unprotects() {
+    fn protect_tag_fails_closed_and_only_an_exact_no_unprotects() {
         let c = PolicyConfig::default();
-        for v in ["true", "yes", "", "please", "TRUE "] {
+        for v in ["true", "yes", "", "please", "TRUE ", "on", " No ", "false ", "fa\u{200B}lse", "ＦＡＬＳＥ"] {
             assert!(c.protect_tag(&instance("i", &[("finops:protect", v)])).is_some(), "{v:?}");
         }
-        for v in ["false", " No ", "0", "OFF"] {
+        for v in ["false", "No", "0", "OFF"] {
             assert!(c.protect_tag(&instance("i", &[("finops:protect", v)])).is_none(), "{v:?}");
         }
-        assert!(c.protect_tag(&instance("i", &[("FinOps:Protect", "true")])).is_some());
+        for key in ["FinOps:Protect", " finops:protect", "finops:\u{200B}protect", "ＦＩＮＯＰＳ:ＰＲＯＴＥＣＴ"]
+        {
+            assert!(c.protect_tag(&instance("i", &[(key, "true")])).is_some(), "{key:?}");
+        }
+        // Two keys that differ only in case: the one that protects wins, whichever order they come in.
+        assert!(c.protect_tag(&instance("i", &[("Finops:protect", "false"), ("finops:protect", "true")])).is_some());
+        assert!(c.protect_tag(&instance("i", &[("Finops:protect", "true"), ("finops:protect", "false")])).is_some());
     }
 
     #[test]
-    fn production_values_match_whole_words_only() {
+    fn any_environment_value_containing_a_production_word_is_production() {
         let c = PolicyConfig::default();
-        for v in ["prod", "PROD", " Production ", "\"prod\"", "prod-eu", "live_2", "prd (db)"] {
+        for v in [
+            "prod",
+            "PROD",
+            " Production ",
+            "\"prod\"",
+            "prod-eu",
+            "eu-prod",
+            "us-east-1-prod",
+            "prod1",
+            "live_2",
+            "prd (db)",
+            "prodigy",
+            "pre-prod-eu",
+            "prod-and-non-prod",
+            "ＰＲＯＤ",
+            "pr\u{200B}od",
+            "d\u{200B}ev",
+        ] {
             assert!(c.production_tag(&instance("i", &[("Environment", v)])).is_some(), "{v:?}");
         }
-        for v in ["prodigy", "pre-prod", "dev", "livestock", "non-prod"] {
+        for v in
+            ["dev", "staging", "non-prod", "Non-Prod", "nonprod", "pre-prod", "PreProd", "Pre Production", "qa", ""]
+        {
             assert!(c.production_tag(&instance("i", &[("Environment", v)])).is_none(), "{v:?}");
         }
-        // Only environment keys count: a Name that says prod is just a name.
+        // Every environment key counts, spelled any way; a Name that says prod is just a name.
+        assert!(c.production_tag(&instance("i", &[("Environment", "dev"), ("environment", "prod")])).is_some());
+        assert!(c.production_tag(&instance("i", &[(" ENV ", "prod")])).is_some());
         assert!(c.production_tag(&instance("i", &[("Name", "prod")])).is_none());
+    }
+
+    #[test]
+    fn allow_list_mode_acts_only_on_exactly_listed_environments() {
+        let c = PolicyConfig {
+            act_only_on_environments: Some(vec!["dev".into(), "sandbox".into()]),
+            ..PolicyConfig::default()
+        };
+        assert!(c.not_allow_listed(&instance("i", &[("Environment", "dev")])).is_none());
+        assert!(c.not_allow_listed(&instance("i", &[("env", "SANDBOX")])).is_none());
+        for tags in [&[][..], &[("Environment", "staging")], &[("Environment", " dev")], &[("Name", "dev")]] {
+            assert!(c.not_allow_listed(&instance("i", tags)).is_some(), "{tags:?}");
+        }
+        let o = run(&c, &[instance("i-untagged", &[])], &[], &[rec("i-untagged", RecommendedAction::Stop)]);
+        assert_eq!(o.denials[0].reason, DenialReason::NotAllowListed);
+        // Off by default.
+        assert!(PolicyConfig::default().not_allow_listed(&instance("i", &[])).is_none());
+        let vars = [("FINOPS_ACT_ONLY_ON_ENVIRONMENTS".to_string(), "dev, qa".to_string())];
+        assert_eq!(
+            PolicyConfig::from_vars(vars).unwrap().act_only_on_environments,
+            Some(vec!["dev".into(), "qa".into()])
+        );
     }
 }

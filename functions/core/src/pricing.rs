@@ -269,6 +269,7 @@ mod tests {
             tags: Default::default(),
             membership: ClusterMembership::default(),
             volumes: vec![],
+            instance_storage: crate::InstanceStorage::None,
         }
     }
 

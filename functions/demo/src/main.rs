@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use finops_approval_request::DeploymentMode;
+use finops_core::policy::PolicyConfig;
 use finops_core::LookbackWindow;
 use finops_local::{serve, LocalFunctions, LocalSettings};
 use finops_testkit::approvals::{ApprovalServer, SECRET, TABLE};
@@ -90,11 +92,13 @@ async fn main() {
     };
     let moto_port: u16 = endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).expect("endpoint port");
     let config = sdk_config(&endpoint, "ap-southeast-2").await;
+    let policy = PolicyConfig::default();
     let timings = WorkflowTimings {
         approval_timeout_seconds: args.approval_timeout,
         snapshot_poll_seconds: 2,
         max_snapshot_checks: 30,
-        map_max_concurrency: 5,
+        max_proposals: policy.max_proposals as u32,
+        deployment_mode: "act",
     };
     let env = WorkflowEnv::create(moto_port, &config, &timings).await;
     say(format!(
@@ -110,6 +114,8 @@ async fn main() {
         approval_topic_arn: env.plumbing.topic_arn.clone(),
         approval_base_url: base_url.clone(),
         approval_window_seconds: i64::from(args.approval_timeout),
+        policy,
+        mode: DeploymentMode::Act,
     };
     let functions = Arc::new(LocalFunctions::new(&config, &settings));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto_port).into()));
@@ -161,8 +167,8 @@ async fn main() {
                     .find(|l| l.trim_start().starts_with(if auto == "approve" { "Approve" } else { "Deny:" }));
                 if let Some(url) = link.and_then(|l| l.split_whitespace().last()) {
                     let path = url.strip_prefix(&base_url).unwrap_or(url);
-                    let (status, _) =
-                        http(args.approval_port, "POST", path, "approver=demo%40example.com").expect("approval page");
+                    let body = format!("decision={auto}&approver=demo%40example.com");
+                    let (status, _) = http(args.approval_port, "POST", path, &body).expect("approval page");
                     answered.insert(url.to_owned());
                     say(format!("--auto {auto}: POST {path} -> HTTP {status}"));
                 }
@@ -203,31 +209,39 @@ async fn main() {
     }
 }
 
-/// What was found, proposed, approved, snapshotted, stopped and denied, from the execution's output.
+/// What was found, proposed, approved, snapshotted, stopped and denied, from the execution's output (one outcome
+/// record per proposal: decision, outcome, detail, snapshots).
 fn run_report(run_id: &str, execution: &str, status: &str, output: &Value) -> Value {
     let outcomes = output["outcomes"].as_array().cloned().unwrap_or_default();
-    let decision = |o: &Value| o["approval"]["decision"].as_str().map(str::to_owned);
+    let proposals = output["policy"]["proposals"].as_array().cloned().unwrap_or_default();
+    let saving_of = |id: &Value| -> f64 {
+        proposals.iter().find(|p| p["instanceId"] == *id).and_then(|p| p["monthlySavingUsd"].as_f64()).unwrap_or(0.0)
+    };
     let stopped: Vec<&Value> = outcomes
         .iter()
-        .filter(|o| {
-            o["action"]["operation"] == "stop"
-                && matches!(o["action"]["outcome"].as_str(), Some("done" | "already_done"))
-        })
+        .filter(|o| o["operation"] == "stop" && matches!(o["outcome"].as_str(), Some("done" | "already_done")))
         .collect();
-    let saving: f64 = stopped.iter().filter_map(|o| o["proposal"]["monthlySavingUsd"].as_f64()).sum();
+    let saving: f64 = stopped.iter().map(|o| saving_of(&o["instanceId"])).sum();
+    let not_stopped: Vec<Value> = outcomes
+        .iter()
+        .filter(|o| o["decision"] == "approve" && !stopped.contains(o))
+        .map(|o| json!({"instanceId": o["instanceId"], "outcome": o["outcome"], "why": o["detail"]}))
+        .collect();
     json!({
         "runId": run_id,
         "executionArn": execution,
         "status": status,
+        "mode": output["mode"],
         "found": output["detection"]["instanceCount"],
         "proposed": output["policy"]["proposalCount"],
         "proposedMonthlySavingUsd": output["policy"]["proposedMonthlySavingUsd"],
-        "approved": outcomes.iter().filter(|o| decision(o).as_deref() == Some("approve")).count(),
+        "approved": outcomes.iter().filter(|o| o["decision"] == "approve").count(),
         "deniedByApprover": outcomes.iter().filter(|o| o["outcome"] == "denied").count(),
-        "snoozed": outcomes.iter().filter(|o| decision(o).as_deref() == Some("snooze")).count(),
+        "snoozed": outcomes.iter().filter(|o| o["decision"] == "snooze").count(),
         "unanswered": outcomes.iter().filter(|o| o["outcome"] == "no_answer").count(),
-        "snapshotted": outcomes.iter().filter(|o| o["snapshot"]["snapshotIds"].as_array().is_some_and(|a| !a.is_empty())).count(),
-        "stopped": stopped.iter().map(|o| o["proposal"]["instanceId"].clone()).collect::<Vec<_>>(),
+        "snapshotted": outcomes.iter().filter(|o| o["snapshotIds"].as_array().is_some_and(|a| !a.is_empty())).count(),
+        "stopped": stopped.iter().map(|o| o["instanceId"].clone()).collect::<Vec<_>>(),
+        "approvedButNotStopped": not_stopped,
         "stoppedMonthlySavingUsd": (saving * 100.0).round() / 100.0,
         "deniedByPolicy": output["policy"]["denialCounts"],
         "policyDocument": output["policy"]["policy"],

@@ -1,20 +1,23 @@
-//! The EC2 adapter: DescribeInstances (running, paginated) and DescribeVolumes for the attached volumes.
+//! The EC2 adapter: DescribeInstances (running, paginated), DescribeVolumes for the attached volumes and
+//! DescribeInstanceTypes for instance storage. Read-only: nothing here can change an instance.
 
 use std::collections::{BTreeMap, HashMap};
 
 use aws_config::SdkConfig;
-use aws_sdk_ec2::types::{Filter, Instance, InstanceLifecycleType, PlatformValues, Volume};
+use aws_sdk_ec2::types::{Filter, Instance, InstanceLifecycleType, InstanceType, PlatformValues, Volume};
 use chrono::{DateTime, Utc};
 use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
-use finops_core::{ClusterMembership, InstanceRecord, Lifecycle, RootDeviceType, VolumeRecord};
+use finops_core::{ClusterMembership, InstanceRecord, InstanceStorage, Lifecycle, RootDeviceType, VolumeRecord};
 
-use crate::InventorySource;
+use crate::{InstanceLookup, InventorySource};
 
 /// DescribeInstances page size (the API's maximum).
 pub const INSTANCES_PAGE_SIZE: i32 = 1000;
 /// Values per DescribeVolumes filter (the API accepts up to 200).
 const VOLUME_FILTER_CHUNK: usize = 200;
+/// Instance types per DescribeInstanceTypes call (the API's maximum).
+const INSTANCE_TYPES_CHUNK: usize = 100;
 
 /// EC2 clients per region from one SDK configuration.
 pub struct Ec2Inventory {
@@ -31,6 +34,84 @@ impl InventorySource for Ec2Inventory {
     async fn running_instances(&self, region: &str) -> Result<Vec<InstanceRecord>, FinopsError> {
         describe_region(&self.clients.for_region(region), region).await
     }
+}
+
+impl InstanceLookup for Ec2Inventory {
+    async fn describe_instance(&self, region: &str, instance_id: &str) -> Result<Option<InstanceRecord>, FinopsError> {
+        describe_one(&self.clients.for_region(region), region, instance_id).await
+    }
+}
+
+/// One instance in any state, recorded as the inventory records running ones (so the actions step re-checks the
+/// live instance with the same rules); `None` when EC2 does not know the id.
+pub async fn describe_one(
+    client: &aws_sdk_ec2::Client,
+    region: &str,
+    instance_id: &str,
+) -> Result<Option<InstanceRecord>, FinopsError> {
+    let out = match client.describe_instances().instance_ids(instance_id).send().await {
+        Ok(out) => out,
+        Err(e) => {
+            let err = FinopsError::from_sdk("EC2", "DescribeInstances", e);
+            return match &err {
+                FinopsError::Aws { code, .. } if code.starts_with("InvalidInstanceID") => Ok(None),
+                _ => Err(err),
+            };
+        }
+    };
+    let Some(instance) = out.reservations().iter().flat_map(|r| r.instances()).next().cloned() else {
+        return Ok(None);
+    };
+    let volumes = attached_volumes(client, &[instance_id.to_owned()]).await?;
+    let types: Vec<String> = instance.instance_type().map(|t| t.as_str().to_owned()).into_iter().collect();
+    let storage = instance_storage_by_type(client, &types).await?;
+    Ok(to_record(&instance, region, &volumes, &storage))
+}
+
+/// Instance storage of each instance type (DescribeInstanceTypes, 100 types per call). A type EC2 will not
+/// describe is left out, which the records read as [`InstanceStorage::Unknown`] (treated as present).
+pub async fn instance_storage_by_type(
+    client: &aws_sdk_ec2::Client,
+    types: &[String],
+) -> Result<HashMap<String, InstanceStorage>, FinopsError> {
+    let mut unique: Vec<String> = types.iter().filter(|t| !t.is_empty() && *t != "unknown").cloned().collect();
+    unique.sort_unstable();
+    unique.dedup();
+    let mut found = HashMap::new();
+    for chunk in unique.chunks(INSTANCE_TYPES_CHUNK) {
+        let mut pages = client
+            .describe_instance_types()
+            .set_instance_types(Some(chunk.iter().map(|t| InstanceType::from(t.as_str())).collect()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    let err = FinopsError::from_sdk("EC2", "DescribeInstanceTypes", e);
+                    // A type this region does not describe: its instances stay Unknown, so they are never stopped.
+                    if matches!(&err, FinopsError::Aws { code, .. } if code == "InvalidInstanceType") {
+                        tracing::warn!(error = %err, "instance types not described; their storage counts as present");
+                        break;
+                    }
+                    return Err(err);
+                }
+            };
+            for info in page.instance_types() {
+                let Some(name) = info.instance_type() else { continue };
+                let storage = match (info.instance_storage_supported(), info.instance_storage_info()) {
+                    (Some(true), Some(storage)) => {
+                        InstanceStorage::Present { total_gib: storage.total_size_in_gb().unwrap_or(0).max(0) as u64 }
+                    }
+                    (Some(true), None) => InstanceStorage::Present { total_gib: 0 },
+                    (Some(false), _) => InstanceStorage::None,
+                    (None, _) => InstanceStorage::Unknown,
+                };
+                found.insert(name.as_str().to_owned(), storage);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Running instances of one region with their volumes, following every NextToken.
@@ -50,7 +131,10 @@ pub async fn describe_region(client: &aws_sdk_ec2::Client, region: &str) -> Resu
     }
     let ids: Vec<String> = instances.iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect();
     let volumes = attached_volumes(client, &ids).await?;
-    Ok(instances.iter().filter_map(|i| to_record(i, region, &volumes)).collect())
+    let types: Vec<String> =
+        instances.iter().filter_map(|i| i.instance_type().map(|t| t.as_str().to_owned())).collect();
+    let storage = instance_storage_by_type(client, &types).await?;
+    Ok(instances.iter().filter_map(|i| to_record(i, region, &volumes, &storage)).collect())
 }
 
 /// Volumes attached to the given instances, by instance id.
@@ -104,7 +188,13 @@ fn volume_records(volume: &Volume) -> Vec<(String, VolumeRecord)> {
 }
 
 /// Maps one EC2 instance; `None` only for an instance without an id (never seen from EC2, but not worth a panic).
-pub fn to_record(i: &Instance, region: &str, volumes: &HashMap<String, Vec<VolumeRecord>>) -> Option<InstanceRecord> {
+/// `storage` is the instance storage by type; a block-device mapping without EBS also counts as instance storage.
+pub fn to_record(
+    i: &Instance,
+    region: &str,
+    volumes: &HashMap<String, Vec<VolumeRecord>>,
+    storage: &HashMap<String, InstanceStorage>,
+) -> Option<InstanceRecord> {
     let instance_id = i.instance_id()?.to_owned();
     let tags: BTreeMap<String, String> =
         i.tags().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect();
@@ -129,11 +219,17 @@ pub fn to_record(i: &Instance, region: &str, volumes: &HashMap<String, Vec<Volum
         Some("instance-store") => RootDeviceType::InstanceStore,
         _ => RootDeviceType::Ebs,
     };
+    let instance_type = i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_else(|| "unknown".into());
+    let ephemeral_mapping = i.block_device_mappings().iter().any(|m| m.ebs().is_none());
+    let instance_storage = match storage.get(&instance_type).copied().unwrap_or_default() {
+        InstanceStorage::None if ephemeral_mapping => InstanceStorage::Present { total_gib: 0 },
+        known => known,
+    };
     let mut attached = volumes.get(&instance_id).cloned().unwrap_or_default();
     attached.sort_by(|a, b| a.device_name.cmp(&b.device_name).then_with(|| a.volume_id.cmp(&b.volume_id)));
     Some(InstanceRecord {
         region: region.to_owned(),
-        instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_else(|| "unknown".into()),
+        instance_type,
         state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_else(|| "unknown".into()),
         launch_time,
         lifecycle,
@@ -142,6 +238,7 @@ pub fn to_record(i: &Instance, region: &str, volumes: &HashMap<String, Vec<Volum
         membership: ClusterMembership::from_tags(&tags),
         tags,
         volumes: attached,
+        instance_storage,
         instance_id,
     })
 }

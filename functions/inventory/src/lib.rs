@@ -1,5 +1,5 @@
 //! The inventory step: every running EC2 instance of the configured regions, with tags, attached EBS volumes,
-//! lifecycle, platform, root device type and Auto Scaling / EKS / EMR membership.
+//! lifecycle, platform, root device type, instance storage and Auto Scaling / EKS / EMR membership.
 //!
 //! [`handle`] is the Lambda handler, generic over where instances come from ([`InventorySource`]) and where the
 //! document goes ([`RunStore`]); [`Ec2Inventory`] is the SDK adapter. The fleet goes to the run bucket; the state
@@ -22,6 +22,16 @@ pub use ec2::Ec2Inventory;
 /// Where running instances come from: EC2 in deployments, a fake in benchmarks.
 pub trait InventorySource: Send + Sync {
     fn running_instances(&self, region: &str) -> impl Future<Output = Result<Vec<InstanceRecord>, FinopsError>> + Send;
+}
+
+/// One instance as the inventory records it, in any state: what the agent tools look up and what the actions step
+/// re-checks right before it acts. A read capability: the types that implement it cannot change an instance.
+pub trait InstanceLookup: Send + Sync {
+    fn describe_instance(
+        &self,
+        region: &str,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<Option<InstanceRecord>, FinopsError>> + Send;
 }
 
 /// What the schedule (or the state machine) sends. `regions` may be a list or a comma-separated string, as a

@@ -3,8 +3,8 @@
 use chrono::Utc;
 use finops_aws::get_json;
 use finops_core::steps::InventoryDocument;
-use finops_core::{Lifecycle, RootDeviceType};
-use finops_inventory::{handle, Ec2Inventory};
+use finops_core::{InstanceStorage, Lifecycle, RootDeviceType};
+use finops_inventory::{handle, Ec2Inventory, InstanceLookup};
 use finops_testkit::moto;
 use finops_testkit::seed::{launch, linux_image_id, run_bucket, InstanceSpec};
 use serde_json::json;
@@ -43,6 +43,8 @@ async fn records_tags_volumes_lifecycle_and_membership_across_two_regions() {
     )
     .await;
     let spot = launch(&ec2_use1, &ami_use1, &InstanceSpec::new("batch", "c5.large").spot(), 1).await;
+    let nvme =
+        launch(&ec2_syd, &ami_syd, &InstanceSpec::new("scratch", "m5d.large").tag("Environment", "dev"), 1).await;
     let untagged = launch(&ec2_use1, &ami_use1, &InstanceSpec::new("", "t3.micro").untagged(), 1).await;
     let stopped = launch(&ec2_use1, &ami_use1, &InstanceSpec::new("off", "t3.micro"), 1).await;
     ec2_use1.stop_instances().instance_ids(&stopped[0]).send().await.unwrap();
@@ -55,13 +57,13 @@ async fn records_tags_volumes_lifecycle_and_membership_across_two_regions() {
             .expect("inventory");
 
     assert_eq!(out.run_id, "run-1");
-    assert_eq!(out.instance_count, 6, "stopped instance excluded");
-    assert_eq!(out.instances_by_region["ap-southeast-2"], 3);
+    assert_eq!(out.instance_count, 7, "stopped instance excluded");
+    assert_eq!(out.instances_by_region["ap-southeast-2"], 4);
     assert_eq!(out.instances_by_region["us-east-1"], 3);
     assert_eq!(out.inventory.key, "runs/run-1/inventory.json");
 
     let doc: InventoryDocument = get_json(&store, &out.inventory).await.expect("document in S3");
-    assert_eq!(doc.instances.len(), 6);
+    assert_eq!(doc.instances.len(), 7);
     let find = |id: &str| doc.instances.iter().find(|i| i.instance_id == id).unwrap_or_else(|| panic!("{id} missing"));
 
     let d = find(&dev[0]);
@@ -86,6 +88,19 @@ async fn records_tags_volumes_lifecycle_and_membership_across_two_regions() {
     assert_eq!(bare.name(), None);
     assert!(!bare.membership.is_managed());
     assert!(doc.instances.iter().all(|i| i.instance_id != stopped[0]));
+
+    // Instance storage from DescribeInstanceTypes: m5d.large has a 75 GB NVMe disk that a stop would erase.
+    assert_eq!(d.instance_storage, InstanceStorage::None);
+    assert_eq!(find(&nvme[0]).instance_storage, InstanceStorage::Present { total_gib: 75 });
+
+    // The lookup the actions step and the agent tools use: any state, same record; unknown ids are None.
+    let lookup = Ec2Inventory::new(use1.clone());
+    let off = lookup.describe_instance("us-east-1", &stopped[0]).await.unwrap().expect("stopped instance");
+    assert_eq!(off.state, "stopped");
+    assert_eq!(off.instance_storage, InstanceStorage::None);
+    let again = lookup.describe_instance("ap-southeast-2", &nvme[0]).await.unwrap().expect("nvme instance");
+    assert_eq!(again, *find(&nvme[0]), "the lookup records an instance exactly as the inventory does");
+    assert_eq!(lookup.describe_instance("us-east-1", "i-0123456789abcdef0").await.unwrap(), None);
 }
 
 /// moto pages DescribeInstances by reservation: more than 1,000 reservations need a second page.

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
-use finops_actions::{ActionsConfig, SdkEc2Actions};
-use finops_approval_request::RequestConfig;
+use finops_actions::{Actions, ActionsConfig, SdkEc2Actions};
+use finops_approval_request::{DeploymentMode, RequestConfig};
 use finops_approvals::{DynamoApprovals, SecretsManagerKey, SnsNotifier};
 use finops_aws::{FinopsError, PriceBook, S3RunStore, SdkPriceList};
 use finops_core::policy::PolicyConfig;
@@ -42,6 +42,10 @@ pub struct LocalSettings {
     pub approval_topic_arn: String,
     pub approval_base_url: String,
     pub approval_window_seconds: i64,
+    /// The policy of the policy and actions steps (the per-run cap is also the approval map's concurrency).
+    pub policy: PolicyConfig,
+    /// The deployment's mode, as the approval request step reads it.
+    pub mode: DeploymentMode,
 }
 
 /// Every step's handler with its clients, as the deployed Lambdas would build them.
@@ -72,7 +76,7 @@ impl LocalFunctions {
             metrics: CloudWatchMetrics::new(config.clone()),
             prices: PriceBook::new(None),
             detection: DetectionConfig { run_bucket: Some(settings.bucket.clone()), ..DetectionConfig::default() },
-            policy: PolicyConfig::default(),
+            policy: settings.policy.clone(),
             records: DynamoApprovals::new(config, settings.approvals_table.clone()),
             key: SecretsManagerKey::new(config, settings.signing_secret_id.clone()),
             notifier: SnsNotifier::new(config, settings.approval_topic_arn.clone()),
@@ -80,9 +84,13 @@ impl LocalFunctions {
                 base_url: settings.approval_base_url.clone(),
                 window_seconds: settings.approval_window_seconds,
                 snooze_days: 7,
+                mode: settings.mode,
             },
             ec2: SdkEc2Actions::new(config.clone()),
-            actions: ActionsConfig { policy: PolicyConfig::default(), snooze_days: 7 },
+            actions: ActionsConfig {
+                policy: settings.policy.clone(),
+                ..ActionsConfig::from_vars(Vec::new()).expect("defaults are valid")
+            },
             failing: Mutex::default(),
             invocations: Mutex::default(),
         }
@@ -130,7 +138,14 @@ impl LocalFunctions {
                 )
             }
             "finops-actions" => {
-                to_json(finops_actions::handle(payload, &self.ec2, &self.actions, now).await.map(|o| json_of(&o)))
+                let actions = Actions {
+                    instances: &self.inventory,
+                    ec2: &self.ec2,
+                    approvals: &self.records,
+                    metrics: &self.metrics,
+                    config: &self.actions,
+                };
+                to_json(actions.handle(payload, now).await.map(|o| json_of(&o)))
             }
             other => Err(("ResourceNotFoundException".into(), format!("Function not found: {other}"))),
         }

@@ -7,13 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use finops_approval_request::DeploymentMode;
+use finops_core::policy::PolicyConfig;
 use finops_core::LookbackWindow;
 use finops_local::{serve, LocalFunctions, LocalSettings};
 use finops_testkit::approvals::{ApprovalServer, SECRET, TABLE};
 use finops_testkit::moto::{sdk_config, MotoServer};
-use finops_testkit::seed::{sample_fleet, SeededInstance};
+use finops_testkit::seed::{
+    launch, linux_image_id, put_daily_metrics, sample_fleet, DayProfile, InstanceSpec, SeededInstance,
+};
 use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings, RUN_BUCKET};
-use finops_testkit::{aws_sdk_dynamodb, aws_sdk_ec2};
+use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_dynamodb, aws_sdk_ec2};
 use serde_json::Value;
 
 struct Workflow {
@@ -29,6 +33,17 @@ async fn workflow(approval_timeout: u32) -> Workflow {
 }
 
 async fn workflow_with(approval_timeout: u32, approval_base_url: &str) -> Workflow {
+    deployment(approval_timeout, approval_base_url, 10, "act").await
+}
+
+/// A deployment with its per-run cap and mode, set as the CDK app sets them (the cap is also the approval map's
+/// concurrency).
+async fn deployment(
+    approval_timeout: u32,
+    approval_base_url: &str,
+    max_proposals: u32,
+    mode: &'static str,
+) -> Workflow {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
     let moto = MotoServer::start_with_env(&[("MOTO_PORT", router_port.to_string())]);
@@ -37,7 +52,8 @@ async fn workflow_with(approval_timeout: u32, approval_base_url: &str) -> Workfl
         approval_timeout_seconds: approval_timeout,
         snapshot_poll_seconds: 1,
         max_snapshot_checks: 5,
-        map_max_concurrency: 4,
+        max_proposals,
+        deployment_mode: mode,
     };
     let env = WorkflowEnv::create(moto.port, &config, &timings).await;
     let settings = LocalSettings {
@@ -47,6 +63,8 @@ async fn workflow_with(approval_timeout: u32, approval_base_url: &str) -> Workfl
         approval_topic_arn: env.plumbing.topic_arn.clone(),
         approval_base_url: approval_base_url.into(),
         approval_window_seconds: 3600,
+        policy: PolicyConfig { max_proposals: max_proposals as usize, ..PolicyConfig::default() },
+        mode: if mode == "act" { DeploymentMode::Act } else { DeploymentMode::Recommend },
     };
     let functions = Arc::new(LocalFunctions::new(&config, &settings));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto.port).into()));
@@ -110,6 +128,8 @@ async fn recommend_mode_reports_and_does_nothing() {
     }
     assert!(!states.iter().any(|s| s == "Request Approval"), "recommend mode asks nobody");
     assert_eq!(output["policy"]["proposalCount"], 10);
+    assert_eq!(output["policy"]["denialCounts"]["instance-storage"], 1, "dev-nvme-scratch: {output}");
+    assert_eq!(output["policy"]["denialCounts"]["production"], 3, "prod-orders-db, legacy-reporting, billing-replica");
     let report = w.report().await;
     assert!(
         report.contains("finops run run-recommend (recommend mode)") && report.contains("Proposed: 10"),
@@ -127,7 +147,7 @@ async fn recommend_mode_reports_and_does_nothing() {
         .iter()
         .flat_map(|r| r.instances())
         .all(|i| i.state().unwrap().name().unwrap().as_str() == "running"));
-    assert_eq!(w.fleet.len(), 26);
+    assert_eq!(w.fleet.len(), 28);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,12 +203,13 @@ async fn answer_emails(
             .to_owned();
         let path_and_query = link.strip_prefix("http://127.0.0.1:9").unwrap();
         let (path, query) = path_and_query.split_once('?').unwrap();
+        let body = format!("decision={choice}&approver=ops%40example.com");
         let response = finops_approval::handle(
             finops_approval::HttpRequest {
                 method: "POST",
                 path,
                 query,
-                body: b"approver=ops%40example.com",
+                body: body.as_bytes(),
                 source_ip: Some("127.0.0.1"),
             },
             &records,
@@ -251,7 +272,7 @@ async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
             "approve" => {
                 assert_eq!(state, "stopped", "{name}");
                 assert_eq!(tags["finops:action"], "stopped");
-                assert_eq!(tags["finops:approved-by"], "ops@example.com  from 127.0.0.1", "EC2 tag characters only");
+                assert_eq!(tags["finops:approved-by"], "ops@example.com", "the name, not the address it came from");
                 let region_config = sdk_config(w.config.endpoint_url().unwrap(), &i.region).await;
                 let snaps = aws_sdk_ec2::Client::new(&region_config)
                     .describe_snapshots()
@@ -275,7 +296,16 @@ async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
             }
         }
     }
-    for untouchable in ["prod-orders-db", "web-asg-node", "eks-node", "dev-keep-me", "batch-etl", "legacy-reporting"] {
+    for untouchable in [
+        "prod-orders-db",
+        "web-asg-node",
+        "eks-node",
+        "dev-keep-me",
+        "batch-etl",
+        "legacy-reporting",
+        "dev-nvme-scratch",
+        "billing-replica",
+    ] {
         assert_eq!(instance_state(&w, by_name(&w, untouchable)).await.0, "running", "{untouchable}");
     }
     let _ = ec2;
@@ -367,7 +397,7 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
 
     let browser = finops_testkit::browser::Browser::start();
     browser.goto(&approve);
-    browser.wait_for("Stop idle instance");
+    browser.wait_for("Approve stopping dev-raj-sandbox");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(w.env.plumbing.status(&execution).await, "RUNNING", "the page alone decided nothing");
     assert_eq!(instance_state(&w, dev).await.0, "running");
@@ -378,4 +408,138 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
     assert_eq!(status, "SUCCEEDED");
     assert!(states.contains(&"Stop Instance".to_string()), "{states:?}");
     assert_eq!(instance_state(&w, dev).await.0, "stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recommend_deployment_asks_nobody_even_when_the_run_says_act() {
+    let w = deployment(60, "http://127.0.0.1:9", 10, "recommend").await;
+    let execution = w.start("run-says-act", "act").await;
+    let (status, states, output) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    assert!(states.contains(&"Recommend Only".to_string()), "{states:?}");
+    assert!(!states.iter().any(|s| s == "Ask Approvers And Act" || s == "Request Approval"), "{states:?}");
+    assert_eq!(output["mode"], "recommend");
+    assert!(output["policy"]["proposalCount"].as_u64().unwrap() > 0, "there was something to propose");
+    assert!(w.env.plumbing.try_next_email().await.is_none(), "no approval email");
+    assert!(w.report().await.contains("(recommend mode)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_approval_email_of_a_run_goes_out_at_once_and_twelve_unanswered_end_in_no_action() {
+    let timeout = 6;
+    let w = deployment(timeout, "http://127.0.0.1:9", 12, "act").await;
+    // Two more idle dev boxes: 12 proposals with the sample fleet's 10.
+    let ec2 = aws_sdk_ec2::Client::new(&w.config);
+    let image = linux_image_id(&ec2).await;
+    let window = LookbackWindow::ending_before(Utc::now(), 14);
+    for name in ["dev-extra-1", "dev-extra-2"] {
+        let id =
+            launch(&ec2, &image, &InstanceSpec::new(name, "t3.large").tag("Environment", "dev"), 1).await.remove(0);
+        put_daily_metrics(&aws_sdk_cloudwatch::Client::new(&w.config), &id, &window, |_| Some(DayProfile::idle()))
+            .await;
+    }
+    let execution = w.start("run-twelve", "act").await;
+    // When the first approval times out, every one of the twelve must already have been asked.
+    let asked_when_first_timed_out = loop {
+        let states = w.env.plumbing.entered_states(&execution).await;
+        if states.iter().any(|s| s == "No Answer, No Action") {
+            break states.iter().filter(|s| *s == "Request Approval").count();
+        }
+        assert_eq!(w.env.plumbing.status(&execution).await, "RUNNING", "{states:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(asked_when_first_timed_out, 12, "every approval was requested at the start of the window");
+    let (status, states, output) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    let outcomes = output["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 12);
+    assert!(outcomes.iter().all(|o| o["outcome"] == "no_answer"), "{outcomes:?}");
+    let mut emails = 0;
+    while w.env.plumbing.try_next_email().await.is_some() {
+        emails += 1;
+    }
+    assert_eq!(emails, 12);
+    let report = w.report().await;
+    assert!(report.contains("Proposed: 12") && report.contains("no_answer"), "{report}");
+    let ledger = w.ledger("run-twelve").await;
+    assert_eq!(ledger["proposalCount"].as_n().unwrap(), "12");
+    assert_eq!(ledger["outcomes"].as_s().unwrap().matches("no_answer").count(), 12);
+    for i in &w.fleet {
+        assert_eq!(instance_state(&w, i).await.0, "running", "{}", i.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_actions_function_invoked_by_hand_stops_nothing() {
+    let w = workflow(60).await;
+    let dev = by_name(&w, "dev-ana-workstation");
+    let proposal = serde_json::json!({
+        "instanceId": dev.instance_id, "region": dev.region, "instanceType": "t3.large", "action": "snapshot-and-stop",
+        "launchTime": "2026-01-01T00:00:00Z", "measuredUntil": "2026-11-28T00:00:00Z"
+    });
+    let forged = serde_json::json!({"decision": "approve", "approver": "mallory", "approvalId": "0123456789abcdef0123456789abcdef"});
+    for event in [
+        serde_json::json!({"operation": "snapshot", "runId": "run-forged", "proposal": proposal}),
+        serde_json::json!({"operation": "snapshot", "runId": "run-forged", "proposal": proposal, "decision": forged}),
+        serde_json::json!({"operation": "stop", "runId": "run-forged", "proposal": proposal, "snapshotIds": []}),
+        serde_json::json!({"operation": "stop", "runId": "run-forged", "proposal": proposal, "snapshotIds": [], "decision": {"decision": "approve"}}),
+        serde_json::json!({"operation": "stop", "runId": "run-forged", "proposal": proposal, "snapshotIds": [], "decision": forged}),
+    ] {
+        let out = w.functions.invoke("finops-actions", event.clone()).await.expect("a refusal, not an error");
+        assert_eq!(out["outcome"], "refused", "{event}: {out}");
+    }
+    assert_eq!(instance_state(&w, dev).await.0, "running");
+    let snaps = ec2_snapshots(&w, dev).await;
+    assert_eq!(snaps, 0, "nothing snapshotted");
+}
+
+async fn ec2_snapshots(w: &Workflow, i: &SeededInstance) -> usize {
+    let config = sdk_config(w.config.endpoint_url().unwrap(), &i.region).await;
+    let filter = aws_sdk_ec2::types::Filter::builder().name("tag:finops:instance-id").values(&i.instance_id).build();
+    aws_sdk_ec2::Client::new(&config)
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(filter)
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pressing_enter_on_the_deny_page_denies() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let w = workflow_with(120, &base).await;
+    let _server = ApprovalServer::start(&approval_binary(), w.config.endpoint_url().unwrap(), port);
+    let dev = by_name(&w, "qa-perf-rig");
+    let input = serde_json::json!({
+        "entry": "single-instance", "mode": "act", "regions": ["us-east-1"], "lookbackDays": 14,
+        "instanceId": dev.instance_id, "requestedAction": "snapshot_and_stop", "requestedBy": "agent", "justification": "idle"
+    });
+    let execution = w.env.start_with("enter-run", &input).await;
+    let email = w.env.plumbing.next_email().await;
+    let deny = email
+        .lines()
+        .find(|l| l.trim_start().starts_with("Deny:"))
+        .unwrap()
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .to_owned();
+
+    let browser = finops_testkit::browser::Browser::start();
+    browser.goto(&deny);
+    browser.wait_for("Deny stopping qa-perf-rig");
+    browser.type_into("#approver", "raj@example.com");
+    browser.press_enter("#approver");
+    browser.wait_for("Decision recorded");
+    let (status, states, output) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(states.contains(&"Record Denial".to_string()), "{states:?}");
+    assert!(!states.iter().any(|s| s == "Snapshot Volumes" || s == "Stop Instance"), "{states:?}");
+    assert_eq!(output["outcomes"][0]["outcome"], "denied", "{output}");
+    assert_eq!(instance_state(&w, dev).await.0, "running");
+    assert_eq!(ec2_snapshots(&w, dev).await, 0);
 }

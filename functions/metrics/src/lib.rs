@@ -414,6 +414,7 @@ mod tests {
                 tags: Default::default(),
                 membership: ClusterMembership::default(),
                 volumes: vec![],
+                instance_storage: finops_core::InstanceStorage::None,
             })
             .collect()
     }

@@ -29,6 +29,7 @@ fn instance(id: &str) -> InstanceRecord {
         tags: Default::default(),
         membership: ClusterMembership::default(),
         volumes: vec![],
+        instance_storage: finops_core::InstanceStorage::None,
     }
 }
 

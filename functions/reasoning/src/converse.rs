@@ -260,14 +260,13 @@ impl<T: ToolRunner> Reasoner for BedrockConverse<T> {
     }
 }
 
-/// The action-group handler as the tool runner: the same code answers the agent and the Converse loop.
-impl<S, M, P, E, X> ToolRunner for finops_agent_tools::Tools<'_, S, M, P, E, X>
+/// The read-only tools of the action group as the tool runner: the same code answers the agent and the Converse
+/// loop, and the loop cannot reach anything that asks for approval or changes an instance.
+impl<S, M, P> ToolRunner for finops_agent_tools::ReadTools<'_, S, M, P>
 where
-    S: finops_inventory::InventorySource,
+    S: finops_inventory::InventorySource + finops_inventory::InstanceLookup,
     M: finops_metrics::MetricsApi,
     P: finops_aws::PriceListApi,
-    E: finops_actions::Ec2Actions,
-    X: finops_agent_tools::ApprovalStarter,
 {
     async fn run(&self, tool: &ToolDef, input: &Value, session_id: &str) -> Value {
         let parameters: Vec<Value> = input

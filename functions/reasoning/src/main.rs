@@ -6,7 +6,6 @@
 use finops_agent_tools::ToolClients;
 use finops_aws::{load_sdk_config, AwsSettings, FinopsError, S3RunStore};
 use finops_core::config::PricingMode;
-use finops_core::policy::PolicyConfig;
 use finops_core::regions::parse_region_list;
 use finops_core::DetectionConfig;
 use finops_reasoning::agent::BedrockAgent;
@@ -44,10 +43,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             let detection = DetectionConfig::from_env()?;
             let regions = parse_region_list(&required("FINOPS_REGIONS")?)
                 .map_err(|e| FinopsError::Configuration(format!("FINOPS_REGIONS: {e}")))?;
-            // Converse gets the read-only tools only; the approval starter is never called from here.
-            let state_machine = std::env::var("FINOPS_STATE_MACHINE_ARN").unwrap_or_default();
-            let clients = ToolClients::new(&config, detection.pricing == PricingMode::Api, &state_machine);
-            let tools = clients.tools(regions, PolicyConfig::from_vars(std::env::vars())?, detection.criteria);
+            // Converse gets the read-only tools only: nothing it can call asks for approval or changes an instance.
+            let clients = ToolClients::new(&config, detection.pricing == PricingMode::Api);
+            let tools = clients.read_tools(regions, detection.criteria);
             let converse =
                 BedrockConverse::new(aws_sdk_bedrockruntime::Client::new(&config), required("FINOPS_MODEL_ID")?, tools)
                     .map_err(FinopsError::Configuration)?;

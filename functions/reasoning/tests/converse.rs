@@ -13,7 +13,6 @@ use aws_sdk_bedrockruntime::Client;
 use chrono::Utc;
 use finops_agent_tools::ToolClients;
 use finops_core::criteria::{CriteriaPreset, IdleCriteria};
-use finops_core::policy::PolicyConfig;
 use finops_core::LookbackWindow;
 use finops_reasoning::converse::{from_document, to_document, tool_defs, BedrockConverse, OPENAPI};
 use finops_reasoning::{Reasoner, ReasonerError};
@@ -73,12 +72,9 @@ async fn a_tool_call_runs_in_process_and_its_result_goes_back() {
     let window = LookbackWindow::ending_before(Utc::now(), 14);
     put_daily_metrics(&aws_sdk_cloudwatch::Client::new(&config), &id, &window, |_| Some(DayProfile::idle())).await;
 
-    let clients = ToolClients::new(&config, false, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:unused");
-    let tools = clients.tools(
-        vec!["ap-southeast-2".into()],
-        PolicyConfig::default(),
-        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-    );
+    let clients = ToolClients::new(&config, false);
+    let tools =
+        clients.read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14));
 
     let final_answer = format!(
         r#"{{"recommendations":[{{"instanceId":"{id}","action":"snapshot_and_stop","confidence":0.9,"justification":"idle"}}]}}"#
@@ -119,12 +115,9 @@ async fn a_tool_call_runs_in_process_and_its_result_goes_back() {
 async fn a_model_that_never_stops_calling_tools_is_cut_off() {
     let moto = moto().await;
     let config = moto.sdk_config("ap-southeast-2").await;
-    let clients = ToolClients::new(&config, false, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:unused");
-    let tools = clients.tools(
-        vec!["ap-southeast-2".into()],
-        PolicyConfig::default(),
-        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-    );
+    let clients = ToolClients::new(&config, false);
+    let tools =
+        clients.read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14));
     let looping =
         mock!(Client::converse).then_output(|| reply(vec![tool_use("i-0000000000000000a")], StopReason::ToolUse));
     let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::MatchAny, [&looping]);

@@ -86,6 +86,11 @@ impl Browser {
         call(self.port, "POST", &format!("/session/{}/element/{id}/value", self.session), &json!({"text": text}));
     }
 
+    /// Presses Enter in a field, as a person does after typing their name (WebDriver's key code U+E007).
+    pub fn press_enter(&self, css: &str) {
+        self.type_into(css, "\u{E007}");
+    }
+
     pub fn click(&self, css: &str) {
         let id = self.element(css);
         call(self.port, "POST", &format!("/session/{}/element/{id}/click", self.session), &json!({}));

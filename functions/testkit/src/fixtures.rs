@@ -9,13 +9,16 @@ pub fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
 }
 
+/// An ordinary running EBS-backed instance: one 20 GiB gp3 root volume, no instance storage.
 pub fn instance(id: &str, instance_type: &str, tags: &[(&str, &str)]) -> InstanceRecord {
     let tags: serde_json::Map<String, serde_json::Value> =
         tags.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
     let mut record: InstanceRecord = serde_json::from_value(serde_json::json!({
         "instanceId": id, "region": "ap-southeast-2", "instanceType": instance_type, "state": "running",
         "launchTime": "2025-01-01T00:00:00Z", "lifecycle": "on-demand", "platform": "Linux/UNIX",
-        "rootDeviceType": "ebs", "tags": tags
+        "rootDeviceType": "ebs", "tags": tags, "instanceStorage": {"kind": "none"},
+        "volumes": [{"volumeId": format!("vol-{}", id.trim_start_matches("i-")), "deviceName": "/dev/xvda",
+                     "sizeGib": 20, "volumeType": "gp3", "deleteOnTermination": true}]
     }))
     .expect("instance fixture");
     record.membership = finops_core::ClusterMembership::from_tags(&record.tags);

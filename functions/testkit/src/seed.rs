@@ -292,10 +292,10 @@ fn sample(region: &'static str, role: &'static str, spec: InstanceSpec, profile:
     Sample { region, role, spec, profile: Some(profile), recent_days_only: None }
 }
 
-/// The demo's sample fleet (also the end-to-end tests'): 26 instances in ap-southeast-2 and us-east-1 with 14 days of
-/// metrics. Idle dev boxes, busy servers, an idle production database, an Auto Scaling member, an EKS node, an
-/// I/O-bound batch box with low CPU, a fresh instance, a protected and a snoozed one, and one whose Name tag carries
-/// a prompt-injection string.
+/// The demo's sample fleet (also the end-to-end tests'): 28 instances in ap-southeast-2 and us-east-1 with 14 days of
+/// metrics. Idle dev boxes, busy servers, an idle production database, an idle box tagged `eu-prod`, an Auto Scaling
+/// member, an EKS node, an I/O-bound batch box with low CPU, an idle dev box with local NVMe disks, a fresh
+/// instance, a protected and a snoozed one, and one whose Name tag carries a prompt-injection string.
 pub async fn sample_fleet(
     syd: &aws_config::SdkConfig,
     use1: &aws_config::SdkConfig,
@@ -347,6 +347,12 @@ pub async fn sample_fleet(
             DayProfile::io_bound(),
         ),
         sample(SYD, "underutilised cron box", dev("cron-reports", "m5.large", "ops@example.com"), DayProfile::spiky()),
+        sample(
+            SYD,
+            "idle dev box with local NVMe disks (a stop would erase them)",
+            dev("dev-nvme-scratch", "m5d.large", "mei@example.com"),
+            DayProfile::idle(),
+        ),
         Sample {
             region: SYD,
             role: "fresh instance (2 days old)",
@@ -387,6 +393,12 @@ pub async fn sample_fleet(
             USE1,
             "idle box tagged production in lower case",
             InstanceSpec::new("legacy-reporting", "m5.large").tag("stage", "prd"),
+            DayProfile::idle(),
+        ),
+        sample(
+            USE1,
+            "idle replica tagged with a region-prefixed production value",
+            InstanceSpec::new("billing-replica", "m5.large").tag("Environment", "eu-prod"),
             DayProfile::idle(),
         ),
         sample(

@@ -30,7 +30,11 @@ pub struct WorkflowTimings {
     pub approval_timeout_seconds: u32,
     pub snapshot_poll_seconds: u32,
     pub max_snapshot_checks: u32,
-    pub map_max_concurrency: u32,
+    /// The per-run cap on proposals. As in the CDK app, it is also the approval map's concurrency: every proposal
+    /// waits for its approver at once, so every email of a run goes out at the start.
+    pub max_proposals: u32,
+    /// `act` or `recommend`: the deployment's mode, which caps every run's.
+    pub deployment_mode: &'static str,
 }
 
 /// The ASL with every `${...}` replaced as CloudFormation's DefinitionSubstitutions would.
@@ -43,7 +47,14 @@ pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings)
         ("ApprovalTimeoutSeconds", timings.approval_timeout_seconds.to_string()),
         ("SnapshotPollSeconds", timings.snapshot_poll_seconds.to_string()),
         ("MaxSnapshotChecks", timings.max_snapshot_checks.to_string()),
-        ("MapMaxConcurrency", timings.map_max_concurrency.to_string()),
+        ("ApprovalConcurrency", timings.max_proposals.max(1).to_string()),
+        ("DeploymentMode", timings.deployment_mode.to_owned()),
+        // The approval window, the snapshot wait and room for every other step, as the CDK app computes it.
+        (
+            "ExecutionTimeoutSeconds",
+            (timings.approval_timeout_seconds + timings.snapshot_poll_seconds * timings.max_snapshot_checks + 600)
+                .to_string(),
+        ),
     ]
     .into_iter()
     .collect();

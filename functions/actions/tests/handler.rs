@@ -1,0 +1,323 @@
+//! The actions handler over in-memory EC2, approval records and CloudWatch: what it takes to stop an instance, and
+//! everything that makes it refuse. Each refusal is checked to change nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, TimeZone, Utc};
+use finops_actions::memory::MemoryEc2;
+use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome};
+use finops_approvals::{ApprovalReader, ApprovalRecord, ApprovalState, MemoryApprovals};
+use finops_aws::FinopsError;
+use finops_core::approval::ApprovalAction;
+use finops_core::{
+    ClusterMembership, InstanceRecord, InstanceStorage, Lifecycle, LookbackWindow, RootDeviceType, VolumeRecord,
+};
+use finops_metrics::{MetricDataPage, MetricKind, MetricQuery, MetricSeries, MetricsApi};
+use serde_json::{json, Value};
+
+const ID: &str = "i-0123456789abcdef0";
+const APPROVAL: &str = "aaaabbbbccccddddeeeeffff00001111";
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 2, 9, 30, 0).unwrap()
+}
+
+fn launched() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).unwrap()
+}
+
+fn instance() -> InstanceRecord {
+    let tags: BTreeMap<String, String> =
+        [("Name".to_string(), "dev-box".to_string()), ("Environment".to_string(), "dev".to_string())].into();
+    InstanceRecord {
+        instance_id: ID.into(),
+        region: "ap-southeast-2".into(),
+        instance_type: "t3.large".into(),
+        state: "running".into(),
+        launch_time: launched(),
+        lifecycle: Lifecycle::OnDemand,
+        platform: "Linux/UNIX".into(),
+        root_device_type: RootDeviceType::Ebs,
+        membership: ClusterMembership::from_tags(&tags),
+        tags,
+        volumes: vec![VolumeRecord {
+            volume_id: "vol-1".into(),
+            device_name: Some("/dev/xvda".into()),
+            size_gib: 20,
+            volume_type: "gp3".into(),
+            iops: None,
+            delete_on_termination: true,
+        }],
+        instance_storage: InstanceStorage::None,
+    }
+}
+
+fn proposal() -> Value {
+    json!({
+        "instanceId": ID, "region": "ap-southeast-2", "instanceType": "t3.large", "action": "snapshot-and-stop",
+        "recommended": "snapshot_and_stop", "confidence": 0.9, "justification": "idle 14 days", "backend": "rules",
+        "priceSource": "embedded", "evidence": [], "volumeIds": ["vol-1"],
+        "launchTime": launched().to_rfc3339(), "measuredUntil": "2026-11-28T00:00:00Z"
+    })
+}
+
+/// An approval record as the callback writes it after a POST.
+fn decided(decision: ApprovalAction) -> ApprovalRecord {
+    ApprovalRecord {
+        approval_id: APPROVAL.into(),
+        task_token: "token".into(),
+        proposal: serde_json::from_value(proposal()).unwrap(),
+        run_id: "run-1".into(),
+        execution_arn: "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1".into(),
+        created_at: now().timestamp() - 86_400 * 4,
+        expires_at: now().timestamp() + 3_600,
+        state: ApprovalState::Decided,
+        decision: Some(decision),
+        approver: Some("ana@example.com".into()),
+        decided_at: Some("2026-12-02T09:00:00Z".into()),
+        source_ip: Some("203.0.113.7".into()),
+        decided_via: Some("POST".into()),
+        late_answer: None,
+    }
+}
+
+/// CloudWatch since the scan: the same value every day for every instance.
+struct Constant {
+    cpu_max: f64,
+    network_bytes: f64,
+}
+
+impl MetricsApi for Constant {
+    async fn memory_dimensions(&self, _: &str) -> Result<HashMap<String, Vec<(String, String)>>, FinopsError> {
+        Ok(HashMap::new())
+    }
+
+    async fn get_metric_data(
+        &self,
+        _: &str,
+        queries: &[MetricQuery],
+        window: &LookbackWindow,
+        _: Option<String>,
+    ) -> Result<MetricDataPage, FinopsError> {
+        let series = queries
+            .iter()
+            .map(|q| {
+                let value = match q.kind {
+                    MetricKind::CpuMaximum => self.cpu_max,
+                    MetricKind::CpuAverage => self.cpu_max / 4.0,
+                    MetricKind::NetworkIn | MetricKind::NetworkOut => self.network_bytes / 2.0,
+                    _ => 100.0,
+                };
+                MetricSeries {
+                    id: q.id.clone(),
+                    timestamps: (0..window.days).map(|d| window.start().timestamp() + i64::from(d) * 86_400).collect(),
+                    values: vec![value; window.days as usize],
+                }
+            })
+            .collect();
+        Ok(MetricDataPage { series, next_token: None })
+    }
+}
+
+const IDLE: Constant = Constant { cpu_max: 2.0, network_bytes: 200_000.0 };
+
+struct World {
+    ec2: MemoryEc2,
+    approvals: MemoryApprovals,
+    metrics: Constant,
+    config: ActionsConfig,
+}
+
+impl World {
+    fn new(instance: InstanceRecord, metrics: Constant) -> Self {
+        Self {
+            ec2: MemoryEc2::with([instance]),
+            approvals: MemoryApprovals::default(),
+            metrics,
+            config: ActionsConfig::from_vars(Vec::new()).unwrap(),
+        }
+    }
+
+    async fn call(&self, event: Value) -> Result<ActionOutcome, FinopsError> {
+        let actions = Actions {
+            instances: &self.ec2,
+            ec2: &self.ec2,
+            approvals: &self.approvals,
+            metrics: &self.metrics,
+            config: &self.config,
+        };
+        actions.handle(event, now()).await
+    }
+
+    async fn snapshot(&self, decision: Value) -> ActionOutcome {
+        self.call(json!({"operation": "snapshot", "runId": "run-1", "proposal": proposal(), "decision": decision}))
+            .await
+            .unwrap()
+    }
+
+    async fn stop(&self, snapshot_ids: &[String], decision: Value) -> ActionOutcome {
+        self.call(json!({"operation": "stop", "runId": "run-1", "proposal": proposal(), "snapshotIds": snapshot_ids, "decision": decision}))
+            .await
+            .unwrap()
+    }
+
+    /// Snapshots made under a genuine approval, for the stop tests.
+    async fn snapshotted(&self) -> Vec<String> {
+        self.approvals.insert(decided(ApprovalAction::Approve));
+        let out = self.snapshot(json!({"approvalId": APPROVAL})).await;
+        assert_eq!(out.outcome, Outcome::Done, "{}", out.detail);
+        out.snapshot_ids
+    }
+}
+
+fn approval() -> Value {
+    json!({"decision": "approve", "approver": "someone-else", "approvalId": APPROVAL})
+}
+
+#[tokio::test]
+async fn a_hand_written_payload_snapshots_and_stops_nothing() {
+    let w = World::new(instance(), IDLE);
+    let claims = [
+        json!(null),
+        json!({"decision": "approve", "approver": "ana@example.com", "decidedAt": "2026-12-02T09:00:00Z"}),
+        json!({"decision": "approve", "approvalId": "not-an-id"}),
+        approval(),
+    ];
+    for decision in &claims {
+        let snap = w.snapshot(decision.clone()).await;
+        assert_eq!(snap.outcome, Outcome::Refused, "{decision}: {}", snap.detail);
+        let stop = w.stop(&["snap-1".to_string()], decision.clone()).await;
+        assert_eq!(stop.outcome, Outcome::Refused, "{decision}: {}", stop.detail);
+    }
+    // Records that exist but do not authorise this stop.
+    let mut pending = decided(ApprovalAction::Approve);
+    (pending.state, pending.decision, pending.decided_via) = (ApprovalState::Pending, None, None);
+    let mut expired = decided(ApprovalAction::Approve);
+    expired.state = ApprovalState::Expired;
+    let mut other_run = decided(ApprovalAction::Approve);
+    other_run.run_id = "run-0".into();
+    let mut other_instance = decided(ApprovalAction::Approve);
+    other_instance.proposal.instance_id = "i-0fffffffffffffff0".into();
+    let mut not_post = decided(ApprovalAction::Approve);
+    not_post.decided_via = None;
+    for (record, needle) in [
+        (pending, "not decided"),
+        (expired, "not decided"),
+        (decided(ApprovalAction::Deny), "not [Approve]"),
+        (decided(ApprovalAction::Snooze), "not [Approve]"),
+        (other_run, "belongs to run"),
+        (other_instance, "is for i-0fffffffffffffff0"),
+        (not_post, "not decided by POST"),
+    ] {
+        w.approvals.insert(record);
+        let stop = w.stop(&["snap-1".to_string()], approval()).await;
+        assert_eq!(stop.outcome, Outcome::Refused);
+        assert!(stop.detail.contains(needle), "{needle}: {}", stop.detail);
+        assert_eq!(w.snapshot(approval()).await.outcome, Outcome::Refused);
+    }
+    assert!(w.ec2.stops().is_empty(), "nothing stopped");
+    assert_eq!(w.ec2.snapshot_count(), 0, "nothing snapshotted");
+    assert!(!w.ec2.instance(ID).unwrap().tags.contains_key("finops:run-id"), "nothing tagged");
+}
+
+#[tokio::test]
+async fn a_verified_approval_stops_once_and_names_the_recorded_approver() {
+    let w = World::new(instance(), IDLE);
+    let snaps = w.snapshotted().await;
+    let first = w.stop(&snaps, approval()).await;
+    assert_eq!(first.outcome, Outcome::Done, "{}", first.detail);
+    let again = w.stop(&snaps, approval()).await;
+    assert_eq!(again.outcome, Outcome::AlreadyDone, "{}", again.detail);
+    assert_eq!(w.ec2.stops(), [ID]);
+    let tags = w.ec2.instance(ID).unwrap().tags;
+    assert_eq!(tags["finops:approved-by"], "ana@example.com", "from the approval record, not the payload");
+    assert!(tags.values().all(|v| !v.contains("203.0.113.7")), "the approver's address is not a tag");
+    // Terminate is not an operation.
+    let err = w
+        .call(json!({"operation": "terminate", "runId": "run-1", "proposal": proposal(), "snapshotIds": snaps}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.error_name(), "Finops.InvalidInput");
+}
+
+#[tokio::test]
+async fn an_instance_that_became_busy_since_the_scan_is_not_stopped() {
+    for (metrics, needle) in [
+        (Constant { cpu_max: 80.0, network_bytes: 200_000.0 }, "peak CPU 80%"),
+        (Constant { cpu_max: 2.0, network_bytes: 9e9 }, "network"),
+    ] {
+        let w = World::new(instance(), metrics);
+        let snaps = w.snapshotted().await;
+        let out = w.stop(&snaps, approval()).await;
+        assert_eq!(out.outcome, Outcome::Refused);
+        assert!(out.detail.contains("no longer idle since the scan") && out.detail.contains(needle), "{}", out.detail);
+        assert!(w.ec2.stops().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn an_instance_restarted_since_the_scan_is_not_stopped() {
+    let mut restarted = instance();
+    restarted.launch_time = Utc.with_ymd_and_hms(2026, 12, 1, 7, 0, 0).unwrap();
+    let w = World::new(restarted, IDLE);
+    let snaps = w.snapshotted().await;
+    let out = w.stop(&snaps, approval()).await;
+    assert_eq!(out.outcome, Outcome::Refused);
+    assert!(out.detail.contains("restarted since the scan"), "{}", out.detail);
+    assert!(w.ec2.stops().is_empty());
+}
+
+#[tokio::test]
+async fn instance_storage_and_missing_volumes_are_checked_on_the_live_instance() {
+    let mut nvme = instance();
+    nvme.instance_storage = InstanceStorage::Present { total_gib: 75 };
+    let mut unknown = instance();
+    unknown.instance_storage = InstanceStorage::Unknown;
+    for (live, needle) in [(nvme, "75 GiB of instance-store disks"), (unknown, "could not be established")] {
+        let w = World::new(instance(), IDLE);
+        let snaps = w.snapshotted().await;
+        // What the scan did not see: the live instance has local disks (resized to an m5d, say).
+        w.ec2.instances.lock().unwrap().insert(ID.into(), live);
+        let out = w.stop(&snaps, approval()).await;
+        assert_eq!(out.outcome, Outcome::Refused);
+        assert!(out.detail.contains("instance-storage") && out.detail.contains(needle), "{}", out.detail);
+        assert!(w.ec2.stops().is_empty());
+    }
+    let mut bare = instance();
+    bare.volumes.clear();
+    let w = World::new(bare, IDLE);
+    w.approvals.insert(decided(ApprovalAction::Approve));
+    let out = w.stop(&[], approval()).await;
+    assert_eq!(out.outcome, Outcome::Refused);
+    assert!(out.detail.contains("no-volumes"), "{}", out.detail);
+    assert!(w.ec2.stops().is_empty());
+}
+
+#[tokio::test]
+async fn pending_or_failed_snapshots_block_the_stop() {
+    for (state, needle) in [("pending", "in progress"), ("error", "failed")] {
+        let w = World::new(instance(), IDLE);
+        *w.ec2.new_snapshot_state.lock().unwrap() = Some(state.into());
+        let snaps = w.snapshotted().await;
+        let out = w.stop(&snaps, approval()).await;
+        assert_eq!(out.outcome, Outcome::Refused);
+        assert!(out.detail.contains(needle), "{}", out.detail);
+        assert!(w.ec2.stops().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_snooze_is_tagged_from_the_recorded_decision() {
+    let w = World::new(instance(), IDLE);
+    w.approvals.insert(decided(ApprovalAction::Snooze));
+    let out = w
+        .call(json!({"operation": "tag", "runId": "run-1", "proposal": proposal(), "decision": {"decision": "approve", "approvalId": APPROVAL}}))
+        .await
+        .unwrap();
+    assert_eq!(out.outcome, Outcome::Done, "{}", out.detail);
+    let tags = w.ec2.instance(ID).unwrap().tags;
+    assert_eq!(tags["finops:decision"], "snooze", "the record's decision, not the payload's");
+    assert!(tags.contains_key("finops:snooze-until"));
+    assert!(w.ec2.stops().is_empty());
+    assert_eq!(w.approvals.get(APPROVAL).await.unwrap().unwrap().decision, Some(ApprovalAction::Snooze));
+}
