@@ -287,3 +287,109 @@ proptest! {
         check(&generated, &recs, &config)?;
     }
 }
+
+/// Full-width letters (`ｐｒｏｄ`): what a person pasting from some input methods, or an attacker, writes.
+fn full_width(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { char::from_u32(c as u32 + 0xFEE0).unwrap_or(c) } else { c })
+        .collect()
+}
+
+fn with_tags(tags: &[(String, String)]) -> InstanceRecord {
+    let tags: BTreeMap<String, String> = tags.iter().cloned().collect();
+    InstanceRecord {
+        instance_id: "i-00000001".into(),
+        region: "ap-southeast-2".into(),
+        instance_type: "t3.large".into(),
+        state: "running".into(),
+        launch_time: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+        lifecycle: Lifecycle::OnDemand,
+        platform: "Linux/UNIX".into(),
+        root_device_type: RootDeviceType::Ebs,
+        membership: ClusterMembership::from_tags(&tags),
+        tags,
+        volumes: vec![VolumeRecord {
+            volume_id: "vol-1".into(),
+            device_name: None,
+            size_gib: 8,
+            volume_type: "gp3".into(),
+            iops: None,
+            delete_on_termination: true,
+        }],
+        instance_storage: InstanceStorage::None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// A production word under any environment key stays production whatever is done to it: any casing of the key
+    /// and the value, padding and quotes, digit and region prefixes and suffixes, full-width letters, an invisible
+    /// character anywhere.
+    #[test]
+    fn every_spelling_of_a_production_word_is_production(
+        word in prop::sample::select(vec!["prod", "production", "prd", "live"]),
+        key in prop::sample::select(vec!["Environment", "env", "stage"]),
+        (key_mask, value_mask) in (any::<u32>(), any::<u32>()),
+        left in prop::sample::select(vec!["", " ", "  ", "\t", "\"", "'", "eu-", "us-east-1-", "1-", "my-", "pre-eu-"]),
+        right in prop::sample::select(vec!["", " ", "\"", "'", "1", "01", "-eu", "_2", " (eu)", ".db", "-db"]),
+        key_padding in prop::sample::select(vec!["", " ", "  "]),
+        wide in prop::bool::weighted(0.2),
+        invisible in prop::option::of((0..finops_core::tags::INVISIBLE_RANGES.len(), 0usize..12)),
+    ) {
+        let mut value = format!("{left}{}{right}", casing(word, value_mask));
+        if wide {
+            value = full_width(&value);
+        }
+        if let Some((range, at)) = invisible {
+            let c = char::from_u32(finops_core::tags::INVISIBLE_RANGES[range].0).unwrap();
+            let at = value.char_indices().nth(at).map_or(value.len(), |(i, _)| i);
+            value.insert(at, c);
+        }
+        let key = format!("{key_padding}{}{key_padding}", casing(key, key_mask));
+        let instance = with_tags(&[(key.clone(), value.clone())]);
+        let config = PolicyConfig::default();
+        prop_assert!(config.production_tag(&instance).is_some(), "{key:?}={value:?} was not production");
+        prop_assert!(config.instance_block(&instance, now()).is_some());
+    }
+
+    /// `non-prod` and its spellings (prefix, at most one separator, the word, padded or not, any casing) are not
+    /// production; the same value with anything more after it is.
+    #[test]
+    fn non_production_spellings_are_exact(
+        prefix in prop::sample::select(vec!["non", "pre"]),
+        word in prop::sample::select(vec!["prod", "production", "prd", "live"]),
+        sep in prop::sample::select(vec!["", "-", "_", " ", "."]),
+        mask in any::<u32>(),
+        pad in prop::sample::select(vec!["", " ", "  "]),
+        more in prop::sample::select(vec!["-eu", "1", " db", "-and-prod"]),
+    ) {
+        let config = PolicyConfig::default();
+        let exact = format!("{pad}{}{pad}", casing(&format!("{prefix}{sep}{word}"), mask));
+        prop_assert!(config.production_value(&exact).is_none(), "{exact:?}");
+        let longer = format!("{exact}{more}");
+        prop_assert!(config.production_value(&longer).is_some(), "{longer:?}");
+    }
+
+    /// Several keys that all read as the protect key: one that protects is enough, whatever the others say and in
+    /// whatever order they come.
+    #[test]
+    fn one_protecting_key_wins_over_any_number_that_unprotect(
+        masks in prop::collection::btree_set(any::<u32>(), 1..6),
+        protecting in any::<prop::sample::Index>(),
+        value in prop::sample::select(vec!["true", "yes", "1", "on", " false", "FALSE ", "please", ""]),
+        no in prop::sample::select(vec!["false", "No", "0", "OFF"]),
+    ) {
+        let keys: Vec<String> =
+            masks.iter().map(|m| casing("finops:protect", *m)).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let chosen = protecting.index(keys.len());
+        let tags: Vec<(String, String)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), if i == chosen { value.to_string() } else { no.to_string() }))
+            .collect();
+        prop_assert!(PolicyConfig::default().protect_tag(&with_tags(&tags)).is_some(), "{tags:?}");
+        let all_no: Vec<(String, String)> = keys.iter().map(|k| (k.clone(), no.to_string())).collect();
+        prop_assert!(PolicyConfig::default().protect_tag(&with_tags(&all_no)).is_none(), "{all_no:?}");
+    }
+}
