@@ -1,7 +1,7 @@
 //! The actions handler over in-memory EC2, approval records and CloudWatch: what it takes to stop an instance, and
 //! everything that makes it refuse. Each refusal is checked to change nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use finops_actions::memory::MemoryEc2;
@@ -9,9 +9,7 @@ use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome};
 use finops_approvals::{ApprovalReader, ApprovalRecord, ApprovalState, MemoryApprovals};
 use finops_aws::FinopsError;
 use finops_core::approval::ApprovalAction;
-use finops_core::{
-    ClusterMembership, InstanceRecord, InstanceStorage, Lifecycle, LookbackWindow, RootDeviceType, VolumeRecord,
-};
+use finops_core::{InstanceRecord, InstanceStorage, LookbackWindow};
 use finops_metrics::{MetricDataPage, MetricKind, MetricQuery, MetricSeries, MetricsApi};
 use serde_json::{json, Value};
 
@@ -26,37 +24,18 @@ fn launched() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).unwrap()
 }
 
+/// An idle dev box as the scan saw it (the fixture's EBS root volume, no instance storage).
 fn instance() -> InstanceRecord {
-    let tags: BTreeMap<String, String> =
-        [("Name".to_string(), "dev-box".to_string()), ("Environment".to_string(), "dev".to_string())].into();
-    InstanceRecord {
-        instance_id: ID.into(),
-        region: "ap-southeast-2".into(),
-        instance_type: "t3.large".into(),
-        state: "running".into(),
-        launch_time: launched(),
-        lifecycle: Lifecycle::OnDemand,
-        platform: "Linux/UNIX".into(),
-        root_device_type: RootDeviceType::Ebs,
-        membership: ClusterMembership::from_tags(&tags),
-        tags,
-        volumes: vec![VolumeRecord {
-            volume_id: "vol-1".into(),
-            device_name: Some("/dev/xvda".into()),
-            size_gib: 20,
-            volume_type: "gp3".into(),
-            iops: None,
-            delete_on_termination: true,
-        }],
-        instance_storage: InstanceStorage::None,
-    }
+    let mut i = finops_testkit::fixtures::instance(ID, "t3.large", &[("Name", "dev-box"), ("Environment", "dev")]);
+    i.launch_time = launched();
+    i
 }
 
 fn proposal() -> Value {
     json!({
         "instanceId": ID, "region": "ap-southeast-2", "instanceType": "t3.large", "action": "snapshot-and-stop",
         "recommended": "snapshot_and_stop", "confidence": 0.9, "justification": "idle 14 days", "backend": "rules",
-        "priceSource": "embedded", "evidence": [], "volumeIds": ["vol-1"],
+        "priceSource": "embedded", "evidence": [], "volumeIds": ["vol-0123456789abcdef0"],
         "launchTime": launched().to_rfc3339(), "measuredUntil": "2026-11-28T00:00:00Z"
     })
 }

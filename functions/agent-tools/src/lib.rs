@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use finops_aws::{FinopsError, PriceBook, PriceListApi};
 use finops_core::policy::PolicyConfig;
 use finops_core::regions::validate_region;
-use finops_core::{IdleCriteria, IdleVerdict, InstanceRecord, HOURS_PER_MONTH};
+use finops_core::{DeploymentMode, IdleCriteria, IdleVerdict, InstanceRecord, HOURS_PER_MONTH};
 use finops_inventory::{collect_inventory, InstanceLookup, InventorySource};
 use finops_metrics::{analyse, MetricsApi};
 use serde::Deserialize;
@@ -103,26 +103,6 @@ impl ApprovalStarter for SfnStarter {
             .await
             .map_err(|e| FinopsError::from_sdk("StepFunctions", "StartExecution", e))?;
         Ok(out.execution_arn().to_owned())
-    }
-}
-
-/// The deployment's mode as the tools see it (`FINOPS_MODE`; unset is `recommend`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ToolsMode {
-    /// Stop requests say what would happen; nothing is started and nobody is asked.
-    Recommend,
-    /// Stop requests the policy allows start an approval execution.
-    Act,
-}
-
-impl ToolsMode {
-    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, FinopsError> {
-        match vars.into_iter().find(|(k, _)| k == "FINOPS_MODE").map(|(_, v)| v.trim().to_ascii_lowercase()) {
-            None => Ok(Self::Recommend),
-            Some(v) if v == "recommend" => Ok(Self::Recommend),
-            Some(v) if v == "act" => Ok(Self::Act),
-            Some(v) => Err(FinopsError::Configuration(format!("FINOPS_MODE {v:?}: allowed are recommend, act"))),
-        }
     }
 }
 
@@ -317,7 +297,7 @@ pub struct Tools<'a, S, M, P, X> {
     pub read: ReadTools<'a, S, M, P>,
     pub starter: &'a X,
     pub policy: PolicyConfig,
-    pub mode: ToolsMode,
+    pub mode: DeploymentMode,
 }
 
 impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi, X: ApprovalStarter> Tools<'_, S, M, P, X> {
@@ -358,7 +338,7 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi, X: App
         if let Some((reason, detail)) = self.policy.instance_block(&instance, now) {
             return Ok(denied(id, format!("{reason}: {detail}")));
         }
-        if self.mode == ToolsMode::Recommend {
+        if self.mode == DeploymentMode::Recommend {
             tracing::info!(instance_id = id, decision = "RECOMMEND_ONLY", "stop request answered, nothing started");
             return Ok((
                 200,

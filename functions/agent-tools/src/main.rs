@@ -2,11 +2,12 @@
 // The handler future nests inventory, metrics and pricing futures deeply enough to need a higher limit.
 #![recursion_limit = "256"]
 
-use finops_agent_tools::{SfnStarter, ToolClients, Tools, ToolsMode};
+use finops_agent_tools::{SfnStarter, ToolClients, Tools};
 use finops_aws::{load_sdk_config, AwsSettings, FinopsError};
 use finops_core::config::PricingMode;
 use finops_core::policy::PolicyConfig;
 use finops_core::regions::parse_region_list;
+use finops_core::DeploymentMode;
 use finops_core::DetectionConfig;
 use lambda_runtime::{service_fn, LambdaEvent};
 
@@ -25,7 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         read: clients.read_tools(regions, detection.criteria),
         starter: &starter,
         policy: PolicyConfig::from_vars(std::env::vars())?,
-        mode: ToolsMode::from_vars(std::env::vars())?,
+        mode: DeploymentMode::from_vars(std::env::vars())?,
     };
     let tools = &tools;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {

@@ -3,9 +3,10 @@
 #![recursion_limit = "256"]
 
 use chrono::Utc;
-use finops_agent_tools::{SfnStarter, ToolClients, Tools, ToolsMode};
+use finops_agent_tools::{SfnStarter, ToolClients, Tools};
 use finops_core::criteria::{CriteriaPreset, IdleCriteria};
 use finops_core::policy::PolicyConfig;
+use finops_core::DeploymentMode;
 use finops_core::LookbackWindow;
 use finops_testkit::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec};
 use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2, aws_sdk_sfn, moto};
@@ -44,6 +45,19 @@ fn unwrap(response: &Value, api_path: &str) -> (u64, Value) {
     (r["httpStatusCode"].as_u64().unwrap(), body)
 }
 
+/// A state machine that does nothing: the tools only start executions of it, which the tests count.
+async fn noop_state_machine(sfn: &aws_sdk_sfn::Client) -> String {
+    sfn.create_state_machine()
+        .name("finops")
+        .definition(r#"{"StartAt":"Noop","States":{"Noop":{"Type":"Pass","End":true}}}"#)
+        .role_arn("arn:aws:iam::123456789012:role/finops")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn()
+        .to_owned()
+}
+
 #[tokio::test]
 async fn every_operation_answers_in_bedrocks_format() {
     let moto = moto().await;
@@ -66,16 +80,7 @@ async fn every_operation_answers_in_bedrocks_format() {
         put_daily_metrics(&cw, id, &window, |_| Some(DayProfile::idle())).await;
     }
     let sfn = aws_sdk_sfn::Client::new(&config);
-    let state_machine = sfn
-        .create_state_machine()
-        .name("finops")
-        .definition(r#"{"StartAt":"Noop","States":{"Noop":{"Type":"Pass","End":true}}}"#)
-        .role_arn("arn:aws:iam::123456789012:role/finops")
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn()
-        .to_owned();
+    let state_machine = noop_state_machine(&sfn).await;
 
     let clients = ToolClients::new(&config, false);
     let starter = SfnStarter::new(&config, state_machine.clone());
@@ -85,7 +90,7 @@ async fn every_operation_answers_in_bedrocks_format() {
             .read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 21)),
         starter: &starter,
         policy: PolicyConfig::default(),
-        mode: ToolsMode::Act,
+        mode: DeploymentMode::Act,
     };
     let call = |e: Value| tools.handle(e, Utc::now());
 
@@ -208,16 +213,7 @@ async fn in_recommend_mode_a_stop_request_says_what_would_happen_and_starts_noth
     let prod =
         launch(&ec2_client, &ami, &InstanceSpec::new("prod-db", "r5.large").tag("env", "prod-eu"), 1).await.remove(0);
     let sfn = aws_sdk_sfn::Client::new(&config);
-    let state_machine = sfn
-        .create_state_machine()
-        .name("finops")
-        .definition(r#"{"StartAt":"Noop","States":{"Noop":{"Type":"Pass","End":true}}}"#)
-        .role_arn("arn:aws:iam::123456789012:role/finops")
-        .send()
-        .await
-        .unwrap()
-        .state_machine_arn()
-        .to_owned();
+    let state_machine = noop_state_machine(&sfn).await;
     let clients = ToolClients::new(&config, false);
     let starter = SfnStarter::new(&config, state_machine.clone());
     let vars = [("FINOPS_MODE".to_string(), "recommend".to_string())];
@@ -226,7 +222,7 @@ async fn in_recommend_mode_a_stop_request_says_what_would_happen_and_starts_noth
             .read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14)),
         starter: &starter,
         policy: PolicyConfig::default(),
-        mode: ToolsMode::from_vars(vars).unwrap(),
+        mode: DeploymentMode::from_vars(vars).unwrap(),
     };
     let path = "/resources/{resource_id}/stop";
     let (status, body) =
@@ -250,7 +246,7 @@ async fn in_recommend_mode_a_stop_request_says_what_would_happen_and_starts_noth
     assert_eq!(body["status"], "DENIED");
     let executions = sfn.list_executions().state_machine_arn(&state_machine).send().await.unwrap();
     assert!(executions.executions().is_empty(), "recommend mode starts no approval execution");
-    assert_eq!(ToolsMode::from_vars(Vec::new()).unwrap(), ToolsMode::Recommend, "unset is recommend");
+    assert_eq!(DeploymentMode::from_vars(Vec::new()).unwrap(), DeploymentMode::Recommend, "unset is recommend");
 }
 
 #[tokio::test]
@@ -264,7 +260,7 @@ async fn unknown_operations_and_malformed_events_get_well_formed_errors() {
             .read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14)),
         starter: &starter,
         policy: PolicyConfig::default(),
-        mode: ToolsMode::Act,
+        mode: DeploymentMode::Act,
     };
     let (status, body) =
         unwrap(&tools.handle(event("DELETE", "/everything", json!([]), None), Utc::now()).await, "/everything");

@@ -8,33 +8,8 @@ use finops_approvals::{ApprovalRecord, ApprovalRecords, ApprovalState, Notifier,
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::{approval_id, ApprovalAction, ApprovalLink};
 use finops_core::policy::Proposal;
+pub use finops_core::DeploymentMode;
 use serde::{Deserialize, Serialize};
-
-/// The deployment's mode. In `Recommend` nobody is ever asked to approve anything, whatever reaches this step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeploymentMode {
-    Recommend,
-    Act,
-}
-
-impl DeploymentMode {
-    /// `FINOPS_MODE`: `act` or `recommend`; unset is `recommend` (the safe default of a new deployment).
-    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, FinopsError> {
-        match vars.into_iter().find(|(k, _)| k == "FINOPS_MODE").map(|(_, v)| v.trim().to_ascii_lowercase()) {
-            None => Ok(Self::Recommend),
-            Some(v) if v == "recommend" => Ok(Self::Recommend),
-            Some(v) if v == "act" => Ok(Self::Act),
-            Some(v) => Err(FinopsError::Configuration(format!("FINOPS_MODE {v:?}: allowed are recommend, act"))),
-        }
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Recommend => "recommend",
-            Self::Act => "act",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestConfig {

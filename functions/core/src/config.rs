@@ -20,6 +20,33 @@ impl ConfigError {
     }
 }
 
+/// The deployment's mode (`FINOPS_MODE`). In `Recommend` nobody is ever asked to approve anything and nothing is
+/// done, whatever a run's input or an agent tool asks for. Unset is `Recommend`: a deployment acts only when it says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeploymentMode {
+    Recommend,
+    Act,
+}
+
+impl DeploymentMode {
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, ConfigError> {
+        match vars.into_iter().find(|(k, _)| k == "FINOPS_MODE").map(|(_, v)| v.trim().to_ascii_lowercase()) {
+            None => Ok(Self::Recommend),
+            Some(v) if v == "recommend" => Ok(Self::Recommend),
+            Some(v) if v == "act" => Ok(Self::Act),
+            Some(v) => Err(ConfigError::new("FINOPS_MODE", format!("{v:?}: allowed are recommend, act"))),
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Recommend => "recommend",
+            Self::Act => "act",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PricingMode {

@@ -16,7 +16,7 @@ pub mod tags;
 pub mod untrusted;
 pub mod utilisation;
 
-pub use config::{ConfigError, DetectionConfig};
+pub use config::{ConfigError, DeploymentMode, DetectionConfig};
 pub use criteria::{Assessment, CriteriaPreset, DailyRule, IdleCriteria, IdleVerdict, Qualifying, Threshold};
 pub use inventory::{ClusterMembership, InstanceRecord, InstanceStorage, Lifecycle, RootDeviceType, VolumeRecord};
 pub use pricing::{CostEstimate, PriceSource, SavingBasis, HOURS_PER_MONTH};
