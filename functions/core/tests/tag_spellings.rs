@@ -245,15 +245,31 @@ fn table() -> Value {
     })
 }
 
+/// JSON with object keys sorted: the same text whichever map type serde_json was built with (a workspace build turns
+/// on its insertion-ordered maps, a build of this crate alone does not).
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> =
+                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&map[*k]))).collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
 /// One row per line, so a change reads as a diff of the rows it touches.
 fn render(table: &Value) -> String {
     let mut out = String::from("{\n");
-    out.push_str(&format!("  \"comment\": {},\n", table["comment"]));
-    out.push_str(&format!("  \"config\": {},\n", table["config"]));
+    out.push_str(&format!("  \"comment\": {},\n", canonical(&table["comment"])));
+    out.push_str(&format!("  \"config\": {},\n", canonical(&table["config"])));
     out.push_str("  \"rows\": [\n");
     let rows = table["rows"].as_array().expect("rows");
     for (i, row) in rows.iter().enumerate() {
-        out.push_str(&format!("    {}{}\n", row, if i + 1 < rows.len() { "," } else { "" }));
+        out.push_str(&format!("    {}{}\n", canonical(row), if i + 1 < rows.len() { "," } else { "" }));
     }
     out.push_str("  ]\n}\n");
     out
