@@ -14,36 +14,12 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::utilisation::{DailyUtilisation, LookbackWindow};
+use crate::daily::{DailyUtilisation, LookbackWindow};
+use crate::verdict::{Assessment, IdleVerdict};
 
 /// 1 MB as the thresholds use it. Decimal (10^6 bytes), the smaller reading of "5 MB": a smaller threshold flags
 /// fewer instances, which is the safe side for a tool that proposes stops.
 pub const BYTES_PER_MB: f64 = 1_000_000.0;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum IdleVerdict {
-    Idle,
-    Underutilised,
-    Active,
-    InsufficientData,
-}
-
-impl IdleVerdict {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Idle => "Idle",
-            Self::Underutilised => "Underutilised",
-            Self::Active => "Active",
-            Self::InsufficientData => "InsufficientData",
-        }
-    }
-}
-
-impl fmt::Display for IdleVerdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A daily value passes when it is below the limit (`inclusive`: at or below).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -362,33 +338,6 @@ impl IdleCriteria {
         }
         reasons.extend(first_failure);
         Assessment::new(IdleVerdict::Active, None, 0, observed, total, reasons)
-    }
-}
-
-/// A verdict with the evidence behind it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Assessment {
-    pub verdict: IdleVerdict,
-    /// The rule that gave the verdict (`idle` or `trusted-advisor`), for `Idle` and `Underutilised`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    pub qualifying_days: u32,
-    pub days_with_data: u32,
-    pub lookback_days: u32,
-    pub reasons: Vec<String>,
-}
-
-impl Assessment {
-    fn new(
-        verdict: IdleVerdict,
-        rule: Option<&str>,
-        qualifying_days: u32,
-        days_with_data: u32,
-        lookback_days: u32,
-        reasons: Vec<String>,
-    ) -> Self {
-        Self { verdict, rule: rule.map(str::to_owned), qualifying_days, days_with_data, lookback_days, reasons }
     }
 }
 

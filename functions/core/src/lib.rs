@@ -6,6 +6,7 @@
 pub mod approval;
 pub mod config;
 pub mod criteria;
+pub mod daily;
 pub mod inventory;
 pub mod policy;
 pub mod pricing;
@@ -15,11 +16,14 @@ pub mod steps;
 pub mod tags;
 pub mod untrusted;
 pub mod utilisation;
+pub mod verdict;
 
 pub use config::{ConfigError, DeploymentMode, DetectionConfig};
-pub use criteria::{Assessment, CriteriaPreset, DailyRule, IdleCriteria, IdleVerdict, Qualifying, Threshold};
+pub use criteria::{CriteriaPreset, DailyRule, IdleCriteria, Qualifying, Threshold};
+pub use daily::{DailyUtilisation, LookbackWindow};
 pub use inventory::{ClusterMembership, InstanceRecord, InstanceStorage, Lifecycle, RootDeviceType, VolumeRecord};
 pub use pricing::{CostEstimate, PriceSource, SavingBasis, HOURS_PER_MONTH};
 pub use progress::{ProgressEvent, ProgressSink, Silent};
 pub use steps::ObjectRef;
-pub use utilisation::{DailyUtilisation, LookbackWindow, UtilisationSummary};
+pub use utilisation::{UtilisationStats, UtilisationSummary};
+pub use verdict::{Assessment, IdleVerdict};

@@ -10,7 +10,7 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::criteria::IdleVerdict;
+use crate::verdict::IdleVerdict;
 use crate::inventory::{InstanceRecord, RootDeviceType};
 use crate::tags;
 use crate::utilisation::UtilisationSummary;
@@ -531,7 +531,7 @@ mod tests {
     use crate::criteria::{CriteriaPreset, IdleCriteria};
     use crate::inventory::{ClusterMembership, InstanceStorage, VolumeRecord};
     use crate::pricing::{embedded_hourly, CostEstimate};
-    use crate::utilisation::{DailyUtilisation, LookbackWindow};
+    use crate::daily::{DailyUtilisation, LookbackWindow};
     use crate::Lifecycle;
     use chrono::TimeZone;
 

@@ -7,7 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::criteria::IdleVerdict;
+use crate::verdict::IdleVerdict;
 use crate::inventory::{InstanceRecord, Lifecycle};
 
 /// AWS bills a month as 730 hours in its calculators and Cost Explorer projections.

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::criteria::IdleVerdict;
+use crate::verdict::IdleVerdict;
 use crate::inventory::InstanceRecord;
-use crate::utilisation::{LookbackWindow, UtilisationSummary};
+use crate::daily::LookbackWindow;
+use crate::utilisation::UtilisationSummary;
 
 /// Where a step stored a document in the run bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
