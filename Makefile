@@ -46,7 +46,7 @@ cdk-test: venv cdk/node_modules/.package-lock.json
 	$(VENV)/bin/cfn-lint --ignore-checks W3005 -- cdk/cdk.out/FinopsAgent.template.json
 
 # Release builds of every Lambda for `cdk deploy` (cargo-lambda from PyPI; 11-13 min cold on 2 cores).
-LAMBDAS := inventory metrics reasoning policy approval-request approval actions agent-tools
+LAMBDAS := inventory metrics reasoning policy request-approval approval-callback actions agent-tools
 package: venv
 	$(VENV)/bin/pip install --quiet cargo-lambda
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(CARGO) lambda build --release --x86-64 $(foreach f,$(LAMBDAS),--bin finops-$(f))

@@ -17,7 +17,7 @@ export const SUBSTITUTIONS = {
   MetricsFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-metrics",
   ReasoningFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-reasoning",
   PolicyFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-policy",
-  ApprovalRequestFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-approval-request",
+  RequestApprovalFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-request-approval",
   ActionsFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-actions",
   ReportTopicArn: "arn:aws:sns:ap-southeast-2:123456789012:finops-reports",
   LedgerTableName: "finops-ledger",

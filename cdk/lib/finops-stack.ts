@@ -61,7 +61,7 @@ export interface FinopsConfig {
   assetsDir: string;
 }
 
-/** The attributes of a pending approval record (functions/approvals: DynamoApprovals::put_pending). */
+/** The attributes of a pending approval record (functions/approval-store: DynamoApprovals::put_pending). */
 export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "instanceId", "createdAt", "expiresAt", "ttl", "state"] as const;
 
 /** Step Functions runs at most this many iterations of an inline Map at once: every approval of a run must be one. */
@@ -165,8 +165,8 @@ const FUNCTIONS = {
   metrics: { memory: 1024, timeout: 600 },
   reasoning: { memory: 512, timeout: 600 },
   policy: { memory: 512, timeout: 120 },
-  "approval-request": { memory: 256, timeout: 60 },
-  approval: { memory: 256, timeout: 30 },
+  "request-approval": { memory: 256, timeout: 60 },
+  "approval-callback": { memory: 256, timeout: 30 },
   actions: { memory: 256, timeout: 120 },
   "agent-tools": { memory: 512, timeout: 120 },
 } as const;
@@ -180,7 +180,7 @@ export function executionBudget(config: Pick<FinopsConfig, "approvalWindowHours"
   const detection = (["inventory", "metrics", "reasoning", "policy"] as const).reduce((sum, key) => sum + attempt(key), 0);
   const approvalWindow = config.approvalWindowHours * 3600;
   const snapshotWait = SNAPSHOT_POLL_SECONDS * MAX_SNAPSHOT_CHECKS + MAX_SNAPSHOT_CHECKS * attempt("actions");
-  const acting = attempt("approval-request") + 2 * attempt("actions");
+  const acting = attempt("request-approval") + 2 * attempt("actions");
   const reporting = 600;
   return { detection, approvalWindow, snapshotWait, acting, reporting, total: detection + approvalWindow + snapshotWait + acting + reporting };
 }
@@ -301,15 +301,15 @@ export class FinopsStack extends Stack {
     fns.inventory = make("inventory", {});
     fns.metrics = make("metrics", { FINOPS_PRICING: "api" });
     fns.policy = make("policy", {});
-    fns["approval-request"] = make("approval-request", {
+    fns["request-approval"] = make("request-approval", {
       FINOPS_APPROVALS_TABLE: approvals.tableName,
       FINOPS_SIGNING_SECRET_ID: signingKey.secretArn,
       FINOPS_APPROVAL_TOPIC_ARN: approvalTopic.topicArn,
       FINOPS_APPROVAL_WINDOW_SECONDS: String(config.approvalWindowHours * 3600),
     });
-    fns.approval = make("approval", { FINOPS_APPROVALS_TABLE: approvals.tableName, FINOPS_SIGNING_SECRET_ID: signingKey.secretArn });
+    fns["approval-callback"] = make("approval-callback", { FINOPS_APPROVALS_TABLE: approvals.tableName, FINOPS_SIGNING_SECRET_ID: signingKey.secretArn });
     // The callback is public (a Function URL): reserved concurrency caps what a flood of requests can cost or crowd out.
-    (fns.approval.node.defaultChild as lambda.CfnFunction).reservedConcurrentExecutions = config.approvalConcurrency;
+    (fns["approval-callback"].node.defaultChild as lambda.CfnFunction).reservedConcurrentExecutions = config.approvalConcurrency;
     fns.actions = make("actions", { FINOPS_APPROVALS_TABLE: approvals.tableName });
     fns["agent-tools"] = make("agent-tools", { FINOPS_STATE_MACHINE_ARN: stateMachineArn });
     fns.reasoning = make("reasoning", { FINOPS_REASONER: config.reasoner, FINOPS_MODEL_ID: config.modelId });
@@ -317,8 +317,8 @@ export class FinopsStack extends Stack {
 
     // The approval link points at the callback's Function URL; the signed link is the credential (no IAM auth:
     // approvers click from their mail client).
-    const url = fns.approval.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.NONE });
-    fns["approval-request"].addEnvironment("FINOPS_APPROVAL_BASE_URL", url.url);
+    const url = fns["approval-callback"].addFunctionUrl({ authType: lambda.FunctionUrlAuthType.NONE });
+    fns["request-approval"].addEnvironment("FINOPS_APPROVAL_BASE_URL", url.url);
 
     // Least privilege. Describe*/GetMetricData/ListMetrics/GetProducts have no resource-level permissions.
     const readFleet = new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeInstanceTypes"], resources: ["*"] });
@@ -340,7 +340,7 @@ export class FinopsStack extends Stack {
       fns[key].addToRolePolicy(readPrices);
     }
     // The request step creates pending records only: IAM lets it write none of the attributes that make a decision.
-    fns["approval-request"].addToRolePolicy(
+    fns["request-approval"].addToRolePolicy(
       new iam.PolicyStatement({
         sid: "PutPendingApprovalsOnly",
         actions: ["dynamodb:PutItem"],
@@ -348,14 +348,14 @@ export class FinopsStack extends Stack {
         conditions: { "ForAllValues:StringEquals": { "dynamodb:Attributes": [...PENDING_APPROVAL_ATTRIBUTES] } },
       }),
     );
-    approvals.grant(fns.approval, "dynamodb:GetItem", "dynamodb:UpdateItem");
+    approvals.grant(fns["approval-callback"], "dynamodb:GetItem", "dynamodb:UpdateItem");
     // The actions step verifies the decision in the table before it acts; it can read it, never write it.
     approvals.grant(fns.actions, "dynamodb:GetItem");
-    signingKey.grantRead(fns["approval-request"]);
-    signingKey.grantRead(fns.approval);
-    approvalTopic.grantPublish(fns["approval-request"]);
-    acknowledge(fns["approval-request"], "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "Publishing to the KMS-encrypted topic needs GenerateDataKey* on its key only.");
-    fns.approval.addToRolePolicy(new iam.PolicyStatement({ actions: ["states:SendTaskSuccess"], resources: [stateMachineArn] }));
+    signingKey.grantRead(fns["request-approval"]);
+    signingKey.grantRead(fns["approval-callback"]);
+    approvalTopic.grantPublish(fns["request-approval"]);
+    acknowledge(fns["request-approval"], "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "Publishing to the KMS-encrypted topic needs GenerateDataKey* on its key only.");
+    fns["approval-callback"].addToRolePolicy(new iam.PolicyStatement({ actions: ["states:SendTaskSuccess"], resources: [stateMachineArn] }));
     fns["agent-tools"].addToRolePolicy(new iam.PolicyStatement({ actions: ["states:StartExecution"], resources: [stateMachineArn] }));
 
     // The actions role: what the step calls, and the guard that refuses production, protected and instance-store
@@ -448,7 +448,7 @@ export class FinopsStack extends Stack {
         MetricsFunctionArn: fns.metrics.functionArn,
         ReasoningFunctionArn: fns.reasoning.functionArn,
         PolicyFunctionArn: fns.policy.functionArn,
-        ApprovalRequestFunctionArn: fns["approval-request"].functionArn,
+        RequestApprovalFunctionArn: fns["request-approval"].functionArn,
         ActionsFunctionArn: fns.actions.functionArn,
         ReportTopicArn: topic.topicArn,
         LedgerTableName: ledger.tableName,
@@ -465,10 +465,10 @@ export class FinopsStack extends Stack {
       // Execution data would put each approval's task token (its authority) into the logs: states and errors only.
       logs: { destination: stateMachineLogs, level: sfn.LogLevel.ALL, includeExecutionData: false },
     });
-    for (const key of ["inventory", "metrics", "reasoning", "policy", "approval-request", "actions"] as const) fns[key].grantInvoke(stateMachine);
+    for (const key of ["inventory", "metrics", "reasoning", "policy", "request-approval", "actions"] as const) fns[key].grantInvoke(stateMachine);
     topic.grantPublish(stateMachine);
     ledger.grant(stateMachine, "dynamodb:PutItem");
-    for (const key of ["inventory", "metrics", "reasoning", "policy", "approval-request", "actions"] as const) {
+    for (const key of ["inventory", "metrics", "reasoning", "policy", "request-approval", "actions"] as const) {
       const fnId = this.getLogicalId(fns[key].node.defaultChild as lambda.CfnFunction);
       acknowledge(stateMachine, `AwsSolutions-IAM5[Resource::<${fnId}.Arn>:*]`, "lambda:InvokeFunction on the step function's own versions and aliases, as the CDK grants it.");
     }

@@ -135,15 +135,15 @@ test("only the configured approvers can ever be subscribed to the approval topic
 });
 
 test("the approval request step can create pending records but never write a decision", async () => {
-  const policies = rolePolicies(synth().template, "finops-agent approval-request");
-  const table = (rolePolicies(synth().template, "finops-agent approval-request").flatMap((p) => (p.policy as { Statement: { Sid?: string; Resource: string }[] }).Statement).find((s) => s.Sid === "PutPendingApprovalsOnly") ?? { Resource: "" }).Resource;
+  const policies = rolePolicies(synth().template, "finops-agent request-approval");
+  const table = (rolePolicies(synth().template, "finops-agent request-approval").flatMap((p) => (p.policy as { Statement: { Sid?: string; Resource: string }[] }).Statement).find((s) => s.Sid === "PutPendingApprovalsOnly") ?? { Resource: "" }).Resource;
   const put = async (attributes: string[]) => {
     const result = await runSimulation(
       {
         identityPolicies: policies as never,
         serviceControlPolicies: [],
         resourceControlPolicies: [],
-        request: { action: "dynamodb:PutItem", principal: `arn:aws:iam::${ACCOUNT}:role/finops-approval-request`, resource: { resource: table, accountId: ACCOUNT }, contextVariables: { "dynamodb:Attributes": attributes } },
+        request: { action: "dynamodb:PutItem", principal: `arn:aws:iam::${ACCOUNT}:role/finops-request-approval`, resource: { resource: table, accountId: ACCOUNT }, contextVariables: { "dynamodb:Attributes": attributes } },
       },
       {},
     );
@@ -151,7 +151,7 @@ test("the approval request step can create pending records but never write a dec
     return (result as { overallResult: string }).overallResult;
   };
   // The attributes the Rust code writes when it creates a record: exactly those IAM allows.
-  const source = readFileSync(new URL("../../functions/approvals/src/lib.rs", import.meta.url), "utf8");
+  const source = readFileSync(new URL("../../functions/approval-store/src/lib.rs", import.meta.url), "utf8");
   const putPending = source.slice(source.indexOf("async fn put_pending"), source.indexOf(".condition_expression(\"attribute_not_exists"));
   const pending = [...putPending.matchAll(/\.item\("([A-Za-z]+)"/g)].map((m) => m[1]);
   assert.deepEqual(new Set(pending), new Set(PENDING_APPROVAL_ATTRIBUTES));

@@ -39,7 +39,7 @@ test("each role is granted what its code calls and nothing more; terminate is no
   const { template } = synth();
   const expected: Record<string, string[]> = {
     actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "dynamodb:GetItem"],
-    approval: ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+    "approval-callback": ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
     inventory: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeInstanceTypes"],
   };
   for (const [key, actions] of Object.entries(expected)) {
@@ -71,7 +71,7 @@ test("task tokens never reach the state machine's logs; the callback has reserve
   const { template } = synth();
   const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
   assert.equal(machine.Properties.LoggingConfiguration.IncludeExecutionData, false);
-  const [callback] = Object.values(template.findResources("AWS::Lambda::Function")).filter((f) => f.Properties.Description === "finops-agent approval");
+  const [callback] = Object.values(template.findResources("AWS::Lambda::Function")).filter((f) => f.Properties.Description === "finops-agent approval-callback");
   assert.equal(callback.Properties.ReservedConcurrentExecutions, 10);
 });
 
@@ -80,7 +80,7 @@ test("approvals have their own topic; reports and alarms go to another", () => {
   const subscriptions = Object.values(template.findResources("AWS::SNS::Subscription")).map((s) => [s.Properties.Endpoint, s.Properties.TopicArn.Ref]);
   const topicOf = (email: string) => subscriptions.find(([e]) => e === email)?.[1];
   assert.ok(topicOf("ana@example.com") && topicOf("ops@example.com") && topicOf("ana@example.com") !== topicOf("ops@example.com"));
-  const approvalRequest = Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent approval-request");
+  const approvalRequest = Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent request-approval");
   assert.equal(approvalRequest?.Properties.Environment.Variables.FINOPS_APPROVAL_TOPIC_ARN.Ref, topicOf("ana@example.com"));
   const alarms = Object.values(template.findResources("AWS::CloudWatch::Alarm"));
   assert.ok(alarms.every((a) => a.Properties.AlarmActions[0].Ref === topicOf("ops@example.com")));
@@ -91,7 +91,7 @@ test("the deployment's mode reaches every step that could ask a person", () => {
     const { template } = synth({ mode });
     const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
     assert.equal(machine.Properties.DefinitionSubstitutions.DeploymentMode, mode);
-    for (const key of ["approval-request", "agent-tools"]) {
+    for (const key of ["request-approval", "agent-tools"]) {
       const fn = Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === `finops-agent ${key}`);
       assert.equal(fn?.Properties.Environment.Variables.FINOPS_MODE, mode, key);
     }

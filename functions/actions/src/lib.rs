@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
-use finops_approvals::{ApprovalReader, ApprovalRecord, ApprovalState, DECIDED_VIA_POST};
+use finops_approval_store::{ApprovalReader, ApprovalRecord, ApprovalState, DECIDED_VIA_POST};
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::ApprovalAction;
 use finops_core::criteria::DailyRule;

@@ -2,7 +2,7 @@
 //! and calls [`finops_actions::Actions::handle`].
 
 use finops_actions::{Actions, ActionsConfig, SdkEc2Actions};
-use finops_approvals::DynamoApprovals;
+use finops_approval_store::DynamoApprovals;
 use finops_aws::{load_sdk_config, AwsSettings, FinopsError};
 use finops_inventory::Ec2Inventory;
 use finops_metrics::CloudWatchMetrics;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, TimeZone, Utc};
 use finops_actions::memory::MemoryEc2;
 use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome};
-use finops_approvals::{ApprovalReader, ApprovalRecord, ApprovalState, MemoryApprovals};
+use finops_approval_store::{ApprovalReader, ApprovalRecord, ApprovalState, MemoryApprovals};
 use finops_aws::FinopsError;
 use finops_core::approval::ApprovalAction;
 use finops_core::{InstanceRecord, InstanceStorage, LookbackWindow};

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome, SdkEc2Actions};
-use finops_approvals::{ApprovalRecord, ApprovalState, MemoryApprovals};
+use finops_approval_store::{ApprovalRecord, ApprovalState, MemoryApprovals};
 use finops_core::approval::ApprovalAction;
 use finops_core::LookbackWindow;
 use finops_inventory::{Ec2Inventory, InstanceLookup};

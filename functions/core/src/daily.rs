@@ -83,7 +83,6 @@ impl DailyUtilisation {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

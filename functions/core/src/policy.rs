@@ -10,10 +10,10 @@ use std::fmt;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::IdleVerdict;
 use crate::inventory::{InstanceRecord, RootDeviceType};
 use crate::tags;
 use crate::utilisation::UtilisationSummary;
+use crate::verdict::IdleVerdict;
 
 /// What the reasoning step recommends for one instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -529,9 +529,9 @@ pub fn evaluate(
 mod tests {
     use super::*;
     use crate::criteria::{CriteriaPreset, IdleCriteria};
+    use crate::daily::{DailyUtilisation, LookbackWindow};
     use crate::inventory::{ClusterMembership, InstanceStorage, VolumeRecord};
     use crate::pricing::{embedded_hourly, CostEstimate};
-    use crate::daily::{DailyUtilisation, LookbackWindow};
     use crate::Lifecycle;
     use chrono::TimeZone;
 

@@ -7,8 +7,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::IdleVerdict;
 use crate::inventory::{InstanceRecord, Lifecycle};
+use crate::verdict::IdleVerdict;
 
 /// AWS bills a month as 730 hours in its calculators and Cost Explorer projections.
 pub const HOURS_PER_MONTH: f64 = 730.0;

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::verdict::IdleVerdict;
-use crate::inventory::InstanceRecord;
 use crate::daily::LookbackWindow;
+use crate::inventory::InstanceRecord;
 use crate::utilisation::UtilisationSummary;
+use crate::verdict::IdleVerdict;
 
 /// Where a step stored a document in the run bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

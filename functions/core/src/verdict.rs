@@ -55,4 +55,3 @@ impl Assessment {
         Self { verdict, rule: rule.map(str::to_owned), qualifying_days, days_with_data, lookback_days, reasons }
     }
 }
-

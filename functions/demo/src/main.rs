@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use finops_approval_request::DeploymentMode;
 use finops_core::policy::PolicyConfig;
 use finops_core::LookbackWindow;
 use finops_local::{serve, LocalFunctions, LocalSettings};
+use finops_request_approval::DeploymentMode;
 use finops_testkit::approvals::{ApprovalServer, SECRET, TABLE};
 use finops_testkit::moto::{http, sdk_config, MotoServer};
 use finops_testkit::seed::sample_fleet;
@@ -120,7 +120,7 @@ async fn main() {
     let functions = Arc::new(LocalFunctions::new(&config, &settings));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto_port).into()));
     let approval_page = ApprovalServer::start(
-        &std::env::current_exe().expect("own path").with_file_name("finops-approval"),
+        &std::env::current_exe().expect("own path").with_file_name("finops-approval-callback"),
         &endpoint,
         args.approval_port,
     );

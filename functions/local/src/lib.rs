@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
 use finops_actions::{Actions, ActionsConfig, SdkEc2Actions};
-use finops_approval_request::{DeploymentMode, RequestConfig};
-use finops_approvals::{DynamoApprovals, SecretsManagerKey, SnsNotifier};
+use finops_approval_store::{DynamoApprovals, SecretsManagerKey, SnsNotifier};
 use finops_aws::{FinopsError, PriceBook, S3RunStore, SdkPriceList};
 use finops_core::policy::PolicyConfig;
 use finops_core::DetectionConfig;
 use finops_inventory::Ec2Inventory;
 use finops_metrics::CloudWatchMetrics;
 use finops_reasoning::agent::BedrockAgent;
+use finops_request_approval::{DeploymentMode, RequestConfig};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -31,7 +31,7 @@ pub const FUNCTIONS: [&str; 6] = [
     "finops-metrics",
     "finops-reasoning",
     "finops-policy",
-    "finops-approval-request",
+    "finops-request-approval",
     "finops-actions",
 ];
 
@@ -119,11 +119,11 @@ impl LocalFunctions {
             "finops-policy" => {
                 to_json(finops_policy::handle(payload, &self.store, &self.policy, now).await.map(|o| json_of(&o)))
             }
-            "finops-approval-request" => {
+            "finops-request-approval" => {
                 let mut random = [0u8; 16];
                 getrandom::fill(&mut random).map_err(|e| ("Finops.Configuration".to_string(), e.to_string()))?;
                 to_json(
-                    finops_approval_request::handle(
+                    finops_request_approval::handle(
                         payload,
                         &self.records,
                         &self.key,

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use finops_approval_request::DeploymentMode;
 use finops_core::policy::PolicyConfig;
 use finops_core::LookbackWindow;
 use finops_local::{serve, LocalFunctions, LocalSettings};
+use finops_request_approval::DeploymentMode;
 use finops_testkit::approvals::{ApprovalServer, SECRET, TABLE};
 use finops_testkit::moto::{sdk_config, MotoServer};
 use finops_testkit::seed::{
@@ -172,9 +172,9 @@ async fn answer_emails(
     count: usize,
     decide: impl Fn(&str) -> &'static str,
 ) -> Vec<(String, &'static str)> {
-    let records = finops_approvals::DynamoApprovals::new(&w.config, TABLE);
-    let key = finops_approvals::SecretsManagerKey::new(&w.config, SECRET);
-    let callback = finops_approvals::SfnCallback::new(&w.config);
+    let records = finops_approval_store::DynamoApprovals::new(&w.config, TABLE);
+    let key = finops_approval_store::SecretsManagerKey::new(&w.config, SECRET);
+    let callback = finops_approval_store::SfnCallback::new(&w.config);
     let mut answered = Vec::new();
     while answered.len() < count {
         let email = w.env.plumbing.next_email().await;
@@ -204,8 +204,8 @@ async fn answer_emails(
         let path_and_query = link.strip_prefix("http://127.0.0.1:9").unwrap();
         let (path, query) = path_and_query.split_once('?').unwrap();
         let body = format!("decision={choice}&approver=ops%40example.com");
-        let response = finops_approval::handle(
-            finops_approval::HttpRequest {
+        let response = finops_approval_callback::handle(
+            finops_approval_callback::HttpRequest {
                 method: "POST",
                 path,
                 query,
@@ -366,10 +366,10 @@ async fn the_agent_tools_single_instance_entry_keeps_the_policy_check() {
     assert_eq!(instance_state(&w, prod).await.0, "running");
 }
 
-/// The `finops-approval` binary the workspace build put beside the test binaries.
+/// The `finops-approval-callback` binary the workspace build put beside the test binaries.
 fn approval_binary() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(|deps| deps.parent()).unwrap().join("finops-approval")
+    exe.parent().and_then(|deps| deps.parent()).unwrap().join("finops-approval-callback")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

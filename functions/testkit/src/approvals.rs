@@ -215,7 +215,7 @@ impl ApprovalPlumbing {
     }
 }
 
-/// The real `finops-approval` binary serving its page over plain HTTP on 127.0.0.1:`port`, against the AWS at
+/// The real `finops-approval-callback` binary serving its page over plain HTTP on 127.0.0.1:`port`, against the AWS at
 /// `endpoint`; killed when dropped. Used by the browser tests and the demo.
 pub struct ApprovalServer(std::process::Child);
 
@@ -234,10 +234,10 @@ impl ApprovalServer {
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()
-            .expect("start finops-approval");
+            .expect("start finops-approval-callback");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "finops-approval did not listen on {port}");
+            assert!(std::time::Instant::now() < deadline, "finops-approval-callback did not listen on {port}");
             std::thread::sleep(Duration::from_millis(50));
         }
         Self(child)

@@ -63,7 +63,7 @@ pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings)
         ("MetricsFunctionArn", "finops-metrics"),
         ("ReasoningFunctionArn", "finops-reasoning"),
         ("PolicyFunctionArn", "finops-policy"),
-        ("ApprovalRequestFunctionArn", "finops-approval-request"),
+        ("RequestApprovalFunctionArn", "finops-request-approval"),
         ("ActionsFunctionArn", "finops-actions"),
     ] {
         values.insert(key, format!("{FUNCTION_ARN_PREFIX}:{function}"));

@@ -1,8 +1,8 @@
-//! Lambda `finops-approval-request`: wires DynamoDB, Secrets Manager and SNS and calls the handler.
+//! Lambda `finops-request-approval`: wires DynamoDB, Secrets Manager and SNS and calls the handler.
 
-use finops_approval_request::{handle, RequestConfig};
-use finops_approvals::{DynamoApprovals, SecretsManagerKey, SnsNotifier};
+use finops_approval_store::{DynamoApprovals, SecretsManagerKey, SnsNotifier};
 use finops_aws::{load_sdk_config, AwsSettings, FinopsError};
+use finops_request_approval::{handle, RequestConfig};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 fn required(name: &str) -> Result<String, FinopsError> {

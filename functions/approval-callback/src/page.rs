@@ -1,7 +1,7 @@
 //! The HTML pages. Every value from the proposal is escaped, and tag values and the agent's justification are
 //! shown as untrusted text (no invisible or bidi characters, links defanged).
 
-use finops_approvals::ApprovalRecord;
+use finops_approval_store::ApprovalRecord;
 use finops_core::approval::ApprovalAction;
 use finops_core::untrusted;
 

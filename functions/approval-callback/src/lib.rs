@@ -12,7 +12,7 @@
 pub mod page;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use finops_approvals::{
+use finops_approval_store::{
     ApprovalRecords, ApprovalState, CallbackResult, DecideResult, Decision, SigningKey, TaskCallback, DECIDED_VIA_POST,
 };
 use finops_core::approval::{ApprovalAction, ApprovalLink, LinkError};
@@ -234,7 +234,7 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    use finops_approvals::{ApprovalReader, ApprovalRecord, MemoryApprovals, StaticKey};
+    use finops_approval_store::{ApprovalReader, ApprovalRecord, MemoryApprovals, StaticKey};
     use finops_aws::FinopsError;
 
     const KEY: &[u8] = b"test-signing-key-0123456789abcdef0123456789";

@@ -3,10 +3,12 @@
 //! the signing key from Secrets Manager, and the callback's GET and POST.
 
 use chrono::{Duration, Utc};
-use finops_approval::{handle, HttpRequest, HttpResponse};
-use finops_approval_request::{DeploymentMode, RequestConfig};
-use finops_approvals::{ApprovalReader, ApprovalState, DynamoApprovals, SecretsManagerKey, SfnCallback, SnsNotifier};
+use finops_approval_callback::{handle, HttpRequest, HttpResponse};
+use finops_approval_store::{
+    ApprovalReader, ApprovalState, DynamoApprovals, SecretsManagerKey, SfnCallback, SnsNotifier,
+};
 use finops_core::approval::{ApprovalAction, ApprovalLink};
+use finops_request_approval::{DeploymentMode, RequestConfig};
 use finops_testkit::approvals::{approval_plumbing, ApprovalPlumbing, SECRET, SIGNING_KEY, TABLE};
 use finops_testkit::moto;
 use serde_json::json;
@@ -52,7 +54,7 @@ impl Harness {
         let event =
             json!({"taskToken": token, "proposal": proposal(), "runId": "run-1", "executionArn": execution_arn});
         let trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
-        let out = finops_approval_request::handle(
+        let out = finops_request_approval::handle(
             event,
             &self.records,
             &self.key,

@@ -3,8 +3,8 @@
 //! then waits until the approval callback reports a decision, or until its TimeoutSeconds (no action).
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use finops_approvals::email::{execution_console_url, render, trace_console_url, EmailLinks};
-use finops_approvals::{ApprovalRecord, ApprovalRecords, ApprovalState, Notifier, SigningKey};
+use finops_approval_store::email::{execution_console_url, render, trace_console_url, EmailLinks};
+use finops_approval_store::{ApprovalRecord, ApprovalRecords, ApprovalState, Notifier, SigningKey};
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::{approval_id, ApprovalAction, ApprovalLink};
 use finops_core::policy::Proposal;
@@ -148,7 +148,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use finops_approvals::{ApprovalReader, MemoryApprovals, StaticKey};
+    use finops_approval_store::{ApprovalReader, MemoryApprovals, StaticKey};
     use std::sync::Mutex;
 
     #[derive(Default)]

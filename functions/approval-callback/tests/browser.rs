@@ -1,9 +1,9 @@
-//! A person's view: headless Chromium opens the emailed approve link served by the real `finops-approval` binary
+//! A person's view: headless Chromium opens the emailed approve link served by the real `finops-approval-callback` binary
 //! (local HTTP mode) over moto, sees the confirmation page, and clicks Approve; the waiting execution moves on.
 
 use chrono::Utc;
-use finops_approval_request::{DeploymentMode, RequestConfig};
-use finops_approvals::{ApprovalReader, ApprovalState, DynamoApprovals, SecretsManagerKey, SnsNotifier};
+use finops_approval_store::{ApprovalReader, ApprovalState, DynamoApprovals, SecretsManagerKey, SnsNotifier};
+use finops_request_approval::{DeploymentMode, RequestConfig};
 use finops_testkit::approvals::{approval_plumbing, ApprovalServer, SECRET, TABLE};
 use finops_testkit::browser::Browser;
 use finops_testkit::moto;
@@ -11,7 +11,8 @@ use serde_json::json;
 
 fn serve_callback(endpoint: &str) -> (ApprovalServer, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = ApprovalServer::start(std::path::Path::new(env!("CARGO_BIN_EXE_finops-approval")), endpoint, port);
+    let server =
+        ApprovalServer::start(std::path::Path::new(env!("CARGO_BIN_EXE_finops-approval-callback")), endpoint, port);
     (server, format!("http://127.0.0.1:{port}"))
 }
 
@@ -32,7 +33,7 @@ async fn a_person_opens_the_emailed_link_and_clicks_approve() {
         "priceSource": "embedded price table (2024-06)", "evidence": ["idle rule met on 14 of 14 days"], "volumeIds": ["vol-1"],
         "launchTime": "2026-01-01T00:00:00Z", "measuredUntil": "2026-11-28T00:00:00Z"
     });
-    let out = finops_approval_request::handle(
+    let out = finops_request_approval::handle(
         json!({"taskToken": token, "proposal": proposal, "runId": "run-b", "executionArn": execution}),
         &records,
         &SecretsManagerKey::new(&config, SECRET),

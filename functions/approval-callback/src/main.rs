@@ -1,10 +1,10 @@
-//! Lambda `finops-approval` behind a Function URL; with `FINOPS_LOCAL_LISTEN=127.0.0.1:PORT` it serves the same
+//! Lambda `finops-approval-callback` behind a Function URL; with `FINOPS_LOCAL_LISTEN=127.0.0.1:PORT` it serves the same
 //! handler over plain HTTP instead (the local demo and the browser test).
 
 use std::net::SocketAddr;
 
-use finops_approval::{handle, HttpRequest, HttpResponse};
-use finops_approvals::{DynamoApprovals, SecretsManagerKey, SfnCallback};
+use finops_approval_callback::{handle, HttpRequest, HttpResponse};
+use finops_approval_store::{DynamoApprovals, SecretsManagerKey, SfnCallback};
 use finops_aws::{load_sdk_config, AwsSettings, FinopsError};
 use http_body_util::{BodyExt, Full};
 use lambda_http::{Body, Request, RequestExt, Response};
