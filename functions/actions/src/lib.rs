@@ -88,6 +88,8 @@ pub struct ActionsConfig {
     pub snooze_days: i64,
     /// The idle rule of the deployment: measured again just before a stop, any day crossing it keeps the instance.
     pub idle_rule: DailyRule,
+    /// Where the decisions are verified (`FINOPS_APPROVALS_TABLE`, read only).
+    pub approvals_table: String,
 }
 
 impl ActionsConfig {
@@ -109,7 +111,8 @@ impl ActionsConfig {
             None => 7,
         };
         let idle_rule = detection.criteria.idle.unwrap_or_else(DailyRule::strict_idle);
-        Ok(Self { policy, snooze_days, idle_rule })
+        let approvals_table = finops_approval_store::required_var(&vars, "FINOPS_APPROVALS_TABLE")?;
+        Ok(Self { policy, snooze_days, idle_rule, approvals_table })
     }
 }
 
@@ -553,4 +556,36 @@ fn snapshot_state(snaps: &[SnapshotInfo], requested: &[String]) -> (Outcome, Str
         return (Outcome::Pending, format!("in progress: {}", progress.join(", ")));
     }
     (Outcome::Done, format!("{} snapshot(s) completed", snaps.len()))
+}
+
+/// The actions step as the Lambda and the local runner build it.
+pub struct ActionsStep {
+    instances: finops_inventory::Ec2Inventory,
+    ec2: SdkEc2Actions,
+    approvals: finops_approval_store::DynamoApprovals,
+    metrics: finops_metrics::CloudWatchMetrics,
+    config: ActionsConfig,
+}
+
+impl ActionsStep {
+    pub fn new(sdk: &aws_config::SdkConfig, config: ActionsConfig) -> Self {
+        Self {
+            instances: finops_inventory::Ec2Inventory::new(sdk.clone()),
+            ec2: SdkEc2Actions::new(sdk.clone()),
+            approvals: finops_approval_store::DynamoApprovals::new(sdk, config.approvals_table.clone()),
+            metrics: finops_metrics::CloudWatchMetrics::new(sdk.clone()),
+            config,
+        }
+    }
+
+    pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<ActionOutcome, FinopsError> {
+        let actions = Actions {
+            instances: &self.instances,
+            ec2: &self.ec2,
+            approvals: &self.approvals,
+            metrics: &self.metrics,
+            config: &self.config,
+        };
+        actions.handle(event, now).await
+    }
 }

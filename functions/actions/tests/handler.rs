@@ -113,7 +113,8 @@ impl World {
             ec2: MemoryEc2::with([instance]),
             approvals: MemoryApprovals::default(),
             metrics,
-            config: ActionsConfig::from_vars(Vec::new()).unwrap(),
+            config: ActionsConfig::from_vars([("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string())])
+                .unwrap(),
         }
     }
 

@@ -37,7 +37,10 @@ async fn harness(moto: &finops_testkit::MotoSession, vars: Vec<(String, String)>
         ec2: SdkEc2Actions::new(config.clone()),
         approvals: MemoryApprovals::default(),
         metrics: CloudWatchMetrics::new(config),
-        config: ActionsConfig::from_vars(vars).unwrap(),
+        config: ActionsConfig::from_vars(
+            vars.into_iter().chain([("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string())]),
+        )
+        .unwrap(),
         client,
         image,
     }

@@ -106,43 +106,73 @@ impl ApprovalStarter for SfnStarter {
     }
 }
 
-/// The read-only SDK adapters the tools run on, built once from an SDK configuration (Lambda, reasoning, CLI).
-pub struct ToolClients {
-    pub inventory: finops_inventory::Ec2Inventory,
-    pub metrics: finops_metrics::CloudWatchMetrics,
-    pub prices: PriceBook<finops_aws::SdkPriceList>,
-}
-
-impl ToolClients {
-    /// `price_list_api`: ask the Price List API (else the embedded table only).
-    pub fn new(config: &aws_config::SdkConfig, price_list_api: bool) -> Self {
-        Self {
-            inventory: finops_inventory::Ec2Inventory::new(config.clone()),
-            metrics: finops_metrics::CloudWatchMetrics::new(config.clone()),
-            prices: PriceBook::new(price_list_api.then(|| finops_aws::SdkPriceList::new(config))),
-        }
-    }
-
-    pub fn read_tools(
-        &self,
-        regions: Vec<String>,
-        criteria: IdleCriteria,
-    ) -> ReadTools<'_, finops_inventory::Ec2Inventory, finops_metrics::CloudWatchMetrics, finops_aws::SdkPriceList>
-    {
-        ReadTools { inventory: &self.inventory, metrics: &self.metrics, prices: &self.prices, regions, criteria }
-    }
-}
-
 /// The read-only tools: inventory, utilisation and prices of the regions this deployment manages. The inventory
 /// type lists fleets and looks up single instances; nothing here can change an instance.
-pub struct ReadTools<'a, S, M, P> {
-    pub inventory: &'a S,
-    pub metrics: &'a M,
-    pub prices: &'a PriceBook<P>,
+pub struct ReadTools<S, M, P> {
+    pub inventory: S,
+    pub metrics: M,
+    pub prices: PriceBook<P>,
     /// Regions this deployment manages: instance ids are looked up there and nowhere else.
     pub regions: Vec<String>,
     /// The deployment's criteria and lookback: every answer uses them unless a tool's parameter says otherwise.
     pub criteria: IdleCriteria,
+}
+
+/// The read-only tools on the AWS SDK.
+pub type SdkReadTools =
+    ReadTools<finops_inventory::Ec2Inventory, finops_metrics::CloudWatchMetrics, finops_aws::SdkPriceList>;
+
+impl SdkReadTools {
+    /// `price_list_api`: ask the Price List API (else the embedded table only).
+    pub fn from_sdk(
+        sdk: &aws_config::SdkConfig,
+        price_list_api: bool,
+        regions: Vec<String>,
+        criteria: IdleCriteria,
+    ) -> Self {
+        Self {
+            inventory: finops_inventory::Ec2Inventory::new(sdk.clone()),
+            metrics: finops_metrics::CloudWatchMetrics::new(sdk.clone()),
+            prices: PriceBook::new(price_list_api.then(|| finops_aws::SdkPriceList::new(sdk))),
+            regions,
+            criteria,
+        }
+    }
+}
+
+/// What the action group reads from its environment: `FINOPS_REGIONS`, `FINOPS_STATE_MACHINE_ARN`, `FINOPS_MODE`, the
+/// detection variables (criteria, lookback, pricing) and the policy variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolsConfig {
+    pub regions: Vec<String>,
+    pub state_machine_arn: String,
+    pub detection: finops_core::DetectionConfig,
+    pub policy: PolicyConfig,
+    pub mode: DeploymentMode,
+}
+
+impl ToolsConfig {
+    pub fn from_env() -> Result<Self, finops_core::ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, finops_core::ConfigError> {
+        use finops_core::ConfigError;
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let regions = finops_core::regions::parse_region_list(&get("FINOPS_REGIONS").unwrap_or_default())
+            .map_err(|e| ConfigError::new("FINOPS_REGIONS", e))?;
+        let state_machine_arn = get("FINOPS_STATE_MACHINE_ARN")
+            .filter(|v| v.starts_with("arn:"))
+            .ok_or_else(|| ConfigError::new("FINOPS_STATE_MACHINE_ARN", "is not set to a state machine ARN"))?;
+        Ok(Self {
+            regions,
+            state_machine_arn,
+            detection: finops_core::DetectionConfig::from_vars(vars.clone())?,
+            policy: PolicyConfig::from_vars(vars.clone())?,
+            mode: DeploymentMode::from_vars(vars)?,
+        })
+    }
 }
 
 fn looks_like_instance_id(id: &str) -> bool {
@@ -163,7 +193,7 @@ fn denied(instance_id: &str, reason: String) -> (u16, Value) {
     (200, json!({"status": "DENIED", "instanceId": instance_id, "reason": reason}))
 }
 
-impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi> ReadTools<'_, S, M, P> {
+impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi> ReadTools<S, M, P> {
     async fn find(&self, instance_id: &str) -> Result<Option<InstanceRecord>, FinopsError> {
         if !looks_like_instance_id(instance_id) {
             return Ok(None);
@@ -196,10 +226,10 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi> ReadTo
                     Err(m) => return bad(m),
                 };
                 let instances =
-                    collect_inventory(self.inventory, std::slice::from_ref(&region), &finops_core::Silent).await?;
+                    collect_inventory(&self.inventory, std::slice::from_ref(&region), &finops_core::Silent).await?;
                 let criteria = self.criteria_for(days);
                 let analysis =
-                    analyse(self.metrics, self.prices, &instances, &criteria, now, &finops_core::Silent).await?;
+                    analyse(&self.metrics, &self.prices, &instances, &criteria, now, &finops_core::Silent).await?;
                 let mut found: Vec<(&InstanceRecord, &finops_core::UtilisationSummary)> = instances
                     .iter()
                     .zip(&analysis.summaries)
@@ -245,8 +275,8 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi> ReadTo
                     )));
                 };
                 let analysis = analyse(
-                    self.metrics,
-                    self.prices,
+                    &self.metrics,
+                    &self.prices,
                     std::slice::from_ref(&instance),
                     &self.criteria_for(days),
                     now,
@@ -293,14 +323,31 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi> ReadTo
 
 /// The agent's action group: the read-only tools, and stop requests that go through the policy and, in an `act`
 /// deployment, to a human.
-pub struct Tools<'a, S, M, P, X> {
-    pub read: ReadTools<'a, S, M, P>,
-    pub starter: &'a X,
+pub struct Tools<S, M, P, X> {
+    pub read: ReadTools<S, M, P>,
+    pub starter: X,
     pub policy: PolicyConfig,
     pub mode: DeploymentMode,
 }
 
-impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi, X: ApprovalStarter> Tools<'_, S, M, P, X> {
+/// The action group on the AWS SDK.
+pub type SdkTools =
+    Tools<finops_inventory::Ec2Inventory, finops_metrics::CloudWatchMetrics, finops_aws::SdkPriceList, SfnStarter>;
+
+impl SdkTools {
+    /// The deployed Lambda and the local runner build it this one way.
+    pub fn new(sdk: &aws_config::SdkConfig, config: ToolsConfig) -> Self {
+        let price_list_api = config.detection.pricing == finops_core::config::PricingMode::Api;
+        Self {
+            read: ReadTools::from_sdk(sdk, price_list_api, config.regions, config.detection.criteria),
+            starter: SfnStarter::new(sdk, config.state_machine_arn),
+            policy: config.policy,
+            mode: config.mode,
+        }
+    }
+}
+
+impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi, X: ApprovalStarter> Tools<S, M, P, X> {
     /// Dispatches one event; `(status, body)`.
     async fn dispatch(&self, event: &ActionGroupEvent, now: DateTime<Utc>) -> Result<(u16, Value), FinopsError> {
         if let Some(answer) = self.read.read(event, now).await? {

@@ -3,7 +3,7 @@
 #![recursion_limit = "256"]
 
 use chrono::Utc;
-use finops_agent_tools::{SfnStarter, ToolClients, Tools};
+use finops_agent_tools::{ReadTools, SfnStarter, Tools};
 use finops_core::criteria::{CriteriaPreset, IdleCriteria};
 use finops_core::policy::PolicyConfig;
 use finops_core::DeploymentMode;
@@ -82,13 +82,16 @@ async fn every_operation_answers_in_bedrocks_format() {
     let sfn = aws_sdk_sfn::Client::new(&config);
     let state_machine = noop_state_machine(&sfn).await;
 
-    let clients = ToolClients::new(&config, false);
-    let starter = SfnStarter::new(&config, state_machine.clone());
+    let starter_arn = state_machine.clone();
     // An act deployment whose lookback is 21 days: the tools and the executions they start use it.
     let tools = Tools {
-        read: clients
-            .read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 21)),
-        starter: &starter,
+        read: ReadTools::from_sdk(
+            &config,
+            false,
+            vec!["ap-southeast-2".into()],
+            IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 21),
+        ),
+        starter: SfnStarter::new(&config, starter_arn),
         policy: PolicyConfig::default(),
         mode: DeploymentMode::Act,
     };
@@ -214,13 +217,16 @@ async fn in_recommend_mode_a_stop_request_says_what_would_happen_and_starts_noth
         launch(&ec2_client, &ami, &InstanceSpec::new("prod-db", "r5.large").tag("env", "prod-eu"), 1).await.remove(0);
     let sfn = aws_sdk_sfn::Client::new(&config);
     let state_machine = noop_state_machine(&sfn).await;
-    let clients = ToolClients::new(&config, false);
-    let starter = SfnStarter::new(&config, state_machine.clone());
+    let starter_arn = state_machine.clone();
     let vars = [("FINOPS_MODE".to_string(), "recommend".to_string())];
     let tools = Tools {
-        read: clients
-            .read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14)),
-        starter: &starter,
+        read: ReadTools::from_sdk(
+            &config,
+            false,
+            vec!["ap-southeast-2".into()],
+            IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+        ),
+        starter: SfnStarter::new(&config, starter_arn),
         policy: PolicyConfig::default(),
         mode: DeploymentMode::from_vars(vars).unwrap(),
     };
@@ -253,12 +259,15 @@ async fn in_recommend_mode_a_stop_request_says_what_would_happen_and_starts_noth
 async fn unknown_operations_and_malformed_events_get_well_formed_errors() {
     let moto = moto().await;
     let config = moto.sdk_config("ap-southeast-2").await;
-    let clients = ToolClients::new(&config, false);
-    let starter = SfnStarter::new(&config, "arn:aws:states:ap-southeast-2:123456789012:stateMachine:none");
+    let starter_arn = "arn:aws:states:ap-southeast-2:123456789012:stateMachine:none";
     let tools = Tools {
-        read: clients
-            .read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14)),
-        starter: &starter,
+        read: ReadTools::from_sdk(
+            &config,
+            false,
+            vec!["ap-southeast-2".into()],
+            IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+        ),
+        starter: SfnStarter::new(&config, starter_arn),
         policy: PolicyConfig::default(),
         mode: DeploymentMode::Act,
     };
@@ -289,8 +298,12 @@ async fn unknown_operations_and_malformed_events_get_well_formed_errors() {
     );
     assert_eq!(status, 400);
     // The read-only tools (what Converse and `finops ask` hold) have no stop operation at all.
-    let read_only =
-        clients.read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14));
+    let read_only = ReadTools::from_sdk(
+        &config,
+        false,
+        vec!["ap-southeast-2".into()],
+        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+    );
     let path = "/resources/{resource_id}/stop";
     let (status, body) = unwrap(
         &read_only

@@ -13,7 +13,8 @@ pub mod page;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use finops_approval_store::{
-    ApprovalRecords, ApprovalState, CallbackResult, DecideResult, Decision, SigningKey, TaskCallback, DECIDED_VIA_POST,
+    ApprovalRecords, ApprovalState, CallbackResult, DecideResult, Decision, DynamoApprovals, SecretsManagerKey,
+    SfnCallback, SigningKey, StoreConfig, TaskCallback, DECIDED_VIA_POST,
 };
 use finops_core::approval::{ApprovalAction, ApprovalLink, LinkError};
 
@@ -224,6 +225,27 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
                 "This approval timed out before your answer arrived. No action was taken.",
             ))
         }
+    }
+}
+
+/// The callback as the Lambda and the local runner build it: the approvals table, the signing key, Step Functions.
+pub struct ApprovalCallback {
+    records: DynamoApprovals,
+    key: SecretsManagerKey,
+    callback: SfnCallback,
+}
+
+impl ApprovalCallback {
+    pub fn new(sdk: &aws_config::SdkConfig, config: StoreConfig) -> Self {
+        Self {
+            records: DynamoApprovals::new(sdk, config.approvals_table),
+            key: SecretsManagerKey::new(sdk, config.signing_secret_id),
+            callback: SfnCallback::new(sdk),
+        }
+    }
+
+    pub async fn respond(&self, request: HttpRequest<'_>, now: DateTime<Utc>) -> HttpResponse {
+        handle(request, &self.records, &self.key, &self.callback, now).await
     }
 }
 

@@ -118,6 +118,31 @@ pub struct DynamoApprovals {
     table: String,
 }
 
+/// Where the approval records and the link-signing key are: `FINOPS_APPROVALS_TABLE`, `FINOPS_SIGNING_SECRET_ID`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub approvals_table: String,
+    pub signing_secret_id: String,
+}
+
+/// A required, non-empty variable.
+pub fn required_var(vars: &[(String, String)], name: &str) -> Result<String, finops_core::ConfigError> {
+    vars.iter()
+        .find(|(k, v)| k == name && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().to_owned())
+        .ok_or_else(|| finops_core::ConfigError::new(name, "is not set"))
+}
+
+impl StoreConfig {
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, finops_core::ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        Ok(Self {
+            approvals_table: required_var(&vars, "FINOPS_APPROVALS_TABLE")?,
+            signing_secret_id: required_var(&vars, "FINOPS_SIGNING_SECRET_ID")?,
+        })
+    }
+}
+
 /// Approval records stay in the table this long after they expire (DynamoDB TTL), for the audit trail.
 pub const RECORD_RETENTION_SECONDS: i64 = 30 * 86_400;
 

@@ -3,6 +3,7 @@
 //! book (AWS Price List Query API with the embedded fallback), and logging setup.
 
 pub mod error;
+pub mod lambda;
 pub mod pricing;
 pub mod sdk;
 pub mod store;

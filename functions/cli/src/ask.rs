@@ -4,13 +4,13 @@
 use std::io::Write;
 
 use clap::Args;
-use finops_agent_tools::ToolClients;
+use finops_agent_tools::ReadTools;
 use finops_aws::{load_sdk_config, AwsSettings};
 use finops_core::regions::parse_region_list;
 use finops_core::DetectionConfig;
 use finops_reasoning::agent::{BedrockAgent, StreamEvent};
 use finops_reasoning::converse::BedrockConverse;
-use finops_reasoning::Reasoner;
+use finops_reasoning::Model;
 
 use crate::CliError;
 
@@ -58,8 +58,7 @@ pub async fn run(args: AskArgs) -> Result<(), CliError> {
         (Some(model_id), _, _) => {
             let regions = parse_region_list(&args.regions).map_err(CliError::Usage)?;
             // The read-only tools: nothing `finops ask` runs can ask for approval or change an instance.
-            let clients = ToolClients::new(&sdk, true);
-            let tools = clients.read_tools(regions, DetectionConfig::default().criteria);
+            let tools = ReadTools::from_sdk(&sdk, true, regions, DetectionConfig::default().criteria);
             let converse = BedrockConverse::new(aws_sdk_bedrockruntime::Client::new(&sdk), model_id, tools).map_err(CliError::Usage)?;
             let reply = converse.ask(&session, &args.question).await?;
             if trace {

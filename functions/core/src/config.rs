@@ -168,6 +168,11 @@ impl DetectionConfig {
         Ok(config)
     }
 
+    /// The run bucket, which every step that stores run documents needs (`FINOPS_RUN_BUCKET`).
+    pub fn required_run_bucket(&self) -> Result<&str, ConfigError> {
+        self.run_bucket.as_deref().ok_or_else(|| ConfigError::new("FINOPS_RUN_BUCKET", "is not set"))
+    }
+
     /// Applies a run's own `lookbackDays` and `criteria` (schedule input, CLI flags). Threshold overrides made by
     /// environment stay; the rules' day counts follow the new lookback.
     pub fn with_run_overrides(

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use finops_core::policy::PolicyConfig;
+use finops_approval_callback::ApprovalCallback;
+use finops_approval_store::StoreConfig;
 use finops_core::LookbackWindow;
-use finops_local::{serve, LocalFunctions, LocalSettings};
-use finops_request_approval::DeploymentMode;
-use finops_testkit::approvals::{ApprovalServer, SECRET, TABLE};
+use finops_local::{approval_page, serve, LocalFunctions};
 use finops_testkit::moto::{http, sdk_config, MotoServer};
+use finops_testkit::scripted_model;
 use finops_testkit::seed::sample_fleet;
-use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings, RUN_BUCKET};
+use finops_testkit::workflow::{set_var, WorkflowEnv, WorkflowTimings, RUN_BUCKET};
 use serde_json::{json, Value};
 
 #[derive(Debug, Parser)]
@@ -52,6 +52,10 @@ struct Args {
     /// Regions to scan.
     #[arg(long, default_value = "ap-southeast-2,us-east-1")]
     regions: String,
+    /// The reasoning backend: converse (the deployment's default, here against a scripted local model that speaks
+    /// Bedrock's Converse protocol) or rules (no model).
+    #[arg(long, default_value = "converse", value_parser = ["converse", "rules"])]
+    reasoner: String,
 }
 
 fn say(line: impl AsRef<str>) {
@@ -92,12 +96,11 @@ async fn main() {
     };
     let moto_port: u16 = endpoint.rsplit(':').next().and_then(|p| p.parse().ok()).expect("endpoint port");
     let config = sdk_config(&endpoint, "ap-southeast-2").await;
-    let policy = PolicyConfig::default();
     let timings = WorkflowTimings {
         approval_timeout_seconds: args.approval_timeout,
         snapshot_poll_seconds: 2,
         max_snapshot_checks: 30,
-        max_proposals: policy.max_proposals as u32,
+        max_proposals: 10,
         deployment_mode: "act",
     };
     let env = WorkflowEnv::create(moto_port, &config, &timings).await;
@@ -107,23 +110,31 @@ async fn main() {
     ));
 
     let base_url = format!("http://127.0.0.1:{}", args.approval_port);
-    let settings = LocalSettings {
-        bucket: RUN_BUCKET.into(),
-        approvals_table: TABLE.into(),
-        signing_secret_id: SECRET.into(),
-        approval_topic_arn: env.plumbing.topic_arn.clone(),
-        approval_base_url: base_url.clone(),
-        approval_window_seconds: i64::from(args.approval_timeout),
-        policy,
-        mode: DeploymentMode::Act,
+    // The functions' environment, as the CDK app sets it: every step is built from it by the Lambdas' constructors.
+    let mut vars = env.function_vars(&base_url);
+    set_var(&mut vars, "FINOPS_REASONER", &args.reasoner);
+    let functions = match LocalFunctions::new(&config, &vars) {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            eprintln!("finops-demo: {e}");
+            std::process::exit(2);
+        }
     };
-    let functions = Arc::new(LocalFunctions::new(&config, &settings));
+    match args.reasoner.as_str() {
+        "converse" => say(format!(
+            "reasoning: Bedrock Converse with tool use, answered by a {} at {}",
+            scripted_model::LABEL,
+            env.model.endpoint
+        )),
+        _ => say("reasoning: the deterministic rules backend (no model)"),
+    }
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto_port).into()));
-    let approval_page = ApprovalServer::start(
-        &std::env::current_exe().expect("own path").with_file_name("finops-approval-callback"),
-        &endpoint,
-        args.approval_port,
-    );
+    let store = StoreConfig::from_vars(vars.clone()).expect("approval store settings");
+    let approval_page =
+        approval_page::start(args.approval_port, ApprovalCallback::new(&config, store)).await.unwrap_or_else(|e| {
+            eprintln!("finops-demo: cannot serve the approval page on port {}: {e}", args.approval_port);
+            std::process::exit(2);
+        });
     say(format!("approval page served at {base_url}/approvals/..."));
 
     if !args.no_seed {
@@ -232,6 +243,10 @@ fn run_report(run_id: &str, execution: &str, status: &str, output: &Value) -> Va
         "executionArn": execution,
         "status": status,
         "mode": output["mode"],
+        "reasoning": {
+            "backend": output["reasoning"]["output"]["backend"],
+            "fallbacksToRules": output["reasoning"]["output"]["fallbacks"],
+        },
         "found": output["detection"]["instanceCount"],
         "proposed": output["policy"]["proposalCount"],
         "proposedMonthlySavingUsd": output["policy"]["proposedMonthlySavingUsd"],

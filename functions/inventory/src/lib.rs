@@ -129,3 +129,21 @@ pub async fn handle<S: InventorySource, R: RunStore>(
     tracing::info!(run_id, instance_count, bytes = inventory.bytes, "inventory stored");
     Ok(InventoryOutput { run_id, regions, inventory, instance_count, instances_by_region })
 }
+
+/// The inventory step as the Lambda and the local runner build it: EC2 per region, documents to the run bucket.
+pub struct InventoryStep {
+    source: Ec2Inventory,
+    store: finops_aws::S3RunStore,
+}
+
+impl InventoryStep {
+    /// Needs `FINOPS_RUN_BUCKET` (in `config`).
+    pub fn new(sdk: &aws_config::SdkConfig, config: &finops_core::DetectionConfig) -> Result<Self, FinopsError> {
+        let bucket = config.required_run_bucket()?;
+        Ok(Self { source: Ec2Inventory::new(sdk.clone()), store: finops_aws::S3RunStore::new(sdk, bucket) })
+    }
+
+    pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<InventoryOutput, FinopsError> {
+        handle(event, &self.source, &self.store, now).await
+    }
+}

@@ -4,21 +4,22 @@
 //! HTTP 200 with `X-Amz-Function-Error: Unhandled` and `{errorType, errorMessage}`, as real Lambda answers, so the
 //! state machine's Retry and Catch see `Finops.*` error names.
 
+pub mod approval_page;
+
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
-use finops_actions::{Actions, ActionsConfig, SdkEc2Actions};
-use finops_approval_store::{DynamoApprovals, SecretsManagerKey, SnsNotifier};
-use finops_aws::{FinopsError, PriceBook, S3RunStore, SdkPriceList};
-use finops_core::policy::PolicyConfig;
+use finops_actions::{ActionsConfig, ActionsStep};
+use finops_aws::FinopsError;
 use finops_core::DetectionConfig;
-use finops_inventory::Ec2Inventory;
-use finops_metrics::CloudWatchMetrics;
-use finops_reasoning::agent::BedrockAgent;
-use finops_request_approval::{DeploymentMode, RequestConfig};
+use finops_inventory::InventoryStep;
+use finops_metrics::MetricsStep;
+use finops_policy::{PolicyStep, PolicyStepConfig};
+use finops_reasoning::{ReasoningConfig, ReasoningStep};
+use finops_request_approval::{RequestApprovalConfig, RequestApprovalStep};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -35,33 +36,15 @@ pub const FUNCTIONS: [&str; 6] = [
     "finops-actions",
 ];
 
-pub struct LocalSettings {
-    pub bucket: String,
-    pub approvals_table: String,
-    pub signing_secret_id: String,
-    pub approval_topic_arn: String,
-    pub approval_base_url: String,
-    pub approval_window_seconds: i64,
-    /// The policy of the policy and actions steps (the per-run cap is also the approval map's concurrency).
-    pub policy: PolicyConfig,
-    /// The deployment's mode, as the approval request step reads it.
-    pub mode: DeploymentMode,
-}
-
-/// Every step's handler with its clients, as the deployed Lambdas would build them.
+/// Every step, built by the constructors the Lambdas use from the variables a deployment sets (`FINOPS_*`, as the
+/// CDK app sets them): a setting behaves the same here and in AWS.
 pub struct LocalFunctions {
-    store: S3RunStore,
-    inventory: Ec2Inventory,
-    metrics: CloudWatchMetrics,
-    prices: PriceBook<SdkPriceList>,
-    detection: DetectionConfig,
-    policy: PolicyConfig,
-    records: DynamoApprovals,
-    key: SecretsManagerKey,
-    notifier: SnsNotifier,
-    request: RequestConfig,
-    ec2: SdkEc2Actions,
-    actions: ActionsConfig,
+    inventory: InventoryStep,
+    metrics: MetricsStep,
+    reasoning: ReasoningStep,
+    policy: PolicyStep,
+    request_approval: RequestApprovalStep,
+    actions: ActionsStep,
     /// Functions that fail on purpose (failure-injection tests and demos).
     pub failing: Mutex<HashSet<String>>,
     /// Every invocation, in order, for tests and progress output.
@@ -69,31 +52,20 @@ pub struct LocalFunctions {
 }
 
 impl LocalFunctions {
-    pub fn new(config: &SdkConfig, settings: &LocalSettings) -> Self {
-        Self {
-            store: S3RunStore::new(config, settings.bucket.clone()),
-            inventory: Ec2Inventory::new(config.clone()),
-            metrics: CloudWatchMetrics::new(config.clone()),
-            prices: PriceBook::new(None),
-            detection: DetectionConfig { run_bucket: Some(settings.bucket.clone()), ..DetectionConfig::default() },
-            policy: settings.policy.clone(),
-            records: DynamoApprovals::new(config, settings.approvals_table.clone()),
-            key: SecretsManagerKey::new(config, settings.signing_secret_id.clone()),
-            notifier: SnsNotifier::new(config, settings.approval_topic_arn.clone()),
-            request: RequestConfig {
-                base_url: settings.approval_base_url.clone(),
-                window_seconds: settings.approval_window_seconds,
-                snooze_days: 7,
-                mode: settings.mode,
-            },
-            ec2: SdkEc2Actions::new(config.clone()),
-            actions: ActionsConfig {
-                policy: settings.policy.clone(),
-                ..ActionsConfig::from_vars(Vec::new()).expect("defaults are valid")
-            },
+    /// `vars`: the functions' environment. A bad or missing variable fails here with its name, as a Lambda's cold
+    /// start would.
+    pub fn new(sdk: &SdkConfig, vars: &[(String, String)]) -> Result<Self, FinopsError> {
+        let vars = || vars.iter().cloned();
+        Ok(Self {
+            inventory: InventoryStep::new(sdk, &DetectionConfig::from_vars(vars())?)?,
+            metrics: MetricsStep::new(sdk, DetectionConfig::from_vars(vars())?)?,
+            reasoning: ReasoningStep::new(sdk, ReasoningConfig::from_vars(vars())?)?,
+            policy: PolicyStep::new(sdk, PolicyStepConfig::from_vars(vars())?),
+            request_approval: RequestApprovalStep::new(sdk, RequestApprovalConfig::from_vars(vars())?),
+            actions: ActionsStep::new(sdk, ActionsConfig::from_vars(vars())?),
             failing: Mutex::default(),
             invocations: Mutex::default(),
-        }
+        })
     }
 
     /// Runs one function; `Err((errorType, errorMessage))` as Lambda reports a function error.
@@ -105,48 +77,14 @@ impl LocalFunctions {
         let now = chrono::Utc::now();
         let to_json = |r: Result<Value, FinopsError>| r.map_err(|e| (e.error_name().to_owned(), e.to_string()));
         match function {
-            "finops-inventory" => {
-                to_json(finops_inventory::handle(payload, &self.inventory, &self.store, now).await.map(|o| json_of(&o)))
-            }
-            "finops-metrics" => to_json(
-                finops_metrics::handle(payload, &self.metrics, &self.prices, &self.store, &self.detection, now)
-                    .await
-                    .map(|o| json_of(&o)),
-            ),
-            "finops-reasoning" => to_json(
-                finops_reasoning::handle::<BedrockAgent, _>(payload, &self.store, None, now).await.map(|o| json_of(&o)),
-            ),
-            "finops-policy" => {
-                to_json(finops_policy::handle(payload, &self.store, &self.policy, now).await.map(|o| json_of(&o)))
-            }
+            "finops-inventory" => to_json(self.inventory.handle(payload, now).await.map(|o| json_of(&o))),
+            "finops-metrics" => to_json(self.metrics.handle(payload, now).await.map(|o| json_of(&o))),
+            "finops-reasoning" => to_json(self.reasoning.handle(payload, now).await.map(|o| json_of(&o))),
+            "finops-policy" => to_json(self.policy.handle(payload, now).await.map(|o| json_of(&o))),
             "finops-request-approval" => {
-                let mut random = [0u8; 16];
-                getrandom::fill(&mut random).map_err(|e| ("Finops.Configuration".to_string(), e.to_string()))?;
-                to_json(
-                    finops_request_approval::handle(
-                        payload,
-                        &self.records,
-                        &self.key,
-                        &self.notifier,
-                        &self.request,
-                        now,
-                        random,
-                        None,
-                    )
-                    .await
-                    .map(|o| json_of(&o)),
-                )
+                to_json(self.request_approval.handle(payload, now, None).await.map(|o| json_of(&o)))
             }
-            "finops-actions" => {
-                let actions = Actions {
-                    instances: &self.inventory,
-                    ec2: &self.ec2,
-                    approvals: &self.records,
-                    metrics: &self.metrics,
-                    config: &self.actions,
-                };
-                to_json(actions.handle(payload, now).await.map(|o| json_of(&o)))
-            }
+            "finops-actions" => to_json(self.actions.handle(payload, now).await.map(|o| json_of(&o))),
             other => Err(("ResourceNotFoundException".into(), format!("Function not found: {other}"))),
         }
     }

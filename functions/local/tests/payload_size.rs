@@ -7,7 +7,6 @@ use finops_core::policy::PolicyConfig;
 use finops_core::{DetectionConfig, InstanceRecord};
 use finops_inventory::InventorySource;
 use finops_metrics::synthetic::SyntheticMetrics;
-use finops_reasoning::agent::BedrockAgent;
 use finops_testkit::fixtures::instance;
 use serde_json::{json, Value};
 
@@ -64,7 +63,7 @@ async fn the_largest_state_of_a_5000_instance_run_stays_under_256_kb() {
     .unwrap();
     assert_eq!(metrics["verdicts"]["idle"], 2_500);
     let reasoning = serde_json::to_value(
-        finops_reasoning::handle::<BedrockAgent, _>(metrics.clone(), &store, None, now).await.unwrap(),
+        finops_reasoning::handle(metrics.clone(), &store, &finops_reasoning::Rules, now).await.unwrap(),
     )
     .unwrap();
     let policy = serde_json::to_value(

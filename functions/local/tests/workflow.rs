@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use finops_core::policy::PolicyConfig;
+use finops_approval_callback::ApprovalCallback;
+use finops_approval_store::StoreConfig;
 use finops_core::LookbackWindow;
-use finops_local::{serve, LocalFunctions, LocalSettings};
-use finops_request_approval::DeploymentMode;
-use finops_testkit::approvals::{ApprovalServer, SECRET, TABLE};
+use finops_local::{approval_page, serve, LocalFunctions};
+use finops_testkit::approvals::{SECRET, TABLE};
 use finops_testkit::moto::{sdk_config, MotoServer};
 use finops_testkit::seed::{
     launch, linux_image_id, put_daily_metrics, sample_fleet, DayProfile, InstanceSpec, SeededInstance,
 };
-use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings, RUN_BUCKET};
+use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings};
 use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_dynamodb, aws_sdk_ec2};
 use serde_json::Value;
 
@@ -26,6 +26,8 @@ struct Workflow {
     functions: Arc<LocalFunctions>,
     config: aws_config::SdkConfig,
     fleet: Vec<SeededInstance>,
+    /// The functions' environment, as a deployment sets it.
+    vars: Vec<(String, String)>,
 }
 
 async fn workflow(approval_timeout: u32) -> Workflow {
@@ -56,21 +58,12 @@ async fn deployment(
         deployment_mode: mode,
     };
     let env = WorkflowEnv::create(moto.port, &config, &timings).await;
-    let settings = LocalSettings {
-        bucket: RUN_BUCKET.into(),
-        approvals_table: TABLE.into(),
-        signing_secret_id: SECRET.into(),
-        approval_topic_arn: env.plumbing.topic_arn.clone(),
-        approval_base_url: approval_base_url.into(),
-        approval_window_seconds: 3600,
-        policy: PolicyConfig { max_proposals: max_proposals as usize, ..PolicyConfig::default() },
-        mode: if mode == "act" { DeploymentMode::Act } else { DeploymentMode::Recommend },
-    };
-    let functions = Arc::new(LocalFunctions::new(&config, &settings));
+    let vars = env.function_vars(approval_base_url);
+    let functions = Arc::new(LocalFunctions::new(&config, &vars).expect("the functions' environment"));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto.port).into()));
     let use1 = sdk_config(&moto.endpoint, "us-east-1").await;
     let fleet = sample_fleet(&config, &use1, &LookbackWindow::ending_before(Utc::now(), 14)).await;
-    Workflow { _moto: moto, env, functions, config, fleet }
+    Workflow { _moto: moto, env, functions, config, fleet, vars }
 }
 
 impl Workflow {
@@ -139,6 +132,10 @@ async fn recommend_mode_reports_and_does_nothing() {
     assert_eq!(ledger["proposalCount"].as_n().unwrap(), "10");
     let invoked = w.functions.invocations.lock().unwrap().clone();
     assert_eq!(invoked, ["finops-inventory", "finops-metrics", "finops-reasoning", "finops-policy"]);
+    // The model path, as a deployment runs it: Converse, one tool call round trip, an answer that validated.
+    assert_eq!(output["reasoning"]["output"]["backend"], "converse");
+    assert_eq!(output["reasoning"]["output"]["fallbacks"], 0);
+    assert_eq!((w.env.model.requests(), w.env.model.tool_calls()), (2, 1), "one tool call, then the answer");
     // Nothing changed in EC2.
     let ec2 = aws_sdk_ec2::Client::new(&w.config);
     let out = ec2.describe_instances().send().await.unwrap();
@@ -366,10 +363,12 @@ async fn the_agent_tools_single_instance_entry_keeps_the_policy_check() {
     assert_eq!(instance_state(&w, prod).await.0, "running");
 }
 
-/// The `finops-approval-callback` binary the workspace build put beside the test binaries.
-fn approval_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(|deps| deps.parent()).unwrap().join("finops-approval-callback")
+impl Workflow {
+    /// The approval page on 127.0.0.1:`port`, served by the callback the Lambda runs.
+    async fn approval_page(&self, port: u16) -> approval_page::ServerHandle {
+        let store = StoreConfig::from_vars(self.vars.clone()).expect("approval store settings");
+        approval_page::start(port, ApprovalCallback::new(&self.config, store)).await.expect("serve the approval page")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +376,7 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let w = workflow_with(120, &base).await;
-    let _server = ApprovalServer::start(&approval_binary(), w.config.endpoint_url().unwrap(), port);
+    let _server = w.approval_page(port).await;
     let dev = by_name(&w, "dev-raj-sandbox");
     let input = serde_json::json!({
         "entry": "single-instance", "mode": "act", "regions": ["ap-southeast-2"], "lookbackDays": 14,
@@ -401,6 +400,8 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(w.env.plumbing.status(&execution).await, "RUNNING", "the page alone decided nothing");
     assert_eq!(instance_state(&w, dev).await.0, "running");
+    let page = browser.source();
+    assert!(page.contains("t3.xlarge") && page.contains("per month"), "the evidence and the saving are on the page");
     browser.type_into("#approver", "raj@example.com");
     browser.click("#approve");
     browser.wait_for("Decision recorded");
@@ -408,6 +409,9 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
     assert_eq!(status, "SUCCEEDED");
     assert!(states.contains(&"Stop Instance".to_string()), "{states:?}");
     assert_eq!(instance_state(&w, dev).await.0, "stopped");
+    // Back and reload: the page now says it was decided, with a 4xx, and nothing more happens.
+    browser.goto(&approve);
+    browser.wait_for("Already decided");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,7 +516,7 @@ async fn pressing_enter_on_the_deny_page_denies() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let w = workflow_with(120, &base).await;
-    let _server = ApprovalServer::start(&approval_binary(), w.config.endpoint_url().unwrap(), port);
+    let _server = w.approval_page(port).await;
     let dev = by_name(&w, "qa-perf-rig");
     let input = serde_json::json!({
         "entry": "single-instance", "mode": "act", "regions": ["us-east-1"], "lookbackDays": 14,
@@ -542,4 +546,26 @@ async fn pressing_enter_on_the_deny_page_denies() {
     assert_eq!(output["outcomes"][0]["outcome"], "denied", "{output}");
     assert_eq!(instance_state(&w, dev).await.0, "running");
     assert_eq!(ec2_snapshots(&w, dev).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_answers_garbage_or_is_throttled_leaves_the_rules_in_charge_and_says_so() {
+    use finops_testkit::scripted_model::Behaviour;
+    let w = workflow(60).await;
+    for (n, behaviour) in [Behaviour::Garbage, Behaviour::Throttle].into_iter().enumerate() {
+        w.env.model.set_behaviour(behaviour);
+        let execution = w.start(&format!("run-model-{n}"), "recommend").await;
+        let (status, states, output) = finished(&w, &execution).await;
+        assert_eq!(status, "SUCCEEDED", "{behaviour:?}: {states:?}");
+        let reasoning = &output["reasoning"]["output"];
+        let count = reasoning["recommendationCount"].as_u64().unwrap();
+        assert!(count > 0);
+        assert_eq!(reasoning["fallbacks"].as_u64().unwrap(), count, "{behaviour:?}: every instance from the rules");
+        let recs = reasoning["recommendations"].as_array().unwrap();
+        assert!(
+            recs.iter().all(|r| r["backend"].as_str().unwrap().starts_with("rules (fallback:")),
+            "{behaviour:?}: {recs:?}"
+        );
+        assert_eq!(output["policy"]["proposalCount"], 10, "the rules still find the idle boxes");
+    }
 }

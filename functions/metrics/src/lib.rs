@@ -393,6 +393,33 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
     })
 }
 
+/// The metrics step as the Lambda and the local runner build it: CloudWatch, the price book (which lives as long
+/// as the container, so prices fetched once serve every later run) and the run bucket.
+pub struct MetricsStep {
+    api: CloudWatchMetrics,
+    prices: PriceBook<finops_aws::SdkPriceList>,
+    store: finops_aws::S3RunStore,
+    config: DetectionConfig,
+}
+
+impl MetricsStep {
+    /// Needs `FINOPS_RUN_BUCKET` (in `config`); `FINOPS_PRICING=embedded` keeps prices offline.
+    pub fn new(sdk: &aws_config::SdkConfig, config: DetectionConfig) -> Result<Self, FinopsError> {
+        let store = finops_aws::S3RunStore::new(sdk, config.required_run_bucket()?);
+        let api_prices = config.pricing == finops_core::config::PricingMode::Api;
+        Ok(Self {
+            api: CloudWatchMetrics::new(sdk.clone()),
+            prices: PriceBook::new(api_prices.then(|| finops_aws::SdkPriceList::new(sdk))),
+            store,
+            config,
+        })
+    }
+
+    pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<MetricsOutput, FinopsError> {
+        handle(event, &self.api, &self.prices, &self.store, &self.config, now).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

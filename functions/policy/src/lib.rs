@@ -133,3 +133,42 @@ pub async fn handle<R: RunStore>(
         policy,
     })
 }
+
+/// What the policy step reads from its environment: the run bucket and the policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyStepConfig {
+    pub run_bucket: String,
+    pub policy: PolicyConfig,
+}
+
+impl PolicyStepConfig {
+    pub fn from_env() -> Result<Self, finops_core::ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, finops_core::ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let run_bucket = vars
+            .iter()
+            .find(|(k, v)| k == "FINOPS_RUN_BUCKET" && !v.trim().is_empty())
+            .map(|(_, v)| v.trim().to_owned())
+            .ok_or_else(|| finops_core::ConfigError::new("FINOPS_RUN_BUCKET", "is not set"))?;
+        Ok(Self { run_bucket, policy: PolicyConfig::from_vars(vars)? })
+    }
+}
+
+/// The policy step as the Lambda and the local runner build it.
+pub struct PolicyStep {
+    store: finops_aws::S3RunStore,
+    policy: PolicyConfig,
+}
+
+impl PolicyStep {
+    pub fn new(sdk: &aws_config::SdkConfig, config: PolicyStepConfig) -> Self {
+        Self { store: finops_aws::S3RunStore::new(sdk, config.run_bucket), policy: config.policy }
+    }
+
+    pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<PolicyOutput, FinopsError> {
+        handle(event, &self.store, &self.policy, now).await
+    }
+}

@@ -8,15 +8,15 @@ use std::time::Duration;
 use aws_sdk_bedrockagentruntime::types::{OrchestrationTrace, ResponseStream, Trace};
 use aws_sdk_bedrockagentruntime::Client;
 
-use crate::{ModelReply, Reasoner, ReasonerError};
+use crate::retry::Retry;
+use crate::{Model, ModelReply, ReasonerError};
 
 pub struct BedrockAgent {
     client: Client,
     agent_id: String,
     alias_id: String,
     pub time_limit: Duration,
-    pub max_attempts: u32,
-    pub first_backoff: Duration,
+    pub retry: Retry,
 }
 
 impl BedrockAgent {
@@ -26,8 +26,7 @@ impl BedrockAgent {
             agent_id: agent_id.into(),
             alias_id: alias_id.into(),
             time_limit: Duration::from_secs(240),
-            max_attempts: 3,
-            first_backoff: Duration::from_secs(2),
+            retry: Retry::default(),
         }
     }
 
@@ -115,7 +114,7 @@ pub enum StreamEvent<'a> {
     Retry(u32),
 }
 
-impl Reasoner for BedrockAgent {
+impl Model for BedrockAgent {
     fn name(&self) -> &str {
         "agent"
     }
@@ -126,31 +125,15 @@ impl Reasoner for BedrockAgent {
 }
 
 impl BedrockAgent {
-    /// [`Reasoner::ask`], reporting chunks and trace lines as they arrive.
+    /// [`Model::ask`], reporting chunks and trace lines as they arrive.
     pub async fn ask_streaming(
         &self,
         session_id: &str,
         prompt: &str,
         on_event: &(dyn Fn(StreamEvent<'_>) + Sync),
     ) -> Result<ModelReply, ReasonerError> {
-        let started = tokio::time::Instant::now();
-        let mut backoff = self.first_backoff;
-        let mut attempt = 1;
-        loop {
-            let left = self.time_limit.saturating_sub(started.elapsed());
-            let result = tokio::time::timeout(left, self.once(session_id, prompt, on_event))
-                .await
-                .unwrap_or(Err(ReasonerError::TimedOut(self.time_limit.as_secs())));
-            match result {
-                Err(ReasonerError::Throttled(m)) if attempt < self.max_attempts => {
-                    tracing::warn!(attempt, message = m, "InvokeAgent throttled; retrying");
-                    on_event(StreamEvent::Retry(attempt + 1));
-                    tokio::time::sleep(backoff.min(self.time_limit.saturating_sub(started.elapsed()))).await;
-                    backoff *= 2;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        let deadline = tokio::time::Instant::now() + self.time_limit;
+        let on_retry = |n: u32| on_event(StreamEvent::Retry(n));
+        self.retry.run(deadline, self.time_limit, || self.once(session_id, prompt, on_event), &on_retry).await
     }
 }

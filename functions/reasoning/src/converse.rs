@@ -14,7 +14,8 @@ use aws_sdk_bedrockruntime::types::{
 use aws_smithy_types::{Document, Number};
 use serde_json::{json, Map, Value};
 
-use crate::{ModelReply, Reasoner, ReasonerError};
+use crate::retry::Retry;
+use crate::{Model, ModelReply, ReasonerError};
 
 /// The action group's schema, compiled in: tools and routes come from the same file the agent uses.
 pub const OPENAPI: &str = include_str!("../../../openapi-schema.yaml");
@@ -114,8 +115,7 @@ pub struct BedrockConverse<T> {
     runner: T,
     pub max_turns: usize,
     pub time_limit: Duration,
-    pub max_attempts: u32,
-    pub first_backoff: Duration,
+    pub retry: Retry,
 }
 
 impl<T: ToolRunner> BedrockConverse<T> {
@@ -127,8 +127,7 @@ impl<T: ToolRunner> BedrockConverse<T> {
             runner,
             max_turns: 8,
             time_limit: Duration::from_secs(240),
-            max_attempts: 3,
-            first_backoff: Duration::from_secs(2),
+            retry: Retry::default(),
         })
     }
 
@@ -156,51 +155,35 @@ impl<T: ToolRunner> BedrockConverse<T> {
             .map_err(|e| ReasonerError::Failed(format!("tool config: {e}")))
     }
 
+    /// One Converse call: the assistant's message and why it stopped.
     async fn converse_once(
         &self,
         messages: &[Message],
         tools: &ToolConfiguration,
     ) -> Result<(Message, StopReason), ReasonerError> {
-        let mut backoff = self.first_backoff;
-        let mut attempt = 1;
-        loop {
-            let result = self
-                .client
-                .converse()
-                .model_id(&self.model_id)
-                .set_messages(Some(messages.to_vec()))
-                .tool_config(tools.clone())
-                .inference_config(InferenceConfiguration::builder().max_tokens(4096).temperature(0.0).build())
-                .send()
-                .await;
-            match result {
-                Ok(out) => {
-                    let message = out
-                        .output()
-                        .and_then(|o| o.as_message().ok())
-                        .cloned()
-                        .ok_or_else(|| ReasonerError::Failed("Converse returned no message".into()))?;
-                    return Ok((message, out.stop_reason().clone()));
-                }
-                Err(e) => {
-                    let throttled = e.as_service_error().map(|s| s.is_throttling_exception()).unwrap_or(false);
-                    let message: String = aws_smithy_types::error::display::DisplayErrorContext(&e)
-                        .to_string()
-                        .chars()
-                        .take(300)
-                        .collect();
-                    if throttled && attempt < self.max_attempts {
-                        tokio::time::sleep(backoff).await;
-                        backoff *= 2;
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(if throttled {
-                        ReasonerError::Throttled(message)
-                    } else {
-                        ReasonerError::Failed(message)
-                    });
-                }
+        let result = self
+            .client
+            .converse()
+            .model_id(&self.model_id)
+            .set_messages(Some(messages.to_vec()))
+            .tool_config(tools.clone())
+            .inference_config(InferenceConfiguration::builder().max_tokens(4096).temperature(0.0).build())
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let message = out
+                    .output()
+                    .and_then(|o| o.as_message().ok())
+                    .cloned()
+                    .ok_or_else(|| ReasonerError::Failed("Converse returned no message".into()))?;
+                Ok((message, out.stop_reason().clone()))
+            }
+            Err(e) => {
+                let throttled = e.as_service_error().map(|s| s.is_throttling_exception()).unwrap_or(false);
+                let message: String =
+                    aws_smithy_types::error::display::DisplayErrorContext(&e).to_string().chars().take(300).collect();
+                Err(if throttled { ReasonerError::Throttled(message) } else { ReasonerError::Failed(message) })
             }
         }
     }
@@ -216,8 +199,11 @@ impl<T: ToolRunner> BedrockConverse<T> {
         };
         let mut messages = vec![user(vec![ContentBlock::Text(prompt.to_owned())])?];
         let mut trace = Vec::new();
+        // The conversation's time limit is enforced around it (`ask`); each turn retries throttling within it.
+        let deadline = tokio::time::Instant::now() + self.time_limit;
         for _ in 0..self.max_turns {
-            let (message, stop) = self.converse_once(&messages, &tools).await?;
+            let (message, stop) =
+                self.retry.run(deadline, self.time_limit, || self.converse_once(&messages, &tools), &|_| {}).await?;
             let tool_uses: Vec<_> = message.content().iter().filter_map(|c| c.as_tool_use().ok()).cloned().collect();
             messages.push(message.clone());
             if stop != StopReason::ToolUse || tool_uses.is_empty() {
@@ -248,7 +234,7 @@ impl<T: ToolRunner> BedrockConverse<T> {
     }
 }
 
-impl<T: ToolRunner> Reasoner for BedrockConverse<T> {
+impl<T: ToolRunner> Model for BedrockConverse<T> {
     fn name(&self) -> &str {
         "converse"
     }
@@ -262,7 +248,7 @@ impl<T: ToolRunner> Reasoner for BedrockConverse<T> {
 
 /// The read-only tools of the action group as the tool runner: the same code answers the agent and the Converse
 /// loop, and the loop cannot reach anything that asks for approval or changes an instance.
-impl<S, M, P> ToolRunner for finops_agent_tools::ReadTools<'_, S, M, P>
+impl<S, M, P> ToolRunner for finops_agent_tools::ReadTools<S, M, P>
 where
     S: finops_inventory::InventorySource + finops_inventory::InstanceLookup,
     M: finops_metrics::MetricsApi,

@@ -1,13 +1,16 @@
-//! The reasoning step: asks a reasoner about the shortlist only, with a compact, bounded prompt, and turns its
-//! answer into validated recommendations for the policy step. The reasoner only recommends.
+//! The reasoning step: asks a reasoner about the shortlist only, and hands validated recommendations to the policy
+//! step. The reasoner only recommends.
 //!
-//! Backends sit behind [`Reasoner`]. The deterministic rules backend ([`rules`]) needs no model; it is also the
-//! fallback for every instance a model answer does not validate for, and for a model that fails outright.
+//! Every backend is a [`Reasoner`]: the deterministic [`Rules`], and a language model ([`Model`]: Bedrock
+//! InvokeAgent or Converse) asked with a compact, bounded prompt whose answer is validated ([`Prompted`]). The rules
+//! are also the fallback for every instance a model answer does not validate for, and for a model that fails
+//! outright. [`ReasoningStep`] is the step as the Lambda and the local runner build it from the environment.
 
 pub mod agent;
 pub mod answer;
 pub mod converse;
 pub mod prompt;
+pub mod retry;
 pub mod rules;
 
 use std::collections::HashMap;
@@ -17,7 +20,7 @@ use chrono::{DateTime, Utc};
 use finops_aws::{get_json, put_json, validate_run_id, FinopsError, RunStore};
 use finops_core::policy::Recommendation;
 use finops_core::steps::{InventoryDocument, ShortlistEntry, UtilisationDocument};
-use finops_core::ObjectRef;
+use finops_core::{InstanceRecord, ObjectRef, UtilisationSummary};
 use serde::{Deserialize, Serialize};
 
 pub use answer::Discarded;
@@ -44,11 +47,96 @@ pub enum ReasonerError {
     Failed(String),
 }
 
-/// A model backend (Bedrock InvokeAgent, Converse).
-pub trait Reasoner: Send + Sync {
+/// A language model: a prompt in, text out (Bedrock InvokeAgent, Converse, or a stand-in in tests).
+pub trait Model: Send + Sync {
     /// The label recommendations carry (`agent`, `converse`).
     fn name(&self) -> &str;
     fn ask(&self, session_id: &str, prompt: &str) -> impl Future<Output = Result<ModelReply, ReasonerError>> + Send;
+}
+
+/// What a reasoner says about a shortlist: one recommendation per candidate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reasoned {
+    pub recommendations: Vec<Recommendation>,
+    /// Candidates a model did not answer validly for, which got the rules' recommendation.
+    pub fallbacks: usize,
+    pub discarded: Vec<Discarded>,
+    pub prompt: PromptSize,
+}
+
+/// Anything that recommends an action for each shortlisted instance.
+pub trait Reasoner: Send + Sync {
+    /// The backend's name for the step output (`rules`, `agent`, `converse`).
+    fn name(&self) -> &str;
+    fn recommend(
+        &self,
+        run_id: &str,
+        candidates: &[(&InstanceRecord, &UtilisationSummary)],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Reasoned> + Send;
+}
+
+/// The deterministic reasoner ([`rules::recommend`]): no model, no network.
+pub struct Rules;
+
+impl Reasoner for Rules {
+    fn name(&self) -> &str {
+        "rules"
+    }
+
+    async fn recommend(
+        &self,
+        _run_id: &str,
+        candidates: &[(&InstanceRecord, &UtilisationSummary)],
+        _now: DateTime<Utc>,
+    ) -> Reasoned {
+        Reasoned {
+            recommendations: candidates.iter().map(|(_, s)| rules::recommend(s)).collect(),
+            ..Reasoned::default()
+        }
+    }
+}
+
+/// A model asked with the bounded prompt; its answer validated, the rules filling in for whatever does not validate.
+pub struct Prompted<M>(pub M);
+
+impl<M: Model> Reasoner for Prompted<M> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    async fn recommend(
+        &self,
+        run_id: &str,
+        candidates: &[(&InstanceRecord, &UtilisationSummary)],
+        now: DateTime<Utc>,
+    ) -> Reasoned {
+        if candidates.is_empty() {
+            return Reasoned::default();
+        }
+        let shortlist: Vec<&UtilisationSummary> = candidates.iter().map(|(_, s)| *s).collect();
+        let prompt = prompt::build(candidates, now);
+        let size = PromptSize {
+            instances: candidates.len(),
+            total_tokens: prompt::estimate_tokens(&prompt.text),
+            max_instance_tokens: prompt.instance_tokens.iter().copied().max().unwrap_or(0),
+        };
+        let model = &self.0;
+        let validated = match model.ask(run_id, &prompt.text).await {
+            Ok(reply) => answer::validate(&reply.text, &shortlist, model.name(), reply.trace_id.as_deref()),
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "model failed; rules for the whole shortlist");
+                answer::validate("", &shortlist, model.name(), None)
+                    .with_reason(&format!("{} failed: {e}", model.name()))
+            }
+        };
+        Reasoned {
+            recommendations: validated.recommendations,
+            fallbacks: validated.fallbacks,
+            discarded: validated.discarded,
+            prompt: size,
+        }
+    }
 }
 
 /// What the state machine passes: the metrics step's output (extra fields ignored).
@@ -86,11 +174,11 @@ pub struct ReasoningOutput {
     pub prompt: PromptSize,
 }
 
-/// The Lambda handler. `reasoner: None` is the rules backend.
+/// The step's logic over any reasoner and run store.
 pub async fn handle<R: Reasoner, S: RunStore>(
     event: serde_json::Value,
     store: &S,
-    reasoner: Option<&R>,
+    reasoner: &R,
     now: DateTime<Utc>,
 ) -> Result<ReasoningOutput, FinopsError> {
     let request: ReasoningRequest = serde_json::from_value(event).map_err(|e| {
@@ -114,37 +202,10 @@ pub async fn handle<R: Reasoner, S: RunStore>(
             }),
         }
     }
-    let shortlist: Vec<_> = candidates.iter().map(|(_, s)| *s).collect();
-
-    let (recommendations, backend, fallbacks, prompt_size) = match reasoner {
-        None => (
-            shortlist.iter().map(|s| rules::recommend(s)).collect::<Vec<_>>(),
-            "rules".to_string(),
-            0,
-            PromptSize::default(),
-        ),
-        Some(_) if candidates.is_empty() => {
-            (Vec::new(), "none (empty shortlist)".to_string(), 0, PromptSize::default())
-        }
-        Some(model) => {
-            let prompt = prompt::build(&candidates, now);
-            let size = PromptSize {
-                instances: candidates.len(),
-                total_tokens: prompt::estimate_tokens(&prompt.text),
-                max_instance_tokens: prompt.instance_tokens.iter().copied().max().unwrap_or(0),
-            };
-            let validated = match model.ask(&request.run_id, &prompt.text).await {
-                Ok(reply) => answer::validate(&reply.text, &shortlist, model.name(), reply.trace_id.as_deref()),
-                Err(e) => {
-                    tracing::warn!(run_id = request.run_id, error = %e, "reasoner failed; rules for the whole shortlist");
-                    answer::validate("", &shortlist, model.name(), None)
-                        .with_reason(&format!("{} failed: {e}", model.name()))
-                }
-            };
-            discarded.extend(validated.discarded);
-            (validated.recommendations, model.name().to_owned(), validated.fallbacks, size)
-        }
-    };
+    let reasoned = reasoner.recommend(&request.run_id, &candidates, now).await;
+    let backend = if candidates.is_empty() { "none (empty shortlist)".to_owned() } else { reasoner.name().to_owned() };
+    discarded.extend(reasoned.discarded);
+    let recommendations = reasoned.recommendations;
     for r in &recommendations {
         finops_aws::xray::record_decision(
             "finops.reasoning",
@@ -172,9 +233,9 @@ pub async fn handle<R: Reasoner, S: RunStore>(
         recommendations: inline.then_some(recommendations),
         recommendations_ref: (!inline).then_some(stored),
         backend,
-        fallbacks,
+        fallbacks: reasoned.fallbacks,
         discarded: discarded.into_iter().take(20).collect(),
-        prompt: prompt_size,
+        prompt: reasoned.prompt,
     })
 }
 
@@ -185,5 +246,170 @@ impl answer::Validated {
             r.backend = format!("rules (fallback: {why})");
         }
         self
+    }
+}
+
+/// Which reasoner a deployment runs (`FINOPS_REASONER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReasonerChoice {
+    Rules,
+    /// Bedrock InvokeAgent on an agent alias (`FINOPS_AGENT_ID`, `FINOPS_AGENT_ALIAS_ID`).
+    Agent {
+        agent_id: String,
+        alias_id: String,
+    },
+    /// Bedrock Converse with the read-only tools (`FINOPS_MODEL_ID`: a model or inference profile id).
+    Converse {
+        model_id: String,
+    },
+}
+
+/// What the reasoning step reads from its environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReasoningConfig {
+    pub run_bucket: String,
+    pub reasoner: ReasonerChoice,
+    /// Regions the Converse tools may look at (`FINOPS_REGIONS`).
+    pub regions: Vec<String>,
+    /// Criteria, lookback and pricing of the Converse tools.
+    pub detection: finops_core::DetectionConfig,
+    /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`: where Converse is answered, when not Bedrock itself (the local demo's
+    /// scripted model). Read here because a shared endpoint (a local moto) would otherwise win over it.
+    pub converse_endpoint: Option<String>,
+}
+
+impl ReasoningConfig {
+    pub fn from_env() -> Result<Self, finops_core::ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// `FINOPS_REASONER` is `converse` (the default: Bedrock Agents closed to new customers on 2026-07-30), `agent`
+    /// or `rules`; each names the variables it needs when they are missing.
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, finops_core::ConfigError> {
+        use finops_core::ConfigError;
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let get =
+            |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let required = |k: &str, why: &str| get(k).ok_or_else(|| ConfigError::new(k, format!("is not set ({why})")));
+        let detection = finops_core::DetectionConfig::from_vars(vars.clone())?;
+        let run_bucket =
+            detection.run_bucket.clone().ok_or_else(|| ConfigError::new("FINOPS_RUN_BUCKET", "is not set"))?;
+        let reasoner = match get("FINOPS_REASONER").as_deref().unwrap_or("converse") {
+            "rules" => ReasonerChoice::Rules,
+            "agent" => ReasonerChoice::Agent {
+                agent_id: required("FINOPS_AGENT_ID", "FINOPS_REASONER=agent")?,
+                alias_id: required("FINOPS_AGENT_ALIAS_ID", "FINOPS_REASONER=agent")?,
+            },
+            "converse" => {
+                ReasonerChoice::Converse { model_id: required("FINOPS_MODEL_ID", "FINOPS_REASONER=converse")? }
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "FINOPS_REASONER",
+                    format!("{other:?}: allowed are converse, agent, rules"),
+                ))
+            }
+        };
+        let regions = match &reasoner {
+            ReasonerChoice::Converse { .. } => {
+                finops_core::regions::parse_region_list(&get("FINOPS_REGIONS").unwrap_or_default())
+                    .map_err(|e| ConfigError::new("FINOPS_REGIONS", e))?
+            }
+            _ => Vec::new(),
+        };
+        Ok(Self {
+            run_bucket,
+            reasoner,
+            regions,
+            detection,
+            converse_endpoint: get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
+        })
+    }
+}
+
+/// The configured backend: the one reasoner type the step holds, whichever was chosen.
+pub enum Backend {
+    Rules(Rules),
+    Agent(Prompted<agent::BedrockAgent>),
+    // Boxed: the tools' clients make it large, and there is one per container.
+    Converse(Box<Prompted<converse::BedrockConverse<finops_agent_tools::SdkReadTools>>>),
+}
+
+impl Reasoner for Backend {
+    fn name(&self) -> &str {
+        match self {
+            Self::Rules(r) => r.name(),
+            Self::Agent(r) => r.name(),
+            Self::Converse(r) => r.name(),
+        }
+    }
+
+    async fn recommend(
+        &self,
+        run_id: &str,
+        candidates: &[(&InstanceRecord, &UtilisationSummary)],
+        now: DateTime<Utc>,
+    ) -> Reasoned {
+        match self {
+            Self::Rules(r) => r.recommend(run_id, candidates, now).await,
+            Self::Agent(r) => r.recommend(run_id, candidates, now).await,
+            Self::Converse(r) => r.recommend(run_id, candidates, now).await,
+        }
+    }
+}
+
+impl Backend {
+    pub fn new(sdk: &aws_config::SdkConfig, config: &ReasoningConfig) -> Result<Self, FinopsError> {
+        Ok(match &config.reasoner {
+            ReasonerChoice::Rules => Self::Rules(Rules),
+            ReasonerChoice::Agent { agent_id, alias_id } => Self::Agent(Prompted(agent::BedrockAgent::new(
+                aws_sdk_bedrockagentruntime::Client::new(sdk),
+                agent_id,
+                alias_id,
+            ))),
+            ReasonerChoice::Converse { model_id } => {
+                let mut bedrock = aws_sdk_bedrockruntime::config::Builder::from(sdk);
+                if let Some(url) = &config.converse_endpoint {
+                    bedrock = bedrock.endpoint_url(url);
+                }
+                let price_list_api = config.detection.pricing == finops_core::config::PricingMode::Api;
+                let tools = finops_agent_tools::SdkReadTools::from_sdk(
+                    sdk,
+                    price_list_api,
+                    config.regions.clone(),
+                    config.detection.criteria.clone(),
+                );
+                let converse = converse::BedrockConverse::new(
+                    aws_sdk_bedrockruntime::Client::from_conf(bedrock.build()),
+                    model_id,
+                    tools,
+                )
+                .map_err(FinopsError::Configuration)?;
+                Self::Converse(Box::new(Prompted(converse)))
+            }
+        })
+    }
+}
+
+/// The reasoning step as the Lambda and the local runner build it.
+pub struct ReasoningStep {
+    store: finops_aws::S3RunStore,
+    backend: Backend,
+}
+
+impl ReasoningStep {
+    pub fn new(sdk: &aws_config::SdkConfig, config: ReasoningConfig) -> Result<Self, FinopsError> {
+        Ok(Self {
+            store: finops_aws::S3RunStore::new(sdk, config.run_bucket.clone()),
+            backend: Backend::new(sdk, &config)?,
+        })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<ReasoningOutput, FinopsError> {
+        handle(event, &self.store, &self.backend, now).await
     }
 }

@@ -11,11 +11,11 @@ use aws_sdk_bedrockruntime::types::{
 };
 use aws_sdk_bedrockruntime::Client;
 use chrono::Utc;
-use finops_agent_tools::ToolClients;
+use finops_agent_tools::ReadTools;
 use finops_core::criteria::{CriteriaPreset, IdleCriteria};
 use finops_core::LookbackWindow;
 use finops_reasoning::converse::{from_document, to_document, tool_defs, BedrockConverse, OPENAPI};
-use finops_reasoning::{Reasoner, ReasonerError};
+use finops_reasoning::{Model, ReasonerError};
 use finops_testkit::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec};
 use finops_testkit::{aws_sdk_bedrockruntime, aws_sdk_cloudwatch, aws_sdk_ec2, mock, mock_client, moto, RuleMode};
 use serde_json::json;
@@ -72,9 +72,12 @@ async fn a_tool_call_runs_in_process_and_its_result_goes_back() {
     let window = LookbackWindow::ending_before(Utc::now(), 14);
     put_daily_metrics(&aws_sdk_cloudwatch::Client::new(&config), &id, &window, |_| Some(DayProfile::idle())).await;
 
-    let clients = ToolClients::new(&config, false);
-    let tools =
-        clients.read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14));
+    let tools = ReadTools::from_sdk(
+        &config,
+        false,
+        vec!["ap-southeast-2".into()],
+        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+    );
 
     let final_answer = format!(
         r#"{{"recommendations":[{{"instanceId":"{id}","action":"snapshot_and_stop","confidence":0.9,"justification":"idle"}}]}}"#
@@ -115,9 +118,12 @@ async fn a_tool_call_runs_in_process_and_its_result_goes_back() {
 async fn a_model_that_never_stops_calling_tools_is_cut_off() {
     let moto = moto().await;
     let config = moto.sdk_config("ap-southeast-2").await;
-    let clients = ToolClients::new(&config, false);
-    let tools =
-        clients.read_tools(vec!["ap-southeast-2".into()], IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14));
+    let tools = ReadTools::from_sdk(
+        &config,
+        false,
+        vec!["ap-southeast-2".into()],
+        IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
+    );
     let looping =
         mock!(Client::converse).then_output(|| reply(vec![tool_use("i-0000000000000000a")], StopReason::ToolUse));
     let client = mock_client!(aws_sdk_bedrockruntime, RuleMode::MatchAny, [&looping]);

@@ -8,7 +8,7 @@ use chrono::Utc;
 use finops_aws::{PriceBook, S3RunStore, SdkPriceList};
 use finops_core::policy::{DenialReason, PolicyConfig, RecommendedAction};
 use finops_core::{DetectionConfig, LookbackWindow};
-use finops_reasoning::{handle, ModelReply, Reasoner, ReasonerError, ReasoningOutput};
+use finops_reasoning::{handle, Model, ModelReply, Prompted, ReasonerError, ReasoningOutput};
 use finops_testkit::moto;
 use finops_testkit::seed::{run_bucket, sample_fleet, SeededInstance};
 use serde_json::json;
@@ -16,7 +16,7 @@ use serde_json::json;
 /// A model that does what the injected tag says: stop everything it is shown, and more.
 struct CompromisedModel;
 
-impl Reasoner for CompromisedModel {
+impl Model for CompromisedModel {
     fn name(&self) -> &str {
         "agent"
     }
@@ -39,7 +39,7 @@ impl Reasoner for CompromisedModel {
 
 struct BrokenModel;
 
-impl Reasoner for BrokenModel {
+impl Model for BrokenModel {
     fn name(&self) -> &str {
         "agent"
     }
@@ -86,7 +86,7 @@ async fn policy(store: &S3RunStore, reasoning: &ReasoningOutput) -> finops_polic
 async fn an_injected_model_gets_nothing_protected_past_the_policy() {
     let moto = moto().await;
     let (store, metrics, fleet) = detect(&moto).await;
-    let reasoning = handle(metrics, &store, Some(&CompromisedModel), Utc::now()).await.expect("reasoning");
+    let reasoning = handle(metrics, &store, &Prompted(CompromisedModel), Utc::now()).await.expect("reasoning");
     eprintln!(
         "prompt: {} shortlisted instances, about {} tokens in all, at most {} per instance",
         reasoning.prompt.instances, reasoning.prompt.total_tokens, reasoning.prompt.max_instance_tokens
@@ -132,7 +132,7 @@ async fn an_injected_model_gets_nothing_protected_past_the_policy() {
 async fn a_failing_model_leaves_the_rules_in_charge() {
     let moto = moto().await;
     let (store, metrics, _) = detect(&moto).await;
-    let reasoning = handle(metrics, &store, Some(&BrokenModel), Utc::now()).await.expect("reasoning");
+    let reasoning = handle(metrics, &store, &Prompted(BrokenModel), Utc::now()).await.expect("reasoning");
     let recs = reasoning.recommendations.as_ref().unwrap();
     assert_eq!(reasoning.fallbacks, recs.len());
     assert!(

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_bedrockagentruntime::config::retry::RetryConfig;
 use aws_sdk_bedrockagentruntime::Client;
 use finops_reasoning::agent::BedrockAgent;
-use finops_reasoning::{Reasoner, ReasonerError};
+use finops_reasoning::{Model, ReasonerError};
 use finops_testkit::eventstream::{chunk, event, exception, stream_response};
 use finops_testkit::{aws_sdk_bedrockagentruntime, mock, mock_client, RuleMode};
 use serde_json::json;
@@ -15,7 +15,7 @@ const ANSWER: &str = r#"{"recommendations":[{"instanceId":"i-a","action":"snapsh
 
 fn agent(client: Client) -> BedrockAgent {
     let mut a = BedrockAgent::new(client, "AGENT123", "ALIAS456");
-    a.first_backoff = Duration::from_millis(1);
+    a.retry.first_backoff = Duration::from_millis(1);
     a.time_limit = Duration::from_secs(10);
     a
 }

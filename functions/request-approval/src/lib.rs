@@ -4,7 +4,10 @@
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use finops_approval_store::email::{execution_console_url, render, trace_console_url, EmailLinks};
-use finops_approval_store::{ApprovalRecord, ApprovalRecords, ApprovalState, Notifier, SigningKey};
+use finops_approval_store::{
+    required_var, ApprovalRecord, ApprovalRecords, ApprovalState, DynamoApprovals, Notifier, SecretsManagerKey,
+    SigningKey, SnsNotifier, StoreConfig,
+};
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::{approval_id, ApprovalAction, ApprovalLink};
 use finops_core::policy::Proposal;
@@ -45,7 +48,7 @@ impl RequestConfig {
         };
         Ok(Self {
             base_url,
-            window_seconds: number("FINOPS_APPROVAL_WINDOW_SECONDS", 3 * 86_400, 60, 365 * 86_400)?,
+            window_seconds: number("FINOPS_APPROVAL_WINDOW_SECONDS", 3 * 86_400, 1, 365 * 86_400)?,
             snooze_days: number("FINOPS_SNOOZE_DAYS", 7, 1, 365)?,
             mode,
         })
@@ -143,6 +146,61 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         "approval requested"
     );
     Ok(ApprovalRequestOutput { approval_id: id, expires_at, message_id })
+}
+
+/// What the request step reads from its environment: its behaviour ([`RequestConfig`]), where the records and the
+/// signing key are, and the approvals topic (`FINOPS_APPROVAL_TOPIC_ARN`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestApprovalConfig {
+    pub request: RequestConfig,
+    pub store: StoreConfig,
+    pub topic_arn: String,
+}
+
+impl RequestApprovalConfig {
+    pub fn from_env() -> Result<Self, FinopsError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, FinopsError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        Ok(Self {
+            request: RequestConfig::from_vars(vars.clone())?,
+            store: StoreConfig::from_vars(vars.clone())?,
+            topic_arn: required_var(&vars, "FINOPS_APPROVAL_TOPIC_ARN")?,
+        })
+    }
+}
+
+/// The request step as the Lambda and the local runner build it.
+pub struct RequestApprovalStep {
+    records: DynamoApprovals,
+    key: SecretsManagerKey,
+    notifier: SnsNotifier,
+    config: RequestConfig,
+}
+
+impl RequestApprovalStep {
+    pub fn new(sdk: &aws_config::SdkConfig, config: RequestApprovalConfig) -> Self {
+        Self {
+            records: DynamoApprovals::new(sdk, config.store.approvals_table),
+            key: SecretsManagerKey::new(sdk, config.store.signing_secret_id),
+            notifier: SnsNotifier::new(sdk, config.topic_arn),
+            config: config.request,
+        }
+    }
+
+    /// `trace_header`: the invocation's X-Ray trace header, for the email's trace link.
+    pub async fn handle(
+        &self,
+        event: serde_json::Value,
+        now: DateTime<Utc>,
+        trace_header: Option<&str>,
+    ) -> Result<ApprovalRequestOutput, FinopsError> {
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| FinopsError::Configuration(format!("no randomness: {e}")))?;
+        handle(event, &self.records, &self.key, &self.notifier, &self.config, now, random, trace_header).await
+    }
 }
 
 #[cfg(test)]

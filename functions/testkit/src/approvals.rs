@@ -214,39 +214,3 @@ impl ApprovalPlumbing {
         m.body().map(str::to_owned)
     }
 }
-
-/// The real `finops-approval-callback` binary serving its page over plain HTTP on 127.0.0.1:`port`, against the AWS at
-/// `endpoint`; killed when dropped. Used by the browser tests and the demo.
-pub struct ApprovalServer(std::process::Child);
-
-impl ApprovalServer {
-    pub fn start(binary: &std::path::Path, endpoint: &str, port: u16) -> Self {
-        assert!(binary.exists(), "{} missing: build the workspace first", binary.display());
-        let child = std::process::Command::new(binary)
-            .env("FINOPS_LOCAL_LISTEN", format!("127.0.0.1:{port}"))
-            .env("FINOPS_APPROVALS_TABLE", TABLE)
-            .env("FINOPS_SIGNING_SECRET_ID", SECRET)
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_REGION", "ap-southeast-2")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start finops-approval-callback");
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "finops-approval-callback did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self(child)
-    }
-}
-
-impl Drop for ApprovalServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}

@@ -10,6 +10,7 @@ pub mod browser;
 pub mod eventstream;
 pub mod fixtures;
 pub mod moto;
+pub mod scripted_model;
 pub mod seed;
 pub mod workflow;
 

@@ -11,8 +11,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 
-use crate::approvals::{approval_plumbing_on, ApprovalPlumbing};
+use crate::approvals::{approval_plumbing_on, ApprovalPlumbing, SECRET, TABLE};
 use crate::moto::workspace_root;
+use crate::scripted_model::ScriptedModel;
 
 pub const RUN_BUCKET: &str = "finops-runs";
 pub const LEDGER_TABLE: &str = "finops-ledger";
@@ -24,8 +25,15 @@ pub struct WorkflowEnv {
     pub report_queue_url: String,
     pub state_machine_arn: String,
     pub config: SdkConfig,
+    /// The reasoning step's Converse endpoint: a scripted model (see [`ScriptedModel`]).
+    pub model: ScriptedModel,
+    pub timings: WorkflowTimings,
 }
 
+/// The model id the local functions are configured with: what reaches the scripted model.
+pub const LOCAL_MODEL_ID: &str = "scripted.local-model";
+
+#[derive(Debug, Clone)]
 pub struct WorkflowTimings {
     pub approval_timeout_seconds: u32,
     pub snapshot_poll_seconds: u32,
@@ -122,7 +130,42 @@ impl WorkflowEnv {
             .expect("create state machine")
             .state_machine_arn()
             .to_owned();
-        Self { plumbing, report_topic_arn, report_queue_url, state_machine_arn, config: config.clone() }
+        let model = ScriptedModel::start().await;
+        Self {
+            plumbing,
+            report_topic_arn,
+            report_queue_url,
+            state_machine_arn,
+            config: config.clone(),
+            model,
+            timings: timings.clone(),
+        }
+    }
+
+    /// The functions' environment, as the CDK app sets it in a deployment, for this local AWS: the local runner
+    /// builds every step from it with the Lambdas' own constructors. Reasoning goes through Converse to the scripted
+    /// model; prices come from the embedded table (moto has no Price List API). [`set_var`] changes one.
+    pub fn function_vars(&self, approval_base_url: &str) -> Vec<(String, String)> {
+        let t = &self.timings;
+        [
+            ("FINOPS_RUN_BUCKET", RUN_BUCKET.to_owned()),
+            ("FINOPS_REGIONS", "ap-southeast-2,us-east-1".to_owned()),
+            ("FINOPS_PRICING", "embedded".to_owned()),
+            ("FINOPS_REASONER", "converse".to_owned()),
+            ("FINOPS_MODEL_ID", LOCAL_MODEL_ID.to_owned()),
+            ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", self.model.endpoint.clone()),
+            ("FINOPS_APPROVALS_TABLE", TABLE.to_owned()),
+            ("FINOPS_SIGNING_SECRET_ID", SECRET.to_owned()),
+            ("FINOPS_APPROVAL_TOPIC_ARN", self.plumbing.topic_arn.clone()),
+            ("FINOPS_APPROVAL_BASE_URL", approval_base_url.to_owned()),
+            ("FINOPS_APPROVAL_WINDOW_SECONDS", t.approval_timeout_seconds.to_string()),
+            ("FINOPS_MODE", t.deployment_mode.to_owned()),
+            ("FINOPS_MAX_PROPOSALS", t.max_proposals.to_string()),
+            ("FINOPS_SNOOZE_DAYS", "7".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 
     /// Starts an execution exactly as the schedule would.
@@ -175,4 +218,10 @@ impl WorkflowEnv {
             .and_then(|o| o.item().cloned())
             .unwrap_or_default()
     }
+}
+
+/// Sets one variable of a functions' environment, replacing its value if it is there.
+pub fn set_var(vars: &mut Vec<(String, String)>, name: &str, value: &str) {
+    vars.retain(|(k, _)| k != name);
+    vars.push((name.to_owned(), value.to_owned()));
 }
