@@ -2,7 +2,8 @@
 // The CDK app: one stack, configured by context (cdk.json defaults, `-c key=value` overrides).
 import { App, Validations } from "aws-cdk-lib";
 import { AwsSolutionsChecks } from "cdk-nag";
-import { FinopsStack, readConfig } from "../lib/finops-stack.ts";
+import { readConfig } from "../lib/config.ts";
+import { FinopsStack } from "../lib/finops-stack.ts";
 
 const app = new App();
 const config = readConfig((key) => app.node.tryGetContext(key));

@@ -10,10 +10,10 @@ export const REGION = "ap-southeast-2";
 
 export const defaults = JSON.parse(readFileSync(new URL("../cdk.json", import.meta.url), "utf8")).context as Record<string, unknown>;
 
-export function synth(overrides: Record<string, unknown> = {}) {
+export function synth(overrides: Record<string, unknown> = {}, env?: { account: string; region: string }) {
   const context = { ...defaults, assetsDir: "test/fixtures/lambda", approvers: "ana@example.com,raj@example.com", ...overrides };
   const app = new App({ context });
-  const stack = new FinopsStack(app, "FinopsAgent", { config: readConfig((k) => app.node.tryGetContext(k)) });
+  const stack = new FinopsStack(app, "FinopsAgent", { config: readConfig((k) => app.node.tryGetContext(k)), env });
   return { app, stack, template: Template.fromStack(stack) };
 }
 

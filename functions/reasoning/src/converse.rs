@@ -8,14 +8,17 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_bedrockruntime::types::{
-    ContentBlock, ConversationRole, InferenceConfiguration, Message, StopReason, Tool, ToolConfiguration,
-    ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolResultStatus, ToolSpecification,
+    ContentBlock, ConversationRole, InferenceConfiguration, Message, StopReason, SystemContentBlock, Tool,
+    ToolConfiguration, ToolInputSchema, ToolResultBlock, ToolResultContentBlock, ToolResultStatus, ToolSpecification,
 };
 use aws_smithy_types::{Document, Number};
 use serde_json::{json, Map, Value};
 
 use crate::retry::Retry;
 use crate::{Model, ModelReply, ReasonerError};
+
+/// Output tokens per turn, thinking included (the answer itself is about 120 tokens per instance).
+const MAX_TOKENS: i32 = 16_000;
 
 /// The action group's schema, compiled in: tools and routes come from the same file the agent uses.
 pub const OPENAPI: &str = include_str!("../../../openapi-schema.yaml");
@@ -166,8 +169,11 @@ impl<T: ToolRunner> BedrockConverse<T> {
             .converse()
             .model_id(&self.model_id)
             .set_messages(Some(messages.to_vec()))
+            .system(SystemContentBlock::Text(crate::prompt::AGENT_INSTRUCTION.trim().to_owned()))
             .tool_config(tools.clone())
-            .inference_config(InferenceConfiguration::builder().max_tokens(4096).temperature(0.0).build())
+            // No temperature: current Claude models think before they answer, and thinking refuses a temperature.
+            // The budget covers the thinking as well as the answer; the policy step decides whatever this says.
+            .inference_config(InferenceConfiguration::builder().max_tokens(MAX_TOKENS).build())
             .send()
             .await;
         match result {

@@ -98,6 +98,10 @@ pub fn facts_line(instance: &InstanceRecord, summary: &UtilisationSummary, now: 
     serde_json::to_string(&facts).expect("facts serialise")
 }
 
+/// The standing instruction of the model (the Bedrock agent's `instruction`, the Converse backend's system prompt).
+/// One file, read by the CDK app for the agent and compiled in here, so both backends are told the same.
+pub const AGENT_INSTRUCTION: &str = include_str!("agent-instruction.txt");
+
 pub const INSTRUCTION: &str = "You are a FinOps analyst reviewing EC2 instances that CloudWatch shows as idle or underutilised. \
 For each instance in the DATA block decide one action: keep, stop, snapshot_and_stop, rightsize or review. \
 Prefer review when the facts are ambiguous. You only recommend: a deterministic policy and a human approver check every \

@@ -6,6 +6,11 @@
 //! prompt's DATA block); once the tool's result comes back, it answers with one recommendation per instance in DATA,
 //! from the facts given (Idle: snapshot_and_stop, Underutilised: rightsize, otherwise keep). It can also be told to
 //! misbehave, as a model backend does: throttle, fail, or answer with something that is not the asked-for JSON.
+//!
+//! It holds requests to what the current Claude models on Bedrock take: every answer starts with a reasoning block
+//! (their thinking is always on, and the client must carry it back in the conversation), a request with a
+//! `temperature` is refused as theirs is (thinking refuses one), and a request without a system prompt is refused
+//! (the backend's standing instruction, functions/reasoning/src/agent-instruction.txt, must reach the model).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -107,6 +112,11 @@ fn error(status: u16, kind: &str, message: &str) -> (u16, Vec<(&'static str, Str
 }
 
 fn reply(content: Value, stop_reason: &str) -> (u16, Vec<(&'static str, String)>, String) {
+    let mut blocks = vec![json!({"reasoningContent": {"reasoningText": {
+        "text": format!("Scripted thinking ({LABEL})."), "signature": "scripted-signature"
+    }}})];
+    blocks.extend(content.as_array().cloned().unwrap_or_default());
+    let content = Value::Array(blocks);
     let body = json!({
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop_reason,
@@ -142,7 +152,21 @@ fn answer(state: &State, path: &str, body: &[u8]) -> (u16, Vec<(&'static str, St
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return error(400, "ValidationException", "the request body is not JSON");
     };
+    if request["inferenceConfig"].get("temperature").is_some() {
+        return error(400, "ValidationException", "temperature may not be set while thinking is on (scripted)");
+    }
+    if request["system"].as_array().is_none_or(|s| s.iter().all(|b| b["text"].as_str().is_none_or(str::is_empty))) {
+        return error(400, "ValidationException", "no system prompt: the standing instruction did not reach the model");
+    }
     let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    // A client that drops the thinking of the previous turn breaks the conversation on the real models.
+    let thinking_kept = messages
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .all(|m| m["content"].as_array().is_some_and(|c| c.iter().any(|b| b.get("reasoningContent").is_some())));
+    if !thinking_kept {
+        return error(400, "ValidationException", "an assistant turn came back without its reasoning block");
+    }
     let prompt = messages
         .first()
         .and_then(|m| m["content"].as_array())

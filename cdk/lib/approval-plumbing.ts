@@ -1,0 +1,89 @@
+// Everything an approval passes through: the request step writes a pending record (IAM lets it write nothing that
+// decides) and mails a signed link to the approvers' own topic; the public callback behind a Function URL checks
+// the link, records the decision and resumes the execution; the actions step reads the decision, never writes it.
+import { aws_dynamodb as dynamodb, aws_iam as iam, aws_lambda as lambda, aws_secretsmanager as secretsmanager, aws_sns as sns, aws_sns_subscriptions as subscriptions } from "aws-cdk-lib";
+import { Construct } from "constructs";
+import type { FinopsConfig } from "./config.ts";
+import { acknowledge } from "./nag.ts";
+
+/** The attributes of a pending approval record (functions/approval-store: DynamoApprovals::put_pending). */
+export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "instanceId", "createdAt", "expiresAt", "ttl", "state"] as const;
+
+export interface ApprovalPlumbingProps {
+  config: FinopsConfig;
+  approvals: dynamodb.Table;
+  approvalTopic: sns.Topic;
+  signingKey: secretsmanager.Secret;
+  requestApproval: lambda.Function;
+  approvalCallback: lambda.Function;
+  actions: lambda.Function;
+  /** The state machine by ARN (it is created after the functions it invokes). */
+  stateMachineArn: string;
+}
+
+export class ApprovalPlumbing extends Construct {
+  /** Where approval links point. */
+  readonly url: lambda.FunctionUrl;
+
+  constructor(scope: Construct, id: string, props: ApprovalPlumbingProps) {
+    super(scope, id);
+    const { config, approvals, approvalTopic, signingKey, requestApproval, approvalCallback, actions } = props;
+
+    // Approval emails carry links that decide: they go to their own topic, which only the configured approvers can
+    // ever be subscribed to, and by email only.
+    for (const email of config.approvers) approvalTopic.addSubscription(new subscriptions.EmailSubscription(email));
+    approvalTopic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: "SubscribeOnlyTheConfiguredApprovers",
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: ["sns:Subscribe"],
+        resources: [approvalTopic.topicArn],
+        conditions: { StringNotEqualsIgnoreCase: { "sns:Endpoint": config.approvers.length > 0 ? config.approvers : ["nobody@invalid"] } },
+      }),
+    );
+    approvalTopic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        sid: "SubscribeByEmailOnly",
+        effect: iam.Effect.DENY,
+        principals: [new iam.AnyPrincipal()],
+        actions: ["sns:Subscribe"],
+        resources: [approvalTopic.topicArn],
+        conditions: { StringNotEquals: { "sns:Protocol": "email" } },
+      }),
+    );
+
+    const store = { FINOPS_APPROVALS_TABLE: approvals.tableName, FINOPS_SIGNING_SECRET_ID: signingKey.secretArn };
+    for (const [key, value] of Object.entries(store)) {
+      requestApproval.addEnvironment(key, value);
+      approvalCallback.addEnvironment(key, value);
+    }
+    requestApproval.addEnvironment("FINOPS_APPROVAL_TOPIC_ARN", approvalTopic.topicArn);
+    requestApproval.addEnvironment("FINOPS_APPROVAL_WINDOW_SECONDS", String(config.approvalWindowHours * 3600));
+    actions.addEnvironment("FINOPS_APPROVALS_TABLE", approvals.tableName);
+
+    // The callback is public (a Function URL; the signed link is the credential, approvers click from their mail
+    // client): reserved concurrency caps what a flood of requests can cost or crowd out.
+    (approvalCallback.node.defaultChild as lambda.CfnFunction).reservedConcurrentExecutions = config.approvalConcurrency;
+    this.url = approvalCallback.addFunctionUrl({ authType: lambda.FunctionUrlAuthType.NONE });
+    requestApproval.addEnvironment("FINOPS_APPROVAL_BASE_URL", this.url.url);
+
+    // The request step creates pending records only: IAM lets it write none of the attributes that make a decision.
+    requestApproval.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: "PutPendingApprovalsOnly",
+        actions: ["dynamodb:PutItem"],
+        resources: [approvals.tableArn],
+        conditions: { "ForAllValues:StringEquals": { "dynamodb:Attributes": [...PENDING_APPROVAL_ATTRIBUTES] } },
+      }),
+    );
+    approvals.grant(approvalCallback, "dynamodb:GetItem", "dynamodb:UpdateItem");
+    // The actions step verifies the decision in the table before it acts; it can read it, never write it.
+    approvals.grant(actions, "dynamodb:GetItem");
+    signingKey.grantRead(requestApproval);
+    signingKey.grantRead(approvalCallback);
+    approvalTopic.grantPublish(requestApproval);
+    acknowledge(requestApproval, "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "Publishing to the KMS-encrypted topic needs GenerateDataKey* on its key only.");
+    approvalCallback.addToRolePolicy(new iam.PolicyStatement({ actions: ["states:SendTaskSuccess"], resources: [props.stateMachineArn] }));
+  }
+}

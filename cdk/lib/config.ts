@@ -1,0 +1,128 @@
+// The deployment's settings: read from the CDK context (cdk.json defaults, `-c key=value` overrides) and checked
+// before anything is built, so a bad value fails the synth with the key's name and what is allowed.
+import { INFERENCE_PROFILES, type InferenceProfileChoice } from "./inference-profile.ts";
+
+export type Reasoner = "agent" | "converse" | "rules";
+
+export interface FinopsConfig {
+  regions: string[];
+  approvers: string[];
+  schedule: string;
+  timezone: string;
+  mode: "recommend" | "act";
+  reasoner: Reasoner;
+  /** The base model (no geography prefix), e.g. anthropic.claude-sonnet-5-5. */
+  modelId: string;
+  /** How the model is addressed: a cross-region inference profile (auto: the one of the deployment's geography), or none. */
+  inferenceProfile: InferenceProfileChoice;
+  criteria: "idle" | "trusted-advisor";
+  lookbackDays: number;
+  approvalWindowHours: number;
+  snoozeDays: number;
+  maxProposals: number;
+  maxMonthlyUsd: number;
+  protectedTagKeys: string[];
+  productionValues: string[];
+  /** Allow-list mode: only instances whose environment tag is exactly one of these are acted on (empty: off). */
+  actOnlyOnEnvironments: string[];
+  /** Who receives run reports and alarms (approval emails go to `approvers` only). */
+  reportRecipients: string[];
+  /** Concurrent executions reserved for (and capping) the public approval callback. */
+  approvalConcurrency: number;
+  assetsDir: string;
+}
+
+/** Step Functions runs at most this many iterations of an inline Map at once: every approval of a run must be one. */
+export const MAX_CONCURRENT_APPROVALS = 40;
+
+export class ConfigError extends Error {}
+
+const REGION = /^[a-z]{2}(-gov)?-[a-z]+-\d$/;
+const EMAIL = /^[^@\s,]+@[^@\s,]+\.[^@\s,]+$/;
+
+/** A base model id as Bedrock lists it (provider.name, optionally :version). A geography-prefixed id is refused:
+ * the prefix is the inference profile, chosen with `inferenceProfile`, so IAM can name the profile and the model. */
+function baseModel(id: string): string {
+  if (!/^[a-z0-9-]+\.[a-z0-9][a-z0-9.:-]*$/.test(id)) throw new ConfigError(`context modelId=${JSON.stringify(id)}: a Bedrock base model id such as anthropic.claude-sonnet-5-5`);
+  const prefix = id.split(".")[0];
+  if ((INFERENCE_PROFILES as readonly string[]).includes(prefix)) {
+    throw new ConfigError(`context modelId=${JSON.stringify(id)}: give the base model id (${id.slice(prefix.length + 1)}) and choose the profile with -c inferenceProfile=${prefix}`);
+  }
+  return id;
+}
+
+/** Reads and checks the context; a bad value fails the synth with a message naming the key and what is allowed. */
+export function readConfig(get: (key: string) => unknown): FinopsConfig {
+  const text = (key: string): string => {
+    const v = get(key);
+    if (v === undefined || v === null) throw new ConfigError(`context ${key} is missing`);
+    return String(v).trim();
+  };
+  const list = (key: string) => text(key).split(",").map((s) => s.trim()).filter((s) => s.length > 0);
+  const oneOf = <T extends string>(key: string, allowed: readonly T[]): T => {
+    const v = text(key);
+    if (!(allowed as readonly string[]).includes(v)) throw new ConfigError(`context ${key}=${JSON.stringify(v)}: allowed are ${allowed.join(", ")}`);
+    return v as T;
+  };
+  const number = (key: string, min: number, max: number): number => {
+    const v = Number(text(key));
+    if (!Number.isFinite(v) || v < min || v > max) throw new ConfigError(`context ${key}=${JSON.stringify(get(key))}: a number from ${min} to ${max}`);
+    return v;
+  };
+  const regions = list("regions");
+  if (regions.length === 0 || regions.some((r) => !REGION.test(r))) {
+    throw new ConfigError(`context regions=${JSON.stringify(get("regions"))}: comma-separated region codes such as ap-southeast-2,us-east-1`);
+  }
+  const approvers = list("approvers");
+  const bad = approvers.find((a) => !EMAIL.test(a));
+  if (bad) throw new ConfigError(`context approvers: ${JSON.stringify(bad)} is not an email address`);
+  const schedule = text("schedule");
+  if (!/^(cron|rate)\(.+\)$/.test(schedule)) throw new ConfigError(`context schedule=${JSON.stringify(schedule)}: cron(...) or rate(...)`);
+  const protectedTagKeys = list("protectedTagKeys");
+  const productionValues = list("productionValues");
+  if (protectedTagKeys.length === 0) throw new ConfigError("context protectedTagKeys: at least one tag key");
+  if (productionValues.length === 0) throw new ConfigError("context productionValues: at least one value");
+  const latin1 = /^[\u0020-\u00FF]+$/;
+  for (const [key, values] of [["protectedTagKeys", protectedTagKeys], ["productionValues", productionValues]] as const) {
+    const bad = values.find((v) => !latin1.test(v) || /[*?]/.test(v));
+    if (bad !== undefined) throw new ConfigError(`context ${key}: ${JSON.stringify(bad)} cannot be matched by IAM (Latin-1 only, no * or ?)`);
+  }
+  // A setting that used to exist: refuse it loudly rather than let someone believe termination is on.
+  if (get("terminateEnabled") !== undefined && String(get("terminateEnabled")).trim().toLowerCase() === "true") {
+    throw new ConfigError("context terminateEnabled: finops never terminates instances (it snapshots and stops them); remove this key");
+  }
+  const optionalList = (key: string) => (get(key) === undefined || get(key) === null ? [] : list(key));
+  const actOnlyOnEnvironments = optionalList("actOnlyOnEnvironments");
+  const badEnvironment = actOnlyOnEnvironments.find((v) => !latin1.test(v) || /[*?]/.test(v));
+  if (badEnvironment !== undefined) throw new ConfigError(`context actOnlyOnEnvironments: ${JSON.stringify(badEnvironment)} cannot be matched by IAM (Latin-1 only, no * or ?)`);
+  const reportRecipients = optionalList("reportRecipients");
+  const badRecipient = reportRecipients.find((a) => !EMAIL.test(a));
+  if (badRecipient) throw new ConfigError(`context reportRecipients: ${JSON.stringify(badRecipient)} is not an email address`);
+  const mode = oneOf("mode", ["recommend", "act"] as const);
+  if (mode === "act" && approvers.length === 0) throw new ConfigError("context approvers: act mode needs at least one approver (-c approvers=a@example.com)");
+  const maxProposals = number("maxProposals", 1, MAX_CONCURRENT_APPROVALS);
+  return {
+    regions,
+    approvers,
+    schedule,
+    timezone: text("timezone"),
+    mode,
+    reasoner: oneOf("reasoner", ["agent", "converse", "rules"] as const),
+    modelId: baseModel(text("modelId")),
+    inferenceProfile: oneOf("inferenceProfile", INFERENCE_PROFILES),
+    criteria: oneOf("criteria", ["idle", "trusted-advisor"] as const),
+    lookbackDays: number("lookbackDays", 1, 63),
+    approvalWindowHours: number("approvalWindowHours", 1, 24 * 14),
+    snoozeDays: number("snoozeDays", 1, 365),
+    // At most the inline Map's concurrency: every approval email of a run goes out at the start of its window.
+    maxProposals,
+    maxMonthlyUsd: number("maxMonthlyUsd", 0, 1_000_000),
+    protectedTagKeys,
+    productionValues,
+    actOnlyOnEnvironments,
+    reportRecipients: reportRecipients.length > 0 ? reportRecipients : approvers,
+    approvalConcurrency: number("approvalConcurrency", 1, 100),
+    assetsDir: text("assetsDir"),
+  };
+}
+
