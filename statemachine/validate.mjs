@@ -1,47 +1,31 @@
-// Validates the state machine definition as deployed: substitutes every ${Name} the way CloudFormation's
-// DefinitionSubstitutions does (text replacement), then runs asl-validator and the project's own checks:
+// Validates the state machine definition as deployed: renders it from statemachine/contract.json with the
+// contract's examples (render.mjs, which the CDK app uses too), then runs asl-validator and the project's own checks:
 // every Task retries and catches, the approval waits on a task token with a timeout that takes the no-action path.
 import { readFileSync, writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { execFileSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
+import { DefinitionError, examples, renderDefinition, textNames } from "./render.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const file = process.argv[2] ?? join(here, "finops.asl.json");
 const raw = readFileSync(file, "utf8");
 
-// The substitutions the CDK stack provides (cdk/ must provide exactly these).
-export const SUBSTITUTIONS = {
-  InventoryFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-inventory",
-  MetricsFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-metrics",
-  ReasoningFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-reasoning",
-  PolicyFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-policy",
-  RequestApprovalFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-request-approval",
-  ActionsFunctionArn: "arn:aws:lambda:ap-southeast-2:123456789012:function:finops-actions",
-  ReportTopicArn: "arn:aws:sns:ap-southeast-2:123456789012:finops-reports",
-  LedgerTableName: "finops-ledger",
-  ApprovalTimeoutSeconds: "259200",
-  SnapshotPollSeconds: "60",
-  MaxSnapshotChecks: "120",
-  ApprovalConcurrency: "10",
-  DeploymentMode: "act",
-  ExecutionTimeoutSeconds: "285630",
-};
-
 const failures = [];
-const used = new Set([...raw.matchAll(/\$\{([A-Za-z0-9]+)\}/g)].map((m) => m[1]));
-for (const name of used) if (!(name in SUBSTITUTIONS)) failures.push(`\${${name}} has no substitution`);
-for (const name of Object.keys(SUBSTITUTIONS)) if (!used.has(name)) failures.push(`substitution ${name} is not used`);
-if (/\$\{[^A-Za-z]/.test(raw) || raw.includes("${}")) failures.push("a literal ${ that is not a substitution");
-
-const substituted = raw.replace(/\$\{([A-Za-z0-9]+)\}/g, (_, name) => SUBSTITUTIONS[name] ?? "MISSING");
 let definition;
 try {
-  definition = JSON.parse(substituted);
+  JSON.parse(raw);
 } catch (e) {
-  failures.push(`not JSON after substitution: ${e.message}`);
+  failures.push(`not JSON as it is (editors, jq and the console's import read the file itself): ${e.message}`);
 }
+try {
+  definition = renderDefinition(raw, examples());
+} catch (e) {
+  if (!(e instanceof DefinitionError)) throw e;
+  failures.push(e.message);
+}
+const used = textNames(raw);
 
 if (definition) {
   if (raw.includes("QueryLanguage") && raw.includes("JSONata")) failures.push("JSONata is not allowed (the local interpreter cannot run it)");
@@ -57,6 +41,12 @@ if (definition) {
     }
   };
   walk(definition.States, "");
+  // One entry path: the scheduled and single-instance entries differ only by a normalising Pass state, so each
+  // detection step is one Task, whatever the entry.
+  for (const fn of ["InventoryFunctionArn", "MetricsFunctionArn", "ReasoningFunctionArn", "PolicyFunctionArn"]) {
+    const tasks = Object.entries(JSON.parse(raw).States).filter(([, s]) => s.Type === "Task" && s.Parameters?.FunctionName === `\${${fn}}`);
+    if (tasks.length !== 1) failures.push(`${fn} is invoked by ${tasks.length} states (one entry path: exactly one)`);
+  }
   const map = definition.States["Ask Approvers And Act"];
   const request = map?.ItemProcessor?.States?.["Request Approval"];
   if (request?.Resource !== "arn:aws:states:::lambda:invoke.waitForTaskToken") failures.push("no waitForTaskToken approval task");

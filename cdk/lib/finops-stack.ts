@@ -4,7 +4,6 @@
 // guard (actions-policy.ts), the reasoning backend (reasoning-backend.ts), and the schedule and alarms
 // (schedule-and-alarms.ts). Stateful resources and the state machine (a fixed name) sit at the stack's top level so
 // their logical ids do not change when the code around them is reorganised.
-import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import {
   ArnFormat,
@@ -27,6 +26,7 @@ import {
 import type { Construct } from "constructs";
 import { ActionsPolicy } from "./actions-policy.ts";
 import { ApprovalPlumbing } from "./approval-plumbing.ts";
+import { CONTRACT, stateMachineDefinition, taskRetryBudget } from "./definition.ts";
 import type { FinopsConfig } from "./config.ts";
 import { FUNCTIONS, type FunctionKey, StepFunctions } from "./functions.ts";
 import { acknowledge } from "./nag.ts";
@@ -45,9 +45,8 @@ export interface FinopsStackProps extends StackProps {
 /** The state machine's fixed name: the approval callback's permission is granted on it by ARN, not by reference. */
 export const STATE_MACHINE_NAME = "finops-agent";
 
-/** How long each step may take: the Lambda timeouts, and the state machine's Retry (4 retries, backoff 2 s x 2). */
-const RETRY_ATTEMPTS = 5;
-const RETRY_BACKOFF_SECONDS = 2 + 4 + 8 + 16;
+/** How long each step may take: the Lambda timeouts, and the state machine's one retry policy (statemachine/contract.json). */
+const { attempts: RETRY_ATTEMPTS, backoffSeconds: RETRY_BACKOFF_SECONDS } = taskRetryBudget();
 /** Snapshot polling of the state machine (SnapshotPollSeconds x MaxSnapshotChecks: up to 2 hours). */
 export const SNAPSHOT_POLL_SECONDS = 60;
 export const MAX_SNAPSHOT_CHECKS = 120;
@@ -125,30 +124,35 @@ export class FinopsStack extends Stack {
     new ActionsPolicy(this, "ActionsPolicy", { config, actions: fns.actions });
     new ReasoningBackend(this, "ReasoningBackend", { config, reasoning: fns.reasoning, agentTools: fns["agent-tools"], stateMachineArn });
 
-    // The state machine: the ASL file as is, with its substitutions.
-    const definition = readFileSync(join(REPO_ROOT, "statemachine", "finops.asl.json"), "utf8");
+    // The state machine: the ASL file rendered with this deployment's numbers; its text names are substituted by
+    // CloudFormation. Both lists are statemachine/contract.json's, checked here so a name cannot go missing.
+    const text: Record<string, string> = {
+      InventoryFunctionArn: fns.inventory.functionArn,
+      MetricsFunctionArn: fns.metrics.functionArn,
+      ReasoningFunctionArn: fns.reasoning.functionArn,
+      PolicyFunctionArn: fns.policy.functionArn,
+      RequestApprovalFunctionArn: fns["request-approval"].functionArn,
+      ActionsFunctionArn: fns.actions.functionArn,
+      ReportTopicArn: reports.topicArn,
+      LedgerTableName: ledger.tableName,
+      DeploymentMode: config.mode,
+    };
+    const numbers: Record<string, number> = {
+      ApprovalTimeoutSeconds: config.approvalWindowHours * 3600,
+      SnapshotPollSeconds: SNAPSHOT_POLL_SECONDS,
+      MaxSnapshotChecks: MAX_SNAPSHOT_CHECKS,
+      // Every proposal of a run waits for its approver at once (maxProposals is at most the inline Map's 40).
+      ApprovalConcurrency: config.maxProposals,
+      // The ASL's own TimeoutSeconds: the CDK's `timeout` prop does not reach a definition given as a string.
+      ExecutionTimeoutSeconds: executionBudget(config).total,
+    };
+    const missing = Object.keys(CONTRACT.text).filter((name) => !(name in text));
+    if (missing.length) throw new Error(`statemachine/contract.json names text the stack does not provide: ${missing.join(", ")}`);
     const stateMachineLogs = new logs.LogGroup(this, "StateMachineLogs", { retention: logs.RetentionDays.ONE_MONTH, removalPolicy: RemovalPolicy.DESTROY });
     const stateMachine = new sfn.StateMachine(this, "StateMachine", {
       stateMachineName: STATE_MACHINE_NAME,
-      definitionBody: sfn.DefinitionBody.fromString(definition),
-      definitionSubstitutions: {
-        InventoryFunctionArn: fns.inventory.functionArn,
-        MetricsFunctionArn: fns.metrics.functionArn,
-        ReasoningFunctionArn: fns.reasoning.functionArn,
-        PolicyFunctionArn: fns.policy.functionArn,
-        RequestApprovalFunctionArn: fns["request-approval"].functionArn,
-        ActionsFunctionArn: fns.actions.functionArn,
-        ReportTopicArn: reports.topicArn,
-        LedgerTableName: ledger.tableName,
-        ApprovalTimeoutSeconds: String(config.approvalWindowHours * 3600),
-        SnapshotPollSeconds: String(SNAPSHOT_POLL_SECONDS),
-        MaxSnapshotChecks: String(MAX_SNAPSHOT_CHECKS),
-        // Every proposal of a run waits for its approver at once (maxProposals is at most the inline Map's 40).
-        ApprovalConcurrency: String(config.maxProposals),
-        DeploymentMode: config.mode,
-        // The ASL's own TimeoutSeconds: the CDK's `timeout` prop does not reach a definition given as a string.
-        ExecutionTimeoutSeconds: String(executionBudget(config).total),
-      },
+      definitionBody: sfn.DefinitionBody.fromString(stateMachineDefinition(numbers)),
+      definitionSubstitutions: text,
       tracingEnabled: true,
       // Execution data would put each approval's task token (its authority) into the logs: states and errors only.
       logs: { destination: stateMachineLogs, level: sfn.LogLevel.ALL, includeExecutionData: false },

@@ -22,14 +22,36 @@ test("every function runs on provided.al2023 with active tracing and log retenti
   template.allResourcesProperties("AWS::Logs::LogGroup", { RetentionInDays: 30 });
 });
 
-test("the state machine is the ASL file with every substitution and the waitForTaskToken task", () => {
+test("the state machine is the ASL file with the contract's substitutions, numbers and retry policy", () => {
   const { template } = synth();
   const asl = readFileSync(join(REPO_ROOT, "statemachine", "finops.asl.json"), "utf8");
+  const contract = JSON.parse(readFileSync(join(REPO_ROOT, "statemachine", "contract.json"), "utf8"));
   const used = new Set([...asl.matchAll(/\$\{([A-Za-z0-9]+)\}/g)].map((m) => m[1]));
   const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
   assert.equal(machine.Properties.StateMachineName, "finops-agent");
   assert.deepEqual(new Set(Object.keys(machine.Properties.DefinitionSubstitutions)), used);
-  assert.equal(machine.Properties.DefinitionString, asl, "the file itself, checkable by cfn-lint");
+  assert.deepEqual(new Set(Object.keys(contract.text)), used, "the contract lists exactly the names the file uses");
+  const deployed = JSON.parse(machine.Properties.DefinitionString);
+  // The file is the definition, but for the numbers at the contract's pointers and each Task's Retry.
+  const strip = (states: Record<string, any>) => {
+    for (const state of Object.values(states)) {
+      if (state.Type === "Task") {
+        assert.deepEqual(state.Retry, contract.taskRetry, "every Task retries with the one policy");
+        delete state.Retry;
+      }
+      if (state.Type === "Map") strip(state.ItemProcessor.States);
+    }
+  };
+  strip(deployed.States);
+  const file = JSON.parse(asl);
+  for (const { at, example } of Object.values(contract.numbers) as { at: string; example: number }[]) {
+    const parts = at.slice(1).split("/");
+    const last = parts.pop()!;
+    const parent = parts.reduce((node: any, p) => node[p], deployed);
+    assert.equal(typeof parent[last], "number", at);
+    parent[last] = example;
+  }
+  assert.deepEqual(deployed, file);
   assert.ok(asl.includes("arn:aws:states:::lambda:invoke.waitForTaskToken"));
   assert.deepEqual(machine.Properties.TracingConfiguration, { Enabled: true });
   assert.equal(machine.Properties.LoggingConfiguration.Level, "ALL");
@@ -58,10 +80,10 @@ test("each role is granted what its code calls and nothing more; terminate is no
 test("no approval is ever lost to the map's concurrency or the execution timeout", () => {
   const { template } = synth({ maxProposals: 12, approvalWindowHours: 72 });
   const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
-  assert.equal(machine.Properties.DefinitionSubstitutions.ApprovalConcurrency, "12", "every proposal waits at once");
+  const definition = JSON.parse(machine.Properties.DefinitionString);
+  assert.equal(definition.States["Ask Approvers And Act"].MaxConcurrency, 12, "every proposal waits at once");
   // The execution's own timeout is in the ASL (a string definition gets nothing from the CDK's `timeout` prop).
-  assert.ok(machine.Properties.DefinitionString.includes('"TimeoutSeconds": ${ExecutionTimeoutSeconds},'));
-  const seconds = Number(machine.Properties.DefinitionSubstitutions.ExecutionTimeoutSeconds);
+  const seconds = definition.TimeoutSeconds;
   assert.ok(seconds >= 72 * 3600 + 60 * 120, `execution timeout ${seconds} s covers the window and the snapshot wait`);
   assert.equal(seconds, executionBudget({ approvalWindowHours: 72 }).total);
   assert.throws(() => synth({ maxProposals: MAX_CONCURRENT_APPROVALS + 1 }), (e: Error) => e instanceof ConfigError && e.message.includes("maxProposals"));

@@ -25,7 +25,8 @@ use finops_approval_store::{ApprovalReader, ApprovalRecord, ApprovalState, DECID
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::ApprovalAction;
 use finops_core::criteria::DailyRule;
-use finops_core::policy::{PolicyConfig, ProposedAction};
+use finops_core::policy::PolicyConfig;
+pub use finops_core::steps::{ActionOutcome, ActionRequest, DecisionRef, Outcome, Target};
 use finops_core::{DetectionConfig, InstanceRecord, LookbackWindow};
 use finops_inventory::InstanceLookup;
 use finops_metrics::MetricsApi;
@@ -116,124 +117,20 @@ impl ActionsConfig {
     }
 }
 
-/// The instance an operation is about (a subset of the policy step's proposal; extra fields are ignored).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Target {
-    pub instance_id: String,
-    pub region: String,
-    #[serde(default = "default_action")]
-    pub action: ProposedAction,
-    #[serde(default)]
-    pub justification: String,
-    /// Launch time at the scan: another one now means the instance was restarted since.
-    #[serde(default)]
-    pub launch_time: Option<DateTime<Utc>>,
-    /// Where the scan's measurements end; the stop measures again from here.
-    #[serde(default)]
-    pub measured_until: Option<DateTime<Utc>>,
-}
-
-fn default_action() -> ProposedAction {
-    ProposedAction::SnapshotAndStop
-}
-
-/// The approval task's result as the state machine passes it: only the approval id is used. What was decided, and
-/// by whom, is read from the approvals table, never from the payload.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DecisionRef {
-    #[serde(default)]
-    pub approval_id: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "operation", rename_all = "snake_case")]
-pub enum ActionRequest {
-    Snapshot {
-        #[serde(rename = "runId")]
-        run_id: String,
-        proposal: Target,
-        #[serde(default)]
-        decision: Option<DecisionRef>,
-    },
-    SnapshotStatus {
-        #[serde(rename = "runId")]
-        run_id: String,
-        proposal: Target,
-        #[serde(rename = "snapshotIds")]
-        snapshot_ids: Vec<String>,
-    },
-    Stop {
-        #[serde(rename = "runId")]
-        run_id: String,
-        proposal: Target,
-        #[serde(rename = "snapshotIds")]
-        snapshot_ids: Vec<String>,
-        #[serde(default)]
-        decision: Option<DecisionRef>,
-    },
-    Tag {
-        #[serde(rename = "runId")]
-        run_id: String,
-        proposal: Target,
-        #[serde(default)]
-        decision: Option<DecisionRef>,
-    },
-}
-
-impl ActionRequest {
-    pub fn run_id(&self) -> &str {
-        match self {
-            Self::Snapshot { run_id, .. }
-            | Self::SnapshotStatus { run_id, .. }
-            | Self::Stop { run_id, .. }
-            | Self::Tag { run_id, .. } => run_id,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Acted now.
-    Done,
-    /// This run had already done it (a retry or a duplicate invocation).
-    AlreadyDone,
-    /// Not done, on purpose: the reason says why. Nothing was changed.
-    Refused,
-    /// Snapshots still in progress.
-    Pending,
-    /// Snapshots failed: nothing may be stopped.
-    Failed,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ActionOutcome {
-    pub operation: String,
-    pub instance_id: String,
-    pub outcome: Outcome,
-    pub detail: String,
-    #[serde(default)]
-    pub snapshot_ids: Vec<String>,
-}
-
-impl ActionOutcome {
-    fn new(
-        operation: &str,
-        target: &Target,
-        outcome: Outcome,
-        detail: impl Into<String>,
-        snapshot_ids: Vec<String>,
-    ) -> Self {
-        Self {
-            operation: operation.into(),
-            instance_id: target.instance_id.clone(),
-            outcome,
-            detail: detail.into(),
-            snapshot_ids,
-        }
+/// An outcome about `target`.
+fn outcome_of(
+    operation: &str,
+    target: &Target,
+    outcome: Outcome,
+    detail: impl Into<String>,
+    snapshot_ids: Vec<String>,
+) -> ActionOutcome {
+    ActionOutcome {
+        operation: operation.into(),
+        instance_id: target.instance_id.clone(),
+        outcome,
+        detail: detail.into(),
+        snapshot_ids,
     }
 }
 
@@ -279,7 +176,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             ActionRequest::SnapshotStatus { proposal, snapshot_ids, .. } => {
                 let snaps = self.ec2.describe_snapshots(&proposal.region, &snapshot_ids).await?;
                 let (outcome, detail) = snapshot_state(&snaps, &snapshot_ids);
-                ActionOutcome::new("snapshot_status", &proposal, outcome, detail, snapshot_ids)
+                outcome_of("snapshot_status", &proposal, outcome, detail, snapshot_ids)
             }
             ActionRequest::Stop { run_id, proposal, snapshot_ids, decision } => {
                 self.stop(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?
@@ -356,7 +253,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         target: &Target,
         decision: Option<&DecisionRef>,
     ) -> Result<ActionOutcome, FinopsError> {
-        let refuse = |detail: String| Ok(ActionOutcome::new("snapshot", target, Outcome::Refused, detail, vec![]));
+        let refuse = |detail: String| Ok(outcome_of("snapshot", target, Outcome::Refused, detail, vec![]));
         if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve]).await? {
             return refuse(format!("not snapshotted: {why}"));
         }
@@ -369,7 +266,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             .collect();
         if !existing.is_empty() {
             let detail = format!("{} snapshot(s) from this run already exist", existing.len());
-            return Ok(ActionOutcome::new("snapshot", target, Outcome::AlreadyDone, detail, snapshot_ids(&existing)));
+            return Ok(outcome_of("snapshot", target, Outcome::AlreadyDone, detail, snapshot_ids(&existing)));
         }
         let Some(_) = self.instances.describe_instance(&target.region, &target.instance_id).await? else {
             return refuse("instance no longer exists".into());
@@ -382,7 +279,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         ];
         let created = self.ec2.create_snapshots(&target.region, &target.instance_id, &tags).await?;
         let detail = format!("{} snapshot(s) started", created.len());
-        Ok(ActionOutcome::new("snapshot", target, Outcome::Done, detail, snapshot_ids(&created)))
+        Ok(outcome_of("snapshot", target, Outcome::Done, detail, snapshot_ids(&created)))
     }
 
     async fn stop(
@@ -394,13 +291,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
         let refuse = |detail: String| {
-            Ok(ActionOutcome::new(
-                "stop",
-                target,
-                Outcome::Refused,
-                format!("not stopped: {detail}"),
-                snapshot_ids.to_vec(),
-            ))
+            Ok(outcome_of("stop", target, Outcome::Refused, format!("not stopped: {detail}"), snapshot_ids.to_vec()))
         };
         let record = match self.verified(run_id, target, decision, &[ApprovalAction::Approve]).await? {
             Ok(record) => record,
@@ -411,7 +302,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         };
         let ours = live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id);
         if ours && ["stopping", "stopped"].contains(&live.state.as_str()) {
-            return Ok(ActionOutcome::new(
+            return Ok(outcome_of(
                 "stop",
                 target,
                 Outcome::AlreadyDone,
@@ -464,7 +355,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         }
         self.ec2.tag_instance(&target.region, &target.instance_id, &tags).await?;
         self.ec2.stop(&target.region, &target.instance_id).await?;
-        Ok(ActionOutcome::new(
+        Ok(outcome_of(
             "stop",
             target,
             Outcome::Done,
@@ -514,9 +405,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         let wanted = [ApprovalAction::Snooze, ApprovalAction::Deny];
         let record = match self.verified(run_id, target, decision, &wanted).await? {
             Ok(record) => record,
-            Err(why) => {
-                return Ok(ActionOutcome::new("tag", target, Outcome::Refused, format!("not tagged: {why}"), vec![]))
-            }
+            Err(why) => return Ok(outcome_of("tag", target, Outcome::Refused, format!("not tagged: {why}"), vec![])),
         };
         let decided = record.decision.unwrap_or(ApprovalAction::Deny);
         let mut tags = vec![
@@ -535,7 +424,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             format!("decision {decided} recorded")
         };
         self.ec2.tag_instance(&target.region, &target.instance_id, &tags).await?;
-        Ok(ActionOutcome::new("tag", target, Outcome::Done, detail, vec![]))
+        Ok(outcome_of("tag", target, Outcome::Done, detail, vec![]))
     }
 }
 

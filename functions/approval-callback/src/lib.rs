@@ -17,6 +17,7 @@ use finops_approval_store::{
     SfnCallback, SigningKey, StoreConfig, TaskCallback, DECIDED_VIA_POST,
 };
 use finops_core::approval::{ApprovalAction, ApprovalLink, LinkError};
+use finops_core::steps::ApprovalTaskResult;
 
 /// An HTTP request as the handler needs it (from a Function URL event or the local server).
 pub struct HttpRequest<'a> {
@@ -180,13 +181,15 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
         DecideResult::Expired => return Ok(notice(410, "This approval has expired", "No action was taken.")),
         DecideResult::Missing => return Ok(notice(404, "Unknown approval", "Nothing was changed.")),
     }
-    let output = serde_json::json!({
-        "decision": link.action.as_str(),
-        "decidedAt": decided_at,
-        "approver": approver,
-        "approvalId": link.id,
-    });
-    let sent = match callback.send_success(&record.task_token, &output.to_string()).await {
+    let output = ApprovalTaskResult {
+        decision: link.action,
+        decided_at: decided_at.clone(),
+        approver: approver.to_string(),
+        approval_id: link.id.clone(),
+    };
+    // Strings and a unit enum: serialising cannot fail.
+    let output = serde_json::to_string(&output).expect("the task result serialises");
+    let sent = match callback.send_success(&record.task_token, &output).await {
         Ok(sent) => sent,
         Err(e) => {
             // The workflow did not get the decision: undo it, so the record never says "approved" for a run that did

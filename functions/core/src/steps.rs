@@ -1,12 +1,19 @@
-//! The payloads the detection steps exchange through Step Functions. They stay small whatever the fleet size
-//! (state payloads are limited to 256 KB): fleets go to the run bucket, and states carry references and counts.
+//! Every step's input and output, as the state machine passes them (one module, one casing convention: camelCase
+//! fields, snake_case enum values). `statemachine/finops.asl.json` builds the inputs from the outputs, and the
+//! contract test (`functions/core/tests/asl_contract.rs`) walks it to check that each Task's Parameters deserialise
+//! into these types. Payloads stay small whatever the fleet size (state payloads are limited to 256 KB): fleets go
+//! to the run bucket, and states carry references and counts.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use chrono::{DateTime, Utc};
+
+use crate::approval::ApprovalAction;
 use crate::daily::LookbackWindow;
 use crate::inventory::InstanceRecord;
+use crate::policy::{Denial, Proposal, ProposedAction, Recommendation, RecommendedAction};
 use crate::utilisation::UtilisationSummary;
 use crate::verdict::IdleVerdict;
 
@@ -114,6 +121,310 @@ pub struct MetricsOutput {
     pub shortlist_omitted: usize,
     pub estimated_monthly_saving_usd: f64,
     pub get_metric_data_calls: usize,
+}
+
+// ---- inventory step ----
+
+/// What the schedule (or the state machine) sends. `regions` may be a list or a comma-separated string, as a
+/// person would type it into the schedule's input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryRequest {
+    #[serde(default)]
+    pub run_id: Option<String>,
+    pub regions: Regions,
+    /// Only these instances (the single-instance entry the agent tools start).
+    #[serde(default)]
+    pub instance_ids: Option<Vec<String>>,
+}
+
+impl InventoryRequest {
+    /// The regions, validated and without duplicates, in the order given.
+    pub fn regions(&self) -> Result<Vec<String>, String> {
+        let raw: Vec<String> = match &self.regions {
+            Regions::List(list) => list.iter().map(|r| r.trim().to_owned()).collect(),
+            Regions::Csv(csv) => csv.split(',').map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect(),
+        };
+        let mut regions: Vec<String> = Vec::new();
+        for r in raw {
+            crate::regions::validate_region(&r)?;
+            if !regions.contains(&r) {
+                regions.push(r);
+            }
+        }
+        if regions.is_empty() {
+            return Err("regions is empty".into());
+        }
+        Ok(regions)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Regions {
+    List(Vec<String>),
+    Csv(String),
+}
+
+// ---- metrics step ----
+
+/// What the state machine passes: the inventory step's output (extra fields ignored) and optional per-run
+/// overrides from the schedule's input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsRequest {
+    pub run_id: String,
+    pub inventory: ObjectRef,
+    #[serde(default)]
+    pub lookback_days: Option<u32>,
+    #[serde(default)]
+    pub criteria: Option<String>,
+}
+
+// ---- reasoning step ----
+
+/// What the state machine passes: the metrics step's documents and shortlist, and the scope's request when the agent
+/// tools asked about one instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasoningRequest {
+    pub run_id: String,
+    pub inventory: ObjectRef,
+    pub utilisation: ObjectRef,
+    pub shortlist: Vec<ShortlistEntry>,
+    /// The single-instance entry's request, which stands in for the reasoner's recommendation (`null` on the
+    /// scheduled entry). The policy step still decides.
+    #[serde(default)]
+    pub request: Option<RequestedAction>,
+}
+
+/// What the agent tools asked for about one instance (the single-instance entry's input, normalised by the state
+/// machine's "Scope To Requested Instance" state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestedAction {
+    pub instance_id: String,
+    pub action: RecommendedAction,
+    #[serde(default)]
+    pub justification: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptSize {
+    pub instances: usize,
+    pub total_tokens: usize,
+    pub max_instance_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReasoningOutput {
+    pub run_id: String,
+    pub inventory: ObjectRef,
+    pub utilisation: ObjectRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommendations: Option<Vec<Recommendation>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommendations_ref: Option<ObjectRef>,
+    pub recommendation_count: usize,
+    pub backend: String,
+    pub fallbacks: usize,
+    pub discarded: Vec<Discarded>,
+    pub prompt: PromptSize,
+}
+
+/// Something the model said that was not used, for the report and the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Discarded {
+    pub instance_id: String,
+    pub reason: String,
+}
+
+// ---- policy step ----
+
+/// What the state machine passes the policy step: the reasoning step's output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRequest {
+    pub run_id: String,
+    pub inventory: ObjectRef,
+    pub utilisation: ObjectRef,
+    #[serde(default)]
+    pub recommendations: Option<Vec<Recommendation>>,
+    /// Where the reasoning step stored a long recommendation list, instead of `recommendations`.
+    #[serde(default)]
+    pub recommendations_ref: Option<ObjectRef>,
+}
+
+/// Output of the policy step: the proposals a human is asked about, and why the rest were denied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyOutput {
+    pub run_id: String,
+    pub proposals: Vec<Proposal>,
+    pub proposal_count: usize,
+    pub proposed_monthly_saving_usd: f64,
+    pub denials: Vec<Denial>,
+    pub denial_counts: BTreeMap<String, usize>,
+    pub denials_omitted: usize,
+    pub recommendation_count: usize,
+    /// The complete outcome, every denial included.
+    pub policy: ObjectRef,
+}
+
+// ---- request-approval step ----
+
+/// What the approval map passes the request-approval step (a `waitForTaskToken` task).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRequestEvent {
+    pub task_token: String,
+    pub proposal: Proposal,
+    pub run_id: String,
+    pub execution_arn: String,
+}
+
+/// What the request-approval step returns (the task itself ends with the callback's decision).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRequestOutput {
+    pub approval_id: String,
+    pub expires_at: i64,
+    pub message_id: String,
+}
+
+/// What the approval callback hands the waiting task (SendTaskSuccess) when a person decided by POST: the approval
+/// map's `$.approval`. The actions step uses only `approvalId` and reads the decision itself from the approvals table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalTaskResult {
+    pub decision: ApprovalAction,
+    pub decided_at: String,
+    pub approver: String,
+    pub approval_id: String,
+}
+
+// ---- actions step ----
+
+/// The instance an operation is about (a subset of the policy step's proposal; extra fields are ignored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    pub instance_id: String,
+    pub region: String,
+    #[serde(default = "default_action")]
+    pub action: ProposedAction,
+    #[serde(default)]
+    pub justification: String,
+    /// Launch time at the scan: another one now means the instance was restarted since.
+    #[serde(default)]
+    pub launch_time: Option<DateTime<Utc>>,
+    /// Where the scan's measurements end; the stop measures again from here.
+    #[serde(default)]
+    pub measured_until: Option<DateTime<Utc>>,
+}
+
+fn default_action() -> ProposedAction {
+    ProposedAction::SnapshotAndStop
+}
+
+/// The approval task's result as the state machine passes it: only the approval id is used. What was decided, and
+/// by whom, is read from the approvals table, never from the payload.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRef {
+    #[serde(default)]
+    pub approval_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case", rename_all_fields = "camelCase")]
+pub enum ActionRequest {
+    Snapshot {
+        run_id: String,
+        proposal: Target,
+        #[serde(default)]
+        decision: Option<DecisionRef>,
+    },
+    SnapshotStatus {
+        run_id: String,
+        proposal: Target,
+        snapshot_ids: Vec<String>,
+    },
+    Stop {
+        run_id: String,
+        proposal: Target,
+        snapshot_ids: Vec<String>,
+        #[serde(default)]
+        decision: Option<DecisionRef>,
+    },
+    Tag {
+        run_id: String,
+        proposal: Target,
+        #[serde(default)]
+        decision: Option<DecisionRef>,
+    },
+}
+
+impl ActionRequest {
+    pub fn run_id(&self) -> &str {
+        match self {
+            Self::Snapshot { run_id, .. }
+            | Self::SnapshotStatus { run_id, .. }
+            | Self::Stop { run_id, .. }
+            | Self::Tag { run_id, .. } => run_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Acted now.
+    Done,
+    /// This run had already done it (a retry or a duplicate invocation).
+    AlreadyDone,
+    /// Not done, on purpose: the reason says why. Nothing was changed.
+    Refused,
+    /// Snapshots still in progress.
+    Pending,
+    /// Snapshots failed: nothing may be stopped.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionOutcome {
+    pub operation: String,
+    pub instance_id: String,
+    pub outcome: Outcome,
+    pub detail: String,
+    #[serde(default)]
+    pub snapshot_ids: Vec<String>,
+}
+
+// ---- the approval map's result ----
+
+/// What one proposal came to: the approval map's item result, built by its final Pass states ("Record Stop",
+/// "No Answer, No Action", ...), listed in the run report and the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProposalOutcome {
+    pub instance_id: String,
+    /// approve, deny, snooze or none (no answer); absent when a step failed before a decision was known.
+    #[serde(default)]
+    pub decision: Option<String>,
+    #[serde(default)]
+    pub operation: Option<String>,
+    /// done, already_done, refused, denied, no_answer, snapshot_failed or failed.
+    pub outcome: String,
+    pub detail: String,
+    pub snapshot_ids: Vec<String>,
+    /// The failed step's error (Error and Cause), when `outcome` is `failed`.
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
 }
 
 /// Orders candidates by saving (largest first), then id, and keeps at most `limit` of them.

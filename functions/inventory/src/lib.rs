@@ -12,10 +12,9 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use finops_aws::{put_json, validate_run_id, FinopsError, RunStore};
-use finops_core::regions::validate_region;
 use finops_core::steps::{InventoryDocument, InventoryOutput};
+pub use finops_core::steps::{InventoryRequest, Regions};
 use finops_core::{InstanceRecord, ProgressEvent, ProgressSink};
-use serde::Deserialize;
 
 pub use ec2::Ec2Inventory;
 
@@ -34,53 +33,14 @@ pub trait InstanceLookup: Send + Sync {
     ) -> impl Future<Output = Result<Option<InstanceRecord>, FinopsError>> + Send;
 }
 
-/// What the schedule (or the state machine) sends. `regions` may be a list or a comma-separated string, as a
-/// person would type it into the schedule's input.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InventoryRequest {
-    #[serde(default)]
-    pub run_id: Option<String>,
-    pub regions: Regions,
-    /// Only these instances (the single-instance entry the agent tools start).
-    #[serde(default)]
-    pub instance_ids: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Regions {
-    List(Vec<String>),
-    Csv(String),
-}
-
-impl InventoryRequest {
-    pub fn parse(event: &serde_json::Value) -> Result<Self, FinopsError> {
-        serde_json::from_value(event.clone()).map_err(|e| {
-            FinopsError::InvalidInput(format!(
-                "inventory expects {{\"regions\": [\"ap-southeast-2\", ...], \"runId\": \"...\"}}: {e}"
-            ))
-        })
-    }
-
-    /// The regions, validated and without duplicates, in the order given.
-    pub fn regions(&self) -> Result<Vec<String>, FinopsError> {
-        let raw: Vec<String> = match &self.regions {
-            Regions::List(list) => list.iter().map(|r| r.trim().to_owned()).collect(),
-            Regions::Csv(csv) => csv.split(',').map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()).collect(),
-        };
-        let mut regions: Vec<String> = Vec::new();
-        for r in raw {
-            validate_region(&r).map_err(FinopsError::InvalidInput)?;
-            if !regions.contains(&r) {
-                regions.push(r);
-            }
-        }
-        if regions.is_empty() {
-            return Err(FinopsError::InvalidInput("regions is empty".into()));
-        }
-        Ok(regions)
-    }
+/// Reads the step's input, naming what is wrong with it.
+pub fn parse_request(event: &serde_json::Value) -> Result<InventoryRequest, FinopsError> {
+    let request: InventoryRequest = serde_json::from_value(event.clone()).map_err(|e| {
+        FinopsError::InvalidInput(format!(
+            "inventory expects {{\"regions\": [\"ap-southeast-2\", ...], \"runId\": \"...\"}}: {e}"
+        ))
+    })?;
+    Ok(request)
 }
 
 /// A run id for runs started without one (a schedule passes the execution name).
@@ -110,8 +70,8 @@ pub async fn handle<S: InventorySource, R: RunStore>(
     store: &R,
     now: DateTime<Utc>,
 ) -> Result<InventoryOutput, FinopsError> {
-    let request = InventoryRequest::parse(&event)?;
-    let regions = request.regions()?;
+    let request = parse_request(&event)?;
+    let regions = request.regions().map_err(FinopsError::InvalidInput)?;
     let run_id = request.run_id.clone().unwrap_or_else(|| default_run_id(now));
     validate_run_id(&run_id)?;
 

@@ -343,9 +343,12 @@ async fn the_agent_tools_single_instance_entry_keeps_the_policy_check() {
     let execution = w.env.start_with("agent-prod", &single(&prod.instance_id)).await;
     let (status, states, output) = finished(&w, &execution).await;
     assert_eq!(status, "SUCCEEDED", "{states:?}");
+    // One entry path: only the normalising state differs from a scheduled run; the request stands in for the model.
     assert!(
-        states.contains(&"Use Requested Action".to_string()) && !states.contains(&"Reason About Shortlist".to_string())
+        states.contains(&"Scope To Requested Instance".to_string()) && !states.contains(&"Scope To Fleet".to_string())
     );
+    assert!(states.contains(&"Reason About Shortlist".to_string()));
+    assert_eq!(output["reasoning"]["output"]["backend"], finops_reasoning::REQUESTED_BACKEND);
     assert_eq!(output["policy"]["proposalCount"], 0);
     assert_eq!(output["policy"]["denialCounts"]["production"], 1);
     assert_eq!(output["detection"]["instanceCount"], 1, "only the requested instance is inventoried");

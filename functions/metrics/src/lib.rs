@@ -19,14 +19,13 @@ use finops_core::steps::{
 };
 use finops_core::utilisation::UtilisationStats;
 use finops_core::{
-    CostEstimate, DailyUtilisation, DetectionConfig, IdleCriteria, InstanceRecord, LookbackWindow, ObjectRef,
-    ProgressEvent, ProgressSink, UtilisationSummary,
+    CostEstimate, DailyUtilisation, DetectionConfig, IdleCriteria, InstanceRecord, LookbackWindow, ProgressEvent,
+    ProgressSink, UtilisationSummary,
 };
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
-use serde::Deserialize;
-
 pub use cloudwatch::CloudWatchMetrics;
+pub use finops_core::steps::MetricsRequest;
 
 /// GetMetricData accepts at most 500 MetricDataQuery structures per call.
 pub const MAX_QUERIES_PER_CALL: usize = 500;
@@ -300,19 +299,6 @@ pub async fn analyse<M: MetricsApi, P: PriceListApi>(
     }
     progress.report(ProgressEvent::Priced { instances: summaries.len() });
     Ok(Analysis { window, summaries, get_metric_data_calls: calls })
-}
-
-/// What the state machine passes: the inventory step's output (extra fields ignored) and optional per-run
-/// overrides from the schedule's input.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MetricsRequest {
-    pub run_id: String,
-    pub inventory: ObjectRef,
-    #[serde(default)]
-    pub lookback_days: Option<u32>,
-    #[serde(default)]
-    pub criteria: Option<String>,
 }
 
 /// The Lambda handler.

@@ -8,39 +8,11 @@ use chrono::{DateTime, Utc};
 use finops_aws::{get_json, put_json, validate_run_id, FinopsError, RunStore};
 use finops_core::policy::{evaluate, Denial, PolicyConfig, Proposal, Recommendation};
 use finops_core::steps::{InventoryDocument, UtilisationDocument};
-use finops_core::ObjectRef;
-use serde::{Deserialize, Serialize};
+pub use finops_core::steps::{PolicyOutput, PolicyRequest};
+use serde::Serialize;
 
 /// Denials listed in the state output; the rest are counted and stored with the run.
 pub const DENIALS_IN_OUTPUT: usize = 50;
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PolicyRequest {
-    pub run_id: String,
-    pub inventory: ObjectRef,
-    pub utilisation: ObjectRef,
-    #[serde(default)]
-    pub recommendations: Option<Vec<Recommendation>>,
-    /// Where the reasoning step stored a long recommendation list, instead of `recommendations`.
-    #[serde(default)]
-    pub recommendations_ref: Option<ObjectRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PolicyOutput {
-    pub run_id: String,
-    pub proposals: Vec<Proposal>,
-    pub proposal_count: usize,
-    pub proposed_monthly_saving_usd: f64,
-    pub denials: Vec<Denial>,
-    pub denial_counts: BTreeMap<String, usize>,
-    pub denials_omitted: usize,
-    pub recommendation_count: usize,
-    /// The complete outcome, every denial included.
-    pub policy: ObjectRef,
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

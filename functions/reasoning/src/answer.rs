@@ -5,8 +5,9 @@
 use std::collections::{HashMap, HashSet};
 
 use finops_core::policy::{Recommendation, RecommendedAction};
+pub use finops_core::steps::Discarded;
 use finops_core::UtilisationSummary;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::rules;
 
@@ -29,14 +30,6 @@ struct ModelRecommendation {
     justification: String,
     #[serde(default)]
     evidence: Vec<String>,
-}
-
-/// Something the model said that was not used, for the report and the audit trail.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Discarded {
-    pub instance_id: String,
-    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

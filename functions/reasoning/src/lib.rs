@@ -19,11 +19,10 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use finops_aws::{get_json, put_json, validate_run_id, FinopsError, RunStore};
 use finops_core::policy::Recommendation;
-use finops_core::steps::{InventoryDocument, ShortlistEntry, UtilisationDocument};
-use finops_core::{InstanceRecord, ObjectRef, UtilisationSummary};
-use serde::{Deserialize, Serialize};
+use finops_core::steps::{InventoryDocument, UtilisationDocument};
+use finops_core::{InstanceRecord, UtilisationSummary};
 
-pub use answer::Discarded;
+pub use finops_core::steps::{Discarded, PromptSize, ReasoningOutput, ReasoningRequest, RequestedAction};
 
 /// Recommendations inline in the state output up to this size; larger lists go by reference.
 pub const INLINE_RECOMMENDATIONS_BYTES: usize = 64 * 1024;
@@ -139,41 +138,6 @@ impl<M: Model> Reasoner for Prompted<M> {
     }
 }
 
-/// What the state machine passes: the metrics step's output (extra fields ignored).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReasoningRequest {
-    pub run_id: String,
-    pub inventory: ObjectRef,
-    pub utilisation: ObjectRef,
-    pub shortlist: Vec<ShortlistEntry>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PromptSize {
-    pub instances: usize,
-    pub total_tokens: usize,
-    pub max_instance_tokens: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReasoningOutput {
-    pub run_id: String,
-    pub inventory: ObjectRef,
-    pub utilisation: ObjectRef,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recommendations: Option<Vec<Recommendation>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recommendations_ref: Option<ObjectRef>,
-    pub recommendation_count: usize,
-    pub backend: String,
-    pub fallbacks: usize,
-    pub discarded: Vec<Discarded>,
-    pub prompt: PromptSize,
-}
-
 /// The step's logic over any reasoner and run store.
 pub async fn handle<R: Reasoner, S: RunStore>(
     event: serde_json::Value,
@@ -202,8 +166,17 @@ pub async fn handle<R: Reasoner, S: RunStore>(
             }),
         }
     }
-    let reasoned = reasoner.recommend(&request.run_id, &candidates, now).await;
-    let backend = if candidates.is_empty() { "none (empty shortlist)".to_owned() } else { reasoner.name().to_owned() };
+    let (reasoned, backend) = match &request.request {
+        // The single-instance entry: the agent's request stands in for the reasoner (no model is asked about what an
+        // agent already asked for); the policy step still decides, on the measured instance.
+        Some(asked) => (requested(asked, &instances, &mut discarded), REQUESTED_BACKEND.to_owned()),
+        None => {
+            let reasoned = reasoner.recommend(&request.run_id, &candidates, now).await;
+            let backend =
+                if candidates.is_empty() { "none (empty shortlist)".to_owned() } else { reasoner.name().to_owned() };
+            (reasoned, backend)
+        }
+    };
     discarded.extend(reasoned.discarded);
     let recommendations = reasoned.recommendations;
     for r in &recommendations {
@@ -237,6 +210,36 @@ pub async fn handle<R: Reasoner, S: RunStore>(
         discarded: discarded.into_iter().take(20).collect(),
         prompt: reasoned.prompt,
     })
+}
+
+/// The backend label of a recommendation the agent tools asked for.
+pub const REQUESTED_BACKEND: &str = "agent-tools request";
+
+/// The agent tools' request as the one recommendation, if the run's inventory has the instance.
+fn requested(
+    asked: &RequestedAction,
+    instances: &HashMap<&str, &InstanceRecord>,
+    discarded: &mut Vec<Discarded>,
+) -> Reasoned {
+    if !instances.contains_key(asked.instance_id.as_str()) {
+        discarded.push(Discarded {
+            instance_id: asked.instance_id.clone(),
+            reason: "requested, but not a running instance of this run's inventory".into(),
+        });
+        return Reasoned::default();
+    }
+    Reasoned {
+        recommendations: vec![Recommendation {
+            instance_id: asked.instance_id.clone(),
+            action: asked.action,
+            confidence: 1.0,
+            justification: asked.justification.chars().take(500).collect(),
+            backend: REQUESTED_BACKEND.into(),
+            evidence: Vec::new(),
+            trace_id: None,
+        }],
+        ..Reasoned::default()
+    }
 }
 
 impl answer::Validated {

@@ -147,3 +147,46 @@ async fn a_failing_model_leaves_the_rules_in_charge() {
     assert_eq!(out.proposal_count, 10, "the same safe idle boxes as the rules would propose");
     assert!(out.denial_counts.contains_key("no-action-needed"), "rightsize is reported, not automated");
 }
+
+/// A model that must not be asked (the single-instance entry's request stands in for it).
+struct UnaskedModel;
+
+impl Model for UnaskedModel {
+    fn name(&self) -> &str {
+        "converse"
+    }
+    async fn ask(&self, _: &str, _: &str) -> Result<ModelReply, ReasonerError> {
+        panic!("the model was asked about a request the agent tools made")
+    }
+}
+
+#[tokio::test]
+async fn an_agent_tools_request_stands_in_for_the_model_and_the_policy_still_decides() {
+    let moto = moto().await;
+    let (store, mut metrics, fleet) = detect(&moto).await;
+    let prod = fleet.iter().find(|i| i.name == "prod-orders-db").unwrap();
+    metrics["request"] = json!({"instanceId": prod.instance_id, "action": "snapshot_and_stop",
+        "justification": "the agent says it is idle"});
+    let reasoning = handle(metrics.clone(), &store, &Prompted(UnaskedModel), Utc::now()).await.expect("reasoning");
+    assert_eq!(reasoning.backend, finops_reasoning::REQUESTED_BACKEND);
+    let recs = reasoning.recommendations.as_ref().unwrap();
+    assert_eq!(recs.len(), 1, "only the requested instance");
+    assert_eq!(
+        (recs[0].instance_id.as_str(), recs[0].action),
+        (prod.instance_id.as_str(), RecommendedAction::SnapshotAndStop)
+    );
+    let out = policy(&store, &reasoning).await;
+    assert!(out.proposals.is_empty());
+    assert_eq!(out.denials[0].reason, DenialReason::Production);
+
+    // An id the run's inventory does not have (hallucinated, or another account's): no recommendation at all.
+    metrics["request"]["instanceId"] = json!("i-0123456789abcdef0");
+    let reasoning = handle(metrics.clone(), &store, &Prompted(UnaskedModel), Utc::now()).await.expect("reasoning");
+    assert_eq!(reasoning.recommendation_count, 0);
+    assert_eq!(reasoning.discarded[0].instance_id, "i-0123456789abcdef0");
+
+    // A request for something finops never does is bad input, refused before anything else.
+    metrics["request"] = json!({"instanceId": prod.instance_id, "action": "delete_everything"});
+    let err = handle(metrics, &store, &Prompted(UnaskedModel), Utc::now()).await.unwrap_err();
+    assert!(err.to_string().contains("delete_everything") || err.to_string().contains("unknown variant"), "{err}");
+}

@@ -10,9 +10,8 @@ use finops_approval_store::{
 };
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::{approval_id, ApprovalAction, ApprovalLink};
-use finops_core::policy::Proposal;
+pub use finops_core::steps::{ApprovalRequestEvent, ApprovalRequestOutput};
 pub use finops_core::DeploymentMode;
-use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestConfig {
@@ -53,23 +52,6 @@ impl RequestConfig {
             mode,
         })
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalRequestEvent {
-    pub task_token: String,
-    pub proposal: Proposal,
-    pub run_id: String,
-    pub execution_arn: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApprovalRequestOutput {
-    pub approval_id: String,
-    pub expires_at: i64,
-    pub message_id: String,
 }
 
 #[allow(clippy::too_many_arguments)]

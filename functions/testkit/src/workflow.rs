@@ -45,24 +45,20 @@ pub struct WorkflowTimings {
     pub deployment_mode: &'static str,
 }
 
-/// The ASL with every `${...}` replaced as CloudFormation's DefinitionSubstitutions would.
+/// The definition as a deployment renders it (the CDK app through `statemachine/render.mjs`), from the one list of
+/// what a deployment sets, `statemachine/contract.json`: the `${Name}` text substitutions replaced as
+/// CloudFormation's DefinitionSubstitutions would, the numbers set at their JSON pointers, and every Task given the
+/// contract's one retry policy.
 pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings) -> String {
-    let asl = std::fs::read_to_string(workspace_root().join("statemachine/finops.asl.json"))
-        .expect("statemachine/finops.asl.json");
-    let mut values: HashMap<&str, String> = [
+    let root = workspace_root().join("statemachine");
+    let asl = std::fs::read_to_string(root.join("finops.asl.json")).expect("statemachine/finops.asl.json");
+    let contract: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("contract.json")).expect("statemachine/contract.json"))
+            .expect("statemachine/contract.json is JSON");
+    let mut text: HashMap<&str, String> = [
         ("ReportTopicArn", report_topic_arn.to_owned()),
         ("LedgerTableName", LEDGER_TABLE.to_owned()),
-        ("ApprovalTimeoutSeconds", timings.approval_timeout_seconds.to_string()),
-        ("SnapshotPollSeconds", timings.snapshot_poll_seconds.to_string()),
-        ("MaxSnapshotChecks", timings.max_snapshot_checks.to_string()),
-        ("ApprovalConcurrency", timings.max_proposals.max(1).to_string()),
         ("DeploymentMode", timings.deployment_mode.to_owned()),
-        // The approval window, the snapshot wait and room for every other step, as the CDK app computes it.
-        (
-            "ExecutionTimeoutSeconds",
-            (timings.approval_timeout_seconds + timings.snapshot_poll_seconds * timings.max_snapshot_checks + 600)
-                .to_string(),
-        ),
     ]
     .into_iter()
     .collect();
@@ -74,14 +70,49 @@ pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings)
         ("RequestApprovalFunctionArn", "finops-request-approval"),
         ("ActionsFunctionArn", "finops-actions"),
     ] {
-        values.insert(key, format!("{FUNCTION_ARN_PREFIX}:{function}"));
+        text.insert(key, format!("{FUNCTION_ARN_PREFIX}:{function}"));
     }
-    let mut definition = asl;
-    for (k, v) in &values {
-        definition = definition.replace(&format!("${{{k}}}"), v);
+    let numbers: HashMap<&str, u32> = [
+        ("ApprovalTimeoutSeconds", timings.approval_timeout_seconds),
+        ("SnapshotPollSeconds", timings.snapshot_poll_seconds),
+        ("MaxSnapshotChecks", timings.max_snapshot_checks),
+        ("ApprovalConcurrency", timings.max_proposals.max(1)),
+        // The approval window, the snapshot wait and room for every other step, as the CDK app computes it.
+        (
+            "ExecutionTimeoutSeconds",
+            timings.approval_timeout_seconds + timings.snapshot_poll_seconds * timings.max_snapshot_checks + 600,
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let mut source = asl;
+    for name in contract["text"].as_object().expect("contract text").keys() {
+        let value = text.get(name.as_str()).unwrap_or_else(|| panic!("no value for ${{{name}}}"));
+        source = source.replace(&format!("${{{name}}}"), value);
     }
-    assert!(!definition.contains("${"), "a substitution is missing");
-    definition
+    assert!(!source.contains("${"), "a substitution the contract does not list");
+    let mut definition: serde_json::Value = serde_json::from_str(&source).expect("the definition is JSON");
+    for (name, entry) in contract["numbers"].as_object().expect("contract numbers") {
+        let at = entry["at"].as_str().expect("a JSON pointer");
+        let slot = definition.pointer_mut(at).unwrap_or_else(|| panic!("{name}: {at} is not in the definition"));
+        assert!(slot.is_number(), "{name}: {at} does not hold a number");
+        *slot = numbers.get(name.as_str()).copied().unwrap_or_else(|| panic!("no value for {name}")).into();
+    }
+    give_every_task(&mut definition["States"], &contract["taskRetry"]);
+    definition.to_string()
+}
+
+fn give_every_task(states: &mut serde_json::Value, retry: &serde_json::Value) {
+    for state in states.as_object_mut().expect("States").values_mut() {
+        match state["Type"].as_str() {
+            Some("Task") => {
+                assert!(state.get("Retry").is_none(), "a Task has no Retry of its own (the contract's taskRetry)");
+                state["Retry"] = retry.clone();
+            }
+            Some("Map") => give_every_task(&mut state["ItemProcessor"]["States"], retry),
+            _ => {}
+        }
+    }
 }
 
 impl WorkflowEnv {
