@@ -464,11 +464,17 @@ where
             (400, json!({"error": format!("malformed action group event: {err}")})),
         ),
     };
-    let resource = body.get("instanceId").and_then(Value::as_str).unwrap_or("");
+    // The instance the tool was about: as answered, else as asked (a path parameter).
+    let asked = event["parameters"].as_array().and_then(|ps| {
+        ps.iter().find(|p| p["name"] == "instance_id" || p["name"] == "instanceId").and_then(|p| p["value"].as_str())
+    });
+    let resource = body.get("instanceId").and_then(Value::as_str).or(asked).unwrap_or("");
     let decision =
         body.get("status").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("HTTP {status}"));
     let tool = format!("finops.tool {method} {api_path}");
-    finops_aws::xray::record_decision(&tool, "bedrock-agent", resource, &decision, &session_id);
+    // The Converse backend calls the same tools in process, under its own action group name.
+    let agent = if action_group == "converse" { "converse" } else { "bedrock-agent" };
+    finops_aws::xray::record_decision(&tool, agent, resource, &decision, &session_id);
     json!({
         "messageVersion": "1.0",
         "response": {

@@ -16,8 +16,16 @@ where
     O: Serialize,
 {
     let handler = &handler;
+    // The invocation's own trace (not the process-wide `_X_AMZN_TRACE_ID`, which concurrent invocations share).
+    let daemon = std::env::var("AWS_XRAY_DAEMON_ADDRESS").ok().and_then(|a| a.parse().ok());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
-        handler(event.payload, Utc::now()).await
+        match (event.context.xray_trace_id.clone(), daemon) {
+            (Some(header), Some(daemon)) => {
+                crate::xray::traced(crate::xray::TraceContext { header, daemon }, handler(event.payload, Utc::now()))
+                    .await
+            }
+            _ => handler(event.payload, Utc::now()).await,
+        }
     }))
     .await
 }

@@ -1,14 +1,20 @@
-//! X-Ray subsegments for decisions, through the X-Ray daemon protocol of the `xray-lite` crate.
+//! X-Ray subsegments for decisions, sent to the X-Ray daemon over UDP as the daemon protocol says (a JSON header
+//! line, then one segment document).
 //!
-//! Each tool execution and each decision becomes a subsegment of the Lambda invocation's trace, with the
-//! annotations `agent`, `resource_id`, `decision` and `run_id` (so `annotation.decision = "DENIED"` finds every
-//! refusal). Outside Lambda (no `_X_AMZN_TRACE_ID`, no `AWS_XRAY_DAEMON_ADDRESS`) nothing is sent. AWS SDK calls
-//! already carry the trace header: the SDK's recursion-detection interceptor copies `_X_AMZN_TRACE_ID` into
-//! `X-Amzn-Trace-Id` on every request made inside a Lambda function.
+//! Each tool execution and each decision becomes a subsegment of the invocation's trace, with the annotations
+//! `agent`, `resource_id`, `decision` and `run_id` (so `annotation.decision = "DENIED"` finds every refusal).
+//!
+//! Which trace: the one of the current invocation. In Lambda that is `_X_AMZN_TRACE_ID` (the runtime sets it per
+//! invocation; Step Functions' tracing puts every Task of an execution under the execution's trace) and the daemon
+//! is `AWS_XRAY_DAEMON_ADDRESS`. Where several invocations run in one process (the local runner), each runs inside
+//! [`traced`] with its own [`TraceContext`], which takes precedence over the environment. With neither, nothing is
+//! sent. AWS SDK calls already carry the trace header in Lambda: the SDK's recursion-detection interceptor copies
+//! `_X_AMZN_TRACE_ID` into `X-Amzn-Trace-Id` on every request.
 
-use std::collections::HashMap;
+use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
 
-use xray_lite::{Annotation, Context, DaemonClient, Namespace, Subsegment, SubsegmentContext};
+use serde_json::json;
 
 /// Names of the indexed annotations.
 pub const ANNOTATION_AGENT: &str = "agent";
@@ -16,28 +22,67 @@ pub const ANNOTATION_RESOURCE: &str = "resource_id";
 pub const ANNOTATION_DECISION: &str = "decision";
 pub const ANNOTATION_RUN: &str = "run_id";
 
-struct DecisionNamespace {
-    name: String,
-    annotations: HashMap<String, Annotation>,
+/// The first line of every datagram to the daemon.
+pub const DAEMON_HEADER: &str = r#"{"format": "json", "version": 1}"#;
+
+/// Where decisions of the current invocation go: its trace header and the daemon's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// `Root=1-...;Parent=...;Sampled=1`, as in `_X_AMZN_TRACE_ID`.
+    pub header: String,
+    pub daemon: SocketAddr,
 }
 
-impl Namespace for DecisionNamespace {
-    fn name(&self, _prefix: &str) -> String {
-        self.name.clone()
-    }
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
 
-    fn update_subsegment(&self, subsegment: &mut Subsegment) {
-        let mut annotations = HashMap::new();
-        for (k, v) in &self.annotations {
-            let value = match v {
-                Annotation::String(s) => Annotation::String(s.clone()),
-                Annotation::Number(n) => Annotation::Number(*n),
-                Annotation::Bool(b) => Annotation::Bool(*b),
-            };
-            annotations.insert(k.clone(), value);
-        }
-        subsegment.annotations = Some(annotations);
+/// Runs `work` with `context` as its trace: every [`record_decision`] inside it goes there.
+pub async fn traced<F: Future>(context: TraceContext, work: F) -> F::Output {
+    CURRENT.scope(context, work).await
+}
+
+fn current() -> Option<TraceContext> {
+    if let Ok(context) = CURRENT.try_with(Clone::clone) {
+        return Some(context);
     }
+    let header = std::env::var("_X_AMZN_TRACE_ID").ok()?;
+    let daemon = std::env::var("AWS_XRAY_DAEMON_ADDRESS").ok()?.parse().ok()?;
+    Some(TraceContext { header, daemon })
+}
+
+/// The parts of a trace header: root trace id, parent segment id, sampled.
+pub fn parse_header(header: &str) -> Option<(String, Option<String>, bool)> {
+    let mut root = None;
+    let mut parent = None;
+    let mut sampled = true;
+    for part in header.split(';') {
+        match part.trim().split_once('=') {
+            Some(("Root", v)) => root = Some(v.to_owned()),
+            Some(("Parent", v)) => parent = Some(v.to_owned()),
+            Some(("Sampled", v)) => sampled = v != "0",
+            _ => {}
+        }
+    }
+    Some((root?, parent, sampled))
+}
+
+/// A new trace id (`1-<epoch seconds, hex>-<96 random bits, hex>`).
+pub fn new_trace_id() -> String {
+    let seconds = chrono::Utc::now().timestamp();
+    format!("1-{seconds:08x}-{}", random_hex(12))
+}
+
+/// A new segment id (64 random bits, hex).
+pub fn new_segment_id() -> String {
+    random_hex(8)
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // Ids only need to be unique; the OS source does not fail in practice, and a zero id still parses.
+    let _ = getrandom::fill(&mut buf);
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// X-Ray annotation values: at most 1,000 characters of letters, digits, spaces and `_ . : / % & # = + \ - @`.
@@ -45,26 +90,83 @@ fn annotation_value(v: &str) -> String {
     v.chars().filter(|c| c.is_alphanumeric() || " _.:/%&#=+\\-@".contains(*c)).take(1000).collect()
 }
 
+/// Sends one segment document to the daemon. Best effort, as the X-Ray SDKs are: tracing never fails a step.
+pub fn send(daemon: SocketAddr, document: &serde_json::Value) -> bool {
+    let Ok(socket) = UdpSocket::bind(if daemon.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }) else { return false };
+    let datagram = format!("{DAEMON_HEADER}\n{document}");
+    socket.send_to(datagram.as_bytes(), daemon).is_ok()
+}
+
+fn now_seconds() -> f64 {
+    chrono::Utc::now().timestamp_micros() as f64 / 1e6
+}
+
 /// Records one decision (or tool execution) as a subsegment named `name` under the current invocation's trace.
 /// Returns whether it was sent.
 pub fn record_decision(name: &str, agent: &str, resource_id: &str, decision: &str, run_id: &str) -> bool {
-    if std::env::var_os("_X_AMZN_TRACE_ID").is_none() || std::env::var_os("AWS_XRAY_DAEMON_ADDRESS").is_none() {
-        return false;
-    }
-    let Ok(client) = DaemonClient::from_lambda_env() else { return false };
-    // The trace header changes with every invocation, so the context is made per decision.
-    let Ok(context) = SubsegmentContext::from_lambda_env(client) else { return false };
-    let annotations = [
+    let Some(context) = current() else { return false };
+    let Some((trace_id, Some(parent_id), true)) = parse_header(&context.header) else { return false };
+    let at = now_seconds();
+    let annotations: serde_json::Map<String, serde_json::Value> = [
         (ANNOTATION_AGENT, agent),
         (ANNOTATION_RESOURCE, resource_id),
         (ANNOTATION_DECISION, decision),
         (ANNOTATION_RUN, run_id),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_owned(), Annotation::String(annotation_value(v))))
+    .map(|(k, v)| (k.to_owned(), json!(annotation_value(v))))
     .collect();
-    let session = context.enter_subsegment(DecisionNamespace { name: name.to_owned(), annotations });
-    let sent = session.x_amzn_trace_id().is_some();
-    drop(session); // ends the subsegment and sends it
-    sent
+    let document = json!({
+        "type": "subsegment",
+        "name": name,
+        "id": new_segment_id(),
+        "trace_id": trace_id,
+        "parent_id": parent_id,
+        "start_time": at,
+        "end_time": at,
+        "annotations": annotations,
+    });
+    send(context.daemon, &document)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_decision_goes_to_the_daemon_of_its_invocation_with_its_annotations() {
+        let daemon = UdpSocket::bind("127.0.0.1:0").unwrap();
+        daemon.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let trace = new_trace_id();
+        let context = TraceContext {
+            header: format!("Root={trace};Parent=0123456789abcdef;Sampled=1"),
+            daemon: daemon.local_addr().unwrap(),
+        };
+        assert!(!record_decision("finops.policy", "rules", "i-1", "DENIED", "run-1"), "outside an invocation");
+        let sent =
+            traced(context, async { record_decision("finops.policy", "rules", "i-1", "DENIED", "run<1>") }).await;
+        assert!(sent);
+        let mut buf = [0u8; 4096];
+        let n = daemon.recv(&mut buf).unwrap();
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        let (header, body) = text.split_once('\n').unwrap();
+        assert_eq!(header, DAEMON_HEADER);
+        let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(doc["trace_id"], trace.as_str());
+        assert_eq!(doc["parent_id"], "0123456789abcdef");
+        assert_eq!(doc["type"], "subsegment");
+        assert_eq!(doc["annotations"]["decision"], "DENIED");
+        assert_eq!(doc["annotations"]["run_id"], "run1", "annotation values are cleaned");
+    }
+
+    #[test]
+    fn headers_parse_and_unsampled_traces_send_nothing() {
+        assert_eq!(
+            parse_header("Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"),
+            Some(("1-5759e988-bd862e3fe1be46a994272793".into(), Some("53995c3f42cd8ad8".into()), true))
+        );
+        assert_eq!(parse_header("Root=1-a-b;Sampled=0").map(|h| h.2), Some(false));
+        assert_eq!(parse_header("Parent=1"), None);
+        assert!(new_trace_id().starts_with("1-") && new_trace_id().len() == 35);
+    }
 }

@@ -14,6 +14,7 @@ use clap::Parser;
 use finops_approval_callback::ApprovalCallback;
 use finops_approval_store::StoreConfig;
 use finops_core::LookbackWindow;
+use finops_local::xray_daemon::XrayDaemon;
 use finops_local::{approval_page, serve, LocalFunctions};
 use finops_testkit::moto::{http, sdk_config, MotoServer};
 use finops_testkit::scripted_model;
@@ -113,6 +114,10 @@ async fn main() {
     // The functions' environment, as the CDK app sets it: every step is built from it by the Lambdas' constructors.
     let mut vars = env.function_vars(&base_url);
     set_var(&mut vars, "FINOPS_REASONER", &args.reasoner);
+    // The audit trail: the functions send their X-Ray segments to a local daemon, as Lambda's would.
+    let xray = XrayDaemon::start().await.expect("the local X-Ray daemon");
+    set_var(&mut vars, "AWS_XRAY_DAEMON_ADDRESS", &xray.addr().to_string());
+    say(format!("X-Ray daemon (a local UDP listener) at {}: decisions are traced per execution", xray.addr()));
     let functions = match LocalFunctions::new(&config, &vars) {
         Ok(f) => Arc::new(f),
         Err(e) => {
@@ -201,6 +206,21 @@ async fn main() {
             report["denials"] = document["denials"].clone();
         }
     }
+    // UDP is not awaited: give the last datagrams a moment.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let trail = xray.trail(&run_id);
+    report["auditTrail"] = json!({
+        "xrayTraceIds": trail.trace_ids,
+        "functionSegments": trail.function_segments,
+        "decisionSubsegments": trail.decisions.values().map(Vec::len).sum::<usize>(),
+        "decisions": trail.decisions.iter().map(|(resource, chain)| {
+            let lines: Vec<String> = chain
+                .iter()
+                .map(|d| format!("{} ({}): {} [agent {}, run {}]", d.step, d.function.as_deref().unwrap_or("?"), d.decision, d.agent, d.run_id))
+                .collect();
+            (resource.clone(), json!(lines))
+        }).collect::<serde_json::Map<String, Value>>(),
+    });
     println!("\n===== run report =====\n{}", serde_json::to_string_pretty(&report).unwrap());
     if let Some(summary) = env.next_report(Duration::from_secs(5)).await {
         println!("\n----- report published to SNS -----\n{}", summary.replace(" | ", "\n"));

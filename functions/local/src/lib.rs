@@ -5,14 +5,16 @@
 //! state machine's Retry and Catch see `Finops.*` error names.
 
 pub mod approval_page;
+pub mod xray_daemon;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
 use finops_actions::{ActionsConfig, ActionsStep};
+use finops_aws::xray::{self, TraceContext};
 use finops_aws::FinopsError;
 use finops_core::DetectionConfig;
 use finops_inventory::InventoryStep;
@@ -49,6 +51,10 @@ pub struct LocalFunctions {
     pub failing: Mutex<HashSet<String>>,
     /// Every invocation, in order, for tests and progress output.
     pub invocations: Mutex<Vec<String>>,
+    /// The X-Ray daemon (`AWS_XRAY_DAEMON_ADDRESS` in the functions' environment, as Lambda sets it), if any.
+    xray_daemon: Option<SocketAddr>,
+    /// One trace per execution, by run id, as Step Functions' tracing gives every Task of an execution its trace.
+    traces: Mutex<HashMap<String, String>>,
 }
 
 impl LocalFunctions {
@@ -65,11 +71,54 @@ impl LocalFunctions {
             actions: ActionsStep::new(sdk, ActionsConfig::from_vars(vars())?),
             failing: Mutex::default(),
             invocations: Mutex::default(),
+            xray_daemon: match vars().find(|(k, _)| k == "AWS_XRAY_DAEMON_ADDRESS") {
+                Some((_, addr)) => Some(addr.parse().map_err(|e| {
+                    FinopsError::Configuration(format!("AWS_XRAY_DAEMON_ADDRESS={addr} is not host:port: {e}"))
+                })?),
+                None => None,
+            },
+            traces: Mutex::default(),
         })
     }
 
-    /// Runs one function; `Err((errorType, errorMessage))` as Lambda reports a function error.
+    /// The trace id of the execution with this run id (execution name), once one of its Tasks ran.
+    pub fn trace_id(&self, run_id: &str) -> Option<String> {
+        self.traces.lock().unwrap_or_else(|p| p.into_inner()).get(run_id).cloned()
+    }
+
+    /// Runs one function as traced Lambda would: a function segment under the execution's trace (moto's interpreter
+    /// sends no trace header, so the execution's trace is kept here by run id), and the handler's decisions as its
+    /// subsegments.
     pub async fn invoke(&self, function: &str, payload: Value) -> Result<Value, (String, String)> {
+        let run_id = payload["runId"].as_str().map(str::to_owned);
+        let (Some(daemon), Some(run_id)) = (self.xray_daemon, run_id) else {
+            return self.invoke_untraced(function, payload).await;
+        };
+        let trace_id = self
+            .traces
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(run_id.clone())
+            .or_insert_with(xray::new_trace_id)
+            .clone();
+        let segment_id = xray::new_segment_id();
+        let header = format!("Root={trace_id};Parent={segment_id};Sampled=1");
+        let start = chrono::Utc::now();
+        let result = xray::traced(TraceContext { header, daemon }, self.invoke_untraced(function, payload)).await;
+        let seconds = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros() as f64 / 1e6;
+        xray::send(
+            daemon,
+            &json!({
+                "name": function, "id": segment_id, "trace_id": trace_id, "origin": "AWS::Lambda::Function",
+                "start_time": seconds(start), "end_time": seconds(chrono::Utc::now()),
+                "error": result.is_err(), "annotations": {xray::ANNOTATION_RUN: run_id},
+            }),
+        );
+        result
+    }
+
+    /// Runs one function; `Err((errorType, errorMessage))` as Lambda reports a function error.
+    async fn invoke_untraced(&self, function: &str, payload: Value) -> Result<Value, (String, String)> {
         self.invocations.lock().unwrap_or_else(|p| p.into_inner()).push(function.to_owned());
         if self.failing.lock().unwrap_or_else(|p| p.into_inner()).contains(function) {
             return Err(("Finops.InjectedFailure".into(), format!("{function} failed on purpose")));

@@ -10,13 +10,14 @@ use chrono::Utc;
 use finops_approval_callback::ApprovalCallback;
 use finops_approval_store::StoreConfig;
 use finops_core::LookbackWindow;
+use finops_local::xray_daemon::XrayDaemon;
 use finops_local::{approval_page, serve, LocalFunctions};
 use finops_testkit::approvals::{SECRET, TABLE};
 use finops_testkit::moto::{sdk_config, MotoServer};
 use finops_testkit::seed::{
     launch, linux_image_id, put_daily_metrics, sample_fleet, DayProfile, InstanceSpec, SeededInstance,
 };
-use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings};
+use finops_testkit::workflow::{set_var, WorkflowEnv, WorkflowTimings};
 use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_dynamodb, aws_sdk_ec2};
 use serde_json::Value;
 
@@ -28,6 +29,8 @@ struct Workflow {
     fleet: Vec<SeededInstance>,
     /// The functions' environment, as a deployment sets it.
     vars: Vec<(String, String)>,
+    /// The X-Ray daemon the functions send their segments to.
+    xray: XrayDaemon,
 }
 
 async fn workflow(approval_timeout: u32) -> Workflow {
@@ -58,12 +61,15 @@ async fn deployment(
         deployment_mode: mode,
     };
     let env = WorkflowEnv::create(moto.port, &config, &timings).await;
-    let vars = env.function_vars(approval_base_url);
+    let xray = XrayDaemon::start().await.expect("the local X-Ray daemon");
+    let mut vars = env.function_vars(approval_base_url);
+    // As Lambda sets it for a traced function.
+    set_var(&mut vars, "AWS_XRAY_DAEMON_ADDRESS", &xray.addr().to_string());
     let functions = Arc::new(LocalFunctions::new(&config, &vars).expect("the functions' environment"));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto.port).into()));
     let use1 = sdk_config(&moto.endpoint, "us-east-1").await;
     let fleet = sample_fleet(&config, &use1, &LookbackWindow::ending_before(Utc::now(), 14)).await;
-    Workflow { _moto: moto, env, functions, config, fleet, vars }
+    Workflow { _moto: moto, env, functions, config, fleet, vars, xray }
 }
 
 impl Workflow {
@@ -306,6 +312,55 @@ async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
         assert_eq!(instance_state(&w, by_name(&w, untouchable)).await.0, "running", "{untouchable}");
     }
     let _ = ec2;
+
+    // The audit trail, as X-Ray receives it: every decision of the run under the execution's one trace, per instance
+    // the chain reasoning -> policy -> (approved) snapshot -> stop, each under the function segment that made it.
+    let mut trail = w.xray.trail("run-act");
+    for _ in 0..50 {
+        if answered.iter().all(|(name, _)| trail.decisions.contains_key(&by_name(&w, name).instance_id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        trail = w.xray.trail("run-act");
+    }
+    assert_eq!(trail.trace_ids, [w.functions.trace_id("run-act").expect("the execution's trace")]);
+    assert_eq!(w.xray.malformed(), 0);
+    // The model's tool calls (the scripted model makes one round trip) are subsegments of the reasoning function.
+    let tools: Vec<_> = trail.decisions.values().flatten().filter(|d| d.step.starts_with("finops.tool")).collect();
+    assert!(!tools.is_empty());
+    assert!(
+        tools.iter().all(|d| d.agent == "converse" && d.function.as_deref() == Some("finops-reasoning")),
+        "{tools:?}"
+    );
+    for (name, choice) in &answered {
+        let chain: Vec<_> = trail.decisions[&by_name(&w, name).instance_id]
+            .iter()
+            .filter(|d| !d.step.starts_with("finops.tool"))
+            .cloned()
+            .collect();
+        let steps: Vec<(&str, &str)> = chain.iter().map(|d| (d.step.as_str(), d.decision.as_str())).collect();
+        assert_eq!(steps[0], ("finops.reasoning", "snapshot_and_stop"), "{name}: {steps:?}");
+        assert_eq!(chain[0].agent, "converse", "{name}: the deployment's reasoner");
+        assert_eq!(steps[1], ("finops.policy", "PROPOSED"), "{name}");
+        let position = |decision: &str| steps.iter().position(|s| *s == ("finops.action", decision));
+        if *choice == "approve" {
+            let (snapshot, stop) = (position("snapshot:Done"), position("stop:Done"));
+            assert!(snapshot.is_some() && stop.is_some() && snapshot < stop, "{name}: {steps:?}");
+        } else {
+            assert_eq!(position("stop:Done"), None, "{name}: {steps:?}");
+        }
+        for d in &chain {
+            let function = d.function.as_deref().unwrap_or_else(|| panic!("{name}: {d:?} has no function segment"));
+            assert_eq!(
+                function.trim_start_matches("finops-"),
+                d.step.trim_start_matches("finops.").replace("action", "actions")
+            );
+            assert_eq!(d.run_id, "run-act");
+        }
+    }
+    let prod = &trail.decisions[&by_name(&w, "prod-orders-db").instance_id];
+    assert!(prod.iter().any(|d| d.step == "finops.policy" && d.decision == "DENIED"), "{prod:?}");
+    assert!(!prod.iter().any(|d| d.step == "finops.action"), "{prod:?}");
 
     // The next run skips the snoozed instance (and no longer sees the stopped ones).
     let again = w.start("run-after", "recommend").await;
