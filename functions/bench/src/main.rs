@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use chrono::Utc;
 use finops_aws::{put_json, MemoryRunStore, PriceBook, SdkPriceList};
 use finops_core::steps::InventoryDocument;
-use finops_core::{ClusterMembership, DetectionConfig, InstanceRecord, Lifecycle, RootDeviceType, VolumeRecord};
+use finops_core::{DetectionConfig, InstanceRecord};
 use finops_metrics::synthetic::SyntheticMetrics;
 use finops_metrics::{handle, MetricKind, MAX_QUERIES_PER_CALL};
 use finops_testkit::{peak_rss_bytes, process_cpu_time};
@@ -17,26 +17,18 @@ const TYPES: &[&str] = &["t3.micro", "t3.large", "m5.large", "m5.xlarge", "c5.la
 fn fleet(n: usize) -> Vec<InstanceRecord> {
     let now = Utc::now();
     (0..n)
-        .map(|i| InstanceRecord {
-            instance_id: format!("i-{i:017x}"),
-            region: "ap-southeast-2".into(),
-            instance_type: TYPES[i % TYPES.len()].into(),
-            state: "running".into(),
-            launch_time: now - chrono::Duration::days(90),
-            lifecycle: Lifecycle::OnDemand,
-            platform: "Linux/UNIX".into(),
-            root_device_type: RootDeviceType::Ebs,
-            tags: [("Name".to_string(), format!("host-{i}")), ("Environment".to_string(), "dev".to_string())].into(),
-            membership: ClusterMembership::default(),
-            volumes: vec![VolumeRecord {
-                volume_id: format!("vol-{i:017x}"),
-                device_name: Some("/dev/xvda".into()),
-                size_gib: 50,
-                volume_type: "gp3".into(),
-                iops: Some(3000),
-                delete_on_termination: true,
-            }],
-            instance_storage: finops_core::InstanceStorage::None,
+        .map(|i| {
+            let id = format!("i-{i:017x}");
+            let mut record = InstanceRecord::ordinary(
+                &id,
+                "ap-southeast-2",
+                TYPES[i % TYPES.len()],
+                now - chrono::Duration::days(90),
+                50,
+            )
+            .with_tags([("Name".to_string(), format!("host-{i}")), ("Environment".to_string(), "dev".to_string())]);
+            record.volumes[0].iops = Some(3000);
+            record
         })
         .collect()
 }

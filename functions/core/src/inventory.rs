@@ -139,6 +139,44 @@ pub struct InstanceRecord {
 }
 
 impl InstanceRecord {
+    /// An ordinary instance: running, on-demand, Linux, EBS-backed with one gp3 root volume (`vol-` and the id's
+    /// digits) of `root_gib` GiB (none when 0), no instance storage, no tags. The one starting point of every test
+    /// fixture and of the benchmark's fleet; the inventory builds records from EC2 instead.
+    pub fn ordinary(id: &str, region: &str, instance_type: &str, launch_time: DateTime<Utc>, root_gib: u32) -> Self {
+        let volumes = (root_gib > 0)
+            .then(|| VolumeRecord {
+                volume_id: format!("vol-{}", id.trim_start_matches("i-")),
+                device_name: Some("/dev/xvda".into()),
+                size_gib: root_gib,
+                volume_type: "gp3".into(),
+                iops: None,
+                delete_on_termination: true,
+            })
+            .into_iter()
+            .collect();
+        Self {
+            instance_id: id.into(),
+            region: region.into(),
+            instance_type: instance_type.into(),
+            state: "running".into(),
+            launch_time,
+            lifecycle: Lifecycle::OnDemand,
+            platform: "Linux/UNIX".into(),
+            root_device_type: RootDeviceType::Ebs,
+            tags: BTreeMap::new(),
+            membership: ClusterMembership::default(),
+            volumes,
+            instance_storage: InstanceStorage::None,
+        }
+    }
+
+    /// The same record with these tags (and the cluster membership they imply, as the inventory derives it).
+    pub fn with_tags<K: Into<String>, V: Into<String>>(mut self, tags: impl IntoIterator<Item = (K, V)>) -> Self {
+        self.tags = tags.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        self.membership = ClusterMembership::from_tags(&self.tags);
+        self
+    }
+
     pub fn name(&self) -> Option<&str> {
         self.tags.get("Name").map(String::as_str)
     }

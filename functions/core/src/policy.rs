@@ -530,9 +530,9 @@ mod tests {
     use super::*;
     use crate::criteria::{CriteriaPreset, IdleCriteria};
     use crate::daily::{DailyUtilisation, LookbackWindow};
-    use crate::inventory::{ClusterMembership, InstanceStorage, VolumeRecord};
+    use crate::inventory::InstanceStorage;
     use crate::pricing::{embedded_hourly, CostEstimate};
-    use crate::Lifecycle;
+
     use chrono::TimeZone;
 
     fn now() -> DateTime<Utc> {
@@ -540,29 +540,16 @@ mod tests {
     }
 
     fn instance(id: &str, tags: &[(&str, &str)]) -> InstanceRecord {
-        let tags: std::collections::BTreeMap<String, String> =
-            tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        InstanceRecord {
-            instance_id: id.into(),
-            region: "us-east-1".into(),
-            instance_type: "m5.large".into(),
-            state: "running".into(),
-            launch_time: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
-            lifecycle: Lifecycle::OnDemand,
-            platform: "Linux/UNIX".into(),
-            root_device_type: RootDeviceType::Ebs,
-            membership: ClusterMembership::from_tags(&tags),
-            tags,
-            volumes: vec![VolumeRecord {
-                volume_id: format!("vol-{id}"),
-                device_name: Some("/dev/xvda".into()),
-                size_gib: 20,
-                volume_type: "gp3".into(),
-                iops: None,
-                delete_on_termination: true,
-            }],
-            instance_storage: InstanceStorage::None,
-        }
+        let mut i = InstanceRecord::ordinary(
+            id,
+            "us-east-1",
+            "m5.large",
+            Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
+            20,
+        )
+        .with_tags(tags.iter().copied());
+        i.volumes[0].volume_id = format!("vol-{id}");
+        i
     }
 
     fn summary(i: &InstanceRecord, busy: bool) -> UtilisationSummary {

@@ -253,24 +253,11 @@ pub fn embedded_ebs_gb_month(volume_type: &str, region: &str) -> Option<Quote> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{ClusterMembership, RootDeviceType};
+
     use chrono::Utc;
 
     fn instance(t: &str, lifecycle: Lifecycle) -> InstanceRecord {
-        InstanceRecord {
-            instance_id: "i-1".into(),
-            region: "us-east-1".into(),
-            instance_type: t.into(),
-            state: "running".into(),
-            launch_time: Utc::now(),
-            lifecycle,
-            platform: "Linux/UNIX".into(),
-            root_device_type: RootDeviceType::Ebs,
-            tags: Default::default(),
-            membership: ClusterMembership::default(),
-            volumes: vec![],
-            instance_storage: crate::InstanceStorage::None,
-        }
+        InstanceRecord { lifecycle, ..InstanceRecord::ordinary("i-1", "us-east-1", t, Utc::now(), 0) }
     }
 
     #[test]

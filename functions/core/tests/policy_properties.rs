@@ -9,8 +9,8 @@ use finops_core::criteria::{CriteriaPreset, IdleCriteria};
 use finops_core::policy::{evaluate, DenialReason, PolicyConfig, ProposedAction, Recommendation, RecommendedAction};
 use finops_core::pricing::embedded_hourly;
 use finops_core::{
-    ClusterMembership, CostEstimate, DailyUtilisation, IdleVerdict, InstanceRecord, InstanceStorage, Lifecycle,
-    LookbackWindow, RootDeviceType, UtilisationSummary, VolumeRecord,
+    CostEstimate, DailyUtilisation, IdleVerdict, InstanceRecord, InstanceStorage, LookbackWindow, RootDeviceType,
+    UtilisationSummary,
 };
 use proptest::prelude::*;
 
@@ -135,19 +135,14 @@ prop_compose! {
         if verdict != Some(IdleVerdict::Idle) { blocked = Some("not-idle"); }
         let id = format!("i-{index:08x}");
         Generated {
-            instance: InstanceRecord {
-                instance_id: id.clone(),
-                region: "ap-southeast-2".into(),
-                instance_type: instance_type.into(),
-                state: state.into(),
-                launch_time: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
-                lifecycle: Lifecycle::OnDemand,
-                platform: "Linux/UNIX".into(),
-                root_device_type: if instance_store { RootDeviceType::InstanceStore } else { RootDeviceType::Ebs },
-                membership: ClusterMembership::from_tags(&tags),
-                tags,
-                volumes: if no_volumes { vec![] } else { vec![VolumeRecord { volume_id: format!("vol-{index:08x}"), device_name: None, size_gib: 8, volume_type: "gp3".into(), iops: None, delete_on_termination: true }] },
-                instance_storage,
+            instance: {
+                let launched = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+                let mut i = InstanceRecord::ordinary(&id, "ap-southeast-2", instance_type, launched, if no_volumes { 0 } else { 8 })
+                    .with_tags(tags);
+                i.state = state.into();
+                i.instance_storage = instance_storage;
+                if instance_store { i.root_device_type = RootDeviceType::InstanceStore; }
+                i
             },
             verdict,
             blocked,
@@ -296,28 +291,8 @@ fn full_width(s: &str) -> String {
 }
 
 fn with_tags(tags: &[(String, String)]) -> InstanceRecord {
-    let tags: BTreeMap<String, String> = tags.iter().cloned().collect();
-    InstanceRecord {
-        instance_id: "i-00000001".into(),
-        region: "ap-southeast-2".into(),
-        instance_type: "t3.large".into(),
-        state: "running".into(),
-        launch_time: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
-        lifecycle: Lifecycle::OnDemand,
-        platform: "Linux/UNIX".into(),
-        root_device_type: RootDeviceType::Ebs,
-        membership: ClusterMembership::from_tags(&tags),
-        tags,
-        volumes: vec![VolumeRecord {
-            volume_id: "vol-1".into(),
-            device_name: None,
-            size_gib: 8,
-            volume_type: "gp3".into(),
-            iops: None,
-            delete_on_termination: true,
-        }],
-        instance_storage: InstanceStorage::None,
-    }
+    let launched = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    InstanceRecord::ordinary("i-00000001", "ap-southeast-2", "t3.large", launched, 8).with_tags(tags.iter().cloned())
 }
 
 proptest! {

@@ -16,12 +16,10 @@
 //! - `code`: no IAM layer can express it (a second environment key spelled differently from the first); the
 //!   policy code and the human are the layers.
 
-use std::collections::BTreeMap;
-
 use chrono::{TimeZone, Utc};
 use finops_core::policy::{PolicyConfig, NON_PRODUCTION_PREFIXES, UNPROTECT_VALUES};
 use finops_core::tags::INVISIBLE_RANGES;
-use finops_core::{ClusterMembership, InstanceRecord, InstanceStorage, Lifecycle, RootDeviceType, VolumeRecord};
+use finops_core::InstanceRecord;
 use serde_json::{json, Value};
 
 const FIXTURE: &str = "../../cdk/test/fixtures/tag-spellings.json";
@@ -65,28 +63,9 @@ fn negation_casings(prefix: &str, sep: &str, word: &str) -> Vec<String> {
 }
 
 fn instance(tags: &[(String, String)]) -> InstanceRecord {
-    let tags: BTreeMap<String, String> = tags.iter().cloned().collect();
-    InstanceRecord {
-        instance_id: "i-0123456789abcdef0".into(),
-        region: "ap-southeast-2".into(),
-        instance_type: "t3.large".into(),
-        state: "running".into(),
-        launch_time: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
-        lifecycle: Lifecycle::OnDemand,
-        platform: "Linux/UNIX".into(),
-        root_device_type: RootDeviceType::Ebs,
-        membership: ClusterMembership::from_tags(&tags),
-        tags,
-        volumes: vec![VolumeRecord {
-            volume_id: "vol-1".into(),
-            device_name: None,
-            size_gib: 8,
-            volume_type: "gp3".into(),
-            iops: None,
-            delete_on_termination: true,
-        }],
-        instance_storage: InstanceStorage::None,
-    }
+    let launched = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    InstanceRecord::ordinary("i-0123456789abcdef0", "ap-southeast-2", "t3.large", launched, 8)
+        .with_tags(tags.iter().cloned())
 }
 
 fn table() -> Value {

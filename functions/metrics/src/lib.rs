@@ -6,6 +6,7 @@
 //! benchmarks). The fleet-sized result goes to the run bucket; the state output carries the shortlist.
 
 pub mod cloudwatch;
+#[cfg(any(test, feature = "synthetic"))]
 pub mod synthetic;
 
 use std::collections::HashMap;
@@ -411,23 +412,13 @@ mod tests {
     use super::*;
     use crate::synthetic::SyntheticMetrics;
     use finops_aws::SdkPriceList;
-    use finops_core::{ClusterMembership, CriteriaPreset, IdleVerdict, Lifecycle, RootDeviceType};
+    use finops_core::{CriteriaPreset, IdleVerdict};
 
     fn fleet(n: usize, regions: &[&str]) -> Vec<InstanceRecord> {
         (0..n)
-            .map(|i| InstanceRecord {
-                instance_id: format!("i-{i:016x}"),
-                region: regions[i % regions.len()].to_owned(),
-                instance_type: "m5.large".into(),
-                state: "running".into(),
-                launch_time: Utc::now() - chrono::Duration::days(100),
-                lifecycle: Lifecycle::OnDemand,
-                platform: "Linux/UNIX".into(),
-                root_device_type: RootDeviceType::Ebs,
-                tags: Default::default(),
-                membership: ClusterMembership::default(),
-                volumes: vec![],
-                instance_storage: finops_core::InstanceStorage::None,
+            .map(|i| {
+                let launched = Utc::now() - chrono::Duration::days(100);
+                InstanceRecord::ordinary(&format!("i-{i:016x}"), regions[i % regions.len()], "m5.large", launched, 0)
             })
             .collect()
     }

@@ -6,7 +6,7 @@ use aws_sdk_cloudwatch::operation::list_metrics::ListMetricsOutput;
 use aws_sdk_cloudwatch::types::MetricDataResult;
 use aws_sdk_cloudwatch::Client;
 use chrono::{TimeZone, Utc};
-use finops_core::{ClusterMembership, InstanceRecord, Lifecycle, LookbackWindow, RootDeviceType};
+use finops_core::{InstanceRecord, LookbackWindow};
 use finops_metrics::{collect_daily, CloudWatchMetrics};
 use finops_testkit::aws_smithy_types::error::ErrorMetadata;
 use finops_testkit::aws_smithy_types::DateTime as AwsDateTime;
@@ -17,20 +17,7 @@ fn window() -> LookbackWindow {
 }
 
 fn instance(id: &str) -> InstanceRecord {
-    InstanceRecord {
-        instance_id: id.into(),
-        region: "us-east-1".into(),
-        instance_type: "t3.micro".into(),
-        state: "running".into(),
-        launch_time: Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(),
-        lifecycle: Lifecycle::OnDemand,
-        platform: "Linux/UNIX".into(),
-        root_device_type: RootDeviceType::Ebs,
-        tags: Default::default(),
-        membership: ClusterMembership::default(),
-        volumes: vec![],
-        instance_storage: finops_core::InstanceStorage::None,
-    }
+    InstanceRecord::ordinary(id, "us-east-1", "t3.micro", Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap(), 0)
 }
 
 fn series(id: &str, days: std::ops::Range<u32>, value: f64) -> MetricDataResult {

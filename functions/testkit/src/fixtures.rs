@@ -11,18 +11,8 @@ pub fn now() -> DateTime<Utc> {
 
 /// An ordinary running EBS-backed instance: one 20 GiB gp3 root volume, no instance storage.
 pub fn instance(id: &str, instance_type: &str, tags: &[(&str, &str)]) -> InstanceRecord {
-    let tags: serde_json::Map<String, serde_json::Value> =
-        tags.iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string()))).collect();
-    let mut record: InstanceRecord = serde_json::from_value(serde_json::json!({
-        "instanceId": id, "region": "ap-southeast-2", "instanceType": instance_type, "state": "running",
-        "launchTime": "2025-01-01T00:00:00Z", "lifecycle": "on-demand", "platform": "Linux/UNIX",
-        "rootDeviceType": "ebs", "tags": tags, "instanceStorage": {"kind": "none"},
-        "volumes": [{"volumeId": format!("vol-{}", id.trim_start_matches("i-")), "deviceName": "/dev/xvda",
-                     "sizeGib": 20, "volumeType": "gp3", "deleteOnTermination": true}]
-    }))
-    .expect("instance fixture");
-    record.membership = finops_core::ClusterMembership::from_tags(&record.tags);
-    record
+    let launched = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+    InstanceRecord::ordinary(id, "ap-southeast-2", instance_type, launched, 20).with_tags(tags.iter().copied())
 }
 
 /// 14 days, idle (peak CPU 1 %) or busy (peak 90 %), judged with the default criteria at [`now`].
