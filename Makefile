@@ -11,6 +11,7 @@ all: build
 
 # moto (the local AWS) in a virtualenv, reinstalled when its requirements change.
 $(VENV_STAMP): tests/moto/requirements.txt
+	@echo "finops: installing moto (the emulated AWS) into $(VENV) from PyPI"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/moto/requirements.txt
 	touch $@
@@ -28,7 +29,14 @@ browser:
 build:
 	$(CARGO) build --workspace
 
-demo: venv build
+# The first screen says what is happening: a cold build is most of a first `make demo` (about 10 minutes on 2 cores).
+demo: venv
+	@if [ ! -x target/debug/finops-demo ]; then \
+		echo "finops demo: compiling the workspace once (the eight Lambdas' steps, the local runner, moto's adapter);"; \
+		echo "             a first build takes about 10 minutes on 2 cores, later ones seconds. Progress below."; \
+	fi
+	@$(CARGO) build --workspace
+	@echo "finops demo: built; running the whole workflow on emulated AWS (moto on 127.0.0.1)"
 	./target/debug/finops-demo $(DEMO_ARGS)
 
 # asl-validator (npm) for the state machine definition.
