@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, TimeZone, Utc};
 use finops_actions::memory::MemoryEc2;
 use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome};
-use finops_approval_store::{ApprovalReader, ApprovalRecord, ApprovalState, MemoryApprovals};
+use finops_approval_store::{
+    ApprovalReader, ApprovalRecord, ApprovalState, Decision, MemoryApprovals, DECIDED_VIA_POST,
+};
 use finops_aws::FinopsError;
 use finops_core::approval::ApprovalAction;
 use finops_core::{InstanceRecord, InstanceStorage, LookbackWindow};
@@ -42,22 +44,22 @@ fn proposal() -> Value {
 
 /// An approval record as the callback writes it after a POST.
 fn decided(decision: ApprovalAction) -> ApprovalRecord {
-    ApprovalRecord {
-        approval_id: APPROVAL.into(),
-        task_token: "token".into(),
-        proposal: serde_json::from_value(proposal()).unwrap(),
-        run_id: "run-1".into(),
-        execution_arn: "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1".into(),
-        created_at: now().timestamp() - 86_400 * 4,
-        expires_at: now().timestamp() + 3_600,
-        state: ApprovalState::Decided,
-        decision: Some(decision),
-        approver: Some("ana@example.com".into()),
-        decided_at: Some("2026-12-02T09:00:00Z".into()),
-        source_ip: Some("203.0.113.7".into()),
-        decided_via: Some("POST".into()),
-        late_answer: None,
-    }
+    ApprovalRecord::pending(
+        APPROVAL,
+        "token",
+        serde_json::from_value(proposal()).unwrap(),
+        "run-1",
+        "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1",
+        now().timestamp() - 86_400 * 4,
+        now().timestamp() + 3_600,
+    )
+    .decided(&Decision {
+        action: decision,
+        approver: "ana@example.com",
+        source_ip: Some("203.0.113.7"),
+        decided_at: "2026-12-02T09:00:00Z",
+        via: DECIDED_VIA_POST,
+    })
 }
 
 /// CloudWatch since the scan: the same value every day for every instance.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome, SdkEc2Actions};
-use finops_approval_store::{ApprovalRecord, ApprovalState, MemoryApprovals};
+use finops_approval_store::{ApprovalRecord, Decision, MemoryApprovals, DECIDED_VIA_POST};
 use finops_core::approval::ApprovalAction;
 use finops_core::LookbackWindow;
 use finops_inventory::{Ec2Inventory, InstanceLookup};
@@ -65,22 +65,25 @@ impl Harness {
     /// A decision as the approval callback records it, under approval id `n` repeated.
     async fn decide(&self, run_id: &str, id: &str, decision: ApprovalAction, n: char) -> Value {
         let approval_id: String = std::iter::repeat_n(n, 32).collect();
-        self.approvals.insert(ApprovalRecord {
-            approval_id: approval_id.clone(),
-            task_token: "token".into(),
-            proposal: serde_json::from_value(self.proposal(id).await).unwrap(),
-            run_id: run_id.into(),
-            execution_arn: format!("arn:aws:states:{REGION}:123456789012:execution:finops:{run_id}"),
-            created_at: Utc::now().timestamp(),
-            expires_at: Utc::now().timestamp() + 3600,
-            state: ApprovalState::Decided,
-            decision: Some(decision),
-            approver: Some("ana@example.com".into()),
-            decided_at: Some(Utc::now().to_rfc3339()),
-            source_ip: Some("203.0.113.7".into()),
-            decided_via: Some("POST".into()),
-            late_answer: None,
-        });
+        let decided_at = Utc::now().to_rfc3339();
+        self.approvals.insert(
+            ApprovalRecord::pending(
+                approval_id.clone(),
+                "token",
+                serde_json::from_value(self.proposal(id).await).unwrap(),
+                run_id,
+                format!("arn:aws:states:{REGION}:123456789012:execution:finops:{run_id}"),
+                Utc::now().timestamp(),
+                Utc::now().timestamp() + 3600,
+            )
+            .decided(&Decision {
+                action: decision,
+                approver: "ana@example.com",
+                source_ip: Some("203.0.113.7"),
+                decided_at: &decided_at,
+                via: DECIDED_VIA_POST,
+            }),
+        );
         json!({"decision": decision.as_str(), "approver": "payload-says", "approvalId": approval_id})
     }
 

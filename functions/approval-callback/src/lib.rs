@@ -298,22 +298,15 @@ mod tests {
         }))
         .unwrap();
         let store = MemoryApprovals::default();
-        store.insert(ApprovalRecord {
-            approval_id: ID.into(),
-            task_token: "token-never-shown".into(),
+        store.insert(ApprovalRecord::pending(
+            ID,
+            "token-never-shown",
             proposal,
-            run_id: "run-1".into(),
-            execution_arn: "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1".into(),
-            created_at: now().timestamp() - 60,
-            expires_at: now().timestamp() + 3600,
-            state: ApprovalState::Pending,
-            decision: None,
-            approver: None,
-            decided_at: None,
-            source_ip: None,
-            decided_via: None,
-            late_answer: None,
-        });
+            "run-1",
+            "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1",
+            now().timestamp() - 60,
+            now().timestamp() + 3600,
+        ));
         store
     }
 

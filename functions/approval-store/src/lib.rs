@@ -63,6 +63,47 @@ pub struct ApprovalRecord {
     pub late_answer: Option<String>,
 }
 
+impl ApprovalRecord {
+    /// A record waiting for its decision, as the approval request writes it.
+    pub fn pending(
+        approval_id: impl Into<String>,
+        task_token: impl Into<String>,
+        proposal: Proposal,
+        run_id: impl Into<String>,
+        execution_arn: impl Into<String>,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Self {
+        Self {
+            approval_id: approval_id.into(),
+            task_token: task_token.into(),
+            proposal,
+            run_id: run_id.into(),
+            execution_arn: execution_arn.into(),
+            created_at,
+            expires_at,
+            state: ApprovalState::Pending,
+            decision: None,
+            approver: None,
+            decided_at: None,
+            source_ip: None,
+            decided_via: None,
+            late_answer: None,
+        }
+    }
+
+    /// The same record once a person decided on the confirmation page (what [`ApprovalRecords::decide`] stores).
+    pub fn decided(mut self, decision: &Decision<'_>) -> Self {
+        self.state = ApprovalState::Decided;
+        self.decision = Some(decision.action);
+        self.approver = Some(decision.approver.to_owned());
+        self.decided_at = Some(decision.decided_at.to_owned());
+        self.source_ip = Some(decision.source_ip.unwrap_or("unknown").to_owned());
+        self.decided_via = Some(decision.via.to_owned());
+        self
+    }
+}
+
 /// The one way a decision is recorded today: a POST on the confirmation page of the link that was followed.
 pub const DECIDED_VIA_POST: &str = "POST";
 
@@ -355,12 +396,7 @@ impl ApprovalRecords for MemoryApprovals {
         let Some(r) = records.get_mut(approval_id) else { return Ok(DecideResult::Missing) };
         match r.state {
             ApprovalState::Pending if r.expires_at > now_unix => {
-                r.state = ApprovalState::Decided;
-                r.decision = Some(d.action);
-                r.approver = Some(d.approver.to_owned());
-                r.decided_at = Some(d.decided_at.to_owned());
-                r.source_ip = Some(d.source_ip.unwrap_or("unknown").to_owned());
-                r.decided_via = Some(d.via.to_owned());
+                *r = r.clone().decided(d);
                 Ok(DecideResult::Decided)
             }
             ApprovalState::Pending | ApprovalState::Expired => Ok(DecideResult::Expired),

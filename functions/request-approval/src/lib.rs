@@ -5,8 +5,8 @@
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use finops_approval_store::email::{execution_console_url, render, trace_console_url, EmailLinks};
 use finops_approval_store::{
-    required_var, ApprovalRecord, ApprovalRecords, ApprovalState, DynamoApprovals, Notifier, SecretsManagerKey,
-    SigningKey, SnsNotifier, StoreConfig,
+    required_var, ApprovalRecord, ApprovalRecords, DynamoApprovals, Notifier, SecretsManagerKey, SigningKey,
+    SnsNotifier, StoreConfig,
 };
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::{approval_id, ApprovalAction, ApprovalLink};
@@ -82,22 +82,15 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
     let key = key.key().await?;
     let id = approval_id(random);
     let expires_at = (now + Duration::seconds(config.window_seconds)).timestamp();
-    let record = ApprovalRecord {
-        approval_id: id.clone(),
-        task_token: event.task_token,
-        proposal: event.proposal,
-        run_id: event.run_id,
-        execution_arn: event.execution_arn,
-        created_at: now.timestamp(),
+    let record = ApprovalRecord::pending(
+        id.clone(),
+        event.task_token,
+        event.proposal,
+        event.run_id,
+        event.execution_arn,
+        now.timestamp(),
         expires_at,
-        state: ApprovalState::Pending,
-        decision: None,
-        approver: None,
-        decided_at: None,
-        source_ip: None,
-        decided_via: None,
-        late_answer: None,
-    };
+    );
     records.put_pending(&record).await?;
 
     let url = |action: ApprovalAction| ApprovalLink::sign(&key, &id, action, expires_at).url(&config.base_url);
