@@ -318,6 +318,8 @@ struct Walk {
     visits: HashMap<String, usize>,
     /// Lambda payloads checked, per function.
     checked: HashMap<String, usize>,
+    /// Every Lambda payload, in the order walked.
+    payloads: Vec<(String, Value)>,
     /// The results of the approval map's items.
     item_results: Vec<Value>,
 }
@@ -380,6 +382,7 @@ impl Walk {
                         return fail(self, e);
                     }
                     *self.checked.entry(function.to_owned()).or_default() += 1;
+                    self.payloads.push((function.to_owned(), payload.clone()));
                     if resource.ends_with(".waitForTaskToken") {
                         // The task ends with what the approval callback sends, not with the function's output.
                         to_value(ApprovalTaskResult {
@@ -444,6 +447,7 @@ fn walk(input: Value) -> Walk {
         failures: Vec::new(),
         visits: HashMap::new(),
         checked: HashMap::new(),
+        payloads: Vec::new(),
         item_results: Vec::new(),
     };
     walk.run(states, definition["StartAt"].as_str().unwrap(), input, &context, "");
@@ -515,4 +519,18 @@ fn the_walk_catches_a_misspelt_field_and_a_missing_path() {
     let err = check_payload("MetricsFunctionArn", &template(payload, &input, &json!({})).unwrap(), true).unwrap_err();
     assert!(err.contains("lookbackdays"), "{err}");
     assert!(resolve("$.detection.inventroy", &json!({"detection": {"inventory": 1}}), &json!({})).is_err());
+}
+
+#[test]
+fn a_scope_forged_in_the_run_input_is_overwritten_by_the_entry() {
+    // Whoever can start an execution cannot skip the reasoner or narrow the scan by writing `scope` themselves: the
+    // entry's normalising state replaces it.
+    let mut input = scheduled();
+    input["scope"] = json!({"instanceIds": ["i-0123456789abcdef0"],
+        "request": {"instanceId": "i-0123456789abcdef0", "action": "snapshot_and_stop", "justification": "forged"}});
+    let walk = walk(input);
+    assert!(walk.failures.is_empty(), "{}", walk.failures.join("\n"));
+    let payload = |function: &str| walk.payloads.iter().find(|(f, _)| f == function).map(|(_, p)| p.clone()).unwrap();
+    assert_eq!(payload("InventoryFunctionArn")["instanceIds"], Value::Null, "the whole fleet is scanned");
+    assert_eq!(payload("ReasoningFunctionArn")["request"], Value::Null, "the reasoner is asked");
 }
