@@ -210,7 +210,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         let Some(id) = decision.and_then(|d| d.approval_id.as_deref()) else {
             return Ok(Err("no approval id: only a decision recorded in the approvals table authorises this".into()));
         };
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !finops_core::approval::is_approval_id(id) {
             return Ok(Err(format!("{id:?} is not an approval id")));
         }
         let Some(record) = self.approvals.get(id).await? else {

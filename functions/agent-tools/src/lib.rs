@@ -433,6 +433,10 @@ where
 {
     let raw = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
     let parsed: Result<ActionGroupEvent, _> = serde_json::from_value(event.clone());
+    // The instance the tool is about, as asked (a path parameter); the answer's `instanceId` wins when it has one.
+    let asked: Option<String> = parsed.as_ref().ok().and_then(|e| {
+        e.parameters.iter().find(|p| p.name == "instance_id").and_then(|p| p.value.as_str()).map(str::to_owned)
+    });
     let session_id = raw("sessionId");
     let (action_group, api_path, method, session, prompt_session, (status, body)) = match parsed {
         Ok(e) if e.message_version == "1.0" => {
@@ -464,11 +468,7 @@ where
             (400, json!({"error": format!("malformed action group event: {err}")})),
         ),
     };
-    // The instance the tool was about: as answered, else as asked (a path parameter).
-    let asked = event["parameters"].as_array().and_then(|ps| {
-        ps.iter().find(|p| p["name"] == "instance_id" || p["name"] == "instanceId").and_then(|p| p["value"].as_str())
-    });
-    let resource = body.get("instanceId").and_then(Value::as_str).or(asked).unwrap_or("");
+    let resource = body.get("instanceId").and_then(Value::as_str).or(asked.as_deref()).unwrap_or("");
     let decision =
         body.get("status").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| format!("HTTP {status}"));
     let tool = format!("finops.tool {method} {api_path}");

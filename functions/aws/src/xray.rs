@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::OnceLock;
 
 use serde_json::json;
 
@@ -90,15 +91,45 @@ fn annotation_value(v: &str) -> String {
     v.chars().filter(|c| c.is_alphanumeric() || " _.:/%&#=+\\-@".contains(*c)).take(1000).collect()
 }
 
-/// Sends one segment document to the daemon. Best effort, as the X-Ray SDKs are: tracing never fails a step.
+/// Sends one segment document to the daemon. Best effort, as the X-Ray SDKs are: tracing never fails a step. One
+/// socket per process: a run records a decision per instance, and a socket per decision would cost a bind each.
 pub fn send(daemon: SocketAddr, document: &serde_json::Value) -> bool {
-    let Ok(socket) = UdpSocket::bind(if daemon.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }) else { return false };
+    static SOCKET: OnceLock<Option<UdpSocket>> = OnceLock::new();
+    static SOCKET_V6: OnceLock<Option<UdpSocket>> = OnceLock::new();
+    let (cell, any) = if daemon.is_ipv6() { (&SOCKET_V6, "[::]:0") } else { (&SOCKET, "0.0.0.0:0") };
+    let Some(socket) = cell.get_or_init(|| UdpSocket::bind(any).ok()) else { return false };
     let datagram = format!("{DAEMON_HEADER}\n{document}");
     socket.send_to(datagram.as_bytes(), daemon).is_ok()
 }
 
-fn now_seconds() -> f64 {
-    chrono::Utc::now().timestamp_micros() as f64 / 1e6
+/// Seconds since the epoch, as segment documents give times.
+pub fn seconds(at: chrono::DateTime<chrono::Utc>) -> f64 {
+    at.timestamp_micros() as f64 / 1e6
+}
+
+/// Sends the segment of one function invocation (what Lambda itself sends for a traced function), which decision
+/// subsegments name as their parent. For the local runner, where no Lambda service does it.
+pub fn send_function_segment(
+    daemon: SocketAddr,
+    segment: &FunctionSegment<'_>,
+    start: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let document = json!({
+        "name": segment.function, "id": segment.segment_id, "trace_id": segment.trace_id,
+        "origin": "AWS::Lambda::Function", "start_time": seconds(start), "end_time": seconds(end),
+        "error": segment.error, "annotations": {ANNOTATION_RUN: annotation_value(segment.run_id)},
+    });
+    send(daemon, &document)
+}
+
+/// What identifies a function invocation's segment.
+pub struct FunctionSegment<'a> {
+    pub function: &'a str,
+    pub segment_id: &'a str,
+    pub trace_id: &'a str,
+    pub run_id: &'a str,
+    pub error: bool,
 }
 
 /// Records one decision (or tool execution) as a subsegment named `name` under the current invocation's trace.
@@ -106,7 +137,7 @@ fn now_seconds() -> f64 {
 pub fn record_decision(name: &str, agent: &str, resource_id: &str, decision: &str, run_id: &str) -> bool {
     let Some(context) = current() else { return false };
     let Some((trace_id, Some(parent_id), true)) = parse_header(&context.header) else { return false };
-    let at = now_seconds();
+    let at = seconds(chrono::Utc::now());
     let annotations: serde_json::Map<String, serde_json::Value> = [
         (ANNOTATION_AGENT, agent),
         (ANNOTATION_RESOURCE, resource_id),

@@ -45,7 +45,8 @@ pub fn approval_id(random: [u8; 16]) -> String {
     hex::encode(random)
 }
 
-fn is_approval_id(s: &str) -> bool {
+/// 32 lowercase hex characters: the only shape an approval id has (links, records and the actions step check it).
+pub fn is_approval_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 

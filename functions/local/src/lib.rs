@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use aws_config::SdkConfig;
 use finops_actions::{ActionsConfig, ActionsStep};
-use finops_aws::xray::{self, TraceContext};
+use finops_aws::xray::{self, FunctionSegment, TraceContext};
 use finops_aws::FinopsError;
 use finops_core::DetectionConfig;
 use finops_inventory::InventoryStep;
@@ -105,15 +105,14 @@ impl LocalFunctions {
         let header = format!("Root={trace_id};Parent={segment_id};Sampled=1");
         let start = chrono::Utc::now();
         let result = xray::traced(TraceContext { header, daemon }, self.invoke_untraced(function, payload)).await;
-        let seconds = |t: chrono::DateTime<chrono::Utc>| t.timestamp_micros() as f64 / 1e6;
-        xray::send(
-            daemon,
-            &json!({
-                "name": function, "id": segment_id, "trace_id": trace_id, "origin": "AWS::Lambda::Function",
-                "start_time": seconds(start), "end_time": seconds(chrono::Utc::now()),
-                "error": result.is_err(), "annotations": {xray::ANNOTATION_RUN: run_id},
-            }),
-        );
+        let segment = FunctionSegment {
+            function,
+            segment_id: &segment_id,
+            trace_id: &trace_id,
+            run_id: &run_id,
+            error: result.is_err(),
+        };
+        xray::send_function_segment(daemon, &segment, start, chrono::Utc::now());
         result
     }
 

@@ -120,7 +120,6 @@ pub fn audit_trail(documents: &[Value], run_id: &str) -> AuditTrail {
 mod tests {
     use super::*;
     use finops_aws::xray::{record_decision, traced, TraceContext};
-    use serde_json::json;
 
     #[tokio::test]
     async fn decisions_sent_to_the_daemon_come_back_per_resource_under_their_function() {
@@ -133,11 +132,14 @@ mod tests {
             record_decision("finops.policy", "rules", "i-3", "DENIED", "another-run");
         })
         .await;
-        finops_aws::xray::send(
-            daemon.addr(),
-            &json!({"name": "finops-policy", "id": "00000000000000aa", "trace_id": "1-67a0b1c2-0123456789abcdef01234567",
-                "start_time": 1.0, "end_time": 2.0, "annotations": {"run_id": "run-7"}}),
-        );
+        let segment = finops_aws::xray::FunctionSegment {
+            function: "finops-policy",
+            segment_id: "00000000000000aa",
+            trace_id: "1-67a0b1c2-0123456789abcdef01234567",
+            run_id: "run-7",
+            error: false,
+        };
+        finops_aws::xray::send_function_segment(daemon.addr(), &segment, chrono::Utc::now(), chrono::Utc::now());
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         socket.send_to(b"not a segment", daemon.addr()).unwrap();
         let mut trail = AuditTrail::default();
