@@ -173,14 +173,15 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
         decided_at: &decided_at,
         via: DECIDED_VIA_POST,
     };
-    match records.decide(&link.id, &decision, now.timestamp()).await? {
-        DecideResult::Decided => {}
+    // The token the record held when it was decided: a redelivered request may have replaced the one read above.
+    let task_token = match records.decide(&link.id, &decision, now.timestamp()).await? {
+        DecideResult::Decided { task_token } => task_token,
         DecideResult::AlreadyUsed => {
             return Ok(notice(409, "Already decided", "Someone answered this approval first. Nothing was changed now."))
         }
         DecideResult::Expired => return Ok(notice(410, "This approval has expired", "No action was taken.")),
         DecideResult::Missing => return Ok(notice(404, "Unknown approval", "Nothing was changed.")),
-    }
+    };
     let output = ApprovalTaskResult {
         decision: link.action,
         decided_at: decided_at.clone(),
@@ -189,7 +190,7 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
     };
     // Strings and a unit enum: serialising cannot fail.
     let output = serde_json::to_string(&output).expect("the task result serialises");
-    let sent = match callback.send_success(&record.task_token, &output).await {
+    let sent = match callback.send_success(&task_token, &output).await {
         Ok(sent) => sent,
         Err(e) => {
             // The workflow did not get the decision: undo it, so the record never says "approved" for a run that did

@@ -48,11 +48,12 @@ async fn harness(moto: &finops_testkit::MotoSession) -> Harness {
 }
 
 impl Harness {
-    async fn request(&self, token: &str, execution_arn: &str, window: i64, id_byte: u8) -> String {
+    /// Requests an approval for the execution; its name is the run id, as the state machine passes it.
+    async fn request(&self, token: &str, execution_arn: &str, window: i64) -> String {
         let config =
             RequestConfig { base_url: BASE.into(), window_seconds: window, snooze_days: 7, mode: DeploymentMode::Act };
-        let event =
-            json!({"taskToken": token, "proposal": proposal(), "runId": "run-1", "executionArn": execution_arn});
+        let run_id = execution_arn.rsplit(':').next().unwrap();
+        let event = json!({"taskToken": token, "proposal": proposal(), "runId": run_id, "executionArn": execution_arn});
         let trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
         let out = finops_request_approval::handle(
             event,
@@ -61,7 +62,6 @@ impl Harness {
             &self.notifier,
             &config,
             Utc::now(),
-            [id_byte; 16],
             Some(trace),
         )
         .await
@@ -98,8 +98,9 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
     let h = harness(&moto).await;
     let sm = h.plumbing.waiting_state_machine("approval-wait", 120).await;
     let (execution, token) = h.plumbing.start_waiting(&sm, "run-1-i-0abc").await;
-    let id = h.request(&token, &execution, 3600, 0xab).await;
-    assert_eq!(id, "ab".repeat(16));
+    let id = h.request(&token, &execution, 3600).await;
+    let key = finops_testkit::approvals::SIGNING_KEY.as_bytes();
+    assert_eq!(id, finops_core::approval::approval_id_for(key, "run-1-i-0abc", "i-0abc"));
 
     let email = h.plumbing.next_email().await;
     assert!(!email.contains(&token), "the task token never appears in an email");
@@ -189,7 +190,7 @@ async fn bad_links_get_4xx_pages_and_change_nothing() {
     let h = harness(&moto).await;
     let sm = h.plumbing.waiting_state_machine("approval-bad", 120).await;
     let (execution, token) = h.plumbing.start_waiting(&sm, "run-1-bad").await;
-    let id = h.request(&token, &execution, 3600, 0x11).await;
+    let id = h.request(&token, &execution, 3600).await;
     let email = h.plumbing.next_email().await;
     let approve = link_for(&email, "Approve");
     let key = SIGNING_KEY.as_bytes();
@@ -229,7 +230,7 @@ async fn an_answer_after_the_timeout_is_refused_and_nothing_happens() {
     let h = harness(&moto).await;
     let sm = h.plumbing.waiting_state_machine("approval-timeout", 2).await;
     let (execution, token) = h.plumbing.start_waiting(&sm, "run-1-late").await;
-    let id = h.request(&token, &execution, 3600, 0x22).await;
+    let id = h.request(&token, &execution, 3600).await;
     let email = h.plumbing.next_email().await;
     let (status, states) = h.plumbing.finished(&execution).await;
     assert_eq!(status, "SUCCEEDED");
@@ -254,7 +255,7 @@ async fn deny_and_snooze_are_decisions_not_failures() {
         [("Deny:", "Denied", "deny"), ("Snooze", "Snoozed", "snooze")].into_iter().enumerate()
     {
         let (execution, token) = h.plumbing.start_waiting(&sm, &format!("run-1-{n}")).await;
-        h.request(&token, &execution, 3600, 0x30 + n as u8).await;
+        h.request(&token, &execution, 3600).await;
         let email = h.plumbing.next_email().await;
         let r = h.call("POST", &link_for(&email, label), &format!("decision={decision}&approver=raj")).await;
         assert_eq!(r.status, 200, "{}", r.body);

@@ -24,7 +24,7 @@ pub enum ApprovalState {
 }
 
 impl ApprovalState {
-    fn as_str(&self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Decided => "decided",
@@ -118,9 +118,13 @@ pub struct Decision<'a> {
 }
 
 /// Outcome of the single-use flip from `pending` to `decided`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecideResult {
-    Decided,
+    /// Decided; `task_token` is the token the record held at that moment (read atomically with the flip): a
+    /// redelivered approval request may have replaced the first attempt's token, and only the live one is answered.
+    Decided {
+        task_token: String,
+    },
     /// Someone (or a mail scanner's POST) used it first.
     AlreadyUsed,
     Expired,
@@ -132,9 +136,31 @@ pub trait ApprovalReader: Send + Sync {
     fn get(&self, approval_id: &str) -> impl Future<Output = Result<Option<ApprovalRecord>, FinopsError>> + Send;
 }
 
+/// What [`ApprovalRecords::claim_pending`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// No record had this id: it is stored, and the caller sends the one email.
+    Created,
+    /// A pending record had this id (Step Functions retried or redelivered the request): its task token is now the
+    /// new one, the one the execution waits on; its email went out with the first delivery, so none is sent again.
+    Renewed(ApprovalRecord),
+    /// The record was already decided or expired: an earlier delivery's approval was answered (its answer went to
+    /// a task that no longer waits, so the callback marks it expired). Nothing is sent; this attempt waits out its
+    /// window and takes no action.
+    Settled(ApprovalRecord),
+}
+
 /// Writing them: the approval request (a pending record) and the callback (the decision).
 pub trait ApprovalRecords: ApprovalReader {
-    fn put_pending(&self, record: &ApprovalRecord) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// Stores `record` unless its id exists; a pending record with the id gets `record`'s task token. See [`Claim`].
+    fn claim_pending(&self, record: &ApprovalRecord) -> impl Future<Output = Result<Claim, FinopsError>> + Send;
+    /// Removes a pending record this delivery created (its email could not be sent), so a retry starts afresh.
+    /// Only while it is pending with this task token.
+    fn withdraw_pending(
+        &self,
+        approval_id: &str,
+        task_token: &str,
+    ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     /// The single-use flip from `pending` to `decided`, only while the record has not expired.
     fn decide(
         &self,
@@ -244,9 +270,10 @@ impl ApprovalReader for DynamoApprovals {
 }
 
 impl ApprovalRecords for DynamoApprovals {
-    async fn put_pending(&self, r: &ApprovalRecord) -> Result<(), FinopsError> {
+    async fn claim_pending(&self, r: &ApprovalRecord) -> Result<Claim, FinopsError> {
         let proposal = serde_json::to_string(&r.proposal).map_err(|e| FinopsError::InvalidInput(e.to_string()))?;
-        self.client
+        let created = self
+            .client
             .put_item()
             .table_name(&self.table)
             .item("approvalId", s(&r.approval_id))
@@ -261,9 +288,59 @@ impl ApprovalRecords for DynamoApprovals {
             .item("state", s(ApprovalState::Pending.as_str()))
             .condition_expression("attribute_not_exists(approvalId)")
             .send()
-            .await
-            .map_err(|e| FinopsError::from_sdk("DynamoDB", "PutItem", e))?;
-        Ok(())
+            .await;
+        match created {
+            Ok(_) => return Ok(Claim::Created),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
+            Err(e) => return Err(FinopsError::from_sdk("DynamoDB", "PutItem", e)),
+        }
+        let renewed = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("approvalId", s(&r.approval_id))
+            .update_expression("SET taskToken = :token")
+            .condition_expression("#state = :pending")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":pending", s(ApprovalState::Pending.as_str()))
+            .expression_attribute_values(":token", s(&r.task_token))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await;
+        match renewed {
+            Ok(out) => Ok(Claim::Renewed(from_item(out.attributes().unwrap_or(&HashMap::new()))?)),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                match self.get(&r.approval_id).await? {
+                    Some(existing) => Ok(Claim::Settled(existing)),
+                    // Withdrawn between the two writes: the step's retry claims it again from the start.
+                    None => Err(FinopsError::Transient {
+                        service: "DynamoDB",
+                        operation: "UpdateItem",
+                        message: format!("approval {} was withdrawn while it was claimed", r.approval_id),
+                    }),
+                }
+            }
+            Err(e) => Err(FinopsError::from_sdk("DynamoDB", "UpdateItem", e)),
+        }
+    }
+
+    async fn withdraw_pending(&self, approval_id: &str, task_token: &str) -> Result<(), FinopsError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .condition_expression("#state = :pending AND taskToken = :token")
+            .expression_attribute_names("#state", "state")
+            .expression_attribute_values(":pending", s(ApprovalState::Pending.as_str()))
+            .expression_attribute_values(":token", s(task_token))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(FinopsError::from_sdk("DynamoDB", "DeleteItem", e)),
+        }
     }
 
     async fn decide(
@@ -291,10 +368,14 @@ impl ApprovalRecords for DynamoApprovals {
             .expression_attribute_values(":via", s(decision.via))
             .expression_attribute_values(":ip", s(decision.source_ip.unwrap_or("unknown")))
             .expression_attribute_values(":now", n(now_unix))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
         match result {
-            Ok(_) => Ok(DecideResult::Decided),
+            Ok(out) => {
+                let decided = from_item(out.attributes().unwrap_or(&HashMap::new()))?;
+                Ok(DecideResult::Decided { task_token: decided.task_token })
+            }
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
                 // Which condition failed decides the page the person sees.
                 Ok(match self.get(approval_id).await? {
@@ -382,12 +463,29 @@ impl ApprovalReader for MemoryApprovals {
 }
 
 impl ApprovalRecords for MemoryApprovals {
-    async fn put_pending(&self, record: &ApprovalRecord) -> Result<(), FinopsError> {
+    async fn claim_pending(&self, record: &ApprovalRecord) -> Result<Claim, FinopsError> {
         let mut records = self.lock();
-        if records.contains_key(&record.approval_id) {
-            return Err(FinopsError::InvalidInput(format!("approval {} exists", record.approval_id)));
+        match records.get_mut(&record.approval_id) {
+            None => {
+                records.insert(
+                    record.approval_id.clone(),
+                    ApprovalRecord { state: ApprovalState::Pending, ..record.clone() },
+                );
+                Ok(Claim::Created)
+            }
+            Some(existing) if existing.state == ApprovalState::Pending => {
+                existing.task_token = record.task_token.clone();
+                Ok(Claim::Renewed(existing.clone()))
+            }
+            Some(existing) => Ok(Claim::Settled(existing.clone())),
         }
-        records.insert(record.approval_id.clone(), ApprovalRecord { state: ApprovalState::Pending, ..record.clone() });
+    }
+
+    async fn withdraw_pending(&self, approval_id: &str, task_token: &str) -> Result<(), FinopsError> {
+        let mut records = self.lock();
+        if records.get(approval_id).is_some_and(|r| r.state == ApprovalState::Pending && r.task_token == task_token) {
+            records.remove(approval_id);
+        }
         Ok(())
     }
 
@@ -397,7 +495,7 @@ impl ApprovalRecords for MemoryApprovals {
         match r.state {
             ApprovalState::Pending if r.expires_at > now_unix => {
                 *r = r.clone().decided(d);
-                Ok(DecideResult::Decided)
+                Ok(DecideResult::Decided { task_token: r.task_token.clone() })
             }
             ApprovalState::Pending | ApprovalState::Expired => Ok(DecideResult::Expired),
             ApprovalState::Decided => Ok(DecideResult::AlreadyUsed),

@@ -1,5 +1,5 @@
-//! Signed approval links. An email carries `<base>/approvals/<id>?action=<a>&exp=<unix>&sig=<hex>`: a random
-//! 128-bit id (never the Step Functions task token), the action, an expiry, and an HMAC-SHA256 over all three with a
+//! Signed approval links. An email carries `<base>/approvals/<id>?action=<a>&exp=<unix>&sig=<hex>`: an unguessable
+//! 128-bit id ([`approval_id_for`]; never the Step Functions task token), the action, an expiry, and an HMAC-SHA256 over all three with a
 //! key the deployment keeps in Secrets Manager. The callback verifies in constant time before it looks anything up.
 
 use std::fmt;
@@ -40,9 +40,25 @@ impl fmt::Display for ApprovalAction {
     }
 }
 
-/// The id is 16 random bytes as 32 lowercase hex characters.
-pub fn approval_id(random: [u8; 16]) -> String {
-    hex::encode(random)
+/// The id is 16 bytes as 32 lowercase hex characters.
+pub fn approval_id(bytes: [u8; 16]) -> String {
+    hex::encode(bytes)
+}
+
+/// The approval id of one proposal of one run: the first 16 bytes of an HMAC-SHA256 with the signing key over the
+/// run id and the instance id. Unguessable without the key, as a random id is, and the same for every delivery of
+/// the same request, so a retried or redelivered approval request finds the record (and the email) of the first.
+pub fn approval_id_for(key: &[u8], run_id: &str, instance_id: &str) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
+    // Length-prefixed fields: no two (run, instance) pairs share an input.
+    for field in ["finops-approval-id/v1", run_id, instance_id] {
+        mac.update(&(field.len() as u64).to_be_bytes());
+        mac.update(field.as_bytes());
+    }
+    let digest = mac.finalize().into_bytes();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    approval_id(bytes)
 }
 
 /// 32 lowercase hex characters: the only shape an approval id has (links, records and the actions step check it).
@@ -185,6 +201,22 @@ mod tests {
         let approve = link.for_action(KEY, ApprovalAction::Approve);
         assert_ne!(approve.sig, link.sig);
         assert_eq!(approve.verify(KEY, 1_000), Ok(()));
+    }
+
+    #[test]
+    fn a_proposals_approval_id_is_stable_per_run_and_instance_and_secret_without_the_key() {
+        let id = approval_id_for(KEY, "run-1", "i-0abc");
+        assert!(is_approval_id(&id), "{id}");
+        assert_eq!(id, approval_id_for(KEY, "run-1", "i-0abc"), "every delivery of the request finds the same record");
+        for other in [
+            approval_id_for(KEY, "run-2", "i-0abc"),
+            approval_id_for(KEY, "run-1", "i-0abd"),
+            approval_id_for(b"another key", "run-1", "i-0abc"),
+            // Field boundaries count: ("run-1i", "-0abc") is another proposal.
+            approval_id_for(KEY, "run-1i", "-0abc"),
+        ] {
+            assert_ne!(id, other);
+        }
     }
 
     #[test]

@@ -292,7 +292,8 @@ pub struct ApprovalRequestEvent {
 pub struct ApprovalRequestOutput {
     pub approval_id: String,
     pub expires_at: i64,
-    pub message_id: String,
+    /// The email's SNS message id; none when a redelivered request found the email already sent.
+    pub message_id: Option<String>,
 }
 
 /// What the approval callback hands the waiting task (SendTaskSuccess) when a person decided by POST: the approval

@@ -262,9 +262,11 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             recommendation_count: 1,
             policy: object("policy.json"),
         }),
-        "RequestApprovalFunctionArn" => {
-            to_value(ApprovalRequestOutput { approval_id: "a".repeat(32), expires_at: 0, message_id: "m-1".into() })
-        }
+        "RequestApprovalFunctionArn" => to_value(ApprovalRequestOutput {
+            approval_id: "a".repeat(32),
+            expires_at: 0,
+            message_id: Some("m-1".into()),
+        }),
         "ActionsFunctionArn" => {
             let operation = payload["operation"].as_str().unwrap().to_owned();
             to_value(ActionOutcome {

@@ -1,15 +1,20 @@
 //! The approval request, invoked by the state machine with `lambda:invoke.waitForTaskToken`. It stores the task
-//! token under a random 128-bit approval id in DynamoDB and emails the approvers three signed links. The execution
-//! then waits until the approval callback reports a decision, or until its TimeoutSeconds (no action).
+//! token under an unguessable 128-bit approval id in DynamoDB and emails the approvers three signed links. The
+//! execution then waits until the approval callback reports a decision, or until its TimeoutSeconds (no action).
+//!
+//! Step Functions retries the step and Lambda may deliver it twice, and each retry waits on a new task token. The id
+//! is derived from the run and the instance ([`approval_id_for`]), so every delivery finds the same record: the first
+//! stores it and sends the one email; a later one gives the record its own task token (the one the execution now
+//! waits on) and sends nothing, so the first email's links reach the live task.
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use finops_approval_store::email::{execution_console_url, render, trace_console_url, EmailLinks};
 use finops_approval_store::{
-    required_var, ApprovalRecord, ApprovalRecords, DynamoApprovals, Notifier, SecretsManagerKey, SigningKey,
+    required_var, ApprovalRecord, ApprovalRecords, Claim, DynamoApprovals, Notifier, SecretsManagerKey, SigningKey,
     SnsNotifier, StoreConfig,
 };
 use finops_aws::{validate_run_id, FinopsError};
-use finops_core::approval::{approval_id, ApprovalAction, ApprovalLink};
+use finops_core::approval::{approval_id_for, ApprovalAction, ApprovalLink};
 pub use finops_core::steps::{ApprovalRequestEvent, ApprovalRequestOutput};
 pub use finops_core::DeploymentMode;
 
@@ -62,7 +67,6 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
     notifier: &N,
     config: &RequestConfig,
     now: DateTime<Utc>,
-    random: [u8; 16],
     trace_header: Option<&str>,
 ) -> Result<ApprovalRequestOutput, FinopsError> {
     let event: ApprovalRequestEvent = serde_json::from_value(event).map_err(|e| {
@@ -80,7 +84,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         return Err(FinopsError::InvalidInput("taskToken is empty".into()));
     }
     let key = key.key().await?;
-    let id = approval_id(random);
+    let id = approval_id_for(&key, &event.run_id, &event.proposal.instance_id);
     let expires_at = (now + Duration::seconds(config.window_seconds)).timestamp();
     let record = ApprovalRecord::pending(
         id.clone(),
@@ -91,7 +95,31 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         now.timestamp(),
         expires_at,
     );
-    records.put_pending(&record).await?;
+    match records.claim_pending(&record).await? {
+        Claim::Created => {}
+        Claim::Renewed(existing) => {
+            tracing::info!(
+                run_id = existing.run_id,
+                instance_id = existing.proposal.instance_id,
+                approval_id = id,
+                decision = "APPROVAL_REDELIVERED",
+                "the request came again: the record waits with this delivery's task token; no second email"
+            );
+            return Ok(ApprovalRequestOutput { approval_id: id, expires_at: existing.expires_at, message_id: None });
+        }
+        Claim::Settled(existing) => {
+            tracing::warn!(
+                run_id = existing.run_id,
+                instance_id = existing.proposal.instance_id,
+                approval_id = id,
+                state = existing.state.as_str(),
+                decision = "APPROVAL_ALREADY_SETTLED",
+                "the request came again after its approval was answered for an earlier delivery; nothing is sent and \
+                 this wait ends with no action"
+            );
+            return Ok(ApprovalRequestOutput { approval_id: id, expires_at: existing.expires_at, message_id: None });
+        }
+    }
 
     let url = |action: ApprovalAction| ApprovalLink::sign(&key, &id, action, expires_at).url(&config.base_url);
     let (approve, deny, snooze) =
@@ -112,7 +140,17 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
             expires_at_utc: &expires_utc,
         },
     );
-    let message_id = notifier.publish(&subject, &body).await?;
+    let message_id = match notifier.publish(&subject, &body).await {
+        Ok(message_id) => message_id,
+        Err(e) => {
+            // No email went out: remove the record, so the step's retry stores it again and sends the email. If the
+            // removal fails too, the retry finds the record, sends nothing, and the approval times out: no action.
+            if let Err(withdraw) = records.withdraw_pending(&id, &record.task_token).await {
+                tracing::error!(approval_id = id, error = %withdraw, "could not withdraw the unannounced approval");
+            }
+            return Err(e);
+        }
+    };
     tracing::info!(
         run_id = record.run_id,
         instance_id = record.proposal.instance_id,
@@ -120,7 +158,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         decision = "APPROVAL_REQUESTED",
         "approval requested"
     );
-    Ok(ApprovalRequestOutput { approval_id: id, expires_at, message_id })
+    Ok(ApprovalRequestOutput { approval_id: id, expires_at, message_id: Some(message_id) })
 }
 
 /// What the request step reads from its environment: its behaviour ([`RequestConfig`]), where the records and the
@@ -172,26 +210,108 @@ impl RequestApprovalStep {
         now: DateTime<Utc>,
         trace_header: Option<&str>,
     ) -> Result<ApprovalRequestOutput, FinopsError> {
-        let mut random = [0u8; 16];
-        getrandom::fill(&mut random).map_err(|e| FinopsError::Configuration(format!("no randomness: {e}")))?;
-        handle(event, &self.records, &self.key, &self.notifier, &self.config, now, random, trace_header).await
+        handle(event, &self.records, &self.key, &self.notifier, &self.config, now, trace_header).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use finops_approval_store::{ApprovalReader, MemoryApprovals, StaticKey};
+    use finops_approval_store::{ApprovalReader, ApprovalRecords, MemoryApprovals, StaticKey};
     use std::sync::Mutex;
 
     #[derive(Default)]
-    struct Outbox(Mutex<Vec<(String, String)>>);
+    struct Outbox(Mutex<Vec<(String, String)>>, std::sync::atomic::AtomicBool);
+
+    impl Outbox {
+        /// SNS refuses the next publish (throttled after the SDK's retries).
+        fn refuse_next(&self) {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 
     impl Notifier for Outbox {
         async fn publish(&self, subject: &str, body: &str) -> Result<String, FinopsError> {
+            if self.1.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(FinopsError::Throttled {
+                    service: "SNS",
+                    operation: "Publish",
+                    message: "slow down".into(),
+                });
+            }
             self.0.lock().unwrap().push((subject.to_owned(), body.to_owned()));
             Ok("m-1".into())
         }
+    }
+
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn act_config() -> RequestConfig {
+        RequestConfig::from_vars([
+            ("FINOPS_APPROVAL_BASE_URL".to_string(), "https://approve.example.com".to_string()),
+            ("FINOPS_MODE".to_string(), "act".to_string()),
+        ])
+        .unwrap()
+    }
+
+    /// One delivery of the request with its own task token, as each Step Functions attempt has.
+    async fn deliver(
+        token: &str,
+        records: &MemoryApprovals,
+        outbox: &Outbox,
+    ) -> Result<ApprovalRequestOutput, FinopsError> {
+        let mut event = event();
+        event["taskToken"] = token.into();
+        handle(event, records, &StaticKey(KEY.to_vec()), outbox, &act_config(), Utc::now(), None).await
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_request_sends_no_second_email_and_the_first_links_reach_the_live_task() {
+        let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
+        let first = deliver("token-attempt-1", &records, &outbox).await.unwrap();
+        // Step Functions retried (the first invocation's answer was lost) or Lambda delivered it twice.
+        let again = deliver("token-attempt-2", &records, &outbox).await.unwrap();
+        assert_eq!(again.approval_id, first.approval_id, "the same record");
+        assert_eq!((again.expires_at, again.message_id), (first.expires_at, None), "the first email's window");
+        assert_eq!(outbox.0.lock().unwrap().len(), 1, "one email per proposal");
+        let record = records.get(&first.approval_id).await.unwrap().unwrap();
+        assert_eq!(record.task_token, "token-attempt-2", "a decision answers the task the execution waits on");
+        assert_eq!(record.state, finops_approval_store::ApprovalState::Pending);
+    }
+
+    #[tokio::test]
+    async fn an_email_that_could_not_be_sent_is_sent_by_the_retry() {
+        let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
+        outbox.refuse_next();
+        let err = deliver("token-attempt-1", &records, &outbox).await.unwrap_err();
+        assert_eq!(err.error_name(), "Finops.Throttled", "retried by the state machine");
+        let id = approval_id_for(KEY, "run-1", "i-0abc");
+        assert!(records.get(&id).await.unwrap().is_none(), "the unannounced record is withdrawn");
+        let retry = deliver("token-attempt-2", &records, &outbox).await.unwrap();
+        assert_eq!(retry.approval_id, id);
+        assert!(retry.message_id.is_some());
+        assert_eq!(outbox.0.lock().unwrap().len(), 1);
+        assert_eq!(records.get(&id).await.unwrap().unwrap().task_token, "token-attempt-2");
+    }
+
+    #[tokio::test]
+    async fn a_request_delivered_after_its_approval_was_answered_sends_nothing_and_changes_nothing() {
+        let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
+        let first = deliver("token-attempt-1", &records, &outbox).await.unwrap();
+        let decision = finops_approval_store::Decision {
+            action: ApprovalAction::Approve,
+            approver: "ana@example.com",
+            source_ip: None,
+            decided_at: "2026-11-29T00:00:00Z",
+            via: finops_approval_store::DECIDED_VIA_POST,
+        };
+        records.decide(&first.approval_id, &decision, Utc::now().timestamp()).await.unwrap();
+        let late = deliver("token-attempt-2", &records, &outbox).await.unwrap();
+        assert_eq!(late.message_id, None);
+        assert_eq!(outbox.0.lock().unwrap().len(), 1);
+        let record = records.get(&first.approval_id).await.unwrap().unwrap();
+        assert_eq!(record.task_token, "token-attempt-1", "a decided record is not rewritten");
+        assert_eq!(record.decision, Some(ApprovalAction::Approve));
     }
 
     fn event() -> serde_json::Value {
@@ -216,7 +336,7 @@ mod tests {
         let config = RequestConfig::from_vars(vars).unwrap();
         let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
         let key = StaticKey(b"0123456789abcdef0123456789abcdef".to_vec());
-        let result = handle(event(), &records, &key, &outbox, &config, Utc::now(), [7; 16], None).await;
+        let result = handle(event(), &records, &key, &outbox, &config, Utc::now(), None).await;
         (result, records, outbox)
     }
 
@@ -226,7 +346,8 @@ mod tests {
         let err = result.unwrap_err();
         assert!(err.to_string().contains("recommend mode"), "{err}");
         assert!(outbox.0.lock().unwrap().is_empty(), "no email");
-        assert!(records.get(&"07".repeat(16)).await.unwrap().is_none(), "no record");
+        let id = approval_id_for(b"0123456789abcdef0123456789abcdef", "run-1", "i-0abc");
+        assert!(records.get(&id).await.unwrap().is_none(), "no record");
         // Unset is recommend too: a deployment asks people only when it says act.
         assert_eq!(DeploymentMode::from_vars(Vec::new()).unwrap(), DeploymentMode::Recommend);
         assert!(DeploymentMode::from_vars([("FINOPS_MODE".to_string(), "yolo".to_string())]).is_err());
