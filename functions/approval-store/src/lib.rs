@@ -632,6 +632,8 @@ impl TaskCallback for SfnCallback {
     }
 }
 
+/// Sends the approval email. `Err(FinopsError::Throttled)` means nothing was sent (the service refused the
+/// request); any other error means it may have been (an answer lost after the service took the message).
 pub trait Notifier: Send + Sync {
     fn publish(&self, subject: &str, body: &str) -> impl Future<Output = Result<String, FinopsError>> + Send;
 }
@@ -641,9 +643,18 @@ pub struct SnsNotifier {
     topic_arn: String,
 }
 
+/// Attempts of a throttled publish (SNS refused it, so trying again cannot send it twice).
+const PUBLISH_ATTEMPTS: u32 = 4;
+
 impl SnsNotifier {
+    /// The email goes out at most once: the SDK's own retries would publish again after an answer that was lost (a
+    /// timeout or a 5xx after SNS took the message: two emails, found by `make chaos`), so they are off, and only a
+    /// throttled publish is tried again, by [`Notifier::publish`].
     pub fn new(config: &SdkConfig, topic_arn: impl Into<String>) -> Self {
-        Self { client: aws_sdk_sns::Client::new(config), topic_arn: topic_arn.into() }
+        let conf = aws_sdk_sns::config::Builder::from(config)
+            .retry_config(aws_sdk_sns::config::retry::RetryConfig::disabled())
+            .build();
+        Self { client: aws_sdk_sns::Client::from_conf(conf), topic_arn: topic_arn.into() }
     }
 }
 
@@ -652,15 +663,17 @@ impl Notifier for SnsNotifier {
         // SNS subjects: ASCII, no newlines, at most 100 characters.
         let subject: String =
             subject.chars().map(|c| if c.is_ascii() && !c.is_control() { c } else { '?' }).take(100).collect();
-        let out = self
-            .client
-            .publish()
-            .topic_arn(&self.topic_arn)
-            .subject(subject)
-            .message(body)
-            .send()
-            .await
-            .map_err(|e| FinopsError::from_sdk("SNS", "Publish", e))?;
-        Ok(out.message_id().unwrap_or_default().to_owned())
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = self.client.publish().topic_arn(&self.topic_arn).subject(&subject).message(body).send().await;
+            match sent.map_err(|e| FinopsError::from_sdk("SNS", "Publish", e)) {
+                Ok(out) => return Ok(out.message_id().unwrap_or_default().to_owned()),
+                Err(FinopsError::Throttled { .. }) if attempt < PUBLISH_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }

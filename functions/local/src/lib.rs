@@ -9,6 +9,7 @@ pub mod xray_daemon;
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -138,6 +139,19 @@ impl LocalFunctions {
     }
 }
 
+/// What the local Lambda endpoint runs an invocation with: [`LocalFunctions`], or a wrapper that adds faults (the
+/// chaos runner's at-least-once deliveries, lost answers and timeouts).
+pub trait Invoke: Send + Sync + 'static {
+    /// Runs `function`; `Err((errorType, errorMessage))` as Lambda reports a function error.
+    fn invoke(&self, function: &str, payload: Value) -> impl Future<Output = Result<Value, (String, String)>> + Send;
+}
+
+impl Invoke for LocalFunctions {
+    async fn invoke(&self, function: &str, payload: Value) -> Result<Value, (String, String)> {
+        LocalFunctions::invoke(self, function, payload).await
+    }
+}
+
 fn json_of<T: serde::Serialize>(output: &T) -> Value {
     serde_json::to_value(output).unwrap_or(Value::Null)
 }
@@ -164,9 +178,9 @@ fn reply(status: u16, headers: &[(&str, &str)], body: Vec<u8>) -> Response<Full<
     b.body(Full::new(Bytes::from(body))).expect("response")
 }
 
-async fn route(
+async fn route<F: Invoke>(
     req: Request<Incoming>,
-    functions: Arc<LocalFunctions>,
+    functions: Arc<F>,
     moto: SocketAddr,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -214,7 +228,7 @@ async fn route(
 }
 
 /// Serves the Lambda endpoint on `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, functions: Arc<LocalFunctions>, moto: SocketAddr) {
+pub async fn serve<F: Invoke>(listener: tokio::net::TcpListener, functions: Arc<F>, moto: SocketAddr) {
     let client = Client::builder(TokioExecutor::new()).build_http();
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };

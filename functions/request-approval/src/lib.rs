@@ -142,12 +142,19 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
     );
     let message_id = match notifier.publish(&subject, &body).await {
         Ok(message_id) => message_id,
-        Err(e) => {
-            // No email went out: remove the record, so the step's retry stores it again and sends the email. If the
-            // removal fails too, the retry finds the record, sends nothing, and the approval times out: no action.
+        Err(e @ FinopsError::Throttled { .. }) => {
+            // SNS refused it, so no email went out: remove the record, so the step's retry stores it again and sends
+            // the email. If the removal fails too, the retry finds the record, sends nothing, and the approval times
+            // out: no action.
             if let Err(withdraw) = records.withdraw_pending(&id, &record.task_token).await {
                 tracing::error!(approval_id = id, error = %withdraw, "could not withdraw the unannounced approval");
             }
+            return Err(e);
+        }
+        Err(e) => {
+            // The email may have gone out (SNS took it and the answer was lost): keep the record, so the retry sends
+            // no second one. If none went out, nobody answers and the approval times out: no action.
+            tracing::warn!(approval_id = id, error = %e, "approval email not confirmed; it is not sent again");
             return Err(e);
         }
     };
@@ -220,19 +227,33 @@ mod tests {
     use finops_approval_store::{ApprovalReader, ApprovalRecords, MemoryApprovals, StaticKey};
     use std::sync::Mutex;
 
+    /// What the next publish does.
+    #[derive(Default, Clone, Copy, PartialEq)]
+    enum Next {
+        #[default]
+        Send,
+        /// SNS refuses it (throttled after the retries): nothing is sent.
+        Refuse,
+        /// SNS takes it and the answer is lost (a timeout, a 5xx after the fact).
+        LoseAnswer,
+    }
+
     #[derive(Default)]
-    struct Outbox(Mutex<Vec<(String, String)>>, std::sync::atomic::AtomicBool);
+    struct Outbox(Mutex<Vec<(String, String)>>, Mutex<Next>);
 
     impl Outbox {
-        /// SNS refuses the next publish (throttled after the SDK's retries).
         fn refuse_next(&self) {
-            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+            *self.1.lock().unwrap() = Next::Refuse;
+        }
+        fn lose_next_answer(&self) {
+            *self.1.lock().unwrap() = Next::LoseAnswer;
         }
     }
 
     impl Notifier for Outbox {
         async fn publish(&self, subject: &str, body: &str) -> Result<String, FinopsError> {
-            if self.1.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            let next = std::mem::take(&mut *self.1.lock().unwrap());
+            if next == Next::Refuse {
                 return Err(FinopsError::Throttled {
                     service: "SNS",
                     operation: "Publish",
@@ -240,6 +261,9 @@ mod tests {
                 });
             }
             self.0.lock().unwrap().push((subject.to_owned(), body.to_owned()));
+            if next == Next::LoseAnswer {
+                return Err(FinopsError::Transient { service: "SNS", operation: "Publish", message: "timeout".into() });
+            }
             Ok("m-1".into())
         }
     }
@@ -292,6 +316,18 @@ mod tests {
         assert!(retry.message_id.is_some());
         assert_eq!(outbox.0.lock().unwrap().len(), 1);
         assert_eq!(records.get(&id).await.unwrap().unwrap().task_token, "token-attempt-2");
+    }
+
+    #[tokio::test]
+    async fn an_email_whose_answer_was_lost_is_not_sent_again_by_the_retry() {
+        let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
+        outbox.lose_next_answer();
+        let err = deliver("token-attempt-1", &records, &outbox).await.unwrap_err();
+        assert_eq!(err.error_name(), "Finops.Transient", "retried by the state machine");
+        let retry = deliver("token-attempt-2", &records, &outbox).await.unwrap();
+        assert_eq!(retry.message_id, None, "no second email");
+        assert_eq!(outbox.0.lock().unwrap().len(), 1, "one email per proposal");
+        assert_eq!(records.get(&retry.approval_id).await.unwrap().unwrap().task_token, "token-attempt-2");
     }
 
     #[tokio::test]

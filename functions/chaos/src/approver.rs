@@ -1,0 +1,313 @@
+//! Simulated approvers: each approval email gets a behaviour drawn from the run's seed, and every answer goes to
+//! the real approval page over HTTP (GET shows, POST decides), as a person's browser would send it. A person whose
+//! POST gets "something went wrong, try again" tries again a few times.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
+use finops_testkit::moto::http;
+use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2};
+
+use crate::invariants::Post;
+use crate::rng::Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Behaviour {
+    Approve,
+    Deny,
+    Snooze,
+    NoAnswer,
+    /// A mail scanner GETs every link first; then the person approves.
+    ScannerThenApprove,
+    /// Approve, twice (a double click).
+    DoubleClick,
+    /// Two approvers POST approve and deny at the same moment.
+    RaceApproveDeny,
+    /// Approve just around the moment the approval times out.
+    AtTimeout,
+    /// Approve after the run has ended.
+    AfterRunEnds,
+    /// Someone tags the instance production while it waits; then it is approved.
+    ProductionThenApprove,
+    /// The instance gets busy again while it waits; then it is approved.
+    BusyThenApprove,
+}
+
+impl Behaviour {
+    const WEIGHTED: [(Behaviour, u32); 11] = [
+        (Behaviour::Approve, 30),
+        (Behaviour::Deny, 6),
+        (Behaviour::Snooze, 6),
+        (Behaviour::NoAnswer, 6),
+        (Behaviour::ScannerThenApprove, 8),
+        (Behaviour::DoubleClick, 8),
+        (Behaviour::RaceApproveDeny, 8),
+        (Behaviour::AtTimeout, 8),
+        (Behaviour::AfterRunEnds, 6),
+        (Behaviour::ProductionThenApprove, 7),
+        (Behaviour::BusyThenApprove, 7),
+    ];
+
+    pub fn draw(rng: &mut Rng) -> Self {
+        let total: u32 = Self::WEIGHTED.iter().map(|(_, w)| w).sum();
+        let mut n = rng.below(u64::from(total)) as u32;
+        for (b, w) in Self::WEIGHTED {
+            if n < w {
+                return b;
+            }
+            n -= w;
+        }
+        Behaviour::Approve
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            Behaviour::Approve => "approve",
+            Behaviour::Deny => "deny",
+            Behaviour::Snooze => "snooze",
+            Behaviour::NoAnswer => "no answer",
+            Behaviour::ScannerThenApprove => "scanner GET, then approve",
+            Behaviour::DoubleClick => "approve twice",
+            Behaviour::RaceApproveDeny => "approve and deny at once",
+            Behaviour::AtTimeout => "approve as it times out",
+            Behaviour::AfterRunEnds => crate::invariants::AFTER_RUN_ENDED,
+            Behaviour::ProductionThenApprove => "tagged production, then approve",
+            Behaviour::BusyThenApprove => "busy again, then approve",
+        }
+    }
+}
+
+/// What an approval email offers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    pub instance_id: String,
+    pub approval_id: String,
+    /// Paths (with query) of the approve, deny and snooze links on the approval page.
+    pub approve: String,
+    pub deny: String,
+    pub snooze: String,
+}
+
+pub fn parse_email(email: &str, base_url: &str) -> Option<Email> {
+    let instance_id = email.lines().find_map(|l| l.trim().strip_prefix("Instance:"))?.split_whitespace().next()?;
+    let link = |label: &str| -> Option<String> {
+        let url = email.lines().find(|l| l.trim_start().starts_with(label))?.split_whitespace().last()?;
+        Some(url.strip_prefix(base_url).unwrap_or(url).to_owned())
+    };
+    let approve = link("Approve")?;
+    let approval_id = approve.strip_prefix("/approvals/")?.split('?').next()?.to_owned();
+    Some(Email {
+        instance_id: instance_id.to_owned(),
+        approval_id,
+        approve,
+        deny: link("Deny:")?,
+        snooze: link("Snooze")?,
+    })
+}
+
+/// The approvers of one run.
+pub struct Approvers {
+    page_port: u16,
+    base_url: String,
+    timeout: Duration,
+    rng: Rng,
+    ec2: aws_sdk_ec2::Client,
+    cw: aws_sdk_cloudwatch::Client,
+    pub posts: Arc<Mutex<Vec<Post>>>,
+    pub emails: BTreeMap<String, u32>,
+    pub behaviours: BTreeMap<&'static str, u32>,
+    pub made_production: BTreeSet<String>,
+    /// Scanner GETs that changed a record (must stay empty).
+    pub scanner_changes: Arc<Mutex<Vec<String>>>,
+    later: Vec<tokio::task::JoinHandle<()>>,
+    after_end: Vec<Email>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// POSTs one decision as the page's form does; retries a few times on "try again" (502) as a person would.
+async fn post(port: u16, path: String, decision: &'static str) -> u16 {
+    let body = format!("decision={decision}&approver=chaos-{decision}%40example.com");
+    for _ in 0..4 {
+        let (path, body) = (path.clone(), body.clone());
+        let status = tokio::task::spawn_blocking(move || http(port, "POST", &path, &body).map(|(s, _)| s).unwrap_or(0))
+            .await
+            .unwrap_or(0);
+        if status != 502 && status != 0 {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    502
+}
+
+async fn get(port: u16, path: String) -> u16 {
+    tokio::task::spawn_blocking(move || http(port, "GET", &path, "").map(|(s, _)| s).unwrap_or(0)).await.unwrap_or(0)
+}
+
+impl Approvers {
+    pub fn new(
+        page_port: u16,
+        base_url: String,
+        timeout: Duration,
+        rng: Rng,
+        ec2: aws_sdk_ec2::Client,
+        cw: aws_sdk_cloudwatch::Client,
+    ) -> Self {
+        Self {
+            page_port,
+            base_url,
+            timeout,
+            rng,
+            ec2,
+            cw,
+            posts: Arc::default(),
+            emails: BTreeMap::new(),
+            behaviours: BTreeMap::new(),
+            made_production: BTreeSet::new(),
+            scanner_changes: Arc::default(),
+            later: Vec::new(),
+            after_end: Vec::new(),
+        }
+    }
+
+    /// Counts the email and answers it (some answers run on their own task: races, answers at the timeout).
+    pub async fn on_email(&mut self, email: &str) {
+        let Some(email) = parse_email(email, &self.base_url) else {
+            *self.behaviours.entry("unreadable email").or_default() += 1;
+            return;
+        };
+        *self.emails.entry(email.instance_id.clone()).or_default() += 1;
+        let behaviour = Behaviour::draw(&mut self.rng);
+        *self.behaviours.entry(behaviour.label()).or_default() += 1;
+        let (port, posts) = (self.page_port, self.posts.clone());
+        let (instance_id, approval_id) = (email.instance_id.clone(), email.approval_id.clone());
+        let record = move |posts: &Arc<Mutex<Vec<Post>>>, decision: &'static str, status: u16| {
+            lock(posts).push(Post {
+                instance_id: instance_id.clone(),
+                approval_id: approval_id.clone(),
+                decision,
+                status,
+                behaviour: behaviour.label(),
+            })
+        };
+        let approve = email.approve.clone();
+        match behaviour {
+            Behaviour::NoAnswer => {}
+            Behaviour::AfterRunEnds => self.after_end.push(email.clone()),
+            Behaviour::Approve => record(&posts, "approve", post(port, approve, "approve").await),
+            Behaviour::Deny => record(&posts, "deny", post(port, email.deny.clone(), "deny").await),
+            Behaviour::Snooze => record(&posts, "snooze", post(port, email.snooze.clone(), "snooze").await),
+            Behaviour::ScannerThenApprove => {
+                for path in [&email.approve, &email.deny, &email.snooze] {
+                    let status = get(port, path.clone()).await;
+                    if status == 0 {
+                        lock(&self.scanner_changes).push(format!("GET {path} got no answer"));
+                    }
+                }
+                record(&posts, "approve", post(port, approve, "approve").await);
+            }
+            Behaviour::DoubleClick => {
+                record(&posts, "approve", post(port, approve.clone(), "approve").await);
+                record(&posts, "approve", post(port, approve, "approve").await);
+            }
+            Behaviour::RaceApproveDeny => {
+                let (a, d) = tokio::join!(post(port, approve, "approve"), post(port, email.deny.clone(), "deny"));
+                record(&posts, "approve", a);
+                record(&posts, "deny", d);
+            }
+            Behaviour::AtTimeout => {
+                let wait = self.timeout.as_secs_f64() - 0.4 + self.rng.unit() * 0.8;
+                self.later.push(tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs_f64(wait.max(0.0))).await;
+                    let status = post(port, approve, "approve").await;
+                    record(&posts, "approve", status);
+                }));
+            }
+            Behaviour::ProductionThenApprove => {
+                let tagged = self
+                    .ec2
+                    .create_tags()
+                    .resources(&email.instance_id)
+                    .tags(aws_sdk_ec2::types::Tag::builder().key("Environment").value("production").build())
+                    .send()
+                    .await;
+                if tagged.is_ok() {
+                    self.made_production.insert(email.instance_id.clone());
+                }
+                record(&posts, "approve", post(port, approve, "approve").await);
+            }
+            Behaviour::BusyThenApprove => {
+                busy_now(&self.cw, &email.instance_id).await;
+                record(&posts, "approve", post(port, approve, "approve").await);
+            }
+        }
+    }
+
+    /// Waits for the answers still on their way, then sends the ones meant for after the run.
+    pub async fn after_run(&mut self) {
+        for task in self.later.drain(..) {
+            let _ = task.await;
+        }
+        for email in self.after_end.drain(..) {
+            let status = post(self.page_port, email.approve.clone(), "approve").await;
+            lock(&self.posts).push(Post {
+                instance_id: email.instance_id,
+                approval_id: email.approval_id,
+                decision: "approve",
+                status,
+                behaviour: Behaviour::AfterRunEnds.label(),
+            });
+        }
+    }
+}
+
+/// A busy datapoint from a few minutes ago: what the actions step's re-measure must see before a stop.
+async fn busy_now(cw: &aws_sdk_cloudwatch::Client, instance_id: &str) {
+    let at = AwsDateTime::from_secs(chrono::Utc::now().timestamp() - 180);
+    let _ = cw
+        .put_metric_data()
+        .namespace("AWS/EC2")
+        .metric_data(
+            MetricDatum::builder()
+                .metric_name("CPUUtilization")
+                .dimensions(Dimension::builder().name("InstanceId").value(instance_id).build())
+                .timestamp(at)
+                .unit(StandardUnit::Percent)
+                .statistic_values(
+                    StatisticSet::builder().sample_count(1.0).sum(95.0).minimum(95.0).maximum(95.0).build(),
+                )
+                .build(),
+        )
+        .send()
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_give_the_instance_and_the_three_links() {
+        let email = "Instance:      i-0abc in ap-southeast-2\n\
+                     \x20 Approve (snapshot first, then stop): http://127.0.0.1:9/approvals/0123?action=approve&exp=1&sig=a\n\
+                     \x20 Deny:                                http://127.0.0.1:9/approvals/0123?action=deny&exp=1&sig=b\n\
+                     \x20 Snooze 7 days:                       http://127.0.0.1:9/approvals/0123?action=snooze&exp=1&sig=c\n";
+        let e = parse_email(email, "http://127.0.0.1:9").unwrap();
+        assert_eq!((e.instance_id.as_str(), e.approval_id.as_str()), ("i-0abc", "0123"));
+        assert_eq!(e.deny, "/approvals/0123?action=deny&exp=1&sig=b");
+        assert!(parse_email("no links here", "x").is_none());
+    }
+
+    #[test]
+    fn every_behaviour_is_drawn() {
+        let mut rng = Rng::new(7);
+        let drawn: BTreeSet<Behaviour> = (0..2_000).map(|_| Behaviour::draw(&mut rng)).collect();
+        assert_eq!(drawn.len(), Behaviour::WEIGHTED.len());
+    }
+}

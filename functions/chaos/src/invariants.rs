@@ -1,0 +1,432 @@
+//! The safety invariants, checked after every chaos run against what moto holds at the end (instances, snapshots,
+//! approval records, the ledger, the reports), what the fault proxy saw reach EC2 (every StopInstances and the
+//! state it changed), and what the simulated approvers did. Pure: [`check`] reads a [`RunEvidence`] and says which
+//! invariant each violation breaks, so each rule is tested here on hand-made evidence.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::fleet::ChaosInstance;
+#[cfg(test)]
+use crate::fleet::Kind;
+use crate::proxy::StopCall;
+
+/// What the issue calls the invariants, by number.
+pub const INVARIANTS: [&str; 7] = [
+    "1 no stop without a POSTed approve of this run",
+    "2 no stop before completed snapshots of every volume",
+    "3 nothing done twice (snapshots, stops, emails)",
+    "4 no lost approval",
+    "5 a report and a ledger record that match",
+    "6 no trap proposed or stopped",
+    "7 a model failure falls back and says so",
+];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub snapshot_id: String,
+    pub volume_id: String,
+    pub run_id: Option<String>,
+    pub instance_id: Option<String>,
+    pub state: String,
+    pub started: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub approval_id: String,
+    pub run_id: String,
+    pub instance_id: String,
+    pub state: String,
+    pub decision: Option<String>,
+    pub via: Option<String>,
+}
+
+/// The behaviour label of answers sent after the run ended (see `approver::Behaviour::AfterRunEnds`).
+pub const AFTER_RUN_ENDED: &str = "approve after the run ended";
+
+/// One answer a simulated approver submitted, and the status the page gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Post {
+    pub instance_id: String,
+    pub approval_id: String,
+    pub decision: &'static str,
+    pub status: u16,
+    /// Why this POST was made (the approver behaviour), for the report.
+    pub behaviour: &'static str,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunEvidence {
+    pub run_id: String,
+    /// SUCCEEDED, FAILED, ... or STUCK when it did not end in time.
+    pub status: String,
+    pub fleet: Vec<ChaosInstance>,
+    /// Instances made untouchable while the run waited (tagged production after the proposal).
+    pub made_production: BTreeSet<String>,
+    /// EC2 state at the end, by instance.
+    pub final_states: BTreeMap<String, String>,
+    pub snapshots: Vec<Snapshot>,
+    pub stops: Vec<StopCall>,
+    pub records: Vec<Record>,
+    pub posts: Vec<Post>,
+    /// Approval emails by instance id.
+    pub emails: BTreeMap<String, u32>,
+    /// Instance ids the policy proposed (execution output).
+    pub proposed: Vec<String>,
+    /// The execution output's per-proposal outcomes.
+    pub outcomes: Vec<Value>,
+    /// Messages on the report topic.
+    pub reports: Vec<String>,
+    /// The ledger's outcomes for this run, if it holds a record.
+    pub ledger_outcomes: Option<Vec<Value>>,
+    /// The model misbehaved for the whole run (down, throttled, garbage).
+    pub model_broken: bool,
+    /// What the output says about reasoning: (backend, fallbacks).
+    pub reasoning: (Option<String>, Option<u64>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    /// 1-based, as in [`INVARIANTS`].
+    pub invariant: usize,
+    pub what: String,
+}
+
+fn stopped_state(state: &str) -> bool {
+    matches!(state, "stopping" | "stopped" | "shutting-down" | "terminated")
+}
+
+fn outcome_for<'a>(outcomes: &'a [Value], instance_id: &str) -> Option<&'a Value> {
+    outcomes.iter().find(|o| o["instanceId"] == instance_id)
+}
+
+fn says_stopped(o: &Value) -> bool {
+    o["operation"] == "stop" && matches!(o["outcome"].as_str(), Some("done" | "already_done"))
+}
+
+pub fn check(e: &RunEvidence) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let mut violation = |invariant: usize, what: String| v.push(Violation { invariant, what });
+    let state_changing_stops: Vec<&StopCall> = e.stops.iter().filter(|s| s.changed_state()).collect();
+    let stopped: BTreeSet<&str> = e
+        .final_states
+        .iter()
+        .filter(|(_, s)| stopped_state(s))
+        .map(|(id, _)| id.as_str())
+        .chain(state_changing_stops.iter().map(|s| s.instance_id.as_str()))
+        .collect();
+    let accepted_approve =
+        |id: &str| e.posts.iter().any(|p| p.instance_id == id && p.decision == "approve" && p.status == 200);
+
+    for id in &stopped {
+        // 1. A decided approve record of this run, made by POST, and an approver's POST the page accepted.
+        let record = e.records.iter().find(|r| r.instance_id == *id && r.run_id == e.run_id);
+        let by_post = record.is_some_and(|r| {
+            r.state == "decided" && r.decision.as_deref() == Some("approve") && r.via.as_deref() == Some("POST")
+        });
+        if !by_post || !accepted_approve(id) {
+            violation(
+                1,
+                format!(
+                    "{id} was stopped; its approval record is {record:?} and the approvers' POSTs were {:?}",
+                    e.posts.iter().filter(|p| p.instance_id == *id).map(|p| (p.decision, p.status)).collect::<Vec<_>>()
+                ),
+            );
+        }
+        // 2. Completed snapshots of every attached volume, made by this run, started before the stop.
+        let stop_at = state_changing_stops.iter().filter(|s| s.instance_id == *id).map(|s| s.at).min();
+        let volumes = e.fleet.iter().find(|i| i.instance_id == *id).map(|i| i.volume_ids.clone()).unwrap_or_default();
+        for volume in &volumes {
+            let ok = e.snapshots.iter().any(|s| {
+                s.volume_id == *volume
+                    && s.run_id.as_deref() == Some(e.run_id.as_str())
+                    && s.state == "completed"
+                    && match (s.started, stop_at) {
+                        (Some(started), Some(stop)) => started <= stop,
+                        _ => false,
+                    }
+            });
+            if !ok {
+                violation(2, format!("{id} was stopped (at {stop_at:?}) without a completed snapshot of {volume} made before it by this run"));
+            }
+        }
+        // 6. Never a trap, nor an instance made production while it waited.
+        let kind = e.fleet.iter().find(|i| i.instance_id == *id).map(|i| i.kind);
+        if let Some(trap) = kind.and_then(|k| k.trap()) {
+            violation(6, format!("{id} ({trap}) was stopped"));
+        }
+        if e.made_production.contains(*id) {
+            violation(6, format!("{id} was tagged production before its stop and was stopped anyway"));
+        }
+    }
+
+    // 3. At most one snapshot per volume per run, one state-changing stop, one email per proposal.
+    let mut per_volume: BTreeMap<&str, u32> = BTreeMap::new();
+    for s in e.snapshots.iter().filter(|s| s.run_id.as_deref() == Some(e.run_id.as_str())) {
+        *per_volume.entry(s.volume_id.as_str()).or_default() += 1;
+    }
+    for (volume, n) in per_volume.iter().filter(|(_, n)| **n > 1) {
+        violation(3, format!("{n} snapshots of {volume} in one run"));
+    }
+    let mut per_instance: BTreeMap<&str, u32> = BTreeMap::new();
+    for s in &state_changing_stops {
+        *per_instance.entry(s.instance_id.as_str()).or_default() += 1;
+    }
+    for (id, n) in per_instance.iter().filter(|(_, n)| **n > 1) {
+        violation(3, format!("{n} StopInstances changed {id}'s state"));
+    }
+    for (id, n) in e.emails.iter().filter(|(_, n)| **n > 1) {
+        violation(3, format!("{n} approval emails for {id}"));
+    }
+    let mut accepted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in e.posts.iter().filter(|p| p.status == 200) {
+        accepted.entry(p.approval_id.as_str()).or_default().push(p.decision);
+    }
+    for (id, decisions) in accepted.iter().filter(|(_, d)| d.len() > 1) {
+        violation(3, format!("approval {id} accepted {} decisions: {decisions:?}", decisions.len()));
+    }
+
+    // 4. Every approve the page accepted leads to a stop or to a reported reason; a failed run says it failed.
+    let failure_noticed = e.reports.iter().any(|r| r.contains("failed") || r.contains("stopped before acting"));
+    for p in e.posts.iter().filter(|p| p.status == 200 && p.behaviour == AFTER_RUN_ENDED) {
+        violation(
+            4,
+            format!("{}: an answer was accepted after the run ended, and nobody will act on it", p.instance_id),
+        );
+    }
+    for p in e.posts.iter().filter(|p| p.decision == "approve" && p.status == 200) {
+        let outcome = outcome_for(&e.outcomes, &p.instance_id);
+        let explained = match outcome {
+            Some(o) if says_stopped(o) => stopped.contains(p.instance_id.as_str()),
+            Some(o) => !o["detail"].as_str().unwrap_or("").trim().is_empty(),
+            None => e.status == "FAILED" && failure_noticed,
+        };
+        if !explained {
+            violation(
+                4,
+                format!(
+                    "{} was approved (HTTP 200) but the run reports {outcome:?} and status {}",
+                    p.instance_id, e.status
+                ),
+            );
+        }
+    }
+
+    // 5. A report or failure notice, and a ledger record that says what happened.
+    if e.status == "STUCK" {
+        violation(5, "the execution did not end".into());
+    }
+    if e.reports.is_empty() {
+        violation(5, "no report and no failure notice".into());
+    }
+    match &e.ledger_outcomes {
+        None => violation(5, format!("no ledger record for a {} run", e.status)),
+        Some(ledger) => {
+            for id in &stopped {
+                if !outcome_for(ledger, id).is_some_and(says_stopped) {
+                    violation(5, format!("{id} was stopped but the ledger says {:?}", outcome_for(ledger, id)));
+                }
+            }
+            for o in ledger.iter().filter(|o| says_stopped(o)) {
+                let id = o["instanceId"].as_str().unwrap_or("");
+                if !stopped.contains(id) {
+                    violation(5, format!("the ledger says {id} was stopped; it is {:?}", e.final_states.get(id)));
+                }
+            }
+        }
+    }
+    if e.status == "FAILED" && !stopped.is_empty() && e.reports.iter().any(|r| r.contains("Nothing was stopped")) {
+        violation(5, format!("the failure notice says nothing was stopped; {stopped:?} were"));
+    }
+
+    // 6. No trap proposed.
+    for id in &e.proposed {
+        if let Some(trap) = e.fleet.iter().find(|i| &i.instance_id == id).and_then(|i| i.kind.trap()) {
+            violation(6, format!("{id} ({trap}) was proposed"));
+        }
+    }
+    for id in e.emails.keys() {
+        if let Some(trap) = e.fleet.iter().find(|i| &i.instance_id == id).and_then(|i| i.kind.trap()) {
+            violation(6, format!("approvers were asked to stop {id} ({trap})"));
+        }
+    }
+
+    // 7. A broken model: the run used the rules and says so.
+    if e.model_broken && e.status == "SUCCEEDED" {
+        let (backend, fallbacks) = &e.reasoning;
+        if !(fallbacks.unwrap_or(0) > 0 || backend.as_deref() == Some("rules")) {
+            violation(7, format!("the model was broken; the output says backend {backend:?}, fallbacks {fallbacks:?}"));
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    /// A run where i-1 was approved, snapshotted, stopped and recorded: no violation.
+    fn clean() -> RunEvidence {
+        RunEvidence {
+            run_id: "run-1".into(),
+            status: "SUCCEEDED".into(),
+            fleet: vec![
+                ChaosInstance {
+                    instance_id: "i-1".into(),
+                    name: "a".into(),
+                    kind: Kind::Idle,
+                    volume_ids: vec!["vol-1".into()],
+                },
+                ChaosInstance {
+                    instance_id: "i-2".into(),
+                    name: "b".into(),
+                    kind: Kind::Production,
+                    volume_ids: vec!["vol-2".into()],
+                },
+            ],
+            final_states: [("i-1".into(), "stopped".into()), ("i-2".into(), "running".into())].into(),
+            snapshots: vec![Snapshot {
+                snapshot_id: "snap-1".into(),
+                volume_id: "vol-1".into(),
+                run_id: Some("run-1".into()),
+                instance_id: Some("i-1".into()),
+                state: "completed".into(),
+                started: Some(at("2026-11-29T00:00:00Z")),
+            }],
+            stops: vec![StopCall {
+                instance_id: "i-1".into(),
+                at: at("2026-11-29T00:00:05Z"),
+                previous_state: "running".into(),
+                current_state: "stopping".into(),
+            }],
+            records: vec![Record {
+                approval_id: "a".repeat(32),
+                run_id: "run-1".into(),
+                instance_id: "i-1".into(),
+                state: "decided".into(),
+                decision: Some("approve".into()),
+                via: Some("POST".into()),
+            }],
+            posts: vec![Post {
+                instance_id: "i-1".into(),
+                approval_id: "a".repeat(32),
+                decision: "approve",
+                status: 200,
+                behaviour: "approve",
+            }],
+            emails: [("i-1".into(), 1)].into(),
+            proposed: vec!["i-1".into()],
+            outcomes: vec![json!({"instanceId": "i-1", "operation": "stop", "outcome": "done", "detail": "stopped"})],
+            reports: vec!["finops run run-1: stopped 1".into()],
+            ledger_outcomes: Some(vec![
+                json!({"instanceId": "i-1", "operation": "stop", "outcome": "done", "detail": "stopped"}),
+            ]),
+            ..RunEvidence::default()
+        }
+    }
+
+    fn broken(e: &RunEvidence) -> Vec<usize> {
+        check(e).iter().map(|v| v.invariant).collect()
+    }
+
+    #[test]
+    fn a_clean_run_breaks_nothing() {
+        assert_eq!(check(&clean()), vec![]);
+    }
+
+    #[test]
+    fn each_invariant_catches_its_failure() {
+        let mut e = clean();
+        e.records[0].via = Some("GET".into());
+        assert_eq!(broken(&e), [1]);
+
+        let mut e = clean();
+        e.posts[0].status = 502;
+        assert!(broken(&e).contains(&1), "a stop after a POST the page refused");
+
+        let mut e = clean();
+        e.snapshots[0].started = Some(at("2026-11-29T00:00:06Z"));
+        assert_eq!(broken(&e), [2]);
+        let mut e = clean();
+        e.snapshots[0].run_id = Some("run-0".into());
+        assert_eq!(broken(&e), [2]);
+
+        let mut e = clean();
+        e.snapshots.push(Snapshot { snapshot_id: "snap-2".into(), ..e.snapshots[0].clone() });
+        assert_eq!(broken(&e), [3]);
+        let mut e = clean();
+        e.stops.push(StopCall { at: at("2026-11-29T00:00:09Z"), ..e.stops[0].clone() });
+        assert_eq!(broken(&e), [3]);
+        let mut e = clean();
+        e.stops.push(StopCall {
+            previous_state: "stopped".into(),
+            current_state: "stopped".into(),
+            ..e.stops[0].clone()
+        });
+        assert_eq!(broken(&e), [], "a repeated stop that changed nothing is idempotence, not a second stop");
+        let mut e = clean();
+        e.emails.insert("i-1".into(), 2);
+        assert_eq!(broken(&e), [3]);
+        let mut e = clean();
+        e.posts.push(Post { decision: "deny", ..e.posts[0].clone() });
+        assert_eq!(broken(&e), [3], "two answers accepted for one approval");
+
+        let mut e = clean();
+        e.posts.push(Post {
+            instance_id: "i-3".into(),
+            approval_id: "b".repeat(32),
+            decision: "approve",
+            status: 200,
+            behaviour: AFTER_RUN_ENDED,
+        });
+        assert!(broken(&e).contains(&4), "an answer accepted when no run waits for it");
+
+        let mut e = clean();
+        e.final_states.insert("i-1".into(), "running".into());
+        e.stops.clear();
+        e.outcomes = vec![json!({"instanceId": "i-1", "decision": "approve", "outcome": "failed", "detail": ""})];
+        e.ledger_outcomes = Some(e.outcomes.clone());
+        assert_eq!(broken(&e), [4], "an approval that vanished without a reason");
+
+        let mut e = clean();
+        e.ledger_outcomes = None;
+        assert_eq!(broken(&e), [5]);
+        let mut e = clean();
+        e.ledger_outcomes = Some(vec![json!({"instanceId": "i-1", "operation": "stop", "outcome": "failed"})]);
+        assert_eq!(broken(&e), [5], "the ledger must say what happened");
+        let mut e = clean();
+        e.reports.clear();
+        assert_eq!(broken(&e), [5]);
+
+        let mut e = clean();
+        e.proposed.push("i-2".into());
+        assert_eq!(broken(&e), [6]);
+        let mut e = clean();
+        e.made_production.insert("i-1".into());
+        assert_eq!(broken(&e), [6]);
+
+        let mut e = clean();
+        e.model_broken = true;
+        e.reasoning = (Some("converse".into()), Some(0));
+        assert_eq!(broken(&e), [7]);
+        e.reasoning = (Some("rules".into()), Some(1));
+        assert_eq!(broken(&e), []);
+    }
+
+    #[test]
+    fn a_stop_nobody_approved_breaks_the_first_invariant_even_when_moto_shows_it_running_again() {
+        let mut e = clean();
+        e.records.clear();
+        e.posts.clear();
+        e.final_states.insert("i-1".into(), "running".into());
+        assert!(broken(&e).contains(&1));
+    }
+}

@@ -1,0 +1,160 @@
+//! `make chaos`: runs `CHAOS_RUNS` complete workflows (default 50) on one moto, through the real state machine and
+//! the real handlers, each with a random fleet and a random fault plan drawn from its seed, and checks the safety
+//! invariants after every run. Prints each run's seed (replay one with `CHAOS_SEED=<seed> CHAOS_RUNS=1`), then a
+//! table of faults injected, outcomes and every invariant's violations, and exits non-zero on any violation.
+
+mod approver;
+mod fleet;
+mod functions;
+mod invariants;
+mod plan;
+mod proxy;
+mod rng;
+mod run;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use finops_local::serve;
+use finops_testkit::moto::{sdk_config, MotoServer};
+use finops_testkit::workflow::WorkflowTimings;
+
+use crate::functions::ChaosFunctions;
+use crate::invariants::INVARIANTS;
+use crate::proxy::FaultProxy;
+use crate::run::{run_one, Harness, RunResult};
+
+fn env_number(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    let parsed = value.trim().parse::<u64>().ok().or_else(|| {
+        u64::from_str_radix(value.trim().trim_start_matches("0x"), 16).ok().filter(|_| value.starts_with("0x"))
+    });
+    match parsed {
+        Some(n) => Some(n),
+        None => {
+            eprintln!("finops-chaos: {name}={value:?} is not a number");
+            std::process::exit(2);
+        }
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let runs = env_number("CHAOS_RUNS").unwrap_or(50);
+    let first_seed = env_number("CHAOS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+    eprintln!("chaos: {runs} runs from seed {first_seed} (run n uses seed {first_seed} + n; replay one with CHAOS_SEED=<its seed> CHAOS_RUNS=1)");
+
+    let lambda = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the Lambda endpoint");
+    let lambda_port = lambda.local_addr().expect("address").port();
+    let moto = MotoServer::start_with_env(&[("MOTO_PORT", lambda_port.to_string())]);
+    let moto_addr = ([127, 0, 0, 1], moto.port).into();
+    let proxy = FaultProxy::start(moto_addr, first_seed).await;
+    let functions = Arc::new(ChaosFunctions::default());
+    tokio::spawn(serve(lambda, functions.clone(), moto_addr));
+    let harness = Harness {
+        moto_port: moto.port,
+        direct: sdk_config(&moto.endpoint, "ap-southeast-2").await,
+        faulty: sdk_config(&proxy.endpoint, "ap-southeast-2").await,
+        proxy,
+        functions,
+        timings: WorkflowTimings {
+            approval_timeout_seconds: 3,
+            snapshot_poll_seconds: 1,
+            max_snapshot_checks: 5,
+            max_proposals: 10,
+            deployment_mode: "act",
+        },
+        deadline: Duration::from_secs(150),
+    };
+
+    let started = Instant::now();
+    let mut image_id = None;
+    let mut results: Vec<RunResult> = Vec::new();
+    for n in 0..runs {
+        let seed = first_seed.wrapping_add(n);
+        let r = run_one(&harness, seed, &mut image_id).await;
+        eprintln!(
+            "run {:>4} seed {seed}: {:>5.1}s (setup {:.1}s, execution {:.1}s) {:<9} fleet {} proposed {} approved {} stopped {} {:?}{} | {}",
+            n + 1,
+            r.seconds,
+            r.setup_seconds,
+            r.execution_seconds,
+            r.status,
+            r.fleet,
+            r.proposed,
+            r.approved,
+            r.stopped,
+            r.outcomes,
+            if r.violations.is_empty() { String::new() } else { format!(" VIOLATIONS {}", r.violations.len()) },
+            r.plan
+        );
+        for v in &r.violations {
+            eprintln!("     invariant {}: {}", INVARIANTS[v.invariant - 1], v.what);
+        }
+        results.push(r);
+    }
+    let total = started.elapsed().as_secs_f64();
+    print_table(&results, total, first_seed);
+    drop(moto);
+    if results.iter().any(|r| !r.violations.is_empty()) {
+        std::process::exit(1);
+    }
+}
+
+fn print_table(results: &[RunResult], seconds: f64, first_seed: u64) {
+    let runs = results.len().max(1);
+    println!(
+        "\n===== finops chaos: {} runs in {seconds:.0} s ({:.1} s a run), seeds {first_seed}..{} =====",
+        results.len(),
+        seconds / runs as f64,
+        first_seed.wrapping_add(results.len().saturating_sub(1) as u64)
+    );
+    let mut faults: BTreeMap<String, u32> = BTreeMap::new();
+    let mut behaviours: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut outcomes: BTreeMap<String, u32> = BTreeMap::new();
+    let mut statuses: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in results {
+        for (k, v) in &r.faults {
+            *faults.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &r.behaviours {
+            *behaviours.entry(k).or_default() += v;
+        }
+        for (k, v) in &r.outcomes {
+            *outcomes.entry(k.clone()).or_default() += v;
+        }
+        *statuses.entry(r.status.as_str()).or_default() += 1;
+    }
+    println!("\nfaults injected ({} in all)", faults.values().sum::<u32>());
+    for (k, v) in &faults {
+        println!("  {k:<52} {v:>6}");
+    }
+    println!("\napprover behaviours (one per approval email)");
+    for (k, v) in &behaviours {
+        println!("  {k:<52} {v:>6}");
+    }
+    println!("\noutcomes");
+    for (k, v) in &statuses {
+        println!("  runs {k:<47} {v:>6}");
+    }
+    let sum = |f: fn(&RunResult) -> usize| results.iter().map(f).sum::<usize>();
+    println!("  {:<52} {:>6}", "instances in the fleets", sum(|r| r.fleet));
+    println!("  {:<52} {:>6}", "proposals", sum(|r| r.proposed));
+    println!("  {:<52} {:>6}", "approvals accepted by the page (HTTP 200)", sum(|r| r.approved));
+    println!("  {:<52} {:>6}", "instances stopped", sum(|r| r.stopped));
+    for (k, v) in &outcomes {
+        println!("  proposal outcome {k:<35} {v:>6}");
+    }
+    println!("\ninvariants                                             violations");
+    for (i, name) in INVARIANTS.iter().enumerate() {
+        let n: usize = results.iter().map(|r| r.violations.iter().filter(|v| v.invariant == i + 1).count()).sum();
+        println!("  {name:<52} {n:>6}");
+    }
+    let failing: Vec<u64> = results.iter().filter(|r| !r.violations.is_empty()).map(|r| r.seed).collect();
+    if !failing.is_empty() {
+        println!("\nruns with violations (replay with CHAOS_SEED=<seed> CHAOS_RUNS=1): {failing:?}");
+    }
+}

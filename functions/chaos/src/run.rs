@@ -1,0 +1,303 @@
+//! One chaos run: moto reset, the workflow's AWS created as `make demo` creates it, a random fleet, the run's fault
+//! plan armed, an execution started as the schedule would, approvers answering, and then the evidence gathered from
+//! moto and checked against the invariants.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_config::SdkConfig;
+use finops_approval_callback::ApprovalCallback;
+use finops_approval_store::StoreConfig;
+use finops_core::LookbackWindow;
+use finops_local::{approval_page, LocalFunctions};
+use finops_testkit::approvals::TABLE;
+use finops_testkit::moto::http;
+use finops_testkit::scripted_model::Behaviour as ModelBehaviour;
+use finops_testkit::workflow::{substituted_definition, WorkflowEnv, WorkflowTimings};
+use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_dynamodb, aws_sdk_ec2};
+use serde_json::{json, Value};
+
+use crate::approver::Approvers;
+use crate::fleet::{self, ChaosInstance};
+use crate::functions::ChaosFunctions;
+use crate::invariants::{self, Record, RunEvidence, Snapshot, Violation};
+use crate::plan::FaultPlan;
+use crate::proxy::{FaultProxy, Outage};
+use crate::rng::Rng;
+
+/// What every run shares: one moto, the proxy in front of it, the Lambda endpoint's functions.
+pub struct Harness {
+    pub moto_port: u16,
+    /// Straight to moto: setting up and gathering evidence, never faulted.
+    pub direct: SdkConfig,
+    /// Through the fault proxy: what the functions and the approval page use.
+    pub faulty: SdkConfig,
+    pub proxy: FaultProxy,
+    pub functions: Arc<ChaosFunctions>,
+    pub timings: WorkflowTimings,
+    /// Longest a run may take before it counts as stuck.
+    pub deadline: Duration,
+}
+
+/// What one run did and broke.
+#[derive(Debug, Clone, Default)]
+pub struct RunResult {
+    pub seed: u64,
+    pub plan: String,
+    pub seconds: f64,
+    /// Reset, the workflow's AWS and the fleet.
+    pub setup_seconds: f64,
+    /// From StartExecution to its end.
+    pub execution_seconds: f64,
+    pub status: String,
+    pub fleet: usize,
+    pub proposed: usize,
+    pub approved: usize,
+    pub stopped: usize,
+    /// Outcome of each proposal ("done", "refused", "no_answer", "denied", ...), counted.
+    pub outcomes: BTreeMap<String, u32>,
+    pub faults: BTreeMap<String, u32>,
+    pub behaviours: BTreeMap<&'static str, u32>,
+    pub violations: Vec<Violation>,
+}
+
+/// The state machine as `make demo` runs it, with every retry's first wait cut to one second (the same attempts
+/// and backoff): the faults make Step Functions retry often, and runs must stay short.
+fn quick_retries(definition: &str) -> String {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::Array(retries)) = map.get_mut("Retry") {
+                    for r in retries {
+                        r["IntervalSeconds"] = json!(1);
+                    }
+                }
+                map.values_mut().for_each(walk);
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut v: Value = serde_json::from_str(definition).expect("the definition is JSON");
+    walk(&mut v);
+    v.to_string()
+}
+
+pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> RunResult {
+    let started = Instant::now();
+    let mut rng = Rng::new(seed);
+    let (mut fleet_rng, mut plan_rng, approver_rng) = (rng.fork(1), rng.fork(2), rng.fork(3));
+    let plan = FaultPlan::draw(&mut plan_rng);
+    let (status, body) = http(h.moto_port, "POST", "/moto-api/reset", "").expect("reset moto");
+    assert_eq!(status, 200, "moto reset: {body}");
+
+    let env = WorkflowEnv::create(h.moto_port, &h.direct, &h.timings).await;
+    env.plumbing
+        .sfn
+        .update_state_machine()
+        .state_machine_arn(&env.state_machine_arn)
+        .definition(quick_retries(&substituted_definition(&env.report_topic_arn, &h.timings)))
+        .send()
+        .await
+        .expect("update the state machine");
+    env.model.set_behaviour(plan.model);
+
+    // A fresh approval page per run, as a cold Lambda: it reads the signing secret again.
+    let page = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the approval page");
+    let page_port = page.local_addr().expect("address").port();
+    let base_url = format!("http://127.0.0.1:{page_port}");
+    let vars = env.function_vars(&base_url);
+    let store = StoreConfig::from_vars(vars.clone()).expect("store settings");
+    let page_task = tokio::spawn(approval_page::serve(page, Arc::new(ApprovalCallback::new(&h.faulty, store))));
+    let functions = LocalFunctions::new(&h.faulty, &vars).expect("the functions' environment");
+    h.functions.install(functions, plan.steps.clone(), seed ^ 0x5EED);
+
+    let ec2 = aws_sdk_ec2::Client::new(&h.direct);
+    let cw = aws_sdk_cloudwatch::Client::new(&h.direct);
+    if image_id.is_none() {
+        *image_id = Some(finops_testkit::seed::linux_image_id(&ec2).await);
+    }
+    let window = LookbackWindow::ending_before(chrono::Utc::now(), 14);
+    let fleet =
+        fleet::seed(&mut fleet_rng, plan.fleet_size, &ec2, &cw, image_id.as_deref().unwrap_or(""), &window).await;
+
+    let outages = plan
+        .secret_outage
+        .map(|(from, len)| {
+            let start = Instant::now() + Duration::from_secs_f64(from);
+            vec![Outage { operation: "GetSecretValue", from: start, until: start + Duration::from_secs_f64(len) }]
+        })
+        .unwrap_or_default();
+    h.proxy.set_plan(plan.api.clone(), outages, seed ^ 0xFA17);
+
+    let setup_seconds = started.elapsed().as_secs_f64();
+    let run_id = format!("chaos-{seed:016x}");
+    let execution = env.start_with(&run_id, &json!({"regions": plan.regions, "mode": "act", "lookbackDays": 14})).await;
+    let timeout = Duration::from_secs(u64::from(h.timings.approval_timeout_seconds));
+    let mut approvers = Approvers::new(page_port, base_url, timeout, approver_rng, ec2.clone(), cw.clone());
+    let deadline = Instant::now() + h.deadline;
+    let (status, output) = loop {
+        while let Some(email) = env.plumbing.try_next_email().await {
+            approvers.on_email(&email).await;
+        }
+        let d = env.plumbing.sfn.describe_execution().execution_arn(&execution).send().await.expect("describe");
+        if d.status().as_str() != "RUNNING" {
+            break (d.status().as_str().to_owned(), d.output().and_then(|o| serde_json::from_str(o).ok()));
+        }
+        if Instant::now() > deadline {
+            let _ = env.plumbing.sfn.stop_execution().execution_arn(&execution).send().await;
+            break ("STUCK".to_owned(), None);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    let execution_seconds = started.elapsed().as_secs_f64() - setup_seconds;
+    h.proxy.calm();
+    approvers.after_run().await;
+    // Anything still on its way: an email sent late, a stop after the end (neither should happen).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Some(email) = env.plumbing.try_next_email().await {
+        approvers.on_email(&email).await;
+    }
+    approvers.after_run().await;
+    page_task.abort();
+
+    let output = output.unwrap_or(Value::Null);
+    let mut evidence = gather(h, &env, &run_id, &fleet, &output).await;
+    evidence.status = status.clone();
+    evidence.posts = approvers.posts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    evidence.emails = approvers.emails.clone();
+    evidence.made_production = approvers.made_production.clone();
+    evidence.model_broken = plan.model != ModelBehaviour::Script;
+    let violations = invariants::check(&evidence);
+
+    let mut faults = h.proxy.injected();
+    faults.extend(h.functions.injected());
+    if plan.model != ModelBehaviour::Script {
+        faults.insert(format!("model {:?}", plan.model), 1);
+    }
+    if plan.secret_outage.is_some() {
+        faults.insert("secret unreadable for a while".into(), 1);
+    }
+    let mut outcomes = BTreeMap::new();
+    for o in &evidence.outcomes {
+        *outcomes.entry(o["outcome"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+    }
+    RunResult {
+        seed,
+        plan: plan.describe(),
+        seconds: started.elapsed().as_secs_f64(),
+        setup_seconds,
+        execution_seconds,
+        status,
+        fleet: fleet.len(),
+        proposed: evidence.proposed.len(),
+        approved: evidence.posts.iter().filter(|p| p.decision == "approve" && p.status == 200).count(),
+        stopped: evidence.stops.iter().filter(|s| s.changed_state()).count(),
+        outcomes,
+        faults,
+        behaviours: approvers.behaviours.clone(),
+        violations,
+    }
+}
+
+/// The report topic's messages (its SQS subscription): waits up to 3 s for the first, then takes what is there.
+async fn drain_reports(config: &SdkConfig, queue_url: &str) -> Vec<String> {
+    let sqs = finops_testkit::aws_sdk_sqs::Client::new(config);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut reports = Vec::new();
+    loop {
+        let out = sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).send().await;
+        let messages = out.map(|o| o.messages().to_vec()).unwrap_or_default();
+        if messages.is_empty() && (!reports.is_empty() || Instant::now() > deadline) {
+            return reports;
+        }
+        for m in messages {
+            reports.push(m.body().unwrap_or_default().to_owned());
+            let _ = sqs
+                .delete_message()
+                .queue_url(queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await;
+        }
+        if reports.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Everything the invariants read, from moto and the proxy's log, with no faults in the way.
+async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInstance], output: &Value) -> RunEvidence {
+    let ec2 = aws_sdk_ec2::Client::new(&h.direct);
+    let mut final_states = BTreeMap::new();
+    let described = ec2.describe_instances().send().await.expect("describe instances");
+    for i in described.reservations().iter().flat_map(|r| r.instances()) {
+        let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default();
+        final_states.insert(i.instance_id().unwrap_or_default().to_owned(), state);
+    }
+    let snapshots = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .expect("describe snapshots")
+        .snapshots()
+        .iter()
+        .map(|s| {
+            let tag = |k: &str| s.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value()).map(str::to_owned);
+            Snapshot {
+                snapshot_id: s.snapshot_id().unwrap_or_default().to_owned(),
+                volume_id: s.volume_id().unwrap_or_default().to_owned(),
+                run_id: tag("finops:run-id"),
+                instance_id: tag("finops:instance-id"),
+                state: s.state().map(|st| st.as_str().to_owned()).unwrap_or_default(),
+                started: s.start_time().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+            }
+        })
+        .collect();
+    let ddb = aws_sdk_dynamodb::Client::new(&h.direct);
+    let items = ddb.scan().table_name(TABLE).send().await.expect("scan approvals").items().to_vec();
+    let text = |item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, k: &str| {
+        item.get(k).and_then(|v| v.as_s().ok()).cloned()
+    };
+    let records = items
+        .iter()
+        .map(|item| Record {
+            approval_id: text(item, "approvalId").unwrap_or_default(),
+            run_id: text(item, "runId").unwrap_or_default(),
+            instance_id: text(item, "instanceId").unwrap_or_default(),
+            state: text(item, "state").unwrap_or_default(),
+            decision: text(item, "decision"),
+            via: text(item, "decidedVia"),
+        })
+        .collect();
+    let reports = drain_reports(&h.direct, &env.report_queue_url).await;
+    let ledger = env.ledger(run_id).await;
+    let ledger_outcomes = ledger
+        .get("outcomes")
+        .and_then(|v| v.as_s().ok())
+        .map(|s| serde_json::from_str::<Vec<Value>>(s).unwrap_or_default())
+        .or_else(|| (!ledger.is_empty()).then(Vec::new));
+    let proposed = output["policy"]["proposals"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["instanceId"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    RunEvidence {
+        run_id: run_id.to_owned(),
+        fleet: fleet.to_vec(),
+        final_states,
+        snapshots,
+        stops: h.proxy.stops(),
+        records,
+        proposed,
+        outcomes: output["outcomes"].as_array().cloned().unwrap_or_default(),
+        reports,
+        ledger_outcomes,
+        reasoning: (
+            output["reasoning"]["output"]["backend"].as_str().map(str::to_owned),
+            output["reasoning"]["output"]["fallbacks"].as_u64(),
+        ),
+        ..RunEvidence::default()
+    }
+}
