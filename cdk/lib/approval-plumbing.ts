@@ -7,7 +7,10 @@ import type { FinopsConfig } from "./config.ts";
 import { acknowledge } from "./nag.ts";
 
 /** The attributes of a pending approval record (functions/approval-store: DynamoApprovals::put_pending). */
-export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "instanceId", "createdAt", "expiresAt", "ttl", "state"] as const;
+export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "instanceId", "createdAt", "expiresAt", "ttl", "state", "emailStatus"] as const;
+/// What a retried or redelivered request may change in an existing record: the task token it waits on, and whether
+/// its email went out. Never the state or a decision.
+export const RENEWED_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "emailStatus"] as const;
 
 export interface ApprovalPlumbingProps {
   config: FinopsConfig;
@@ -77,6 +80,16 @@ export class ApprovalPlumbing extends Construct {
         conditions: { "ForAllValues:StringEquals": { "dynamodb:Attributes": [...PENDING_APPROVAL_ATTRIBUTES] } },
       }),
     );
+    requestApproval.addToRolePolicy(
+      new iam.PolicyStatement({
+        sid: "RenewPendingApprovalsOnly",
+        actions: ["dynamodb:UpdateItem"],
+        resources: [approvals.tableArn],
+        conditions: { "ForAllValues:StringEquals": { "dynamodb:Attributes": [...RENEWED_APPROVAL_ATTRIBUTES] } },
+      }),
+    );
+    // A retried request reads the record it renewed, to tell a pending approval from an answered one.
+    approvals.grant(requestApproval, "dynamodb:GetItem");
     approvals.grant(approvalCallback, "dynamodb:GetItem", "dynamodb:UpdateItem");
     // The actions step verifies the decision in the table before it acts; it can read it, never write it.
     approvals.grant(actions, "dynamodb:GetItem");

@@ -134,16 +134,17 @@ test("only the configured approvers can ever be subscribed to the approval topic
   assert.equal(await subscribe("sqs", `arn:aws:sqs:${REGION}:${ACCOUNT}:tap`), "ExplicitlyDenied");
 });
 
-test("the approval request step can create pending records but never write a decision", async () => {
+test("the approval request step can create pending records and renew their task token, but never write a decision", async () => {
   const policies = rolePolicies(synth().template, "finops-agent request-approval");
-  const table = (rolePolicies(synth().template, "finops-agent request-approval").flatMap((p) => (p.policy as { Statement: { Sid?: string; Resource: string }[] }).Statement).find((s) => s.Sid === "PutPendingApprovalsOnly") ?? { Resource: "" }).Resource;
-  const put = async (attributes: string[]) => {
+  const statements = policies.flatMap((p) => (p.policy as { Statement: { Sid?: string; Resource: string }[] }).Statement);
+  const table = (statements.find((s) => s.Sid === "PutPendingApprovalsOnly") ?? { Resource: "" }).Resource;
+  const write = async (action: string, attributes: string[]) => {
     const result = await runSimulation(
       {
         identityPolicies: policies as never,
         serviceControlPolicies: [],
         resourceControlPolicies: [],
-        request: { action: "dynamodb:PutItem", principal: `arn:aws:iam::${ACCOUNT}:role/finops-request-approval`, resource: { resource: table, accountId: ACCOUNT }, contextVariables: { "dynamodb:Attributes": attributes } },
+        request: { action, principal: `arn:aws:iam::${ACCOUNT}:role/finops-request-approval`, resource: { resource: table, accountId: ACCOUNT }, contextVariables: { "dynamodb:Attributes": attributes } },
       },
       {},
     );
@@ -152,13 +153,19 @@ test("the approval request step can create pending records but never write a dec
   };
   // The attributes the Rust code writes when it creates a record: exactly those IAM allows.
   const source = readFileSync(new URL("../../functions/approval-store/src/lib.rs", import.meta.url), "utf8");
-  const putPending = source.slice(source.indexOf("async fn put_pending"), source.indexOf(".condition_expression(\"attribute_not_exists"));
-  const pending = [...putPending.matchAll(/\.item\("([A-Za-z]+)"/g)].map((m) => m[1]);
+  const claim = source.slice(source.indexOf("async fn claim_pending"), source.indexOf(".condition_expression(\"attribute_not_exists"));
+  const pending = [...claim.matchAll(/\.item\("([A-Za-z]+)"/g)].map((m) => m[1]);
   assert.deepEqual(new Set(pending), new Set(PENDING_APPROVAL_ATTRIBUTES));
-  assert.equal(await put(pending), "Allowed");
-  for (const forged of ["decision", "approver", "decidedAt", "decidedVia"]) {
-    assert.equal(await put([...pending, forged]), "ImplicitlyDenied", forged);
+  assert.equal(await write("dynamodb:PutItem", pending), "Allowed");
+  // What a retry changes: the task token (claim_pending) and the email's status (mark_email, reclaim_unsent_email).
+  for (const update of [["approvalId", "taskToken"], ["approvalId", "emailStatus"]]) {
+    assert.equal(await write("dynamodb:UpdateItem", update), "Allowed", update.join());
   }
+  for (const forged of ["decision", "approver", "decidedAt", "decidedVia", "state"]) {
+    assert.equal(await write("dynamodb:PutItem", [...pending, forged === "state" ? "lateAnswer" : forged]), "ImplicitlyDenied", forged);
+    assert.equal(await write("dynamodb:UpdateItem", ["approvalId", "taskToken", forged]), "ImplicitlyDenied", forged);
+  }
+  assert.equal(await write("dynamodb:DeleteItem", ["approvalId"]), "ImplicitlyDenied", "it never removes a record");
 });
 
 test("every policy document IAM will receive holds only Latin-1 and fits IAM's size limits", () => {

@@ -184,6 +184,30 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
     assert_eq!(h.records.get(&id).await.unwrap().unwrap().approver.as_deref(), Some("ana@example.com"));
 }
 
+/// Step Functions retried the request step (its first answer was lost): the retry waits on a new task token. The
+/// table keeps one record and the approvers one email, whose link answers the task the execution waits on now.
+#[tokio::test]
+async fn a_retried_request_keeps_one_email_and_its_link_reaches_the_live_task() {
+    let moto = moto().await;
+    let h = harness(&moto).await;
+    let sm = h.plumbing.waiting_state_machine("approval-wait", 120).await;
+    let (execution, token) = h.plumbing.start_waiting(&sm, "run-retried").await;
+    let first = h.request("token-of-the-attempt-that-failed", &execution, 3600).await;
+    let email = h.plumbing.next_email().await;
+    let retry = h.request(&token, &execution, 3600).await;
+    assert_eq!(retry, first, "one record");
+    let record = h.records.get(&first).await.unwrap().unwrap();
+    assert_eq!(record.task_token, token, "the live task's token");
+    let out = h.plumbing.sqs.receive_message().queue_url(&h.plumbing.email_queue_url).wait_time_seconds(1).send().await;
+    assert!(out.unwrap().messages().is_empty(), "no second email");
+
+    let done = h.call("POST", &link_for(&email, "Approve"), "decision=approve&approver=ana").await;
+    assert_eq!(done.status, 200, "{}", done.body);
+    let (status, states) = h.plumbing.finished(&execution).await;
+    assert_eq!(status, "SUCCEEDED");
+    assert!(states.contains(&"Approved".to_string()), "{states:?}");
+}
+
 #[tokio::test]
 async fn bad_links_get_4xx_pages_and_change_nothing() {
     let moto = moto().await;

@@ -36,6 +36,31 @@ impl ApprovalState {
     }
 }
 
+/// Whether the approval email went out, as far as the request step knows: a retried request sends it again only
+/// when it is known not to have gone out, so approvers get at most one email per proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailStatus {
+    /// Being sent, or the answer was lost (it may have gone out): never sent again.
+    Sending,
+    Sent,
+    /// SNS refused it (throttled): nothing went out, and a retry may send it.
+    Unsent,
+}
+
+impl EmailStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Unsent => "unsent",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Sending, Self::Sent, Self::Unsent].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRecord {
@@ -61,6 +86,13 @@ pub struct ApprovalRecord {
     /// A decision that arrived after the workflow stopped waiting: kept for the audit trail, never a decision.
     #[serde(default)]
     pub late_answer: Option<String>,
+    /// Whether the approval email went out. Records written before it was kept count as sent.
+    #[serde(default = "email_sent")]
+    pub email: EmailStatus,
+}
+
+fn email_sent() -> EmailStatus {
+    EmailStatus::Sent
 }
 
 impl ApprovalRecord {
@@ -89,6 +121,7 @@ impl ApprovalRecord {
             source_ip: None,
             decided_via: None,
             late_answer: None,
+            email: EmailStatus::Sending,
         }
     }
 
@@ -142,7 +175,8 @@ pub enum Claim {
     /// No record had this id: it is stored, and the caller sends the one email.
     Created,
     /// A pending record had this id (Step Functions retried or redelivered the request): its task token is now the
-    /// new one, the one the execution waits on; its email went out with the first delivery, so none is sent again.
+    /// new one, the one the execution waits on. Its email went out with an earlier delivery (or may have: see
+    /// [`EmailStatus`]), so none is sent again unless it is known not to have gone out.
     Renewed(ApprovalRecord),
     /// The record was already decided or expired: an earlier delivery's approval was answered (its answer went to
     /// a task that no longer waits, so the callback marks it expired). Nothing is sent; this attempt waits out its
@@ -154,13 +188,15 @@ pub enum Claim {
 pub trait ApprovalRecords: ApprovalReader {
     /// Stores `record` unless its id exists; a pending record with the id gets `record`'s task token. See [`Claim`].
     fn claim_pending(&self, record: &ApprovalRecord) -> impl Future<Output = Result<Claim, FinopsError>> + Send;
-    /// Removes a pending record this delivery created (its email could not be sent), so a retry starts afresh.
-    /// Only while it is pending with this task token.
-    fn withdraw_pending(
+    /// Records whether the email went out (after the publish).
+    fn mark_email(
         &self,
         approval_id: &str,
-        task_token: &str,
+        status: EmailStatus,
     ) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// Takes over an email known not to have gone out (`unsent` becomes `sending`): true for the one delivery that
+    /// may now send it.
+    fn reclaim_unsent_email(&self, approval_id: &str) -> impl Future<Output = Result<bool, FinopsError>> + Send;
     /// The single-use flip from `pending` to `decided`, only while the record has not expired.
     fn decide(
         &self,
@@ -251,6 +287,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<ApprovalRecord, F
         source_ip: text("sourceIp"),
         decided_via: text("decidedVia"),
         late_answer: text("lateAnswer"),
+        email: text("emailStatus").as_deref().and_then(EmailStatus::parse).unwrap_or(EmailStatus::Sent),
     })
 }
 
@@ -286,6 +323,7 @@ impl ApprovalRecords for DynamoApprovals {
             .item("expiresAt", n(r.expires_at))
             .item("ttl", n(r.expires_at + RECORD_RETENTION_SECONDS))
             .item("state", s(ApprovalState::Pending.as_str()))
+            .item("emailStatus", s(EmailStatus::Sending.as_str()))
             .condition_expression("attribute_not_exists(approvalId)")
             .send()
             .await;
@@ -294,52 +332,70 @@ impl ApprovalRecords for DynamoApprovals {
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
             Err(e) => return Err(FinopsError::from_sdk("DynamoDB", "PutItem", e)),
         }
+        // Only the task token is written (IAM lets this step write nothing else of an existing record); the record
+        // is then read to tell a pending one from a settled one.
         let renewed = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("approvalId", s(&r.approval_id))
             .update_expression("SET taskToken = :token")
-            .condition_expression("#state = :pending")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":pending", s(ApprovalState::Pending.as_str()))
+            .condition_expression("attribute_exists(approvalId)")
             .expression_attribute_values(":token", s(&r.task_token))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await;
         match renewed {
-            Ok(out) => Ok(Claim::Renewed(from_item(out.attributes().unwrap_or(&HashMap::new()))?)),
+            Ok(_) => {}
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
-                match self.get(&r.approval_id).await? {
-                    Some(existing) => Ok(Claim::Settled(existing)),
-                    // Withdrawn between the two writes: the step's retry claims it again from the start.
-                    None => Err(FinopsError::Transient {
-                        service: "DynamoDB",
-                        operation: "UpdateItem",
-                        message: format!("approval {} was withdrawn while it was claimed", r.approval_id),
-                    }),
-                }
+                return Err(FinopsError::Transient {
+                    service: "DynamoDB",
+                    operation: "UpdateItem",
+                    message: format!("approval {} vanished while it was claimed", r.approval_id),
+                })
             }
-            Err(e) => Err(FinopsError::from_sdk("DynamoDB", "UpdateItem", e)),
+            Err(e) => return Err(FinopsError::from_sdk("DynamoDB", "UpdateItem", e)),
+        }
+        match self.get(&r.approval_id).await? {
+            Some(existing) if existing.state == ApprovalState::Pending => Ok(Claim::Renewed(existing)),
+            Some(existing) => Ok(Claim::Settled(existing)),
+            None => Err(FinopsError::Transient {
+                service: "DynamoDB",
+                operation: "GetItem",
+                message: format!("approval {} vanished while it was claimed", r.approval_id),
+            }),
         }
     }
 
-    async fn withdraw_pending(&self, approval_id: &str, task_token: &str) -> Result<(), FinopsError> {
-        let result = self
-            .client
-            .delete_item()
+    async fn mark_email(&self, approval_id: &str, status: EmailStatus) -> Result<(), FinopsError> {
+        self.client
+            .update_item()
             .table_name(&self.table)
             .key("approvalId", s(approval_id))
-            .condition_expression("#state = :pending AND taskToken = :token")
-            .expression_attribute_names("#state", "state")
-            .expression_attribute_values(":pending", s(ApprovalState::Pending.as_str()))
-            .expression_attribute_values(":token", s(task_token))
+            .update_expression("SET emailStatus = :status")
+            .condition_expression("attribute_exists(approvalId)")
+            .expression_attribute_values(":status", s(status.as_str()))
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("DynamoDB", "UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn reclaim_unsent_email(&self, approval_id: &str) -> Result<bool, FinopsError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .update_expression("SET emailStatus = :sending")
+            .condition_expression("emailStatus = :unsent")
+            .expression_attribute_values(":sending", s(EmailStatus::Sending.as_str()))
+            .expression_attribute_values(":unsent", s(EmailStatus::Unsent.as_str()))
             .send()
             .await;
         match result {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(FinopsError::from_sdk("DynamoDB", "DeleteItem", e)),
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(FinopsError::from_sdk("DynamoDB", "UpdateItem", e)),
         }
     }
 
@@ -481,12 +537,21 @@ impl ApprovalRecords for MemoryApprovals {
         }
     }
 
-    async fn withdraw_pending(&self, approval_id: &str, task_token: &str) -> Result<(), FinopsError> {
-        let mut records = self.lock();
-        if records.get(approval_id).is_some_and(|r| r.state == ApprovalState::Pending && r.task_token == task_token) {
-            records.remove(approval_id);
+    async fn mark_email(&self, approval_id: &str, status: EmailStatus) -> Result<(), FinopsError> {
+        if let Some(r) = self.lock().get_mut(approval_id) {
+            r.email = status;
         }
         Ok(())
+    }
+
+    async fn reclaim_unsent_email(&self, approval_id: &str) -> Result<bool, FinopsError> {
+        Ok(match self.lock().get_mut(approval_id) {
+            Some(r) if r.email == EmailStatus::Unsent => {
+                r.email = EmailStatus::Sending;
+                true
+            }
+            _ => false,
+        })
     }
 
     async fn decide(&self, approval_id: &str, d: &Decision<'_>, now_unix: i64) -> Result<DecideResult, FinopsError> {

@@ -82,6 +82,8 @@ pub struct RunEvidence {
     pub reports: Vec<String>,
     /// The ledger's outcomes for this run, if it holds a record.
     pub ledger_outcomes: Option<Vec<Value>>,
+    /// The ledger record's status (`completed` or `failed`).
+    pub ledger_status: Option<String>,
     /// The model misbehaved for the whole run (down, throttled, garbage).
     pub model_broken: bool,
     /// What the output says about reasoning: (backend, fallbacks).
@@ -225,6 +227,10 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
     match &e.ledger_outcomes {
         None => violation(5, format!("no ledger record for a {} run", e.status)),
         Some(ledger) => {
+            let expected = if e.status == "SUCCEEDED" { "completed" } else { "failed" };
+            if e.ledger_status.as_deref() != Some(expected) {
+                violation(5, format!("a {} run is {:?} in the ledger", e.status, e.ledger_status));
+            }
             for id in &stopped {
                 if !outcome_for(ledger, id).is_some_and(says_stopped) {
                     violation(5, format!("{id} was stopped but the ledger says {:?}", outcome_for(ledger, id)));
@@ -329,6 +335,7 @@ mod tests {
             ledger_outcomes: Some(vec![
                 json!({"instanceId": "i-1", "operation": "stop", "outcome": "done", "detail": "stopped"}),
             ]),
+            ledger_status: Some("completed".into()),
             ..RunEvidence::default()
         }
     }
@@ -371,7 +378,7 @@ mod tests {
             current_state: "stopped".into(),
             ..e.stops[0].clone()
         });
-        assert_eq!(broken(&e), [], "a repeated stop that changed nothing is idempotence, not a second stop");
+        assert_eq!(broken(&e), [0usize; 0], "a repeated stop that changed nothing is idempotence, not a second stop");
         let mut e = clean();
         e.emails.insert("i-1".into(), 2);
         assert_eq!(broken(&e), [3]);
@@ -405,6 +412,13 @@ mod tests {
         let mut e = clean();
         e.reports.clear();
         assert_eq!(broken(&e), [5]);
+        let mut e = clean();
+        e.status = "FAILED".into();
+        e.final_states.insert("i-1".into(), "running".into());
+        e.stops.clear();
+        e.posts.clear();
+        e.ledger_outcomes = Some(vec![]);
+        assert_eq!(broken(&e), [5], "a failed run recorded as completed");
 
         let mut e = clean();
         e.proposed.push("i-2".into());
@@ -418,7 +432,7 @@ mod tests {
         e.reasoning = (Some("converse".into()), Some(0));
         assert_eq!(broken(&e), [7]);
         e.reasoning = (Some("rules".into()), Some(1));
-        assert_eq!(broken(&e), []);
+        assert_eq!(broken(&e), [0usize; 0]);
     }
 
     #[test]

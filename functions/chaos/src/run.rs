@@ -294,6 +294,7 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
         outcomes: output["outcomes"].as_array().cloned().unwrap_or_default(),
         reports,
         ledger_outcomes,
+        ledger_status: ledger.get("status").and_then(|v| v.as_s().ok()).cloned(),
         reasoning: (
             output["reasoning"]["output"]["backend"].as_str().map(str::to_owned),
             output["reasoning"]["output"]["fallbacks"].as_u64(),

@@ -136,6 +136,7 @@ async fn recommend_mode_reports_and_does_nothing() {
     );
     let ledger = w.ledger("run-recommend").await;
     assert_eq!(ledger["proposalCount"].as_n().unwrap(), "10");
+    assert_eq!(ledger["status"].as_s().unwrap(), "completed");
     let invoked = w.functions.invocations.lock().unwrap().clone();
     assert_eq!(invoked, ["finops-inventory", "finops-metrics", "finops-reasoning", "finops-policy"]);
     // The model path, as a deployment runs it: Converse, one tool call round trip, an answer that validated.
@@ -167,6 +168,10 @@ async fn a_failing_step_takes_the_catch_path_and_acts_on_nothing() {
         report.contains("stopped before acting. Nothing was stopped.") && report.contains("Finops.InjectedFailure"),
         "{report}"
     );
+    // The ledger holds every run, a failed one with its error.
+    let ledger = w.ledger("run-broken").await;
+    assert_eq!(ledger["status"].as_s().unwrap(), "failed", "{ledger:?}");
+    assert!(ledger["error"].as_s().unwrap().contains("Finops.InjectedFailure"), "{ledger:?}");
 }
 
 /// Answers approval emails as they arrive, through the real callback handler: `decide` picks the button.

@@ -10,8 +10,8 @@
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use finops_approval_store::email::{execution_console_url, render, trace_console_url, EmailLinks};
 use finops_approval_store::{
-    required_var, ApprovalRecord, ApprovalRecords, Claim, DynamoApprovals, Notifier, SecretsManagerKey, SigningKey,
-    SnsNotifier, StoreConfig,
+    required_var, ApprovalRecord, ApprovalRecords, Claim, DynamoApprovals, EmailStatus, Notifier, SecretsManagerKey,
+    SigningKey, SnsNotifier, StoreConfig,
 };
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::{approval_id_for, ApprovalAction, ApprovalLink};
@@ -95,8 +95,15 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         now.timestamp(),
         expires_at,
     );
-    match records.claim_pending(&record).await? {
-        Claim::Created => {}
+    // The window of the first delivery: a retry that sends the email sends the same links.
+    let expires_at = match records.claim_pending(&record).await? {
+        Claim::Created => expires_at,
+        Claim::Renewed(existing)
+            if existing.email == EmailStatus::Unsent && records.reclaim_unsent_email(&id).await? =>
+        {
+            tracing::info!(approval_id = id, "the earlier delivery could not send the email; sending it now");
+            existing.expires_at
+        }
         Claim::Renewed(existing) => {
             tracing::info!(
                 run_id = existing.run_id,
@@ -119,7 +126,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
             );
             return Ok(ApprovalRequestOutput { approval_id: id, expires_at: existing.expires_at, message_id: None });
         }
-    }
+    };
 
     let url = |action: ApprovalAction| ApprovalLink::sign(&key, &id, action, expires_at).url(&config.base_url);
     let (approve, deny, snooze) =
@@ -143,21 +150,24 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
     let message_id = match notifier.publish(&subject, &body).await {
         Ok(message_id) => message_id,
         Err(e @ FinopsError::Throttled { .. }) => {
-            // SNS refused it, so no email went out: remove the record, so the step's retry stores it again and sends
-            // the email. If the removal fails too, the retry finds the record, sends nothing, and the approval times
-            // out: no action.
-            if let Err(withdraw) = records.withdraw_pending(&id, &record.task_token).await {
-                tracing::error!(approval_id = id, error = %withdraw, "could not withdraw the unannounced approval");
+            // SNS refused it, so no email went out: the step's retry may send it. If this mark fails too, the retry
+            // sends nothing, and the approval times out: no action.
+            if let Err(mark) = records.mark_email(&id, EmailStatus::Unsent).await {
+                tracing::error!(approval_id = id, error = %mark, "could not record that the email was not sent");
             }
             return Err(e);
         }
         Err(e) => {
-            // The email may have gone out (SNS took it and the answer was lost): keep the record, so the retry sends
-            // no second one. If none went out, nobody answers and the approval times out: no action.
+            // The email may have gone out (SNS took it and the answer was lost): it stays `sending`, so the retry
+            // sends no second one. If none went out, nobody answers and the approval times out: no action.
             tracing::warn!(approval_id = id, error = %e, "approval email not confirmed; it is not sent again");
             return Err(e);
         }
     };
+    if let Err(e) = records.mark_email(&id, EmailStatus::Sent).await {
+        // Only the audit of the email is missing: `sending` already keeps a retry from sending another.
+        tracing::warn!(approval_id = id, error = %e, "could not record that the email was sent");
+    }
     tracing::info!(
         run_id = record.run_id,
         instance_id = record.proposal.instance_id,
@@ -310,12 +320,15 @@ mod tests {
         let err = deliver("token-attempt-1", &records, &outbox).await.unwrap_err();
         assert_eq!(err.error_name(), "Finops.Throttled", "retried by the state machine");
         let id = approval_id_for(KEY, "run-1", "i-0abc");
-        assert!(records.get(&id).await.unwrap().is_none(), "the unannounced record is withdrawn");
+        assert_eq!(records.get(&id).await.unwrap().unwrap().email, EmailStatus::Unsent, "known not to have gone out");
         let retry = deliver("token-attempt-2", &records, &outbox).await.unwrap();
         assert_eq!(retry.approval_id, id);
         assert!(retry.message_id.is_some());
         assert_eq!(outbox.0.lock().unwrap().len(), 1);
-        assert_eq!(records.get(&id).await.unwrap().unwrap().task_token, "token-attempt-2");
+        let record = records.get(&id).await.unwrap().unwrap();
+        assert_eq!((record.task_token.as_str(), record.email), ("token-attempt-2", EmailStatus::Sent));
+        deliver("token-attempt-3", &records, &outbox).await.unwrap();
+        assert_eq!(outbox.0.lock().unwrap().len(), 1, "sent once, never again");
     }
 
     #[tokio::test]
