@@ -13,6 +13,9 @@ import sys
 
 # Crates allowed to depend on the stop-capable crate: the Lambda itself and the local runner that hosts it.
 ALLOWED_DEPENDENTS = {"finops-local"}
+# Test harnesses that play a person acting on emulated AWS, and the one call each may make. finops-chaos tags an
+# instance production while its approval waits (what a colleague might do), to check the stop is then refused.
+HARNESS_CALLS = {"finops-chaos": {"create_tags"}}
 # SDK operations that change an instance or its disks, as the Rust SDK spells the calls.
 ACTING_CALLS = re.compile(r"\.(stop_instances|terminate_instances|create_snapshots|create_snapshot|create_tags|reboot_instances|modify_instance_attribute|delete_volume)\(\)")
 
@@ -36,7 +39,8 @@ def main():
         source = pathlib.Path(package["manifest_path"]).parent / "src"
         for path in sorted(source.rglob("*.rs")):
             for number, line in enumerate(path.read_text().splitlines(), 1):
-                if ACTING_CALLS.search(line):
+                found = ACTING_CALLS.search(line)
+                if found and found.group(1) not in HARNESS_CALLS.get(package["name"], set()):
                     failures.append(f"{path}:{number}: an EC2 call that acts, outside finops-actions: {line.strip()}")
     if failures:
         print("\n".join(f"capabilities: {f}" for f in failures), file=sys.stderr)
