@@ -5,7 +5,8 @@
 use chrono::{Duration, Utc};
 use finops_approval_callback::{handle, HttpRequest, HttpResponse};
 use finops_approval_store::{
-    ApprovalReader, ApprovalState, DynamoApprovals, SecretsManagerKey, SfnCallback, SnsNotifier,
+    ApprovalReader, ApprovalRecord, ApprovalRecords, ApprovalState, DecideResult, Decision, DynamoApprovals,
+    SecretsManagerKey, SfnCallback, SnsNotifier,
 };
 use finops_core::approval::{ApprovalAction, ApprovalLink};
 use finops_request_approval::{DeploymentMode, RequestConfig};
@@ -206,6 +207,36 @@ async fn a_retried_request_keeps_one_email_and_its_link_reaches_the_live_task() 
     let (status, states) = h.plumbing.finished(&execution).await;
     assert_eq!(status, "SUCCEEDED");
     assert!(states.contains(&"Approved".to_string()), "{states:?}");
+}
+
+/// Two approvers POST different decisions at the same moment, many times over: one decision is recorded each time
+/// (the conditional write is atomic in DynamoDB; the launcher keeps moto to that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_decisions_at_the_same_moment_record_exactly_one() {
+    let moto = moto().await;
+    let h = harness(&moto).await;
+    let key = finops_testkit::approvals::SIGNING_KEY.as_bytes();
+    let mut both = 0;
+    for n in 0..150 {
+        let id = finops_core::approval::approval_id_for(key, &format!("run-race-{n}"), "i-0abc");
+        let record = ApprovalRecord::pending(
+            &id,
+            "token",
+            serde_json::from_value(proposal()).unwrap(),
+            "run",
+            "arn",
+            0,
+            i64::MAX,
+        );
+        assert_eq!(h.records.claim_pending(&record).await.unwrap(), finops_approval_store::Claim::Created);
+        let decision = |action| Decision { action, approver: "ana", source_ip: None, decided_at: "t", via: "POST" };
+        let (approve, deny) = (decision(ApprovalAction::Approve), decision(ApprovalAction::Deny));
+        let (a, d) = tokio::join!(h.records.decide(&id, &approve, 1), h.records.decide(&id, &deny, 1));
+        let decided = [a.unwrap(), d.unwrap()].iter().filter(|r| matches!(r, DecideResult::Decided { .. })).count();
+        assert!(decided >= 1, "one of them decides");
+        both += usize::from(decided == 2);
+    }
+    assert_eq!(both, 0, "both decisions were recorded in {both} of 150 races");
 }
 
 #[tokio::test]

@@ -321,7 +321,7 @@ impl ApprovalRecords for DynamoApprovals {
             .item("instanceId", s(&r.proposal.instance_id))
             .item("createdAt", n(r.created_at))
             .item("expiresAt", n(r.expires_at))
-            .item("ttl", n(r.expires_at + RECORD_RETENTION_SECONDS))
+            .item("ttl", n(r.expires_at.saturating_add(RECORD_RETENTION_SECONDS)))
             .item("state", s(ApprovalState::Pending.as_str()))
             .item("emailStatus", s(EmailStatus::Sending.as_str()))
             .condition_expression("attribute_not_exists(approvalId)")
