@@ -89,6 +89,14 @@ impl Ec2Actions for SdkEc2Actions {
                     .build(),
             )
             .copy_tags_from_source(aws_sdk_ec2::types::CopyTagsFromSource::Volume)
+            // Never retried by the SDK: a CreateSnapshots whose answer was lost (a timeout, a 5xx after EC2 took it)
+            // has made its snapshots, and a blind retry makes a second set (found by `make chaos`). The step fails
+            // instead; its retry finds this run's snapshots by their tags (`run_snapshots`) before creating any.
+            .customize()
+            .config_override(
+                aws_sdk_ec2::config::Builder::default()
+                    .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled()),
+            )
             .send()
             .await
             .map_err(|e| FinopsError::from_sdk("EC2", "CreateSnapshots", e))?;

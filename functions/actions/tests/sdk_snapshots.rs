@@ -5,6 +5,9 @@ use aws_sdk_ec2::operation::describe_snapshots::DescribeSnapshotsOutput;
 use aws_sdk_ec2::types::{Snapshot, SnapshotState, Tag};
 use aws_sdk_ec2::Client;
 use finops_actions::{Ec2Actions, SdkEc2Actions};
+use finops_testkit::aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use finops_testkit::aws_smithy_runtime_api::http::StatusCode;
+use finops_testkit::aws_smithy_types::body::SdkBody;
 use finops_testkit::{aws_sdk_ec2, mock, mock_client, RuleMode};
 
 fn snapshot(id: &str, state: SnapshotState) -> Snapshot {
@@ -36,4 +39,25 @@ async fn pending_and_failed_snapshots_are_reported_as_they_are_in_the_order_aske
     assert_eq!(found[0].tags["finops:run-id"], "run-1");
     assert!(ec2.describe_snapshots("us-east-1", &[]).await.unwrap().is_empty());
     assert_eq!(snaps.num_calls(), 1, "no call for an empty list");
+}
+
+/// A CreateSnapshots answered with a 500 may have made its snapshots: the SDK must not send it again (a second set
+/// of snapshots); the step fails and its retry looks for this run's snapshots first.
+#[tokio::test]
+async fn a_create_snapshots_without_an_answer_is_not_sent_again() {
+    let lost = mock!(Client::create_snapshots).sequence().http_response(|| {
+        let body =
+            "<Response><Errors><Error><Code>InternalError</Code><Message>lost</Message></Error></Errors></Response>";
+        HttpResponse::new(StatusCode::try_from(500).unwrap(), SdkBody::from(body))
+    });
+    let lost = lost.times(3).build();
+    let client = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&lost], |c| c.retry_config(
+        aws_sdk_ec2::config::retry::RetryConfig::standard()
+            .with_max_attempts(3)
+            .with_initial_backoff(std::time::Duration::from_millis(1))
+    ));
+    let ec2 = SdkEc2Actions::from_client(client);
+    let err = ec2.create_snapshots("us-east-1", "i-1", &[("finops:run-id".into(), "run-1".into())]).await.unwrap_err();
+    assert_eq!(err.error_name(), "Finops.Transient", "{err}");
+    assert_eq!(lost.num_calls(), 1, "one CreateSnapshots, whatever the client's retry settings");
 }
