@@ -63,6 +63,7 @@ impl Harness {
             &self.notifier,
             &config,
             Utc::now(),
+            token,
             Some(trace),
         )
         .await

@@ -89,6 +89,10 @@ pub struct ApprovalRecord {
     /// Whether the approval email went out. Records written before it was kept count as sent.
     #[serde(default = "email_sent")]
     pub email: EmailStatus,
+    /// Which delivery of the request created the record (random per invocation): an SDK retry of the creating write
+    /// whose answer was lost finds its own claim, and sends the email, where another delivery finds someone else's.
+    #[serde(default)]
+    pub claim_id: String,
 }
 
 fn email_sent() -> EmailStatus {
@@ -122,7 +126,14 @@ impl ApprovalRecord {
             decided_via: None,
             late_answer: None,
             email: EmailStatus::Sending,
+            claim_id: String::new(),
         }
+    }
+
+    /// The record as one delivery of the request claims it ([`ApprovalRecord::claim_id`]).
+    pub fn claimed_by(mut self, claim_id: impl Into<String>) -> Self {
+        self.claim_id = claim_id.into();
+        self
     }
 
     /// The same record once a person decided on the confirmation page (what [`ApprovalRecords::decide`] stores).
@@ -288,6 +299,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<ApprovalRecord, F
         decided_via: text("decidedVia"),
         late_answer: text("lateAnswer"),
         email: text("emailStatus").as_deref().and_then(EmailStatus::parse).unwrap_or(EmailStatus::Sent),
+        claim_id: text("claimId").unwrap_or_default(),
     })
 }
 
@@ -324,6 +336,7 @@ impl ApprovalRecords for DynamoApprovals {
             .item("ttl", n(r.expires_at.saturating_add(RECORD_RETENTION_SECONDS)))
             .item("state", s(ApprovalState::Pending.as_str()))
             .item("emailStatus", s(EmailStatus::Sending.as_str()))
+            .item("claimId", s(&r.claim_id))
             .condition_expression("attribute_not_exists(approvalId)")
             .send()
             .await;
@@ -331,6 +344,10 @@ impl ApprovalRecords for DynamoApprovals {
             Ok(_) => return Ok(Claim::Created),
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
             Err(e) => return Err(FinopsError::from_sdk("DynamoDB", "PutItem", e)),
+        }
+        // The SDK retried this very write after its answer was lost: the record is ours, and so is the email.
+        if !r.claim_id.is_empty() && self.get(&r.approval_id).await?.is_some_and(|e| e.claim_id == r.claim_id) {
+            return Ok(Claim::Created);
         }
         // Only the task token is written (IAM lets this step write nothing else of an existing record); the record
         // is then read to tell a pending one from a settled one.
@@ -522,6 +539,7 @@ impl ApprovalRecords for MemoryApprovals {
     async fn claim_pending(&self, record: &ApprovalRecord) -> Result<Claim, FinopsError> {
         let mut records = self.lock();
         match records.get_mut(&record.approval_id) {
+            Some(existing) if !record.claim_id.is_empty() && existing.claim_id == record.claim_id => Ok(Claim::Created),
             None => {
                 records.insert(
                     record.approval_id.clone(),

@@ -67,6 +67,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
     notifier: &N,
     config: &RequestConfig,
     now: DateTime<Utc>,
+    claim_id: &str,
     trace_header: Option<&str>,
 ) -> Result<ApprovalRequestOutput, FinopsError> {
     let event: ApprovalRequestEvent = serde_json::from_value(event).map_err(|e| {
@@ -94,7 +95,8 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         event.execution_arn,
         now.timestamp(),
         expires_at,
-    );
+    )
+    .claimed_by(claim_id);
     // The window of the first delivery: a retry that sends the email sends the same links.
     let expires_at = match records.claim_pending(&record).await? {
         Claim::Created => expires_at,
@@ -227,7 +229,10 @@ impl RequestApprovalStep {
         now: DateTime<Utc>,
         trace_header: Option<&str>,
     ) -> Result<ApprovalRequestOutput, FinopsError> {
-        handle(event, &self.records, &self.key, &self.notifier, &self.config, now, trace_header).await
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| FinopsError::Configuration(format!("no randomness: {e}")))?;
+        let claim_id = hex::encode(random);
+        handle(event, &self.records, &self.key, &self.notifier, &self.config, now, &claim_id, trace_header).await
     }
 }
 
@@ -296,7 +301,7 @@ mod tests {
     ) -> Result<ApprovalRequestOutput, FinopsError> {
         let mut event = event();
         event["taskToken"] = token.into();
-        handle(event, records, &StaticKey(KEY.to_vec()), outbox, &act_config(), Utc::now(), None).await
+        handle(event, records, &StaticKey(KEY.to_vec()), outbox, &act_config(), Utc::now(), token, None).await
     }
 
     #[tokio::test]
@@ -329,6 +334,23 @@ mod tests {
         assert_eq!((record.task_token.as_str(), record.email), ("token-attempt-2", EmailStatus::Sent));
         deliver("token-attempt-3", &records, &outbox).await.unwrap();
         assert_eq!(outbox.0.lock().unwrap().len(), 1, "sent once, never again");
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_finds_its_own_claim_sends_the_email() {
+        // What the SDK's retry of the creating write meets when the first answer was lost: the record exists, and
+        // it is this delivery's.
+        let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
+        let id = approval_id_for(KEY, "run-1", "i-0abc");
+        let proposal = serde_json::from_value(event()["proposal"].clone()).unwrap();
+        records.insert(
+            ApprovalRecord::pending(&id, "token-1", proposal, "run-1", "arn", 0, i64::MAX / 2).claimed_by("token-1"),
+        );
+        let out = deliver("token-1", &records, &outbox).await.unwrap();
+        assert!(out.message_id.is_some(), "its own record: the email is sent");
+        assert_eq!(outbox.0.lock().unwrap().len(), 1);
+        deliver("token-1-duplicate", &records, &outbox).await.unwrap();
+        assert_eq!(outbox.0.lock().unwrap().len(), 1, "another delivery's claim: nothing more is sent");
     }
 
     #[tokio::test]
@@ -385,7 +407,7 @@ mod tests {
         let config = RequestConfig::from_vars(vars).unwrap();
         let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
         let key = StaticKey(b"0123456789abcdef0123456789abcdef".to_vec());
-        let result = handle(event(), &records, &key, &outbox, &config, Utc::now(), None).await;
+        let result = handle(event(), &records, &key, &outbox, &config, Utc::now(), "claim-1", None).await;
         (result, records, outbox)
     }
 
