@@ -5,7 +5,7 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed
 CARGO ?= cargo
 
-.PHONY: all demo test lint build bench clean venv browser cdk-test package
+.PHONY: all demo test lint build bench chaos clean venv browser cdk-test package
 
 all: build
 
@@ -74,6 +74,15 @@ lint: cdk/node_modules/.package-lock.json
 
 bench:
 	$(CARGO) run --release -q -p finops-bench
+
+# Complete workflows on one moto under randomized faults, each checked against the safety invariants
+# (functions/chaos). CHAOS_RUNS=1000 for the long run; CHAOS_SEED=<seed> CHAOS_RUNS=1 replays one run. The fuzz tests
+# of every parser of untrusted input run first, with FUZZ_CASES cases each (make test runs 2,000).
+CHAOS_RUNS ?= 50
+FUZZ_CASES ?= 50000
+chaos: venv
+	FINOPS_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -q --workspace --lib fuzz
+	CHAOS_RUNS=$(CHAOS_RUNS) $(CARGO) run -q -p finops-chaos
 
 clean:
 	$(CARGO) clean

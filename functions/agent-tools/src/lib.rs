@@ -488,3 +488,82 @@ where
         "promptSessionAttributes": prompt_session
     })
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! The action-group event parser under any input Bedrock (or anyone who can invoke the function) might send.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z]{0,12}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A genuine event with fields replaced by anything: the parser's edges, not only garbage.
+    fn event() -> impl Strategy<Value = Value> {
+        let field = prop_oneof![
+            Just("messageVersion"),
+            Just("apiPath"),
+            Just("httpMethod"),
+            Just("parameters"),
+            Just("requestBody"),
+            Just("sessionAttributes"),
+            Just("actionGroup"),
+        ];
+        let genuine = (prop::collection::vec((field, json_value()), 0..3), ".{0,20}").prop_map(|(changes, id)| {
+            let mut e = json!({
+                "messageVersion": "1.0", "actionGroup": "finops-tools", "apiPath": "/instances/{instance_id}/utilisation",
+                "httpMethod": "GET", "sessionId": "run-1", "parameters": [{"name": "instance_id", "type": "string", "value": id}],
+                "sessionAttributes": {}, "promptSessionAttributes": {}
+            });
+            for (k, v) in changes {
+                e[k] = v;
+            }
+            e
+        });
+        prop_oneof![json_value(), genuine]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: finops_core::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any event: no panic, always Bedrock's response envelope with a JSON body, 400 for what does not parse,
+        /// and the tool reached only with a parsed event of message version 1.0.
+        #[test]
+        fn any_event_gets_an_envelope_and_only_a_valid_one_reaches_a_tool(e in event()) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let reached = std::sync::atomic::AtomicBool::new(false);
+            let response = runtime.block_on(respond(e.clone(), |parsed| {
+                reached.store(true, std::sync::atomic::Ordering::SeqCst);
+                let id = parsed.param("instance_id");
+                async move { Ok((200, json!({"instanceId": id}))) }
+            }));
+            prop_assert_eq!(&response["messageVersion"], "1.0");
+            let status = response["response"]["httpStatusCode"].as_u64().unwrap();
+            let body = response["response"]["responseBody"]["application/json"]["body"].as_str().unwrap();
+            prop_assert!(serde_json::from_str::<Value>(body).is_ok());
+            let parsed = serde_json::from_value::<ActionGroupEvent>(e.clone());
+            let valid = parsed.as_ref().is_ok_and(|p| p.message_version == "1.0");
+            prop_assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), valid);
+            prop_assert_eq!(status, if valid { 200 } else { 400 });
+            if let Some(id) = e.get("parameters").and_then(|p| p.get(0)).and_then(|p| p.get("value")) {
+                // The validators the tools run on what they are given: any text, no panic.
+                let text = id.as_str().map(str::to_owned).unwrap_or_else(|| id.to_string());
+                let _ = (looks_like_instance_id(&text), lookback(Some(text.clone()), 14), validate_region(&text));
+            }
+        }
+    }
+}

@@ -413,4 +413,83 @@ mod tests {
         assert_eq!(page.status, 410);
         assert!(!page.body.contains("198.51.100.9"));
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A request as a browser, a scanner or an attacker might send it: the genuine link's path and query, cut,
+        /// spliced or replaced; any method; a form body that is right, wrong or garbage.
+        fn request() -> impl Strategy<Value = (String, String, String, Vec<u8>)> {
+            let method =
+                prop_oneof![Just("GET".to_string()), Just("POST".to_string()), Just("post".to_string()), "[A-Z]{0,7}"];
+            let action =
+                prop_oneof![Just(ApprovalAction::Approve), Just(ApprovalAction::Deny), Just(ApprovalAction::Snooze)];
+            // 0: anything; 1: the genuine link; 2: the genuine link cut and spliced.
+            let target = (action, 0usize..120, 0usize..8, ".{0,6}", 0u8..3, ".{0,60}", ".{0,120}").prop_map(
+                |(action, at, cut, insert, kind, path, query)| {
+                    if kind == 0 {
+                        return (path, query);
+                    }
+                    let (path, query) = link(action);
+                    if kind == 1 {
+                        return (path, query);
+                    }
+                    let whole = format!("{path}?{query}");
+                    let at = whole.char_indices().map(|(i, _)| i).nth(at % whole.chars().count()).unwrap_or(0);
+                    let end = whole[at..].char_indices().map(|(i, _)| at + i).nth(cut).unwrap_or(whole.len());
+                    let mangled = format!("{}{insert}{}", &whole[..at], &whole[end..]);
+                    let (p, q) = mangled.split_once('?').unwrap_or((&mangled, ""));
+                    (p.to_owned(), q.to_owned())
+                },
+            );
+            let decision = prop_oneof![Just("approve"), Just("deny"), Just("snooze"), Just("APPROVE"), Just("")];
+            let body = prop_oneof![
+                (decision, ".{0,30}", any::<bool>()).prop_map(|(d, who, twice)| {
+                    let mut b = format!(
+                        "decision={d}&approver={}",
+                        url::form_urlencoded::byte_serialize(who.as_bytes()).collect::<String>()
+                    );
+                    if twice {
+                        b.push_str("&decision=approve");
+                    }
+                    b.into_bytes()
+                }),
+                prop::collection::vec(any::<u8>(), 0..200)
+            ];
+            (method, target, body).prop_map(|(m, (p, q), b)| (m, p, q, b))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: finops_core::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Any request: no panic, a page that is never cached, and a decision only from a POST of the followed
+            /// link's own decision by a named approver; anything else leaves the record pending and the workflow
+            /// untold.
+            #[test]
+            fn only_a_well_formed_post_of_the_links_own_decision_decides((method, path, query, body) in request()) {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                let (r, sfn) = (records(), ScriptedSfn::default());
+                let request = HttpRequest { method: &method, path: &path, query: &query, body: &body, source_ip: None };
+                let response = runtime.block_on(handle(request, &r, &StaticKey(KEY.to_vec()), &sfn, now()));
+                prop_assert!(response.headers.iter().any(|(k, v)| *k == "cache-control" && v == "no-store"));
+                let record = runtime.block_on(r.get(ID)).unwrap().unwrap();
+                let sent = sfn.sent.lock().unwrap().len();
+                if record.state == ApprovalState::Decided {
+                    prop_assert_eq!(response.status, 200);
+                    prop_assert!(method.eq_ignore_ascii_case("POST"));
+                    let action = record.decision.unwrap();
+                    prop_assert_eq!(ApprovalLink::parse(&path, &query).unwrap().action, action);
+                    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+                    let decisions: Vec<&str> = form.iter().filter(|(k, _)| k == "decision").map(|(_, v)| v.as_str()).collect();
+                    prop_assert_eq!(decisions, [action.as_str()]);
+                    prop_assert!(!record.approver.unwrap_or_default().trim().is_empty());
+                    prop_assert_eq!(sent, 1);
+                } else {
+                    prop_assert_eq!(record.state, ApprovalState::Pending);
+                    prop_assert_eq!(sent, 0);
+                }
+            }
+        }
+    }
 }

@@ -237,11 +237,12 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
+        // Ten times the other fuzz tests' cases: parsing is fast and links are what an attacker can send.
+        #![proptest_config(ProptestConfig { cases: 10 * crate::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
         /// Arbitrary paths and queries never panic, and nothing but a correctly signed link verifies.
         #[test]
-        fn parser_and_verifier_accept_only_signed_links(path in ".{0,80}", query in ".{0,200}", now in 0i64..4_000_000_000) {
+        fn fuzz_parser_and_verifier_accept_only_signed_links(path in ".{0,80}", query in ".{0,200}", now in 0i64..4_000_000_000) {
             if let Ok(link) = ApprovalLink::parse(&path, &query) {
                 let genuine = ApprovalLink::sign(KEY, &link.id, link.action, link.expires);
                 prop_assert_eq!(link.verify(KEY, now).is_ok(), genuine.sig == link.sig && now < link.expires);
@@ -249,7 +250,7 @@ mod tests {
         }
 
         #[test]
-        fn flipping_any_signature_character_fails(pos in 0usize..64, exp in 1i64..4_000_000_000, action in 0usize..3) {
+        fn fuzz_flipping_any_signature_character_fails(pos in 0usize..64, exp in 1i64..4_000_000_000, action in 0usize..3) {
             let link = ApprovalLink::sign(KEY, ID, ApprovalAction::ALL[action], exp);
             let mut sig: Vec<u8> = link.sig.clone().into_bytes();
             sig[pos] = if sig[pos] == b'0' { b'1' } else { b'0' };

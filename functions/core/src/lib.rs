@@ -27,3 +27,9 @@ pub use progress::{ProgressEvent, ProgressSink, Silent};
 pub use steps::ObjectRef;
 pub use utilisation::{UtilisationStats, UtilisationSummary};
 pub use verdict::{Assessment, IdleVerdict};
+
+/// Cases each fuzz test runs (the property tests over every parser of untrusted input: approval links and pages,
+/// model answers, action-group events): `FINOPS_FUZZ_CASES`, default 2,000 in `make test`; `make chaos` runs more.
+pub fn fuzz_cases() -> u32 {
+    std::env::var("FINOPS_FUZZ_CASES").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(2_000)
+}

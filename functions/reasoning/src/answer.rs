@@ -274,4 +274,72 @@ mod tests {
         );
         let _ = IdleVerdict::Idle;
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces a model's answer is made of, right and wrong: real and hallucinated ids, valid and invalid
+        /// actions, confidences in and out of range, long, hostile and non-ASCII text, extra fields.
+        fn entry() -> impl Strategy<Value = String> {
+            let id = prop_oneof![Just("i-a".to_string()), Just("i-b".to_string()), "i-[0-9a-f]{1,17}", ".{0,20}"];
+            let action = prop_oneof![
+                Just("snapshot_and_stop".to_string()),
+                Just("keep".to_string()),
+                Just("rightsize".to_string()),
+                "[a-z_]{0,20}"
+            ];
+            let confidence = prop_oneof![
+                (0.0f64..=1.0).prop_map(|c| c.to_string()),
+                any::<f64>().prop_map(|c| format!("{c:?}")),
+                Just("\"0.9\"".to_string()),
+                Just("1e999".to_string()),
+                Just("null".to_string())
+            ];
+            let text = prop_oneof![".{0,80}", "[\\u{0}-\\u{ffff}]{0,40}", Just("x".repeat(600))];
+            (id, action, confidence, text, any::<bool>()).prop_map(|(id, action, confidence, text, extra)| {
+                let mut e = serde_json::json!({"instanceId": id, "action": action, "justification": text});
+                let mut s = e.to_string();
+                s.insert_str(s.len() - 1, &format!(",\"confidence\":{confidence}"));
+                if extra {
+                    e["override"] = true.into();
+                    s.insert_str(s.len() - 1, ",\"override\":true");
+                }
+                s
+            })
+        }
+
+        /// An answer: prose, a JSON answer built from pieces, or a valid answer cut or spliced at random.
+        fn answer() -> impl Strategy<Value = String> {
+            let built = || prop::collection::vec(entry(), 0..6).prop_map(|es| answer_for(&es.join(",")));
+            let mangled = (0usize..200, 0usize..40, ".{0,10}").prop_map(|(at, cut, insert)| {
+                let good = answer_for(&format!("{GOOD_A},{GOOD_B}"));
+                let at = good.char_indices().map(|(i, _)| i).nth(at % good.chars().count()).unwrap_or(0);
+                let end = good[at..].char_indices().map(|(i, _)| at + i).nth(cut).unwrap_or(good.len());
+                format!("{}{insert}{}", &good[..at], &good[end..])
+            });
+            let fenced = built().prop_map(|a| format!("```json\n{a}\n```"));
+            prop_oneof![".{0,300}", built(), mangled, fenced]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: finops_core::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Whatever the model writes: no panic, one recommendation per shortlisted instance in shortlist order,
+            /// never an id from outside it, confidences within 0..=1, justifications within the limit.
+            #[test]
+            fn any_answer_gives_one_bounded_recommendation_per_shortlisted_instance(text in answer()) {
+                let (a, b) = two();
+                let v = validate(&text, &[&a, &b], "agent", None);
+                let ids: Vec<&str> = v.recommendations.iter().map(|r| r.instance_id.as_str()).collect();
+                prop_assert_eq!(ids, ["i-a", "i-b"]);
+                prop_assert!(v.fallbacks <= 2);
+                for r in &v.recommendations {
+                    prop_assert!((0.0..=1.0).contains(&r.confidence), "{}", r.confidence);
+                    prop_assert!(r.justification.chars().count() <= MAX_JUSTIFICATION_CHARS + 200);
+                }
+                prop_assert!(v.discarded.len() <= 6);
+            }
+        }
+    }
 }
