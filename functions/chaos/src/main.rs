@@ -1,6 +1,6 @@
 //! `make chaos`: runs `CHAOS_RUNS` complete workflows (default 50) on one moto, through the real state machine and
 //! the real handlers, each with a random fleet and a random fault plan drawn from its seed, and checks the safety
-//! invariants after every run. Prints each run's seed (replay one with `CHAOS_SEED=<seed> CHAOS_RUNS=1`), then a
+//! invariants after every run, on `CHAOS_WORKERS` workers (default 2), each with its own moto. Prints each run's seed (replay one with `CHAOS_SEED=<seed> CHAOS_RUNS=1`), then a
 //! table of faults injected, outcomes and every invariant's violations, and exits non-zero on any violation.
 
 mod approver;
@@ -39,19 +39,14 @@ fn env_number(name: &str) -> Option<u64> {
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let runs = env_number("CHAOS_RUNS").unwrap_or(50);
-    let first_seed = env_number("CHAOS_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
-    });
-    eprintln!("chaos: {runs} runs from seed {first_seed} (run n uses seed {first_seed} + n; replay one with CHAOS_SEED=<its seed> CHAOS_RUNS=1)");
-
+/// One worker's AWS: a moto whose Step Functions interpreter calls this worker's Lambda endpoint, the fault proxy in
+/// front of it, and the functions that endpoint runs.
+async fn harness(proxy_seed: u64) -> (Harness, MotoServer) {
     let lambda = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the Lambda endpoint");
     let lambda_port = lambda.local_addr().expect("address").port();
     let moto = MotoServer::start_with_env(&[("MOTO_PORT", lambda_port.to_string())]);
     let moto_addr = ([127, 0, 0, 1], moto.port).into();
-    let proxy = FaultProxy::start(moto_addr, first_seed).await;
+    let proxy = FaultProxy::start(moto_addr, proxy_seed).await;
     let functions = Arc::new(ChaosFunctions::default());
     tokio::spawn(serve(lambda, functions.clone(), moto_addr));
     let harness = Harness {
@@ -69,47 +64,74 @@ async fn main() {
         },
         deadline: Duration::from_secs(150),
     };
+    (harness, moto)
+}
 
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let runs = env_number("CHAOS_RUNS").unwrap_or(50);
+    let first_seed = env_number("CHAOS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+    });
+
+    // Runs mostly wait (approval windows, retry intervals): workers, each with its own moto, share the two cores.
+    let workers = env_number("CHAOS_WORKERS").unwrap_or(2).clamp(1, 8).min(runs.max(1));
+    eprintln!("chaos: {runs} runs on {workers} workers from seed {first_seed} (run n uses seed {first_seed} + n - 1; replay one with CHAOS_SEED=<its seed> CHAOS_RUNS=1)");
     let started = Instant::now();
-    let mut image_id = None;
-    let mut results: Vec<RunResult> = Vec::new();
-    for n in 0..runs {
-        let seed = first_seed.wrapping_add(n);
-        let r = run_one(&harness, seed, &mut image_id).await;
-        eprintln!(
-            "run {:>4} seed {seed}: {:>5.1}s (setup {:.1}s, execution {:.1}s) {:<9} fleet {} proposed {} approved {} stopped {} {:?}{} | {}",
-            n + 1,
-            r.seconds,
-            r.setup_seconds,
-            r.execution_seconds,
-            r.status,
-            r.fleet,
-            r.proposed,
-            r.approved,
-            r.stopped,
-            r.outcomes,
-            if r.violations.is_empty() { String::new() } else { format!(" VIOLATIONS {}", r.violations.len()) },
-            r.plan
-        );
-        for v in &r.violations {
-            eprintln!("     invariant {}: {}", INVARIANTS[v.invariant - 1], v.what);
-        }
-        results.push(r);
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        tasks.push(tokio::spawn(async move {
+            let (harness, moto) = harness(first_seed ^ worker).await;
+            let mut image_id = None;
+            let mut results = Vec::new();
+            for n in (worker..runs).step_by(workers as usize) {
+                let seed = first_seed.wrapping_add(n);
+                let r = run_one(&harness, seed, &mut image_id).await;
+                eprintln!(
+                    "run {:>4} seed {seed}: {:>5.1}s (setup {:.1}s, execution {:.1}s) {:<9} fleet {} proposed {} approved {} stopped {} {:?}{} | {}",
+                    n + 1,
+                    r.seconds,
+                    r.setup_seconds,
+                    r.execution_seconds,
+                    r.status,
+                    r.fleet,
+                    r.proposed,
+                    r.approved,
+                    r.stopped,
+                    r.outcomes,
+                    if r.violations.is_empty() { String::new() } else { format!(" VIOLATIONS {}", r.violations.len()) },
+                    r.plan
+                );
+                for v in &r.violations {
+                    eprintln!("     invariant {}: {}", INVARIANTS[v.invariant - 1], v.what);
+                }
+                results.push((n, r));
+            }
+            drop(moto);
+            results
+        }));
     }
+    let mut results: Vec<(u64, RunResult)> = Vec::new();
+    for task in tasks {
+        results.extend(task.await.expect("a chaos worker panicked"));
+    }
+    results.sort_by_key(|(n, _)| *n);
+    let results: Vec<RunResult> = results.into_iter().map(|(_, r)| r).collect();
     let total = started.elapsed().as_secs_f64();
-    print_table(&results, total, first_seed);
-    drop(moto);
+    print_table(&results, total, first_seed, workers);
     if results.iter().any(|r| !r.violations.is_empty()) {
         std::process::exit(1);
     }
 }
 
-fn print_table(results: &[RunResult], seconds: f64, first_seed: u64) {
+fn print_table(results: &[RunResult], seconds: f64, first_seed: u64, workers: u64) {
     let runs = results.len().max(1);
+    let run_seconds: f64 = results.iter().map(|r| r.seconds).sum();
     println!(
-        "\n===== finops chaos: {} runs in {seconds:.0} s ({:.1} s a run), seeds {first_seed}..{} =====",
+        "\n===== finops chaos: {} runs in {seconds:.0} s on {workers} workers ({:.1} s of wall time a run; a run takes {:.1} s), seeds {first_seed}..{} =====",
         results.len(),
         seconds / runs as f64,
+        run_seconds / runs as f64,
         first_seed.wrapping_add(results.len().saturating_sub(1) as u64)
     );
     let mut faults: BTreeMap<String, u32> = BTreeMap::new();
