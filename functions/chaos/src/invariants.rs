@@ -260,11 +260,15 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         }
     }
 
-    // 7. A broken model: the run used the rules and says so.
+    // 7. A broken model: the run used the rules, and its output and its report say so.
     if e.model_broken && e.status == "SUCCEEDED" {
         let (backend, fallbacks) = &e.reasoning;
         if !(fallbacks.unwrap_or(0) > 0 || backend.as_deref() == Some("rules")) {
             violation(7, format!("the model was broken; the output says backend {backend:?}, fallbacks {fallbacks:?}"));
+        }
+        let said = format!("{} of the shortlist decided by the rules instead of the model", fallbacks.unwrap_or(0));
+        if fallbacks.unwrap_or(0) > 0 && !e.reports.iter().any(|r| r.contains(&said)) {
+            violation(7, format!("the model was broken and the report does not say so ({said:?})"));
         }
     }
     v
@@ -431,7 +435,9 @@ mod tests {
         e.model_broken = true;
         e.reasoning = (Some("converse".into()), Some(0));
         assert_eq!(broken(&e), [7]);
-        e.reasoning = (Some("rules".into()), Some(1));
+        e.reasoning = (Some("converse".into()), Some(1));
+        assert_eq!(broken(&e), [7], "the report does not say so");
+        e.reports.push("Reasoning: converse, 1 of the shortlist decided by the rules instead of the model".into());
         assert_eq!(broken(&e), [0usize; 0]);
     }
 

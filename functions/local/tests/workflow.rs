@@ -630,5 +630,11 @@ async fn a_model_that_answers_garbage_or_is_throttled_leaves_the_rules_in_charge
             "{behaviour:?}: {recs:?}"
         );
         assert_eq!(output["policy"]["proposalCount"], 10, "the rules still find the idle boxes");
+        // The report and the ledger say so, not only the execution's output.
+        let report = w.report().await;
+        let said = format!("{count} of the shortlist decided by the rules instead of the model");
+        assert!(report.contains(&said), "{behaviour:?}: {report}");
+        let ledger = w.ledger(&format!("run-model-{n}")).await;
+        assert_eq!(ledger["ruleFallbacks"].as_n().unwrap(), &count.to_string());
     }
 }
