@@ -184,6 +184,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             ActionRequest::Tag { run_id, proposal, decision } => {
                 self.tag(&run_id, &proposal, decision.as_ref(), now).await?
             }
+            ActionRequest::StopStatus { run_id, proposal } => self.stop_status(&run_id, &proposal).await?,
         };
         let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);
         finops_aws::xray::record_decision("finops.action", "actions", &outcome.instance_id, &decision, &run_id);
@@ -280,6 +281,25 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         let created = self.ec2.create_snapshots(&target.region, &target.instance_id, &tags).await?;
         let detail = format!("{} snapshot(s) started", created.len());
         Ok(outcome_of("snapshot", target, Outcome::Done, detail, snapshot_ids(&created)))
+    }
+
+    /// After the stop step failed: reads the live instance and says whether this run stopped it (its run-id tag and
+    /// a stopping or stopped state). Changes nothing.
+    async fn stop_status(&self, run_id: &str, target: &Target) -> Result<ActionOutcome, FinopsError> {
+        let live = self.instances.describe_instance(&target.region, &target.instance_id).await?;
+        let (outcome, detail) = match live {
+            Some(live)
+                if live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id)
+                    && ["stopping", "stopped"].contains(&live.state.as_str()) =>
+            {
+                (Outcome::AlreadyDone, format!("{} by this run (found after the stop step failed)", live.state))
+            }
+            Some(live) => {
+                (Outcome::Failed, format!("not stopped: the stop step failed; the instance is {}", live.state))
+            }
+            None => (Outcome::Failed, "not stopped: the stop step failed; the instance no longer exists".into()),
+        };
+        Ok(outcome_of("stop", target, outcome, detail, Vec::new()))
     }
 
     async fn stop(

@@ -222,6 +222,27 @@ async fn a_verified_approval_stops_once_and_names_the_recorded_approver() {
     assert_eq!(err.error_name(), "Finops.InvalidInput");
 }
 
+/// After the stop step failed (its retries spent), the state machine asks what happened: the answer reads the
+/// instance, changes nothing, and says "stopped by this run" only when it was.
+#[tokio::test]
+async fn the_stop_status_says_what_the_failed_stop_did_and_changes_nothing() {
+    let w = World::new(instance(), IDLE);
+    let status = || w.call(json!({"operation": "stop_status", "runId": "run-1", "proposal": proposal()}));
+    let before = status().await.unwrap();
+    assert_eq!((before.operation.as_str(), before.outcome), ("stop", Outcome::Failed), "{}", before.detail);
+    assert!(before.detail.contains("the instance is running"), "{}", before.detail);
+    assert!(w.ec2.stops().is_empty(), "reading changes nothing");
+    let snaps = w.snapshotted().await;
+    assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::Done);
+    let after = status().await.unwrap();
+    assert_eq!(after.outcome, Outcome::AlreadyDone, "{}", after.detail);
+    assert!(after.detail.contains("by this run"), "{}", after.detail);
+    let other_run =
+        w.call(json!({"operation": "stop_status", "runId": "run-2", "proposal": proposal()})).await.unwrap();
+    assert_eq!(other_run.outcome, Outcome::Failed, "stopped, but not by that run: {}", other_run.detail);
+    assert_eq!(w.ec2.stops(), [ID]);
+}
+
 #[tokio::test]
 async fn an_instance_that_became_busy_since_the_scan_is_not_stopped() {
     for (metrics, needle) in [

@@ -367,6 +367,12 @@ pub enum ActionRequest {
         #[serde(default)]
         decision: Option<DecisionRef>,
     },
+    /// Read only: whether this run stopped the instance, asked after the stop step failed (its retries spent), so
+    /// the report says what happened rather than what was intended.
+    StopStatus {
+        run_id: String,
+        proposal: Target,
+    },
 }
 
 impl ActionRequest {
@@ -375,7 +381,8 @@ impl ActionRequest {
             Self::Snapshot { run_id, .. }
             | Self::SnapshotStatus { run_id, .. }
             | Self::Stop { run_id, .. }
-            | Self::Tag { run_id, .. } => run_id,
+            | Self::Tag { run_id, .. }
+            | Self::StopStatus { run_id, .. } => run_id,
         }
     }
 }
@@ -391,7 +398,7 @@ pub enum Outcome {
     Refused,
     /// Snapshots still in progress.
     Pending,
-    /// Snapshots failed: nothing may be stopped.
+    /// Snapshots failed (nothing may be stopped), or the stop step failed and the instance was found not stopped.
     Failed,
 }
 
@@ -419,7 +426,8 @@ pub struct ProposalOutcome {
     pub decision: Option<String>,
     #[serde(default)]
     pub operation: Option<String>,
-    /// done, already_done, refused, denied, no_answer, snapshot_failed or failed.
+    /// done, already_done, refused, denied, no_answer, snapshot_failed, failed, or unknown (the stop step failed
+    /// and what it did could not be read: check the instance).
     pub outcome: String,
     pub detail: String,
     pub snapshot_ids: Vec<String>,
