@@ -48,7 +48,8 @@ pub struct LocalFunctions {
     policy: PolicyStep,
     request_approval: RequestApprovalStep,
     actions: ActionsStep,
-    /// Functions that fail on purpose (failure-injection tests and demos).
+    /// Functions that fail on purpose (failure-injection tests and demos): a function name, or
+    /// `finops-actions:<operation>` for one operation of the actions step.
     pub failing: Mutex<HashSet<String>>,
     /// Every invocation, in order, for tests and progress output.
     pub invocations: Mutex<Vec<String>>,
@@ -120,7 +121,12 @@ impl LocalFunctions {
     /// Runs one function; `Err((errorType, errorMessage))` as Lambda reports a function error.
     async fn invoke_untraced(&self, function: &str, payload: Value) -> Result<Value, (String, String)> {
         self.invocations.lock().unwrap_or_else(|p| p.into_inner()).push(function.to_owned());
-        if self.failing.lock().unwrap_or_else(|p| p.into_inner()).contains(function) {
+        let operation = payload["operation"].as_str().map(|op| format!("{function}:{op}"));
+        let fails = {
+            let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+            failing.contains(function) || operation.is_some_and(|op| failing.contains(&op))
+        };
+        if fails {
             return Err(("Finops.InjectedFailure".into(), format!("{function} failed on purpose")));
         }
         let now = chrono::Utc::now();

@@ -574,6 +574,31 @@ async fn ec2_snapshots(w: &Workflow, i: &SeededInstance) -> usize {
         .len()
 }
 
+/// The stop step fails through all its retries: the read-only check after it says what happened, and the outcome
+/// carries that, never "nothing stopped" by assumption.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_keeps_failing_is_followed_by_a_check_that_says_what_happened() {
+    let w = workflow(60).await;
+    w.functions.failing.lock().unwrap().insert("finops-actions:stop".into());
+    let dev = by_name(&w, "qa-perf-rig");
+    let input = serde_json::json!({
+        "entry": "single-instance", "mode": "act", "regions": ["us-east-1"], "lookbackDays": 14,
+        "instanceId": dev.instance_id, "requestedAction": "snapshot_and_stop", "requestedBy": "agent", "justification": "idle"
+    });
+    let execution = w.env.start_with("stop-fails", &input).await;
+    answer_emails(&w, 1, |_| "approve").await;
+    let (status, states, output) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    assert!(states.contains(&"Confirm Stop After Failure".to_string()), "{states:?}");
+    let outcome = &output["outcomes"][0];
+    assert_eq!(outcome["operation"], "stop", "{outcome}");
+    assert_eq!(outcome["outcome"], "failed", "{outcome}");
+    assert!(outcome["detail"].as_str().unwrap().contains("the stop step failed; the instance is running"), "{outcome}");
+    assert_eq!(instance_state(&w, dev).await.0, "running");
+    let ledger = w.ledger("stop-fails").await;
+    assert!(ledger["outcomes"].as_s().unwrap().contains("the stop step failed; the instance is running"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pressing_enter_on_the_deny_page_denies() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
