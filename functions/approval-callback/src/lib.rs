@@ -192,12 +192,30 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
     let output = serde_json::to_string(&output).expect("the task result serialises");
     let sent = match callback.send_success(&task_token, &output).await {
         Ok(sent) => sent,
-        Err(e) => {
-            // The workflow did not get the decision: undo it, so the record never says "approved" for a run that did
-            // not act, and the person can try the link again.
+        Err(e @ finops_aws::FinopsError::Throttled { .. }) => {
+            // Step Functions refused it, so the workflow did not get the decision: undo it, so the record never says
+            // "approved" for a run that did not act, and the person can try the link again.
             records.revert_decision(&link.id, &decided_at).await?;
             return Err(e);
         }
+        Err(e) => match delivered_after_all(callback, &task_token, &output, &record, now).await {
+            // The answer was lost, not the decision: the decision stands, recorded and delivered.
+            Some(sent) => {
+                tracing::warn!(approval_id = link.id, error = %e, "SendTaskSuccess answer lost; the decision was delivered");
+                sent
+            }
+            None => {
+                // Perhaps delivered, perhaps not: the decision stays recorded (the workflow may be acting on it), and
+                // the page says so. If it was not delivered, the approval times out and nothing is done.
+                tracing::error!(approval_id = link.id, error = %e, "SendTaskSuccess outcome unknown");
+                return Ok(notice(
+                    202,
+                    "Decision recorded; delivery not confirmed",
+                    "Your decision is recorded, but the workflow's answer was lost. If it did not get the decision, \
+                     nothing is done and the approval times out. Do not use the link again.",
+                ));
+            }
+        },
     };
     match sent {
         CallbackResult::Accepted => {
@@ -229,6 +247,28 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
                 "This approval timed out before your answer arrived. No action was taken.",
             ))
         }
+    }
+}
+
+/// After a SendTaskSuccess whose outcome is unknown (5xx, timeout): asks again. Accepted means the first did not
+/// arrive and this one did. "No such task" well before the approval window ends means the first did arrive (the task
+/// cannot have timed out yet, so the token was used). Anything else stays unknown (`None`).
+async fn delivered_after_all<C: TaskCallback>(
+    callback: &C,
+    task_token: &str,
+    output: &str,
+    record: &finops_approval_store::ApprovalRecord,
+    now: DateTime<Utc>,
+) -> Option<CallbackResult> {
+    let window = (record.expires_at - record.created_at).max(0);
+    // The task's own deadline is about the record's, give or take a retried request step: keep well clear of it.
+    let margin = (window / 10).clamp(2, 300);
+    match callback.send_success(task_token, output).await {
+        Ok(CallbackResult::Accepted) => Some(CallbackResult::Accepted),
+        Ok(CallbackResult::TimedOut | CallbackResult::Invalid) if now.timestamp() + margin < record.expires_at => {
+            Some(CallbackResult::Accepted)
+        }
+        _ => None,
     }
 }
 
@@ -378,13 +418,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_decision_the_workflow_did_not_get_is_rolled_back_and_can_be_retried() {
+    async fn a_decision_step_functions_refused_is_rolled_back_and_can_be_retried() {
         let r = records();
         let sfn = ScriptedSfn::default();
-        sfn.answers.lock().unwrap().push(Err(FinopsError::Transient {
+        sfn.answers.lock().unwrap().push(Err(FinopsError::Throttled {
             service: "StepFunctions",
             operation: "SendTaskSuccess",
-            message: "HTTP 503".into(),
+            message: "rate exceeded".into(),
         }));
         let failed = call("POST", ApprovalAction::Approve, "decision=approve&approver=ana", &r, &sfn).await;
         assert_eq!(failed.status, 502, "{}", failed.body);
@@ -395,6 +435,36 @@ mod tests {
         let retried = call("POST", ApprovalAction::Approve, "decision=approve&approver=ana", &r, &sfn).await;
         assert_eq!(retried.status, 200, "{}", retried.body);
         assert_eq!(r.get(ID).await.unwrap().unwrap().decision, Some(ApprovalAction::Approve));
+    }
+
+    fn lost() -> Result<CallbackResult, FinopsError> {
+        Err(FinopsError::Transient {
+            service: "StepFunctions",
+            operation: "SendTaskSuccess",
+            message: "HTTP 500".into(),
+        })
+    }
+
+    /// The answer to SendTaskSuccess was lost (a 5xx after Step Functions took it): asking again finds the token used,
+    /// well before the window ends, so the decision was delivered and stays. Undoing it would leave a stop the
+    /// record does not authorise (found by `make chaos`).
+    #[tokio::test]
+    async fn a_lost_answer_is_resolved_by_asking_again_and_a_delivered_decision_stays() {
+        for (second, status, what) in [
+            (Ok(CallbackResult::Invalid), 200, "the token was used: the first call arrived"),
+            (Ok(CallbackResult::Accepted), 200, "the first call never arrived; the second did"),
+            (lost(), 202, "still unknown: recorded, delivery not confirmed"),
+        ] {
+            let r = records();
+            let sfn = ScriptedSfn::default();
+            sfn.answers.lock().unwrap().extend([lost(), second]);
+            let page = call("POST", ApprovalAction::Approve, "decision=approve&approver=ana", &r, &sfn).await;
+            assert_eq!(page.status, status, "{what}: {}", page.body);
+            let record = r.get(ID).await.unwrap().unwrap();
+            assert_eq!(record.state, ApprovalState::Decided, "{what}");
+            assert_eq!(record.decision, Some(ApprovalAction::Approve), "{what}");
+            assert_eq!(sfn.sent.lock().unwrap().len(), 2, "{what}: asked twice, never more");
+        }
     }
 
     #[tokio::test]

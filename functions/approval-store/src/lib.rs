@@ -684,6 +684,8 @@ pub enum CallbackResult {
     Invalid,
 }
 
+/// Hands a decision to the waiting task. `Err(FinopsError::Throttled)` means Step Functions refused the call, so the
+/// task did not get it; any other error means it may have (an answer lost after Step Functions took it).
 pub trait TaskCallback: Send + Sync {
     fn send_success(
         &self,
@@ -696,21 +698,40 @@ pub struct SfnCallback {
     client: aws_sdk_sfn::Client,
 }
 
+/// Attempts of a throttled SendTaskSuccess (refused, so trying again cannot deliver it twice).
+const CALLBACK_ATTEMPTS: u32 = 4;
+
 impl SfnCallback {
+    /// SendTaskSuccess is not retried by the SDK: after an answer lost once Step Functions took the decision, the
+    /// retry meets a task that no longer waits and reads as "timed out", and the callback would then undo a
+    /// decision the workflow acted on (found by `make chaos`). Only a throttled call is tried again, here.
     pub fn new(config: &SdkConfig) -> Self {
-        Self { client: aws_sdk_sfn::Client::new(config) }
+        let conf = aws_sdk_sfn::config::Builder::from(config)
+            .retry_config(aws_sdk_sfn::config::retry::RetryConfig::disabled())
+            .build();
+        Self { client: aws_sdk_sfn::Client::from_conf(conf) }
     }
 }
 
 impl TaskCallback for SfnCallback {
     async fn send_success(&self, task_token: &str, output: &str) -> Result<CallbackResult, FinopsError> {
-        match self.client.send_task_success().task_token(task_token).output(output).send().await {
-            Ok(_) => Ok(CallbackResult::Accepted),
-            Err(e) => match e.as_service_error() {
-                Some(se) if se.is_task_timed_out() => Ok(CallbackResult::TimedOut),
-                Some(se) if se.is_task_does_not_exist() || se.is_invalid_token() => Ok(CallbackResult::Invalid),
-                _ => Err(FinopsError::from_sdk("StepFunctions", "SendTaskSuccess", e)),
-            },
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match self.client.send_task_success().task_token(task_token).output(output).send().await {
+                Ok(_) => Ok(CallbackResult::Accepted),
+                Err(e) => match e.as_service_error() {
+                    Some(se) if se.is_task_timed_out() => Ok(CallbackResult::TimedOut),
+                    Some(se) if se.is_task_does_not_exist() || se.is_invalid_token() => Ok(CallbackResult::Invalid),
+                    _ => Err(FinopsError::from_sdk("StepFunctions", "SendTaskSuccess", e)),
+                },
+            };
+            match result {
+                Err(FinopsError::Throttled { .. }) if attempt < CALLBACK_ATTEMPTS => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
+                other => return other,
+            }
         }
     }
 }

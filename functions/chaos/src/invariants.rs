@@ -120,8 +120,10 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         .map(|(id, _)| id.as_str())
         .chain(state_changing_stops.iter().map(|s| s.instance_id.as_str()))
         .collect();
+    // 200: recorded and delivered; 202: recorded, delivery not confirmed (the workflow may act on it).
+    let recorded = |p: &Post| p.status == 200 || p.status == 202;
     let accepted_approve =
-        |id: &str| e.posts.iter().any(|p| p.instance_id == id && p.decision == "approve" && p.status == 200);
+        |id: &str| e.posts.iter().any(|p| p.instance_id == id && p.decision == "approve" && recorded(p));
 
     for id in &stopped {
         // 1. A decided approve record of this run, made by POST, and an approver's POST the page accepted.
@@ -184,7 +186,7 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         violation(3, format!("{n} approval emails for {id}"));
     }
     let mut accepted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for p in e.posts.iter().filter(|p| p.status == 200) {
+    for p in e.posts.iter().filter(|p| recorded(p)) {
         accepted.entry(p.approval_id.as_str()).or_default().push(p.decision);
     }
     for (id, decisions) in accepted.iter().filter(|(_, d)| d.len() > 1) {
