@@ -70,8 +70,16 @@ const ACCESS_CODES: &[&str] = &[
     "OptInRequired",
 ];
 
-const TRANSIENT_CODES: &[&str] =
-    &["InternalError", "InternalFailure", "InternalServerError", "ServiceUnavailable", "Unavailable"];
+const TRANSIENT_CODES: &[&str] = &[
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServerException",
+    "InternalServiceFault",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "Unavailable",
+];
 
 impl FinopsError {
     pub fn error_name(&self) -> &'static str {
@@ -106,7 +114,9 @@ impl FinopsError {
                     Self::Throttled { service, operation, message }
                 } else if ACCESS_CODES.contains(&code.as_str()) || (code.is_empty() && status == 403) {
                     Self::AccessDenied { service, operation, message }
-                } else if TRANSIENT_CODES.contains(&code.as_str()) || (code.is_empty() && status >= 500) {
+                // Any 5xx is the service's fault, whatever its code (CloudWatch answers InternalServiceFault, found
+                // by `make chaos`: a run failed where a retry would have done).
+                } else if TRANSIENT_CODES.contains(&code.as_str()) || status >= 500 {
                     Self::Transient { service, operation, message }
                 } else {
                     let code = if code.is_empty() { format!("HTTP {status}") } else { code };

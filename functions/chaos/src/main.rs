@@ -102,6 +102,9 @@ async fn main() {
                     if r.violations.is_empty() { String::new() } else { format!(" VIOLATIONS {}", r.violations.len()) },
                     r.plan
                 );
+                if let Some(failure) = &r.failure {
+                    eprintln!("     failure notice: {}", failure.chars().take(400).collect::<String>());
+                }
                 for v in &r.violations {
                     eprintln!("     invariant {}: {}", INVARIANTS[v.invariant - 1], v.what);
                 }

@@ -60,6 +60,8 @@ pub struct RunResult {
     pub faults: BTreeMap<String, u32>,
     pub behaviours: BTreeMap<&'static str, u32>,
     pub violations: Vec<Violation>,
+    /// A failed run's failure notice (the report topic's message), to say why it failed.
+    pub failure: Option<String>,
 }
 
 /// The state machine as `make demo` runs it, with every retry's first wait cut to one second (the same attempts
@@ -197,6 +199,7 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
         outcomes,
         faults,
         behaviours: approvers.behaviours.clone(),
+        failure: (evidence.status != "SUCCEEDED").then(|| evidence.reports.join(" / ")),
         violations,
     }
 }

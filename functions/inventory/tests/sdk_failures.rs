@@ -185,3 +185,16 @@ async fn a_type_ec2_will_not_describe_leaves_its_instances_unknown() {
     let found = describe_region(&client, "us-east-1").await.unwrap();
     assert_eq!(found[0].instance_storage, InstanceStorage::Unknown);
 }
+
+#[tokio::test]
+async fn a_server_fault_under_a_service_specific_code_is_transient() {
+    let broken = mock!(Client::describe_instances)
+        .sequence()
+        .http_response(|| ec2_error(500, "InternalServiceFault"))
+        .times(3)
+        .build();
+    let client = mock_client!(aws_sdk_ec2, RuleMode::Sequential, [&broken], |c| c
+        .retry_config(RetryConfig::standard().with_max_attempts(3).with_initial_backoff(Duration::from_millis(1))));
+    let err = describe_region(&client, "us-east-1").await.unwrap_err();
+    assert_eq!(err.error_name(), "Finops.Transient", "a 5xx is retried by the state machine: {err}");
+}
