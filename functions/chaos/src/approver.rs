@@ -91,6 +91,19 @@ pub struct Email {
     pub snooze: String,
 }
 
+impl Email {
+    /// An answer to this email, as the evidence records it.
+    fn answer(&self, decision: &'static str, status: u16, behaviour: Behaviour) -> Post {
+        Post {
+            instance_id: self.instance_id.clone(),
+            approval_id: self.approval_id.clone(),
+            decision,
+            status,
+            behaviour: behaviour.label(),
+        }
+    }
+}
+
 pub fn parse_email(email: &str, base_url: &str) -> Option<Email> {
     let instance_id = email.lines().find_map(|l| l.trim().strip_prefix("Instance:"))?.split_whitespace().next()?;
     let link = |label: &str| -> Option<String> {
@@ -186,15 +199,9 @@ impl Approvers {
         let behaviour = Behaviour::draw(&mut self.rng);
         *self.behaviours.entry(behaviour.label()).or_default() += 1;
         let (port, posts) = (self.page_port, self.posts.clone());
-        let (instance_id, approval_id) = (email.instance_id.clone(), email.approval_id.clone());
+        let answered = email.clone();
         let record = move |posts: &Arc<Mutex<Vec<Post>>>, decision: &'static str, status: u16| {
-            lock(posts).push(Post {
-                instance_id: instance_id.clone(),
-                approval_id: approval_id.clone(),
-                decision,
-                status,
-                behaviour: behaviour.label(),
-            })
+            lock(posts).push(answered.answer(decision, status, behaviour))
         };
         let approve = email.approve.clone();
         match behaviour {
@@ -256,13 +263,7 @@ impl Approvers {
         }
         for email in self.after_end.drain(..) {
             let status = post(self.page_port, email.approve.clone(), "approve").await;
-            lock(&self.posts).push(Post {
-                instance_id: email.instance_id,
-                approval_id: email.approval_id,
-                decision: "approve",
-                status,
-                behaviour: Behaviour::AfterRunEnds.label(),
-            });
+            lock(&self.posts).push(email.answer("approve", status, Behaviour::AfterRunEnds));
         }
     }
 }
