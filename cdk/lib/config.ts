@@ -30,6 +30,8 @@ export interface FinopsConfig {
   /** Concurrent executions reserved for (and capping) the public approval callback. */
   approvalConcurrency: number;
   assetsDir: string;
+  /** The functions' architecture: `auto` follows the bootstraps `make package` built (arm64 unless built otherwise). */
+  architecture: "auto" | "arm64" | "x86_64";
 }
 
 /** Step Functions runs at most this many iterations of an inline Map at once: every approval of a run must be one. */
@@ -123,6 +125,7 @@ export function readConfig(get: (key: string) => unknown): FinopsConfig {
     reportRecipients: reportRecipients.length > 0 ? reportRecipients : approvers,
     approvalConcurrency: number("approvalConcurrency", 1, 100),
     assetsDir: text("assetsDir"),
+    architecture: get("architecture") === undefined ? "auto" : oneOf("architecture", ["auto", "arm64", "x86_64"] as const),
   };
 }
 

@@ -28,7 +28,7 @@ import { ActionsPolicy } from "./actions-policy.ts";
 import { ApprovalPlumbing } from "./approval-plumbing.ts";
 import { CONTRACT, stateMachineDefinition, taskRetryBudget } from "./definition.ts";
 import type { FinopsConfig } from "./config.ts";
-import { FUNCTIONS, type FunctionKey, StepFunctions } from "./functions.ts";
+import { FUNCTIONS, FUNCTION_KEYS, type FunctionKey, StepFunctions } from "./functions.ts";
 import { acknowledge } from "./nag.ts";
 import { REPO_ROOT } from "./paths.ts";
 import { ReasoningBackend } from "./reasoning-backend.ts";
@@ -108,7 +108,8 @@ export class FinopsStack extends Stack {
     const stateMachineArn = this.formatArn({ service: "states", resource: "stateMachine", resourceName: STATE_MACHINE_NAME, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
 
     // The functions, and each concern's variables and grants on them.
-    const fns = new StepFunctions(this, "Functions", { config, assets: resolve(REPO_ROOT, "cdk", config.assetsDir), runBucketName: runBucket.bucketName }).byKey;
+    const stepFunctions = new StepFunctions(this, "Functions", { config, assets: resolve(REPO_ROOT, "cdk", config.assetsDir), runBucketName: runBucket.bucketName });
+    const fns = stepFunctions.byKey;
     this.functions = fns;
     grantDetection(this, fns, runBucket);
     const approval = new ApprovalPlumbing(this, "ApprovalPlumbing", {
@@ -122,6 +123,7 @@ export class FinopsStack extends Stack {
       stateMachineArn,
     });
     new ActionsPolicy(this, "ActionsPolicy", { config, actions: fns.actions });
+    grantRunCost(this, fns, stepFunctions.architecture);
     new ReasoningBackend(this, "ReasoningBackend", { config, reasoning: fns.reasoning, agentTools: fns["agent-tools"], stateMachineArn });
 
     // The state machine: the ASL file rendered with this deployment's numbers; its text names are substituted by
@@ -133,6 +135,7 @@ export class FinopsStack extends Stack {
       PolicyFunctionArn: fns.policy.functionArn,
       RequestApprovalFunctionArn: fns["request-approval"].functionArn,
       ActionsFunctionArn: fns.actions.functionArn,
+      RunCostFunctionArn: fns["run-cost"].functionArn,
       ReportTopicArn: reports.topicArn,
       LedgerTableName: ledger.tableName,
       DeploymentMode: config.mode,
@@ -157,7 +160,7 @@ export class FinopsStack extends Stack {
       // Execution data would put each approval's task token (its authority) into the logs: states and errors only.
       logs: { destination: stateMachineLogs, level: sfn.LogLevel.ALL, includeExecutionData: false },
     });
-    const invoked = ["inventory", "metrics", "reasoning", "policy", "request-approval", "actions"] as const;
+    const invoked = ["inventory", "metrics", "reasoning", "policy", "request-approval", "actions", "run-cost"] as const;
     for (const key of invoked) {
       fns[key].grantInvoke(stateMachine);
       const fnId = this.getLogicalId(fns[key].node.defaultChild as lambda.CfnFunction);
@@ -175,6 +178,20 @@ export class FinopsStack extends Stack {
     new CfnOutput(this, "ReportTopicArn", { value: reports.topicArn });
     new CfnOutput(this, "ApprovalTopicArn", { value: approvalTopic.topicArn });
   }
+}
+
+/** The run-cost step reads its own execution's history (read-only, this state machine's executions only) and is told
+ * each step's memory and the architecture, to turn the history's task times into GB-seconds. */
+function grantRunCost(stack: Stack, fns: Record<FunctionKey, lambda.Function>, architecture: "arm64" | "x86_64") {
+  const runCost = fns["run-cost"];
+  const executions = stack.formatArn({ service: "states", resource: "execution", resourceName: `${STATE_MACHINE_NAME}:*`, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+  runCost.addToRolePolicy(new iam.PolicyStatement({ actions: ["states:GetExecutionHistory"], resources: [executions] }));
+  acknowledge(runCost, `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${STATE_MACHINE_NAME}:*]`, "The history of this deployment's own state machine's executions, whose names are the run ids.");
+  // Its own memory is in its own environment (AWS_LAMBDA_FUNCTION_MEMORY_SIZE): naming itself here would be a cycle.
+  const memory: Record<string, number> = {};
+  for (const key of FUNCTION_KEYS.filter((k) => k !== "run-cost")) memory[fns[key].functionName] = FUNCTIONS[key].memory;
+  runCost.addEnvironment("FINOPS_FUNCTION_MEMORY", stack.toJsonString(memory));
+  runCost.addEnvironment("FINOPS_LAMBDA_ARCHITECTURE", architecture);
 }
 
 /** The detection steps read the fleet, its metrics and prices, and share the run bucket. Describe*, GetMetricData,

@@ -1,19 +1,21 @@
 // Template assertions, cdk-nag AwsSolutions, and bad context. Stub `bootstrap` files stand in for the release
 // build (test/fixtures/lambda), so this needs no cargo-lambda and no network.
 import { strict as assert } from "node:assert";
-import { readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { Match } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { ConfigError, executionBudget, MAX_CONCURRENT_APPROVALS, REPO_ROOT } from "../lib/finops-stack.ts";
-import { allowedActions, roleStatements, synth } from "./support.ts";
+import { FUNCTIONS } from "../lib/functions.ts";
+import { ACCOUNT, allowedActions, REGION, roleStatements, synth } from "./support.ts";
 
 test("every function runs on provided.al2023 with active tracing and log retention", () => {
   const { template } = synth();
   const functions = template.findResources("AWS::Lambda::Function");
   const own = Object.values(functions).filter((f) => f.Properties.Handler === "bootstrap");
-  assert.equal(own.length, 8);
+  assert.equal(own.length, 9);
   for (const f of own) {
     assert.equal(f.Properties.Runtime, "provided.al2023");
     assert.deepEqual(f.Properties.TracingConfig, { Mode: "Active" });
@@ -63,6 +65,7 @@ test("each role is granted what its code calls and nothing more; terminate is no
     actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "dynamodb:GetItem"],
     "approval-callback": ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
     inventory: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeInstanceTypes"],
+    "run-cost": ["states:GetExecutionHistory"],
   };
   for (const [key, actions] of Object.entries(expected)) {
     const granted = [...allowedActions(template, `finops-agent ${key}`)].filter((a) => !a.startsWith("xray:") && !a.startsWith("s3:"));
@@ -75,6 +78,43 @@ test("each role is granted what its code calls and nothing more; terminate is no
   // The guard: explicit Deny statements on the actions role for every environment key, the protect tag and instance storage.
   const denies = roleStatements(template, "finops-agent actions").filter((s) => s.Effect === "Deny").map((s) => s.Sid);
   assert.deepEqual(new Set(denies), new Set(["DenyProductionEnvironment", "DenyProductionenv", "DenyProductionstage", "DenyProtected", "DenyStopWithInstanceStorage"]));
+});
+
+test("the run-cost step reads only this state machine's history and knows every step's memory and architecture", () => {
+  const { template } = synth();
+  const [statement] = roleStatements(template, "finops-agent run-cost").filter((s) => s.Action === "states:GetExecutionHistory");
+  assert.equal(statement.Resource, `arn:aws:states:${REGION}:${ACCOUNT}:execution:finops-agent:*`);
+  const functions = Object.values(template.findResources("AWS::Lambda::Function"));
+  const runCost = functions.find((f) => f.Properties.Description === "finops-agent run-cost")!;
+  const env = runCost.Properties.Environment.Variables;
+  assert.equal(env.FINOPS_LAMBDA_ARCHITECTURE, "arm64");
+  const memory = JSON.stringify(env.FINOPS_FUNCTION_MEMORY);
+  for (const key of Object.keys(FUNCTIONS).filter((k) => k !== "run-cost")) {
+    const id = Object.entries(template.findResources("AWS::Lambda::Function")).find(([, f]) => f.Properties.Description === `finops-agent ${key}`)![0];
+    assert.ok(memory.includes(id), `${key}'s name is in FINOPS_FUNCTION_MEMORY`);
+  }
+});
+
+test("the functions' architecture follows the build: arm64 by default, x86_64 when built so, a mismatch refused", () => {
+  const built = (machine: number) => {
+    const dir = mkdtempSync(join(tmpdir(), "finops-assets-"));
+    for (const key of Object.keys(FUNCTIONS)) {
+      mkdirSync(join(dir, `finops-${key}`));
+      const header = Buffer.alloc(64);
+      header.writeUInt32BE(0x7f454c46, 0);
+      header.writeUInt16LE(machine, 18);
+      writeFileSync(join(dir, `finops-${key}`, "bootstrap"), header);
+    }
+    return dir;
+  };
+  const architectures = (template: ReturnType<typeof synth>["template"]) =>
+    new Set(Object.values(template.findResources("AWS::Lambda::Function")).filter((f) => f.Properties.Handler === "bootstrap").map((f) => JSON.stringify(f.Properties.Architectures)));
+  assert.deepEqual(architectures(synth().template), new Set(['["arm64"]']), "stubs: the default");
+  assert.deepEqual(architectures(synth({ assetsDir: built(0xb7) }).template), new Set(['["arm64"]']));
+  assert.deepEqual(architectures(synth({ assetsDir: built(0x3e) }).template), new Set(['["x86_64"]']));
+  assert.deepEqual(architectures(synth({ assetsDir: built(0x3e), architecture: "x86_64" }).template), new Set(['["x86_64"]']));
+  assert.throws(() => synth({ assetsDir: built(0x3e), architecture: "arm64" }), (e: Error) => e instanceof ConfigError && /make package ARCH=arm64/.test(e.message));
+  assert.throws(() => synth({ architecture: "sparc" }), /context architecture="sparc": allowed are auto, arm64, x86_64/);
 });
 
 test("no approval is ever lost to the map's concurrency or the execution timeout", () => {

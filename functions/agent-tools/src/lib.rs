@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use finops_aws::{FinopsError, PriceBook, PriceListApi};
 use finops_core::policy::PolicyConfig;
 use finops_core::regions::validate_region;
-use finops_core::{DeploymentMode, IdleCriteria, IdleVerdict, InstanceRecord, HOURS_PER_MONTH};
+use finops_core::{DeploymentMode, IdleCriteria, IdleVerdict, InstanceRecord, MetricStages, HOURS_PER_MONTH};
 use finops_inventory::{collect_inventory, InstanceLookup, InventorySource};
 use finops_metrics::{analyse, MetricsApi};
 use serde::Deserialize;
@@ -228,8 +228,16 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi> ReadTo
                 let instances =
                     collect_inventory(&self.inventory, std::slice::from_ref(&region), &finops_core::Silent).await?;
                 let criteria = self.criteria_for(days);
-                let analysis =
-                    analyse(&self.metrics, &self.prices, &instances, &criteria, now, &finops_core::Silent).await?;
+                let analysis = analyse(
+                    &self.metrics,
+                    &self.prices,
+                    &instances,
+                    &criteria,
+                    MetricStages::Two,
+                    now,
+                    &finops_core::Silent,
+                )
+                .await?;
                 let mut found: Vec<(&InstanceRecord, &finops_core::UtilisationSummary)> = instances
                     .iter()
                     .zip(&analysis.summaries)
@@ -279,6 +287,8 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi> ReadTo
                     &self.prices,
                     std::slice::from_ref(&instance),
                     &self.criteria_for(days),
+                    // The model asked about this instance: every metric, not only what settles the verdict.
+                    MetricStages::One,
                     now,
                     &finops_core::Silent,
                 )

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use aws_sdk_pricing::types::{Filter, FilterType};
@@ -132,11 +133,18 @@ pub struct PriceBook<P> {
     api: Option<P>,
     cache: Mutex<HashMap<PriceKey, Option<Quote>>>,
     api_disabled: Mutex<Option<String>>,
+    /// GetProducts calls made by this book (a container's lifetime): a run's own cost counts them.
+    api_calls: AtomicUsize,
 }
 
 impl<P: PriceListApi> PriceBook<P> {
     pub fn new(api: Option<P>) -> Self {
-        Self { api, cache: Mutex::default(), api_disabled: Mutex::default() }
+        Self { api, cache: Mutex::default(), api_disabled: Mutex::default(), api_calls: AtomicUsize::new(0) }
+    }
+
+    /// Price List API calls made so far (cache misses while the API is usable).
+    pub fn api_calls(&self) -> usize {
+        self.api_calls.load(Ordering::Relaxed)
     }
 
     /// Why the API is not used (never configured, or its first failure).
@@ -183,9 +191,14 @@ impl<P: PriceListApi> PriceBook<P> {
         quote.map(|q| q.usd * f64::from(volume.size_gib))
     }
 
+    /// The API, when configured and not failed; taking it counts one call.
     fn usable_api(&self) -> Option<&P> {
         let disabled = self.api_disabled.lock().unwrap_or_else(|p| p.into_inner()).is_some();
-        self.api.as_ref().filter(|_| !disabled)
+        let api = self.api.as_ref().filter(|_| !disabled);
+        if api.is_some() {
+            self.api_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        api
     }
 
     fn record_failure(&self, result: Result<Option<f64>, FinopsError>) -> Option<f64> {

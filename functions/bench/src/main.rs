@@ -1,13 +1,15 @@
 //! `make bench`: the metrics handler over 10,000 instances x 14 days, fed by a synthetic CloudWatch (moto is far
-//! too slow at this scale). Prints handler CPU time, peak RSS and the number of GetMetricData calls, which must be
-//! ceil(N*M/500) for N instances and M queries per instance.
+//! too slow at this scale) in which 10 % of the fleet is idle. Prints, for two stages (the default) and one, the
+//! metrics requested per instance and their CloudWatch price, GetMetricData calls (one stage: ceil(N*M/500) for N
+//! instances and M queries per instance), handler CPU time and peak RSS, and the detection part of a run's cost.
 
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
 use finops_aws::{put_json, MemoryRunStore, PriceBook, SdkPriceList};
+use finops_core::run_cost::{Architecture, FunctionUsage, ListPrices, RunCost, RunUsage, PRICES_AS_OF};
 use finops_core::steps::InventoryDocument;
-use finops_core::{DetectionConfig, InstanceRecord};
+use finops_core::{DetectionConfig, InstanceRecord, MetricStages};
 use finops_metrics::synthetic::SyntheticMetrics;
 use finops_metrics::{handle, MetricKind, MAX_QUERIES_PER_CALL};
 use finops_testkit::{peak_rss_bytes, process_cpu_time};
@@ -33,6 +35,35 @@ fn fleet(n: usize) -> Vec<InstanceRecord> {
         .collect()
 }
 
+/// The share of the synthetic fleet that is idle or underutilised: a fleet worth scanning daily has a few idle
+/// instances, not half of them.
+const CANDIDATE_PERCENT: u64 = 10;
+/// The metrics function's memory in the CDK app (cdk/lib/functions.ts), for its GB-seconds.
+const METRICS_MEMORY_MB: u32 = 1024;
+
+struct Measured {
+    out: finops_core::steps::MetricsOutput,
+    cpu: std::time::Duration,
+    wall: std::time::Duration,
+    calls: usize,
+}
+
+/// One line of the comparison table.
+fn row(label: &str, two: String, one: String) {
+    println!("  {label:<25}{two:<28}{one}");
+}
+
+async fn measure(store: &MemoryRunStore, event: &serde_json::Value, stages: MetricStages) -> Measured {
+    let api = SyntheticMetrics::with_idle_percent(CANDIDATE_PERCENT);
+    let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
+    let config = DetectionConfig { metric_stages: stages, ..DetectionConfig::default() };
+    let cpu_before = process_cpu_time();
+    let wall = std::time::Instant::now();
+    let out = handle(event.clone(), &api, &prices, store, &config, Utc::now()).await.expect("handler");
+    let wall = wall.elapsed();
+    Measured { out, cpu: process_cpu_time() - cpu_before, wall, calls: api.calls.load(Ordering::Relaxed) }
+}
+
 fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -45,51 +76,75 @@ fn main() {
             instances: fleet(n),
         };
         let inventory = put_json(&store, "runs/bench/inventory.json", &document).await.expect("store inventory");
+        let candidates =
+            document.instances.iter().filter(|i| SyntheticMetrics::looks_idle(CANDIDATE_PERCENT, &i.instance_id)).count();
         drop(document);
         let event = serde_json::json!({"runId": "bench", "inventory": inventory});
-        let api = SyntheticMetrics::default();
-        let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
-        let config = DetectionConfig::default();
 
+        // The default (two stages) is measured first, in a fresh process, so its peak RSS is its own.
         let rss_before = peak_rss_bytes();
-        let cpu_before = process_cpu_time();
-        let wall = std::time::Instant::now();
-        let out = handle(event, &api, &prices, &store, &config, Utc::now()).await.expect("handler");
-        let wall = wall.elapsed();
-        let cpu = process_cpu_time() - cpu_before;
+        let two = measure(&store, &event, MetricStages::Two).await;
         let rss = peak_rss_bytes();
+        let one = measure(&store, &event, MetricStages::One).await;
 
         let per_instance = MetricKind::STANDARD.len();
-        let expected_calls = (n * per_instance).div_ceil(MAX_QUERIES_PER_CALL);
-        let calls = api.calls.load(Ordering::Relaxed);
-        let output_bytes = serde_json::to_vec(&out).expect("output").len();
+        let expected_one = (n * per_instance).div_ceil(MAX_QUERIES_PER_CALL);
+        let expected_two = n.div_ceil(MAX_QUERIES_PER_CALL) + (candidates * (per_instance - 1)).div_ceil(MAX_QUERIES_PER_CALL);
+        let output_bytes = serde_json::to_vec(&two.out).expect("output").len();
+        let price = |m: usize| m as f64 * ListPrices::LIST.metric_requested;
         println!(
-            "finops-bench: metrics handler, {n} instances x {} days x {per_instance} queries per instance",
-            out.window.days
+            "finops-bench: metrics handler, {n} instances x {} days, {candidates} of them ({CANDIDATE_PERCENT} %) idle or underutilised",
+            two.out.window.days
         );
-        println!(
-            "  GetMetricData calls      {calls} (ceil({n}*{per_instance}/{MAX_QUERIES_PER_CALL}) = {expected_calls})"
+        row("", "two stages (default)".into(), "one stage (FINOPS_METRIC_STAGES=one)".into());
+        let per = |m: usize| format!("{m} ({:.2} per instance)", m as f64 / n as f64);
+        row("metrics requested", per(two.out.metrics_requested), per(one.out.metrics_requested));
+        row(
+            "CloudWatch per run",
+            format!("{:.4} USD", price(two.out.metrics_requested)),
+            format!("{:.4} USD (0.01 USD per 1,000 metrics, list price of {PRICES_AS_OF})", price(one.out.metrics_requested)),
         );
-        println!("  handler CPU time         {} ms (target < 100 ms)", cpu.as_millis());
-        println!("  handler wall time        {} ms", wall.as_millis());
+        row(
+            "GetMetricData calls",
+            format!("{} (expected {expected_two})", two.calls),
+            format!("{} (ceil({n}*{per_instance}/{MAX_QUERIES_PER_CALL}) = {expected_one})", one.calls),
+        );
+        row(
+            "handler CPU time",
+            format!("{} ms", two.cpu.as_millis()),
+            format!("{} ms (target < 100 ms)", one.cpu.as_millis()),
+        );
+        row("handler wall time", format!("{} ms", two.wall.as_millis()), format!("{} ms", one.wall.as_millis()));
         println!(
             "  peak RSS                 {:.1} MB (before the handler: {:.1} MB; target < 64 MB)",
             rss as f64 / 1048576.0,
             rss_before as f64 / 1048576.0
         );
         println!("  inventory document       {:.1} MB in the run store", inventory.bytes as f64 / 1048576.0);
-        println!("  utilisation document     {:.1} MB in the run store", out.utilisation.bytes as f64 / 1048576.0);
+        println!("  utilisation document     {:.1} MB in the run store", two.out.utilisation.bytes as f64 / 1048576.0);
         println!(
             "  state output             {output_bytes} bytes ({} shortlisted, {} more in the document)",
-            out.shortlist.len(),
-            out.shortlist_omitted
+            two.out.shortlist.len(),
+            two.out.shortlist_omitted
         );
-        println!("  verdicts                 {:?}", out.verdicts);
-        if std::env::var("FINOPS_BENCH_DUMP").is_ok() {
-            let body = finops_aws::RunStore::get(&store, &out.utilisation).await.unwrap();
-            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            println!("{}\n{}", doc["summaries"][0], doc["summaries"][1]);
-        }
-        assert_eq!(calls, expected_calls, "GetMetricData calls must be ceil(N*M/500)");
+        println!("  verdicts                 {:?}", two.out.verdicts);
+        // The detection part of a run's cost at this size: the metrics function's GB-seconds at its measured wall
+        // time (the Lambda's duration; inventory, reasoning and policy add less) and the metrics requested.
+        let usage = RunUsage {
+            functions: vec![FunctionUsage {
+                function: "metrics".into(),
+                invocations: 1,
+                duration_ms: two.wall.as_millis() as u64 + 1,
+                memory_mb: METRICS_MEMORY_MB,
+            }],
+            metrics_requested: two.out.metrics_requested as u64,
+            price_list_calls: two.out.price_list_calls as u64,
+            ..RunUsage::default()
+        };
+        let cost = RunCost::of(&usage, Architecture::Arm64, n, &ListPrices::LIST);
+        println!("  detection cost per run   {}", cost.summary(&usage));
+        assert_eq!(one.calls, expected_one, "one stage: GetMetricData calls must be ceil(N*M/500)");
+        assert_eq!(two.calls, expected_two, "two stages: ceil(N/500) + ceil(candidates*(M-1)/500)");
+        assert_eq!(two.out.verdicts, one.out.verdicts, "two stages give the verdicts of one");
     });
 }

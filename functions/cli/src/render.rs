@@ -18,6 +18,7 @@ pub struct ScanReport<'a> {
     pub monthly_cost_usd: f64,
     pub monthly_saving_usd: f64,
     pub get_metric_data_calls: usize,
+    pub metrics_requested: usize,
     pub instances: Vec<ScannedInstance<'a>>,
 }
 
@@ -62,6 +63,7 @@ impl<'a> ScanReport<'a> {
             monthly_cost_usd,
             monthly_saving_usd,
             get_metric_data_calls: analysis.get_metric_data_calls,
+            metrics_requested: analysis.metrics_requested,
             instances: rows,
         }
     }
@@ -168,8 +170,8 @@ pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
     )?;
     writeln!(
         out,
-        "Estimated monthly cost ${:.2}; possible saving ${:.2}/month (stop idle, rightsize underutilised). {} GetMetricData calls.",
-        report.monthly_cost_usd, report.monthly_saving_usd, report.get_metric_data_calls
+        "Estimated monthly cost ${:.2}; possible saving ${:.2}/month (stop idle, rightsize underutilised). {} GetMetricData calls, {} metrics requested.",
+        report.monthly_cost_usd, report.monthly_saving_usd, report.get_metric_data_calls, report.metrics_requested
     )?;
     let sources: std::collections::BTreeSet<String> =
         report.instances.iter().map(|r| r.summary.cost.price_source.to_string()).collect();

@@ -74,8 +74,16 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
 
     let instances = collect_inventory(&Ec2Inventory::new(sdk.clone()), &regions, progress).await?;
     let prices = PriceBook::new((!args.offline_prices).then(|| SdkPriceList::new(&sdk)));
-    let analysis =
-        analyse(&CloudWatchMetrics::new(sdk), &prices, &instances, &config.criteria, Utc::now(), progress).await?;
+    let analysis = analyse(
+        &CloudWatchMetrics::new(sdk),
+        &prices,
+        &instances,
+        &config.criteria,
+        config.metric_stages,
+        Utc::now(),
+        progress,
+    )
+    .await?;
     let price_note = prices.api_unavailable_reason().filter(|_| !args.offline_prices);
     if let (Some(reason), false) = (&price_note, args.quiet) {
         eprintln!("pricing:   Price List API not used ({reason}); estimates use the embedded table");

@@ -59,7 +59,10 @@ async fn scan_prints_verdicts_costs_and_changes_nothing() {
     assert!(stdout.contains("1 idle, 0 underutilised, 2 active"), "{stdout}");
     assert!(stdout.contains("Nothing was changed"));
     assert!(stderr.contains("inventory: ap-southeast-2: 3 running instances"), "{stderr}");
-    assert!(stderr.contains("GetMetricData batch 1/1 (18 queries)"), "{stderr}");
+    // Two stages: the CPU average of all three, then the other five metrics of the one CPU leaves open.
+    assert!(stderr.contains("GetMetricData batch 1/1 (3 queries)"), "{stderr}");
+    assert!(stderr.contains("GetMetricData batch 1/1 (5 queries)"), "{stderr}");
+    assert!(stdout.contains("2 GetMetricData calls, 8 metrics requested"), "{stdout}");
     assert!(stderr.contains("Price List API not used"), "moto has no pricing API: {stderr}");
 
     // JSON, and AWS_ENDPOINT_URL instead of the flag.

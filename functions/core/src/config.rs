@@ -56,6 +56,18 @@ pub enum PricingMode {
     Embedded,
 }
 
+/// How the metrics step asks CloudWatch (`FINOPS_METRIC_STAGES`). CloudWatch bills GetMetricData per metric
+/// requested, and most instances are busy: `Two` asks one CPU statistic of every instance first and the other
+/// metrics only of those it does not settle ([`crate::IdleCriteria::screen`]); verdicts and reasons are the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricStages {
+    /// Every metric of every instance in one pass (six or seven per instance).
+    One,
+    #[default]
+    Two,
+}
+
 /// Longest lookback accepted: CloudWatch keeps 5-minute datapoints (which daily Maximum is computed from) for 63
 /// days.
 pub const MAX_LOOKBACK_DAYS: u32 = 63;
@@ -69,6 +81,8 @@ pub struct DetectionConfig {
     /// Most shortlist entries put into a step's output; the full shortlist is always in the run bucket.
     pub shortlist_limit: usize,
     pub pricing: PricingMode,
+    #[serde(default)]
+    pub metric_stages: MetricStages,
 }
 
 impl Default for DetectionConfig {
@@ -78,6 +92,7 @@ impl Default for DetectionConfig {
             run_bucket: None,
             shortlist_limit: DEFAULT_SHORTLIST_LIMIT,
             pricing: PricingMode::Api,
+            metric_stages: MetricStages::Two,
         }
     }
 }
@@ -97,6 +112,7 @@ pub const ENV_KEYS: &[&str] = &[
     "FINOPS_RUN_BUCKET",
     "FINOPS_SHORTLIST_LIMIT",
     "FINOPS_PRICING",
+    "FINOPS_METRIC_STAGES",
 ];
 
 impl DetectionConfig {
@@ -163,6 +179,13 @@ impl DetectionConfig {
                 "api" => PricingMode::Api,
                 "embedded" => PricingMode::Embedded,
                 _ => return Err(ConfigError::new("FINOPS_PRICING", format!("{v:?} is not one of: api, embedded"))),
+            };
+        }
+        if let Some(v) = get("FINOPS_METRIC_STAGES") {
+            config.metric_stages = match v.to_ascii_lowercase().as_str() {
+                "two" | "2" => MetricStages::Two,
+                "one" | "1" => MetricStages::One,
+                _ => return Err(ConfigError::new("FINOPS_METRIC_STAGES", format!("{v:?} is not one of: two, one"))),
             };
         }
         Ok(config)
@@ -250,6 +273,7 @@ mod tests {
             ("FINOPS_RUN_BUCKET", "runs"),
             ("FINOPS_SHORTLIST_LIMIT", "50"),
             ("FINOPS_PRICING", "embedded"),
+            ("FINOPS_METRIC_STAGES", "one"),
         ]))
         .unwrap();
         let idle = c.criteria.idle.as_ref().unwrap();
@@ -266,6 +290,8 @@ mod tests {
         assert_eq!(c.run_bucket.as_deref(), Some("runs"));
         assert_eq!(c.shortlist_limit, 50);
         assert_eq!(c.pricing, PricingMode::Embedded);
+        assert_eq!(c.metric_stages, MetricStages::One);
+        assert_eq!(DetectionConfig::from_vars(vars(&[])).unwrap().metric_stages, MetricStages::Two, "the default");
     }
 
     #[test]
@@ -277,6 +303,7 @@ mod tests {
             ("FINOPS_IDLE_CPU_PERCENT", "150"),
             ("FINOPS_CRITERIA", "lazy"),
             ("FINOPS_PRICING", "guess"),
+            ("FINOPS_METRIC_STAGES", "three"),
             ("FINOPS_UNDERUTILISED_MIN_DAYS", "15"),
         ] {
             let e = DetectionConfig::from_vars(vars(&[(k, v)])).unwrap_err();

@@ -253,13 +253,82 @@ impl IdleCriteria {
         }
     }
 
+    /// Whether an instance launched (or last started) at `launch_time` can be judged over the window at all; one
+    /// launched inside it is `InsufficientData` whatever its metrics say, so the metrics step asks none for it.
+    pub fn can_judge(window: &LookbackWindow, launch_time: DateTime<Utc>) -> bool {
+        launch_time <= window.start()
+    }
+
+    /// The daily CPU statistic that can settle a verdict on its own (the first of the metrics step's two stages).
+    /// Every rule's CPU threshold is an upper bound and a day's average never exceeds its maximum, so an average
+    /// above a limit puts the maximum above it too: the average can rule out rules on either statistic, the
+    /// maximum only rules on the maximum. The maximum is used when every rule is on it (it rules out more days).
+    pub fn screening_statistic(&self) -> CpuStatistic {
+        let rules = [&self.idle, &self.underutilised];
+        if rules.iter().copied().flatten().all(|r| r.cpu_statistic == CpuStatistic::Maximum) {
+            CpuStatistic::Maximum
+        } else {
+            CpuStatistic::Average
+        }
+    }
+
+    /// `Active` when the screening statistic alone rules out every rule: on more days than a rule can spare, the
+    /// CPU value crosses its limit, whatever the network, disk and memory did. `None`: the other metrics decide.
+    /// [`Self::assess`] applies this first, so an evaluation that fetched only this statistic for an instance and
+    /// one that fetched everything give the same verdict and the same reasons.
+    pub fn screen(&self, window: &LookbackWindow, days: &[DailyUtilisation]) -> Option<Assessment> {
+        let statistic = self.screening_statistic();
+        let total = window.days;
+        let value = |d: &DailyUtilisation| match statistic {
+            CpuStatistic::Average => d.cpu_avg_percent,
+            CpuStatistic::Maximum => d.cpu_max_percent,
+        };
+        let label = match statistic {
+            CpuStatistic::Average => "average CPU",
+            CpuStatistic::Maximum => "peak CPU",
+        };
+        let mut reasons = Vec::new();
+        let rules = [(IdleVerdict::Idle, &self.idle), (IdleVerdict::Underutilised, &self.underutilised)];
+        for (verdict, rule) in rules {
+            let Some(rule) = rule else { continue };
+            // A rule on the maximum is crossed by an average above its limit; a rule on the average is not
+            // settled by a maximum.
+            let metric = match (statistic, rule.cpu_statistic) {
+                (CpuStatistic::Maximum, CpuStatistic::Average) => return None,
+                (CpuStatistic::Average, CpuStatistic::Maximum) => "average CPU (so peak CPU)",
+                _ => label,
+            };
+            let crossing: Vec<(NaiveDate, f64)> = days
+                .iter()
+                .filter_map(|d| value(d).filter(|v| !rule.cpu_percent.passes(*v)).map(|v| (d.day, v)))
+                .collect();
+            let required = rule.required_days(total);
+            let can_qualify = total.saturating_sub(crossing.len() as u32);
+            if can_qualify >= required {
+                return None;
+            }
+            let (day, v) = crossing[0];
+            reasons.push(format!(
+                "not {}: {metric} crosses the limit on {} of {total} days, so at most {can_qualify} can qualify ({required} needed), e.g. {}",
+                if verdict == IdleVerdict::Idle { "idle" } else { "underutilised" },
+                crossing.len(),
+                Crossing::new(day, metric, Measure::Percent(v), rule.cpu_percent)
+            ));
+        }
+        if reasons.is_empty() {
+            return None;
+        }
+        let observed = days.iter().filter(|d| value(d).is_some()).count() as u32;
+        Some(Assessment::new(IdleVerdict::Active, None, 0, observed, total, reasons))
+    }
+
     /// Gives the verdict for one instance over the window, with the reasons a person needs to check it.
     pub fn assess(&self, window: &LookbackWindow, launch_time: DateTime<Utc>, days: &[DailyUtilisation]) -> Assessment {
         let total = window.days;
         let observed = days.iter().filter(|d| d.has_core_data()).count() as u32;
         let mut reasons = Vec::new();
 
-        if launch_time > window.start() {
+        if !Self::can_judge(window, launch_time) {
             let age_days = (window.end() - launch_time).num_hours().max(0) as f64 / 24.0;
             reasons.push(format!(
                 "launched (or last started) {}, {:.1} days before the window ends; the {total}-day lookback needs data since {}",
@@ -267,7 +336,11 @@ impl IdleCriteria {
                 age_days,
                 window.first_day
             ));
-            return Assessment::new(IdleVerdict::InsufficientData, None, 0, observed, total, reasons);
+            // Its data is not looked at (the metrics step does not even ask for it), so none is counted.
+            return Assessment::new(IdleVerdict::InsufficientData, None, 0, 0, total, reasons);
+        }
+        if let Some(active) = self.screen(window, days) {
+            return active;
         }
         let needed = self.min_days_with_data.min(total);
         if observed < needed {
@@ -613,6 +686,56 @@ mod tests {
         c.min_days_with_data = 6;
         // Six observed days are now enough to judge, but the idle rule still wants every day to qualify.
         assert_eq!(c.assess(&w, old_launch(), &days).verdict, IdleVerdict::Active);
+    }
+
+    #[test]
+    fn busy_cpu_settles_active_without_the_other_metrics() {
+        // Network and disk missing everywhere: CPU alone rules both rules out, so the verdict does not wait for them.
+        let mut days = flat(35.0, 90.0, 0.0);
+        for d in &mut days {
+            (d.network_bytes, d.disk_ops, d.cpu_max_percent) = (None, None, None);
+        }
+        let a = ta().assess(&window(), old_launch(), &days);
+        assert_eq!(a.verdict, IdleVerdict::Active, "{:?}", a.reasons);
+        assert_eq!(a.days_with_data, 14, "days with the screening statistic");
+        assert_eq!(a.reasons.len(), 2, "{:?}", a.reasons);
+        assert!(a.reasons[0].starts_with("not idle: average CPU (so peak CPU) crosses the limit on 14 of 14 days"));
+        assert!(a.reasons[1].contains("not underutilised: average CPU crosses the limit on 14 of 14 days, so at most 0 can qualify (4 needed), e.g. 2026-11-14 average CPU 35% (limit <= 10%)"), "{:?}", a.reasons);
+        assert_eq!(ta().screen(&window(), &days), Some(a));
+    }
+
+    #[test]
+    fn cpu_that_leaves_a_rule_possible_settles_nothing() {
+        // 10 busy days leave 4 that could qualify for the Trusted Advisor rule: network decides.
+        let mut days = flat(3.0, 4.0, 1000.0);
+        for d in days.iter_mut().take(10) {
+            (d.cpu_avg_percent, d.cpu_max_percent) = (Some(40.0), Some(90.0));
+        }
+        assert_eq!(ta().screen(&window(), &days), None);
+        assert_eq!(verdict(&ta(), &days), IdleVerdict::Underutilised);
+        days[12].cpu_avg_percent = Some(40.0);
+        assert!(ta().screen(&window(), &days).is_some(), "11 busy days leave 3, fewer than 4");
+        // Missing CPU days are not evidence of use.
+        let mut quiet_gaps = flat(40.0, 90.0, 1000.0);
+        for d in quiet_gaps.iter_mut().take(11) {
+            d.cpu_avg_percent = None;
+        }
+        assert_eq!(ta().screen(&window(), &quiet_gaps), None);
+    }
+
+    #[test]
+    fn screening_statistic_follows_the_rules() {
+        assert_eq!(ta().screening_statistic(), CpuStatistic::Average, "the Trusted Advisor rule is on the average");
+        assert_eq!(idle().screening_statistic(), CpuStatistic::Maximum);
+        // The strict rule on the maximum: an average of 6% already rules it out; a maximum of 6% cannot rule out
+        // a rule on the average.
+        let a = idle().screen(&window(), &flat(1.0, 6.0, 0.0)).expect("peak CPU settles the idle preset");
+        assert!(a.reasons[0].contains("peak CPU 6% (limit < 5%)"), "{:?}", a.reasons);
+        assert_eq!(ta().screen(&window(), &flat(4.0, 60.0, 0.0)), None);
+        assert!(ta().screen(&window(), &flat(11.0, 60.0, 0.0)).is_some());
+        let mut on_average = idle();
+        on_average.idle.as_mut().unwrap().cpu_statistic = CpuStatistic::Average;
+        assert_eq!(on_average.screening_statistic(), CpuStatistic::Average);
     }
 
     #[test]

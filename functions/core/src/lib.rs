@@ -12,14 +12,15 @@ pub mod policy;
 pub mod pricing;
 pub mod progress;
 pub mod regions;
+pub mod run_cost;
 pub mod steps;
 pub mod tags;
 pub mod untrusted;
 pub mod utilisation;
 pub mod verdict;
 
-pub use config::{ConfigError, DeploymentMode, DetectionConfig};
-pub use criteria::{CriteriaPreset, DailyRule, IdleCriteria, Qualifying, Threshold};
+pub use config::{ConfigError, DeploymentMode, DetectionConfig, MetricStages};
+pub use criteria::{CpuStatistic, CriteriaPreset, DailyRule, IdleCriteria, Qualifying, Threshold};
 pub use daily::{DailyUtilisation, LookbackWindow};
 pub use inventory::{ClusterMembership, InstanceRecord, InstanceStorage, Lifecycle, RootDeviceType, VolumeRecord};
 pub use pricing::{CostEstimate, PriceSource, SavingBasis, HOURS_PER_MONTH};

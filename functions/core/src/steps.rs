@@ -121,6 +121,12 @@ pub struct MetricsOutput {
     pub shortlist_omitted: usize,
     pub estimated_monthly_saving_usd: f64,
     pub get_metric_data_calls: usize,
+    /// Metric queries sent to CloudWatch (billed per metric requested); the run's own cost counts them.
+    #[serde(default)]
+    pub metrics_requested: usize,
+    /// Price List API calls this step made (prices are cached for the container's life).
+    #[serde(default)]
+    pub price_list_calls: usize,
 }
 
 // ---- inventory step ----
@@ -217,6 +223,21 @@ pub struct PromptSize {
     pub max_instance_tokens: usize,
 }
 
+/// A model's tokens over a run (what Bedrock bills), as its responses reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl TokenUsage {
+    pub fn add(&mut self, other: TokenUsage) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReasoningOutput {
@@ -232,6 +253,9 @@ pub struct ReasoningOutput {
     pub fallbacks: usize,
     pub discarded: Vec<Discarded>,
     pub prompt: PromptSize,
+    /// The model's tokens for this run (zero for the rules); the run-cost step prices them.
+    #[serde(default)]
+    pub model_usage: TokenUsage,
 }
 
 /// Something the model said that was not used, for the report and the audit trail.
@@ -481,4 +505,29 @@ mod tests {
         assert_eq!(ids, ["i-c", "i-b"]);
         assert_eq!(omitted, 1);
     }
+}
+
+// ---- run-cost step ----
+
+/// What the state machine passes the run-cost step: the execution, and the counts the steps reported.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RunCostRequest {
+    pub run_id: String,
+    pub execution_arn: String,
+    pub instance_count: usize,
+    pub metrics_requested: u64,
+    pub price_list_calls: u64,
+    /// The reasoning step's `modelUsage`.
+    pub model_usage: TokenUsage,
+}
+
+/// What the run cost, what it used, and one line for the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunCostOutput {
+    #[serde(flatten)]
+    pub cost: crate::run_cost::RunCost,
+    pub usage: crate::run_cost::RunUsage,
+    pub summary: String,
 }

@@ -38,6 +38,8 @@ pub struct Assessment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     pub qualifying_days: u32,
+    /// Days with CPU and network data; for an `Active` settled by CPU alone ([`crate::IdleCriteria::screen`]),
+    /// days with that CPU statistic.
     pub days_with_data: u32,
     pub lookback_days: u32,
     pub reasons: Vec<String>,

@@ -230,6 +230,8 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             shortlist_omitted: 0,
             estimated_monthly_saving_usd: 70.08,
             get_metric_data_calls: 1,
+            metrics_requested: 4,
+            price_list_calls: 2,
         }),
         "ReasoningFunctionArn" => to_value(ReasoningOutput {
             run_id,
@@ -250,6 +252,7 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             fallbacks: 0,
             discarded: vec![],
             prompt: PromptSize::default(),
+            model_usage: TokenUsage { input_tokens: 2000, output_tokens: 400 },
         }),
         "PolicyFunctionArn" => to_value(PolicyOutput {
             run_id,
@@ -276,6 +279,17 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
                 snapshot_ids: vec!["snap-1".into()],
                 operation,
             })
+        }
+        "RunCostFunctionArn" => {
+            let usage = finops_core::run_cost::RunUsage { state_transitions: 40, ..Default::default() };
+            let cost = finops_core::run_cost::RunCost::of(
+                &usage,
+                finops_core::run_cost::Architecture::Arm64,
+                3,
+                &finops_core::run_cost::ListPrices::LIST,
+            );
+            let summary = cost.summary(&usage);
+            to_value(RunCostOutput { cost, usage, summary })
         }
         other => panic!("no sample output for {other}"),
     }
@@ -305,6 +319,7 @@ fn check_payload(function: &str, payload: &Value, listed: bool) -> Result<(), St
         "PolicyFunctionArn" => accepts::<PolicyRequest>(payload, listed),
         "RequestApprovalFunctionArn" => accepts::<ApprovalRequestEvent>(payload, listed),
         "ActionsFunctionArn" => accepts::<ActionRequest>(payload, listed),
+        "RunCostFunctionArn" => accepts::<RunCostRequest>(payload, listed),
         other => Err(format!("no input type for {other}")),
     }
 }
@@ -480,6 +495,7 @@ fn every_task_of_both_entries_gets_a_payload_its_step_accepts() {
             "PolicyFunctionArn",
             "RequestApprovalFunctionArn",
             "ActionsFunctionArn",
+            "RunCostFunctionArn",
         ] {
             assert!(walk.checked.get(function).copied().unwrap_or(0) > 0, "{entry}: {function} never reached");
         }

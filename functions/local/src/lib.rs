@@ -23,6 +23,7 @@ use finops_metrics::MetricsStep;
 use finops_policy::{PolicyStep, PolicyStepConfig};
 use finops_reasoning::{ReasoningConfig, ReasoningStep};
 use finops_request_approval::{RequestApprovalConfig, RequestApprovalStep};
+use finops_run_cost::{CostConfig, RunCostStep};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -30,13 +31,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 
-pub const FUNCTIONS: [&str; 6] = [
+pub const FUNCTIONS: [&str; 7] = [
     "finops-inventory",
     "finops-metrics",
     "finops-reasoning",
     "finops-policy",
     "finops-request-approval",
     "finops-actions",
+    "finops-run-cost",
 ];
 
 /// Every step, built by the constructors the Lambdas use from the variables a deployment sets (`FINOPS_*`, as the
@@ -48,6 +50,7 @@ pub struct LocalFunctions {
     policy: PolicyStep,
     request_approval: RequestApprovalStep,
     actions: ActionsStep,
+    run_cost: RunCostStep,
     /// Functions that fail on purpose (failure-injection tests and demos): a function name, or
     /// `finops-actions:<operation>` for one operation of the actions step.
     pub failing: Mutex<HashSet<String>>,
@@ -71,6 +74,7 @@ impl LocalFunctions {
             policy: PolicyStep::new(sdk, PolicyStepConfig::from_vars(vars())?),
             request_approval: RequestApprovalStep::new(sdk, RequestApprovalConfig::from_vars(vars())?),
             actions: ActionsStep::new(sdk, ActionsConfig::from_vars(vars())?),
+            run_cost: RunCostStep::new(sdk, CostConfig::from_vars(vars())?),
             failing: Mutex::default(),
             invocations: Mutex::default(),
             xray_daemon: match vars().find(|(k, _)| k == "AWS_XRAY_DAEMON_ADDRESS") {
@@ -140,6 +144,7 @@ impl LocalFunctions {
                 to_json(self.request_approval.handle(payload, now, None).await.map(|o| json_of(&o)))
             }
             "finops-actions" => to_json(self.actions.handle(payload, now).await.map(|o| json_of(&o))),
+            "finops-run-cost" => to_json(self.run_cost.handle(payload).await.map(|o| json_of(&o))),
             other => Err(("ResourceNotFoundException".into(), format!("Function not found: {other}"))),
         }
     }

@@ -37,6 +37,8 @@ async fn the_largest_state_of_a_5000_instance_run_stays_under_256_kb() {
             i
         })
         .collect();
+    let idle = fleet.iter().filter(|i| SyntheticMetrics::looks_idle(50, &i.instance_id)).count();
+    assert!((2_300..2_700).contains(&idle), "about half the fleet idle: {idle}");
     let store = MemoryRunStore::new("finops-runs");
     let detection = DetectionConfig { run_bucket: Some("finops-runs".into()), ..DetectionConfig::default() };
     let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
@@ -61,7 +63,7 @@ async fn the_largest_state_of_a_5000_instance_run_stays_under_256_kb() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(metrics["verdicts"]["idle"], 2_500);
+    assert_eq!(metrics["verdicts"]["idle"], idle);
     let reasoning = serde_json::to_value(
         finops_reasoning::handle(metrics.clone(), &store, &finops_reasoning::Rules, now).await.unwrap(),
     )

@@ -138,7 +138,23 @@ async fn recommend_mode_reports_and_does_nothing() {
     assert_eq!(ledger["proposalCount"].as_n().unwrap(), "10");
     assert_eq!(ledger["status"].as_s().unwrap(), "completed");
     let invoked = w.functions.invocations.lock().unwrap().clone();
-    assert_eq!(invoked, ["finops-inventory", "finops-metrics", "finops-reasoning", "finops-policy"]);
+    assert_eq!(invoked, ["finops-inventory", "finops-metrics", "finops-reasoning", "finops-policy", "finops-run-cost"]);
+    // The run's own cost, from its history on moto's interpreter: every step's Lambda time, the transitions, the
+    // metrics the metrics step requested, the model's tokens (two Converse turns of the scripted model).
+    let cost = &output["cost"]["output"];
+    let functions: Vec<&str> =
+        cost["usage"]["functions"].as_array().unwrap().iter().map(|f| f["function"].as_str().unwrap()).collect();
+    assert_eq!(functions, ["finops-inventory", "finops-metrics", "finops-policy", "finops-reasoning"], "{cost}");
+    assert!(cost["usage"]["stateTransitions"].as_u64().unwrap() >= 10, "{cost}");
+    assert_eq!(cost["usage"]["metricsRequested"], output["metrics"]["output"]["metricsRequested"]);
+    assert_eq!(
+        (cost["usage"]["modelInputTokens"].as_u64(), cost["usage"]["modelOutputTokens"].as_u64()),
+        (Some(2000), Some(400))
+    );
+    assert!(cost["totalUsd"].as_f64().unwrap() > 0.0 && cost["modelUsd"].as_f64().unwrap() == 0.012, "{cost}");
+    assert!(report.contains("Run cost: ") && report.contains(" USD per 1,000 instances"), "{report}");
+    let recorded: serde_json::Value = serde_json::from_str(ledger["runCost"].as_s().unwrap()).unwrap();
+    assert_eq!(&recorded, cost, "the ledger keeps what the report said");
     // The model path, as a deployment runs it: Converse, one tool call round trip, an answer that validated.
     assert_eq!(output["reasoning"]["output"]["backend"], "converse");
     assert_eq!(output["reasoning"]["output"]["fallbacks"], 0);

@@ -20,8 +20,8 @@ use finops_core::steps::{
 };
 use finops_core::utilisation::UtilisationStats;
 use finops_core::{
-    CostEstimate, DailyUtilisation, DetectionConfig, IdleCriteria, InstanceRecord, LookbackWindow, ProgressEvent,
-    ProgressSink, UtilisationSummary,
+    CostEstimate, CpuStatistic, DailyUtilisation, DetectionConfig, IdleCriteria, InstanceRecord, LookbackWindow,
+    MetricStages, ProgressEvent, ProgressSink, UtilisationSummary,
 };
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
@@ -126,17 +126,19 @@ struct QueryTarget {
     kind: MetricKind,
 }
 
-/// Builds the queries of one region: six per instance, plus memory where the agent reports it.
+/// Builds the queries for `instances` (each with its index in the fleet): one per kind, plus memory where the agent
+/// reports it (`memory`). Returns the queries and, for each, the fleet index and kind it stands for.
 pub fn plan_queries(
-    instances: &[&InstanceRecord],
+    instances: &[(usize, &InstanceRecord)],
+    kinds: &[MetricKind],
     memory: &HashMap<String, Vec<(String, String)>>,
 ) -> (Vec<MetricQuery>, Vec<(usize, MetricKind)>) {
-    let mut queries = Vec::with_capacity(instances.len() * MetricKind::STANDARD.len());
+    let mut queries = Vec::with_capacity(instances.len() * kinds.len());
     let mut targets = Vec::with_capacity(queries.capacity());
-    for (index, instance) in instances.iter().enumerate() {
+    for &(index, instance) in instances {
         let instance_dims: std::sync::Arc<[(String, String)]> =
             std::sync::Arc::from([("InstanceId".to_owned(), instance.instance_id.clone())]);
-        for kind in MetricKind::STANDARD {
+        for &kind in kinds {
             targets.push((index, kind));
             queries.push(MetricQuery {
                 id: format!("q{}", queries.len()),
@@ -158,77 +160,171 @@ pub fn plan_queries(
     (queries, targets)
 }
 
-/// Daily series per instance (same order as `instances`), and the number of GetMetricData calls made.
+/// The daily series of a fleet as the series arrive. Network in and out (and EBS read and write) arrive as separate
+/// series; they are added up per day at the end.
+struct DailySeries {
+    daily: Vec<Vec<DailyUtilisation>>,
+    network: Vec<Vec<(Option<f64>, Option<f64>)>>,
+    disk: Vec<Vec<(Option<f64>, Option<f64>)>>,
+}
+
+impl DailySeries {
+    fn new(instances: usize, window: &LookbackWindow) -> Self {
+        let days: Vec<DailyUtilisation> = window.days_iter().map(DailyUtilisation::empty).collect();
+        let pairs = vec![(None, None); window.days as usize];
+        Self { daily: vec![days; instances], network: vec![pairs.clone(); instances], disk: vec![pairs; instances] }
+    }
+
+    fn record(&mut self, target: QueryTarget, day: usize, value: f64) {
+        let i = target.instance;
+        let slot = &mut self.daily[i][day];
+        match target.kind {
+            MetricKind::CpuAverage => slot.cpu_avg_percent = Some(value),
+            MetricKind::CpuMaximum => slot.cpu_max_percent = Some(value),
+            MetricKind::MemUsedAverage => slot.mem_used_percent = Some(value),
+            MetricKind::NetworkIn => self.network[i][day].0 = Some(value),
+            MetricKind::NetworkOut => self.network[i][day].1 = Some(value),
+            MetricKind::DiskReadOps => self.disk[i][day].0 = Some(value),
+            MetricKind::DiskWriteOps => self.disk[i][day].1 = Some(value),
+        }
+    }
+
+    fn finish(mut self) -> Vec<Vec<DailyUtilisation>> {
+        let add = |(a, b): (Option<f64>, Option<f64>)| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        };
+        for (i, days) in self.daily.iter_mut().enumerate() {
+            for (d, day) in days.iter_mut().enumerate() {
+                day.network_bytes = add(self.network[i][d]);
+                day.disk_ops = add(self.disk[i][d]);
+            }
+        }
+        self.daily
+    }
+}
+
+/// What the fetching cost: GetMetricData calls and metrics requested (CloudWatch bills per metric requested).
+#[derive(Debug, Default)]
+struct Requests {
+    calls: AtomicUsize,
+    metrics: AtomicUsize,
+}
+
+/// Every metric of every instance, day by day (same order as `instances`), and the number of GetMetricData calls:
+/// what a re-measurement before acting needs.
 pub async fn collect_daily<M: MetricsApi>(
     api: &M,
     instances: &[InstanceRecord],
     window: &LookbackWindow,
     progress: &dyn ProgressSink,
 ) -> Result<(Vec<Vec<DailyUtilisation>>, usize), FinopsError> {
-    let calls = AtomicUsize::new(0);
-    let mut daily: Vec<Vec<DailyUtilisation>> =
-        instances.iter().map(|_| window.days_iter().map(DailyUtilisation::empty).collect()).collect();
-    // Network in and out arrive as separate series; they are added up per day once both are in.
-    let mut network: Vec<Vec<(Option<f64>, Option<f64>)>> =
-        instances.iter().map(|_| vec![(None, None); window.days as usize]).collect();
-    let mut disk: Vec<Vec<(Option<f64>, Option<f64>)>> = network.clone();
+    // One stage asks for everything; the criteria only choose the first stage of two.
+    let criteria = IdleCriteria::preset(finops_core::CriteriaPreset::Idle, window.days);
+    let collected = collect_staged(api, instances, &criteria, MetricStages::One, window, progress).await?;
+    Ok((collected.daily, collected.get_metric_data_calls))
+}
 
+/// Daily series per instance (same order as `instances`), and what was requested to get them. With
+/// [`MetricStages::Two`], instances the window cannot judge get no queries, and only those the first stage's CPU
+/// statistic leaves open get the others.
+pub async fn collect_staged<M: MetricsApi>(
+    api: &M,
+    instances: &[InstanceRecord],
+    criteria: &IdleCriteria,
+    stages: MetricStages,
+    window: &LookbackWindow,
+    progress: &dyn ProgressSink,
+) -> Result<Collected, FinopsError> {
+    let requests = Requests::default();
+    let mut series = DailySeries::new(instances.len(), window);
     let mut regions: Vec<&str> = instances.iter().map(|i| i.region.as_str()).collect();
     regions.sort_unstable();
     regions.dedup();
     for region in regions {
-        let members: Vec<usize> = (0..instances.len()).filter(|&i| instances[i].region == region).collect();
-        let records: Vec<&InstanceRecord> = members.iter().map(|&i| &instances[i]).collect();
-        let memory = api.memory_dimensions(region).await?;
-        let (queries, targets) = plan_queries(&records, &memory);
-        let targets: HashMap<&str, QueryTarget> = queries
-            .iter()
-            .zip(&targets)
-            .map(|(q, &(local, kind))| (q.id.as_str(), QueryTarget { instance: members[local], kind }))
-            .collect();
-        let batch_count = queries.len().div_ceil(MAX_QUERIES_PER_CALL);
-        let queries = &queries;
-        let calls = &calls;
-        // Pages are merged as they arrive, so a large region never holds all its series at once. The stream is
-        // over batch numbers, not slices: a closure taking a borrowed slice defeats the compiler's Send proof for
-        // callers that need a Send future (the Converse tool runner).
-        let mut pages = std::pin::pin!(stream::iter(0..batch_count)
-            .map(move |n| {
-                let batch = &queries[n * MAX_QUERIES_PER_CALL..((n + 1) * MAX_QUERIES_PER_CALL).min(queries.len())];
-                fetch_batch(api, region, batch, window, calls, progress, n, batch_count)
-            })
-            .buffer_unordered(CONCURRENT_CALLS));
-        while let Some(batch_series) = pages.try_next().await? {
-            for series in batch_series {
-                let Some(target) = targets.get(series.id.as_str()) else { continue };
-                for (&ts, &value) in series.timestamps.iter().zip(&series.values) {
-                    let Some(day) = window.day_index(ts) else { continue };
-                    let (i, d) = (target.instance, day as usize);
-                    let slot = &mut daily[i][d];
-                    match target.kind {
-                        MetricKind::CpuAverage => slot.cpu_avg_percent = Some(value),
-                        MetricKind::CpuMaximum => slot.cpu_max_percent = Some(value),
-                        MetricKind::MemUsedAverage => slot.mem_used_percent = Some(value),
-                        MetricKind::NetworkIn => network[i][d].0 = Some(value),
-                        MetricKind::NetworkOut => network[i][d].1 = Some(value),
-                        MetricKind::DiskReadOps => disk[i][d].0 = Some(value),
-                        MetricKind::DiskWriteOps => disk[i][d].1 = Some(value),
-                    }
+        let members = (0..instances.len()).filter(|&i| instances[i].region == region);
+        match stages {
+            MetricStages::One => {
+                let members: Vec<(usize, &InstanceRecord)> = members.map(|i| (i, &instances[i])).collect();
+                let memory = api.memory_dimensions(region).await?;
+                let (queries, targets) = plan_queries(&members, &MetricKind::STANDARD, &memory);
+                fetch(api, region, &queries, &targets, window, &requests, progress, &mut series).await?;
+            }
+            MetricStages::Two => {
+                let judged: Vec<(usize, &InstanceRecord)> = members
+                    .filter(|&i| IdleCriteria::can_judge(window, instances[i].launch_time))
+                    .map(|i| (i, &instances[i]))
+                    .collect();
+                let first = match criteria.screening_statistic() {
+                    CpuStatistic::Average => MetricKind::CpuAverage,
+                    CpuStatistic::Maximum => MetricKind::CpuMaximum,
+                };
+                let (queries, targets) = plan_queries(&judged, &[first], &HashMap::new());
+                fetch(api, region, &queries, &targets, window, &requests, progress, &mut series).await?;
+                let open: Vec<(usize, &InstanceRecord)> =
+                    judged.into_iter().filter(|&(i, _)| criteria.screen(window, &series.daily[i]).is_none()).collect();
+                if open.is_empty() {
+                    continue;
+                }
+                let rest: Vec<MetricKind> = MetricKind::STANDARD.into_iter().filter(|k| *k != first).collect();
+                let memory = api.memory_dimensions(region).await?;
+                let (queries, targets) = plan_queries(&open, &rest, &memory);
+                fetch(api, region, &queries, &targets, window, &requests, progress, &mut series).await?;
+            }
+        }
+    }
+    Ok(Collected {
+        daily: series.finish(),
+        get_metric_data_calls: requests.calls.into_inner(),
+        metrics_requested: requests.metrics.into_inner(),
+    })
+}
+
+/// The daily series of a fleet and what CloudWatch was asked for them.
+pub struct Collected {
+    pub daily: Vec<Vec<DailyUtilisation>>,
+    pub get_metric_data_calls: usize,
+    pub metrics_requested: usize,
+}
+
+/// Sends `queries` in batches of at most 500, a few calls in flight, merging pages into `series` as they arrive
+/// (a large region never holds all its series at once).
+#[allow(clippy::too_many_arguments)]
+async fn fetch<M: MetricsApi>(
+    api: &M,
+    region: &str,
+    queries: &[MetricQuery],
+    targets: &[(usize, MetricKind)],
+    window: &LookbackWindow,
+    requests: &Requests,
+    progress: &dyn ProgressSink,
+    series: &mut DailySeries,
+) -> Result<(), FinopsError> {
+    let targets: HashMap<&str, QueryTarget> = queries
+        .iter()
+        .zip(targets)
+        .map(|(q, &(instance, kind))| (q.id.as_str(), QueryTarget { instance, kind }))
+        .collect();
+    let batch_count = queries.len().div_ceil(MAX_QUERIES_PER_CALL);
+    // The stream is over batch numbers, not slices: a closure taking a borrowed slice defeats the compiler's Send
+    // proof for callers that need a Send future (the Converse tool runner).
+    let mut pages = std::pin::pin!(stream::iter(0..batch_count)
+        .map(move |n| {
+            let batch = &queries[n * MAX_QUERIES_PER_CALL..((n + 1) * MAX_QUERIES_PER_CALL).min(queries.len())];
+            fetch_batch(api, region, batch, window, requests, progress, n, batch_count)
+        })
+        .buffer_unordered(CONCURRENT_CALLS));
+    while let Some(batch_series) = pages.try_next().await? {
+        for one in batch_series {
+            let Some(&target) = targets.get(one.id.as_str()) else { continue };
+            for (&ts, &value) in one.timestamps.iter().zip(&one.values) {
+                if let Some(day) = window.day_index(ts) {
+                    series.record(target, day as usize, value);
                 }
             }
         }
     }
-    let add = |(a, b): (Option<f64>, Option<f64>)| match (a, b) {
-        (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
-    };
-    for (i, days) in daily.iter_mut().enumerate() {
-        for (d, day) in days.iter_mut().enumerate() {
-            day.network_bytes = add(network[i][d]);
-            day.disk_ops = add(disk[i][d]);
-        }
-    }
-    Ok((daily, calls.into_inner()))
+    Ok(())
 }
 
 /// One batch of at most 500 queries: GetMetricData, following NextToken.
@@ -238,7 +334,7 @@ async fn fetch_batch<M: MetricsApi>(
     region: &str,
     batch: &[MetricQuery],
     window: &LookbackWindow,
-    calls: &AtomicUsize,
+    requests: &Requests,
     progress: &dyn ProgressSink,
     n: usize,
     batch_count: usize,
@@ -246,7 +342,8 @@ async fn fetch_batch<M: MetricsApi>(
     let mut series = Vec::new();
     let mut token = None;
     loop {
-        calls.fetch_add(1, Ordering::Relaxed);
+        requests.calls.fetch_add(1, Ordering::Relaxed);
+        requests.metrics.fetch_add(batch.len(), Ordering::Relaxed);
         let page = api.get_metric_data(region, batch, window, token).await?;
         series.extend(page.series);
         match page.next_token {
@@ -268,6 +365,8 @@ pub struct Analysis {
     pub window: LookbackWindow,
     pub summaries: Vec<UtilisationSummary>,
     pub get_metric_data_calls: usize,
+    /// Metric queries sent (CloudWatch bills GetMetricData per metric requested).
+    pub metrics_requested: usize,
 }
 
 pub async fn analyse<M: MetricsApi, P: PriceListApi>(
@@ -275,13 +374,14 @@ pub async fn analyse<M: MetricsApi, P: PriceListApi>(
     prices: &PriceBook<P>,
     instances: &[InstanceRecord],
     criteria: &IdleCriteria,
+    stages: MetricStages,
     now: DateTime<Utc>,
     progress: &dyn ProgressSink,
 ) -> Result<Analysis, FinopsError> {
     let window = LookbackWindow::ending_before(now, criteria.lookback_days);
-    let (daily, calls) = collect_daily(api, instances, &window, progress).await?;
+    let collected = collect_staged(api, instances, criteria, stages, &window, progress).await?;
     let mut summaries = Vec::with_capacity(instances.len());
-    for (instance, days) in instances.iter().zip(daily) {
+    for (instance, days) in instances.iter().zip(collected.daily) {
         let assessment = criteria.assess(&window, instance.launch_time, &days);
         let hourly = prices.instance_hourly(&instance.region, &instance.instance_type, instance.is_windows()).await;
         let mut storage = Vec::with_capacity(instance.volumes.len());
@@ -299,7 +399,12 @@ pub async fn analyse<M: MetricsApi, P: PriceListApi>(
         });
     }
     progress.report(ProgressEvent::Priced { instances: summaries.len() });
-    Ok(Analysis { window, summaries, get_metric_data_calls: calls })
+    Ok(Analysis {
+        window,
+        summaries,
+        get_metric_data_calls: collected.get_metric_data_calls,
+        metrics_requested: collected.metrics_requested,
+    })
 }
 
 /// The Lambda handler.
@@ -326,7 +431,10 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
             inventory.run_id, request.run_id
         )));
     }
-    let analysis = analyse(api, prices, &inventory.instances, &config.criteria, now, &finops_core::Silent).await?;
+    let price_calls_before = prices.api_calls();
+    let analysis =
+        analyse(api, prices, &inventory.instances, &config.criteria, config.metric_stages, now, &finops_core::Silent)
+            .await?;
 
     let mut verdicts = VerdictCounts::default();
     for s in &analysis.summaries {
@@ -362,6 +470,7 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
         idle = verdicts.idle,
         underutilised = verdicts.underutilised,
         calls = analysis.get_metric_data_calls,
+        metrics = analysis.metrics_requested,
         "utilisation stored"
     );
     Ok(MetricsOutput {
@@ -377,6 +486,8 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
         shortlist_omitted,
         estimated_monthly_saving_usd: (estimated_monthly_saving_usd * 100.0).round() / 100.0,
         get_metric_data_calls: analysis.get_metric_data_calls,
+        metrics_requested: analysis.metrics_requested,
+        price_list_calls: prices.api_calls() - price_calls_before,
     })
 }
 
@@ -408,6 +519,9 @@ impl MetricsStep {
 }
 
 #[cfg(test)]
+mod stage_equivalence;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::synthetic::SyntheticMetrics;
@@ -430,10 +544,13 @@ mod tests {
             let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
             let criteria = IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14);
             let fleet = fleet(n, &regions);
-            let a = analyse(&api, &prices, &fleet, &criteria, Utc::now(), &finops_core::Silent).await.unwrap();
+            let a = analyse(&api, &prices, &fleet, &criteria, MetricStages::One, Utc::now(), &finops_core::Silent)
+                .await
+                .unwrap();
             let per_region = n.div_ceil(regions.len());
             let expected = regions.len() * (per_region * 6).div_ceil(MAX_QUERIES_PER_CALL);
             assert_eq!(a.get_metric_data_calls, expected, "{n} instances");
+            assert_eq!(a.metrics_requested, n * 6);
             assert_eq!(api.calls.load(Ordering::Relaxed), expected);
             assert!(api.largest_call.load(Ordering::Relaxed) <= MAX_QUERIES_PER_CALL);
             let idle = a.summaries.iter().filter(|s| s.verdict() == IdleVerdict::Idle).count();
@@ -442,15 +559,42 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn two_stages_ask_the_other_metrics_only_of_what_cpu_leaves_open() {
+        // A tenth of the fleet idle: stage one asks 1,000 CPU averages (2 calls), stage two the other five metrics
+        // of the 100 idle ones (1 call).
+        let api = SyntheticMetrics::with_idle_percent(10);
+        let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
+        let criteria = IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14);
+        let fleet = fleet(1_000, &["us-east-1"]);
+        let idle_count = fleet.iter().filter(|i| SyntheticMetrics::looks_idle(10, &i.instance_id)).count();
+        assert!((60..=140).contains(&idle_count), "{idle_count} idle of 1,000");
+        let a = analyse(&api, &prices, &fleet, &criteria, MetricStages::Two, Utc::now(), &finops_core::Silent)
+            .await
+            .unwrap();
+        assert_eq!(a.metrics_requested, 1_000 + idle_count * 5);
+        assert_eq!(a.get_metric_data_calls, 2 + (idle_count * 5).div_ceil(MAX_QUERIES_PER_CALL));
+        let idle = a.summaries.iter().filter(|s| s.verdict() == IdleVerdict::Idle).count();
+        assert_eq!(idle, idle_count);
+        // A fresh instance cannot be judged over the window: no query at all.
+        let mut fresh = fleet[..1].to_vec();
+        fresh[0].launch_time = Utc::now() - chrono::Duration::days(2);
+        let a = analyse(&api, &prices, &fresh, &criteria, MetricStages::Two, Utc::now(), &finops_core::Silent)
+            .await
+            .unwrap();
+        assert_eq!((a.metrics_requested, a.get_metric_data_calls), (0, 0));
+        assert_eq!(a.summaries[0].verdict(), IdleVerdict::InsufficientData);
+    }
+
     #[test]
     fn memory_query_only_where_the_agent_reports() {
         let fleet = fleet(3, &["us-east-1"]);
-        let refs: Vec<&InstanceRecord> = fleet.iter().collect();
+        let refs: Vec<(usize, &InstanceRecord)> = fleet.iter().enumerate().collect();
         let memory = HashMap::from([(
             fleet[1].instance_id.clone(),
             vec![("InstanceId".to_owned(), fleet[1].instance_id.clone()), ("ImageId".to_owned(), "ami-1".to_owned())],
         )]);
-        let (queries, targets) = plan_queries(&refs, &memory);
+        let (queries, targets) = plan_queries(&refs, &MetricKind::STANDARD, &memory);
         assert_eq!(queries.len(), 19);
         let mem: Vec<&MetricQuery> = queries.iter().filter(|q| q.kind == MetricKind::MemUsedAverage).collect();
         assert_eq!(mem.len(), 1);

@@ -9,16 +9,35 @@ use finops_core::LookbackWindow;
 
 use crate::{MetricDataPage, MetricKind, MetricQuery, MetricSeries, MetricsApi, MAX_QUERIES_PER_CALL};
 
-#[derive(Default)]
 pub struct SyntheticMetrics {
     pub calls: AtomicUsize,
     pub largest_call: AtomicUsize,
+    /// The share of instances that look idle, in percent.
+    idle_percent: u64,
+}
+
+impl Default for SyntheticMetrics {
+    /// Half the fleet idle.
+    fn default() -> Self {
+        Self::with_idle_percent(50)
+    }
 }
 
 impl SyntheticMetrics {
-    /// The value of one day: instances whose id ends in an even hex digit look idle, the others busy.
-    fn value(instance_id: &str, kind: MetricKind, day: u32) -> f64 {
-        let idle = instance_id.bytes().last().is_some_and(|b| (b as char).to_digit(16).unwrap_or(1).is_multiple_of(2));
+    pub fn with_idle_percent(idle_percent: u64) -> Self {
+        Self { calls: AtomicUsize::new(0), largest_call: AtomicUsize::new(0), idle_percent }
+    }
+
+    /// Whether an instance looks idle: a hash of its id below the share (FNV-1a, so any id pattern spreads).
+    pub fn looks_idle(idle_percent: u64, instance_id: &str) -> bool {
+        let hash =
+            instance_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        hash % 100 < idle_percent
+    }
+
+    /// The value of one day: idle instances are quiet, the others busy.
+    fn value(&self, instance_id: &str, kind: MetricKind, day: u32) -> f64 {
+        let idle = Self::looks_idle(self.idle_percent, instance_id);
         let wobble = f64::from(day % 3) * 0.1;
         match (idle, kind) {
             (true, MetricKind::CpuAverage) => 0.5 + wobble,
@@ -57,8 +76,53 @@ impl MetricsApi for SyntheticMetrics {
                 MetricSeries {
                     id: q.id.clone(),
                     timestamps: (0..window.days).map(|d| start + i64::from(d) * 86_400).collect(),
-                    values: (0..window.days).map(|d| Self::value(instance_id, q.kind, d)).collect(),
+                    values: (0..window.days).map(|d| self.value(instance_id, q.kind, d)).collect(),
                 }
+            })
+            .collect();
+        Ok(MetricDataPage { series, next_token: None })
+    }
+}
+
+/// A CloudWatch that answers from a table: each (instance, metric) has its own daily values, `None` where no
+/// datapoint exists, and memory only for instances listed with the agent. For comparing evaluations on fleets
+/// with every shape of data.
+#[derive(Default)]
+pub struct TableMetrics {
+    /// Daily values by instance id and metric, indexed by day of the window.
+    pub values: HashMap<(String, MetricKind), Vec<Option<f64>>>,
+    /// Instances whose CloudWatch agent publishes memory.
+    pub agents: Vec<String>,
+    pub metrics_requested: AtomicUsize,
+}
+
+impl MetricsApi for TableMetrics {
+    async fn memory_dimensions(&self, _region: &str) -> Result<HashMap<String, Vec<(String, String)>>, FinopsError> {
+        Ok(self
+            .agents
+            .iter()
+            .map(|id| (id.clone(), vec![("InstanceId".to_owned(), id.clone()), ("ImageId".to_owned(), "ami-1".into())]))
+            .collect())
+    }
+
+    async fn get_metric_data(
+        &self,
+        _region: &str,
+        queries: &[MetricQuery],
+        window: &LookbackWindow,
+        _next_token: Option<String>,
+    ) -> Result<MetricDataPage, FinopsError> {
+        assert!(queries.len() <= MAX_QUERIES_PER_CALL, "{} queries in one call", queries.len());
+        self.metrics_requested.fetch_add(queries.len(), Ordering::Relaxed);
+        let start = window.start().timestamp();
+        let series = queries
+            .iter()
+            .map(|q| {
+                let id = q.dimensions.iter().find(|(n, _)| n == "InstanceId").map_or("", |(_, v)| v.as_str());
+                let days = self.values.get(&(id.to_owned(), q.kind)).cloned().unwrap_or_default();
+                let (timestamps, values) =
+                    days.iter().enumerate().filter_map(|(d, v)| v.map(|v| (start + d as i64 * 86_400, v))).unzip();
+                MetricSeries { id: q.id.clone(), timestamps, values }
             })
             .collect();
         Ok(MetricDataPage { series, next_token: None })

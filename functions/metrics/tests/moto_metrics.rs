@@ -4,7 +4,7 @@
 use chrono::Utc;
 use finops_aws::{get_json, PriceBook, SdkPriceList};
 use finops_core::steps::UtilisationDocument;
-use finops_core::{DetectionConfig, IdleVerdict, LookbackWindow};
+use finops_core::{DetectionConfig, IdleVerdict, LookbackWindow, MetricStages};
 use finops_metrics::{handle, CloudWatchMetrics};
 use finops_testkit::seed::{
     launch, linux_image_id, put_daily_metrics, put_memory_metrics, run_bucket, DayProfile, InstanceSpec,
@@ -68,8 +68,20 @@ async fn seeded_fleet_gets_verdicts_reasons_costs_and_a_small_output() {
         .expect("metrics");
 
     assert_eq!(out.instance_count, 8);
-    assert_eq!(out.get_metric_data_calls, 2, "one call per region: 8 instances need 49 queries");
+    // Two stages (the default): one CPU average per instance that can be judged (7 of 8: one is 2 days old), then
+    // the other five metrics (and memory, where the agent reports it) of the 6 that CPU leaves open: two calls per
+    // region, 38 metrics where one stage asks 49.
+    assert_eq!((out.get_metric_data_calls, out.metrics_requested), (4, 38));
     let doc: UtilisationDocument = get_json(&store, &out.utilisation).await.unwrap();
+    let one_stage = DetectionConfig { metric_stages: MetricStages::One, ..DetectionConfig::default() };
+    let event = serde_json::to_value(&inventory).unwrap();
+    let out_one = handle(event, &metrics_api, &embedded_prices(), &store, &one_stage, now).await.expect("metrics");
+    assert_eq!((out_one.get_metric_data_calls, out_one.metrics_requested), (2, 49), "one call per region");
+    let doc_one: UtilisationDocument = get_json(&store, &out_one.utilisation).await.unwrap();
+    for (two, one) in doc.summaries.iter().zip(&doc_one.summaries) {
+        assert_eq!(two.assessment, one.assessment, "same verdict and reasons either way");
+    }
+    assert_eq!((&out_one.verdicts, &out_one.shortlist), (&out.verdicts, &out.shortlist));
     let verdict = |id: &str| doc.summaries.iter().find(|s| s.instance_id == id).unwrap();
 
     assert_eq!(verdict(&idle).verdict(), IdleVerdict::Idle, "{:?}", verdict(&idle).assessment.reasons);

@@ -9,7 +9,7 @@ use aws_sdk_bedrockagentruntime::types::{OrchestrationTrace, ResponseStream, Tra
 use aws_sdk_bedrockagentruntime::Client;
 
 use crate::retry::Retry;
-use crate::{Model, ModelReply, ReasonerError};
+use crate::{Model, ModelReply, ReasonerError, TokenUsage};
 
 pub struct BedrockAgent {
     client: Client,
@@ -49,6 +49,7 @@ impl BedrockAgent {
             .map_err(|e| classify(e.as_service_error().map(|s| s.is_throttling_exception()).unwrap_or(false), &e))?;
         let mut text = String::new();
         let mut trace = Vec::new();
+        let mut usage = TokenUsage::default();
         loop {
             match out.completion.recv().await {
                 Ok(Some(ResponseStream::Chunk(part))) => {
@@ -59,6 +60,9 @@ impl BedrockAgent {
                     }
                 }
                 Ok(Some(ResponseStream::Trace(part))) => {
+                    if let Some(used) = part.trace().and_then(tokens_of) {
+                        usage.add(used);
+                    }
                     if let Some(line) = part.trace().and_then(describe_trace) {
                         on_event(StreamEvent::Trace(&line));
                         trace.push(line);
@@ -77,8 +81,16 @@ impl BedrockAgent {
                 }
             }
         }
-        Ok(ModelReply { text, trace_id: Some(session_id.to_owned()), trace })
+        Ok(ModelReply { text, trace_id: Some(session_id.to_owned()), trace, usage })
     }
+}
+
+/// The tokens one orchestration model call used (its trace's `modelInvocationOutput.metadata.usage`).
+fn tokens_of(trace: &Trace) -> Option<TokenUsage> {
+    let Trace::OrchestrationTrace(OrchestrationTrace::ModelInvocationOutput(output)) = trace else { return None };
+    let usage = output.metadata()?.usage()?;
+    let count = |n: Option<i32>| n.map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    Some(TokenUsage { input_tokens: count(usage.input_tokens()), output_tokens: count(usage.output_tokens()) })
 }
 
 fn classify<E: std::error::Error>(throttled: bool, e: &E) -> ReasonerError {

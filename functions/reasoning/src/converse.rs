@@ -15,7 +15,7 @@ use aws_smithy_types::{Document, Number};
 use serde_json::{json, Map, Value};
 
 use crate::retry::Retry;
-use crate::{Model, ModelReply, ReasonerError};
+use crate::{Model, ModelReply, ReasonerError, TokenUsage};
 
 /// Output tokens per turn, thinking included (the answer itself is about 120 tokens per instance).
 const MAX_TOKENS: i32 = 16_000;
@@ -163,7 +163,7 @@ impl<T: ToolRunner> BedrockConverse<T> {
         &self,
         messages: &[Message],
         tools: &ToolConfiguration,
-    ) -> Result<(Message, StopReason), ReasonerError> {
+    ) -> Result<(Message, StopReason, TokenUsage), ReasonerError> {
         let result = self
             .client
             .converse()
@@ -183,7 +183,11 @@ impl<T: ToolRunner> BedrockConverse<T> {
                     .and_then(|o| o.as_message().ok())
                     .cloned()
                     .ok_or_else(|| ReasonerError::Failed("Converse returned no message".into()))?;
-                Ok((message, out.stop_reason().clone()))
+                let usage = out.usage().map_or(TokenUsage::default(), |u| TokenUsage {
+                    input_tokens: u64::try_from(u.input_tokens()).unwrap_or(0),
+                    output_tokens: u64::try_from(u.output_tokens()).unwrap_or(0),
+                });
+                Ok((message, out.stop_reason().clone(), usage))
             }
             Err(e) => {
                 let throttled = e.as_service_error().map(|s| s.is_throttling_exception()).unwrap_or(false);
@@ -205,17 +209,19 @@ impl<T: ToolRunner> BedrockConverse<T> {
         };
         let mut messages = vec![user(vec![ContentBlock::Text(prompt.to_owned())])?];
         let mut trace = Vec::new();
+        let mut usage = TokenUsage::default();
         // The conversation's time limit is enforced around it (`ask`); each turn retries throttling within it.
         let deadline = tokio::time::Instant::now() + self.time_limit;
         for _ in 0..self.max_turns {
-            let (message, stop) =
+            let (message, stop, used) =
                 self.retry.run(deadline, self.time_limit, || self.converse_once(&messages, &tools), &|_| {}).await?;
+            usage.add(used);
             let tool_uses: Vec<_> = message.content().iter().filter_map(|c| c.as_tool_use().ok()).cloned().collect();
             messages.push(message.clone());
             if stop != StopReason::ToolUse || tool_uses.is_empty() {
                 let text: String =
                     message.content().iter().filter_map(|c| c.as_text().ok()).map(String::as_str).collect();
-                return Ok(ModelReply { text, trace_id: Some(session_id.to_owned()), trace });
+                return Ok(ModelReply { text, trace_id: Some(session_id.to_owned()), trace, usage });
             }
             let mut results = Vec::new();
             for use_block in tool_uses {

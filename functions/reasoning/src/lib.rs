@@ -22,7 +22,7 @@ use finops_core::policy::Recommendation;
 use finops_core::steps::{InventoryDocument, UtilisationDocument};
 use finops_core::{InstanceRecord, UtilisationSummary};
 
-pub use finops_core::steps::{Discarded, PromptSize, ReasoningOutput, ReasoningRequest, RequestedAction};
+pub use finops_core::steps::{Discarded, PromptSize, ReasoningOutput, ReasoningRequest, RequestedAction, TokenUsage};
 
 /// Recommendations inline in the state output up to this size; larger lists go by reference.
 pub const INLINE_RECOMMENDATIONS_BYTES: usize = 64 * 1024;
@@ -34,6 +34,8 @@ pub struct ModelReply {
     pub trace_id: Option<String>,
     /// The agent's rationale and tool calls, a line each.
     pub trace: Vec<String>,
+    /// Tokens the model's responses reported (every turn of a conversation).
+    pub usage: TokenUsage,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,7 @@ pub struct Reasoned {
     pub fallbacks: usize,
     pub discarded: Vec<Discarded>,
     pub prompt: PromptSize,
+    pub model_usage: TokenUsage,
 }
 
 /// Anything that recommends an action for each shortlisted instance.
@@ -121,8 +124,12 @@ impl<M: Model> Reasoner for Prompted<M> {
             max_instance_tokens: prompt.instance_tokens.iter().copied().max().unwrap_or(0),
         };
         let model = &self.0;
+        let mut model_usage = TokenUsage::default();
         let validated = match model.ask(run_id, &prompt.text).await {
-            Ok(reply) => answer::validate(&reply.text, &shortlist, model.name(), reply.trace_id.as_deref()),
+            Ok(reply) => {
+                model_usage = reply.usage;
+                answer::validate(&reply.text, &shortlist, model.name(), reply.trace_id.as_deref())
+            }
             Err(e) => {
                 tracing::warn!(run_id, error = %e, "model failed; rules for the whole shortlist");
                 answer::validate("", &shortlist, model.name(), None)
@@ -134,6 +141,7 @@ impl<M: Model> Reasoner for Prompted<M> {
             fallbacks: validated.fallbacks,
             discarded: validated.discarded,
             prompt: size,
+            model_usage,
         }
     }
 }
@@ -209,6 +217,7 @@ pub async fn handle<R: Reasoner, S: RunStore>(
         fallbacks: reasoned.fallbacks,
         discarded: discarded.into_iter().take(20).collect(),
         prompt: reasoned.prompt,
+        model_usage: reasoned.model_usage,
     })
 }
 

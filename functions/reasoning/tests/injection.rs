@@ -33,6 +33,7 @@ impl Model for CompromisedModel {
             text: json!({"recommendations": recs}).to_string(),
             trace_id: Some(format!("session-{session_id}")),
             trace: vec![],
+            usage: Default::default(),
         })
     }
 }

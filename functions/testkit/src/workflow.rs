@@ -69,6 +69,7 @@ pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings)
         ("PolicyFunctionArn", "finops-policy"),
         ("RequestApprovalFunctionArn", "finops-request-approval"),
         ("ActionsFunctionArn", "finops-actions"),
+        ("RunCostFunctionArn", "finops-run-cost"),
     ] {
         text.insert(key, format!("{FUNCTION_ARN_PREFIX}:{function}"));
     }
