@@ -126,12 +126,13 @@ def main():
     parser.add_argument("--dir", default="target/lambda")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--max-mb", type=float, default=None, help="fail when a bootstrap is larger")
+    parser.add_argument("--functions", default=",".join(FUNCTIONS), help="comma-separated, default every function")
     args = parser.parse_args()
     emulated = " (under qemu-user: emulated, far slower than on Graviton)" if args.arch != HOST else ""
     print(f"bootstraps: {args.arch} builds in {args.dir}; start = process start to first Runtime API request, median of {args.runs}{emulated}")
     print(f"  {'function':<20} {'size':>9} {'start':>10}  without a Runtime API")
     too_big = []
-    for function in FUNCTIONS:
+    for function in args.functions.split(","):
         path = os.path.join(args.dir, f"finops-{function}", "bootstrap")
         if not os.path.exists(path):
             sys.exit(f"bootstraps: {path} is missing (make package builds it)")

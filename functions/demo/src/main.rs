@@ -280,6 +280,8 @@ fn run_report(run_id: &str, execution: &str, status: &str, output: &Value) -> Va
         "stoppedMonthlySavingUsd": (saving * 100.0).round() / 100.0,
         "deniedByPolicy": output["policy"]["denialCounts"],
         "policyDocument": output["policy"]["policy"],
+        // What the run itself cost (the emulated run's timings are a debug build's against moto: an upper bound).
+        "runCost": output["cost"]["output"],
     })
 }
 

@@ -28,11 +28,14 @@ impl SyntheticMetrics {
         Self { calls: AtomicUsize::new(0), largest_call: AtomicUsize::new(0), idle_percent }
     }
 
-    /// Whether an instance looks idle: a hash of its id below the share (FNV-1a, so any id pattern spreads).
+    /// Whether an instance looks idle. Numbered ids (`i-<hex number>`, as the benchmark's fleet has) are idle when the
+    /// number modulo 100 is below the share, so the share is exact; other ids by a hash (FNV-1a) below it.
     pub fn looks_idle(idle_percent: u64, instance_id: &str) -> bool {
-        let hash =
-            instance_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-        hash % 100 < idle_percent
+        let number = instance_id.strip_prefix("i-").and_then(|hex| u64::from_str_radix(hex, 16).ok());
+        let spread = number.unwrap_or_else(|| {
+            instance_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+        });
+        spread % 100 < idle_percent
     }
 
     /// The value of one day: idle instances are quiet, the others busy.
