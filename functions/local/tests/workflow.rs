@@ -190,6 +190,22 @@ async fn a_failing_step_takes_the_catch_path_and_acts_on_nothing() {
     assert!(ledger["error"].as_s().unwrap().contains("Finops.InjectedFailure"), "{ledger:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_cost_cannot_be_read_still_reports_and_records_it() {
+    let w = workflow(60).await;
+    w.functions.failing.lock().unwrap().insert("finops-run-cost".into());
+    let execution = w.start("run-uncosted", "recommend").await;
+    let (status, states, output) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    assert!(states.contains(&"Cost Not Estimated".to_string()), "{states:?}");
+    assert!(output["costError"]["Error"].as_str().unwrap().contains("Finops.InjectedFailure"), "{output}");
+    let report = w.report().await;
+    assert!(report.contains("Run cost: not estimated (the run-cost step failed"), "{report}");
+    let ledger = w.ledger("run-uncosted").await;
+    assert_eq!(ledger["status"].as_s().unwrap(), "completed");
+    assert!(ledger["runCost"].as_s().unwrap().contains("not estimated"), "{ledger:?}");
+}
+
 /// Answers approval emails as they arrive, through the real callback handler: `decide` picks the button.
 async fn answer_emails(
     w: &Workflow,

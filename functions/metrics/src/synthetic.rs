@@ -68,22 +68,9 @@ impl MetricsApi for SyntheticMetrics {
         window: &LookbackWindow,
         _next_token: Option<String>,
     ) -> Result<MetricDataPage, FinopsError> {
-        assert!(queries.len() <= MAX_QUERIES_PER_CALL, "{} queries in one call", queries.len());
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.largest_call.fetch_max(queries.len(), Ordering::Relaxed);
-        let start = window.start().timestamp();
-        let series = queries
-            .iter()
-            .map(|q| {
-                let instance_id = q.dimensions.iter().find(|(n, _)| n == "InstanceId").map_or("", |(_, v)| v.as_str());
-                MetricSeries {
-                    id: q.id.clone(),
-                    timestamps: (0..window.days).map(|d| start + i64::from(d) * 86_400).collect(),
-                    values: (0..window.days).map(|d| self.value(instance_id, q.kind, d)).collect(),
-                }
-            })
-            .collect();
-        Ok(MetricDataPage { series, next_token: None })
+        Ok(answer(queries, window, |instance_id, kind, day| Some(self.value(instance_id, kind, day))))
     }
 }
 
@@ -115,19 +102,31 @@ impl MetricsApi for TableMetrics {
         window: &LookbackWindow,
         _next_token: Option<String>,
     ) -> Result<MetricDataPage, FinopsError> {
-        assert!(queries.len() <= MAX_QUERIES_PER_CALL, "{} queries in one call", queries.len());
         self.metrics_requested.fetch_add(queries.len(), Ordering::Relaxed);
-        let start = window.start().timestamp();
-        let series = queries
-            .iter()
-            .map(|q| {
-                let id = q.dimensions.iter().find(|(n, _)| n == "InstanceId").map_or("", |(_, v)| v.as_str());
-                let days = self.values.get(&(id.to_owned(), q.kind)).cloned().unwrap_or_default();
-                let (timestamps, values) =
-                    days.iter().enumerate().filter_map(|(d, v)| v.map(|v| (start + d as i64 * 86_400, v))).unzip();
-                MetricSeries { id: q.id.clone(), timestamps, values }
-            })
-            .collect();
-        Ok(MetricDataPage { series, next_token: None })
+        Ok(answer(queries, window, |instance_id, kind, day| {
+            self.values.get(&(instance_id.to_owned(), kind)).and_then(|days| days.get(day as usize).copied().flatten())
+        }))
     }
+}
+
+/// One GetMetricData answer: a daily series per query from `value(instance id, metric, day)`, a day without a value
+/// left out as CloudWatch leaves out a missing datapoint. Checks the API's 500-query limit.
+fn answer(
+    queries: &[MetricQuery],
+    window: &LookbackWindow,
+    value: impl Fn(&str, MetricKind, u32) -> Option<f64>,
+) -> MetricDataPage {
+    assert!(queries.len() <= MAX_QUERIES_PER_CALL, "{} queries in one call", queries.len());
+    let start = window.start().timestamp();
+    let series = queries
+        .iter()
+        .map(|q| {
+            let instance_id = q.dimensions.iter().find(|(n, _)| n == "InstanceId").map_or("", |(_, v)| v.as_str());
+            let (timestamps, values) = (0..window.days)
+                .filter_map(|d| value(instance_id, q.kind, d).map(|v| (start + i64::from(d) * 86_400, v)))
+                .unzip();
+            MetricSeries { id: q.id.clone(), timestamps, values }
+        })
+        .collect();
+    MetricDataPage { series, next_token: None }
 }
