@@ -219,20 +219,34 @@ pub async fn collect_daily<M: MetricsApi>(
     window: &LookbackWindow,
     progress: &dyn ProgressSink,
 ) -> Result<(Vec<Vec<DailyUtilisation>>, usize), FinopsError> {
-    // One stage asks for everything; the criteria only choose the first stage of two.
-    let criteria = IdleCriteria::preset(finops_core::CriteriaPreset::Idle, window.days);
-    let collected = collect_staged(api, instances, &criteria, MetricStages::One, window, progress).await?;
+    let collected = collect_staged(api, instances, Asked::Everything, window, progress).await?;
     Ok((collected.daily, collected.get_metric_data_calls))
 }
 
-/// Daily series per instance (same order as `instances`), and what was requested to get them. With
-/// [`MetricStages::Two`], instances the window cannot judge get no queries, and only those the first stage's CPU
-/// statistic leaves open get the others.
+/// What the metrics step asks CloudWatch for.
+#[derive(Debug, Clone, Copy)]
+pub enum Asked<'a> {
+    /// Every metric of every instance, in one stage.
+    Everything,
+    /// What these criteria need to judge each instance: one CPU statistic of every instance the window can judge,
+    /// then the other metrics of those it leaves open ([`IdleCriteria::screen`]).
+    WhatTheVerdictNeeds(&'a IdleCriteria),
+}
+
+impl<'a> Asked<'a> {
+    pub fn for_stages(stages: MetricStages, criteria: &'a IdleCriteria) -> Self {
+        match stages {
+            MetricStages::One => Self::Everything,
+            MetricStages::Two => Self::WhatTheVerdictNeeds(criteria),
+        }
+    }
+}
+
+/// Daily series per instance (same order as `instances`), and what was requested to get them.
 pub async fn collect_staged<M: MetricsApi>(
     api: &M,
     instances: &[InstanceRecord],
-    criteria: &IdleCriteria,
-    stages: MetricStages,
+    asked: Asked<'_>,
     window: &LookbackWindow,
     progress: &dyn ProgressSink,
 ) -> Result<Collected, FinopsError> {
@@ -243,14 +257,14 @@ pub async fn collect_staged<M: MetricsApi>(
     regions.dedup();
     for region in regions {
         let members = (0..instances.len()).filter(|&i| instances[i].region == region);
-        match stages {
-            MetricStages::One => {
+        match asked {
+            Asked::Everything => {
                 let members: Vec<(usize, &InstanceRecord)> = members.map(|i| (i, &instances[i])).collect();
                 let memory = api.memory_dimensions(region).await?;
                 let (queries, targets) = plan_queries(&members, &MetricKind::STANDARD, &memory);
                 fetch(api, region, &queries, &targets, window, &requests, progress, &mut series).await?;
             }
-            MetricStages::Two => {
+            Asked::WhatTheVerdictNeeds(criteria) => {
                 let judged: Vec<(usize, &InstanceRecord)> = members
                     .filter(|&i| IdleCriteria::can_judge(window, instances[i].launch_time))
                     .map(|i| (i, &instances[i]))
@@ -379,7 +393,7 @@ pub async fn analyse<M: MetricsApi, P: PriceListApi>(
     progress: &dyn ProgressSink,
 ) -> Result<Analysis, FinopsError> {
     let window = LookbackWindow::ending_before(now, criteria.lookback_days);
-    let collected = collect_staged(api, instances, criteria, stages, &window, progress).await?;
+    let collected = collect_staged(api, instances, Asked::for_stages(stages, criteria), &window, progress).await?;
     let mut summaries = Vec::with_capacity(instances.len());
     for (instance, days) in instances.iter().zip(collected.daily) {
         let assessment = criteria.assess(&window, instance.launch_time, &days);
