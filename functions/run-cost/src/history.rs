@@ -47,5 +47,7 @@ fn from_sdk(e: &SdkEvent) -> HistoryEvent {
         timestamp_ms: e.timestamp().to_millis().unwrap_or(0),
         resource: scheduled.map(|d| d.resource().to_owned()),
         function,
+        lambda: scheduled.is_some_and(|d| d.resource_type() == "lambda"),
+        state: e.state_entered_event_details().map(|d| d.name().to_owned()),
     }
 }

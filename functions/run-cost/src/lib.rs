@@ -34,8 +34,12 @@ pub struct HistoryEvent {
     pub timestamp_ms: i64,
     /// TaskScheduled: the integration (`lambda:invoke`, `lambda:invoke.waitForTaskToken`, `sns:publish`, ...).
     pub resource: Option<String>,
-    /// TaskScheduled of a Lambda: the function's name or ARN.
+    /// TaskScheduled of a Lambda: the function's name or ARN, from the task's parameters when the history has them.
     pub function: Option<String>,
+    /// TaskScheduled: whether the integration is Lambda's.
+    pub lambda: bool,
+    /// A state's entered event: the state's name.
+    pub state: Option<String>,
 }
 
 /// Step Functions, narrowed to reading one execution's history.
@@ -111,14 +115,21 @@ pub fn usage_from_history(events: &[HistoryEvent], config: &CostConfig) -> (Vec<
         }
         let Some(started) = started.filter(|s| s.kind == "TaskStarted") else { continue };
         let Some(scheduled) = by_id.get(&started.previous_id).filter(|s| s.kind == "TaskScheduled") else { continue };
-        let Some(function) = scheduled.function.as_deref() else { continue };
+        if !scheduled.lambda {
+            continue;
+        }
+        // Without the task's parameters (a history read without execution data may leave them out), the task is
+        // named after its state and priced at the largest memory: an estimate that errs high.
+        let name = match scheduled.function.as_deref() {
+            Some(function) => function_name(function).to_owned(),
+            None => format!("state {}", entered_state(scheduled, &by_id).unwrap_or("?")),
+        };
         let waits = scheduled.resource.as_deref().is_some_and(|r| r.ends_with(".waitForTaskToken"));
         let duration_ms = match (waits, submitted) {
             (true, Some(s)) => (s.timestamp_ms - started.timestamp_ms).max(1) as u64,
             (true, None) => WAIT_TASK_INVOKE_MS,
             (false, _) => (end.timestamp_ms - started.timestamp_ms).max(1) as u64,
         };
-        let name = function_name(function).to_owned();
         match functions.iter_mut().find(|f| f.function == name) {
             Some(f) => {
                 f.invocations += 1;
@@ -134,6 +145,18 @@ pub fn usage_from_history(events: &[HistoryEvent], config: &CostConfig) -> (Vec<
     }
     functions.sort_by(|a, b| a.function.cmp(&b.function));
     (functions, transitions + STATES_AFTER_COSTING)
+}
+
+/// The name of the state a task event belongs to: its chain of previous events leads back to the state's entry.
+fn entered_state<'a>(event: &'a HistoryEvent, by_id: &HashMap<i64, &'a HistoryEvent>) -> Option<&'a str> {
+    let mut at = event;
+    for _ in 0..64 {
+        if at.kind.ends_with("StateEntered") {
+            return at.state.as_deref();
+        }
+        at = by_id.get(&at.previous_id)?;
+    }
+    None
 }
 
 /// The handler.
@@ -187,13 +210,23 @@ mod tests {
     use super::*;
 
     fn event(id: i64, previous_id: i64, kind: &str, at: i64) -> HistoryEvent {
-        HistoryEvent { id, previous_id, kind: kind.into(), timestamp_ms: at, resource: None, function: None }
+        HistoryEvent {
+            id,
+            previous_id,
+            kind: kind.into(),
+            timestamp_ms: at,
+            resource: None,
+            function: None,
+            lambda: false,
+            state: None,
+        }
     }
 
     fn scheduled(id: i64, previous_id: i64, resource: &str, function: &str, at: i64) -> HistoryEvent {
         HistoryEvent {
             resource: Some(resource.into()),
             function: Some(function.into()),
+            lambda: true,
             ..event(id, previous_id, "TaskScheduled", at)
         }
     }
@@ -238,6 +271,34 @@ mod tests {
             }]
         );
         assert_eq!(transitions, 2 + STATES_AFTER_COSTING);
+    }
+
+    #[test]
+    fn a_lambda_task_without_parameters_is_named_after_its_state_at_the_largest_memory() {
+        let entered = HistoryEvent { state: Some("Check Policy".into()), ..event(1, 0, "TaskStateEntered", 0) };
+        let mut first = scheduled(2, 1, "invoke", METRICS, 1);
+        first.function = None;
+        let mut retry = scheduled(5, 4, "invoke", METRICS, 1);
+        retry.function = None;
+        let events = vec![
+            entered,
+            first,
+            event(3, 2, "TaskStarted", 10),
+            event(4, 3, "TaskFailed", 110),
+            retry,
+            event(6, 5, "TaskStarted", 200),
+            event(7, 6, "TaskSucceeded", 300),
+        ];
+        let (functions, _) = usage_from_history(&events, &config());
+        assert_eq!(
+            functions,
+            vec![FunctionUsage {
+                function: "state Check Policy".into(),
+                invocations: 2,
+                duration_ms: 200,
+                memory_mb: UNLISTED_FUNCTION_MEMORY_MB
+            }]
+        );
     }
 
     #[test]
