@@ -2,7 +2,7 @@
 
 Usage: python launcher.py PORT
 
-Plain `moto_server`, with three additions that concern transport, lifecycle and seeding rather than AWS behaviour:
+Plain `moto_server`, with these additions (transport, lifecycle, seeding, and one place where moto allows what AWS refuses):
 
 - Smithy RPCv2 CBOR. aws-sdk-cloudwatch speaks the `rpc-v2-cbor` protocol (POST /service/<Service>/operation/<Op>,
   CBOR bodies). moto 5.2.5 serves CloudWatch over the query and JSON protocols only and answers 404 there, so this
@@ -11,6 +11,9 @@ Plain `moto_server`, with three additions that concern transport, lifecycle and 
 - DynamoDB requests are handled one at a time. moto checks a ConditionExpression and then writes without a lock, so
   two concurrent conditional writes to one item could both succeed (3 races in 300 did, measured), where DynamoDB
   makes each single-item write atomic. The approval record's single use rests on that atomicity.
+- STS AssumeRole refuses a role that does not exist in the target account (AccessDenied, as STS does); moto would
+  hand out credentials for any ARN. OrganizationAccountAccessRole, which Organizations creates in the accounts it
+  creates, is taken as always there.
 - It exits when its standard input closes, so a test binary that dies never leaves an orphaned server behind.
 - Instances launched with the tag `finops-test:launched-days-ago=N` get a LaunchTime N days in the past. Real fleets
   are old; EC2 has no API to set LaunchTime, and every moto instance would otherwise be brand new, which the idle
@@ -21,12 +24,17 @@ import datetime
 import io
 import json
 import os
+import re
 import sys
 import threading
 
 import botocore.session
 import cbor2
 from moto.ec2.models.instances import InstanceBackend
+from moto.iam.models import iam_backends
+from moto.sts.exceptions import STSClientError
+from moto.sts.models import STSBackend
+from moto.utilities.utils import get_partition
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
@@ -48,6 +56,35 @@ def _run_instances_backdated(self, *args, **kwargs):
 
 
 InstanceBackend.run_instances = _run_instances_backdated
+
+# --- STS: a role must exist to be assumed --------------------------------------------------------------------------
+
+# moto lets anyone assume any role ARN, existing or not (which is how it switches accounts). Real STS refuses a role
+# that does not exist (or does not trust the caller) with AccessDenied, and an organization fan-out must report such
+# an account rather than scan it with someone else's credentials. Organizations creates
+# OrganizationAccountAccessRole in every account it creates, so that one is always there, as in AWS.
+ORGANIZATION_ACCESS_ROLE = "OrganizationAccountAccessRole"
+_assume_role = STSBackend.assume_role
+
+
+class AssumeRoleAccessDenied(STSClientError):
+    code = "AccessDenied"
+
+
+def _assume_existing_role(self, region_name, role_session_name, role_arn, *args, **kwargs):
+    match = re.match(r"^arn:aws[a-z-]*:iam::([0-9]{12}):role/(?:.*/)?([^/]+)$", role_arn or "")
+    if match and match.group(2) != ORGANIZATION_ACCESS_ROLE:
+        account_id, role_name = match.groups()
+        roles = iam_backends[account_id][get_partition(region_name)].roles.values()
+        if not any(role.name == role_name for role in roles):
+            raise AssumeRoleAccessDenied(
+                f"User: arn:aws:iam::{self.account_id}:user/moto is not authorized to perform: sts:AssumeRole "
+                f"on resource: {role_arn}"
+            )
+    return _assume_role(self, region_name, role_session_name, role_arn, *args, **kwargs)
+
+
+STSBackend.assume_role = _assume_existing_role
 
 # --- Smithy RPCv2 CBOR adapter ------------------------------------------------------------------------------------
 

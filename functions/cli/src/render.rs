@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use finops_core::organization::{AccountRef, SkippedAccount, UnreachableItem};
 use finops_core::steps::VerdictCounts;
 use finops_core::utilisation::UtilisationStats;
 use finops_core::{IdleCriteria, IdleVerdict, InstanceRecord, LookbackWindow, UtilisationSummary};
@@ -20,6 +21,26 @@ pub struct ScanReport<'a> {
     pub get_metric_data_calls: usize,
     pub metrics_requested: usize,
     pub instances: Vec<ScannedInstance<'a>>,
+    /// A scan of several accounts: what each account holds, and what was not scanned and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<OrganizationScan<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationScan<'a> {
+    pub accounts: Vec<AccountLine>,
+    pub skipped: &'a [SkippedAccount],
+    pub unreachable: &'a [UnreachableItem],
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountLine {
+    pub account: AccountRef,
+    pub instances: usize,
+    pub verdicts: VerdictCounts,
+    pub monthly_saving_usd: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,7 +86,36 @@ impl<'a> ScanReport<'a> {
             get_metric_data_calls: analysis.get_metric_data_calls,
             metrics_requested: analysis.metrics_requested,
             instances: rows,
+            organization: None,
         }
+    }
+
+    /// The same report with a line per account, and the accounts and items that were not scanned.
+    pub fn with_accounts(
+        mut self,
+        accounts: &[AccountRef],
+        skipped: &'a [SkippedAccount],
+        unreachable: &'a [UnreachableItem],
+    ) -> Self {
+        let lines = accounts
+            .iter()
+            .map(|account| {
+                let mut line = AccountLine {
+                    account: account.clone(),
+                    instances: 0,
+                    verdicts: VerdictCounts::default(),
+                    monthly_saving_usd: 0.0,
+                };
+                for row in self.instances.iter().filter(|r| r.instance.account.as_ref() == Some(account)) {
+                    line.instances += 1;
+                    line.verdicts.add(row.summary.verdict());
+                    line.monthly_saving_usd += saving(row);
+                }
+                line
+            })
+            .collect();
+        self.organization = Some(OrganizationScan { accounts: lines, skipped, unreachable });
+        self
     }
 }
 
@@ -109,14 +159,20 @@ fn usd(v: Option<f64>) -> String {
 }
 
 pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::Result<()> {
-    let header =
-        ["INSTANCE", "NAME", "TYPE", "REGION", "VERDICT", "AVG CPU", "PEAK CPU", "NET/DAY", "COST/MO", "SAVING/MO"];
-    let rows: Vec<[String; 10]> = report
+    let by_account = report.organization.is_some();
+    let mut header =
+        vec!["INSTANCE", "NAME", "TYPE", "REGION", "VERDICT", "AVG CPU", "PEAK CPU", "NET/DAY", "COST/MO", "SAVING/MO"];
+    if by_account {
+        header.insert(1, "ACCOUNT");
+    }
+    // Columns from here on are figures, right-aligned.
+    let first_figure = if by_account { 6 } else { 5 };
+    let rows: Vec<Vec<String>> = report
         .instances
         .iter()
         .map(|r| {
             let s = &r.summary.stats;
-            [
+            let mut row = vec![
                 r.instance.instance_id.clone(),
                 printable(r.instance.name().unwrap_or("-"), 28),
                 r.instance.instance_type.clone(),
@@ -130,7 +186,11 @@ pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
                     IdleVerdict::Idle | IdleVerdict::Underutilised => usd(r.summary.cost.monthly_saving_usd),
                     _ => "-".into(),
                 },
-            ]
+            ];
+            if by_account {
+                row.insert(1, r.instance.account.as_ref().map_or_else(|| "-".into(), |a| printable(&a.name, 24)));
+            }
+            row
         })
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -144,19 +204,21 @@ pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (c, w))| if i >= 5 { format!("{c:>w$}") } else { format!("{c:<w$}") })
+            .map(|(i, (c, w))| if i >= first_figure { format!("{c:>w$}") } else { format!("{c:<w$}") })
             .collect::<Vec<_>>()
             .join("  ")
     };
-    writeln!(out, "{}", line(&header.map(String::from)))?;
+    writeln!(out, "{}", line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>()))?;
     for row in &rows {
         writeln!(out, "{}", line(row))?;
     }
     let v = &report.verdicts;
     writeln!(out)?;
+    let accounts =
+        report.organization.as_ref().map_or_else(String::new, |o| format!("{} accounts, ", o.accounts.len()));
     writeln!(
         out,
-        "{} instances in {} over {} days ({} to {}), criteria {}: {} idle, {} underutilised, {} active, {} insufficient data",
+        "{} instances in {accounts}{} over {} days ({} to {}), criteria {}: {} idle, {} underutilised, {} active, {} insufficient data",
         report.instances.len(),
         report.regions.join(", "),
         report.window.days,
@@ -178,6 +240,9 @@ pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
     if !sources.is_empty() {
         writeln!(out, "Prices: {}.", sources.into_iter().collect::<Vec<_>>().join("; "))?;
     }
+    if let Some(org) = &report.organization {
+        render_accounts(org, report.regions.len(), out)?;
+    }
     let explained: Vec<&ScannedInstance<'_>> =
         report.instances.iter().filter(|r| r.summary.verdict() != IdleVerdict::Active).collect();
     if !explained.is_empty() {
@@ -188,6 +253,43 @@ pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
         }
     }
     writeln!(out, "\nNothing was changed. Stopping needs the deployed workflow and a human approval.")
+}
+
+fn render_accounts(org: &OrganizationScan<'_>, regions: usize, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(out, "\nAccounts:")?;
+    for line in &org.accounts {
+        let unreachable = org.unreachable.iter().filter(|u| u.item.account == line.account).count();
+        if unreachable == regions {
+            writeln!(out, "  {}: not reachable in any region", printable(&line.account.to_string(), 60))?;
+            continue;
+        }
+        let note = if unreachable > 0 { format!("; {unreachable} region(s) not scanned") } else { String::new() };
+        writeln!(
+            out,
+            "  {}: {} instances, {} idle, {} underutilised; possible saving ${:.2}/month{note}",
+            printable(&line.account.to_string(), 60),
+            line.instances,
+            line.verdicts.idle,
+            line.verdicts.underutilised,
+            line.monthly_saving_usd
+        )?;
+    }
+    for skipped in org.skipped {
+        writeln!(out, "  {}: not scanned, {}", printable(&skipped.account.to_string(), 60), skipped.reason)?;
+    }
+    if !org.unreachable.is_empty() {
+        writeln!(out, "\nNot scanned ({} of the run's account-region items):", org.unreachable.len())?;
+        for u in org.unreachable {
+            writeln!(
+                out,
+                "  {} {}: {}",
+                printable(&u.item.account.to_string(), 60),
+                u.item.region,
+                printable(&u.reason, 300)
+            )?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

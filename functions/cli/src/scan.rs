@@ -2,13 +2,20 @@
 
 use std::io::Write;
 
+use aws_config::SdkConfig;
 use chrono::Utc;
 use clap::Args;
-use finops_aws::{load_sdk_config, AwsSettings, PriceBook, SdkPriceList};
+use finops_aws::{
+    load_sdk_config, AccountDirectory, AwsSettings, MemberSessions, PriceBook, SdkOrganization, SdkPriceList,
+};
+use finops_core::organization::{
+    parse_account_list, parse_ou_id, plan_work_items, select_accounts, AccountRef, AccountScope, AccountSelection,
+    SkippedAccount, UnreachableItem,
+};
 use finops_core::regions::parse_region_list;
-use finops_core::{DetectionConfig, ProgressEvent, ProgressSink};
+use finops_core::{DetectionConfig, InstanceRecord, LookbackWindow, ProgressEvent, ProgressSink};
 use finops_inventory::{collect_inventory, Ec2Inventory};
-use finops_metrics::{analyse, CloudWatchMetrics};
+use finops_metrics::{analyse, Analysis, CloudWatchMetrics};
 
 use crate::render::{render_json, render_table, ScanReport};
 use crate::CliError;
@@ -39,6 +46,21 @@ pub struct ScanArgs {
     /// No progress lines on stderr.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Scan these member accounts (comma-separated ids) by assuming --role-name in each.
+    #[arg(long, value_delimiter = ',', conflicts_with = "organization")]
+    pub accounts: Vec<String>,
+    /// Scan every active account of the AWS Organization (and this one), by assuming --role-name in each.
+    #[arg(long)]
+    pub organization: bool,
+    /// With --organization: only the accounts under these organizational units (any depth).
+    #[arg(long, value_delimiter = ',', requires = "organization")]
+    pub ous: Vec<String>,
+    /// Never scan these accounts.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude_accounts: Vec<String>,
+    /// The read-only role the member StackSet deploys in each account.
+    #[arg(long, default_value = finops_core::organization::DETECTION_ROLE_NAME)]
+    pub role_name: String,
 }
 
 /// Progress lines on stderr, so stdout stays clean for the table or JSON.
@@ -64,6 +86,7 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
     let config = DetectionConfig::default()
         .with_run_overrides(Some(args.lookback_days), Some(&args.criteria))
         .map_err(|e| CliError::Usage(format!("--{}: {}", flag_name(&e.key), e.message)))?;
+    let selection = account_selection(&args)?;
     let settings = AwsSettings {
         profile: args.profile.clone(),
         endpoint_url: args.endpoint_url.clone(),
@@ -71,30 +94,165 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
     };
     let sdk = load_sdk_config(&settings).await;
     let progress: &dyn ProgressSink = if args.quiet { &finops_core::Silent } else { &StderrProgress };
-
-    let instances = collect_inventory(&Ec2Inventory::new(sdk.clone()), &regions, progress).await?;
     let prices = PriceBook::new((!args.offline_prices).then(|| SdkPriceList::new(&sdk)));
-    let analysis = analyse(
-        &CloudWatchMetrics::new(sdk),
-        &prices,
-        &instances,
-        &config.criteria,
-        config.metric_stages,
-        Utc::now(),
-        progress,
-    )
-    .await?;
+    let now = Utc::now();
+
+    let fleet = match &selection {
+        None => {
+            let mut fleet = Fleet::new(LookbackWindow::ending_before(now, config.criteria.lookback_days));
+            for region in &regions {
+                let (instances, analysis) = scan_item(&sdk, None, region, &prices, &config, now, progress).await?;
+                fleet.add(instances, analysis);
+            }
+            fleet
+        }
+        Some(selection) => scan_accounts(&sdk, selection, &args, &regions, &prices, &config, now, progress).await?,
+    };
     let price_note = prices.api_unavailable_reason().filter(|_| !args.offline_prices);
     if let (Some(reason), false) = (&price_note, args.quiet) {
         eprintln!("pricing:   Price List API not used ({reason}); estimates use the embedded table");
     }
-    let report = ScanReport::new(&regions, &config.criteria, &instances, &analysis);
+    let mut report = ScanReport::new(&regions, &config.criteria, &fleet.instances, &fleet.analysis);
+    if selection.is_some() {
+        report = report.with_accounts(&fleet.accounts, &fleet.skipped, &fleet.unreachable);
+    }
     if args.json {
         render_json(&report, out)?;
     } else {
         render_table(&report, out)?;
     }
+    if selection.is_some() && fleet.accounts.is_empty() {
+        return Err(CliError::Usage("no account could be scanned (see above)".into()));
+    }
+    if selection.is_some() && fleet.reached_items == 0 {
+        return Err(CliError::Aws(finops_aws::FinopsError::AccessDenied {
+            service: "sts",
+            operation: "AssumeRole",
+            message: format!("no account could be reached with role {}", args.role_name),
+        }));
+    }
     Ok(())
+}
+
+/// What the command line asks for beyond the caller's own account (None: just that account, as before).
+fn account_selection(args: &ScanArgs) -> Result<Option<AccountSelection>, CliError> {
+    let usage = |e: finops_core::organization::OrganizationError| CliError::Usage(e.to_string());
+    let exclude = parse_account_list(&args.exclude_accounts.join(",")).map_err(usage)?.into_iter().collect();
+    if args.organization {
+        let ous = args.ous.iter().map(|ou| parse_ou_id(ou)).collect::<Result<Vec<_>, _>>().map_err(usage)?;
+        return Ok(Some(AccountSelection { scope: AccountScope::Organization { ous }, exclude, include_hub: true }));
+    }
+    if args.accounts.is_empty() {
+        return Ok(None);
+    }
+    let ids = parse_account_list(&args.accounts.join(",")).map_err(usage)?;
+    // Named accounts are exactly what was asked for: the caller's own account only if it is in the list.
+    Ok(Some(AccountSelection { scope: AccountScope::Listed(ids), exclude, include_hub: false }))
+}
+
+/// The fleet of a scan, put together item by item.
+struct Fleet {
+    instances: Vec<InstanceRecord>,
+    analysis: Analysis,
+    accounts: Vec<AccountRef>,
+    skipped: Vec<SkippedAccount>,
+    unreachable: Vec<UnreachableItem>,
+    reached_items: usize,
+}
+
+impl Fleet {
+    fn new(window: LookbackWindow) -> Self {
+        Self {
+            instances: Vec::new(),
+            analysis: Analysis::empty(window),
+            accounts: Vec::new(),
+            skipped: Vec::new(),
+            unreachable: Vec::new(),
+            reached_items: 0,
+        }
+    }
+
+    fn add(&mut self, instances: Vec<InstanceRecord>, analysis: Analysis) {
+        self.instances.extend(instances);
+        self.analysis.absorb(analysis);
+        self.reached_items += 1;
+    }
+}
+
+/// One account in one region: its running instances, their verdicts and costs.
+async fn scan_item(
+    sdk: &SdkConfig,
+    account: Option<&AccountRef>,
+    region: &str,
+    prices: &PriceBook<SdkPriceList>,
+    config: &DetectionConfig,
+    now: chrono::DateTime<Utc>,
+    progress: &dyn ProgressSink,
+) -> Result<(Vec<InstanceRecord>, Analysis), finops_aws::FinopsError> {
+    let mut instances = collect_inventory(&Ec2Inventory::new(sdk.clone()), &[region.to_owned()], progress).await?;
+    for instance in &mut instances {
+        instance.account = account.cloned();
+    }
+    let analysis = analyse(
+        &CloudWatchMetrics::new(sdk.clone()),
+        prices,
+        &instances,
+        &config.criteria,
+        config.metric_stages,
+        now,
+        progress,
+    )
+    .await?;
+    Ok((instances, analysis))
+}
+
+/// The organization fan-out from a laptop: each (account, region) item with the member's read-only role. An item
+/// that cannot be reached (role missing, SCP denial, region not enabled) is reported and the scan goes on.
+#[allow(clippy::too_many_arguments)]
+async fn scan_accounts(
+    sdk: &SdkConfig,
+    selection: &AccountSelection,
+    args: &ScanArgs,
+    regions: &[String],
+    prices: &PriceBook<SdkPriceList>,
+    config: &DetectionConfig,
+    now: chrono::DateTime<Utc>,
+    progress: &dyn ProgressSink,
+) -> Result<Fleet, CliError> {
+    let sessions =
+        MemberSessions::new(sdk, &args.role_name, &format!("finops-scan-{}", now.format("%Y%m%dT%H%M%S"))).await?;
+    let hub = AccountRef::new(sessions.hub_account(), sessions.hub_account());
+    let directory = match (SdkOrganization::new(sdk).accounts().await, &selection.scope) {
+        (Ok(accounts), _) => Some(accounts),
+        (Err(e), AccountScope::Organization { .. }) => return Err(e.into()),
+        // A listed scan works without Organizations (from a member account, say): names are then the ids.
+        (Err(e), AccountScope::Listed(_)) => {
+            if !args.quiet {
+                eprintln!("accounts:  Organizations not readable ({e}); accounts are named by id");
+            }
+            None
+        }
+    };
+    let selected = select_accounts(selection, directory.as_deref(), &hub);
+    let mut fleet = Fleet::new(LookbackWindow::ending_before(now, config.criteria.lookback_days));
+    fleet.skipped = selected.skipped;
+    for item in plan_work_items(&selected.accounts, regions) {
+        let scanned = match sessions.config_for(&item.account).await {
+            Ok(member) => scan_item(&member, Some(&item.account), &item.region, prices, config, now, progress).await,
+            Err(e) => Err(e),
+        };
+        match scanned {
+            Ok((instances, analysis)) => fleet.add(instances, analysis),
+            Err(e) => {
+                if !args.quiet {
+                    eprintln!("accounts:  {} {}: not scanned: {e}", item.account, item.region);
+                }
+                fleet.unreachable.push(UnreachableItem { item, reason: e.to_string() });
+            }
+        }
+    }
+    fleet.accounts = selected.accounts;
+    Ok(fleet)
 }
 
 fn flag_name(key: &str) -> &str {

@@ -136,6 +136,9 @@ pub struct InstanceRecord {
     /// Missing from a document means not established, which the policy treats as present.
     #[serde(default)]
     pub instance_storage: InstanceStorage,
+    /// The account it runs in, when the run covers more than its own account (absent: the run's own account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<crate::organization::AccountRef>,
 }
 
 impl InstanceRecord {
@@ -167,6 +170,7 @@ impl InstanceRecord {
             membership: ClusterMembership::default(),
             volumes,
             instance_storage: InstanceStorage::None,
+            account: None,
         }
     }
 

@@ -240,5 +240,6 @@ pub fn to_record(
         volumes: attached,
         instance_storage,
         instance_id,
+        account: None,
     })
 }

@@ -383,6 +383,21 @@ pub struct Analysis {
     pub metrics_requested: usize,
 }
 
+impl Analysis {
+    /// Nothing analysed yet, over `window`: what a fan-out starts from before it absorbs each item's analysis.
+    pub fn empty(window: LookbackWindow) -> Self {
+        Self { window, summaries: Vec::new(), get_metric_data_calls: 0, metrics_requested: 0 }
+    }
+
+    /// Adds another part of the fleet, analysed over the same window (another account or region).
+    pub fn absorb(&mut self, other: Analysis) {
+        debug_assert_eq!(self.window, other.window, "parts of one run share its window");
+        self.summaries.extend(other.summaries);
+        self.get_metric_data_calls += other.get_metric_data_calls;
+        self.metrics_requested += other.metrics_requested;
+    }
+}
+
 pub async fn analyse<M: MetricsApi, P: PriceListApi>(
     api: &M,
     prices: &PriceBook<P>,

@@ -1,0 +1,109 @@
+//! An AWS Organization on moto: the hub creates it, member accounts are created in it (and moved into OUs), and a
+//! member's own resources are seeded through OrganizationAccountAccessRole, as an administrator would. The member
+//! roles the StackSet deploys are created by [`create_member_role`]; leave one out to have an unreachable account.
+
+use aws_config::SdkConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+
+pub struct Organization {
+    pub root_id: String,
+    client: aws_sdk_organizations::Client,
+}
+
+/// Creates the organization, the hub (the caller) as its management account.
+pub async fn create_organization(hub: &SdkConfig) -> Organization {
+    let client = aws_sdk_organizations::Client::new(hub);
+    client
+        .create_organization()
+        .feature_set(aws_sdk_organizations::types::OrganizationFeatureSet::All)
+        .send()
+        .await
+        .expect("CreateOrganization");
+    let roots = client.list_roots().send().await.expect("ListRoots");
+    let root_id = roots.roots()[0].id().expect("root id").to_owned();
+    Organization { root_id, client }
+}
+
+impl Organization {
+    pub async fn create_ou(&self, name: &str) -> String {
+        let ou = self
+            .client
+            .create_organizational_unit()
+            .parent_id(&self.root_id)
+            .name(name)
+            .send()
+            .await
+            .expect("CreateOrganizationalUnit");
+        ou.organizational_unit().and_then(|u| u.id()).expect("OU id").to_owned()
+    }
+
+    /// A new member account, moved under `ou` when given. Returns its id.
+    pub async fn create_account(&self, name: &str, ou: Option<&str>) -> String {
+        let created = self
+            .client
+            .create_account()
+            .account_name(name)
+            .email(format!("{name}@example.com"))
+            .send()
+            .await
+            .expect("CreateAccount");
+        let id = created.create_account_status().and_then(|s| s.account_id()).expect("account id").to_owned();
+        if let Some(ou) = ou {
+            self.client
+                .move_account()
+                .account_id(&id)
+                .source_parent_id(&self.root_id)
+                .destination_parent_id(ou)
+                .send()
+                .await
+                .expect("MoveAccount");
+        }
+        id
+    }
+
+    pub async fn tag_account(&self, id: &str, key: &str, value: &str) {
+        let tag = aws_sdk_organizations::types::Tag::builder().key(key).value(value).build().expect("tag");
+        self.client.tag_resource().resource_id(id).tags(tag).send().await.expect("TagResource");
+    }
+
+    /// Closes the account: Organizations then lists it as suspended.
+    pub async fn close_account(&self, id: &str) {
+        self.client.close_account().account_id(id).send().await.expect("CloseAccount");
+    }
+}
+
+/// Acts in a member account as its administrator (OrganizationAccountAccessRole), to seed its fleet and roles.
+pub async fn member_admin(hub: &SdkConfig, account_id: &str) -> SdkConfig {
+    let sts = aws_sdk_sts::Client::new(hub);
+    let assumed = sts
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{account_id}:role/OrganizationAccountAccessRole"))
+        .role_session_name("seed")
+        .send()
+        .await
+        .expect("AssumeRole OrganizationAccountAccessRole");
+    let c = assumed.credentials().expect("credentials");
+    let credentials = Credentials::new(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_owned()),
+        None,
+        "member-admin",
+    );
+    hub.to_builder().credentials_provider(SharedCredentialsProvider::new(credentials)).build()
+}
+
+/// The role the member StackSet deploys, trusting the hub account.
+pub async fn create_member_role(member: &SdkConfig, role_name: &str, hub_account: &str) {
+    let trust = format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Principal":{{"AWS":"arn:aws:iam::{hub_account}:root"}},"Action":"sts:AssumeRole"}}]}}"#
+    );
+    aws_sdk_iam::Client::new(member)
+        .create_role()
+        .role_name(role_name)
+        .assume_role_policy_document(trust)
+        .send()
+        .await
+        .expect("CreateRole");
+}
