@@ -133,10 +133,7 @@ impl MemberSessions {
     /// Asks STS who the hub is (GetCallerIdentity). `session_name` appears in the member's CloudTrail: the run id.
     pub async fn new(base: &SdkConfig, role_name: &str, session_name: &str) -> Result<Self, FinopsError> {
         let sts = aws_sdk_sts::Client::new(base);
-        let me =
-            sts.get_caller_identity().send().await.map_err(|e| FinopsError::from_sdk("sts", "GetCallerIdentity", e))?;
-        let hub = me.account().unwrap_or_default().to_owned();
-        let partition = me.arn().and_then(|arn| arn.split(':').nth(1)).unwrap_or("aws").to_owned();
+        let (hub, partition) = caller(&sts).await?;
         Ok(Self {
             base: base.clone(),
             sts,
@@ -202,6 +199,19 @@ impl MemberSessions {
         self.cache.lock().expect("session cache").insert(account.id.clone(), (config.clone(), expires));
         Ok(config)
     }
+}
+
+/// The account these credentials belong to (STS GetCallerIdentity): the hub, for a deployment's functions.
+pub async fn caller_account(config: &SdkConfig) -> Result<String, FinopsError> {
+    Ok(caller(&aws_sdk_sts::Client::new(config)).await?.0)
+}
+
+async fn caller(sts: &aws_sdk_sts::Client) -> Result<(String, String), FinopsError> {
+    let me =
+        sts.get_caller_identity().send().await.map_err(|e| FinopsError::from_sdk("sts", "GetCallerIdentity", e))?;
+    let account = me.account().unwrap_or_default().to_owned();
+    let partition = me.arn().and_then(|arn| arn.split(':').nth(1)).unwrap_or("aws").to_owned();
+    Ok((account, partition))
 }
 
 /// STS session names allow 2 to 64 of `[\w+=,.@-]`.

@@ -5,15 +5,14 @@ use std::io::Write;
 use aws_config::SdkConfig;
 use chrono::Utc;
 use clap::Args;
-use finops_aws::{
-    load_sdk_config, AccountDirectory, AwsSettings, MemberSessions, PriceBook, SdkOrganization, SdkPriceList,
-};
+use finops_aws::{load_sdk_config, AwsSettings, MemberSessions, PriceBook, SdkOrganization, SdkPriceList};
 use finops_core::organization::{
     parse_account_list, parse_ou_id, plan_work_items, select_accounts, AccountRef, AccountScope, AccountSelection,
     SkippedAccount, UnreachableItem,
 };
 use finops_core::regions::parse_region_list;
 use finops_core::{DetectionConfig, InstanceRecord, LookbackWindow, ProgressEvent, ProgressSink};
+use finops_fanout::{read_directory, SdkMemberClients};
 use finops_inventory::{collect_inventory, Ec2Inventory};
 use finops_metrics::{analyse, Analysis, CloudWatchMetrics};
 
@@ -101,7 +100,7 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
         None => {
             let mut fleet = Fleet::new(LookbackWindow::ending_before(now, config.criteria.lookback_days));
             for region in &regions {
-                let (instances, analysis) = scan_item(&sdk, None, region, &prices, &config, now, progress).await?;
+                let (instances, analysis) = scan_region(&sdk, region, &prices, &config, now, progress).await?;
                 fleet.add(instances, analysis);
             }
             fleet
@@ -179,30 +178,18 @@ impl Fleet {
     }
 }
 
-/// One account in one region: its running instances, their verdicts and costs.
-async fn scan_item(
+/// The caller's own account in one region: its running instances, their verdicts and costs.
+async fn scan_region(
     sdk: &SdkConfig,
-    account: Option<&AccountRef>,
     region: &str,
     prices: &PriceBook<SdkPriceList>,
     config: &DetectionConfig,
     now: chrono::DateTime<Utc>,
     progress: &dyn ProgressSink,
 ) -> Result<(Vec<InstanceRecord>, Analysis), finops_aws::FinopsError> {
-    let mut instances = collect_inventory(&Ec2Inventory::new(sdk.clone()), &[region.to_owned()], progress).await?;
-    for instance in &mut instances {
-        instance.account = account.cloned();
-    }
-    let analysis = analyse(
-        &CloudWatchMetrics::new(sdk.clone()),
-        prices,
-        &instances,
-        &config.criteria,
-        config.metric_stages,
-        now,
-        progress,
-    )
-    .await?;
+    let instances = collect_inventory(&Ec2Inventory::new(sdk.clone()), &[region.to_owned()], progress).await?;
+    let metrics = CloudWatchMetrics::new(sdk.clone());
+    let analysis = analyse(&metrics, prices, &instances, &config.criteria, config.metric_stages, now, progress).await?;
     Ok((instances, analysis))
 }
 
@@ -222,26 +209,16 @@ async fn scan_accounts(
     let sessions =
         MemberSessions::new(sdk, &args.role_name, &format!("finops-scan-{}", now.format("%Y%m%dT%H%M%S"))).await?;
     let hub = AccountRef::new(sessions.hub_account(), sessions.hub_account());
-    let directory = match (SdkOrganization::new(sdk).accounts().await, &selection.scope) {
-        (Ok(accounts), _) => Some(accounts),
-        (Err(e), AccountScope::Organization { .. }) => return Err(e.into()),
-        // A listed scan works without Organizations (from a member account, say): names are then the ids.
-        (Err(e), AccountScope::Listed(_)) => {
-            if !args.quiet {
-                eprintln!("accounts:  Organizations not readable ({e}); accounts are named by id");
-            }
-            None
-        }
-    };
+    let directory = read_directory(&SdkOrganization::new(sdk), &selection.scope).await?;
+    if directory.is_none() && !args.quiet {
+        eprintln!("accounts:  Organizations not readable; accounts are named by id");
+    }
     let selected = select_accounts(selection, directory.as_deref(), &hub);
     let mut fleet = Fleet::new(LookbackWindow::ending_before(now, config.criteria.lookback_days));
     fleet.skipped = selected.skipped;
+    let clients = SdkMemberClients { sessions };
     for item in plan_work_items(&selected.accounts, regions) {
-        let scanned = match sessions.config_for(&item.account).await {
-            Ok(member) => scan_item(&member, Some(&item.account), &item.region, prices, config, now, progress).await,
-            Err(e) => Err(e),
-        };
-        match scanned {
+        match finops_fanout::scan_item(&clients, prices, &item, config, now, progress).await {
             Ok((instances, analysis)) => fleet.add(instances, analysis),
             Err(e) => {
                 if !args.quiet {

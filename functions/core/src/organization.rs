@@ -126,6 +126,8 @@ pub enum OrganizationError {
     BadEmail(String),
     #[error("approval routing: {0}")]
     BadRouting(String),
+    #[error("organization configuration: {0}")]
+    BadConfig(String),
 }
 
 pub fn parse_account_id(text: &str) -> Result<String, OrganizationError> {
@@ -218,6 +220,66 @@ pub fn select_accounts(
         take(hub, status, &mut selected);
     }
     selected
+}
+
+/// A deployment that covers an organization: which accounts, and the member roles' names. Read from the
+/// environment the CDK app sets: `FINOPS_ACCOUNTS` (`organization`, or a comma-separated list of ids; unset means
+/// this account only), `FINOPS_ORGANIZATION_OUS`, `FINOPS_EXCLUDE_ACCOUNTS`, `FINOPS_INCLUDE_HUB` (default true),
+/// `FINOPS_MEMBER_READ_ROLE`, `FINOPS_MEMBER_ACTIONS_ROLE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrganizationConfig {
+    pub selection: AccountSelection,
+    pub read_role: String,
+    pub actions_role: String,
+}
+
+impl OrganizationConfig {
+    /// None for a single-account deployment. Every value is checked: a typo in an id or OU is an error, not an
+    /// account silently left out.
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Option<Self>, OrganizationError> {
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let Some(accounts) = get("FINOPS_ACCOUNTS") else { return Ok(None) };
+        let ous = get("FINOPS_ORGANIZATION_OUS")
+            .map(|list| list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_ou_id).collect())
+            .transpose()?
+            .unwrap_or_default();
+        let scope = if accounts.eq_ignore_ascii_case("organization") {
+            AccountScope::Organization { ous }
+        } else {
+            if !ous.is_empty() {
+                return Err(OrganizationError::BadConfig(
+                    "FINOPS_ORGANIZATION_OUS applies to FINOPS_ACCOUNTS=organization only".into(),
+                ));
+            }
+            AccountScope::Listed(parse_account_list(accounts)?)
+        };
+        let exclude = parse_account_list(get("FINOPS_EXCLUDE_ACCOUNTS").unwrap_or_default())?.into_iter().collect();
+        let include_hub = match get("FINOPS_INCLUDE_HUB").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true") => true,
+            Some("false") => false,
+            Some(other) => {
+                return Err(OrganizationError::BadConfig(format!(
+                    "FINOPS_INCLUDE_HUB must be true or false, not {other:?}"
+                )))
+            }
+        };
+        let role = |key: &str, default: &str| -> Result<String, OrganizationError> {
+            let name = get(key).unwrap_or(default);
+            // IAM role names: 1-64 of [\w+=,.@-].
+            let ok = name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c));
+            if ok {
+                Ok(name.to_owned())
+            } else {
+                Err(OrganizationError::BadConfig(format!("{key}: {name:?} is not an IAM role name")))
+            }
+        };
+        Ok(Some(Self {
+            selection: AccountSelection { scope, exclude, include_hub },
+            read_role: role("FINOPS_MEMBER_READ_ROLE", DETECTION_ROLE_NAME)?,
+            actions_role: role("FINOPS_MEMBER_ACTIONS_ROLE", ACTIONS_ROLE_NAME)?,
+        }))
+    }
 }
 
 /// One unit of the fan-out: one account in one region. Small on purpose: thousands of them go to S3 and a
@@ -482,6 +544,48 @@ mod tests {
         let reasons: Vec<(&str, &str)> =
             checked.skipped.iter().map(|s| (s.account.id.as_str(), s.reason.as_str())).collect();
         assert_eq!(reasons, [("555555555555", "not a member of the organization"), ("333333333333", "suspended")]);
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_organization_configuration_is_read_and_checked() {
+        assert_eq!(OrganizationConfig::from_vars(vars(&[("FINOPS_REGIONS", "us-east-1")])).unwrap(), None);
+        let whole = OrganizationConfig::from_vars(vars(&[
+            ("FINOPS_ACCOUNTS", "organization"),
+            ("FINOPS_ORGANIZATION_OUS", "ou-ab12-cd34ef56, ou-ab12-zz34ef56"),
+            ("FINOPS_EXCLUDE_ACCOUNTS", "111111111111"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            whole.selection.scope,
+            AccountScope::Organization { ous: vec!["ou-ab12-cd34ef56".into(), "ou-ab12-zz34ef56".into()] }
+        );
+        assert!(whole.selection.exclude.contains("111111111111") && whole.selection.include_hub);
+        assert_eq!((whole.read_role.as_str(), whole.actions_role.as_str()), (DETECTION_ROLE_NAME, ACTIONS_ROLE_NAME));
+        let listed = OrganizationConfig::from_vars(vars(&[
+            ("FINOPS_ACCOUNTS", "222222222222,333333333333"),
+            ("FINOPS_INCLUDE_HUB", "false"),
+            ("FINOPS_MEMBER_READ_ROLE", "acme-finops-read"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(listed.selection.scope, AccountScope::Listed(vec!["222222222222".into(), "333333333333".into()]));
+        assert!(!listed.selection.include_hub);
+        assert_eq!(listed.read_role, "acme-finops-read");
+        for bad in [
+            vec![("FINOPS_ACCOUNTS", "organisation")],
+            vec![("FINOPS_ACCOUNTS", "organization"), ("FINOPS_ORGANIZATION_OUS", "workloads")],
+            vec![("FINOPS_ACCOUNTS", "222222222222"), ("FINOPS_ORGANIZATION_OUS", "ou-ab12-cd34ef56")],
+            vec![("FINOPS_ACCOUNTS", "organization"), ("FINOPS_INCLUDE_HUB", "yes")],
+            vec![("FINOPS_ACCOUNTS", "organization"), ("FINOPS_MEMBER_READ_ROLE", "role/with/slashes")],
+            vec![("FINOPS_ACCOUNTS", "organization"), ("FINOPS_EXCLUDE_ACCOUNTS", "12")],
+        ] {
+            assert!(OrganizationConfig::from_vars(vars(&bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -127,6 +127,127 @@ pub struct MetricsOutput {
     /// Price List API calls this step made (prices are cached for the container's life).
     #[serde(default)]
     pub price_list_calls: usize,
+    /// A run over several accounts: what was scanned and what could not be (absent for one account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<OrganizationSummary>,
+}
+
+// ---- organization fan-out: plan, scan one (account, region) item, merge ----
+
+/// At most this many skipped accounts and unreachable items travel in state payloads; the rest are counted (the
+/// merge's document in the run bucket has them all).
+pub const LISTED_IN_STATE: usize = 20;
+
+/// What the planning step gets: the run and its regions (a list or a comma-separated string).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRequest {
+    pub run_id: String,
+    pub regions: Regions,
+    #[serde(default)]
+    pub lookback_days: Option<u32>,
+    #[serde(default)]
+    pub criteria: Option<String>,
+}
+
+/// The planning step's output: where the work items are (the Distributed Map's ItemReader reads them) and what
+/// was left out. Small whatever the organization's size.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanOutput {
+    pub run_id: String,
+    pub regions: Vec<String>,
+    /// A JSON array of [`ScanItemRequest`]s.
+    pub items: ObjectRef,
+    pub item_count: usize,
+    pub account_count: usize,
+    /// The first [`LISTED_IN_STATE`] accounts not scanned (suspended, excluded, not a member), and how many in all.
+    pub skipped: Vec<crate::organization::SkippedAccount>,
+    pub skipped_count: usize,
+}
+
+/// One Distributed Map item: scan this account in this region for this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScanItemRequest {
+    pub run_id: String,
+    pub account: crate::organization::AccountRef,
+    pub region: String,
+    /// The plan's clock: every item judges the same days, even when the Map runs across midnight.
+    pub as_of: DateTime<Utc>,
+    #[serde(default)]
+    pub lookback_days: Option<u32>,
+    #[serde(default)]
+    pub criteria: Option<String>,
+}
+
+/// What one item's scan stored: its instances (each naming the account), their analysis, or why the account could
+/// not be reached. One document per item at [`ScanItemDocument::key`], which the merge reads back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanItemDocument {
+    pub run_id: String,
+    pub item: crate::organization::WorkItem,
+    /// None when scanned; otherwise what AWS said (role missing, SCP denial, region not enabled).
+    #[serde(default)]
+    pub unreachable: Option<String>,
+    pub window: LookbackWindow,
+    pub instances: Vec<InstanceRecord>,
+    pub summaries: Vec<UtilisationSummary>,
+    pub get_metric_data_calls: usize,
+    pub metrics_requested: usize,
+    pub price_list_calls: usize,
+}
+
+impl ScanItemDocument {
+    /// Where an item's document lives: derived from the item alone, so the merge finds it without the Map's results.
+    pub fn key(run_id: &str, item: &crate::organization::WorkItem) -> String {
+        format!("runs/{run_id}/items/{}/{}.json", item.account.id, item.region)
+    }
+}
+
+/// The scan step's state output (what the Map's ResultWriter collects): counts only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanItemOutput {
+    pub account_id: String,
+    pub region: String,
+    pub reached: bool,
+    pub instance_count: usize,
+    pub candidates: usize,
+    pub get_metric_data_calls: usize,
+    pub metrics_requested: usize,
+    pub document: ObjectRef,
+}
+
+/// The merge step's input: the plan (to know every item that should have a document) and the run's overrides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MergeRequest {
+    pub run_id: String,
+    pub items: ObjectRef,
+    #[serde(default)]
+    pub skipped: Vec<crate::organization::SkippedAccount>,
+    #[serde(default)]
+    pub skipped_count: usize,
+    #[serde(default)]
+    pub lookback_days: Option<u32>,
+    #[serde(default)]
+    pub criteria: Option<String>,
+}
+
+/// The organization part of a run's detection, for the report and the ledger.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrganizationSummary {
+    pub accounts: usize,
+    pub items: usize,
+    pub items_scanned: usize,
+    /// The first [`LISTED_IN_STATE`] items not scanned and why, and how many in all.
+    pub unreachable: Vec<crate::organization::UnreachableItem>,
+    pub unreachable_count: usize,
+    pub skipped: Vec<crate::organization::SkippedAccount>,
+    pub skipped_count: usize,
 }
 
 // ---- inventory step ----

@@ -232,6 +232,7 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             get_metric_data_calls: 1,
             metrics_requested: 4,
             price_list_calls: 2,
+            organization: None,
         }),
         "ReasoningFunctionArn" => to_value(ReasoningOutput {
             run_id,

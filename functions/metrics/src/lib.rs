@@ -21,7 +21,7 @@ use finops_core::steps::{
 use finops_core::utilisation::UtilisationStats;
 use finops_core::{
     CostEstimate, CpuStatistic, DailyUtilisation, DetectionConfig, IdleCriteria, InstanceRecord, LookbackWindow,
-    MetricStages, ProgressEvent, ProgressSink, UtilisationSummary,
+    MetricStages, ObjectRef, ProgressEvent, ProgressSink, UtilisationSummary,
 };
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
@@ -464,7 +464,28 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
     let analysis =
         analyse(api, prices, &inventory.instances, &config.criteria, config.metric_stages, now, &finops_core::Silent)
             .await?;
+    let price_list_calls = prices.api_calls() - price_calls_before;
+    let detected = Detected { inventory_ref: request.inventory, inventory: &inventory, analysis, price_list_calls };
+    store_utilisation(store, &request.run_id, detected, &config).await
+}
 
+/// What detection found for a run: its inventory and the analysis of every instance in it.
+pub struct Detected<'a> {
+    pub inventory_ref: ObjectRef,
+    pub inventory: &'a InventoryDocument,
+    pub analysis: Analysis,
+    pub price_list_calls: usize,
+}
+
+/// Stores the run's utilisation document and builds the step output (verdicts, shortlist, saving): the end of the
+/// metrics step, and of the organization's merge, which builds one run's detection from many accounts'.
+pub async fn store_utilisation<R: RunStore>(
+    store: &R,
+    run_id: &str,
+    detected: Detected<'_>,
+    config: &DetectionConfig,
+) -> Result<MetricsOutput, FinopsError> {
+    let Detected { inventory_ref, inventory, analysis, price_list_calls } = detected;
     let mut verdicts = VerdictCounts::default();
     for s in &analysis.summaries {
         verdicts.add(s.verdict());
@@ -484,7 +505,7 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
         .sum::<f64>();
 
     let document = UtilisationDocument {
-        run_id: request.run_id.clone(),
+        run_id: run_id.to_owned(),
         window: analysis.window,
         criteria: config.criteria.clone(),
         summaries: analysis.summaries,
@@ -492,9 +513,9 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
     // About 1.2 KB per instance (14 days of five columns, verdict, reasons, cost).
     let expected_bytes = 4096 + document.summaries.len() * (1_024 + 24 * document.window.days as usize);
     let utilisation =
-        put_json_sized(store, &format!("runs/{}/utilisation.json", request.run_id), &document, expected_bytes).await?;
+        put_json_sized(store, &format!("runs/{run_id}/utilisation.json"), &document, expected_bytes).await?;
     tracing::info!(
-        run_id = request.run_id,
+        run_id,
         instances = inventory.instances.len(),
         idle = verdicts.idle,
         underutilised = verdicts.underutilised,
@@ -503,9 +524,9 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
         "utilisation stored"
     );
     Ok(MetricsOutput {
-        run_id: request.run_id,
-        regions: inventory.regions,
-        inventory: request.inventory,
+        run_id: run_id.to_owned(),
+        regions: inventory.regions.clone(),
+        inventory: inventory_ref,
         utilisation,
         window: analysis.window,
         criteria: config.criteria.preset.as_str().to_owned(),
@@ -516,7 +537,8 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
         estimated_monthly_saving_usd: (estimated_monthly_saving_usd * 100.0).round() / 100.0,
         get_metric_data_calls: analysis.get_metric_data_calls,
         metrics_requested: analysis.metrics_requested,
-        price_list_calls: prices.api_calls() - price_calls_before,
+        price_list_calls,
+        organization: None,
     })
 }
 
