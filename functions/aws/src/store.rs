@@ -130,6 +130,13 @@ impl MemoryRunStore {
     pub fn new(bucket: impl Into<String>) -> Self {
         Self { bucket: bucket.into(), objects: Mutex::default() }
     }
+
+    /// Every key stored, sorted: what a test checks was (not) written.
+    pub fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.objects.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        keys.sort();
+        keys
+    }
 }
 
 impl RunStore for MemoryRunStore {

@@ -10,6 +10,9 @@
 //!
 //! State payloads carry references and counts only; the documents hold the fleet.
 
+#[cfg(any(test, feature = "synthetic"))]
+pub mod synthetic;
+
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
@@ -235,11 +238,15 @@ pub async fn merge<R: RunStore>(
         FinopsError::InvalidInput(format!("merge expects the plan's output ({{runId, items, ...}}): {e}"))
     })?;
     validate_run_id(&request.run_id)?;
+    let items: Vec<ScanItemRequest> = get_json(store, &request.items).await?;
+    // The plan put the run's overrides in every item; the merge judges by the same ones.
+    let planned = items.first();
+    let lookback_days = request.lookback_days.or(planned.and_then(|i| i.lookback_days));
+    let criteria = request.criteria.clone().or(planned.and_then(|i| i.criteria.clone()));
     let config = config
         .clone()
-        .with_run_overrides(request.lookback_days, request.criteria.as_deref())
+        .with_run_overrides(lookback_days, criteria.as_deref())
         .map_err(|e| FinopsError::InvalidInput(e.to_string()))?;
-    let items: Vec<ScanItemRequest> = get_json(store, &request.items).await?;
     if items.iter().any(|i| i.run_id != request.run_id) {
         return Err(FinopsError::InvalidInput(format!(
             "the items at {} are not run {}",
@@ -312,4 +319,184 @@ pub async fn merge<R: RunStore>(
         skipped_count: request.skipped_count,
     });
     Ok(output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::SyntheticOrganization;
+    use finops_aws::{ListedAccounts, MemoryRunStore, SdkPriceList};
+    use finops_core::organization::{AccountScope, AccountSelection, AccountStatus};
+    use serde_json::json;
+
+    const HUB: &str = "999999999999";
+    const DATA: &str = "111111111111";
+    const WEB: &str = "222222222222";
+    const LEGACY: &str = "333333333333";
+    const CLOSED: &str = "444444444444";
+
+    fn account(id: &str, name: &str, status: AccountStatus) -> Account {
+        Account { id: id.into(), name: name.into(), status, ous: vec![], tags: Default::default() }
+    }
+
+    fn directory() -> ListedAccounts {
+        ListedAccounts(vec![
+            account(HUB, "hub", AccountStatus::Active),
+            account(DATA, "data-dev", AccountStatus::Active),
+            account(WEB, "web-dev", AccountStatus::Active),
+            account(LEGACY, "legacy", AccountStatus::Active),
+            account(CLOSED, "closed", AccountStatus::Suspended),
+        ])
+    }
+
+    fn whole_organization() -> OrganizationConfig {
+        OrganizationConfig {
+            selection: AccountSelection {
+                scope: AccountScope::Organization { ous: vec![] },
+                exclude: Default::default(),
+                include_hub: true,
+            },
+            read_role: "finops-agent-read-only".into(),
+            actions_role: "finops-agent-actions".into(),
+        }
+    }
+
+    struct Run {
+        store: MemoryRunStore,
+        plan: PlanOutput,
+        outputs: Vec<ScanItemOutput>,
+        items: Vec<ScanItemRequest>,
+    }
+
+    /// Plans the run, then scans every item as the Map would (legacy has no role).
+    async fn run_items(per_item: usize) -> Run {
+        let store = MemoryRunStore::new("runs-bucket");
+        let hub = AccountRef::new(HUB, HUB);
+        let now = Utc::now();
+        let event = json!({"runId": "r1", "regions": "us-east-1, eu-west-1", "lookbackDays": 7});
+        let plan = plan(event, &directory(), &hub, &whole_organization(), &store, now).await.unwrap();
+        let items: Vec<ScanItemRequest> = get_json(&store, &plan.items).await.unwrap();
+        let mut org = SyntheticOrganization::new(per_item, 10);
+        org.unreachable.insert(LEGACY.into());
+        let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
+        let mut outputs = Vec::new();
+        for item in &items {
+            let event = serde_json::to_value(item).unwrap();
+            outputs.push(scan_account(event, &org, &prices, &store, &DetectionConfig::default()).await.unwrap());
+        }
+        Run { store, plan, outputs, items }
+    }
+
+    #[tokio::test]
+    async fn the_plan_has_one_item_per_account_and_region_and_names_what_it_left_out() {
+        let run = run_items(20).await;
+        assert_eq!((run.plan.account_count, run.plan.item_count), (4, 8));
+        assert_eq!(run.plan.skipped.len(), 1);
+        assert_eq!(
+            (run.plan.skipped[0].account.id.as_str(), run.plan.skipped[0].reason.as_str()),
+            (CLOSED, "suspended")
+        );
+        let pairs: Vec<(&str, &str)> = run.items.iter().map(|i| (i.account.name.as_str(), i.region.as_str())).collect();
+        assert_eq!(
+            &pairs[..4],
+            [("hub", "us-east-1"), ("hub", "eu-west-1"), ("data-dev", "us-east-1"), ("data-dev", "eu-west-1")]
+        );
+        assert!(run.items.iter().all(|i| i.as_of == run.items[0].as_of && i.lookback_days == Some(7)));
+    }
+
+    #[tokio::test]
+    async fn each_item_stores_its_account_or_why_it_could_not_be_read() {
+        let run = run_items(100).await;
+        for output in &run.outputs {
+            if output.account_id == LEGACY {
+                assert!(!output.reached && output.instance_count == 0);
+            } else {
+                assert!(output.reached, "{output:?}");
+                assert_eq!((output.instance_count, output.candidates), (100, 10), "exactly 10 % idle");
+            }
+        }
+        let legacy = run.items.iter().find(|i| i.account.id == LEGACY).unwrap();
+        let item = WorkItem { account: legacy.account.clone(), region: legacy.region.clone() };
+        let location = ObjectRef { bucket: "runs-bucket".into(), key: ScanItemDocument::key("r1", &item), bytes: 0 };
+        let document: ScanItemDocument = get_json(&run.store, &location).await.unwrap();
+        assert!(document.unreachable.unwrap().contains("role arn:aws:iam::333333333333:role/finops-agent-read-only"));
+    }
+
+    #[tokio::test]
+    async fn the_merge_is_one_run_detection_with_every_record_naming_its_account() {
+        let run = run_items(100).await;
+        let event = serde_json::to_value(&run.plan).unwrap();
+        let merged = merge(event, &run.store, &DetectionConfig::default(), Utc::now()).await.unwrap();
+        assert_eq!(merged.instance_count, 6 * 100, "three reachable accounts x two regions");
+        assert_eq!(merged.verdicts.idle, 60);
+        assert_eq!(merged.window.days, 7, "the plan's lookback");
+        let calls: usize = run.outputs.iter().map(|o| o.get_metric_data_calls).sum();
+        assert_eq!(merged.get_metric_data_calls, calls);
+        assert_eq!(merged.regions, ["us-east-1", "eu-west-1"]);
+        let org = merged.organization.as_ref().unwrap();
+        assert_eq!((org.accounts, org.items, org.items_scanned, org.unreachable_count), (4, 8, 6, 2));
+        assert!(org.unreachable.iter().all(|u| u.item.account.id == LEGACY));
+        assert_eq!(org.skipped_count, 1);
+        let inventory: InventoryDocument = get_json(&run.store, &merged.inventory).await.unwrap();
+        assert!(inventory.instances.iter().all(|i| i.account.as_ref().is_some_and(|a| a.id != LEGACY)));
+        let shortlisted: Vec<&str> = merged.shortlist.iter().map(|s| s.instance_id.as_str()).collect();
+        assert_eq!(shortlisted.len() + merged.shortlist_omitted, 60);
+        assert!(inventory
+            .instances
+            .iter()
+            .filter(|i| shortlisted.contains(&i.instance_id.as_str()))
+            .all(|i| i.account.is_some()));
+    }
+
+    #[tokio::test]
+    async fn an_item_without_a_result_is_reported_not_silently_dropped() {
+        let run = run_items(5).await;
+        // The planned items include one whose child never wrote its document (it failed within tolerance).
+        let mut items: Vec<ScanItemRequest> = get_json(&run.store, &run.plan.items).await.unwrap();
+        let mut lost = items[0].clone();
+        lost.region = "ap-southeast-2".into();
+        items.push(lost);
+        let stored = put_json(&run.store, "runs/r1/items.json", &items).await.unwrap();
+        let event = json!({"runId": "r1", "items": stored});
+        let merged = merge(event, &run.store, &DetectionConfig::default(), Utc::now()).await.unwrap();
+        let org = merged.organization.unwrap();
+        assert_eq!(org.unreachable_count, 3);
+        let failed = org.unreachable.iter().find(|u| u.item.region == "ap-southeast-2").unwrap();
+        assert!(failed.reason.contains("its scan failed"), "{failed:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_items_are_refused_and_change_nothing() {
+        let store = MemoryRunStore::new("runs-bucket");
+        let org = SyntheticOrganization::new(5, 10);
+        let prices: PriceBook<SdkPriceList> = PriceBook::new(None);
+        let config = DetectionConfig::default();
+        let good = json!({"runId": "r1", "account": {"id": DATA, "name": "d"}, "region": "us-east-1", "asOf": "2026-11-28T00:00:00Z"});
+        let mut cases = Vec::new();
+        for (field, value) in [("runId", json!("../x")), ("region", json!("us-east-9")), ("extra", json!(1))] {
+            let mut bad = good.clone();
+            bad[field] = value;
+            cases.push(bad);
+        }
+        let mut bad_account = good.clone();
+        bad_account["account"]["id"] = json!("1111");
+        cases.push(bad_account);
+        for bad in cases {
+            let err = scan_account(bad.clone(), &org, &prices, &store, &config).await.unwrap_err();
+            assert!(matches!(err, FinopsError::InvalidInput(_)), "{bad}: {err}");
+        }
+        assert!(store.keys().is_empty(), "nothing stored");
+        assert!(scan_account(good, &org, &prices, &store, &config).await.is_ok());
+    }
+
+    #[test]
+    fn denials_are_reported_and_transient_failures_retried() {
+        let denied =
+            FinopsError::AccessDenied { service: "ec2", operation: "DescribeInstances", message: "SCP".into() };
+        assert!(unreachable_reason(&denied).unwrap().contains("SCP"));
+        let busy = FinopsError::Throttled { service: "ec2", operation: "DescribeInstances", message: "slow".into() };
+        assert_eq!(unreachable_reason(&busy), None);
+        let down = FinopsError::Transient { service: "sts", operation: "AssumeRole", message: "503".into() };
+        assert_eq!(unreachable_reason(&down), None);
+    }
 }

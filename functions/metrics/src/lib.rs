@@ -119,6 +119,26 @@ pub trait MetricsApi: Send + Sync {
     ) -> impl Future<Output = Result<MetricDataPage, FinopsError>> + Send;
 }
 
+/// One CloudWatch shared by many callers (the items of a fan-out in one process).
+impl<T: MetricsApi> MetricsApi for std::sync::Arc<T> {
+    fn memory_dimensions(
+        &self,
+        region: &str,
+    ) -> impl Future<Output = Result<HashMap<String, Vec<(String, String)>>, FinopsError>> + Send {
+        T::memory_dimensions(self, region)
+    }
+
+    fn get_metric_data(
+        &self,
+        region: &str,
+        queries: &[MetricQuery],
+        window: &LookbackWindow,
+        next_token: Option<String>,
+    ) -> impl Future<Output = Result<MetricDataPage, FinopsError>> + Send {
+        T::get_metric_data(self, region, queries, window, next_token)
+    }
+}
+
 /// Which instance and metric a query id stands for.
 #[derive(Debug, Clone, Copy)]
 struct QueryTarget {
