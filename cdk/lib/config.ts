@@ -32,7 +32,26 @@ export interface FinopsConfig {
   assetsDir: string;
   /** The functions' architecture: `auto` follows the bootstraps `make package` built (arm64 unless built otherwise). */
   architecture: "auto" | "arm64" | "x86_64";
+  /** The accounts a run covers beyond the hub's own (context `accounts`); undefined: this account only. */
+  organization?: OrganizationSettings;
 }
+
+export interface OrganizationSettings {
+  /** `organization` (every active account, or those under `ous`) or a list of account ids. */
+  accounts: "organization" | string[];
+  ous: string[];
+  excludeAccounts: string[];
+  /** The member roles the StackSet deploys; names that say what they are, so they clash with no other tool's. */
+  readRole: string;
+  actionsRole: string;
+  /** (account, region) items scanned at once, and the share of items whose scan may fail before the run does. */
+  scanConcurrency: number;
+  toleratedFailurePercentage: number;
+}
+
+const ACCOUNT_ID = /^\d{12}$/;
+const OU_ID = /^(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|r-[0-9a-z]{4,32})$/;
+const ROLE_NAME = /^[\w+=,.@-]{1,64}$/;
 
 /** Step Functions runs at most this many iterations of an inline Map at once: every approval of a run must be one. */
 export const MAX_CONCURRENT_APPROVALS = 40;
@@ -103,6 +122,7 @@ export function readConfig(get: (key: string) => unknown): FinopsConfig {
   const mode = oneOf("mode", ["recommend", "act"] as const);
   if (mode === "act" && approvers.length === 0) throw new ConfigError("context approvers: act mode needs at least one approver (-c approvers=a@example.com)");
   const maxProposals = number("maxProposals", 1, MAX_CONCURRENT_APPROVALS);
+  const organization = readOrganization(get, { text, list, optionalList, number });
   return {
     regions,
     approvers,
@@ -126,6 +146,48 @@ export function readConfig(get: (key: string) => unknown): FinopsConfig {
     approvalConcurrency: number("approvalConcurrency", 1, 100),
     assetsDir: text("assetsDir"),
     architecture: get("architecture") === undefined ? "auto" : oneOf("architecture", ["auto", "arm64", "x86_64"] as const),
+    organization,
+  };
+}
+
+interface Readers {
+  text: (key: string) => string;
+  list: (key: string) => string[];
+  optionalList: (key: string) => string[];
+  number: (key: string, min: number, max: number) => number;
+}
+
+/** The organization settings, checked as finops_core's OrganizationConfig checks them (a typo in an id is an error,
+ * not an account silently left out). */
+function readOrganization(get: (key: string) => unknown, read: Readers): OrganizationSettings | undefined {
+  const raw = get("accounts");
+  if (raw === undefined || raw === null || String(raw).trim() === "") return undefined;
+  const value = String(raw).trim();
+  const ids = (key: string) => {
+    const values = read.optionalList(key);
+    const bad = values.find((v) => !ACCOUNT_ID.test(v));
+    if (bad !== undefined) throw new ConfigError(`context ${key}: ${JSON.stringify(bad)} is not an AWS account id (12 digits)`);
+    return values;
+  };
+  const accounts = value === "organization" ? "organization" : ids("accounts");
+  const ous = read.optionalList("organizationOus");
+  const badOu = ous.find((v) => !OU_ID.test(v));
+  if (badOu !== undefined) throw new ConfigError(`context organizationOus: ${JSON.stringify(badOu)} is not an organizational unit id (ou-xxxx-xxxxxxxx)`);
+  if (ous.length > 0 && accounts !== "organization") throw new ConfigError("context organizationOus applies to accounts=organization only");
+  const role = (key: string, fallback: string) => {
+    const name = get(key) === undefined ? fallback : read.text(key);
+    if (!ROLE_NAME.test(name)) throw new ConfigError(`context ${key}=${JSON.stringify(name)}: an IAM role name`);
+    return name;
+  };
+  const numberOr = (key: string, fallback: number, min: number, max: number) => (get(key) === undefined ? fallback : read.number(key, min, max));
+  return {
+    accounts,
+    ous,
+    excludeAccounts: ids("excludeAccounts"),
+    readRole: role("memberReadRole", "finops-agent-read-only"),
+    actionsRole: role("memberActionsRole", "finops-agent-actions"),
+    scanConcurrency: numberOr("accountScanConcurrency", 10, 1, 1000),
+    toleratedFailurePercentage: numberOr("toleratedFailurePercentage", 10, 0, 100),
   };
 }
 

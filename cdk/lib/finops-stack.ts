@@ -112,6 +112,7 @@ export class FinopsStack extends Stack {
     const fns = stepFunctions.byKey;
     this.functions = fns;
     grantDetection(this, fns, runBucket);
+    grantMemberAccess(this, fns, config);
     const approval = new ApprovalPlumbing(this, "ApprovalPlumbing", {
       config,
       approvals,
@@ -136,9 +137,14 @@ export class FinopsStack extends Stack {
       RequestApprovalFunctionArn: fns["request-approval"].functionArn,
       ActionsFunctionArn: fns.actions.functionArn,
       RunCostFunctionArn: fns["run-cost"].functionArn,
+      PlanScansFunctionArn: fns["plan-scans"].functionArn,
+      ScanAccountFunctionArn: fns["scan-account"].functionArn,
+      MergeScansFunctionArn: fns["merge-scans"].functionArn,
       ReportTopicArn: reports.topicArn,
       LedgerTableName: ledger.tableName,
       DeploymentMode: config.mode,
+      RunBucketName: runBucket.bucketName,
+      FanOut: config.organization === undefined ? "off" : "on",
     };
     const numbers: Record<string, number> = {
       ApprovalTimeoutSeconds: config.approvalWindowHours * 3600,
@@ -148,6 +154,8 @@ export class FinopsStack extends Stack {
       ApprovalConcurrency: config.maxProposals,
       // The ASL's own TimeoutSeconds: the CDK's `timeout` prop does not reach a definition given as a string.
       ExecutionTimeoutSeconds: executionBudget(config).total,
+      AccountScanConcurrency: config.organization?.scanConcurrency ?? 10,
+      ToleratedFailurePercentage: config.organization?.toleratedFailurePercentage ?? 10,
     };
     const missing = Object.keys(CONTRACT.text).filter((name) => !(name in text));
     if (missing.length) throw new Error(`statemachine/contract.json names text the stack does not provide: ${missing.join(", ")}`);
@@ -160,12 +168,13 @@ export class FinopsStack extends Stack {
       // Execution data would put each approval's task token (its authority) into the logs: states and errors only.
       logs: { destination: stateMachineLogs, level: sfn.LogLevel.ALL, includeExecutionData: false },
     });
-    const invoked = ["inventory", "metrics", "reasoning", "policy", "request-approval", "actions", "run-cost"] as const;
+    const invoked = ["inventory", "metrics", "reasoning", "policy", "request-approval", "actions", "run-cost", "plan-scans", "scan-account", "merge-scans"] as const;
     for (const key of invoked) {
       fns[key].grantInvoke(stateMachine);
       const fnId = this.getLogicalId(fns[key].node.defaultChild as lambda.CfnFunction);
       acknowledge(stateMachine, `AwsSolutions-IAM5[Resource::<${fnId}.Arn>:*]`, "lambda:InvokeFunction on the step function's own versions and aliases, as the CDK grants it.");
     }
+    grantFanOut(this, stateMachine, runBucket);
     reports.grantPublish(stateMachine);
     ledger.grant(stateMachine, "dynamodb:PutItem");
     acknowledge(stateMachine, "AwsSolutions-IAM5[Resource::*]", "X-Ray tracing and CloudWatch Logs delivery have no resource-level permissions.");
@@ -201,7 +210,7 @@ function grantDetection(stack: Stack, fns: Record<FunctionKey, lambda.Function>,
   const readMetrics = new iam.PolicyStatement({ actions: ["cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] });
   const readPrices = new iam.PolicyStatement({ actions: ["pricing:GetProducts"], resources: ["*"] });
   const bucketId = stack.getLogicalId(runBucket.node.defaultChild as s3.CfnBucket);
-  for (const key of ["inventory", "metrics", "reasoning", "policy"] as const) {
+  for (const key of ["inventory", "metrics", "reasoning", "policy", "plan-scans", "scan-account", "merge-scans"] as const) {
     runBucket.grantReadWrite(fns[key]);
     for (const finding of ["Action::s3:GetObject*", "Action::s3:GetBucket*", "Action::s3:List*", "Action::s3:DeleteObject*", "Action::s3:Abort*", `Resource::<${bucketId}.Arn>/*`]) {
       acknowledge(fns[key], `AwsSolutions-IAM5[${finding}]`, "The CDK's read/write grant on the run bucket: objects of this bucket only, which holds this deployment's run documents.");
@@ -210,10 +219,44 @@ function grantDetection(stack: Stack, fns: Record<FunctionKey, lambda.Function>,
   fns.inventory.addToRolePolicy(readFleet);
   fns.metrics.addToRolePolicy(readMetrics);
   fns.metrics.addToRolePolicy(readPrices);
+  // An organization run scans the hub's own account with the item function's own role (no role to assume there).
+  for (const statement of [readFleet, readMetrics, readPrices]) fns["scan-account"].addToRolePolicy(statement);
   // The reasoning step's tools and the agent's action group read what the detection steps read.
   for (const key of ["agent-tools", "reasoning"] as const) {
     fns[key].addToRolePolicy(readFleet);
     fns[key].addToRolePolicy(readMetrics);
     fns[key].addToRolePolicy(readPrices);
+  }
+}
+
+/** The fan-out's reach beyond the hub: the planner lists the organization (read-only), the item step assumes the
+ * members' read-only role and nothing else. Without an organization neither gets any of it. */
+function grantMemberAccess(stack: Stack, fns: Record<FunctionKey, lambda.Function>, config: FinopsConfig) {
+  const org = config.organization;
+  if (org === undefined) return;
+  fns["plan-scans"].addToRolePolicy(
+    new iam.PolicyStatement({
+      actions: ["organizations:ListRoots", "organizations:ListAccountsForParent", "organizations:ListOrganizationalUnitsForParent", "organizations:ListTagsForResource"],
+      resources: ["*"],
+    }),
+  );
+  const memberRead = stack.formatArn({ service: "iam", region: "", account: "*", resource: "role", resourceName: org.readRole });
+  fns["scan-account"].addToRolePolicy(new iam.PolicyStatement({ actions: ["sts:AssumeRole"], resources: [memberRead] }));
+  acknowledge(fns["scan-account"], `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/${org.readRole}]`, "The read-only role the member StackSet deploys in every account of the organization, by its one name.");
+}
+
+/** A Distributed Map starts child executions of its own state machine, reads its items from the run bucket and
+ * writes its results there. */
+function grantFanOut(stack: Stack, stateMachine: sfn.StateMachine, runBucket: s3.Bucket) {
+  const self = stack.formatArn({ service: "states", resource: "stateMachine", resourceName: STATE_MACHINE_NAME, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+  const executions = stack.formatArn({ service: "states", resource: "execution", resourceName: `${STATE_MACHINE_NAME}/*`, arnFormat: ArnFormat.COLON_RESOURCE_NAME });
+  stateMachine.addToRolePolicy(new iam.PolicyStatement({ actions: ["states:StartExecution"], resources: [self] }));
+  stateMachine.addToRolePolicy(new iam.PolicyStatement({ actions: ["states:DescribeExecution", "states:StopExecution"], resources: [executions] }));
+  runBucket.grantRead(stateMachine);
+  runBucket.grantPut(stateMachine);
+  stateMachine.addToRolePolicy(new iam.PolicyStatement({ actions: ["s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"], resources: [runBucket.arnForObjects("*")] }));
+  const bucketId = stack.getLogicalId(runBucket.node.defaultChild as s3.CfnBucket);
+  for (const finding of ["Action::s3:GetObject*", "Action::s3:GetBucket*", "Action::s3:List*", "Action::s3:Abort*", `Resource::<${bucketId}.Arn>/*`, `Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:${STATE_MACHINE_NAME}/*`]) {
+    acknowledge(stateMachine, `AwsSolutions-IAM5[${finding}]`, "The Distributed Map's items and results in the run bucket, and its own child executions.");
   }
 }

@@ -18,6 +18,10 @@ export const FUNCTIONS = {
   actions: { memory: 256, timeout: 120 },
   "agent-tools": { memory: 512, timeout: 120 },
   "run-cost": { memory: 256, timeout: 60 },
+  // The organization fan-out (statemachine: Plan Account Scans, Scan Accounts, Merge Account Scans).
+  "plan-scans": { memory: 256, timeout: 120 },
+  "scan-account": { memory: 512, timeout: 300 },
+  "merge-scans": { memory: 1024, timeout: 300 },
 } as const;
 export type FunctionKey = keyof typeof FUNCTIONS;
 export const FUNCTION_KEYS = Object.keys(FUNCTIONS) as FunctionKey[];
@@ -59,6 +63,19 @@ export function functionsArchitecture(config: Pick<FinopsConfig, "architecture">
   return config.architecture;
 }
 
+/** finops_core's OrganizationConfig: which accounts a run covers and the member roles' names (none: this account). */
+function organizationVariables(config: FinopsConfig): Record<string, string> {
+  const org = config.organization;
+  if (org === undefined) return {};
+  return {
+    FINOPS_ACCOUNTS: org.accounts === "organization" ? "organization" : org.accounts.join(","),
+    ...(org.ous.length > 0 ? { FINOPS_ORGANIZATION_OUS: org.ous.join(",") } : {}),
+    ...(org.excludeAccounts.length > 0 ? { FINOPS_EXCLUDE_ACCOUNTS: org.excludeAccounts.join(",") } : {}),
+    FINOPS_MEMBER_READ_ROLE: org.readRole,
+    FINOPS_MEMBER_ACTIONS_ROLE: org.actionsRole,
+  };
+}
+
 /** The functions with the settings every step reads; each concern adds its own variables and grants. */
 export class StepFunctions extends Construct {
   readonly byKey: Record<FunctionKey, lambda.Function>;
@@ -84,6 +101,7 @@ export class StepFunctions extends Construct {
       FINOPS_SNOOZE_DAYS: String(config.snoozeDays),
       FINOPS_MODE: config.mode,
       RUST_LOG: "info",
+      ...organizationVariables(config),
     };
     const make = (key: FunctionKey) => {
       const spec = FUNCTIONS[key];

@@ -15,7 +15,7 @@ test("every function runs on provided.al2023 with active tracing and log retenti
   const { template } = synth();
   const functions = template.findResources("AWS::Lambda::Function");
   const own = Object.values(functions).filter((f) => f.Properties.Handler === "bootstrap");
-  assert.equal(own.length, 9);
+  assert.equal(own.length, 12);
   for (const f of own) {
     assert.equal(f.Properties.Runtime, "provided.al2023");
     assert.deepEqual(f.Properties.TracingConfig, { Mode: "Active" });

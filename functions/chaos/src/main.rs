@@ -61,6 +61,7 @@ async fn harness(proxy_seed: u64) -> (Harness, MotoServer) {
             max_snapshot_checks: 5,
             max_proposals: 10,
             deployment_mode: "act",
+            fan_out: false,
         },
         deadline: Duration::from_secs(150),
     };

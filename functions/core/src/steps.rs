@@ -130,7 +130,14 @@ pub struct MetricsOutput {
     /// A run over several accounts: what was scanned and what could not be (absent for one account).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organization: Option<OrganizationSummary>,
+    /// The accounts in a sentence, for the report and the ledger: "this account only", or the organization's
+    /// counts and what was not scanned and why.
+    #[serde(default)]
+    pub accounts_summary: String,
 }
+
+/// The accounts line of a single-account run.
+pub const THIS_ACCOUNT_ONLY: &str = "this account only";
 
 // ---- organization fan-out: plan, scan one (account, region) item, merge ----
 
@@ -164,6 +171,36 @@ pub struct PlanOutput {
     /// The first [`LISTED_IN_STATE`] accounts not scanned (suspended, excluded, not a member), and how many in all.
     pub skipped: Vec<crate::organization::SkippedAccount>,
     pub skipped_count: usize,
+}
+
+impl OrganizationSummary {
+    /// "3 accounts, 5 of 6 account-regions scanned; not scanned: legacy (333333333333) us-east-1: ...; skipped:
+    /// closed (444444444444): suspended". The lists are those the summary carries, and say how many more there are.
+    pub fn describe(&self) -> String {
+        let mut text =
+            format!("{} accounts, {} of {} account-regions scanned", self.accounts, self.items_scanned, self.items);
+        let more =
+            |shown: usize, all: usize| if all > shown { format!(" and {} more", all - shown) } else { String::new() };
+        if self.unreachable_count > 0 {
+            let listed: Vec<String> = self
+                .unreachable
+                .iter()
+                .map(|u| {
+                    format!("{} {}: {}", u.item.account, u.item.region, u.reason.chars().take(160).collect::<String>())
+                })
+                .collect();
+            text += &format!(
+                "; not scanned: {}{}",
+                listed.join("; "),
+                more(self.unreachable.len(), self.unreachable_count)
+            );
+        }
+        if self.skipped_count > 0 {
+            let listed: Vec<String> = self.skipped.iter().map(|s| format!("{}: {}", s.account, s.reason)).collect();
+            text += &format!("; skipped: {}{}", listed.join("; "), more(self.skipped.len(), self.skipped_count));
+        }
+        text
+    }
 }
 
 /// One Distributed Map item: scan this account in this region for this run.

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use chrono::{TimeZone, Utc};
 use finops_core::approval::ApprovalAction;
+use finops_core::organization::{AccountRef, SkippedAccount};
 use finops_core::policy::{Proposal, ProposedAction, Recommendation, RecommendedAction};
 use finops_core::steps::*;
 use finops_core::{IdleVerdict, LookbackWindow, ObjectRef};
@@ -20,12 +21,17 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 fn asl() -> Value {
+    asl_for("off")
+}
+
+/// `fan_out`: `on` for a deployment over an organization (the Distributed Map), `off` for its own account.
+fn asl_for(fan_out: &str) -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../statemachine/finops.asl.json");
     let raw = std::fs::read_to_string(path).expect("the ASL file");
     serde_json::from_str::<Value>(&raw).expect("the ASL file is JSON as it is");
     // An act deployment (a recommend one never reaches the approval map); the function names stay `${...}`, which
     // says which step each Task invokes.
-    serde_json::from_str(&raw.replace("${DeploymentMode}", "act")).expect("still JSON")
+    serde_json::from_str(&raw.replace("${DeploymentMode}", "act").replace("${FanOut}", fan_out)).expect("still JSON")
 }
 
 // ---- the JSONPath and intrinsics subset the definition uses ----
@@ -211,7 +217,29 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             instance_count: 3,
             instances_by_region: [("ap-southeast-2".to_owned(), 3)].into(),
         }),
-        "MetricsFunctionArn" => to_value(MetricsOutput {
+        "PlanScansFunctionArn" => to_value(PlanOutput {
+            run_id,
+            regions: vec!["ap-southeast-2".into()],
+            items: object("runs/run-1/items.json"),
+            item_count: 2,
+            account_count: 2,
+            skipped: vec![SkippedAccount {
+                account: AccountRef::new("444444444444", "closed"),
+                reason: "suspended".into(),
+            }],
+            skipped_count: 1,
+        }),
+        "ScanAccountFunctionArn" => to_value(ScanItemOutput {
+            account_id: payload["account"]["id"].as_str().unwrap().to_owned(),
+            region: payload["region"].as_str().unwrap().to_owned(),
+            reached: true,
+            instance_count: 3,
+            candidates: 1,
+            get_metric_data_calls: 2,
+            metrics_requested: 8,
+            document: object("runs/run-1/items/111111111111/ap-southeast-2.json"),
+        }),
+        "MetricsFunctionArn" | "MergeScansFunctionArn" => to_value(MetricsOutput {
             run_id,
             regions: vec!["ap-southeast-2".into()],
             inventory: object("inventory.json"),
@@ -233,6 +261,7 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             metrics_requested: 4,
             price_list_calls: 2,
             organization: None,
+            accounts_summary: finops_core::steps::THIS_ACCOUNT_ONLY.into(),
         }),
         "ReasoningFunctionArn" => to_value(ReasoningOutput {
             run_id,
@@ -321,6 +350,9 @@ fn check_payload(function: &str, payload: &Value, listed: bool) -> Result<(), St
         "RequestApprovalFunctionArn" => accepts::<ApprovalRequestEvent>(payload, listed),
         "ActionsFunctionArn" => accepts::<ActionRequest>(payload, listed),
         "RunCostFunctionArn" => accepts::<RunCostRequest>(payload, listed),
+        "PlanScansFunctionArn" => accepts::<PlanRequest>(payload, listed),
+        "ScanAccountFunctionArn" => accepts::<ScanItemRequest>(payload, listed),
+        "MergeScansFunctionArn" => accepts::<MergeRequest>(payload, listed),
         other => Err(format!("no input type for {other}")),
     }
 }
@@ -424,6 +456,34 @@ impl Walk {
                 };
                 next(self, with_result(&input, state, result));
             }
+            "Map" if state.get("ItemReader").is_some() => {
+                // A Distributed Map: the items come from the plan's document in S3 (the JSON array of
+                // ScanItemRequest the plan writes), each item whole as its child's input; with a ResultWriter the
+                // state's result is where the results went, not the results.
+                let reader = &state["ItemReader"];
+                if let Err(e) = template(&reader["Parameters"], &input, context) {
+                    return fail(self, format!("ItemReader: {e}"));
+                }
+                let item = to_value(ScanItemRequest {
+                    run_id: "run-1".into(),
+                    account: AccountRef::new("111111111111", "data-dev"),
+                    region: "ap-southeast-2".into(),
+                    as_of: Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap(),
+                    lookback_days: Some(14),
+                    criteria: None,
+                });
+                let processor = state["ItemProcessor"]["States"].as_object().unwrap();
+                let start = state["ItemProcessor"]["StartAt"].as_str().unwrap();
+                self.run(processor, start, item, context, &format!("{key} > "));
+                if state.get("ResultWriter").is_none() {
+                    return fail(
+                        self,
+                        "a Distributed Map without a ResultWriter returns every result to the state".into(),
+                    );
+                }
+                let written = json!({"MapRunArn": "arn:aws:states:::mapRun/1", "ResultWriterDetails": {"Bucket": "finops-runs", "Key": "map-results/1/manifest.json"}});
+                next(self, with_result(&input, state, written));
+            }
             "Map" => {
                 let items = match resolve(state["ItemsPath"].as_str().unwrap(), &input, context) {
                     Ok(Value::Array(items)) if !items.is_empty() => items,
@@ -456,7 +516,10 @@ impl Walk {
 }
 
 fn walk(input: Value) -> Walk {
-    let definition = asl();
+    walk_definition(asl(), input)
+}
+
+fn walk_definition(definition: Value, input: Value) -> Walk {
     let states = definition["States"].as_object().unwrap();
     let context = json!({"Execution": {"Name": "run-1", "Id": "arn:aws:states:ap-southeast-2:123456789012:execution:finops-agent:run-1"}});
     let mut walk = Walk {
@@ -501,6 +564,29 @@ fn every_task_of_both_entries_gets_a_payload_its_step_accepts() {
             assert!(walk.checked.get(function).copied().unwrap_or(0) > 0, "{entry}: {function} never reached");
         }
     }
+}
+
+#[test]
+fn an_organization_run_fans_out_and_goes_on_as_one_run() {
+    let walk = walk_definition(asl_for("on"), scheduled());
+    assert!(walk.failures.is_empty(), "{}", walk.failures.join("\n"));
+    for function in [
+        "PlanScansFunctionArn",
+        "ScanAccountFunctionArn",
+        "MergeScansFunctionArn",
+        "ReasoningFunctionArn",
+        "ActionsFunctionArn",
+    ] {
+        assert!(walk.checked.get(function).copied().unwrap_or(0) > 0, "{function} never reached");
+    }
+    for function in ["InventoryFunctionArn", "MetricsFunctionArn"] {
+        assert_eq!(walk.checked.get(function), None, "{function}: the fan-out replaces the single-account steps");
+    }
+    // Only the fan-out's item step reads member accounts, and its input is the plan's item, whole.
+    let (_, item) = walk.payloads.iter().find(|(f, _)| f == "ScanAccountFunctionArn").unwrap();
+    assert_eq!(item["account"]["id"], "111111111111");
+    let one_account = walk_definition(asl_for("off"), scheduled());
+    assert_eq!(one_account.checked.get("PlanScansFunctionArn"), None, "no fan-out for one account");
 }
 
 #[test]

@@ -103,6 +103,7 @@ async fn main() {
         max_snapshot_checks: 30,
         max_proposals: 10,
         deployment_mode: "act",
+        fan_out: false,
     };
     let env = WorkflowEnv::create(moto_port, &config, &timings).await;
     say(format!(

@@ -17,8 +17,8 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use finops_aws::{
-    get_json, put_json, validate_run_id, AccountDirectory, FinopsError, MemberSessions, PriceBook, PriceListApi,
-    RunStore,
+    caller_account, get_json, put_json, validate_run_id, AccountDirectory, FinopsError, MemberSessions, PriceBook,
+    PriceListApi, RunStore, S3RunStore, SdkOrganization, SdkPriceList,
 };
 use finops_core::organization::{
     plan_work_items, select_accounts, Account, AccountRef, AccountScope, OrganizationConfig, SelectedAccounts,
@@ -31,6 +31,104 @@ use finops_core::steps::{
 use finops_core::{DetectionConfig, IdleVerdict, LookbackWindow, ObjectRef, ProgressSink};
 use finops_inventory::{collect_inventory, Ec2Inventory, InventorySource};
 use finops_metrics::{analyse, store_utilisation, Analysis, CloudWatchMetrics, Detected, MetricsApi};
+
+// ---- the steps as the Lambdas and the local runner build them ----
+
+/// The planning step: Organizations and the run bucket from the hub's own credentials. The hub's account id is
+/// asked of STS on the first run and kept for the container's life.
+pub struct PlanStep {
+    sdk: aws_config::SdkConfig,
+    store: S3RunStore,
+    directory: SdkOrganization,
+    organization: Option<OrganizationConfig>,
+    hub: tokio::sync::OnceCell<AccountRef>,
+}
+
+impl PlanStep {
+    /// Needs `FINOPS_RUN_BUCKET`; without `FINOPS_ACCOUNTS` (`organization`) every run refuses with a
+    /// configuration error naming it, as this deployment has nothing to fan out over.
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        config: &DetectionConfig,
+        organization: Option<OrganizationConfig>,
+    ) -> Result<Self, FinopsError> {
+        Ok(Self {
+            sdk: sdk.clone(),
+            store: S3RunStore::new(sdk, config.required_run_bucket()?),
+            directory: SdkOrganization::new(sdk),
+            organization,
+            hub: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<PlanOutput, FinopsError> {
+        let organization = self.organization.as_ref().ok_or_else(|| {
+            FinopsError::Configuration("FINOPS_ACCOUNTS is not set: this deployment covers its own account only".into())
+        })?;
+        let hub = self
+            .hub
+            .get_or_try_init(|| async { caller_account(&self.sdk).await.map(|id| AccountRef::new(&id, &id)) })
+            .await?;
+        plan(event, &self.directory, hub, organization, &self.store, now).await
+    }
+}
+
+/// The item step: the member's read-only role (the session is set up on the first item, sessions cached per
+/// account), prices from the hub.
+pub struct ScanAccountStep {
+    sdk: aws_config::SdkConfig,
+    read_role: String,
+    store: S3RunStore,
+    prices: PriceBook<SdkPriceList>,
+    config: DetectionConfig,
+    clients: tokio::sync::OnceCell<SdkMemberClients>,
+}
+
+impl ScanAccountStep {
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        config: DetectionConfig,
+        organization: Option<OrganizationConfig>,
+    ) -> Result<Self, FinopsError> {
+        let api_prices = config.pricing == finops_core::config::PricingMode::Api;
+        Ok(Self {
+            sdk: sdk.clone(),
+            read_role: organization
+                .map_or_else(|| finops_core::organization::DETECTION_ROLE_NAME.to_owned(), |o| o.read_role),
+            store: S3RunStore::new(sdk, config.required_run_bucket()?),
+            prices: PriceBook::new(api_prices.then(|| SdkPriceList::new(sdk))),
+            config,
+            clients: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub async fn handle(&self, event: serde_json::Value) -> Result<ScanItemOutput, FinopsError> {
+        let clients = self
+            .clients
+            .get_or_try_init(|| async {
+                let sessions = MemberSessions::new(&self.sdk, &self.read_role, "finops-scan-account").await?;
+                Ok::<_, FinopsError>(SdkMemberClients { sessions })
+            })
+            .await?;
+        scan_account(event, clients, &self.prices, &self.store, &self.config).await
+    }
+}
+
+/// The merge step: the run bucket only.
+pub struct MergeStep {
+    store: S3RunStore,
+    config: DetectionConfig,
+}
+
+impl MergeStep {
+    pub fn new(sdk: &aws_config::SdkConfig, config: DetectionConfig) -> Result<Self, FinopsError> {
+        Ok(Self { store: S3RunStore::new(sdk, config.required_run_bucket()?), config })
+    }
+
+    pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<MetricsOutput, FinopsError> {
+        merge(event, &self.store, &self.config, now).await
+    }
+}
 
 // ---- plan ----
 
@@ -309,7 +407,7 @@ pub async fn merge<R: RunStore>(
     let detected = Detected { inventory_ref, inventory: &inventory, analysis, price_list_calls };
     let mut output = store_utilisation(store, &request.run_id, detected, &config).await?;
     let unreachable_count = unreachable.len();
-    output.organization = Some(OrganizationSummary {
+    let summary = OrganizationSummary {
         accounts: accounts.len(),
         items: items.len(),
         items_scanned: items.len() - unreachable_count,
@@ -317,7 +415,9 @@ pub async fn merge<R: RunStore>(
         unreachable_count,
         skipped: request.skipped,
         skipped_count: request.skipped_count,
-    });
+    };
+    output.accounts_summary = summary.describe();
+    output.organization = Some(summary);
     Ok(output)
 }
 
@@ -437,6 +537,16 @@ mod tests {
         assert_eq!((org.accounts, org.items, org.items_scanned, org.unreachable_count), (4, 8, 6, 2));
         assert!(org.unreachable.iter().all(|u| u.item.account.id == LEGACY));
         assert_eq!(org.skipped_count, 1);
+        assert!(
+            merged.accounts_summary.starts_with("4 accounts, 6 of 8 account-regions scanned; not scanned: legacy (333333333333) us-east-1: sts AssumeRole access denied"),
+            "{}",
+            merged.accounts_summary
+        );
+        assert!(
+            merged.accounts_summary.ends_with("; skipped: closed (444444444444): suspended"),
+            "{}",
+            merged.accounts_summary
+        );
         let inventory: InventoryDocument = get_json(&run.store, &merged.inventory).await.unwrap();
         assert!(inventory.instances.iter().all(|i| i.account.as_ref().is_some_and(|a| a.id != LEGACY)));
         let shortlisted: Vec<&str> = merged.shortlist.iter().map(|s| s.instance_id.as_str()).collect();

@@ -17,7 +17,9 @@ use aws_config::SdkConfig;
 use finops_actions::{ActionsConfig, ActionsStep};
 use finops_aws::xray::{self, FunctionSegment, TraceContext};
 use finops_aws::FinopsError;
+use finops_core::organization::OrganizationConfig;
 use finops_core::DetectionConfig;
+use finops_fanout::{MergeStep, PlanStep, ScanAccountStep};
 use finops_inventory::InventoryStep;
 use finops_metrics::MetricsStep;
 use finops_policy::{PolicyStep, PolicyStepConfig};
@@ -31,7 +33,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 
-pub const FUNCTIONS: [&str; 7] = [
+pub const FUNCTIONS: [&str; 10] = [
     "finops-inventory",
     "finops-metrics",
     "finops-reasoning",
@@ -39,6 +41,9 @@ pub const FUNCTIONS: [&str; 7] = [
     "finops-request-approval",
     "finops-actions",
     "finops-run-cost",
+    "finops-plan-scans",
+    "finops-scan-account",
+    "finops-merge-scans",
 ];
 
 /// Every step, built by the constructors the Lambdas use from the variables a deployment sets (`FINOPS_*`, as the
@@ -51,6 +56,9 @@ pub struct LocalFunctions {
     request_approval: RequestApprovalStep,
     actions: ActionsStep,
     run_cost: RunCostStep,
+    plan_scans: PlanStep,
+    scan_account: ScanAccountStep,
+    merge_scans: MergeStep,
     /// Functions that fail on purpose (failure-injection tests and demos): a function name, or
     /// `finops-actions:<operation>` for one operation of the actions step.
     pub failing: Mutex<HashSet<String>>,
@@ -75,6 +83,9 @@ impl LocalFunctions {
             request_approval: RequestApprovalStep::new(sdk, RequestApprovalConfig::from_vars(vars())?),
             actions: ActionsStep::new(sdk, ActionsConfig::from_vars(vars())?),
             run_cost: RunCostStep::new(sdk, CostConfig::from_vars(vars())?),
+            plan_scans: PlanStep::new(sdk, &DetectionConfig::from_vars(vars())?, organization(vars())?)?,
+            scan_account: ScanAccountStep::new(sdk, DetectionConfig::from_vars(vars())?, organization(vars())?)?,
+            merge_scans: MergeStep::new(sdk, DetectionConfig::from_vars(vars())?)?,
             failing: Mutex::default(),
             invocations: Mutex::default(),
             xray_daemon: match vars().find(|(k, _)| k == "AWS_XRAY_DAEMON_ADDRESS") {
@@ -145,9 +156,17 @@ impl LocalFunctions {
             }
             "finops-actions" => to_json(self.actions.handle(payload, now).await.map(|o| json_of(&o))),
             "finops-run-cost" => to_json(self.run_cost.handle(payload).await.map(|o| json_of(&o))),
+            "finops-plan-scans" => to_json(self.plan_scans.handle(payload, now).await.map(|o| json_of(&o))),
+            "finops-scan-account" => to_json(self.scan_account.handle(payload).await.map(|o| json_of(&o))),
+            "finops-merge-scans" => to_json(self.merge_scans.handle(payload, now).await.map(|o| json_of(&o))),
             other => Err(("ResourceNotFoundException".into(), format!("Function not found: {other}"))),
         }
     }
+}
+
+/// The deployment's organization settings (`FINOPS_ACCOUNTS`, ...), checked as the fan-out Lambdas check them.
+fn organization(vars: impl Iterator<Item = (String, String)>) -> Result<Option<OrganizationConfig>, FinopsError> {
+    OrganizationConfig::from_vars(vars).map_err(|e| FinopsError::Configuration(e.to_string()))
 }
 
 /// What the local Lambda endpoint runs an invocation with: [`LocalFunctions`], or a wrapper that adds faults (the

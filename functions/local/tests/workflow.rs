@@ -59,6 +59,7 @@ async fn deployment(
         max_snapshot_checks: 5,
         max_proposals,
         deployment_mode: mode,
+        fan_out: false,
     };
     let env = WorkflowEnv::create(moto.port, &config, &timings).await;
     let xray = XrayDaemon::start().await.expect("the local X-Ray daemon");

@@ -559,6 +559,7 @@ pub async fn store_utilisation<R: RunStore>(
         metrics_requested: analysis.metrics_requested,
         price_list_calls,
         organization: None,
+        accounts_summary: finops_core::steps::THIS_ACCOUNT_ONLY.to_owned(),
     })
 }
 

@@ -43,6 +43,8 @@ pub struct WorkflowTimings {
     pub max_proposals: u32,
     /// `act` or `recommend`: the deployment's mode, which caps every run's.
     pub deployment_mode: &'static str,
+    /// A deployment over an organization's accounts (`FINOPS_ACCOUNTS=organization`, the Distributed Map).
+    pub fan_out: bool,
 }
 
 /// The definition as a deployment renders it (the CDK app through `statemachine/render.mjs`), from the one list of
@@ -59,6 +61,8 @@ pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings)
         ("ReportTopicArn", report_topic_arn.to_owned()),
         ("LedgerTableName", LEDGER_TABLE.to_owned()),
         ("DeploymentMode", timings.deployment_mode.to_owned()),
+        ("RunBucketName", RUN_BUCKET.to_owned()),
+        ("FanOut", if timings.fan_out { "on" } else { "off" }.to_owned()),
     ]
     .into_iter()
     .collect();
@@ -70,6 +74,9 @@ pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings)
         ("RequestApprovalFunctionArn", "finops-request-approval"),
         ("ActionsFunctionArn", "finops-actions"),
         ("RunCostFunctionArn", "finops-run-cost"),
+        ("PlanScansFunctionArn", "finops-plan-scans"),
+        ("ScanAccountFunctionArn", "finops-scan-account"),
+        ("MergeScansFunctionArn", "finops-merge-scans"),
     ] {
         text.insert(key, format!("{FUNCTION_ARN_PREFIX}:{function}"));
     }
@@ -78,6 +85,8 @@ pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings)
         ("SnapshotPollSeconds", timings.snapshot_poll_seconds),
         ("MaxSnapshotChecks", timings.max_snapshot_checks),
         ("ApprovalConcurrency", timings.max_proposals.max(1)),
+        ("AccountScanConcurrency", 4),
+        ("ToleratedFailurePercentage", 10),
         // The approval window, the snapshot wait and room for every other step, as the CDK app computes it.
         (
             "ExecutionTimeoutSeconds",
@@ -196,6 +205,7 @@ impl WorkflowEnv {
             ("FINOPS_SNOOZE_DAYS", "7".to_owned()),
         ]
         .into_iter()
+        .chain(t.fan_out.then(|| ("FINOPS_ACCOUNTS", "organization".to_owned())))
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }

@@ -2,12 +2,12 @@
 #![recursion_limit = "256"]
 
 use finops_core::DetectionConfig;
+use finops_fanout::MergeStep;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     finops_aws::init_logging();
     let sdk = finops_aws::load_sdk_config(&finops_aws::AwsSettings::default()).await;
-    let config = &DetectionConfig::from_env()?;
-    let store = &finops_aws::S3RunStore::new(&sdk, config.required_run_bucket()?);
-    finops_aws::lambda::run(|event, now| finops_fanout::merge(event, store, config, now)).await
+    let step = &MergeStep::new(&sdk, DetectionConfig::from_env()?)?;
+    finops_aws::lambda::run(|event, now| step.handle(event, now)).await
 }

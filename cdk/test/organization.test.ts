@@ -1,0 +1,65 @@
+// An organization deployment (context `accounts`): the fan-out functions' settings and reach, the state machine's
+// Distributed Map grants, and the settings refused before anything is built.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { allowedActions, roleStatements, synth } from "./support.ts";
+
+const ORG = { accounts: "organization", organizationOus: "ou-ab12-workload1", excludeAccounts: "210987654321", memberReadRole: "acme-finops-read" };
+
+test("an organization deployment fans out: every function knows the scope, only the item step assumes the member role", () => {
+  const { template } = synth(ORG);
+  const functions = Object.values(template.findResources("AWS::Lambda::Function")).filter((f) => f.Properties.Handler === "bootstrap");
+  for (const f of functions) {
+    const env = f.Properties.Environment.Variables;
+    assert.equal(env.FINOPS_ACCOUNTS, "organization", f.Properties.Description);
+    assert.equal(env.FINOPS_ORGANIZATION_OUS, "ou-ab12-workload1");
+    assert.equal(env.FINOPS_EXCLUDE_ACCOUNTS, "210987654321");
+    assert.equal(env.FINOPS_MEMBER_READ_ROLE, "acme-finops-read");
+    assert.equal(env.FINOPS_MEMBER_ACTIONS_ROLE, "finops-agent-actions");
+  }
+  const assume = roleStatements(template, "finops-agent scan-account").filter((s) => s.Action === "sts:AssumeRole");
+  assert.deepEqual(assume.map((s) => s.Resource), ["arn:aws:iam::*:role/acme-finops-read"], "the read-only role, by its one name, and nothing else");
+  for (const key of ["inventory", "metrics", "reasoning", "policy", "actions", "plan-scans", "merge-scans", "agent-tools", "request-approval", "approval-callback", "run-cost"]) {
+    assert.ok(!allowedActions(template, `finops-agent ${key}`).has("sts:AssumeRole"), `${key} cannot assume a member role`);
+  }
+  const listing = [...allowedActions(template, "finops-agent plan-scans")].filter((a) => a.startsWith("organizations:"));
+  assert.deepEqual(new Set(listing), new Set(["organizations:ListRoots", "organizations:ListAccountsForParent", "organizations:ListOrganizationalUnitsForParent", "organizations:ListTagsForResource"]));
+  const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
+  assert.equal(machine.Properties.DefinitionSubstitutions.FanOut, "on");
+  const definition = JSON.parse(machine.Properties.DefinitionString);
+  assert.equal(definition.States["Scan Accounts"].MaxConcurrency, 10);
+  assert.equal(definition.States["Scan Accounts"].ToleratedFailurePercentage, 10);
+});
+
+test("the state machine may start its own child executions and use the run bucket for the map's items and results", () => {
+  const { template } = synth(ORG);
+  const policies = Object.values(template.findResources("AWS::IAM::Policy")).filter((p) => JSON.stringify(p.Properties.Roles).includes("StateMachineRole"));
+  const statements = policies.flatMap((p) => p.Properties.PolicyDocument.Statement);
+  const actions = new Set(statements.flatMap((s: { Action: string | string[] }) => [s.Action].flat()));
+  for (const action of ["states:StartExecution", "states:DescribeExecution", "states:StopExecution", "s3:PutObject", "s3:GetObject*"]) {
+    assert.ok(actions.has(action), action);
+  }
+  const start = statements.find((s: { Action: string }) => s.Action === "states:StartExecution");
+  assert.match(JSON.stringify(start.Resource), /stateMachine:finops-agent"/, "its own state machine only");
+});
+
+test("one account: no fan-out, no organization listing, no role to assume", () => {
+  const { template } = synth();
+  const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
+  assert.equal(machine.Properties.DefinitionSubstitutions.FanOut, "off");
+  assert.ok(!allowedActions(template, "finops-agent scan-account").has("sts:AssumeRole"));
+  assert.ok(![...allowedActions(template, "finops-agent plan-scans")].some((a) => a.startsWith("organizations:")));
+  const inventory = Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent inventory")!;
+  assert.equal(inventory.Properties.Environment.Variables.FINOPS_ACCOUNTS, undefined);
+});
+
+test("bad organization settings fail the synth with the key", () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ accounts: "12345" }, /context accounts: "12345" is not an AWS account id/],
+    [{ accounts: "organization", organizationOus: "workloads" }, /organizationOus: "workloads" is not an organizational unit id/],
+    [{ accounts: "111111111111", organizationOus: "ou-ab12-workload1" }, /applies to accounts=organization only/],
+    [{ accounts: "organization", memberReadRole: "role/with/slashes" }, /memberReadRole=.*an IAM role name/],
+    [{ accounts: "organization", toleratedFailurePercentage: 150 }, /toleratedFailurePercentage.*0 to 100/],
+  ];
+  for (const [context, message] of cases) assert.throws(() => synth(context), message);
+});
