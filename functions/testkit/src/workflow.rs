@@ -106,7 +106,10 @@ pub fn substituted_definition(report_topic_arn: &str, timings: &WorkflowTimings)
         let at = entry["at"].as_str().expect("a JSON pointer");
         let slot = definition.pointer_mut(at).unwrap_or_else(|| panic!("{name}: {at} is not in the definition"));
         assert!(slot.is_number(), "{name}: {at} does not hold a number");
-        *slot = numbers.get(name.as_str()).copied().unwrap_or_else(|| panic!("no value for {name}")).into();
+        let number = numbers.get(name.as_str()).copied().unwrap_or_else(|| panic!("no value for {name}"));
+        // moto's ASL grammar reads ToleratedFailurePercentage as a NUMBER token, which an integer literal is not
+        // (AWS takes either): the same value, written as a decimal.
+        *slot = if name == "ToleratedFailurePercentage" { f64::from(number).into() } else { number.into() };
     }
     give_every_task(&mut definition["States"], &contract["taskRetry"]);
     definition.to_string()
