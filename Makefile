@@ -52,6 +52,11 @@ cdk-test: venv cdk/node_modules/.package-lock.json
 	cd cdk && npx cdk synth -c assetsDir=test/fixtures/lambda -c approvers=ops@example.com --quiet -o cdk.out
 	# W3005: the CDK adds DependsOn on a role that a GetAtt already implies; harmless and not ours to change.
 	$(VENV)/bin/cfn-lint --ignore-checks W3005 -- cdk/cdk.out/FinopsAgent.template.json
+	# An organization deployment: the hub's template and the member-roles template its StackSet carries.
+	cd cdk && npx cdk synth -c assetsDir=test/fixtures/lambda -c approvers=ops@example.com -c accounts=organization -c organizationOus=ou-ab12-workload1 --quiet -o cdk.out.org
+	$(VENV)/bin/cfn-lint --ignore-checks W3005 -- cdk/cdk.out.org/FinopsAgent.template.json
+	$(VENV)/bin/python tests/cdk/member_template.py cdk/cdk.out.org/FinopsAgent.template.json > cdk/cdk.out.org/member-roles.json
+	$(VENV)/bin/cfn-lint -- cdk/cdk.out.org/member-roles.json
 
 # Release builds of every Lambda for `cdk deploy`: Graviton (arm64, about 20 % cheaper per GB-second) unless
 # ARCH=x86_64, cross-compiled by cargo-lambda with Zig as the linker (both from PyPI; 11-13 min cold on 2 cores). The
@@ -94,6 +99,7 @@ lint: cdk/node_modules/.package-lock.json
 
 bench:
 	$(CARGO) run --release -q -p finops-bench
+	$(CARGO) run --release -q -p finops-bench -- organization
 
 # Complete workflows on one moto under randomized faults, each checked against the safety invariants
 # (functions/chaos). CHAOS_RUNS=1000 for the long run; CHAOS_SEED=<seed> CHAOS_RUNS=1 replays one run. The fuzz tests

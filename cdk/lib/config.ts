@@ -47,6 +47,8 @@ export interface OrganizationSettings {
   /** (account, region) items scanned at once, and the share of items whose scan may fail before the run does. */
   scanConcurrency: number;
   toleratedFailurePercentage: number;
+  /** The OUs (or the root) the member-roles StackSet deploys to; empty when the roles are deployed some other way. */
+  stackSetTargets: string[];
 }
 
 const ACCOUNT_ID = /^\d{12}$/;
@@ -180,6 +182,18 @@ function readOrganization(get: (key: string) => unknown, read: Readers): Organiz
     return name;
   };
   const numberOr = (key: string, fallback: number, min: number, max: number) => (get(key) === undefined ? fallback : read.number(key, min, max));
+  const stackSet = get("memberStackSet") === undefined ? "true" : read.text("memberStackSet");
+  if (stackSet !== "true" && stackSet !== "false") throw new ConfigError(`context memberStackSet=${JSON.stringify(stackSet)}: true or false`);
+  let stackSetTargets: string[] = [];
+  if (stackSet === "true") {
+    stackSetTargets = read.optionalList("memberStackSetTargets");
+    if (stackSetTargets.length === 0) stackSetTargets = ous;
+    const badTarget = stackSetTargets.find((v) => !OU_ID.test(v));
+    if (badTarget !== undefined) throw new ConfigError(`context memberStackSetTargets: ${JSON.stringify(badTarget)} is not an OU id (ou-xxxx-xxxxxxxx) or the root id (r-xxxx)`);
+    if (stackSetTargets.length === 0) {
+      throw new ConfigError("context memberStackSetTargets: the OUs (or the root, r-xxxx) whose accounts get the member roles from the StackSet; or -c memberStackSet=false if you deploy the roles yourself");
+    }
+  }
   return {
     accounts,
     ous,
@@ -188,6 +202,7 @@ function readOrganization(get: (key: string) => unknown, read: Readers): Organiz
     actionsRole: role("memberActionsRole", "finops-agent-actions"),
     scanConcurrency: numberOr("accountScanConcurrency", 10, 1, 1000),
     toleratedFailurePercentage: numberOr("toleratedFailurePercentage", 10, 0, 100),
+    stackSetTargets,
   };
 }
 

@@ -29,6 +29,7 @@ import { ApprovalPlumbing } from "./approval-plumbing.ts";
 import { CONTRACT, stateMachineDefinition, taskRetryBudget } from "./definition.ts";
 import type { FinopsConfig } from "./config.ts";
 import { FUNCTIONS, FUNCTION_KEYS, type FunctionKey, StepFunctions } from "./functions.ts";
+import { MemberRoles } from "./member-roles.ts";
 import { acknowledge } from "./nag.ts";
 import { REPO_ROOT } from "./paths.ts";
 import { ReasoningBackend } from "./reasoning-backend.ts";
@@ -125,6 +126,9 @@ export class FinopsStack extends Stack {
     });
     new ActionsPolicy(this, "ActionsPolicy", { config, actions: fns.actions });
     grantRunCost(this, fns, stepFunctions.architecture);
+    if (config.organization !== undefined && config.organization.stackSetTargets.length > 0) {
+      new MemberRoles(this, "MemberRoles", { config, organization: config.organization, scanAccount: fns["scan-account"], actions: fns.actions });
+    }
     new ReasoningBackend(this, "ReasoningBackend", { config, reasoning: fns.reasoning, agentTools: fns["agent-tools"], stateMachineArn });
 
     // The state machine: the ASL file rendered with this deployment's numbers; its text names are substituted by

@@ -2,7 +2,8 @@
 // Distributed Map grants, and the settings refused before anything is built.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { allowedActions, roleStatements, synth } from "./support.ts";
+import { MEMBER_READ_ACTIONS } from "../lib/member-roles.ts";
+import { allowedActions, resolve, roleStatements, synth } from "./support.ts";
 
 const ORG = { accounts: "organization", organizationOus: "ou-ab12-workload1", excludeAccounts: "210987654321", memberReadRole: "acme-finops-read" };
 
@@ -58,8 +59,65 @@ test("bad organization settings fail the synth with the key", () => {
     [{ accounts: "12345" }, /context accounts: "12345" is not an AWS account id/],
     [{ accounts: "organization", organizationOus: "workloads" }, /organizationOus: "workloads" is not an organizational unit id/],
     [{ accounts: "111111111111", organizationOus: "ou-ab12-workload1" }, /applies to accounts=organization only/],
-    [{ accounts: "organization", memberReadRole: "role/with/slashes" }, /memberReadRole=.*an IAM role name/],
-    [{ accounts: "organization", toleratedFailurePercentage: 150 }, /toleratedFailurePercentage.*0 to 100/],
+    [{ ...ORG, memberReadRole: "role/with/slashes" }, /memberReadRole=.*an IAM role name/],
+    [{ ...ORG, toleratedFailurePercentage: 150 }, /toleratedFailurePercentage.*0 to 100/],
   ];
   for (const [context, message] of cases) assert.throws(() => synth(context), message);
+});
+
+/** The member template the StackSet deploys, with the hub's tokens resolved as in the test account. */
+function memberTemplate(context: Record<string, unknown> = ORG) {
+  const { template } = synth(context);
+  const resources = template.toJSON().Resources;
+  const stackSets = Object.values(template.findResources("AWS::CloudFormation::StackSet"));
+  assert.equal(stackSets.length, 1);
+  const [stackSet] = stackSets;
+  const body = JSON.parse(resolve(stackSet.Properties.TemplateBody, resources) as string);
+  const roleOf = (description: string) => {
+    const fn = Object.values(resources as Record<string, any>).find((r) => r.Type === "AWS::Lambda::Function" && r.Properties.Description === description);
+    return resolve(fn.Properties.Role, resources);
+  };
+  return { stackSet, body, scanRole: roleOf("finops-agent scan-account"), actionsRole: roleOf("finops-agent actions") };
+}
+
+test("the member StackSet is service-managed and follows new accounts into its target OUs", () => {
+  const { stackSet } = memberTemplate();
+  const p = stackSet.Properties;
+  assert.equal(p.PermissionModel, "SERVICE_MANAGED");
+  assert.deepEqual(p.AutoDeployment, { Enabled: true, RetainStacksOnAccountRemoval: false });
+  assert.deepEqual(p.Capabilities, ["CAPABILITY_NAMED_IAM"]);
+  assert.deepEqual(p.StackInstancesGroup[0].DeploymentTargets.OrganizationalUnitIds, ["ou-ab12-workload1"]);
+  const roots = memberTemplate({ ...ORG, memberStackSetTargets: "r-ab12" }).stackSet.Properties;
+  assert.deepEqual(roots.StackInstancesGroup[0].DeploymentTargets.OrganizationalUnitIds, ["r-ab12"]);
+});
+
+test("each member role trusts only its hub function's role; the read role reads, the actions role carries the guard", () => {
+  const { body, scanRole, actionsRole } = memberTemplate();
+  const read = body.Resources.ReadOnlyRole.Properties;
+  const act = body.Resources.ActionsRole.Properties;
+  assert.equal(read.RoleName, "acme-finops-read");
+  assert.equal(act.RoleName, "finops-agent-actions");
+  assert.deepEqual(read.AssumeRolePolicyDocument.Statement, [{ Effect: "Allow", Principal: { AWS: scanRole }, Action: "sts:AssumeRole" }]);
+  assert.deepEqual(act.AssumeRolePolicyDocument.Statement, [{ Effect: "Allow", Principal: { AWS: actionsRole }, Action: "sts:AssumeRole" }]);
+  assert.notEqual(scanRole, actionsRole);
+  const readActions = read.Policies.flatMap((p: any) => p.PolicyDocument.Statement).flatMap((s: any) => [s.Action].flat());
+  assert.deepEqual(new Set(readActions), new Set(MEMBER_READ_ACTIONS), "the read role changes nothing");
+  // The guard: the same Deny statements as the hub's actions role, each in a managed policy on the actions role.
+  const guards = Object.values(body.Resources as Record<string, any>).filter((r) => r.Type === "AWS::IAM::ManagedPolicy");
+  assert.ok(guards.every((g) => JSON.stringify(g.Properties.Roles) === JSON.stringify([{ Ref: "ActionsRole" }])));
+  const denies = guards.flatMap((g) => g.Properties.PolicyDocument.Statement).filter((s: any) => s.Effect === "Deny");
+  assert.deepEqual(new Set(denies.map((s: any) => s.Sid)), new Set(["DenyProductionEnvironment", "DenyProductionenv", "DenyProductionstage", "DenyProtected", "DenyStopWithInstanceStorage"]));
+  const hubDenies = roleStatements(synth(ORG).template, "finops-agent actions").filter((s) => s.Effect === "Deny");
+  for (const hub of hubDenies) {
+    const member = denies.find((d: any) => d.Sid === hub.Sid);
+    assert.deepEqual(member.Condition, hub.Condition, `${hub.Sid}: the member's condition is the hub's`);
+    assert.deepEqual(member.Resource, { "Fn::Join": ["", ["arn:", { Ref: "AWS::Partition" }, ":ec2:*:", { Ref: "AWS::AccountId" }, ":instance/*"]] }, "the member's own instances");
+  }
+});
+
+test("an organization deployment needs somewhere to put the member roles, or to be told they exist", () => {
+  assert.throws(() => synth({ accounts: "organization" }), /memberStackSetTargets: the OUs \(or the root, r-xxxx\)/);
+  const { template } = synth({ accounts: "organization", memberStackSet: "false" });
+  assert.equal(Object.keys(template.findResources("AWS::CloudFormation::StackSet")).length, 0);
+  assert.throws(() => synth({ ...ORG, memberStackSetTargets: "workloads" }), /memberStackSetTargets: "workloads"/);
 });

@@ -1,4 +1,4 @@
-//! `make bench`: the metrics handler over 10,000 instances x 14 days, fed by a synthetic CloudWatch (moto is far
+//! `make bench`: the organization fan-out (see `organization.rs`), then the metrics handler over 10,000 instances x 14 days, fed by a synthetic CloudWatch (moto is far
 //! too slow at this scale) in which 10 % of the fleet is idle. Prints, for two stages (the default) and one, the
 //! metrics requested per instance and their CloudWatch price, GetMetricData calls (one stage: ceil(N*M/500) for N
 //! instances and M queries per instance), handler CPU time and peak RSS, and the detection part of a run's cost.
@@ -13,6 +13,8 @@ use finops_core::{DetectionConfig, InstanceRecord, MetricStages};
 use finops_metrics::synthetic::SyntheticMetrics;
 use finops_metrics::{handle, MetricKind, MAX_QUERIES_PER_CALL};
 use finops_testkit::{peak_rss_bytes, process_cpu_time};
+
+mod organization;
 
 const TYPES: &[&str] = &["t3.micro", "t3.large", "m5.large", "m5.xlarge", "c5.large", "r5.large", "m6i.2xlarge"];
 
@@ -65,7 +67,13 @@ async fn measure(store: &MemoryRunStore, event: &serde_json::Value, stages: Metr
 }
 
 fn main() {
-    let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("organization") => return organization::run(&args[2..]),
+        Some("organization-item") => return organization::one_item(&args[2..]),
+        _ => {}
+    }
+    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let store = MemoryRunStore::new("bench-runs");

@@ -76,9 +76,11 @@ async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest(
         &[(InstanceSpec::new("legacy-idle", "m5.large").launched_days_ago(60.0), true)],
     )
     .await;
-    let hub_ids =
-        seed(&hub, &[(InstanceSpec::new("hub-idle", "t3.large").tag("Environment", "dev").launched_days_ago(60.0), true)])
-            .await;
+    let hub_ids = seed(
+        &hub,
+        &[(InstanceSpec::new("hub-idle", "t3.large").tag("Environment", "dev").launched_days_ago(60.0), true)],
+    )
+    .await;
 
     let vars = env.function_vars("http://127.0.0.1:9");
     let functions = Arc::new(LocalFunctions::new(&hub, &vars).expect("the functions' environment"));
@@ -107,18 +109,18 @@ async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest(
     assert_eq!(organization["accounts"], 3, "{organization}");
     assert_eq!((organization["items"].as_u64(), organization["itemsScanned"].as_u64()), (Some(6), Some(4)));
     assert_eq!(organization["unreachableCount"], 2);
-    assert!(organization["unreachable"].as_array().unwrap().iter().all(|u| u["item"]["account"]["id"] == legacy.as_str()));
+    assert!(organization["unreachable"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|u| u["item"]["account"]["id"] == legacy.as_str()));
     assert_eq!(organization["skipped"][0]["account"]["name"], "closed-project");
     assert_eq!(output["metrics"]["output"]["instanceCount"], 4, "data-dev's three and the hub's one");
     assert!(!output.to_string().contains(&legacy_ids[0]), "nothing of legacy was read");
 
     // The merged run goes on as one: the idle dev instances of both accounts proposed, production denied.
-    let proposed: Vec<&str> = output["policy"]["proposals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["instanceId"].as_str().unwrap())
-        .collect();
+    let proposed: Vec<&str> =
+        output["policy"]["proposals"].as_array().unwrap().iter().map(|p| p["instanceId"].as_str().unwrap()).collect();
     assert!(proposed.contains(&data_ids[0].as_str()) && proposed.contains(&hub_ids[0].as_str()), "{proposed:?}");
     assert!(!proposed.contains(&data_ids[1].as_str()), "production in a member account is denied too");
     assert_eq!(output["policy"]["denialCounts"]["production"], 1);
