@@ -233,8 +233,8 @@ function grantDetection(stack: Stack, fns: Record<FunctionKey, lambda.Function>,
   }
 }
 
-/** The fan-out's reach beyond the hub: the planner lists the organization (read-only), the item step assumes the
- * members' read-only role and nothing else. Without an organization neither gets any of it. */
+/** The reach beyond the hub: the planner lists the organization (read-only), the item step assumes the members'
+ * read-only role, the actions step their actions role, and nothing else. Without an organization none of it. */
 function grantMemberAccess(stack: Stack, fns: Record<FunctionKey, lambda.Function>, config: FinopsConfig) {
   const org = config.organization;
   if (org === undefined) return;
@@ -247,6 +247,10 @@ function grantMemberAccess(stack: Stack, fns: Record<FunctionKey, lambda.Functio
   const memberRead = stack.formatArn({ service: "iam", region: "", account: "*", resource: "role", resourceName: org.readRole });
   fns["scan-account"].addToRolePolicy(new iam.PolicyStatement({ actions: ["sts:AssumeRole"], resources: [memberRead] }));
   acknowledge(fns["scan-account"], `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/${org.readRole}]`, "The read-only role the member StackSet deploys in every account of the organization, by its one name.");
+  // The actions step acts in a member account as the member's guarded actions role, and as nothing else there.
+  const memberActions = stack.formatArn({ service: "iam", region: "", account: "*", resource: "role", resourceName: org.actionsRole });
+  fns.actions.addToRolePolicy(new iam.PolicyStatement({ actions: ["sts:AssumeRole"], resources: [memberActions] }));
+  acknowledge(fns.actions, `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/${org.actionsRole}]`, "The guarded actions role the member StackSet deploys in every account of the organization, by its one name.");
 }
 
 /** A Distributed Map starts child executions of its own state machine, reads its items from the run bucket and

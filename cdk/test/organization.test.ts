@@ -7,7 +7,7 @@ import { allowedActions, resolve, roleStatements, synth } from "./support.ts";
 
 const ORG = { accounts: "organization", organizationOus: "ou-ab12-workload1", excludeAccounts: "210987654321", memberReadRole: "acme-finops-read" };
 
-test("an organization deployment fans out: every function knows the scope, only the item step assumes the member role", () => {
+test("an organization deployment fans out: every function knows the scope, only the item and actions steps assume member roles", () => {
   const { template } = synth(ORG);
   const functions = Object.values(template.findResources("AWS::Lambda::Function")).filter((f) => f.Properties.Handler === "bootstrap");
   for (const f of functions) {
@@ -20,7 +20,9 @@ test("an organization deployment fans out: every function knows the scope, only 
   }
   const assume = roleStatements(template, "finops-agent scan-account").filter((s) => s.Action === "sts:AssumeRole");
   assert.deepEqual(assume.map((s) => s.Resource), ["arn:aws:iam::*:role/acme-finops-read"], "the read-only role, by its one name, and nothing else");
-  for (const key of ["inventory", "metrics", "reasoning", "policy", "actions", "plan-scans", "merge-scans", "agent-tools", "request-approval", "approval-callback", "run-cost"]) {
+  const acting = roleStatements(template, "finops-agent actions").filter((s) => s.Action === "sts:AssumeRole");
+  assert.deepEqual(acting.map((s) => s.Resource), ["arn:aws:iam::*:role/finops-agent-actions"], "the actions step: the member's guarded actions role only");
+  for (const key of ["inventory", "metrics", "reasoning", "policy", "plan-scans", "merge-scans", "agent-tools", "request-approval", "approval-callback", "run-cost"]) {
     assert.ok(!allowedActions(template, `finops-agent ${key}`).has("sts:AssumeRole"), `${key} cannot assume a member role`);
   }
   const listing = [...allowedActions(template, "finops-agent plan-scans")].filter((a) => a.startsWith("organizations:"));

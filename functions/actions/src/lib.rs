@@ -91,6 +91,9 @@ pub struct ActionsConfig {
     pub idle_rule: DailyRule,
     /// Where the decisions are verified (`FINOPS_APPROVALS_TABLE`, read only).
     pub approvals_table: String,
+    /// The member accounts' actions role (`FINOPS_MEMBER_ACTIONS_ROLE`), when the deployment covers an organization
+    /// (`FINOPS_ACCOUNTS`); None: this step acts in its own account only, and refuses a proposal that names another.
+    pub member_actions_role: Option<String>,
 }
 
 impl ActionsConfig {
@@ -113,7 +116,10 @@ impl ActionsConfig {
         };
         let idle_rule = detection.criteria.idle.unwrap_or_else(DailyRule::strict_idle);
         let approvals_table = finops_approval_store::required_var(&vars, "FINOPS_APPROVALS_TABLE")?;
-        Ok(Self { policy, snooze_days, idle_rule, approvals_table })
+        let member_actions_role = finops_core::organization::OrganizationConfig::from_vars(vars)
+            .map_err(|e| FinopsError::Configuration(e.to_string()))?
+            .map(|organization| organization.actions_role);
+        Ok(Self { policy, snooze_days, idle_rule, approvals_table, member_actions_role })
     }
 }
 
@@ -474,6 +480,9 @@ pub struct ActionsStep {
     approvals: finops_approval_store::DynamoApprovals,
     metrics: finops_metrics::CloudWatchMetrics,
     config: ActionsConfig,
+    sdk: aws_config::SdkConfig,
+    /// Sessions in member accounts as their actions role, set up on the first proposal that names an account.
+    members: tokio::sync::OnceCell<finops_aws::MemberSessions>,
 }
 
 impl ActionsStep {
@@ -484,17 +493,57 @@ impl ActionsStep {
             approvals: finops_approval_store::DynamoApprovals::new(sdk, config.approvals_table.clone()),
             metrics: finops_metrics::CloudWatchMetrics::new(sdk.clone()),
             config,
+            sdk: sdk.clone(),
+            members: tokio::sync::OnceCell::new(),
         }
     }
 
+    /// The account a request's proposal names, strictly: a present but malformed account is refused, never read
+    /// as "the hub's own".
+    fn account_of(event: &serde_json::Value) -> Result<Option<finops_core::organization::AccountRef>, FinopsError> {
+        let Some(account) = event.get("proposal").and_then(|p| p.get("account")) else { return Ok(None) };
+        let account: finops_core::organization::AccountRef = serde_json::from_value(account.clone())
+            .map_err(|e| FinopsError::InvalidInput(format!("proposal.account: {e}")))?;
+        finops_core::organization::parse_account_id(&account.id)
+            .map_err(|e| FinopsError::InvalidInput(e.to_string()))?;
+        Ok(Some(account))
+    }
+
+    /// Acts where the proposal's instance runs: in the hub's own account with this function's role, in a member
+    /// account as the member's actions role (which carries the same guard). The decision is verified in the hub's
+    /// approvals table either way.
     pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<ActionOutcome, FinopsError> {
-        let actions = Actions {
+        let own = Actions {
             instances: &self.instances,
             ec2: &self.ec2,
             approvals: &self.approvals,
             metrics: &self.metrics,
             config: &self.config,
         };
-        actions.handle(event, now).await
+        let Some(account) = Self::account_of(&event)? else { return own.handle(event, now).await };
+        let Some(role) = &self.config.member_actions_role else {
+            return Err(FinopsError::Configuration(format!(
+                "the proposal is in account {account}, and this deployment acts in its own account only (FINOPS_ACCOUNTS is not set)"
+            )));
+        };
+        let sessions =
+            self.members.get_or_try_init(|| finops_aws::MemberSessions::new(&self.sdk, role, "finops-actions")).await?;
+        if account.id == sessions.hub_account() {
+            return own.handle(event, now).await;
+        }
+        let member = sessions.config_for(&account).await?;
+        let (instances, ec2, metrics) = (
+            finops_inventory::Ec2Inventory::new(member.clone()),
+            SdkEc2Actions::new(member.clone()),
+            finops_metrics::CloudWatchMetrics::new(member),
+        );
+        let in_member = Actions {
+            instances: &instances,
+            ec2: &ec2,
+            approvals: &self.approvals,
+            metrics: &metrics,
+            config: &self.config,
+        };
+        in_member.handle(event, now).await
     }
 }

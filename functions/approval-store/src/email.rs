@@ -49,6 +49,10 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
         "finops-agent proposes to {verb} an idle EC2 instance. Nothing happens unless you approve.\n\n"
     ));
     body.push_str(&format!("Instance:      {} in {}\n", proposal.instance_id, proposal.region));
+    if let Some(account) = &proposal.account {
+        // Organizations' account names are set by people: quoted as untrusted text, like tags.
+        body.push_str(&format!("Account:       {} ({})\n", account.id, quoted(&account.name, 60)));
+    }
     body.push_str(&format!("Name:          {}\n", quoted(name, 120)));
     body.push_str(&format!("Type:          {}\n", proposal.instance_type));
     body.push_str(&format!(

@@ -80,6 +80,10 @@ pub struct Proposal {
     pub environment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The account the instance runs in, in an organization run (absent: the hub's own): the actions step acts there
+    /// through the member's actions role, and the email names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<crate::organization::AccountRef>,
     pub action: ProposedAction,
     pub recommended: RecommendedAction,
     pub confidence: f64,
@@ -477,6 +481,7 @@ pub fn evaluate(
             name: instance.name().map(str::to_owned),
             environment: env,
             owner: instance.tags.iter().find(|(k, _)| tags::normalise(k) == "owner").map(|(_, v)| v.clone()),
+            account: instance.account.clone(),
             action,
             recommended: rec.action,
             confidence: rec.confidence.clamp(0.0, 1.0),

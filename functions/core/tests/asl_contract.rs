@@ -191,6 +191,7 @@ fn proposal() -> Proposal {
         name: Some("dev box".into()),
         environment: Some("dev".into()),
         owner: None,
+        account: None,
         action: ProposedAction::SnapshotAndStop,
         recommended: RecommendedAction::SnapshotAndStop,
         confidence: 0.9,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use finops_core::organization::DETECTION_ROLE_NAME;
+use finops_core::organization::{ACTIONS_ROLE_NAME, DETECTION_ROLE_NAME};
 use finops_core::LookbackWindow;
 use finops_local::{serve, LocalFunctions};
 use finops_testkit::moto::{sdk_config, MotoServer};
@@ -37,18 +37,33 @@ async fn seed(config: &aws_config::SdkConfig, specs: &[(InstanceSpec, bool)]) ->
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest() {
+/// A deployment over an organization on one moto: the hub (with one idle dev instance), data-dev (the StackSet's
+/// roles; an idle dev instance, an idle production database, a busy one), legacy (no role; an idle instance) and a
+/// closed account.
+struct Organization {
+    _moto: MotoServer,
+    env: WorkflowEnv,
+    functions: Arc<LocalFunctions>,
+    hub: aws_config::SdkConfig,
+    data: String,
+    legacy: String,
+    closed: String,
+    data_ids: Vec<String>,
+    legacy_ids: Vec<String>,
+    hub_ids: Vec<String>,
+}
+
+async fn organization(mode: &'static str, approval_timeout: u32, approval_base_url: &str) -> Organization {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
     let moto = MotoServer::start_with_env(&[("MOTO_PORT", router_port.to_string())]);
     let hub = sdk_config(&moto.endpoint, REGIONS[0]).await;
     let timings = WorkflowTimings {
-        approval_timeout_seconds: 60,
+        approval_timeout_seconds: approval_timeout,
         snapshot_poll_seconds: 1,
         max_snapshot_checks: 5,
         max_proposals: 10,
-        deployment_mode: "recommend",
+        deployment_mode: mode,
         fan_out: true,
     };
     let env = WorkflowEnv::create(moto.port, &hub, &timings).await;
@@ -61,6 +76,7 @@ async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest(
     org.close_account(&closed).await;
     let data_admin = member_admin(&hub, &data).await;
     create_member_role(&data_admin, DETECTION_ROLE_NAME, HUB).await;
+    create_member_role(&data_admin, ACTIONS_ROLE_NAME, HUB).await;
     let data_ids = seed(
         &data_admin,
         &[
@@ -70,7 +86,7 @@ async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest(
         ],
     )
     .await;
-    // legacy never got the role (its StackSet instance failed, say), yet runs an idle instance.
+    // legacy never got the roles (its StackSet instance failed, say), yet runs an idle instance.
     let legacy_ids = seed(
         &member_admin(&hub, &legacy).await,
         &[(InstanceSpec::new("legacy-idle", "m5.large").launched_days_ago(60.0), true)],
@@ -82,19 +98,29 @@ async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest(
     )
     .await;
 
-    let vars = env.function_vars("http://127.0.0.1:9");
+    let vars = env.function_vars(approval_base_url);
     let functions = Arc::new(LocalFunctions::new(&hub, &vars).expect("the functions' environment"));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto.port).into()));
+    Organization { _moto: moto, env, functions, hub, data, legacy, closed, data_ids, legacy_ids, hub_ids }
+}
 
-    let execution = env.start("org-run", &REGIONS, "recommend").await;
-    let (status, output) = loop {
-        let d = env.plumbing.sfn.describe_execution().execution_arn(&execution).send().await.unwrap();
+async fn finished(env: &WorkflowEnv, execution: &str) -> (String, Value) {
+    loop {
+        let d = env.plumbing.sfn.describe_execution().execution_arn(execution).send().await.unwrap();
         if d.status().as_str() != "RUNNING" {
             let output = d.output().and_then(|o| serde_json::from_str::<Value>(o).ok()).unwrap_or(Value::Null);
-            break (d.status().as_str().to_owned(), output);
+            return (d.status().as_str().to_owned(), output);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest() {
+    let o = organization("recommend", 60, "http://127.0.0.1:9").await;
+    let Organization { env, functions, legacy, closed, data_ids, legacy_ids, hub_ids, .. } = &o;
+    let execution = env.start("org-run", &REGIONS, "recommend").await;
+    let (status, output) = finished(env, &execution).await;
     let states = env.plumbing.entered_states(&execution).await;
     assert_eq!(status, "SUCCEEDED", "{states:?}\n{output}");
     for s in ["Plan Account Scans", "Scan Accounts", "Merge Account Scans", "Reason About Shortlist", "Check Policy"] {
@@ -109,6 +135,13 @@ async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest(
     assert_eq!(organization["accounts"], 3, "{organization}");
     assert_eq!((organization["items"].as_u64(), organization["itemsScanned"].as_u64()), (Some(6), Some(4)));
     assert_eq!(organization["unreachableCount"], 2);
+    // The parent's history does not grow with the items: they run in child executions.
+    let history =
+        env.plumbing.sfn.get_execution_history().execution_arn(&execution).max_results(1000).send().await.unwrap();
+    let in_parent: Vec<&str> =
+        history.events().iter().filter_map(|e| e.state_entered_event_details()).map(|d| d.name()).collect();
+    assert!(!in_parent.contains(&"Scan Account Region"), "no item's state is in the parent's history: {in_parent:?}");
+    assert!(history.events().len() < 100, "{} events", history.events().len());
     assert!(organization["unreachable"]
         .as_array()
         .unwrap()
@@ -135,4 +168,53 @@ async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest(
     assert!(report.contains(&format!("skipped: closed-project ({closed}): suspended")), "{report}");
     let ledger = env.ledger("org-run").await;
     assert!(ledger["accounts"].as_s().unwrap().starts_with("3 accounts, 4 of 6"), "{ledger:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_there() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let o = organization("act", 20, &base).await;
+    let store = finops_approval_store::StoreConfig::from_vars(o.env.function_vars(&base)).expect("store settings");
+    let _page =
+        finops_local::approval_page::start(port, finops_approval_callback::ApprovalCallback::new(&o.hub, store))
+            .await
+            .expect("the approval page");
+    let execution = o.env.start("org-act", &REGIONS, "act").await;
+    // Two proposals: data-dev's etl-idle and the hub's hub-idle. Approve the member's; leave the hub's unanswered.
+    let mut member_email = None;
+    for _ in 0..2 {
+        let email = o.env.plumbing.next_email().await;
+        if email.contains(&o.data_ids[0]) {
+            member_email = Some(email);
+        }
+    }
+    let email = member_email.expect("an email about data-dev's idle instance");
+    assert!(email.contains(&format!("Account:       {} (\"data-dev\")", o.data)), "{email}");
+    let approve =
+        email.lines().find(|l| l.trim_start().starts_with("Approve")).unwrap().split_whitespace().last().unwrap();
+    let path = approve.strip_prefix(&base).unwrap().to_owned();
+    let (status, _) =
+        finops_testkit::moto::http(port, "POST", &path, "decision=approve&approver=ana%40example.com").unwrap();
+    assert_eq!(status, 200);
+    let (status, output) = finished(&o.env, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{output}");
+
+    // Stopped in data-dev, with its snapshot there; the hub's unanswered proposal did nothing.
+    let member = aws_sdk_ec2::Client::new(&member_admin(&o.hub, &o.data).await);
+    let described = member.describe_instances().instance_ids(&o.data_ids[0]).send().await.unwrap();
+    let instance = &described.reservations()[0].instances()[0];
+    assert_eq!(instance.state().unwrap().name().unwrap().as_str(), "stopped");
+    let snapshots = member.describe_snapshots().owner_ids("self").send().await.unwrap();
+    assert!(
+        snapshots.snapshots().iter().any(|s| s.tags().iter().any(|t| t.value() == Some("org-act"))),
+        "the snapshot is in the member account, tagged with the run"
+    );
+    let production = member.describe_instances().instance_ids(&o.data_ids[1]).send().await.unwrap();
+    assert_eq!(production.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str(), "running");
+    let hub = aws_sdk_ec2::Client::new(&o.hub);
+    let hub_instance = hub.describe_instances().instance_ids(&o.hub_ids[0]).send().await.unwrap();
+    assert_eq!(hub_instance.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str(), "running");
+    let outcomes = output["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
 }
