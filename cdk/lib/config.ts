@@ -49,6 +49,9 @@ export interface OrganizationSettings {
   toleratedFailurePercentage: number;
   /** The OUs (or the root) the member-roles StackSet deploys to; empty when the roles are deployed some other way. */
   stackSetTargets: string[];
+  /** The run's caps again per account (largest savings first within each); undefined: the run's caps only. */
+  maxProposalsPerAccount?: number;
+  maxMonthlyUsdPerAccount?: number;
 }
 
 const ACCOUNT_ID = /^\d{12}$/;
@@ -203,6 +206,8 @@ function readOrganization(get: (key: string) => unknown, read: Readers): Organiz
     scanConcurrency: numberOr("accountScanConcurrency", 10, 1, 1000),
     toleratedFailurePercentage: numberOr("toleratedFailurePercentage", 10, 0, 100),
     stackSetTargets,
+    maxProposalsPerAccount: get("maxProposalsPerAccount") === undefined ? undefined : read.number("maxProposalsPerAccount", 1, 40),
+    maxMonthlyUsdPerAccount: get("maxMonthlyUsdPerAccount") === undefined ? undefined : read.number("maxMonthlyUsdPerAccount", 0, 1_000_000),
   };
 }
 

@@ -73,6 +73,8 @@ function organizationVariables(config: FinopsConfig): Record<string, string> {
     ...(org.excludeAccounts.length > 0 ? { FINOPS_EXCLUDE_ACCOUNTS: org.excludeAccounts.join(",") } : {}),
     FINOPS_MEMBER_READ_ROLE: org.readRole,
     FINOPS_MEMBER_ACTIONS_ROLE: org.actionsRole,
+    ...(org.maxProposalsPerAccount !== undefined ? { FINOPS_MAX_PROPOSALS_PER_ACCOUNT: String(org.maxProposalsPerAccount) } : {}),
+    ...(org.maxMonthlyUsdPerAccount !== undefined ? { FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT: String(org.maxMonthlyUsdPerAccount) } : {}),
   };
 }
 

@@ -17,7 +17,12 @@ test("an organization deployment fans out: every function knows the scope, only 
     assert.equal(env.FINOPS_EXCLUDE_ACCOUNTS, "210987654321");
     assert.equal(env.FINOPS_MEMBER_READ_ROLE, "acme-finops-read");
     assert.equal(env.FINOPS_MEMBER_ACTIONS_ROLE, "finops-agent-actions");
+    assert.equal(env.FINOPS_MAX_PROPOSALS_PER_ACCOUNT, undefined, "no per-account cap unless asked");
   }
+  const capped = synth({ ...ORG, maxProposalsPerAccount: 3, maxMonthlyUsdPerAccount: 400 }).template;
+  const policy = Object.values(capped.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent policy")!;
+  assert.equal(policy.Properties.Environment.Variables.FINOPS_MAX_PROPOSALS_PER_ACCOUNT, "3");
+  assert.equal(policy.Properties.Environment.Variables.FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT, "400");
   const assume = roleStatements(template, "finops-agent scan-account").filter((s) => s.Action === "sts:AssumeRole");
   assert.deepEqual(assume.map((s) => s.Resource), ["arn:aws:iam::*:role/acme-finops-read"], "the read-only role, by its one name, and nothing else");
   const acting = roleStatements(template, "finops-agent actions").filter((s) => s.Action === "sts:AssumeRole");

@@ -174,6 +174,12 @@ pub struct PolicyConfig {
     pub snooze_tag_key: String,
     pub max_proposals: usize,
     pub max_monthly_usd: f64,
+    /// In an organization run, the same caps per account (largest savings first within each): one account's many
+    /// idle instances cannot take the whole run's cap. None: only the run's caps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_proposals_per_account: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_monthly_usd_per_account: Option<f64>,
     /// Allow-list mode: when set, only instances with an environment tag whose value is one of these (exactly, in
     /// any case) may be proposed; untagged instances never are. IAM's Allow carries the same condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,6 +204,8 @@ impl Default for PolicyConfig {
             snooze_tag_key: "finops:snooze-until".into(),
             max_proposals: 10,
             max_monthly_usd: 2_000.0,
+            max_proposals_per_account: None,
+            max_monthly_usd_per_account: None,
             act_only_on_environments: None,
         }
     }
@@ -241,6 +249,18 @@ impl PolicyConfig {
                 v.trim().parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0).ok_or_else(|| {
                     ConfigError::new("FINOPS_MAX_MONTHLY_USD", format!("{v:?} is not a dollar amount"))
                 })?;
+        }
+        if let Some(v) = vars.get("FINOPS_MAX_PROPOSALS_PER_ACCOUNT") {
+            c.max_proposals_per_account =
+                Some(v.trim().parse().map_err(|_| {
+                    ConfigError::new("FINOPS_MAX_PROPOSALS_PER_ACCOUNT", format!("{v:?} is not a count"))
+                })?);
+        }
+        if let Some(v) = vars.get("FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT") {
+            c.max_monthly_usd_per_account =
+                Some(v.trim().parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0).ok_or_else(|| {
+                    ConfigError::new("FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT", format!("{v:?} is not a dollar amount"))
+                })?);
         }
         // A setting that used to exist: refuse it loudly rather than let someone believe terminate is on.
         if vars.get("FINOPS_TERMINATE_ENABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
@@ -505,14 +525,27 @@ pub fn evaluate(
     });
     let mut proposals = Vec::new();
     let mut total = 0.0;
+    // Per account (the hub's own instances under "this account"): proposals taken and their savings.
+    let mut by_account: HashMap<String, (usize, f64)> = HashMap::new();
     for p in eligible {
         let saving = p.monthly_saving_usd.unwrap_or(0.0);
+        let account = p.account.as_ref().map_or_else(|| "this account".to_owned(), |a| a.to_string());
+        let (taken, account_total) = by_account.get(&account).copied().unwrap_or_default();
         let capped = if proposals.len() >= config.max_proposals {
             Some((DenialReason::CountCap, format!("beyond the cap of {} proposals per run", config.max_proposals)))
+        } else if config.max_proposals_per_account.is_some_and(|cap| taken >= cap) {
+            let cap = config.max_proposals_per_account.unwrap_or_default();
+            Some((DenialReason::CountCap, format!("beyond the cap of {cap} proposals per account in {account}")))
         } else if total + saving > config.max_monthly_usd {
             Some((
                 DenialReason::SavingsCap,
                 format!("beyond the cap of ${:.2}/month of actions per run", config.max_monthly_usd),
+            ))
+        } else if config.max_monthly_usd_per_account.is_some_and(|cap| account_total + saving > cap) {
+            let cap = config.max_monthly_usd_per_account.unwrap_or_default();
+            Some((
+                DenialReason::SavingsCap,
+                format!("beyond the cap of ${cap:.2}/month of actions per account in {account}"),
             ))
         } else {
             None
@@ -523,6 +556,7 @@ pub fn evaluate(
             }
             None => {
                 total += saving;
+                by_account.insert(account, (taken + 1, account_total + saving));
                 proposals.push(p);
             }
         }
@@ -709,6 +743,50 @@ mod tests {
         let dollars = run(&PolicyConfig { max_monthly_usd: 500.0, ..PolicyConfig::default() }, &fleet, &[], &recs);
         assert_eq!(reason_for(&dollars, "i-big"), Some(DenialReason::SavingsCap));
         assert_eq!(dollars.proposals.len(), 2);
+    }
+
+    #[test]
+    fn per_account_caps_spread_the_run_over_the_accounts_largest_savings_first() {
+        let in_account = |id: &str, account: &str, instance_type: &str| {
+            let mut i = instance(id, &[]);
+            i.instance_type = instance_type.into();
+            i.account = Some(crate::organization::AccountRef::new(account, format!("team-{account}")));
+            i
+        };
+        let fleet = vec![
+            in_account("i-a1", "111111111111", "m5.4xlarge"),
+            in_account("i-a2", "111111111111", "m5.2xlarge"),
+            in_account("i-a3", "111111111111", "m5.xlarge"),
+            in_account("i-b1", "222222222222", "m5.large"),
+            instance("i-hub", &[]),
+        ];
+        let recs: Vec<Recommendation> = fleet.iter().map(|i| rec(&i.instance_id, RecommendedAction::Stop)).collect();
+        let config = PolicyConfig { max_proposals: 4, max_proposals_per_account: Some(2), ..PolicyConfig::default() };
+        let o = run(&config, &fleet, &[], &recs);
+        let mut ids: Vec<&str> = o.proposals.iter().map(|p| p.instance_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["i-a1", "i-a2", "i-b1", "i-hub"], "account 1's smallest is left for the others");
+        let denial = o.denials.iter().find(|d| d.instance_id == "i-a3").unwrap();
+        assert_eq!(denial.reason, DenialReason::CountCap);
+        assert!(
+            denial.detail.contains("2 proposals per account in team-111111111111 (111111111111)"),
+            "{}",
+            denial.detail
+        );
+        // Dollars per account: m5.4xlarge alone is over $500/month, so account 1 keeps the two it can afford.
+        let dollars = PolicyConfig { max_monthly_usd_per_account: Some(500.0), ..PolicyConfig::default() };
+        let o = run(&dollars, &fleet, &[], &recs);
+        assert_eq!(reason_for(&o, "i-a1"), Some(DenialReason::SavingsCap));
+        assert!(
+            o.proposals.iter().any(|p| p.instance_id == "i-a2") && o.proposals.iter().any(|p| p.instance_id == "i-b1")
+        );
+        let vars = [
+            ("FINOPS_MAX_PROPOSALS_PER_ACCOUNT".to_string(), "3".to_string()),
+            ("FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT".to_string(), "250.5".to_string()),
+        ];
+        let read = PolicyConfig::from_vars(vars).unwrap();
+        assert_eq!((read.max_proposals_per_account, read.max_monthly_usd_per_account), (Some(3), Some(250.5)));
+        assert!(PolicyConfig::from_vars([("FINOPS_MAX_PROPOSALS_PER_ACCOUNT".to_string(), "-1".to_string())]).is_err());
     }
 
     #[test]
