@@ -10,9 +10,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use finops_aws::{get_json, ListedAccounts, MemoryRunStore, PriceBook, SdkPriceList};
-use finops_core::organization::{
-    Account, AccountRef, AccountScope, AccountSelection, AccountStatus, OrganizationConfig,
-};
+use finops_core::organization::{Account, AccountRef, AccountStatus, OrganizationConfig};
 use finops_core::steps::ScanItemRequest;
 use finops_core::DetectionConfig;
 use finops_fanout::synthetic::SyntheticOrganization;
@@ -55,15 +53,7 @@ pub fn run(args: &[String]) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let store = MemoryRunStore::new("bench-runs");
-        let organization = OrganizationConfig {
-            selection: AccountSelection {
-                scope: AccountScope::Organization { ous: vec![] },
-                exclude: Default::default(),
-                include_hub: true,
-            },
-            read_role: "finops-agent-read-only".into(),
-            actions_role: "finops-agent-actions".into(),
-        };
+        let organization = OrganizationConfig::whole_organization();
         let directory = directory(accounts);
         let hub = AccountRef::new(&directory.0[0].id, &directory.0[0].name);
         let regions: Vec<&str> = REGIONS[..regions].to_vec();

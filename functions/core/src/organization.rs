@@ -234,6 +234,20 @@ pub struct OrganizationConfig {
 }
 
 impl OrganizationConfig {
+    /// Every active account of the organization, the hub included, through the default role names: what
+    /// `FINOPS_ACCOUNTS=organization` alone means.
+    pub fn whole_organization() -> Self {
+        Self {
+            selection: AccountSelection {
+                scope: AccountScope::Organization { ous: vec![] },
+                exclude: BTreeSet::new(),
+                include_hub: true,
+            },
+            read_role: DETECTION_ROLE_NAME.into(),
+            actions_role: ACTIONS_ROLE_NAME.into(),
+        }
+    }
+
     /// None for a single-account deployment. Every value is checked: a typo in an id or OU is an error, not an
     /// account silently left out.
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Option<Self>, OrganizationError> {
@@ -566,6 +580,8 @@ mod tests {
         );
         assert!(whole.selection.exclude.contains("111111111111") && whole.selection.include_hub);
         assert_eq!((whole.read_role.as_str(), whole.actions_role.as_str()), (DETECTION_ROLE_NAME, ACTIONS_ROLE_NAME));
+        let alone = OrganizationConfig::from_vars(vars(&[("FINOPS_ACCOUNTS", "organization")])).unwrap().unwrap();
+        assert_eq!(alone, OrganizationConfig::whole_organization());
         let listed = OrganizationConfig::from_vars(vars(&[
             ("FINOPS_ACCOUNTS", "222222222222,333333333333"),
             ("FINOPS_INCLUDE_HUB", "false"),

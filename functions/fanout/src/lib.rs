@@ -426,7 +426,7 @@ mod tests {
     use super::*;
     use crate::synthetic::SyntheticOrganization;
     use finops_aws::{ListedAccounts, MemoryRunStore, SdkPriceList};
-    use finops_core::organization::{AccountScope, AccountSelection, AccountStatus};
+    use finops_core::organization::AccountStatus;
     use serde_json::json;
 
     const HUB: &str = "999999999999";
@@ -449,18 +449,6 @@ mod tests {
         ])
     }
 
-    fn whole_organization() -> OrganizationConfig {
-        OrganizationConfig {
-            selection: AccountSelection {
-                scope: AccountScope::Organization { ous: vec![] },
-                exclude: Default::default(),
-                include_hub: true,
-            },
-            read_role: "finops-agent-read-only".into(),
-            actions_role: "finops-agent-actions".into(),
-        }
-    }
-
     struct Run {
         store: MemoryRunStore,
         plan: PlanOutput,
@@ -474,7 +462,8 @@ mod tests {
         let hub = AccountRef::new(HUB, HUB);
         let now = Utc::now();
         let event = json!({"runId": "r1", "regions": "us-east-1, eu-west-1", "lookbackDays": 7});
-        let plan = plan(event, &directory(), &hub, &whole_organization(), &store, now).await.unwrap();
+        let plan =
+            plan(event, &directory(), &hub, &OrganizationConfig::whole_organization(), &store, now).await.unwrap();
         let items: Vec<ScanItemRequest> = get_json(&store, &plan.items).await.unwrap();
         let mut org = SyntheticOrganization::new(per_item, 10);
         org.unreachable.insert(LEGACY.into());
