@@ -175,6 +175,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         })?;
         let run_id = request.run_id().to_owned();
         validate_run_id(&run_id)?;
+        let account_id = request.target().account.as_ref().map(|a| a.id.clone());
         let outcome = match request {
             ActionRequest::Snapshot { run_id, proposal, decision } => {
                 self.snapshot(&run_id, &proposal, decision.as_ref()).await?
@@ -193,7 +194,14 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             ActionRequest::StopStatus { run_id, proposal } => self.stop_status(&run_id, &proposal).await?,
         };
         let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);
-        finops_aws::xray::record_decision("finops.action", "actions", &outcome.instance_id, &decision, &run_id);
+        finops_aws::xray::record_decision_in(
+            "finops.action",
+            "actions",
+            &outcome.instance_id,
+            &decision,
+            &run_id,
+            account_id.as_deref(),
+        );
         tracing::info!(
             run_id,
             instance_id = outcome.instance_id,

@@ -22,6 +22,8 @@ pub const ANNOTATION_AGENT: &str = "agent";
 pub const ANNOTATION_RESOURCE: &str = "resource_id";
 pub const ANNOTATION_DECISION: &str = "decision";
 pub const ANNOTATION_RUN: &str = "run_id";
+/// The member account a decision is about, in an organization run (`annotation.account_id = "111111111111"`).
+pub const ANNOTATION_ACCOUNT: &str = "account_id";
 
 /// The first line of every datagram to the daemon.
 pub const DAEMON_HEADER: &str = r#"{"format": "json", "version": 1}"#;
@@ -135,6 +137,18 @@ pub struct FunctionSegment<'a> {
 /// Records one decision (or tool execution) as a subsegment named `name` under the current invocation's trace.
 /// Returns whether it was sent.
 pub fn record_decision(name: &str, agent: &str, resource_id: &str, decision: &str, run_id: &str) -> bool {
+    record_decision_in(name, agent, resource_id, decision, run_id, None)
+}
+
+/// [`record_decision`] about a resource in a member account, annotated with the account id.
+pub fn record_decision_in(
+    name: &str,
+    agent: &str,
+    resource_id: &str,
+    decision: &str,
+    run_id: &str,
+    account_id: Option<&str>,
+) -> bool {
     let Some(context) = current() else { return false };
     let Some((trace_id, Some(parent_id), true)) = parse_header(&context.header) else { return false };
     let at = seconds(chrono::Utc::now());
@@ -145,6 +159,7 @@ pub fn record_decision(name: &str, agent: &str, resource_id: &str, decision: &st
         (ANNOTATION_RUN, run_id),
     ]
     .into_iter()
+    .chain(account_id.map(|a| (ANNOTATION_ACCOUNT, a)))
     .map(|(k, v)| (k.to_owned(), json!(annotation_value(v))))
     .collect();
     let document = json!({
@@ -188,6 +203,20 @@ mod tests {
         assert_eq!(doc["type"], "subsegment");
         assert_eq!(doc["annotations"]["decision"], "DENIED");
         assert_eq!(doc["annotations"]["run_id"], "run1", "annotation values are cleaned");
+        assert!(doc["annotations"].get("account_id").is_none(), "no account: the hub's own");
+        let member = TraceContext {
+            header: format!("Root={trace};Parent=0123456789abcdef;Sampled=1"),
+            daemon: daemon.local_addr().unwrap(),
+        };
+        let sent = traced(member, async {
+            record_decision_in("finops.action", "actions", "i-2", "stop:Done", "run-1", Some("111111111111"))
+        })
+        .await;
+        assert!(sent);
+        let n = daemon.recv(&mut buf).unwrap();
+        let (_, body) = std::str::from_utf8(&buf[..n]).unwrap().split_once('\n').unwrap();
+        let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(doc["annotations"]["account_id"], "111111111111");
     }
 
     #[test]

@@ -507,6 +507,9 @@ pub struct Target {
     /// Where the scan's measurements end; the stop measures again from here.
     #[serde(default)]
     pub measured_until: Option<DateTime<Utc>>,
+    /// The member account it runs in (absent: the hub's own), for the audit trail.
+    #[serde(default)]
+    pub account: Option<crate::organization::AccountRef>,
 }
 
 fn default_action() -> ProposedAction {
@@ -565,6 +568,16 @@ impl ActionRequest {
             | Self::Stop { run_id, .. }
             | Self::Tag { run_id, .. }
             | Self::StopStatus { run_id, .. } => run_id,
+        }
+    }
+
+    pub fn target(&self) -> &Target {
+        match self {
+            Self::Snapshot { proposal, .. }
+            | Self::SnapshotStatus { proposal, .. }
+            | Self::Stop { proposal, .. }
+            | Self::Tag { proposal, .. }
+            | Self::StopStatus { proposal, .. } => proposal,
         }
     }
 }

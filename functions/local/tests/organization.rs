@@ -10,11 +10,12 @@ use std::time::Duration;
 use chrono::Utc;
 use finops_core::organization::{ACTIONS_ROLE_NAME, DETECTION_ROLE_NAME};
 use finops_core::LookbackWindow;
+use finops_local::xray_daemon::XrayDaemon;
 use finops_local::{serve, LocalFunctions};
 use finops_testkit::moto::{sdk_config, MotoServer};
 use finops_testkit::organization::{create_member_role, create_organization, member_admin};
 use finops_testkit::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec};
-use finops_testkit::workflow::{WorkflowEnv, WorkflowTimings};
+use finops_testkit::workflow::{set_var, WorkflowEnv, WorkflowTimings};
 use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2};
 use serde_json::Value;
 
@@ -51,6 +52,7 @@ struct Organization {
     data_ids: Vec<String>,
     legacy_ids: Vec<String>,
     hub_ids: Vec<String>,
+    xray: XrayDaemon,
 }
 
 async fn organization(mode: &'static str, approval_timeout: u32, approval_base_url: &str) -> Organization {
@@ -98,10 +100,12 @@ async fn organization(mode: &'static str, approval_timeout: u32, approval_base_u
     )
     .await;
 
-    let vars = env.function_vars(approval_base_url);
+    let xray = XrayDaemon::start().await.expect("the local X-Ray daemon");
+    let mut vars = env.function_vars(approval_base_url);
+    set_var(&mut vars, "AWS_XRAY_DAEMON_ADDRESS", &xray.addr().to_string());
     let functions = Arc::new(LocalFunctions::new(&hub, &vars).expect("the functions' environment"));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto.port).into()));
-    Organization { _moto: moto, env, functions, hub, data, legacy, closed, data_ids, legacy_ids, hub_ids }
+    Organization { _moto: moto, env, functions, hub, data, legacy, closed, data_ids, legacy_ids, hub_ids, xray }
 }
 
 async fn finished(env: &WorkflowEnv, execution: &str) -> (String, Value) {
@@ -217,4 +221,19 @@ async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_the
     assert_eq!(hub_instance.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str(), "running");
     let outcomes = output["outcomes"].as_array().unwrap();
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    // The audit trail names the account of what was proposed and done, the hub's own included.
+    let annotations: Vec<Value> = o
+        .xray
+        .documents()
+        .iter()
+        .filter(|d| d["annotations"]["run_id"] == "org-act" && d["annotations"]["decision"].is_string())
+        .map(|d| d["annotations"].clone())
+        .collect();
+    let about = |id: &str| annotations.iter().filter(|a| a["resource_id"] == id).cloned().collect::<Vec<_>>();
+    let member = about(&o.data_ids[0]);
+    assert!(member.iter().any(|a| a["decision"] == "PROPOSED"), "{annotations:?}");
+    assert!(member.iter().any(|a| a["decision"].as_str().unwrap().starts_with("stop:")), "{annotations:?}");
+    assert!(member.iter().all(|a| a["account_id"] == o.data.as_str()), "{member:?}");
+    let hub = about(&o.hub_ids[0]);
+    assert!(!hub.is_empty() && hub.iter().all(|a| a["account_id"] == HUB), "{hub:?}");
 }

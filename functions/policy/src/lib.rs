@@ -81,7 +81,15 @@ pub async fn handle<R: RunStore>(
         );
     }
     for p in &outcome.proposals {
-        finops_aws::xray::record_decision("finops.policy", &p.backend, &p.instance_id, "PROPOSED", &request.run_id);
+        let account = p.account.as_ref().map(|a| a.id.as_str());
+        finops_aws::xray::record_decision_in(
+            "finops.policy",
+            &p.backend,
+            &p.instance_id,
+            "PROPOSED",
+            &request.run_id,
+            account,
+        );
         tracing::info!(
             run_id = request.run_id,
             instance_id = p.instance_id,

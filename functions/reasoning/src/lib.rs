@@ -188,12 +188,14 @@ pub async fn handle<R: Reasoner, S: RunStore>(
     discarded.extend(reasoned.discarded);
     let recommendations = reasoned.recommendations;
     for r in &recommendations {
-        finops_aws::xray::record_decision(
+        let account = instances.get(r.instance_id.as_str()).and_then(|i| i.account.as_ref()).map(|a| a.id.as_str());
+        finops_aws::xray::record_decision_in(
             "finops.reasoning",
             &r.backend,
             &r.instance_id,
             r.action.as_str(),
             &request.run_id,
+            account,
         );
         tracing::info!(
             run_id = request.run_id,
