@@ -8,9 +8,10 @@ import sys
 import yaml
 
 EXPECTED = {
-    "analyse_underutilised_resources": ("get", {"region", "lookback_days"}),
-    "get_instance_details": ("get", {"instance_id"}),
-    "get_utilisation": ("get", {"instance_id", "days"}),
+    # account_id: the account an instance is in, in a deployment over an organization (the tools read it there).
+    "analyse_underutilised_resources": ("get", {"region", "lookback_days", "account_id"}),
+    "get_instance_details": ("get", {"instance_id", "account_id"}),
+    "get_utilisation": ("get", {"instance_id", "days", "account_id"}),
     "estimate_savings": ("get", {"instance_type", "region"}),
     "stop_resource": ("post", {"resource_id"}),
     "request_termination_approval": ("post", {"instance_id", "justification"}),

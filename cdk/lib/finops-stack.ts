@@ -127,7 +127,7 @@ export class FinopsStack extends Stack {
     new ActionsPolicy(this, "ActionsPolicy", { config, actions: fns.actions });
     grantRunCost(this, fns, stepFunctions.architecture);
     if (config.organization !== undefined && config.organization.stackSetTargets.length > 0) {
-      new MemberRoles(this, "MemberRoles", { config, organization: config.organization, scanAccount: fns["scan-account"], actions: fns.actions });
+      new MemberRoles(this, "MemberRoles", { config, organization: config.organization, readers: memberReaders(fns), actions: fns.actions });
     }
     new ReasoningBackend(this, "ReasoningBackend", { config, reasoning: fns.reasoning, agentTools: fns["agent-tools"], stateMachineArn });
 
@@ -235,6 +235,13 @@ function grantDetection(stack: Stack, fns: Record<FunctionKey, lambda.Function>,
 
 /** The reach beyond the hub: the planner lists the organization (read-only), the item step assumes the members'
  * read-only role, the actions step their actions role, and nothing else. Without an organization none of it. */
+/** The functions that read member accounts through their read-only detection role: the fan-out's scans, and the
+ * model's read-only tools (in process in finops-reasoning, the Bedrock agent's action group in finops-agent-tools),
+ * which read a member's instance in its account. */
+function memberReaders(fns: Record<FunctionKey, lambda.Function>): lambda.Function[] {
+  return [fns["scan-account"], fns.reasoning, fns["agent-tools"]];
+}
+
 function grantMemberAccess(stack: Stack, fns: Record<FunctionKey, lambda.Function>, config: FinopsConfig) {
   const org = config.organization;
   if (org === undefined) return;
@@ -245,8 +252,10 @@ function grantMemberAccess(stack: Stack, fns: Record<FunctionKey, lambda.Functio
     }),
   );
   const memberRead = stack.formatArn({ service: "iam", region: "", account: "*", resource: "role", resourceName: org.readRole });
-  fns["scan-account"].addToRolePolicy(new iam.PolicyStatement({ actions: ["sts:AssumeRole"], resources: [memberRead] }));
-  acknowledge(fns["scan-account"], `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/${org.readRole}]`, "The read-only role the member StackSet deploys in every account of the organization, by its one name.");
+  for (const reader of memberReaders(fns)) {
+    reader.addToRolePolicy(new iam.PolicyStatement({ actions: ["sts:AssumeRole"], resources: [memberRead] }));
+    acknowledge(reader, `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/${org.readRole}]`, "The read-only role the member StackSet deploys in every account of the organization, by its one name.");
+  }
   // The actions step acts in a member account as the member's guarded actions role, and as nothing else there.
   const memberActions = stack.formatArn({ service: "iam", region: "", account: "*", resource: "role", resourceName: org.actionsRole });
   fns.actions.addToRolePolicy(new iam.PolicyStatement({ actions: ["sts:AssumeRole"], resources: [memberActions] }));

@@ -1,7 +1,8 @@
 // The member accounts' two roles, deployed by a service-managed CloudFormation StackSet with automatic deployment to
 // the target OUs: an account created or moved there later gets them without anyone doing anything.
 // - the read-only detection role (describe, list metrics, get metric data, describe instance types), trusting only the
-//   hub's finops-scan-account role;
+//   hub's functions that read members: finops-scan-account, and the model's read-only tools (finops-reasoning's
+//   Converse tools, finops-agent-tools) which read a member's instance where it is;
 // - the actions role (snapshot, tag, stop), trusting only the hub's finops-actions role, under the same guard as the
 //   hub's actions role: the production, protect and instance-storage Deny statements of production-guard.ts.
 // Role names come from the context and say what they are (finops-agent-read-only, finops-agent-actions).
@@ -37,10 +38,10 @@ function withMemberArns(value: Json): Json {
 const document = (statements: iam.PolicyStatement[]): Json =>
   withMemberArns({ Version: "2012-10-17", Statement: statements.map((s) => s.toStatementJson() as Json) });
 
-/** The member template: two roles and the actions role's guard policies. `scanRoleArn`/`actionsRoleArn` are the
+/** The member template: two roles and the actions role's guard policies. `readerRoleArns`/`actionsRoleArn` are the
  * hub functions' roles (tokens, resolved into the template body by the hub stack). */
-export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, scanRoleArn: string, actionsRoleArn: string): Json {
-  const trust = (principal: string): Json => ({
+export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, readerRoleArns: string[], actionsRoleArn: string): Json {
+  const trust = (principal: string | string[]): Json => ({
     Version: "2012-10-17",
     Statement: [{ Effect: "Allow", Principal: { AWS: principal }, Action: "sts:AssumeRole" }],
   });
@@ -61,7 +62,7 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
       Properties: {
         RoleName: org.readRole,
         Description: "finops-agent detection: reads instances, volumes, instance types and metrics; changes nothing",
-        AssumeRolePolicyDocument: trust(scanRoleArn),
+        AssumeRolePolicyDocument: trust(readerRoleArns),
         Policies: [{ PolicyName: "read-fleet-and-metrics", PolicyDocument: document([new iam.PolicyStatement({ actions: MEMBER_READ_ACTIONS, resources: ["*"] })]) }],
       },
     },
@@ -101,7 +102,8 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
 export interface MemberRolesProps {
   config: FinopsConfig;
   organization: OrganizationSettings;
-  scanAccount: lambda.Function;
+  /** The hub functions that read members through the detection role. */
+  readers: lambda.Function[];
   actions: lambda.Function;
 }
 
@@ -114,7 +116,7 @@ export class MemberRoles extends Construct {
     super(scope, id);
     const stack = Stack.of(this);
     const { organization } = props;
-    const template = memberTemplate(props.config, organization, props.scanAccount.role!.roleArn, props.actions.role!.roleArn);
+    const template = memberTemplate(props.config, organization, props.readers.map((fn) => fn.role!.roleArn), props.actions.role!.roleArn);
     this.stackSet = new CfnStackSet(this, "StackSet", {
       stackSetName: `${stack.stackName}-member-roles`,
       description: "finops-agent: the read-only detection role and the guarded actions role in every member account",

@@ -23,11 +23,14 @@ test("an organization deployment fans out: every function knows the scope, only 
   const policy = Object.values(capped.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent policy")!;
   assert.equal(policy.Properties.Environment.Variables.FINOPS_MAX_PROPOSALS_PER_ACCOUNT, "3");
   assert.equal(policy.Properties.Environment.Variables.FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT, "400");
-  const assume = roleStatements(template, "finops-agent scan-account").filter((s) => s.Action === "sts:AssumeRole");
-  assert.deepEqual(assume.map((s) => s.Resource), ["arn:aws:iam::*:role/acme-finops-read"], "the read-only role, by its one name, and nothing else");
+  // The fan-out's scans and the model's read-only tools read members, through the read-only role only.
+  for (const key of ["scan-account", "reasoning", "agent-tools"]) {
+    const assume = roleStatements(template, `finops-agent ${key}`).filter((s) => s.Action === "sts:AssumeRole");
+    assert.deepEqual(assume.map((s) => s.Resource), ["arn:aws:iam::*:role/acme-finops-read"], `${key}: the read-only role, by its one name, and nothing else`);
+  }
   const acting = roleStatements(template, "finops-agent actions").filter((s) => s.Action === "sts:AssumeRole");
   assert.deepEqual(acting.map((s) => s.Resource), ["arn:aws:iam::*:role/finops-agent-actions"], "the actions step: the member's guarded actions role only");
-  for (const key of ["inventory", "metrics", "reasoning", "policy", "plan-scans", "merge-scans", "agent-tools", "request-approval", "approval-callback", "run-cost"]) {
+  for (const key of ["inventory", "metrics", "policy", "plan-scans", "merge-scans", "request-approval", "approval-callback", "run-cost"]) {
     assert.ok(!allowedActions(template, `finops-agent ${key}`).has("sts:AssumeRole"), `${key} cannot assume a member role`);
   }
   const listing = [...allowedActions(template, "finops-agent plan-scans")].filter((a) => a.startsWith("organizations:"));
@@ -84,7 +87,8 @@ function memberTemplate(context: Record<string, unknown> = ORG) {
     const fn = Object.values(resources as Record<string, any>).find((r) => r.Type === "AWS::Lambda::Function" && r.Properties.Description === description);
     return resolve(fn.Properties.Role, resources);
   };
-  return { stackSet, body, scanRole: roleOf("finops-agent scan-account"), actionsRole: roleOf("finops-agent actions") };
+  const readers = ["scan-account", "reasoning", "agent-tools"].map((key) => roleOf(`finops-agent ${key}`));
+  return { stackSet, body, readers, actionsRole: roleOf("finops-agent actions") };
 }
 
 test("the member StackSet is service-managed and follows new accounts into its target OUs", () => {
@@ -98,15 +102,17 @@ test("the member StackSet is service-managed and follows new accounts into its t
   assert.deepEqual(roots.StackInstancesGroup[0].DeploymentTargets.OrganizationalUnitIds, ["r-ab12"]);
 });
 
-test("each member role trusts only its hub function's role; the read role reads, the actions role carries the guard", () => {
-  const { body, scanRole, actionsRole } = memberTemplate();
+test("each member role trusts only its hub functions' roles; the read role reads, the actions role carries the guard", () => {
+  const { body, readers, actionsRole } = memberTemplate();
   const read = body.Resources.ReadOnlyRole.Properties;
   const act = body.Resources.ActionsRole.Properties;
   assert.equal(read.RoleName, "acme-finops-read");
   assert.equal(act.RoleName, "finops-agent-actions");
-  assert.deepEqual(read.AssumeRolePolicyDocument.Statement, [{ Effect: "Allow", Principal: { AWS: scanRole }, Action: "sts:AssumeRole" }]);
+  // The fan-out's scans and the model's read-only tools (which read a member's instance where it is), nothing else.
+  assert.deepEqual(read.AssumeRolePolicyDocument.Statement, [{ Effect: "Allow", Principal: { AWS: readers }, Action: "sts:AssumeRole" }]);
+  assert.ok(readers.every((r) => typeof r === "string" && r.includes(":role/")), JSON.stringify(readers));
   assert.deepEqual(act.AssumeRolePolicyDocument.Statement, [{ Effect: "Allow", Principal: { AWS: actionsRole }, Action: "sts:AssumeRole" }]);
-  assert.notEqual(scanRole, actionsRole);
+  assert.ok(!readers.includes(actionsRole), "the acting role cannot read through the detection role, nor the reverse");
   const readActions = read.Policies.flatMap((p: any) => p.PolicyDocument.Statement).flatMap((s: any) => [s.Action].flat());
   assert.deepEqual(new Set(readActions), new Set(MEMBER_READ_ACTIONS), "the read role changes nothing");
   // The guard: the same Deny statements as the hub's actions role, each in a managed policy on the actions role.

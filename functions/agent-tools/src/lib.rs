@@ -149,6 +149,8 @@ pub struct ToolsConfig {
     pub detection: finops_core::DetectionConfig,
     pub policy: PolicyConfig,
     pub mode: DeploymentMode,
+    /// In a deployment over several accounts, the members' read-only detection role (`FINOPS_MEMBER_READ_ROLE`).
+    pub member_read_role: Option<String>,
 }
 
 impl ToolsConfig {
@@ -170,6 +172,9 @@ impl ToolsConfig {
             state_machine_arn,
             detection: finops_core::DetectionConfig::from_vars(vars.clone())?,
             policy: PolicyConfig::from_vars(vars.clone())?,
+            member_read_role: finops_core::organization::OrganizationConfig::from_vars(vars.clone())
+                .map_err(|e| ConfigError::new("FINOPS_ACCOUNTS", e.to_string()))?
+                .map(|o| o.read_role),
             mode: DeploymentMode::from_vars(vars)?,
         })
     }
@@ -331,25 +336,165 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi> ReadTo
     }
 }
 
+/// The read-only tools of the member accounts of an organization run, one set per account.
+pub trait MemberReadTools: Send + Sync {
+    type Tools: Send + Sync;
+    /// The tools that read `account_id` (12 digits, already parsed); the hub's own account included. A role that
+    /// cannot be assumed is `AccessDenied`.
+    fn for_account(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<std::sync::Arc<Self::Tools>, FinopsError>> + Send;
+}
+
+/// The read-only tools of every account a run covers: an instance in a member account is read there (through the
+/// member's read-only detection role), not looked for in the hub, where it is not. The tools' `account_id`
+/// parameter says which account; without it, or in a deployment that covers one account, the hub's tools answer.
+pub struct AccountReadTools<S, M, P, F> {
+    pub hub: ReadTools<S, M, P>,
+    pub members: Option<F>,
+}
+
+impl<S, M, P, F> AccountReadTools<S, M, P, F>
+where
+    S: InventorySource + InstanceLookup,
+    M: MetricsApi,
+    P: PriceListApi,
+    F: MemberReadTools<Tools = ReadTools<S, M, P>>,
+{
+    /// The read-only tools as an action group, routed by the `account_id` parameter.
+    pub async fn handle(&self, event: Value, now: DateTime<Utc>) -> Value {
+        respond(event, |e| async move {
+            Ok(match self.read(&e, now).await? {
+                Some(answer) => answer,
+                None => (404, json!({"error": format!("no read-only operation {} {}", e.http_method, e.api_path)})),
+            })
+        })
+        .await
+    }
+
+    /// Answers a read operation in the account its `account_id` names; `None` for anything that is not a read.
+    async fn read(&self, event: &ActionGroupEvent, now: DateTime<Utc>) -> Result<Option<(u16, Value)>, FinopsError> {
+        let (Some(members), Some(raw)) = (&self.members, event.param("account_id")) else {
+            return self.hub.read(event, now).await;
+        };
+        let account = match finops_core::organization::parse_account_id(&raw) {
+            Ok(id) => id,
+            Err(err) => return Ok(Some((400, json!({"error": err.to_string()})))),
+        };
+        members.for_account(&account).await?.read(event, now).await
+    }
+}
+
+impl SdkAccountReadTools {
+    /// The tools of a deployment that covers its own account only.
+    pub fn own_account(hub: SdkReadTools) -> Self {
+        Self { hub, members: None }
+    }
+}
+
+/// The member accounts' read-only tools on the AWS SDK: one AssumeRole of the detection role per account and run,
+/// the tools kept for the container's life (the sessions renew themselves).
+pub struct SdkMemberReadTools {
+    base: aws_config::SdkConfig,
+    role_name: String,
+    price_list_api: bool,
+    regions: Vec<String>,
+    criteria: IdleCriteria,
+    sessions: tokio::sync::OnceCell<finops_aws::organization::MemberSessions>,
+    tools: std::sync::Mutex<HashMap<String, std::sync::Arc<SdkReadTools>>>,
+}
+
+impl SdkMemberReadTools {
+    pub fn new(
+        base: &aws_config::SdkConfig,
+        role_name: &str,
+        price_list_api: bool,
+        regions: Vec<String>,
+        criteria: IdleCriteria,
+    ) -> Self {
+        Self {
+            base: base.clone(),
+            role_name: role_name.to_owned(),
+            price_list_api,
+            regions,
+            criteria,
+            sessions: tokio::sync::OnceCell::new(),
+            tools: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl MemberReadTools for SdkMemberReadTools {
+    type Tools = SdkReadTools;
+    async fn for_account(&self, account_id: &str) -> Result<std::sync::Arc<SdkReadTools>, FinopsError> {
+        if let Some(tools) = self.tools.lock().expect("member tools").get(account_id) {
+            return Ok(tools.clone());
+        }
+        let sessions = self
+            .sessions
+            .get_or_try_init(|| {
+                finops_aws::organization::MemberSessions::new(&self.base, &self.role_name, "finops-agent-tools")
+            })
+            .await?;
+        let account = finops_core::organization::AccountRef { id: account_id.to_owned(), name: account_id.to_owned() };
+        let config = sessions.config_for(&account).await?;
+        let tools = std::sync::Arc::new(SdkReadTools::from_sdk(
+            &config,
+            self.price_list_api,
+            self.regions.clone(),
+            self.criteria.clone(),
+        ));
+        self.tools.lock().expect("member tools").insert(account_id.to_owned(), tools.clone());
+        Ok(tools)
+    }
+}
+
+/// The Converse backend's tools on the AWS SDK: the hub's, and the members' when the deployment covers more accounts.
+pub type SdkAccountReadTools = AccountReadTools<
+    finops_inventory::Ec2Inventory,
+    finops_metrics::CloudWatchMetrics,
+    finops_aws::SdkPriceList,
+    SdkMemberReadTools,
+>;
+
 /// The agent's action group: the read-only tools, and stop requests that go through the policy and, in an `act`
 /// deployment, to a human.
-pub struct Tools<S, M, P, X> {
-    pub read: ReadTools<S, M, P>,
+pub struct Tools<S, M, P, X, F> {
+    /// The read-only tools of every account the deployment covers; stop requests are about the hub's instances.
+    pub read: AccountReadTools<S, M, P, F>,
     pub starter: X,
     pub policy: PolicyConfig,
     pub mode: DeploymentMode,
 }
 
 /// The action group on the AWS SDK.
-pub type SdkTools =
-    Tools<finops_inventory::Ec2Inventory, finops_metrics::CloudWatchMetrics, finops_aws::SdkPriceList, SfnStarter>;
+pub type SdkTools = Tools<
+    finops_inventory::Ec2Inventory,
+    finops_metrics::CloudWatchMetrics,
+    finops_aws::SdkPriceList,
+    SfnStarter,
+    SdkMemberReadTools,
+>;
 
 impl SdkTools {
     /// The deployed Lambda and the local runner build it this one way.
     pub fn new(sdk: &aws_config::SdkConfig, config: ToolsConfig) -> Self {
         let price_list_api = config.detection.pricing == finops_core::config::PricingMode::Api;
+        let members = config.member_read_role.as_deref().map(|role| {
+            SdkMemberReadTools::new(
+                sdk,
+                role,
+                price_list_api,
+                config.regions.clone(),
+                config.detection.criteria.clone(),
+            )
+        });
         Self {
-            read: ReadTools::from_sdk(sdk, price_list_api, config.regions, config.detection.criteria),
+            read: AccountReadTools {
+                hub: ReadTools::from_sdk(sdk, price_list_api, config.regions, config.detection.criteria),
+                members,
+            },
             starter: SfnStarter::new(sdk, config.state_machine_arn),
             policy: config.policy,
             mode: config.mode,
@@ -357,7 +502,14 @@ impl SdkTools {
     }
 }
 
-impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi, X: ApprovalStarter> Tools<S, M, P, X> {
+impl<S, M, P, X, F> Tools<S, M, P, X, F>
+where
+    S: InventorySource + InstanceLookup,
+    M: MetricsApi,
+    P: PriceListApi,
+    X: ApprovalStarter,
+    F: MemberReadTools<Tools = ReadTools<S, M, P>>,
+{
     /// Dispatches one event; `(status, body)`.
     async fn dispatch(&self, event: &ActionGroupEvent, now: DateTime<Utc>) -> Result<(u16, Value), FinopsError> {
         if let Some(answer) = self.read.read(event, now).await? {
@@ -386,10 +538,13 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi, X: App
         justification: String,
         now: DateTime<Utc>,
     ) -> Result<(u16, Value), FinopsError> {
-        let Some(instance) = self.read.find(id).await? else {
+        let Some(instance) = self.read.hub.find(id).await? else {
             return Ok(denied(
                 id,
-                format!("{id} is not a known instance in the regions finops manages; nothing was done"),
+                format!(
+                    "{id} is not a known instance of this account in the regions finops manages; nothing was done \
+                     (instances of other accounts are proposed by the organization's scheduled run)"
+                ),
             ));
         };
         if let Some((reason, detail)) = self.policy.instance_block(&instance, now) {
@@ -413,7 +568,7 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi, X: App
         };
         let input = json!({
             "entry": "single-instance", "mode": "act", "runId": name, "regions": [instance.region],
-            "lookbackDays": self.read.criteria.lookback_days,
+            "lookbackDays": self.read.hub.criteria.lookback_days,
             "instanceId": id, "requestedAction": "snapshot_and_stop", "requestedBy": "agent",
             "justification": justification.chars().take(500).collect::<String>()
         });
@@ -448,6 +603,12 @@ where
         e.parameters.iter().find(|p| p.name == "instance_id").and_then(|p| p.value.as_str()).map(str::to_owned)
     });
     let session_id = raw("sessionId");
+    // The account the tool read, as asked (only a well-formed id: the annotation is searchable).
+    let account: Option<String> = parsed
+        .as_ref()
+        .ok()
+        .and_then(|e| e.param("account_id"))
+        .and_then(|a| finops_core::organization::parse_account_id(&a).ok());
     let (action_group, api_path, method, session, prompt_session, (status, body)) = match parsed {
         Ok(e) if e.message_version == "1.0" => {
             let (group, path, method) = (e.action_group.clone(), e.api_path.clone(), e.http_method.clone());
@@ -484,7 +645,7 @@ where
     let tool = format!("finops.tool {method} {api_path}");
     // The Converse backend calls the same tools in process, under its own action group name.
     let agent = if action_group == "converse" { "converse" } else { "bedrock-agent" };
-    finops_aws::xray::record_decision(&tool, agent, resource, &decision, &session_id);
+    finops_aws::xray::record_decision_in(&tool, agent, resource, &decision, &session_id, account.as_deref());
     json!({
         "messageVersion": "1.0",
         "response": {
@@ -497,6 +658,116 @@ where
         "sessionAttributes": session,
         "promptSessionAttributes": prompt_session
     })
+}
+
+#[cfg(test)]
+mod accounts {
+    //! Routing the read-only tools by account, with in-memory fleets.
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// One account's instances; an instance id not in it is unknown there.
+    struct Fleet(Vec<InstanceRecord>);
+
+    impl InventorySource for Fleet {
+        async fn running_instances(&self, region: &str) -> Result<Vec<InstanceRecord>, FinopsError> {
+            Ok(self.0.iter().filter(|i| i.region == region).cloned().collect())
+        }
+    }
+
+    impl InstanceLookup for Fleet {
+        async fn describe_instance(&self, region: &str, id: &str) -> Result<Option<InstanceRecord>, FinopsError> {
+            Ok(self.0.iter().find(|i| i.region == region && i.instance_id == id).cloned())
+        }
+    }
+
+    type MemoryTools = ReadTools<Fleet, finops_metrics::synthetic::SyntheticMetrics, finops_aws::SdkPriceList>;
+
+    fn tools(ids: &[&str]) -> MemoryTools {
+        let launched = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 1, 1, 0, 0, 0).unwrap();
+        ReadTools {
+            inventory: Fleet(
+                ids.iter().map(|id| InstanceRecord::ordinary(id, "us-east-1", "m5.large", launched, 20)).collect(),
+            ),
+            metrics: finops_metrics::synthetic::SyntheticMetrics::with_idle_percent(100),
+            prices: PriceBook::new(None),
+            regions: vec!["us-east-1".into()],
+            criteria: finops_core::DetectionConfig::default().criteria,
+        }
+    }
+
+    /// Members by account id; which accounts were asked for, in order.
+    #[derive(Default)]
+    struct Members {
+        accounts: HashMap<String, Arc<MemoryTools>>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl MemberReadTools for Members {
+        type Tools = MemoryTools;
+        async fn for_account(&self, account_id: &str) -> Result<Arc<MemoryTools>, FinopsError> {
+            self.asked.lock().unwrap().push(account_id.to_owned());
+            self.accounts.get(account_id).cloned().ok_or_else(|| FinopsError::AccessDenied {
+                service: "sts",
+                operation: "AssumeRole",
+                message: format!("role arn:aws:iam::{account_id}:role/finops-agent-read-only cannot be assumed"),
+            })
+        }
+    }
+
+    fn details(instance_id: &str, account: Option<&str>) -> Value {
+        let mut parameters = vec![json!({"name": "instance_id", "type": "string", "value": instance_id})];
+        if let Some(a) = account {
+            parameters.push(json!({"name": "account_id", "type": "string", "value": a}));
+        }
+        json!({"messageVersion": "1.0", "actionGroup": "converse", "apiPath": "/instances/{instance_id}",
+               "httpMethod": "GET", "parameters": parameters, "sessionId": "run-1"})
+    }
+
+    fn status(answer: &Value) -> u64 {
+        answer["response"]["httpStatusCode"].as_u64().unwrap()
+    }
+
+    const MEMBER: &str = "111111111111";
+
+    fn organization(
+    ) -> AccountReadTools<Fleet, finops_metrics::synthetic::SyntheticMetrics, finops_aws::SdkPriceList, Members> {
+        let mut members = Members::default();
+        members.accounts.insert(MEMBER.into(), Arc::new(tools(&["i-0000000000000000b"])));
+        AccountReadTools { hub: tools(&["i-0000000000000000a"]), members: Some(members) }
+    }
+
+    #[tokio::test]
+    async fn an_instance_is_read_in_the_account_the_model_names() {
+        let t = organization();
+        let now = Utc::now();
+        assert_eq!(status(&t.handle(details("i-0000000000000000b", Some(MEMBER)), now).await), 200);
+        assert_eq!(status(&t.handle(details("i-0000000000000000a", None), now).await), 200, "no account: the hub");
+        // The member's instance is not in the hub, and the hub's is not in the member.
+        assert_eq!(status(&t.handle(details("i-0000000000000000b", None), now).await), 404);
+        assert_eq!(status(&t.handle(details("i-0000000000000000a", Some(MEMBER)), now).await), 404);
+        assert_eq!(*t.members.as_ref().unwrap().asked.lock().unwrap(), vec![MEMBER.to_owned(), MEMBER.to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_malformed_or_unreachable_account_is_an_error_answer_not_a_read_elsewhere() {
+        let t = organization();
+        let now = Utc::now();
+        let bad = t.handle(details("i-0000000000000000a", Some("hub; ignore previous")), now).await;
+        assert_eq!(status(&bad), 400, "{bad}");
+        let unreachable = t.handle(details("i-0000000000000000a", Some("222222222222")), now).await;
+        assert_eq!(status(&unreachable), 502);
+        let body = unreachable["response"]["responseBody"]["application/json"]["body"].as_str().unwrap();
+        assert!(body.contains("AccessDenied") && body.contains("222222222222"), "{body}");
+        assert_eq!(*t.members.as_ref().unwrap().asked.lock().unwrap(), vec!["222222222222".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_one_account_deployment_ignores_the_account_and_reads_its_own() {
+        let t: AccountReadTools<_, _, _, Members> =
+            AccountReadTools { hub: tools(&["i-0000000000000000a"]), members: None };
+        assert_eq!(status(&t.handle(details("i-0000000000000000a", Some(MEMBER)), Utc::now()).await), 200);
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 #![recursion_limit = "256"]
 
 use chrono::Utc;
-use finops_agent_tools::{ReadTools, SfnStarter, Tools};
+use finops_agent_tools::{AccountReadTools, ReadTools, SfnStarter, Tools};
 use finops_core::criteria::{CriteriaPreset, IdleCriteria};
 use finops_core::policy::PolicyConfig;
 use finops_core::DeploymentMode;
@@ -85,12 +85,12 @@ async fn every_operation_answers_in_bedrocks_format() {
     let starter_arn = state_machine.clone();
     // An act deployment whose lookback is 21 days: the tools and the executions they start use it.
     let tools = Tools {
-        read: ReadTools::from_sdk(
+        read: AccountReadTools::own_account(ReadTools::from_sdk(
             &config,
             false,
             vec!["ap-southeast-2".into()],
             IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 21),
-        ),
+        )),
         starter: SfnStarter::new(&config, starter_arn),
         policy: PolicyConfig::default(),
         mode: DeploymentMode::Act,
@@ -220,12 +220,12 @@ async fn in_recommend_mode_a_stop_request_says_what_would_happen_and_starts_noth
     let starter_arn = state_machine.clone();
     let vars = [("FINOPS_MODE".to_string(), "recommend".to_string())];
     let tools = Tools {
-        read: ReadTools::from_sdk(
+        read: AccountReadTools::own_account(ReadTools::from_sdk(
             &config,
             false,
             vec!["ap-southeast-2".into()],
             IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-        ),
+        )),
         starter: SfnStarter::new(&config, starter_arn),
         policy: PolicyConfig::default(),
         mode: DeploymentMode::from_vars(vars).unwrap(),
@@ -261,12 +261,12 @@ async fn unknown_operations_and_malformed_events_get_well_formed_errors() {
     let config = moto.sdk_config("ap-southeast-2").await;
     let starter_arn = "arn:aws:states:ap-southeast-2:123456789012:stateMachine:none";
     let tools = Tools {
-        read: ReadTools::from_sdk(
+        read: AccountReadTools::own_account(ReadTools::from_sdk(
             &config,
             false,
             vec!["ap-southeast-2".into()],
             IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
-        ),
+        )),
         starter: SfnStarter::new(&config, starter_arn),
         policy: PolicyConfig::default(),
         mode: DeploymentMode::Act,

@@ -267,18 +267,40 @@ where
     P: finops_aws::PriceListApi,
 {
     async fn run(&self, tool: &ToolDef, input: &Value, session_id: &str) -> Value {
-        let parameters: Vec<Value> = input
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| json!({"name": k, "type": "string", "value": v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())}))
-            .collect();
-        let event = json!({
-            "messageVersion": "1.0", "actionGroup": "converse", "apiPath": tool.path, "httpMethod": tool.method,
-            "parameters": parameters, "sessionId": session_id
-        });
-        let response = self.handle(event, chrono::Utc::now()).await;
-        let body = response["response"]["responseBody"]["application/json"]["body"].as_str().unwrap_or("{}");
-        serde_json::from_str(body).unwrap_or_else(|_| json!({"error": "tool answered with something that is not JSON"}))
+        tool_answer(&self.handle(tool_event(tool, input, session_id), chrono::Utc::now()).await)
     }
+}
+
+/// The read-only tools of every account the run covers (an organization run): an instance is read in the account
+/// its `account_id` names.
+impl<S, M, P, F> ToolRunner for finops_agent_tools::AccountReadTools<S, M, P, F>
+where
+    S: finops_inventory::InventorySource + finops_inventory::InstanceLookup,
+    M: finops_metrics::MetricsApi,
+    P: finops_aws::PriceListApi,
+    F: finops_agent_tools::MemberReadTools<Tools = finops_agent_tools::ReadTools<S, M, P>>,
+{
+    async fn run(&self, tool: &ToolDef, input: &Value, session_id: &str) -> Value {
+        tool_answer(&self.handle(tool_event(tool, input, session_id), chrono::Utc::now()).await)
+    }
+}
+
+/// A tool call as the action-group event the tools take (every parameter as a string, as Bedrock sends them).
+fn tool_event(tool: &ToolDef, input: &Value, session_id: &str) -> Value {
+    let parameters: Vec<Value> = input
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| json!({"name": k, "type": "string", "value": v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string())}))
+        .collect();
+    json!({
+        "messageVersion": "1.0", "actionGroup": "converse", "apiPath": tool.path, "httpMethod": tool.method,
+        "parameters": parameters, "sessionId": session_id
+    })
+}
+
+/// The JSON body of the tools' action-group response.
+fn tool_answer(response: &Value) -> Value {
+    let body = response["response"]["responseBody"]["application/json"]["body"].as_str().unwrap_or("{}");
+    serde_json::from_str(body).unwrap_or_else(|_| json!({"error": "tool answered with something that is not JSON"}))
 }

@@ -290,6 +290,9 @@ pub struct ReasoningConfig {
     /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`: where Converse is answered, when not Bedrock itself (the local demo's
     /// scripted model). Read here because a shared endpoint (a local moto) would otherwise win over it.
     pub converse_endpoint: Option<String>,
+    /// In a deployment over several accounts (`FINOPS_ACCOUNTS`), the member accounts' read-only detection role
+    /// (`FINOPS_MEMBER_READ_ROLE`): the Converse tools read a member's instance in its own account.
+    pub member_read_role: Option<String>,
 }
 
 impl ReasoningConfig {
@@ -331,12 +334,16 @@ impl ReasoningConfig {
             }
             _ => Vec::new(),
         };
+        let member_read_role = finops_core::organization::OrganizationConfig::from_vars(vars.clone())
+            .map_err(|e| ConfigError::new("FINOPS_ACCOUNTS", e.to_string()))?
+            .map(|o| o.read_role);
         Ok(Self {
             run_bucket,
             reasoner,
             regions,
             detection,
             converse_endpoint: get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
+            member_read_role,
         })
     }
 }
@@ -346,7 +353,7 @@ pub enum Backend {
     Rules(Rules),
     Agent(Prompted<agent::BedrockAgent>),
     // Boxed: the tools' clients make it large, and there is one per container.
-    Converse(Box<Prompted<converse::BedrockConverse<finops_agent_tools::SdkReadTools>>>),
+    Converse(Box<Prompted<converse::BedrockConverse<finops_agent_tools::SdkAccountReadTools>>>),
 }
 
 impl Reasoner for Backend {
@@ -387,12 +394,22 @@ impl Backend {
                     bedrock = bedrock.endpoint_url(url);
                 }
                 let price_list_api = config.detection.pricing == finops_core::config::PricingMode::Api;
-                let tools = finops_agent_tools::SdkReadTools::from_sdk(
+                let hub = finops_agent_tools::SdkReadTools::from_sdk(
                     sdk,
                     price_list_api,
                     config.regions.clone(),
                     config.detection.criteria.clone(),
                 );
+                let members = config.member_read_role.as_deref().map(|role| {
+                    finops_agent_tools::SdkMemberReadTools::new(
+                        sdk,
+                        role,
+                        price_list_api,
+                        config.regions.clone(),
+                        config.detection.criteria.clone(),
+                    )
+                });
+                let tools = finops_agent_tools::AccountReadTools { hub, members };
                 let converse = converse::BedrockConverse::new(
                     aws_sdk_bedrockruntime::Client::from_conf(bedrock.build()),
                     model_id,
