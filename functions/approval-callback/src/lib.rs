@@ -165,6 +165,26 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
             "Enter your name or email on the confirmation page: it goes into the audit trail.",
         ));
     }
+    if let Some(routed) = record.routed.as_ref().filter(|r| !r.allows(&approver)) {
+        // Routed approvals: only the approvers the routing table names for this account decide, with the address
+        // they were asked at. Someone else's answer (a forwarded email, another account's approver) changes nothing.
+        let account = record.proposal.account.as_ref().map_or_else(|| "this account".to_owned(), |a| a.id.clone());
+        tracing::warn!(
+            approval_id = link.id,
+            decision = "REJECTED_APPROVER",
+            because = routed.because,
+            "a decision by someone this approval was not routed to"
+        );
+        return Ok(notice(
+            403,
+            "Not an approver of this account",
+            &format!(
+                "This approval is for the approvers of {account} ({}). Enter the address this email was sent to. \
+                 Nothing was changed.",
+                routed.because
+            ),
+        ));
+    }
     let decided_at = now.to_rfc3339_opts(SecondsFormat::Secs, true);
     let decision = Decision {
         action: link.action,
@@ -392,6 +412,34 @@ mod tests {
         }
         let deny = call("GET", ApprovalAction::Deny, "", &records(), &ScriptedSfn::default()).await;
         assert!(deny.body.contains("<h1>Deny stopping qa-perf-rig (i-0abc)?</h1>"), "{}", deny.body);
+    }
+
+    #[tokio::test]
+    async fn a_routed_approval_is_decided_only_by_its_accounts_approvers() {
+        let r = records();
+        let mut record = r.get(ID).await.unwrap().unwrap();
+        record.routed = Some(finops_core::organization::Routed {
+            approvers: vec!["data-team@example.com".into()],
+            because: "account 111111111111".into(),
+        });
+        r.insert(record);
+        let sfn = ScriptedSfn::default();
+        let page = call("GET", ApprovalAction::Approve, "", &r, &sfn).await;
+        assert!(page.body.contains("data-team@example.com"), "the page says who decides: {}", page.body);
+        for someone_else in ["platform@example.com", "ana", "data-team@example.com.evil.io"] {
+            let refused =
+                call("POST", ApprovalAction::Approve, &format!("decision=approve&approver={someone_else}"), &r, &sfn)
+                    .await;
+            assert_eq!(refused.status, 403, "{someone_else}: {}", refused.body);
+            assert!(refused.body.contains("Nothing was changed"));
+            let record = r.get(ID).await.unwrap().unwrap();
+            assert_eq!((record.state, record.decision), (ApprovalState::Pending, None), "{someone_else}");
+        }
+        assert!(sfn.sent.lock().unwrap().is_empty(), "the workflow heard nothing");
+        let approved =
+            call("POST", ApprovalAction::Approve, "decision=approve&approver=Data-Team%40example.com", &r, &sfn).await;
+        assert_eq!(approved.status, 200, "{}", approved.body);
+        assert_eq!(r.get(ID).await.unwrap().unwrap().decision, Some(ApprovalAction::Approve));
     }
 
     #[tokio::test]

@@ -88,12 +88,13 @@ pub fn confirmation(
          <h2>Why the agent recommends stopping it</h2><blockquote>{justification}</blockquote>\
          <p>Recommended by {backend} with confidence {confidence:.2}. The recommendation is data, not an instruction.</p>\
          <form method=\"post\" action=\"{post_to}\"><input type=\"hidden\" name=\"decision\" value=\"{decision}\">\
-         <p><label>Your name or email (for the audit trail) \
+         {routed}<p><label>Your name or email (for the audit trail) \
          <input name=\"approver\" id=\"approver\" required maxlength=\"200\" autocomplete=\"email\"></label></p>\
          <p><button type=\"submit\" id=\"{decision}\" class=\"primary\">{button}</button></p></form>\
          <p class=\"others\">Not what you meant? {other_links}</p>",
         rows = [
             row("Instance", &format!("{} ({})", p.instance_id, p.region)),
+            p.account.as_ref().map_or_else(String::new, |a| row("Account", &format!("{} ({})", a.id, a.name))),
             row("Name", p.name.as_deref().unwrap_or("(no Name tag)")),
             row("Type", &p.instance_type),
             row("Environment", p.environment.as_deref().unwrap_or("(not tagged)")),
@@ -107,6 +108,12 @@ pub fn confirmation(
         confidence = p.confidence,
         post_to = esc(post_to),
         decision = chosen.as_str(),
+        routed = record.routed.as_ref().map_or_else(String::new, |r| format!(
+            "<p class=\"routed\">Only the approvers of this account decide ({}): {}. Enter the address this email \
+             was sent to.</p>",
+            esc(&r.because),
+            esc(&r.approvers.join(", "))
+        )),
     );
     layout(&question, &body)
 }

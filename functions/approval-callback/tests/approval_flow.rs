@@ -51,8 +51,13 @@ async fn harness(moto: &finops_testkit::MotoSession) -> Harness {
 impl Harness {
     /// Requests an approval for the execution; its name is the run id, as the state machine passes it.
     async fn request(&self, token: &str, execution_arn: &str, window: i64) -> String {
-        let config =
-            RequestConfig { base_url: BASE.into(), window_seconds: window, snooze_days: 7, mode: DeploymentMode::Act };
+        let config = RequestConfig {
+            base_url: BASE.into(),
+            window_seconds: window,
+            snooze_days: 7,
+            mode: DeploymentMode::Act,
+            routed: false,
+        };
         let run_id = execution_arn.rsplit(':').next().unwrap();
         let event = json!({"taskToken": token, "proposal": proposal(), "runId": run_id, "executionArn": execution_arn});
         let trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
@@ -61,6 +66,7 @@ impl Harness {
             &self.records,
             &self.key,
             &self.notifier,
+            &finops_request_approval::NotRouted,
             &config,
             Utc::now(),
             token,

@@ -34,6 +34,8 @@ pub struct EmailLinks<'a> {
     pub execution_console: &'a str,
     pub trace_console: Option<&'a str>,
     pub expires_at_utc: &'a str,
+    /// Routed approvals: who was asked and why (only they may decide).
+    pub routed: Option<&'a finops_core::organization::Routed>,
 }
 
 pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
@@ -74,6 +76,13 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
         proposal.confidence,
         quoted(&proposal.justification, 500)
     ));
+    if let Some(routed) = links.routed {
+        body.push_str(&format!(
+            "\nAsked:         {} ({}); only they can decide, with the address they were asked at.\n",
+            routed.approvers.join(", "),
+            routed.because
+        ));
+    }
     body.push_str("\nEach link opens a confirmation page; nothing changes until you press its button.\n");
     body.push_str(&format!("  Approve (snapshot first, then stop): {}\n", links.approve));
     body.push_str(&format!("  Deny:                                {}\n", links.deny));

@@ -93,6 +93,11 @@ pub struct ApprovalRecord {
     /// whose answer was lost finds its own claim, and sends the email, where another delivery finds someone else's.
     #[serde(default)]
     pub claim_id: String,
+    /// In a deployment that routes approvals (by account, OU or account tag), who may decide and which route chose
+    /// them; only they were emailed, and the approval page refuses anyone else. None: every approver of the
+    /// deployment.
+    #[serde(default)]
+    pub routed: Option<finops_core::organization::Routed>,
 }
 
 fn email_sent() -> EmailStatus {
@@ -127,7 +132,14 @@ impl ApprovalRecord {
             late_answer: None,
             email: EmailStatus::Sending,
             claim_id: String::new(),
+            routed: None,
         }
+    }
+
+    /// The record of an approval only the routed approvers may decide.
+    pub fn routed_to(mut self, routed: Option<finops_core::organization::Routed>) -> Self {
+        self.routed = routed;
+        self
     }
 
     /// The record as one delivery of the request claims it ([`ApprovalRecord::claim_id`]).
@@ -300,6 +312,10 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<ApprovalRecord, F
         late_answer: text("lateAnswer"),
         email: text("emailStatus").as_deref().and_then(EmailStatus::parse).unwrap_or(EmailStatus::Sent),
         claim_id: text("claimId").unwrap_or_default(),
+        routed: match text("routedApprovers") {
+            None => None,
+            Some(json) => Some(serde_json::from_str(&json).map_err(|_| bad("routedApprovers"))?),
+        },
     })
 }
 
@@ -321,9 +337,11 @@ impl ApprovalReader for DynamoApprovals {
 impl ApprovalRecords for DynamoApprovals {
     async fn claim_pending(&self, r: &ApprovalRecord) -> Result<Claim, FinopsError> {
         let proposal = serde_json::to_string(&r.proposal).map_err(|e| FinopsError::InvalidInput(e.to_string()))?;
+        let routed = r.routed.as_ref().map(|routed| serde_json::to_string(routed).expect("strings serialise"));
         let created = self
             .client
             .put_item()
+            .set_item(routed.map(|json| HashMap::from([("routedApprovers".to_owned(), s(&json))])))
             .table_name(&self.table)
             .item("approvalId", s(&r.approval_id))
             .item("taskToken", s(&r.task_token))
@@ -739,8 +757,18 @@ impl TaskCallback for SfnCallback {
 /// Sends the approval email. `Err(FinopsError::Throttled)` means nothing was sent (the service refused the
 /// request); any other error means it may have been (an answer lost after the service took the message).
 pub trait Notifier: Send + Sync {
-    fn publish(&self, subject: &str, body: &str) -> impl Future<Output = Result<String, FinopsError>> + Send;
+    /// `audience`: the routed approvers (the topic's subscriptions filter on them); empty: every subscriber.
+    fn publish(
+        &self,
+        subject: &str,
+        body: &str,
+        audience: &[String],
+    ) -> impl Future<Output = Result<String, FinopsError>> + Send;
 }
+
+/// The message attribute the approval topic's subscriptions filter on when approvals are routed: a String.Array
+/// of the routed addresses, matched by each address's filter policy `{"approvers": ["<address>"]}`.
+pub const AUDIENCE_ATTRIBUTE: &str = "approvers";
 
 pub struct SnsNotifier {
     client: aws_sdk_sns::Client,
@@ -763,14 +791,26 @@ impl SnsNotifier {
 }
 
 impl Notifier for SnsNotifier {
-    async fn publish(&self, subject: &str, body: &str) -> Result<String, FinopsError> {
+    async fn publish(&self, subject: &str, body: &str, audience: &[String]) -> Result<String, FinopsError> {
+        let audience = (!audience.is_empty()).then(|| {
+            let addresses: Vec<String> = audience.iter().map(|a| a.trim().to_ascii_lowercase()).collect();
+            aws_sdk_sns::types::MessageAttributeValue::builder()
+                .data_type("String.Array")
+                .string_value(serde_json::to_string(&addresses).expect("strings serialise"))
+                .build()
+                .expect("data type is set")
+        });
         // SNS subjects: ASCII, no newlines, at most 100 characters.
         let subject: String =
             subject.chars().map(|c| if c.is_ascii() && !c.is_control() { c } else { '?' }).take(100).collect();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let sent = self.client.publish().topic_arn(&self.topic_arn).subject(&subject).message(body).send().await;
+            let mut publish = self.client.publish().topic_arn(&self.topic_arn).subject(&subject).message(body);
+            if let Some(audience) = &audience {
+                publish = publish.message_attributes(AUDIENCE_ATTRIBUTE, audience.clone());
+            }
+            let sent = publish.send().await;
             match sent.map_err(|e| FinopsError::from_sdk("SNS", "Publish", e)) {
                 Ok(out) => return Ok(out.message_id().unwrap_or_default().to_owned()),
                 Err(FinopsError::Throttled { .. }) if attempt < PUBLISH_ATTEMPTS => {

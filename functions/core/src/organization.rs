@@ -231,6 +231,8 @@ pub struct OrganizationConfig {
     pub selection: AccountSelection,
     pub read_role: String,
     pub actions_role: String,
+    /// Who approves what (`FINOPS_APPROVAL_ROUTING`); none: every approver of the deployment sees every proposal.
+    pub approval_routing: Option<ApprovalRouting>,
 }
 
 impl OrganizationConfig {
@@ -245,6 +247,7 @@ impl OrganizationConfig {
             },
             read_role: DETECTION_ROLE_NAME.into(),
             actions_role: ACTIONS_ROLE_NAME.into(),
+            approval_routing: None,
         }
     }
 
@@ -292,6 +295,7 @@ impl OrganizationConfig {
             selection: AccountSelection { scope, exclude, include_hub },
             read_role: role("FINOPS_MEMBER_READ_ROLE", DETECTION_ROLE_NAME)?,
             actions_role: role("FINOPS_MEMBER_ACTIONS_ROLE", ACTIONS_ROLE_NAME)?,
+            approval_routing: get("FINOPS_APPROVAL_ROUTING").map(ApprovalRouting::parse).transpose()?,
         }))
     }
 }
@@ -357,6 +361,49 @@ pub struct Route {
 pub struct Routed {
     pub approvers: Vec<String>,
     pub because: String,
+}
+
+impl Routed {
+    /// Whether `who` (as typed on the approval page) is one of these approvers: addresses compare without case.
+    pub fn allows(&self, who: &str) -> bool {
+        let who = who.trim();
+        self.approvers.iter().any(|a| a.eq_ignore_ascii_case(who))
+    }
+}
+
+/// The run's approvers per account, routed once when the run is planned (the organization's OUs and tags as they
+/// were then) and read by the approval request of each proposal: `runs/{runId}/approvers.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApproverDirectory {
+    /// By account id; an account without an entry has no approver, and nobody is asked about it.
+    pub accounts: BTreeMap<String, Routed>,
+}
+
+impl ApproverDirectory {
+    /// Where a run's directory is stored.
+    pub fn key(run_id: &str) -> String {
+        format!("runs/{run_id}/approvers.json")
+    }
+
+    /// Routes every selected account. `known`: the organization's accounts with their OUs and tags, when it could
+    /// be read (a listed scope without Organizations access routes by account id and the default only).
+    pub fn route(routing: &ApprovalRouting, selected: &[AccountRef], known: Option<&[Account]>) -> Self {
+        let accounts = selected
+            .iter()
+            .filter_map(|a| {
+                let full = known.and_then(|k| k.iter().find(|k| k.id == a.id)).cloned().unwrap_or_else(|| Account {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                    status: AccountStatus::Active,
+                    ous: vec![],
+                    tags: BTreeMap::new(),
+                });
+                routing.approvers_for(&full).map(|r| (a.id.clone(), r))
+            })
+            .collect();
+        Self { accounts }
+    }
 }
 
 fn check_email(address: &str) -> Result<(), OrganizationError> {
@@ -663,6 +710,46 @@ mod tests {
         assert_eq!(routing.approvers_for(&tagged).unwrap().because, "default approvers", "tags match exactly");
         let nobody = ApprovalRouting { routes: vec![], default: vec![] };
         assert_eq!(nobody.approvers_for(&tagged), None);
+    }
+
+    #[test]
+    fn a_run_routes_each_selected_account_once_and_only_the_routed_may_decide() {
+        let org = organization();
+        let selected: Vec<AccountRef> =
+            ["222222222222", "111111111111", "555555555555"].iter().map(|id| AccountRef::new(*id, *id)).collect();
+        let only_web =
+            ApprovalRouting::parse(r#"{"routes": [{"account": "222222222222", "approvers": ["web@example.com"]}]}"#)
+                .unwrap();
+        let directory = ApproverDirectory::route(&only_web, &selected, Some(&org));
+        assert_eq!(directory.accounts.keys().collect::<Vec<_>>(), ["222222222222"], "no route, no default: nobody");
+        let routed = &directory.accounts["222222222222"];
+        assert!(routed.allows(" WEB@example.com ") && !routed.allows("finops@example.com") && !routed.allows(""));
+        // The OU routes need the organization's tree; without it (a listed scope) the default answers.
+        let full = ApproverDirectory::route(&routing(), &selected, Some(&org));
+        assert_eq!(full.accounts["111111111111"].approvers, ["data-platform@example.com"]);
+        let blind = ApproverDirectory::route(&routing(), &selected, None);
+        assert_eq!(blind.accounts["111111111111"].because, "default approvers");
+        assert_eq!(blind.accounts["222222222222"].because, "account 222222222222");
+        let json = serde_json::to_string(&full).unwrap();
+        assert_eq!(serde_json::from_str::<ApproverDirectory>(&json).unwrap(), full);
+        assert_eq!(ApproverDirectory::key("run-1"), "runs/run-1/approvers.json");
+    }
+
+    #[test]
+    fn the_routing_table_comes_from_the_environment_and_a_bad_one_is_refused() {
+        let table = r#"{"routes": [], "default": ["finops@example.com"]}"#;
+        let config = OrganizationConfig::from_vars(vars(&[
+            ("FINOPS_ACCOUNTS", "organization"),
+            ("FINOPS_APPROVAL_ROUTING", table),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.approval_routing.unwrap().default, ["finops@example.com"]);
+        let bad = OrganizationConfig::from_vars(vars(&[
+            ("FINOPS_ACCOUNTS", "organization"),
+            ("FINOPS_APPROVAL_ROUTING", r#"{"default": ["not an address"]}"#),
+        ]));
+        assert!(matches!(bad, Err(OrganizationError::BadEmail(_))), "{bad:?}");
     }
 
     #[test]

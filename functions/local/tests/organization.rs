@@ -53,7 +53,13 @@ struct Organization {
     legacy_ids: Vec<String>,
     hub_ids: Vec<String>,
     xray: XrayDaemon,
+    /// The mailboxes of the two approver groups the routing table names: data-dev's, and everyone else's.
+    data_team_mailbox: String,
+    platform_mailbox: String,
 }
+
+const DATA_TEAM: &str = "data-team@example.com";
+const PLATFORM: &str = "platform@example.com";
 
 async fn organization(mode: &'static str, approval_timeout: u32, approval_base_url: &str) -> Organization {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -103,9 +109,29 @@ async fn organization(mode: &'static str, approval_timeout: u32, approval_base_u
     let xray = XrayDaemon::start().await.expect("the local X-Ray daemon");
     let mut vars = env.function_vars(approval_base_url);
     set_var(&mut vars, "AWS_XRAY_DAEMON_ADDRESS", &xray.addr().to_string());
+    // Approvals routed by account: data-dev's approvers, and the platform team for every other account.
+    let routing = serde_json::json!({"routes": [{"account": data, "approvers": [DATA_TEAM]}], "default": [PLATFORM]});
+    set_var(&mut vars, "FINOPS_APPROVAL_ROUTING", &routing.to_string());
+    let sns = finops_testkit::aws_sdk_sns::Client::new(&hub);
+    let data_team_mailbox = env.plumbing.subscribe_approver(&sns, DATA_TEAM).await;
+    let platform_mailbox = env.plumbing.subscribe_approver(&sns, PLATFORM).await;
     let functions = Arc::new(LocalFunctions::new(&hub, &vars).expect("the functions' environment"));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto.port).into()));
-    Organization { _moto: moto, env, functions, hub, data, legacy, closed, data_ids, legacy_ids, hub_ids, xray }
+    Organization {
+        _moto: moto,
+        env,
+        functions,
+        hub,
+        data,
+        legacy,
+        closed,
+        data_ids,
+        legacy_ids,
+        hub_ids,
+        xray,
+        data_team_mailbox,
+        platform_mailbox,
+    }
 }
 
 async fn finished(env: &WorkflowEnv, execution: &str) -> (String, Value) {
@@ -195,11 +221,23 @@ async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_the
     }
     let email = member_email.expect("an email about data-dev's idle instance");
     assert!(email.contains(&format!("Account:       {} (\"data-dev\")", o.data)), "{email}");
+    // Each group's mailbox got its own account's proposal only.
+    let wait = Duration::from_secs(10);
+    let data_team = o.env.plumbing.drain(&o.data_team_mailbox, wait).await;
+    let platform = o.env.plumbing.drain(&o.platform_mailbox, wait).await;
+    assert_eq!(data_team.len(), 1, "{data_team:?}");
+    assert!(data_team[0].contains(&o.data_ids[0]) && data_team[0].contains(&format!("Asked:         {DATA_TEAM}")));
+    assert_eq!(platform.len(), 1, "{platform:?}");
+    assert!(platform[0].contains(&o.hub_ids[0]) && !platform[0].contains(&o.data_ids[0]));
     let approve =
         email.lines().find(|l| l.trim_start().starts_with("Approve")).unwrap().split_whitespace().last().unwrap();
     let path = approve.strip_prefix(&base).unwrap().to_owned();
+    // The platform team's approver cannot decide for data-dev, even with its link in hand: nothing changes.
+    let (status, page) =
+        finops_testkit::moto::http(port, "POST", &path, "decision=approve&approver=platform%40example.com").unwrap();
+    assert_eq!(status, 403, "{page}");
     let (status, _) =
-        finops_testkit::moto::http(port, "POST", &path, "decision=approve&approver=ana%40example.com").unwrap();
+        finops_testkit::moto::http(port, "POST", &path, "decision=approve&approver=data-team%40example.com").unwrap();
     assert_eq!(status, 200);
     let (status, output) = finished(&o.env, &execution).await;
     assert_eq!(status, "SUCCEEDED", "{output}");

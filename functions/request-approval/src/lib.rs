@@ -15,6 +15,7 @@ use finops_approval_store::{
 };
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::{approval_id_for, ApprovalAction, ApprovalLink};
+use finops_core::organization::{ApproverDirectory, Routed};
 pub use finops_core::steps::{ApprovalRequestEvent, ApprovalRequestOutput};
 pub use finops_core::DeploymentMode;
 
@@ -26,6 +27,9 @@ pub struct RequestConfig {
     pub window_seconds: i64,
     pub snooze_days: i64,
     pub mode: DeploymentMode,
+    /// Approvals are routed (`FINOPS_APPROVAL_ROUTING`): each proposal asks only its account's approvers, as the run's
+    /// plan routed them.
+    pub routed: bool,
 }
 
 impl RequestConfig {
@@ -55,16 +59,68 @@ impl RequestConfig {
             window_seconds: number("FINOPS_APPROVAL_WINDOW_SECONDS", 3 * 86_400, 1, 365 * 86_400)?,
             snooze_days: number("FINOPS_SNOOZE_DAYS", 7, 1, 365)?,
             mode,
+            routed: match vars.get("FINOPS_APPROVAL_ROUTING").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+                None => false,
+                Some(table) => {
+                    finops_core::organization::ApprovalRouting::parse(table)
+                        .map_err(|e| FinopsError::Configuration(format!("FINOPS_APPROVAL_ROUTING: {e}")))?;
+                    true
+                }
+            },
         })
     }
 }
 
+/// Who approves the proposals of an account in a run: the directory the run's plan wrote.
+pub trait RoutedApprovers: Send + Sync {
+    fn approvers(
+        &self,
+        run_id: &str,
+        account_id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<Routed>, FinopsError>> + Send;
+}
+
+/// The run's directory in the run bucket ([`ApproverDirectory::key`]).
+pub struct RunApprovers<S>(pub S);
+
+impl<S: finops_aws::RunStore> RoutedApprovers for RunApprovers<S> {
+    async fn approvers(&self, run_id: &str, account_id: &str) -> Result<Option<Routed>, FinopsError> {
+        let location = finops_core::ObjectRef {
+            bucket: self.0.bucket().to_owned(),
+            key: ApproverDirectory::key(run_id),
+            bytes: 0,
+        };
+        let mut directory: ApproverDirectory = finops_aws::get_json(&self.0, &location).await?;
+        Ok(directory.accounts.remove(account_id))
+    }
+}
+
+/// A deployment that does not route approvals: nobody is looked up (and a routed configuration cannot use it).
+pub struct NotRouted;
+
+impl RoutedApprovers for NotRouted {
+    async fn approvers(&self, _: &str, _: &str) -> Result<Option<Routed>, FinopsError> {
+        Err(FinopsError::Configuration("approvals are not routed in this deployment".into()))
+    }
+}
+
+/// None: a deployment that does not route approvals (nobody is looked up).
+impl<T: RoutedApprovers> RoutedApprovers for Option<T> {
+    async fn approvers(&self, run_id: &str, account_id: &str) -> Result<Option<Routed>, FinopsError> {
+        match self {
+            Some(routing) => routing.approvers(run_id, account_id).await,
+            None => Err(FinopsError::Configuration("approvals are not routed in this deployment".into())),
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
+pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier, A: RoutedApprovers>(
     event: serde_json::Value,
     records: &R,
     key: &K,
     notifier: &N,
+    routing: &A,
     config: &RequestConfig,
     now: DateTime<Utc>,
     claim_id: &str,
@@ -84,6 +140,23 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
     if event.task_token.trim().is_empty() {
         return Err(FinopsError::InvalidInput("taskToken is empty".into()));
     }
+    let routed = if config.routed {
+        let Some(account) = &event.proposal.account else {
+            return Err(FinopsError::InvalidInput(
+                "approvals are routed by account, and this proposal names none: nobody is asked, nothing is done"
+                    .into(),
+            ));
+        };
+        let routed = routing.approvers(&event.run_id, &account.id).await?.ok_or_else(|| {
+            FinopsError::InvalidInput(format!(
+                "no approver is routed for account {account} (no route and no default in the routing table): \
+                 nobody is asked, nothing is done"
+            ))
+        })?;
+        Some(routed)
+    } else {
+        None
+    };
     let key = key.key().await?;
     let id = approval_id_for(&key, &event.run_id, &event.proposal.instance_id);
     let expires_at = (now + Duration::seconds(config.window_seconds)).timestamp();
@@ -96,7 +169,8 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
         now.timestamp(),
         expires_at,
     )
-    .claimed_by(claim_id);
+    .claimed_by(claim_id)
+    .routed_to(routed.clone());
     // The window of the first delivery: a retry that sends the email sends the same links.
     let expires_at = match records.claim_pending(&record).await? {
         Claim::Created => expires_at,
@@ -147,9 +221,11 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier>(
             execution_console: &console,
             trace_console: trace.as_deref(),
             expires_at_utc: &expires_utc,
+            routed: routed.as_ref(),
         },
     );
-    let message_id = match notifier.publish(&subject, &body).await {
+    let audience = routed.map(|r| r.approvers).unwrap_or_default();
+    let message_id = match notifier.publish(&subject, &body, &audience).await {
         Ok(message_id) => message_id,
         Err(e @ FinopsError::Throttled { .. }) => {
             // SNS refused it, so no email went out: the step's retry may send it. If this mark fails too, the retry
@@ -187,6 +263,8 @@ pub struct RequestApprovalConfig {
     pub request: RequestConfig,
     pub store: StoreConfig,
     pub topic_arn: String,
+    /// Where the runs' approver directories are (`FINOPS_RUN_BUCKET`), when approvals are routed.
+    pub run_bucket: Option<String>,
 }
 
 impl RequestApprovalConfig {
@@ -200,6 +278,10 @@ impl RequestApprovalConfig {
             request: RequestConfig::from_vars(vars.clone())?,
             store: StoreConfig::from_vars(vars.clone())?,
             topic_arn: required_var(&vars, "FINOPS_APPROVAL_TOPIC_ARN")?,
+            run_bucket: match vars.iter().any(|(k, v)| k == "FINOPS_APPROVAL_ROUTING" && !v.trim().is_empty()) {
+                true => Some(required_var(&vars, "FINOPS_RUN_BUCKET")?),
+                false => None,
+            },
         })
     }
 }
@@ -209,6 +291,7 @@ pub struct RequestApprovalStep {
     records: DynamoApprovals,
     key: SecretsManagerKey,
     notifier: SnsNotifier,
+    routing: Option<RunApprovers<finops_aws::S3RunStore>>,
     config: RequestConfig,
 }
 
@@ -218,6 +301,7 @@ impl RequestApprovalStep {
             records: DynamoApprovals::new(sdk, config.store.approvals_table),
             key: SecretsManagerKey::new(sdk, config.store.signing_secret_id),
             notifier: SnsNotifier::new(sdk, config.topic_arn),
+            routing: config.run_bucket.map(|bucket| RunApprovers(finops_aws::S3RunStore::new(sdk, bucket))),
             config: config.request,
         }
     }
@@ -232,7 +316,18 @@ impl RequestApprovalStep {
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| FinopsError::Configuration(format!("no randomness: {e}")))?;
         let claim_id = hex::encode(random);
-        handle(event, &self.records, &self.key, &self.notifier, &self.config, now, &claim_id, trace_header).await
+        handle(
+            event,
+            &self.records,
+            &self.key,
+            &self.notifier,
+            &self.routing,
+            &self.config,
+            now,
+            &claim_id,
+            trace_header,
+        )
+        .await
     }
 }
 
@@ -253,8 +348,9 @@ mod tests {
         LoseAnswer,
     }
 
+    /// Emails sent (subject, body), what the next publish does, and each email's audience.
     #[derive(Default)]
-    struct Outbox(Mutex<Vec<(String, String)>>, Mutex<Next>);
+    struct Outbox(Mutex<Vec<(String, String)>>, Mutex<Next>, Mutex<Vec<Vec<String>>>);
 
     impl Outbox {
         fn refuse_next(&self) {
@@ -266,7 +362,7 @@ mod tests {
     }
 
     impl Notifier for Outbox {
-        async fn publish(&self, subject: &str, body: &str) -> Result<String, FinopsError> {
+        async fn publish(&self, subject: &str, body: &str, audience: &[String]) -> Result<String, FinopsError> {
             let next = std::mem::take(&mut *self.1.lock().unwrap());
             if next == Next::Refuse {
                 return Err(FinopsError::Throttled {
@@ -276,6 +372,7 @@ mod tests {
                 });
             }
             self.0.lock().unwrap().push((subject.to_owned(), body.to_owned()));
+            self.2.lock().unwrap().push(audience.to_vec());
             if next == Next::LoseAnswer {
                 return Err(FinopsError::Transient { service: "SNS", operation: "Publish", message: "timeout".into() });
             }
@@ -284,6 +381,69 @@ mod tests {
     }
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    /// A run's approver directory, by account.
+    struct Directory(ApproverDirectory);
+
+    impl RoutedApprovers for Directory {
+        async fn approvers(&self, _run_id: &str, account_id: &str) -> Result<Option<Routed>, FinopsError> {
+            Ok(self.0.accounts.get(account_id).cloned())
+        }
+    }
+
+    const UNROUTED: Option<Directory> = None;
+
+    #[tokio::test]
+    async fn a_routed_approval_asks_only_its_accounts_approvers_and_an_unrouted_account_asks_nobody() {
+        let config = RequestConfig::from_vars([
+            ("FINOPS_APPROVAL_BASE_URL".to_string(), "https://approve.example.com".to_string()),
+            ("FINOPS_MODE".to_string(), "act".to_string()),
+            (
+                "FINOPS_APPROVAL_ROUTING".to_string(),
+                r#"{"routes": [{"account": "111111111111", "approvers": ["data@example.com"]}]}"#.to_string(),
+            ),
+        ])
+        .unwrap();
+        assert!(config.routed);
+        let routed = Routed { approvers: vec!["Data@example.com".into()], because: "account 111111111111".into() };
+        let directory = Some(Directory(ApproverDirectory {
+            accounts: [("111111111111".to_owned(), routed.clone())].into_iter().collect(),
+        }));
+        let in_account = |id: &str| {
+            let mut e = event();
+            e["proposal"]["account"] = serde_json::json!({"id": id, "name": "data-dev"});
+            e
+        };
+        let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
+        let key = StaticKey(KEY.to_vec());
+        let out =
+            handle(in_account("111111111111"), &records, &key, &outbox, &directory, &config, Utc::now(), "c", None)
+                .await
+                .unwrap();
+        assert_eq!(
+            *outbox.2.lock().unwrap(),
+            vec![vec!["Data@example.com".to_owned()]],
+            "only the account's approvers"
+        );
+        assert!(outbox.0.lock().unwrap()[0].1.contains("Asked:         Data@example.com (account 111111111111)"));
+        let record = records.get(&out.approval_id).await.unwrap().unwrap();
+        assert_eq!(record.routed, Some(routed), "the page checks who decides against this");
+
+        // An account no route covers, or a proposal without an account: nobody is asked, no record, an error.
+        for event in [in_account("222222222222"), event()] {
+            let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
+            let err =
+                handle(event, &records, &key, &outbox, &directory, &config, Utc::now(), "c", None).await.unwrap_err();
+            assert_eq!(err.error_name(), "Finops.InvalidInput", "{err}");
+            assert!(outbox.0.lock().unwrap().is_empty());
+            assert!(records.get(&approval_id_for(KEY, "run-1", "i-0abc")).await.unwrap().is_none());
+        }
+        let bad = RequestConfig::from_vars([
+            ("FINOPS_APPROVAL_BASE_URL".to_string(), "https://approve.example.com".to_string()),
+            ("FINOPS_APPROVAL_ROUTING".to_string(), "{\"default\": []}".to_string()),
+        ]);
+        assert!(bad.unwrap_err().to_string().contains("FINOPS_APPROVAL_ROUTING"));
+    }
 
     fn act_config() -> RequestConfig {
         RequestConfig::from_vars([
@@ -301,7 +461,8 @@ mod tests {
     ) -> Result<ApprovalRequestOutput, FinopsError> {
         let mut event = event();
         event["taskToken"] = token.into();
-        handle(event, records, &StaticKey(KEY.to_vec()), outbox, &act_config(), Utc::now(), token, None).await
+        handle(event, records, &StaticKey(KEY.to_vec()), outbox, &UNROUTED, &act_config(), Utc::now(), token, None)
+            .await
     }
 
     #[tokio::test]
@@ -407,7 +568,7 @@ mod tests {
         let config = RequestConfig::from_vars(vars).unwrap();
         let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
         let key = StaticKey(b"0123456789abcdef0123456789abcdef".to_vec());
-        let result = handle(event(), &records, &key, &outbox, &config, Utc::now(), "claim-1", None).await;
+        let result = handle(event(), &records, &key, &outbox, &UNROUTED, &config, Utc::now(), "claim-1", None).await;
         (result, records, outbox)
     }
 

@@ -200,6 +200,59 @@ impl ApprovalPlumbing {
 }
 
 impl ApprovalPlumbing {
+    /// One approver's mailbox when approvals are routed: a queue subscribed to the approvals topic with the filter
+    /// policy the CDK app gives that address's email subscription (`{"approvers": [address]}`). Its URL.
+    pub async fn subscribe_approver(&self, sns: &aws_sdk_sns::Client, address: &str) -> String {
+        let name = format!("mailbox-{}", address.replace(['@', '.'], "-"));
+        let url = self.sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url().unwrap().to_owned();
+        let arn = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .unwrap()
+            .attributes()
+            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        sns.subscribe()
+            .topic_arn(&self.topic_arn)
+            .protocol("sqs")
+            .endpoint(arn)
+            .attributes("RawMessageDelivery", "true")
+            .attributes("FilterPolicy", serde_json::json!({"approvers": [address]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        url
+    }
+
+    /// Every email waiting in a mailbox queue (waits up to `wait` for the first), removed from it.
+    pub async fn drain(&self, queue_url: &str, wait: std::time::Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut emails = Vec::new();
+        loop {
+            let out = self.sqs.receive_message().queue_url(queue_url).max_number_of_messages(10).send().await.unwrap();
+            for m in out.messages() {
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                emails.push(m.body().unwrap_or_default().to_owned());
+            }
+            if out.messages().is_empty() && (!emails.is_empty() || std::time::Instant::now() >= deadline) {
+                return emails;
+            }
+            if out.messages().is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+
     /// The next approval email if one is waiting (no long poll).
     pub async fn try_next_email(&self) -> Option<String> {
         let out = self.sqs.receive_message().queue_url(&self.email_queue_url).send().await.ok()?;

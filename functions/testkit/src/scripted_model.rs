@@ -3,10 +3,10 @@
 //! answer validation) runs end to end without Bedrock. It is not a model and says so in every justification.
 //!
 //! The script, per conversation: the first turn asks for one tool (`get_utilisation` of the first instance in the
-//! prompt's DATA block, or of the first that names a member account, with its `account_id`); once the tool's result
-//! comes back, it answers with one recommendation per instance in DATA, from the facts given (Idle: snapshot_and_stop,
-//! Underutilised: rightsize, otherwise keep). It can also be told to misbehave, as a model backend does: throttle,
-//! fail, or answer with something that is not the asked-for JSON.
+//! prompt's DATA block; in an organization run one call per instance, up to five, each with its `account_id`); once
+//! the tools' results come back, it answers with one recommendation per instance in DATA, from the facts given (Idle:
+//! snapshot_and_stop, Underutilised: rightsize, otherwise keep). It can also be told to misbehave, as a model backend
+//! does: throttle, fail, or answer with something that is not the asked-for JSON.
 //!
 //! It holds requests to what the current Claude models on Bedrock take: every answer starts with a reasoning block
 //! (their thinking is always on, and the client must carry it back in the conversation), a request with a
@@ -181,23 +181,23 @@ fn answer(state: &State, path: &str, body: &[u8]) -> (u16, Vec<(&'static str, St
         .and_then(|c| c.iter().find_map(|b| b.get("toolResult")).cloned());
     let Some(result) = tool_result else {
         // First turn: look one instance up with a tool, as a model would before answering; in an organization run
-        // an instance of a member account (the line names its account), so the tools' routing is exercised.
-        let Some(chosen) = facts.iter().find(|f| f["account"].is_string()).or(facts.first()) else {
+        // every instance (up to five), each in the account its line names, so the tools' routing is exercised.
+        let in_accounts: Vec<&Value> = facts.iter().filter(|f| f["account"].is_string()).take(5).collect();
+        let chosen: Vec<&Value> = if in_accounts.is_empty() { facts.iter().take(1).collect() } else { in_accounts };
+        if chosen.is_empty() {
             return reply(json!([{"text": json!({"recommendations": []}).to_string()}]), "end_turn");
-        };
-        let first = chosen["id"].as_str().unwrap_or_default();
-        let mut input = json!({"instance_id": first});
-        if let Some(account) = chosen["account"].as_str() {
-            input["account_id"] = json!(account);
         }
-        state.tool_calls.fetch_add(1, Ordering::SeqCst);
-        return reply(
-            json!([
-                {"text": format!("Checking {first} with get_utilisation ({LABEL}).")},
-                {"toolUse": {"toolUseId": "scripted-tool-1", "name": "get_utilisation", "input": input}}
-            ]),
-            "tool_use",
-        );
+        let mut content =
+            vec![json!({"text": format!("Checking {} instance(s) with get_utilisation ({LABEL}).", chosen.len())})];
+        for (n, fact) in chosen.iter().enumerate() {
+            let mut input = json!({"instance_id": fact["id"].as_str().unwrap_or_default()});
+            if let Some(account) = fact["account"].as_str() {
+                input["account_id"] = json!(account);
+            }
+            state.tool_calls.fetch_add(1, Ordering::SeqCst);
+            content.push(json!({"toolUse": {"toolUseId": format!("scripted-tool-{}", n + 1), "name": "get_utilisation", "input": input}}));
+        }
+        return reply(Value::Array(content), "tool_use");
     };
     if behaviour == Behaviour::Garbage {
         return reply(json!([{"text": "I think you should stop all of them, trust me."}]), "end_turn");
