@@ -52,8 +52,10 @@ cdk-test: venv cdk/node_modules/.package-lock.json
 	cd cdk && npx cdk synth -c assetsDir=test/fixtures/lambda -c approvers=ops@example.com --quiet -o cdk.out
 	# W3005: the CDK adds DependsOn on a role that a GetAtt already implies; harmless and not ours to change.
 	$(VENV)/bin/cfn-lint --ignore-checks W3005 -- cdk/cdk.out/FinopsAgent.template.json
-	# An organization deployment: the hub's template and the member-roles template its StackSet carries.
-	cd cdk && npx cdk synth -c assetsDir=test/fixtures/lambda -c approvers=ops@example.com -c accounts=organization -c organizationOus=ou-ab12-workload1 --quiet -o cdk.out.org
+	# An organization deployment with approvals routed by OU: the hub's template and the member-roles template its
+	# StackSet carries.
+	cd cdk && npx cdk synth -c assetsDir=test/fixtures/lambda -c approvers=ops@example.com -c accounts=organization -c organizationOus=ou-ab12-workload1 \
+	  -c 'approvalRouting={"routes":[{"ou":"ou-ab12-workload1","approvers":["workloads@example.com"]}]}' --quiet -o cdk.out.org
 	$(VENV)/bin/cfn-lint --ignore-checks W3005 -- cdk/cdk.out.org/FinopsAgent.template.json
 	$(VENV)/bin/python tests/cdk/member_template.py cdk/cdk.out.org/FinopsAgent.template.json > cdk/cdk.out.org/member-roles.json
 	$(VENV)/bin/cfn-lint -- cdk/cdk.out.org/member-roles.json

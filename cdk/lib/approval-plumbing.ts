@@ -3,11 +3,11 @@
 // the link, records the decision and resumes the execution; the actions step reads the decision, never writes it.
 import { aws_dynamodb as dynamodb, aws_iam as iam, aws_lambda as lambda, aws_secretsmanager as secretsmanager, aws_sns as sns, aws_sns_subscriptions as subscriptions } from "aws-cdk-lib";
 import { Construct } from "constructs";
-import type { FinopsConfig } from "./config.ts";
+import { approvalAddresses, type FinopsConfig } from "./config.ts";
 import { acknowledge } from "./nag.ts";
 
 /** The attributes of a pending approval record (functions/approval-store: DynamoApprovals::put_pending). */
-export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "instanceId", "createdAt", "expiresAt", "ttl", "state", "emailStatus", "claimId"] as const;
+export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "instanceId", "createdAt", "expiresAt", "ttl", "state", "emailStatus", "claimId", "routedApprovers"] as const;
 /// What a retried or redelivered request may change in an existing record: the task token it waits on, and whether
 /// its email went out. Never the state or a decision.
 export const RENEWED_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "emailStatus"] as const;
@@ -34,7 +34,15 @@ export class ApprovalPlumbing extends Construct {
 
     // Approval emails carry links that decide: they go to their own topic, which only the configured approvers can
     // ever be subscribed to, and by email only.
-    for (const email of config.approvers) approvalTopic.addSubscription(new subscriptions.EmailSubscription(email));
+    // With approvals routed by account, each address gets only the proposals it is routed (request-approval sets the
+    // message attribute `approvers`; each subscription's filter policy names its own address).
+    const routed = config.organization?.approvalRouting !== undefined;
+    const addresses = approvalAddresses(config);
+    for (const email of addresses) {
+      approvalTopic.addSubscription(
+        new subscriptions.EmailSubscription(email, routed ? { filterPolicy: { approvers: sns.SubscriptionFilter.stringFilter({ allowlist: [email] }) } } : {}),
+      );
+    }
     approvalTopic.addToResourcePolicy(
       new iam.PolicyStatement({
         sid: "SubscribeOnlyTheConfiguredApprovers",
@@ -42,7 +50,7 @@ export class ApprovalPlumbing extends Construct {
         principals: [new iam.AnyPrincipal()],
         actions: ["sns:Subscribe"],
         resources: [approvalTopic.topicArn],
-        conditions: { StringNotEqualsIgnoreCase: { "sns:Endpoint": config.approvers.length > 0 ? config.approvers : ["nobody@invalid"] } },
+        conditions: { StringNotEqualsIgnoreCase: { "sns:Endpoint": addresses.length > 0 ? addresses : ["nobody@invalid"] } },
       }),
     );
     approvalTopic.addToResourcePolicy(

@@ -52,6 +52,25 @@ export interface OrganizationSettings {
   /** The run's caps again per account (largest savings first within each); undefined: the run's caps only. */
   maxProposalsPerAccount?: number;
   maxMonthlyUsdPerAccount?: number;
+  /** Who approves which account's proposals (context `approvalRouting`); undefined: every approver sees every one. */
+  approvalRouting?: ApprovalRouting;
+}
+
+/** finops_core's ApprovalRouting: the most specific route wins (account, then innermost OU, then first tag), then
+ * the default; the deployment's `approvers` are the default when the table names none. */
+export interface ApprovalRouting {
+  routes: RouteEntry[];
+  default: string[];
+}
+
+/** One route: exactly one of account, ou or tag, and its approvers. */
+export type RouteEntry = { account?: string; ou?: string; tag?: string; approvers: string[] };
+
+/** Every address that may be asked to approve: the subscriptions of the approvals topic (lowercase, once each). */
+export function approvalAddresses(config: Pick<FinopsConfig, "approvers" | "organization">): string[] {
+  const routing = config.organization?.approvalRouting;
+  const all = [...config.approvers, ...(routing?.default ?? []), ...(routing?.routes ?? []).flatMap((r) => r.approvers)];
+  return [...new Set(all.map((a) => a.trim().toLowerCase()))];
 }
 
 const ACCOUNT_ID = /^\d{12}$/;
@@ -208,6 +227,50 @@ function readOrganization(get: (key: string) => unknown, read: Readers): Organiz
     stackSetTargets,
     maxProposalsPerAccount: get("maxProposalsPerAccount") === undefined ? undefined : read.number("maxProposalsPerAccount", 1, 40),
     maxMonthlyUsdPerAccount: get("maxMonthlyUsdPerAccount") === undefined ? undefined : read.number("maxMonthlyUsdPerAccount", 0, 1_000_000),
+    approvalRouting: readApprovalRouting(get("approvalRouting"), read.list("approvers")),
   };
+}
+
+/** The routing table, checked as finops_core's ApprovalRouting::parse checks it (unknown fields refused: a typo such
+ * as `acount` would otherwise route nothing). A JSON string (`-c approvalRouting='{...}'`) or an object (cdk.json). */
+function readApprovalRouting(raw: unknown, approvers: string[]): ApprovalRouting | undefined {
+  if (raw === undefined || raw === null || String(raw).trim() === "") return undefined;
+  const fail = (why: string): never => {
+    throw new ConfigError(`context approvalRouting: ${why}`);
+  };
+  let table: unknown = raw;
+  if (typeof raw === "string") {
+    try {
+      table = JSON.parse(raw);
+    } catch (e) {
+      fail(`not valid JSON: ${(e as Error).message}`);
+    }
+  }
+  if (table === null || typeof table !== "object" || Array.isArray(table)) fail('expected a JSON object {"routes": [...], "default": [...]}');
+  const t = table as Record<string, unknown>;
+  const unknownKey = Object.keys(t).find((k) => k !== "routes" && k !== "default");
+  if (unknownKey !== undefined) fail(`unknown field ${JSON.stringify(unknownKey)}`);
+  const emails = (where: string, value: unknown): string[] => {
+    if (!Array.isArray(value) || value.some((a) => typeof a !== "string" || !EMAIL.test(a))) fail(`${where}: a list of email addresses`);
+    return value as string[];
+  };
+  const routes = (t.routes === undefined ? [] : Array.isArray(t.routes) ? t.routes : fail("routes: a list")).map((r: unknown, i: number) => {
+    const n = i + 1;
+    if (r === null || typeof r !== "object" || Array.isArray(r)) fail(`route ${n}: an object`);
+    const route = r as Record<string, unknown>;
+    const bad = Object.keys(route).find((k) => !["account", "ou", "tag", "approvers"].includes(k));
+    if (bad !== undefined) fail(`route ${n}: unknown field ${JSON.stringify(bad)}`);
+    const matchers = ["account", "ou", "tag"].filter((k) => route[k] !== undefined);
+    if (matchers.length !== 1) fail(`route ${n} must match on exactly one of account, ou or tag`);
+    if (route.account !== undefined && !ACCOUNT_ID.test(String(route.account))) fail(`route ${n}: ${JSON.stringify(route.account)} is not an AWS account id (12 digits)`);
+    if (route.ou !== undefined && !OU_ID.test(String(route.ou))) fail(`route ${n}: ${JSON.stringify(route.ou)} is not an organizational unit id`);
+    if (route.tag !== undefined && !/^[^=]*[^=\s][^=]*=/.test(String(route.tag))) fail(`route ${n}: tag must be key=value`);
+    const list = emails(`route ${n} approvers`, route.approvers);
+    if (list.length === 0) fail(`route ${n} names no approver`);
+    const [key] = matchers;
+    return { [key]: String(route[key]), approvers: list } as RouteEntry;
+  });
+  const ownDefault = t.default === undefined ? [] : emails("default", t.default);
+  return { routes, default: ownDefault.length > 0 ? ownDefault : approvers };
 }
 

@@ -124,6 +124,12 @@ export class FinopsStack extends Stack {
       actions: fns.actions,
       stateMachineArn,
     });
+    if (config.organization?.approvalRouting !== undefined) {
+      // Routed approvals: the request step reads who approves each account from the run's plan, and nothing else.
+      fns["request-approval"].addToRolePolicy(new iam.PolicyStatement({ actions: ["s3:GetObject"], resources: [runBucket.arnForObjects("runs/*/approvers.json")] }));
+      const bucketId = this.getLogicalId(runBucket.node.defaultChild as s3.CfnBucket);
+      acknowledge(fns["request-approval"], `AwsSolutions-IAM5[Resource::<${bucketId}.Arn>/runs/*/approvers.json]`, "Each run's approver directory, by its one key pattern: the run id is known only when the run starts.");
+    }
     new ActionsPolicy(this, "ActionsPolicy", { config, actions: fns.actions });
     grantRunCost(this, fns, stepFunctions.architecture);
     if (config.organization !== undefined && config.organization.stackSetTargets.length > 0) {

@@ -75,6 +75,7 @@ function organizationVariables(config: FinopsConfig): Record<string, string> {
     FINOPS_MEMBER_ACTIONS_ROLE: org.actionsRole,
     ...(org.maxProposalsPerAccount !== undefined ? { FINOPS_MAX_PROPOSALS_PER_ACCOUNT: String(org.maxProposalsPerAccount) } : {}),
     ...(org.maxMonthlyUsdPerAccount !== undefined ? { FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT: String(org.maxMonthlyUsdPerAccount) } : {}),
+    ...(org.approvalRouting !== undefined ? { FINOPS_APPROVAL_ROUTING: JSON.stringify(org.approvalRouting) } : {}),
   };
 }
 

@@ -2,6 +2,7 @@
 // Distributed Map grants, and the settings refused before anything is built.
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { AwsSolutionsChecks } from "cdk-nag";
 import { MEMBER_READ_ACTIONS } from "../lib/member-roles.ts";
 import { allowedActions, resolve, roleStatements, synth } from "./support.ts";
 
@@ -133,4 +134,53 @@ test("an organization deployment needs somewhere to put the member roles, or to 
   const { template } = synth({ accounts: "organization", memberStackSet: "false" });
   assert.equal(Object.keys(template.findResources("AWS::CloudFormation::StackSet")).length, 0);
   assert.throws(() => synth({ ...ORG, memberStackSetTargets: "workloads" }), /memberStackSetTargets: "workloads"/);
+});
+
+test("routed approvals: each address is subscribed with its own filter, the request step reads only the run's routing", () => {
+  const routing = {
+    routes: [
+      { account: "111111111111", approvers: ["Data-Team@example.com"] },
+      { ou: "ou-ab12-workload1", approvers: ["workloads@example.com", "ana@example.com"] },
+    ],
+  };
+  const { stack, template } = synth({ ...ORG, approvalRouting: JSON.stringify(routing) });
+  const report = new AwsSolutionsChecks().validateScope(stack);
+  const findings = report.violations.map((v) => `${v.ruleName}: ${v.violatingResources.map((r) => r.resourceLogicalId).join(", ")}`);
+  assert.deepEqual(findings, [], findings.join("\n"));
+  const fns = Object.values(template.findResources("AWS::Lambda::Function")).filter((f) => f.Properties.Handler === "bootstrap");
+  for (const f of fns) {
+    // The deployment's approvers are the default route when the table has none.
+    assert.deepEqual(JSON.parse(f.Properties.Environment.Variables.FINOPS_APPROVAL_ROUTING), { ...routing, default: ["ana@example.com", "raj@example.com"] });
+  }
+  const approvalEmails = (t: typeof template) =>
+    Object.values(t.findResources("AWS::SNS::Subscription")).filter((s) => s.Properties.Protocol === "email" && JSON.stringify(s.Properties.TopicArn).includes("ApprovalRequests"));
+  const emails = approvalEmails(template);
+  const byAddress = Object.fromEntries(emails.map((s) => [s.Properties.Endpoint, s.Properties.FilterPolicy]));
+  assert.deepEqual(Object.keys(byAddress).sort(), ["ana@example.com", "data-team@example.com", "raj@example.com", "workloads@example.com"], "every address once, lowercase");
+  for (const [address, filter] of Object.entries(byAddress)) assert.deepEqual(filter, { approvers: [address] }, address);
+  const [topicPolicy] = Object.values(template.findResources("AWS::SNS::TopicPolicy")).filter((p) => JSON.stringify(p).includes("SubscribeOnlyTheConfiguredApprovers"));
+  const deny = topicPolicy.Properties.PolicyDocument.Statement.find((s: { Sid: string }) => s.Sid === "SubscribeOnlyTheConfiguredApprovers");
+  assert.deepEqual(new Set(deny.Condition.StringNotEqualsIgnoreCase["sns:Endpoint"]), new Set(Object.keys(byAddress)));
+  const reads = roleStatements(template, "finops-agent request-approval").filter((s) => [s.Action].flat().some((a) => String(a).startsWith("s3:")));
+  assert.ok(reads.length > 0 && reads.every((s) => [s.Resource].flat().every((r) => JSON.stringify(r).includes("runs/*/approvers.json"))), JSON.stringify(reads));
+  assert.ok(!reads.some((s) => [s.Action].flat().includes("s3:PutObject")), "it reads, never writes");
+
+  // Unrouted: one unfiltered subscription per approver, and no run bucket access for the request step.
+  const plain = synth(ORG).template;
+  const plainEmails = approvalEmails(plain);
+  assert.ok(plainEmails.length === 2 && plainEmails.every((s) => s.Properties.FilterPolicy === undefined));
+  assert.ok(![...allowedActions(plain, "finops-agent request-approval")].some((a) => a.startsWith("s3:")));
+});
+
+test("a bad routing table fails the synth with what is wrong", () => {
+  const cases: [unknown, RegExp][] = [
+    ["{not json", /approvalRouting: not valid JSON/],
+    [JSON.stringify({ routes: [{ acount: "111111111111", approvers: ["a@example.com"] }] }), /unknown field "acount"/],
+    [JSON.stringify({ routes: [{ account: "111111111111", ou: "ou-ab12-workload1", approvers: ["a@example.com"] }] }), /exactly one of account, ou or tag/],
+    [JSON.stringify({ routes: [{ account: "1111", approvers: ["a@example.com"] }] }), /not an AWS account id/],
+    [JSON.stringify({ routes: [{ tag: "team", approvers: ["a@example.com"] }] }), /tag must be key=value/],
+    [JSON.stringify({ routes: [{ account: "111111111111", approvers: [] }] }), /names no approver/],
+    [JSON.stringify({ routes: [], default: ["nope"] }), /default: a list of email addresses/],
+  ];
+  for (const [approvalRouting, message] of cases) assert.throws(() => synth({ ...ORG, approvalRouting }), message, String(approvalRouting));
 });
