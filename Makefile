@@ -30,6 +30,10 @@ build:
 	$(CARGO) build --workspace
 
 # The first screen says what is happening: a cold build is most of a first `make demo` (about 10 minutes on 2 cores).
+# `make demo ACCOUNTS=3`: an AWS Organization on moto (the hub and 2 members, each region scanned by the Distributed
+# Map, approvals routed to two approver groups, a report per account).
+ACCOUNTS ?= 1
+
 demo: venv
 	@if [ ! -x target/debug/finops-demo ]; then \
 		echo "finops demo: compiling the workspace once (the eight Lambdas' steps, the local runner, moto's adapter);"; \
@@ -37,7 +41,7 @@ demo: venv
 	fi
 	@$(CARGO) build --workspace
 	@echo "finops demo: built; running the whole workflow on emulated AWS (moto on 127.0.0.1)"
-	./target/debug/finops-demo $(DEMO_ARGS)
+	./target/debug/finops-demo --accounts $(ACCOUNTS) $(DEMO_ARGS)
 
 # asl-validator (npm) for the state machine definition.
 statemachine/node_modules/.package-lock.json: statemachine/package-lock.json

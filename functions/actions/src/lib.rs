@@ -244,6 +244,15 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
                 "approval {id} is for {} in {}, not {} in {}",
                 record.proposal.instance_id, record.proposal.region, target.instance_id, target.region
             ))
+        } else if record.proposal.account.as_ref().map(|a| &a.id) != target.account.as_ref().map(|a| &a.id) {
+            // The account the step is about to act in is the one the approver was shown, never the payload's own.
+            let show =
+                |a: Option<&finops_core::organization::AccountRef>| a.map_or("this one".into(), |a| a.id.clone());
+            Some(format!(
+                "approval {id} is for an instance in account {}, not in account {}",
+                show(record.proposal.account.as_ref()),
+                show(target.account.as_ref())
+            ))
         } else {
             None
         };

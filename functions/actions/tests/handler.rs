@@ -182,6 +182,9 @@ async fn a_hand_written_payload_snapshots_and_stops_nothing() {
     other_instance.proposal.instance_id = "i-0fffffffffffffff0".into();
     let mut not_post = decided(ApprovalAction::Approve);
     not_post.decided_via = None;
+    // Approved for the same instance id in another account: not this stop (the account acted in is the approved one).
+    let mut other_account = decided(ApprovalAction::Approve);
+    other_account.proposal.account = Some(finops_core::organization::AccountRef::new("111111111111", "data-dev"));
     for (record, needle) in [
         (pending, "not decided"),
         (expired, "not decided"),
@@ -190,6 +193,7 @@ async fn a_hand_written_payload_snapshots_and_stops_nothing() {
         (other_run, "belongs to run"),
         (other_instance, "is for i-0fffffffffffffff0"),
         (not_post, "not decided by POST"),
+        (other_account, "is for an instance in account 111111111111, not in account this one"),
     ] {
         w.approvals.insert(record);
         let stop = w.stop(&["snap-1".to_string()], approval()).await;

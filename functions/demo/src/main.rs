@@ -57,6 +57,25 @@ struct Args {
     /// Bedrock's Converse protocol) or rules (no model).
     #[arg(long, default_value = "converse", value_parser = ["converse", "rules"])]
     reasoner: String,
+    /// Accounts of the run: 1 (this account only), or 2 to 6 for an AWS Organization on moto: the hub with the
+    /// sample fleet, and members (each with its own fleet and a production trap, in every region) scanned by the
+    /// Distributed Map through their read-only role, approvals routed to two approver groups, a report per account.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=6))]
+    accounts: u8,
+}
+
+/// The members' names, in the order they are created.
+const MEMBER_NAMES: [&str; 5] = ["data-dev", "web-staging", "ml-sandbox", "analytics", "batch"];
+/// The two approver groups of an organization demo: the workloads OU's accounts, and everyone else (the hub).
+const WORKLOADS_APPROVERS: &str = "workloads@example.com";
+const PLATFORM_APPROVERS: &str = "platform@example.com";
+
+/// The organization the demo builds: the members' ids and names, and the approver groups' mailboxes.
+struct DemoOrganization {
+    members: Vec<(String, &'static str)>,
+    workloads_ou: String,
+    /// (address, mailbox queue URL)
+    mailboxes: Vec<(&'static str, String)>,
 }
 
 fn say(line: impl AsRef<str>) {
@@ -101,9 +120,10 @@ async fn main() {
         approval_timeout_seconds: args.approval_timeout,
         snapshot_poll_seconds: 2,
         max_snapshot_checks: 30,
-        max_proposals: 10,
+        // Every proposal of the organization demo fits (the hub's and one per member region).
+        max_proposals: if args.accounts > 1 { 20 } else { 10 },
         deployment_mode: "act",
-        fan_out: false,
+        fan_out: args.accounts > 1,
     };
     let env = WorkflowEnv::create(moto_port, &config, &timings).await;
     say(format!(
@@ -112,8 +132,24 @@ async fn main() {
     ));
 
     let base_url = format!("http://127.0.0.1:{}", args.approval_port);
+    let regions: Vec<&str> = args.regions.split(',').map(str::trim).collect();
+    let organization = match args.accounts {
+        1 => None,
+        n => Some(build_organization(&config, &env, usize::from(n) - 1, &regions, !args.no_seed).await),
+    };
     // The functions' environment, as the CDK app sets it: every step is built from it by the Lambdas' constructors.
     let mut vars = env.function_vars(&base_url);
+    if let Some(org) = &organization {
+        let routing = json!({
+            "routes": [{"ou": org.workloads_ou, "approvers": [WORKLOADS_APPROVERS]}],
+            "default": [PLATFORM_APPROVERS]
+        });
+        set_var(&mut vars, "FINOPS_APPROVAL_ROUTING", &routing.to_string());
+        say(format!(
+            "approvals routed: the workloads OU ({}) -> {WORKLOADS_APPROVERS}; everything else -> {PLATFORM_APPROVERS}",
+            org.workloads_ou
+        ));
+    }
     set_var(&mut vars, "FINOPS_REASONER", &args.reasoner);
     // The audit trail: the functions send their X-Ray segments to a local daemon, as Lambda's would.
     let xray = XrayDaemon::start().await.expect("the local X-Ray daemon");
@@ -152,7 +188,6 @@ async fn main() {
         }
     }
 
-    let regions: Vec<&str> = args.regions.split(',').map(str::trim).collect();
     let run_id = format!("demo-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S"));
     let execution = env.start(&run_id, &regions, &args.mode).await;
     say(format!("started execution {run_id} ({} mode) as the schedule would: {{\"regions\": {regions:?}, \"mode\": \"{}\", \"lookbackDays\": 14}}", args.mode, args.mode));
@@ -165,6 +200,8 @@ async fn main() {
 
     let mut shown = 0usize;
     let mut answered: HashSet<String> = HashSet::new();
+    // Scripted answers the page refused (a routed approval asked of the wrong group, say): the demo fails.
+    let mut refused: Vec<String> = Vec::new();
     let (status, output) = loop {
         let history = env.plumbing.sfn.get_execution_history().execution_arn(&execution).send().await.expect("history");
         let entered: Vec<String> = history
@@ -176,16 +213,32 @@ async fn main() {
             eprintln!("  -> {name}");
         }
         shown = entered.len();
-        if let Some(email) = env.plumbing.try_next_email().await {
-            println!("\n----- approval email -----\n{email}--------------------------");
+        let emails: Vec<(&str, String)> = match &organization {
+            // Each approver group reads its own mailbox (the topic's subscriptions filter on the routed addresses).
+            Some(org) => {
+                let mut emails = Vec::new();
+                for (address, mailbox) in &org.mailboxes {
+                    for email in env.plumbing.drain(mailbox, Duration::ZERO).await {
+                        emails.push((*address, email));
+                    }
+                }
+                emails
+            }
+            None => env.plumbing.try_next_email().await.map(|e| ("demo@example.com", e)).into_iter().collect(),
+        };
+        for (approver, email) in emails {
+            println!("\n----- approval email to {approver} -----\n{email}--------------------------");
             if auto != "none" {
                 let link = email
                     .lines()
                     .find(|l| l.trim_start().starts_with(if auto == "approve" { "Approve" } else { "Deny:" }));
                 if let Some(url) = link.and_then(|l| l.split_whitespace().last()) {
                     let path = url.strip_prefix(&base_url).unwrap_or(url);
-                    let body = format!("decision={auto}&approver=demo%40example.com");
+                    let body = format!("decision={auto}&approver={}", approver.replace('@', "%40"));
                     let (status, _) = http(args.approval_port, "POST", path, &body).expect("approval page");
+                    if status != 200 {
+                        refused.push(format!("{approver}: POST {path} -> HTTP {status}"));
+                    }
                     answered.insert(url.to_owned());
                     say(format!("--auto {auto}: POST {path} -> HTTP {status}"));
                 }
@@ -200,6 +253,9 @@ async fn main() {
     };
 
     let mut report = run_report(&run_id, &execution, &status, &output);
+    if let Some(org) = &organization {
+        report["accounts"] = per_account(&output, &config, org).await;
+    }
     // Why each instance was denied: the policy step stores every denial with the run.
     if let Ok(location) = serde_json::from_value::<finops_core::ObjectRef>(output["policy"]["policy"].clone()) {
         let store = finops_aws::S3RunStore::new(&config, RUN_BUCKET);
@@ -236,6 +292,10 @@ async fn main() {
     drop(approval_page);
     drop(moto);
     say(format!("finished in {:.1} s; every process the demo started is stopped.", started.elapsed().as_secs_f64()));
+    if !refused.is_empty() {
+        eprintln!("finops-demo: the approval page refused scripted answers:\n  {}", refused.join("\n  "));
+        std::process::exit(1);
+    }
     if status != "SUCCEEDED" {
         std::process::exit(1);
     }
@@ -284,6 +344,105 @@ fn run_report(run_id: &str, execution: &str, status: &str, output: &Value) -> Va
         // What the run itself cost (the emulated run's timings are a debug build's against moto: an upper bound).
         "runCost": output["cost"]["output"],
     })
+}
+
+/// The organization on moto: the demo's hub creates it, an OU `workloads` with the members, each member gets the
+/// roles the StackSet deploys and its own fleet, and each approver group a mailbox (a queue subscribed with the
+/// filter policy the CDK app gives its address).
+async fn build_organization(
+    hub: &aws_config::SdkConfig,
+    env: &WorkflowEnv,
+    members: usize,
+    regions: &[&str],
+    seed: bool,
+) -> DemoOrganization {
+    use finops_core::organization::{ACTIONS_ROLE_NAME, DETECTION_ROLE_NAME};
+    use finops_testkit::organization::{create_member_role, create_organization, member_admin, seed_member_fleet};
+    let org = create_organization(hub).await;
+    let hub_account = finops_aws::caller_account(hub).await.expect("the hub's account");
+    let workloads_ou = org.create_ou("workloads").await;
+    let window = LookbackWindow::ending_before(chrono::Utc::now(), 14);
+    let mut created = Vec::new();
+    for name in MEMBER_NAMES.iter().take(members) {
+        let id = org.create_account(name, Some(&workloads_ou)).await;
+        let admin = member_admin(hub, &id).await;
+        // What the member StackSet deploys: the read-only detection role and the guarded actions role.
+        create_member_role(&admin, DETECTION_ROLE_NAME, &hub_account).await;
+        create_member_role(&admin, ACTIONS_ROLE_NAME, &hub_account).await;
+        say(format!("member account {name} ({id}) in OU workloads, with the roles {DETECTION_ROLE_NAME} and {ACTIONS_ROLE_NAME}"));
+        if seed {
+            for i in seed_member_fleet(&admin, name, regions, &window).await {
+                eprintln!("    {:<20} {:<15} {:<42} {}", i.instance_id, i.region, truncate(&i.name, 40), i.role);
+            }
+        }
+        created.push((id, *name));
+    }
+    let sns = finops_testkit::aws_sdk_sns::Client::new(hub);
+    let mut mailboxes = Vec::new();
+    for address in [WORKLOADS_APPROVERS, PLATFORM_APPROVERS] {
+        mailboxes.push((address, env.plumbing.subscribe_approver(&sns, address).await));
+    }
+    say(format!("organization on moto: the hub {hub_account} (management account) and {} members", created.len()));
+    DemoOrganization { members: created, workloads_ou, mailboxes }
+}
+
+/// The run per account: what was found, proposed and stopped, and the saving, from the run's documents and output.
+async fn per_account(output: &Value, config: &aws_config::SdkConfig, org: &DemoOrganization) -> Value {
+    let store = finops_aws::S3RunStore::new(config, RUN_BUCKET);
+    let inventory: Value =
+        match serde_json::from_value::<finops_core::ObjectRef>(output["metrics"]["output"]["inventory"].clone()) {
+            Ok(location) => finops_aws::get_json(&store, &location).await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+    let proposals = output["policy"]["proposals"].as_array().cloned().unwrap_or_default();
+    let outcomes = output["outcomes"].as_array().cloned().unwrap_or_default();
+    let account_of = |p: &Value| p["account"]["id"].as_str().map(str::to_owned);
+    let mut accounts: Vec<(String, String)> = vec![];
+    for i in inventory["instances"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(name)) = (i["account"]["id"].as_str(), i["account"]["name"].as_str()) {
+            if !accounts.iter().any(|(a, _)| a == id) {
+                accounts.push((id.to_owned(), name.to_owned()));
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    let mut table = serde_json::Map::new();
+    for (id, name) in &accounts {
+        let found = inventory["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["account"]["id"] == id.as_str())
+            .count();
+        let mine: Vec<&Value> = proposals.iter().filter(|p| account_of(p).as_deref() == Some(id)).collect();
+        let stopped: Vec<&Value> = outcomes
+            .iter()
+            .filter(|o| o["operation"] == "stop" && matches!(o["outcome"].as_str(), Some("done" | "already_done")))
+            .filter(|o| mine.iter().any(|p| p["instanceId"] == o["instanceId"]))
+            .collect();
+        let saving: f64 = mine
+            .iter()
+            .filter(|p| stopped.iter().any(|o| o["instanceId"] == p["instanceId"]))
+            .filter_map(|p| p["monthlySavingUsd"].as_f64())
+            .sum();
+        let approvers = if org.members.iter().any(|(m, _)| m == id) { WORKLOADS_APPROVERS } else { PLATFORM_APPROVERS };
+        lines.push(format!(
+            "    {name:<14} {id}  found {found:>2}  proposed {:>2}  stopped {:>2}  saving ${saving:>7.2}/month  approvers {approvers}",
+            mine.len(),
+            stopped.len()
+        ));
+        table.insert(
+            id.clone(),
+            json!({"name": name, "found": found, "proposed": mine.len(), "stopped": stopped.len(),
+                   "stoppedMonthlySavingUsd": (saving * 100.0).round() / 100.0, "approvers": approvers}),
+        );
+    }
+    say(format!(
+        "per account ({}):\n{}",
+        output["metrics"]["output"]["accountsSummary"].as_str().unwrap_or("?"),
+        lines.join("\n")
+    ));
+    Value::Object(table)
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -107,3 +107,38 @@ pub async fn create_member_role(member: &SdkConfig, role_name: &str, hub_account
         .await
         .expect("CreateRole");
 }
+
+/// A member account's own small fleet, in each region: an idle dev box (the saving), an idle production database
+/// (the trap: never stopped, whatever account it is in) and a busy API server, each with the lookback's metrics.
+/// `member`: the account's administrator ([`member_admin`]); names start with the account's name.
+pub async fn seed_member_fleet(
+    member: &SdkConfig,
+    account_name: &str,
+    regions: &[&str],
+    window: &finops_core::LookbackWindow,
+) -> Vec<crate::seed::SeededInstance> {
+    use crate::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec, SeededInstance};
+    let mut seeded = Vec::new();
+    for region in regions {
+        let config = member.to_builder().region(aws_config::Region::new(region.to_string())).build();
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let cw = aws_sdk_cloudwatch::Client::new(&config);
+        let image = linux_image_id(&ec2).await;
+        let fleet = [
+            ("idle dev box", "etl-dev", "t3.large", "dev", DayProfile::idle()),
+            ("idle production database (trap)", "orders-db", "m5.large", "production", DayProfile::idle()),
+            ("busy server", "api", "m5.large", "staging", DayProfile::busy()),
+        ];
+        for (role, what, instance_type, environment, profile) in fleet {
+            let name = format!("{account_name}-{what}");
+            let spec = InstanceSpec::new(&name, instance_type)
+                .tag("Environment", environment)
+                .tag("Owner", &format!("{account_name}@example.com"))
+                .launched_days_ago(60.0);
+            let id = launch(&ec2, &image, &spec, 1).await.remove(0);
+            put_daily_metrics(&cw, &id, window, |_| Some(profile)).await;
+            seeded.push(SeededInstance { instance_id: id, region: region.to_string(), name, role });
+        }
+    }
+    seeded
+}
