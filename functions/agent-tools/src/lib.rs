@@ -326,14 +326,13 @@ impl<S: InventorySource + InstanceLookup, M: MetricsApi, P: PriceListApi> ReadTo
 
     /// The read-only tools as an action group (the Converse backend runs them through this).
     pub async fn handle(&self, event: Value, now: DateTime<Utc>) -> Value {
-        respond(event, |e| async move {
-            Ok(match self.read(&e, now).await? {
-                Some(answer) => answer,
-                None => (404, json!({"error": format!("no read-only operation {} {}", e.http_method, e.api_path)})),
-            })
-        })
-        .await
+        respond(event, |e| async move { Ok(self.read(&e, now).await?.unwrap_or_else(|| not_a_read(&e))) }).await
     }
+}
+
+/// The answer to an operation the read-only tools do not have.
+fn not_a_read(event: &ActionGroupEvent) -> (u16, Value) {
+    (404, json!({"error": format!("no read-only operation {} {}", event.http_method, event.api_path)}))
 }
 
 /// The read-only tools of the member accounts of an organization run, one set per account.
@@ -364,13 +363,7 @@ where
 {
     /// The read-only tools as an action group, routed by the `account_id` parameter.
     pub async fn handle(&self, event: Value, now: DateTime<Utc>) -> Value {
-        respond(event, |e| async move {
-            Ok(match self.read(&e, now).await? {
-                Some(answer) => answer,
-                None => (404, json!({"error": format!("no read-only operation {} {}", e.http_method, e.api_path)})),
-            })
-        })
-        .await
+        respond(event, |e| async move { Ok(self.read(&e, now).await?.unwrap_or_else(|| not_a_read(&e))) }).await
     }
 
     /// Answers a read operation in the account its `account_id` names; `None` for anything that is not a read.

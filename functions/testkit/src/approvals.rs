@@ -55,16 +55,7 @@ pub async fn approval_plumbing_on(moto_port: u16, config: &SdkConfig) -> Approva
     let topic_arn = sns.create_topic().name("finops-approvals").send().await.unwrap().topic_arn().unwrap().to_owned();
     let email_queue_url =
         sqs.create_queue().queue_name("approval-emails").send().await.unwrap().queue_url().unwrap().to_owned();
-    let email_queue_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&email_queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .unwrap()
-        .attributes()
-        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-        .clone();
+    let email_queue_arn = queue_arn(&sqs, &email_queue_url).await;
     sns.subscribe()
         .topic_arn(&topic_arn)
         .protocol("sqs")
@@ -199,23 +190,19 @@ impl ApprovalPlumbing {
     }
 }
 
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
+    let attribute = aws_sdk_sqs::types::QueueAttributeName::QueueArn;
+    let out = sqs.get_queue_attributes().queue_url(url).attribute_names(attribute.clone()).send().await.unwrap();
+    out.attributes().unwrap()[&attribute].clone()
+}
+
 impl ApprovalPlumbing {
     /// One approver's mailbox when approvals are routed: a queue subscribed to the approvals topic with the filter
     /// policy the CDK app gives that address's email subscription (`{"approvers": [address]}`). Its URL.
     pub async fn subscribe_approver(&self, sns: &aws_sdk_sns::Client, address: &str) -> String {
         let name = format!("mailbox-{}", address.replace(['@', '.'], "-"));
         let url = self.sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url().unwrap().to_owned();
-        let arn = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .unwrap()
-            .attributes()
-            .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
-            .clone();
+        let arn = queue_arn(&self.sqs, &url).await;
         sns.subscribe()
             .topic_arn(&self.topic_arn)
             .protocol("sqs")
