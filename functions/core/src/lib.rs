@@ -13,6 +13,7 @@ pub mod policy;
 pub mod pricing;
 pub mod progress;
 pub mod regions;
+pub mod resources;
 pub mod run_cost;
 pub mod steps;
 pub mod tags;

@@ -4,7 +4,7 @@
 //! Tag values are untrusted input. They are only ever compared against configured keys and values, never
 //! interpreted: a Name tag that says "ignore previous instructions" is a string like any other.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -121,6 +121,8 @@ pub enum DenialReason {
     NotIdle,
     CountCap,
     SavingsCap,
+    /// An Elastic IP a DNS record names (by its tags): releasing it would break the name.
+    DnsReferenced,
 }
 
 impl DenialReason {
@@ -142,6 +144,7 @@ impl DenialReason {
             Self::NotIdle => "not-idle",
             Self::CountCap => "count-cap",
             Self::SavingsCap => "savings-cap",
+            Self::DnsReferenced => "dns-referenced",
         }
     }
 }
@@ -307,7 +310,12 @@ impl PolicyConfig {
     /// The production environment tag of an instance, if any: (key, value, why). Every environment tag counts, so
     /// `Environment=dev` does not cancel `environment=prod`.
     pub fn production_tag(&self, instance: &InstanceRecord) -> Option<(String, String, String)> {
-        instance.tags.iter().find_map(|(k, v)| {
+        self.production_tag_in(&instance.tags)
+    }
+
+    /// [`Self::production_tag`] of any resource's tags.
+    pub fn production_tag_in(&self, tags: &BTreeMap<String, String>) -> Option<(String, String, String)> {
+        tags.iter().find_map(|(k, v)| {
             if !self.is_environment_key(k) {
                 return None;
             }
@@ -319,9 +327,13 @@ impl PolicyConfig {
     /// Every key that reads as the protect key counts: `Finops:protect=false` does not cancel
     /// `finops:protect=true`.
     pub fn protect_tag(&self, instance: &InstanceRecord) -> Option<String> {
+        self.protect_tag_in(&instance.tags)
+    }
+
+    /// [`Self::protect_tag`] of any resource's tags.
+    pub fn protect_tag_in(&self, resource_tags: &BTreeMap<String, String>) -> Option<String> {
         let key = tags::normalise(&self.protect_tag_key);
-        instance
-            .tags
+        resource_tags
             .iter()
             .filter(|(k, _)| tags::normalise(k) == key)
             .find(|(_, v)| !UNPROTECT_VALUES.iter().any(|no| v.to_lowercase() == *no))
@@ -331,8 +343,13 @@ impl PolicyConfig {
     /// In allow-list mode, why the instance is not on the list. The comparison is the one IAM makes: the tag key
     /// and the value as written, ignoring case only.
     pub fn not_allow_listed(&self, instance: &InstanceRecord) -> Option<String> {
+        self.not_allow_listed_in(&instance.tags)
+    }
+
+    /// [`Self::not_allow_listed`] of any resource's tags.
+    pub fn not_allow_listed_in(&self, tags: &BTreeMap<String, String>) -> Option<String> {
         let allowed = self.act_only_on_environments.as_ref()?;
-        let listed = instance.tags.iter().any(|(k, v)| {
+        let listed = tags.iter().any(|(k, v)| {
             self.environment_tag_keys.iter().any(|ek| ek.to_lowercase() == k.to_lowercase())
                 && allowed.iter().any(|a| a.to_lowercase() == v.to_lowercase())
         });
@@ -348,8 +365,13 @@ impl PolicyConfig {
     /// When the instance is snoozed until, if that is in the future. An unreadable value counts as snoozed for
     /// ever: a person meant to protect the instance.
     pub fn snoozed_until(&self, instance: &InstanceRecord, now: DateTime<Utc>) -> Option<String> {
+        self.snoozed_until_in(&instance.tags, now)
+    }
+
+    /// [`Self::snoozed_until`] of any resource's tags.
+    pub fn snoozed_until_in(&self, resource_tags: &BTreeMap<String, String>, now: DateTime<Utc>) -> Option<String> {
         let key = tags::normalise(&self.snooze_tag_key);
-        instance.tags.iter().filter(|(k, _)| tags::normalise(k) == key).find_map(|(_, raw)| {
+        resource_tags.iter().filter(|(k, _)| tags::normalise(k) == key).find_map(|(_, raw)| {
             let value = raw.trim();
             let until = DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
                 NaiveDate::parse_from_str(value, "%Y-%m-%d")
@@ -363,6 +385,24 @@ impl PolicyConfig {
                 None => Some(format!("unreadable value {value:?}, treated as snoozed")),
             }
         })
+    }
+
+    /// Why a resource of any kind may not be acted on, from its tags alone: protected, production, not on the
+    /// allow-list, snoozed. Every kind is held to these, as instances are.
+    pub fn tags_block(&self, tags: &BTreeMap<String, String>, now: DateTime<Utc>) -> Option<(DenialReason, String)> {
+        if let Some(v) = self.protect_tag_in(tags) {
+            return Some((DenialReason::Protected, format!("tagged {}={v:?}", self.protect_tag_key)));
+        }
+        if let Some((k, v, why)) = self.production_tag_in(tags) {
+            return Some((DenialReason::Production, format!("production (tag {k}={v:?}: {why})")));
+        }
+        if let Some(why) = self.not_allow_listed_in(tags) {
+            return Some((DenialReason::NotAllowListed, why));
+        }
+        if let Some(until) = self.snoozed_until_in(tags, now) {
+            return Some((DenialReason::Snoozed, format!("snoozed until {until}")));
+        }
+        None
     }
 
     /// Why this instance may not be stopped right now, from its own state and tags: the check the actions step

@@ -243,6 +243,11 @@ pub fn embedded_hourly(instance_type: &str, region: &str, windows: bool) -> Opti
     Some(Quote { usd: (usd * 1e6).round() / 1e6, source: PriceSource::embedded(region) })
 }
 
+/// The embedded EBS snapshot storage price (standard tier) per GB-month in a region.
+pub fn embedded_snapshot_gb_month(region: &str) -> Option<f64> {
+    Some(((crate::resources::SNAPSHOT_USD_GB_MONTH * region_factor(region)?) * 1e6).round() / 1e6)
+}
+
 /// The embedded EBS storage price per GB-month of a volume type in a region.
 pub fn embedded_ebs_gb_month(volume_type: &str, region: &str) -> Option<Quote> {
     let base = EBS_USD_GB_MONTH.iter().find(|(t, _)| *t == volume_type)?.1;

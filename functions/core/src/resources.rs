@@ -1,0 +1,393 @@
+//! Idle resources beyond running instances, split the way Cloud Custodian splits them: each kind has its inventory
+//! record, its idle rule with reasons, its saving estimate, its policy rules and its action. The rules here are pure
+//! (records, measurements and prices in, a finding out); the adapters that read EC2 and CloudWatch live in
+//! `finops-inventory` and `finops-metrics`.
+//!
+//! Every kind is held to the same tags as instances ([`PolicyConfig::tags_block`]: protected, production, not on the
+//! allow-list, snoozed) and has its own rules on top (an Elastic IP named by a DNS record is never released).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::daily::LookbackWindow;
+use crate::organization::AccountRef;
+use crate::policy::{DenialReason, PolicyConfig};
+use crate::pricing::{PriceSource, Quote, HOURS_PER_MONTH};
+use crate::tags;
+
+/// What AWS bills for every public IPv4 address, attached or not, since 2024-02-01 (VPC pricing page).
+pub const PUBLIC_IPV4_USD_HOURLY: f64 = 0.005;
+/// When [`PUBLIC_IPV4_USD_HOURLY`] was last checked.
+pub const PUBLIC_IPV4_PRICE_AS_OF: &str = "2024-02";
+/// EBS snapshot storage (standard tier), us-east-1, USD per GB-month: what the snapshot kept before a delete costs.
+pub const SNAPSHOT_USD_GB_MONTH: f64 = 0.05;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceKind {
+    EbsVolume,
+    ElasticIp,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EbsVolume => "ebs-volume",
+            Self::ElasticIp => "elastic-ip",
+        }
+    }
+
+    /// How a person calls it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::EbsVolume => "EBS volume",
+            Self::ElasticIp => "Elastic IP",
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An EBS volume in state `available`: attached to nothing, billed for its size all the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnattachedVolume {
+    pub volume_id: String,
+    pub region: String,
+    pub volume_type: String,
+    pub size_gib: u32,
+    pub create_time: DateTime<Utc>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountRef>,
+}
+
+/// An Elastic IP address, associated or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticAddress {
+    pub allocation_id: String,
+    pub public_ip: String,
+    pub region: String,
+    /// What it is associated with (an instance or a network interface), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub association_id: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountRef>,
+}
+
+/// What CloudWatch shows of a volume's I/O over the lookback (VolumeReadOps/VolumeWriteOps). EBS publishes them only
+/// while a volume is attached, so a day with a datapoint is a day it was attached: the evidence that needs no
+/// CloudTrail.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeActivity {
+    pub days_with_io: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_io_day: Option<NaiveDate>,
+}
+
+/// What would be proposed for an idle resource of a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceAction {
+    /// Snapshot the volume (kept, named in the report, so it can be recreated), then delete it.
+    SnapshotThenDelete,
+    /// Release the address back to AWS.
+    Release,
+}
+
+impl ResourceAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SnapshotThenDelete => "snapshot-then-delete",
+            Self::Release => "release",
+        }
+    }
+}
+
+/// Why a finding is not acted on, as the policy says it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Blocked {
+    pub reason: DenialReason,
+    pub detail: String,
+}
+
+/// One resource as a run judges it: idle or not and why, what it costs and what acting would save, and what
+/// would be proposed, or why the policy blocks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceFinding {
+    pub kind: ResourceKind,
+    pub resource_id: String,
+    pub region: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountRef>,
+    pub idle: bool,
+    pub reasons: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_cost_usd: Option<f64>,
+    /// What the action would save per month, when idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_saving_usd: Option<f64>,
+    pub saving_basis: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_source: Option<PriceSource>,
+    /// What would be proposed (idle and not blocked), or was considered (idle and blocked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<ResourceAction>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+}
+
+impl ResourceFinding {
+    /// Idle, with an action, and nothing in the policy against it.
+    pub fn would_propose(&self) -> bool {
+        self.idle && self.action.is_some() && self.blocked.is_none()
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// The unattached volume's verdict. Idle: `available` and older than the lookback, with no I/O datapoint in it (it
+/// was not attached at any time of the lookback). `gb_month`: the volume type's storage price in its region.
+pub fn assess_volume(
+    volume: &UnattachedVolume,
+    activity: &VolumeActivity,
+    window: &LookbackWindow,
+    gb_month: Option<Quote>,
+    policy: &PolicyConfig,
+    now: DateTime<Utc>,
+) -> ResourceFinding {
+    let age_days = (now - volume.create_time).num_days();
+    let (idle, reason) = if volume.create_time > window.start() {
+        (false, format!("created {age_days} day(s) ago, within the {}-day lookback", window.days))
+    } else if activity.days_with_io > 0 {
+        let last = activity.last_io_day.map_or_else(String::new, |d| format!(", last on {d}"));
+        (
+            false,
+            format!("attached within the lookback: CloudWatch has its I/O on {} day(s){last}", activity.days_with_io),
+        )
+    } else {
+        (
+            true,
+            format!(
+                "unattached for the whole {}-day lookback: state available, no I/O datapoint in CloudWatch, created \
+                 {age_days} days ago",
+                window.days
+            ),
+        )
+    };
+    let monthly_cost = gb_month.as_ref().map(|q| round2(q.usd * f64::from(volume.size_gib)));
+    let snapshot =
+        crate::pricing::embedded_snapshot_gb_month(&volume.region).map(|usd| usd * f64::from(volume.size_gib));
+    let saving = match (idle, monthly_cost) {
+        (true, Some(cost)) => Some(round2((cost - snapshot.unwrap_or(0.0)).max(0.0))),
+        _ => None,
+    };
+    ResourceFinding {
+        kind: ResourceKind::EbsVolume,
+        resource_id: volume.volume_id.clone(),
+        region: volume.region.clone(),
+        name: volume.tags.get("Name").cloned(),
+        account: volume.account.clone(),
+        idle,
+        reasons: vec![reason, format!("{} GiB {}", volume.size_gib, volume.volume_type)],
+        monthly_cost_usd: monthly_cost,
+        monthly_saving_usd: saving,
+        saving_basis: format!(
+            "snapshot, then delete: the volume's storage ({} GiB x its GB-month price) stops billing, less the \
+             snapshot kept to recreate it (at most {} GiB x ${SNAPSHOT_USD_GB_MONTH}/GB-month; snapshots are \
+             incremental, so usually less)",
+            volume.size_gib, volume.size_gib
+        ),
+        price_source: gb_month.map(|q| q.source),
+        action: idle.then_some(ResourceAction::SnapshotThenDelete),
+        blocked: policy.tags_block(&volume.tags, now).map(|(reason, detail)| Blocked { reason, detail }),
+    }
+}
+
+/// The Elastic IP's verdict. Idle: associated with nothing (billed by the hour for nothing). Never released when
+/// the policy's tags block it or when a tag names a DNS record (a name somewhere points at this address).
+pub fn assess_address(address: &ElasticAddress, policy: &PolicyConfig, now: DateTime<Utc>) -> ResourceFinding {
+    let monthly = round2(PUBLIC_IPV4_USD_HOURLY * HOURS_PER_MONTH);
+    let (idle, reason) = match &address.association_id {
+        Some(association) => (false, format!("associated ({association})")),
+        None => (true, "not associated with any instance or network interface".to_owned()),
+    };
+    let blocked = policy
+        .tags_block(&address.tags, now)
+        .or_else(|| {
+            dns_reference(&address.tags).map(|(k, v)| {
+                (
+                    DenialReason::DnsReferenced,
+                    format!("tag {k}={v:?} names a DNS record: releasing the address would break that name"),
+                )
+            })
+        })
+        .map(|(reason, detail)| Blocked { reason, detail });
+    ResourceFinding {
+        kind: ResourceKind::ElasticIp,
+        resource_id: address.allocation_id.clone(),
+        region: address.region.clone(),
+        name: address.tags.get("Name").cloned().or_else(|| Some(address.public_ip.clone())),
+        account: address.account.clone(),
+        idle,
+        reasons: vec![reason, format!("public IPv4 {}", address.public_ip)],
+        monthly_cost_usd: Some(monthly),
+        monthly_saving_usd: idle.then_some(monthly),
+        saving_basis: format!(
+            "release: AWS bills every public IPv4 address ${PUBLIC_IPV4_USD_HOURLY}/hour x {HOURS_PER_MONTH} hours"
+        ),
+        price_source: Some(PriceSource::EmbeddedTable { as_of: PUBLIC_IPV4_PRICE_AS_OF.into(), approximate: false }),
+        action: idle.then_some(ResourceAction::Release),
+        blocked,
+    }
+}
+
+/// Tag key words that say "a DNS record points here".
+const DNS_KEY_WORDS: &[&str] = &["dns", "route53", "hostname", "fqdn", "domain", "record"];
+
+/// A tag that names a DNS record, if any: a key that says so, or a value that is a host name (`api.example.com`).
+pub fn dns_reference(resource_tags: &BTreeMap<String, String>) -> Option<(String, String)> {
+    resource_tags
+        .iter()
+        .find(|(k, v)| {
+            let key = tags::normalise(k);
+            DNS_KEY_WORDS.iter().any(|w| key.contains(w)) || looks_like_host_name(v)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+}
+
+fn looks_like_host_name(value: &str) -> bool {
+    let v = value.trim().trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = v.split('.').collect();
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        && labels.last().is_some_and(|tld| tld.len() >= 2 && tld.bytes().all(|b| b.is_ascii_alphabetic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
+    }
+
+    fn volume(days_old: i64, tags: &[(&str, &str)]) -> UnattachedVolume {
+        UnattachedVolume {
+            volume_id: "vol-1".into(),
+            region: "us-east-1".into(),
+            volume_type: "gp3".into(),
+            size_gib: 100,
+            create_time: now() - chrono::Duration::days(days_old),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            account: None,
+        }
+    }
+
+    fn gp3() -> Option<Quote> {
+        crate::pricing::embedded_ebs_gb_month("gp3", "us-east-1")
+    }
+
+    #[test]
+    fn a_volume_unattached_for_the_whole_lookback_is_idle_and_saves_its_storage_less_the_snapshot() {
+        let window = LookbackWindow::ending_before(now(), 14);
+        let policy = PolicyConfig::default();
+        let idle = assess_volume(
+            &volume(90, &[("Name", "old-data")]),
+            &VolumeActivity::default(),
+            &window,
+            gp3(),
+            &policy,
+            now(),
+        );
+        assert!(idle.idle && idle.would_propose(), "{idle:?}");
+        assert_eq!(idle.action, Some(ResourceAction::SnapshotThenDelete));
+        assert_eq!(idle.monthly_cost_usd, Some(8.0), "100 GiB x $0.08");
+        assert_eq!(idle.monthly_saving_usd, Some(3.0), "less the full-size snapshot at $0.05");
+        assert!(idle.reasons[0].contains("unattached for the whole 14-day lookback"), "{:?}", idle.reasons);
+        assert_eq!(idle.name.as_deref(), Some("old-data"));
+
+        // Attached yesterday: CloudWatch has its I/O; not idle, whatever its state now.
+        let yesterday = VolumeActivity { days_with_io: 1, last_io_day: Some(window.day(13)) };
+        let recent = assess_volume(&volume(90, &[]), &yesterday, &window, gp3(), &policy, now());
+        assert!(!recent.idle && !recent.would_propose() && recent.monthly_saving_usd.is_none());
+        assert!(recent.reasons[0].contains("attached within the lookback"), "{:?}", recent.reasons);
+        // Created inside the lookback: too young to judge.
+        let young = assess_volume(&volume(3, &[]), &VolumeActivity::default(), &window, gp3(), &policy, now());
+        assert!(!young.idle && young.reasons[0].contains("within the 14-day lookback"));
+        // Unknown volume type: idle, but no saving is claimed.
+        let unpriced = assess_volume(&volume(90, &[]), &VolumeActivity::default(), &window, None, &policy, now());
+        assert!(unpriced.idle && unpriced.monthly_saving_usd.is_none());
+    }
+
+    #[test]
+    fn a_volume_is_held_to_the_same_tags_as_an_instance() {
+        let window = LookbackWindow::ending_before(now(), 14);
+        let policy = PolicyConfig::default();
+        for (tags, reason) in [
+            (vec![("Environment", "production")], DenialReason::Production),
+            (vec![("finops:protect", "true")], DenialReason::Protected),
+            (vec![("finops:snooze-until", "2027-01-01")], DenialReason::Snoozed),
+        ] {
+            let f = assess_volume(&volume(90, &tags), &VolumeActivity::default(), &window, gp3(), &policy, now());
+            assert!(f.idle && !f.would_propose(), "{tags:?}");
+            assert_eq!(f.blocked.unwrap().reason, reason, "{tags:?}");
+        }
+    }
+
+    fn address(association: Option<&str>, tags: &[(&str, &str)]) -> ElasticAddress {
+        ElasticAddress {
+            allocation_id: "eipalloc-1".into(),
+            public_ip: "198.51.100.7".into(),
+            region: "us-east-1".into(),
+            association_id: association.map(str::to_owned),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            account: None,
+        }
+    }
+
+    #[test]
+    fn an_unassociated_address_is_released_unless_protected_or_named_by_dns() {
+        let policy = PolicyConfig::default();
+        let idle = assess_address(&address(None, &[]), &policy, now());
+        assert!(idle.would_propose());
+        assert_eq!((idle.action, idle.monthly_saving_usd), (Some(ResourceAction::Release), Some(3.65)));
+        let used = assess_address(&address(Some("eipassoc-1"), &[]), &policy, now());
+        assert!(!used.idle && used.monthly_saving_usd.is_none() && used.monthly_cost_usd == Some(3.65));
+        for (tags, reason) in [
+            (vec![("finops:protect", "yes")], DenialReason::Protected),
+            (vec![("DnsRecord", "legacy")], DenialReason::DnsReferenced),
+            (vec![("Route53-Zone", "Z123")], DenialReason::DnsReferenced),
+            (vec![("Name", "vpn.corp.example.com")], DenialReason::DnsReferenced),
+            (vec![("Environment", "prod")], DenialReason::Production),
+        ] {
+            let f = assess_address(&address(None, &tags), &policy, now());
+            assert!(f.idle && !f.would_propose(), "{tags:?}");
+            assert_eq!(f.blocked.unwrap().reason, reason, "{tags:?}");
+        }
+        // A name that is not a host name does not block.
+        assert!(assess_address(&address(None, &[("Name", "spare-ip-2")]), &policy, now()).would_propose());
+        assert!(!looks_like_host_name("198.51.100.7") && looks_like_host_name("API.Example.com."));
+    }
+}
