@@ -338,10 +338,9 @@ impl ApprovalRecords for DynamoApprovals {
     async fn claim_pending(&self, r: &ApprovalRecord) -> Result<Claim, FinopsError> {
         let proposal = serde_json::to_string(&r.proposal).map_err(|e| FinopsError::InvalidInput(e.to_string()))?;
         let routed = r.routed.as_ref().map(|routed| serde_json::to_string(routed).expect("strings serialise"));
-        let created = self
+        let mut put = self
             .client
             .put_item()
-            .set_item(routed.map(|json| HashMap::from([("routedApprovers".to_owned(), s(&json))])))
             .table_name(&self.table)
             .item("approvalId", s(&r.approval_id))
             .item("taskToken", s(&r.task_token))
@@ -354,10 +353,12 @@ impl ApprovalRecords for DynamoApprovals {
             .item("ttl", n(r.expires_at.saturating_add(RECORD_RETENTION_SECONDS)))
             .item("state", s(ApprovalState::Pending.as_str()))
             .item("emailStatus", s(EmailStatus::Sending.as_str()))
-            .item("claimId", s(&r.claim_id))
-            .condition_expression("attribute_not_exists(approvalId)")
-            .send()
-            .await;
+            .item("claimId", s(&r.claim_id));
+        if let Some(json) = routed {
+            // Routed approvals only: who may decide (the approval page checks the decider against it).
+            put = put.item("routedApprovers", s(&json));
+        }
+        let created = put.condition_expression("attribute_not_exists(approvalId)").send().await;
         match created {
             Ok(_) => return Ok(Claim::Created),
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
