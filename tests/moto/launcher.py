@@ -18,6 +18,8 @@ Plain `moto_server`, with these additions (transport, lifecycle, seeding, and on
 - Instances launched with the tag `finops-test:launched-days-ago=N` get a LaunchTime N days in the past. Real fleets
   are old; EC2 has no API to set LaunchTime, and every moto instance would otherwise be brand new, which the idle
   criteria rightly treat as "insufficient data". The tag is only read here, by the emulator's seeding hook.
+- Volumes created with the tag `finops-test:created-days-ago=N` get a CreateTime N days in the past, for the same
+  reason (an unattached volume is judged over the lookback).
 """
 
 import datetime
@@ -30,6 +32,7 @@ import threading
 
 import botocore.session
 import cbor2
+from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.models.instances import InstanceBackend
 from moto.iam.models import iam_backends
 from moto.sts.exceptions import STSClientError
@@ -56,6 +59,19 @@ def _run_instances_backdated(self, *args, **kwargs):
 
 
 InstanceBackend.run_instances = _run_instances_backdated
+
+VOLUME_BACKDATE_TAG = "finops-test:created-days-ago"
+_volume_add_tags = Volume.add_tags
+
+
+def _volume_add_tags_backdated(self, tag_map):
+    _volume_add_tags(self, tag_map)
+    days = tag_map.get(VOLUME_BACKDATE_TAG)
+    if days is not None:
+        self.create_time = self.create_time - datetime.timedelta(days=float(days))
+
+
+Volume.add_tags = _volume_add_tags_backdated
 
 # --- STS: a role must exist to be assumed --------------------------------------------------------------------------
 

@@ -173,22 +173,26 @@ impl<P: PriceListApi> PriceBook<P> {
 
     /// Monthly storage price of one volume.
     pub async fn volume_monthly(&self, region: &str, volume: &VolumeRecord) -> Option<f64> {
-        let key = PriceKey::Volume { region: region.into(), volume_type: volume.volume_type.clone() };
-        let quote = match self.cached(&key) {
+        self.ebs_gb_month(region, &volume.volume_type).await.map(|q| q.usd * f64::from(volume.size_gib))
+    }
+
+    /// The storage price of a volume type per GB-month, with where it came from.
+    pub async fn ebs_gb_month(&self, region: &str, volume_type: &str) -> Option<Quote> {
+        let key = PriceKey::Volume { region: region.into(), volume_type: volume_type.to_owned() };
+        match self.cached(&key) {
             Some(hit) => hit,
             None => {
                 let from_api = match self.usable_api() {
-                    Some(api) => self.record_failure(api.ebs_gb_month(region, &volume.volume_type).await),
+                    Some(api) => self.record_failure(api.ebs_gb_month(region, volume_type).await),
                     None => None,
                 };
                 let quote = from_api
                     .map(|usd| Quote { usd, source: PriceSource::PriceListApi })
-                    .or_else(|| embedded_ebs_gb_month(&volume.volume_type, region));
+                    .or_else(|| embedded_ebs_gb_month(volume_type, region));
                 self.store(key, quote.clone());
                 quote
             }
-        };
-        quote.map(|q| q.usd * f64::from(volume.size_gib))
+        }
     }
 
     /// The API, when configured and not failed; taking it counts one call.

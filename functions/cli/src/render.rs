@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use finops_core::organization::{AccountRef, SkippedAccount, UnreachableItem};
+use finops_core::resources::ResourceFinding;
 use finops_core::steps::VerdictCounts;
 use finops_core::utilisation::UtilisationStats;
 use finops_core::{IdleCriteria, IdleVerdict, InstanceRecord, LookbackWindow, UtilisationSummary};
@@ -24,6 +25,12 @@ pub struct ScanReport<'a> {
     /// A scan of several accounts: what each account holds, and what was not scanned and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub organization: Option<OrganizationScan<'a>>,
+    /// Resources beyond instances (unattached volumes, Elastic IPs): what would be proposed first, then by saving.
+    pub resources: Vec<&'a ResourceFinding>,
+    /// What the resources that would be proposed save per month, and what the policy blocks (production,
+    /// protected, DNS-named, ...): never added together.
+    pub resources_monthly_saving_usd: f64,
+    pub resources_blocked_monthly_saving_usd: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,7 +94,30 @@ impl<'a> ScanReport<'a> {
             metrics_requested: analysis.metrics_requested,
             instances: rows,
             organization: None,
+            resources: Vec::new(),
+            resources_monthly_saving_usd: 0.0,
+            resources_blocked_monthly_saving_usd: 0.0,
         }
+    }
+
+    /// The same report with the resources beyond instances.
+    pub fn with_resources(mut self, findings: &'a [ResourceFinding]) -> Self {
+        let mut rows: Vec<&ResourceFinding> = findings.iter().collect();
+        rows.sort_by(|a, b| {
+            b.would_propose()
+                .cmp(&a.would_propose())
+                .then_with(|| b.idle.cmp(&a.idle))
+                .then_with(|| b.monthly_saving_usd.unwrap_or(0.0).total_cmp(&a.monthly_saving_usd.unwrap_or(0.0)))
+                .then_with(|| a.resource_id.cmp(&b.resource_id))
+        });
+        let sum = |f: &dyn Fn(&ResourceFinding) -> bool| -> f64 {
+            let total: f64 = rows.iter().filter(|r| f(r)).filter_map(|r| r.monthly_saving_usd).sum();
+            (total * 100.0).round() / 100.0
+        };
+        self.resources_monthly_saving_usd = sum(&|r| r.would_propose());
+        self.resources_blocked_monthly_saving_usd = sum(&|r| r.idle && r.blocked.is_some());
+        self.resources = rows;
+        self
     }
 
     /// The same report with a line per account, and the accounts and items that were not scanned.
@@ -252,7 +282,73 @@ pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
             writeln!(out, "  {} {}: {}", r.instance.instance_id, r.summary.verdict(), printable(reason, 220))?;
         }
     }
+    render_resources(report, out)?;
     writeln!(out, "\nNothing was changed. Stopping needs the deployed workflow and a human approval.")
+}
+
+/// What a resource finding comes to, in a few words: what would be proposed, why not, or that it is in use.
+fn resource_state(r: &ResourceFinding) -> String {
+    match (&r.blocked, r.action) {
+        (_, _) if !r.idle => "in use".into(),
+        (Some(b), _) => format!("blocked: {}", b.reason),
+        (None, Some(action)) => format!("would propose {}", action.as_str()),
+        (None, None) => "idle".into(),
+    }
+}
+
+fn render_resources(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::Result<()> {
+    if report.resources.is_empty() {
+        return Ok(());
+    }
+    let header = ["KIND", "ID", "NAME", "REGION", "WHAT FINOPS WOULD DO", "COST/MO", "SAVING/MO"];
+    let rows: Vec<[String; 7]> = report
+        .resources
+        .iter()
+        .map(|r| {
+            [
+                r.kind.as_str().to_owned(),
+                r.resource_id.clone(),
+                printable(r.name.as_deref().unwrap_or("-"), 28),
+                r.region.clone(),
+                resource_state(r),
+                usd(r.monthly_cost_usd),
+                if r.idle { usd(r.monthly_saving_usd) } else { "-".into() },
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| -> String {
+        cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| if i >= 5 { format!("{c:>w$}") } else { format!("{c:<w$}") })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    writeln!(out, "\nOther resources:")?;
+    writeln!(out, "{}", line(header.iter().map(|h| h.to_string()).collect()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.to_vec()))?;
+    }
+    let proposable = report.resources.iter().filter(|r| r.would_propose()).count();
+    let blocked = report.resources.iter().filter(|r| r.idle && r.blocked.is_some()).count();
+    writeln!(
+        out,
+        "Other resources: ${:.2}/month can be acted on ({proposable}); ${:.2}/month idle but blocked by policy ({blocked}), not counted.",
+        report.resources_monthly_saving_usd, report.resources_blocked_monthly_saving_usd
+    )?;
+    for r in report.resources.iter().filter(|r| r.idle) {
+        let why =
+            r.blocked.as_ref().map_or_else(|| r.reasons[0].clone(), |b| format!("{}; {}", r.reasons[0], b.detail));
+        writeln!(out, "  {} {}: {}", r.kind.label(), r.resource_id, printable(&why, 220))?;
+    }
+    Ok(())
 }
 
 fn render_accounts(org: &OrganizationScan<'_>, regions: usize, out: &mut impl Write) -> std::io::Result<()> {

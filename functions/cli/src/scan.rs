@@ -11,9 +11,10 @@ use finops_core::organization::{
     SkippedAccount, UnreachableItem,
 };
 use finops_core::regions::parse_region_list;
+use finops_core::resources::ResourceFinding;
 use finops_core::{DetectionConfig, InstanceRecord, LookbackWindow, ProgressEvent, ProgressSink};
 use finops_fanout::{read_directory, SdkMemberClients};
-use finops_inventory::{collect_inventory, Ec2Inventory};
+use finops_inventory::{collect_inventory, Ec2Inventory, ResourceInventory};
 use finops_metrics::{analyse, Analysis, CloudWatchMetrics};
 
 use crate::render::{render_json, render_table, ScanReport};
@@ -100,8 +101,10 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
         None => {
             let mut fleet = Fleet::new(LookbackWindow::ending_before(now, config.criteria.lookback_days));
             for region in &regions {
-                let (instances, analysis) = scan_region(&sdk, region, &prices, &config, now, progress).await?;
+                let (instances, analysis, resources) =
+                    scan_region(&sdk, region, &prices, &config, now, progress).await?;
                 fleet.add(instances, analysis);
+                fleet.resources.extend(resources);
             }
             fleet
         }
@@ -115,6 +118,7 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
     if selection.is_some() {
         report = report.with_accounts(&fleet.accounts, &fleet.skipped, &fleet.unreachable);
     }
+    report = report.with_resources(&fleet.resources);
     if args.json {
         render_json(&report, out)?;
     } else {
@@ -157,6 +161,7 @@ struct Fleet {
     skipped: Vec<SkippedAccount>,
     unreachable: Vec<UnreachableItem>,
     reached_items: usize,
+    resources: Vec<ResourceFinding>,
 }
 
 impl Fleet {
@@ -168,6 +173,7 @@ impl Fleet {
             skipped: Vec::new(),
             unreachable: Vec::new(),
             reached_items: 0,
+            resources: Vec::new(),
         }
     }
 
@@ -178,7 +184,8 @@ impl Fleet {
     }
 }
 
-/// The caller's own account in one region: its running instances, their verdicts and costs.
+/// The caller's own account in one region: its running instances with their verdicts and costs, and its resources
+/// beyond instances (unattached volumes with their CloudWatch I/O, Elastic IPs) judged by the default policy's tags.
 async fn scan_region(
     sdk: &SdkConfig,
     region: &str,
@@ -186,11 +193,26 @@ async fn scan_region(
     config: &DetectionConfig,
     now: chrono::DateTime<Utc>,
     progress: &dyn ProgressSink,
-) -> Result<(Vec<InstanceRecord>, Analysis), finops_aws::FinopsError> {
-    let instances = collect_inventory(&Ec2Inventory::new(sdk.clone()), &[region.to_owned()], progress).await?;
+) -> Result<(Vec<InstanceRecord>, Analysis, Vec<ResourceFinding>), finops_aws::FinopsError> {
+    let inventory = Ec2Inventory::new(sdk.clone());
+    let instances = collect_inventory(&inventory, &[region.to_owned()], progress).await?;
     let metrics = CloudWatchMetrics::new(sdk.clone());
     let analysis = analyse(&metrics, prices, &instances, &config.criteria, config.metric_stages, now, progress).await?;
-    Ok((instances, analysis))
+    let volumes = inventory.unattached_volumes(region).await?;
+    let addresses = inventory.elastic_addresses(region).await?;
+    let policy = finops_core::policy::PolicyConfig::default();
+    let resources = finops_metrics::assess_resources(
+        &metrics,
+        prices,
+        region,
+        &volumes,
+        &addresses,
+        &analysis.window,
+        &policy,
+        now,
+    )
+    .await?;
+    Ok((instances, analysis, resources))
 }
 
 /// The organization fan-out from a laptop: each (account, region) item with the member's read-only role. An item

@@ -101,3 +101,78 @@ fn bad_arguments_fail_with_usage_errors() {
     assert_eq!(criteria.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&criteria.stderr).contains("allowed: idle, trusted-advisor"));
 }
+
+/// Issue 13's kinds in `finops scan`: the sample resources with their traps, what finops would do with each, and a
+/// saving line that never adds what the policy blocks.
+#[tokio::test]
+async fn scan_reports_unattached_volumes_and_elastic_ips_with_their_traps() {
+    let moto = moto().await;
+    let syd = moto.sdk_config("ap-southeast-2").await;
+    let use1 = moto.sdk_config("us-east-1").await;
+    let window = LookbackWindow::ending_before(Utc::now(), 14);
+    let seeded = finops_testkit::seed::sample_resources(&syd, &use1, &window).await;
+    let id = |name: &str| seeded.iter().find(|s| s.name == name).unwrap().instance_id.clone();
+
+    let table = finops(
+        &["scan", "--regions", "ap-southeast-2,us-east-1", "--endpoint-url", &moto.endpoint, "--offline-prices"],
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
+    let row = |name: &str| {
+        let id = id(name);
+        stdout
+            .lines()
+            .find(|l| l.contains(&id) && !l.trim_start().starts_with("EBS") && !l.trim_start().starts_with("Elastic"))
+            .unwrap_or_else(|| panic!("no row for {name} ({id}):\n{stdout}"))
+            .to_owned()
+    };
+    let old = row("old-data-volume");
+    assert!(
+        old.contains("would propose snapshot-then-delete") && old.contains("$10.00") && old.contains("$3.75"),
+        "{old}"
+    );
+    assert!(row("prod-db-restore").contains("blocked: production"), "{stdout}");
+    let recent = row("scratch-attached-yesterday");
+    assert!(recent.contains("in use"), "I/O yesterday: attached within the lookback: {recent}");
+    assert!(row("spare-ip").contains("would propose release") && row("spare-ip").contains("$3.65"), "{stdout}");
+    assert!(row("bastion-ip").contains("blocked: protected"), "{stdout}");
+    assert!(row("vpn-endpoint").contains("blocked: dns-referenced"), "{stdout}");
+    // Sydney's prices: the embedded table x 1.25 (100 GiB gp3 $10.00, less a full-size snapshot $6.25).
+    // What can be acted on: the old volume (storage less its snapshot) and the spare address; the production
+    // volume's and the blocked addresses' savings are reported apart, never added in.
+    assert!(
+        stdout
+            .contains("Other resources: $7.40/month can be acted on (2); $19.80/month idle but blocked by policy (3)"),
+        "{stdout}"
+    );
+
+    let json = finops(
+        &[
+            "scan",
+            "--regions",
+            "ap-southeast-2,us-east-1",
+            "--endpoint-url",
+            &moto.endpoint,
+            "--offline-prices",
+            "--json",
+            "--quiet",
+        ],
+        &[],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
+    let resources = report["resources"].as_array().unwrap();
+    assert_eq!(resources.len(), 6);
+    assert_eq!(resources[0]["action"], "snapshot-then-delete", "what would be proposed first, largest saving first");
+    assert_eq!(report["resourcesMonthlySavingUsd"], 7.4);
+    let vpn = resources.iter().find(|r| r["resourceId"] == id("vpn-endpoint").as_str()).unwrap();
+    assert_eq!(vpn["blocked"]["reason"], "dns-referenced");
+
+    // Read-only: every volume still there, every address still allocated.
+    let volumes = aws_sdk_ec2::Client::new(&syd).describe_volumes().send().await.unwrap();
+    assert!(["old-data-volume", "prod-db-restore"]
+        .iter()
+        .all(|n| volumes.volumes().iter().any(|v| v.volume_id() == Some(id(n).as_str()))));
+    let addresses = aws_sdk_ec2::Client::new(&use1).describe_addresses().send().await.unwrap();
+    assert_eq!(addresses.addresses().len(), 3);
+}

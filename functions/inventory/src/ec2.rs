@@ -42,6 +42,79 @@ impl InstanceLookup for Ec2Inventory {
     }
 }
 
+impl crate::ResourceInventory for Ec2Inventory {
+    async fn unattached_volumes(
+        &self,
+        region: &str,
+    ) -> Result<Vec<finops_core::resources::UnattachedVolume>, FinopsError> {
+        let client = self.clients.for_region(region);
+        let mut found = Vec::new();
+        let mut pages = client
+            .describe_volumes()
+            .filters(Filter::builder().name("status").values("available").build())
+            .max_results(500)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| FinopsError::from_sdk("EC2", "DescribeVolumes", e))?;
+            for v in page.volumes() {
+                let (Some(id), Some(created)) = (v.volume_id(), v.create_time()) else { continue };
+                found.push(finops_core::resources::UnattachedVolume {
+                    volume_id: id.to_owned(),
+                    region: region.to_owned(),
+                    volume_type: v.volume_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                    size_gib: v.size().and_then(|s| u32::try_from(s).ok()).unwrap_or(0),
+                    create_time: DateTime::<Utc>::from_timestamp(created.secs(), 0).unwrap_or_default(),
+                    tags: v
+                        .tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                        .collect(),
+                    account: None,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    async fn elastic_addresses(
+        &self,
+        region: &str,
+    ) -> Result<Vec<finops_core::resources::ElasticAddress>, FinopsError> {
+        // DescribeAddresses is not paginated: a region holds at most a few hundred addresses.
+        let out = self
+            .clients
+            .for_region(region)
+            .describe_addresses()
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "DescribeAddresses", e))?;
+        Ok(out
+            .addresses()
+            .iter()
+            .filter_map(|a| {
+                Some(finops_core::resources::ElasticAddress {
+                    allocation_id: a.allocation_id()?.to_owned(),
+                    public_ip: a.public_ip().unwrap_or_default().to_owned(),
+                    region: region.to_owned(),
+                    association_id: a
+                        .association_id()
+                        .or(a.instance_id())
+                        .or(a.network_interface_id())
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                    tags: a
+                        .tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                        .collect(),
+                    account: None,
+                })
+            })
+            .collect())
+    }
+}
+
 /// One instance in any state, recorded as the inventory records running ones (so the actions step re-checks the
 /// live instance with the same rules); `None` when EC2 does not know the id.
 pub async fn describe_one(

@@ -33,6 +33,19 @@ pub trait InstanceLookup: Send + Sync {
     ) -> impl Future<Output = Result<Option<InstanceRecord>, FinopsError>> + Send;
 }
 
+/// Resources beyond running instances ([`finops_core::resources`]): EBS volumes attached to nothing and Elastic IP
+/// addresses. Reads only.
+pub trait ResourceInventory: Send + Sync {
+    fn unattached_volumes(
+        &self,
+        region: &str,
+    ) -> impl Future<Output = Result<Vec<finops_core::resources::UnattachedVolume>, FinopsError>> + Send;
+    fn elastic_addresses(
+        &self,
+        region: &str,
+    ) -> impl Future<Output = Result<Vec<finops_core::resources::ElasticAddress>, FinopsError>> + Send;
+}
+
 /// Reads the step's input, naming what is wrong with it.
 pub fn parse_request(event: &serde_json::Value) -> Result<InventoryRequest, FinopsError> {
     let request: InventoryRequest = serde_json::from_value(event.clone()).map_err(|e| {

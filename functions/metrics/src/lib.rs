@@ -44,6 +44,9 @@ pub enum MetricKind {
     DiskReadOps,
     DiskWriteOps,
     MemUsedAverage,
+    /// An EBS volume's I/O (published only while it is attached): the evidence of an unattached volume.
+    VolumeReadOps,
+    VolumeWriteOps,
 }
 
 impl MetricKind {
@@ -54,6 +57,7 @@ impl MetricKind {
     pub fn namespace(self) -> &'static str {
         match self {
             Self::MemUsedAverage => "CWAgent",
+            Self::VolumeReadOps | Self::VolumeWriteOps => "AWS/EBS",
             _ => "AWS/EC2",
         }
     }
@@ -65,6 +69,8 @@ impl MetricKind {
             Self::DiskReadOps => "EBSReadOps",
             Self::DiskWriteOps => "EBSWriteOps",
             Self::MemUsedAverage => "mem_used_percent",
+            Self::VolumeReadOps => "VolumeReadOps",
+            Self::VolumeWriteOps => "VolumeWriteOps",
         }
     }
     pub fn stat(self) -> &'static str {
@@ -206,6 +212,8 @@ impl DailySeries {
             MetricKind::NetworkOut => self.network[i][day].1 = Some(value),
             MetricKind::DiskReadOps => self.disk[i][day].0 = Some(value),
             MetricKind::DiskWriteOps => self.disk[i][day].1 = Some(value),
+            // Volume series are never asked about an instance (see [`volume_activity`]).
+            MetricKind::VolumeReadOps | MetricKind::VolumeWriteOps => {}
         }
     }
 
@@ -319,6 +327,83 @@ pub struct Collected {
     pub daily: Vec<Vec<DailyUtilisation>>,
     pub get_metric_data_calls: usize,
     pub metrics_requested: usize,
+}
+
+/// The findings of one region's resources beyond instances ([`finops_core::resources`]): each unattached volume
+/// judged with its CloudWatch I/O and its storage price, each Elastic IP by its association; every one held to the
+/// policy's tags.
+#[allow(clippy::too_many_arguments)]
+pub async fn assess_resources<M: MetricsApi, P: finops_aws::PriceListApi>(
+    api: &M,
+    prices: &finops_aws::PriceBook<P>,
+    region: &str,
+    volumes: &[finops_core::resources::UnattachedVolume],
+    addresses: &[finops_core::resources::ElasticAddress],
+    window: &LookbackWindow,
+    policy: &finops_core::policy::PolicyConfig,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<finops_core::resources::ResourceFinding>, FinopsError> {
+    use finops_core::resources::{assess_address, assess_volume};
+    let ids: Vec<String> = volumes.iter().map(|v| v.volume_id.clone()).collect();
+    let activity = if ids.is_empty() { HashMap::new() } else { volume_activity(api, region, &ids, window).await? };
+    let mut findings = Vec::with_capacity(volumes.len() + addresses.len());
+    for v in volumes {
+        let quote = prices.ebs_gb_month(region, &v.volume_type).await;
+        let seen = activity.get(&v.volume_id).cloned().unwrap_or_default();
+        findings.push(assess_volume(v, &seen, window, quote, policy, now));
+    }
+    findings.extend(addresses.iter().map(|a| assess_address(a, policy, now)));
+    Ok(findings)
+}
+
+/// Which days of the lookback each volume had I/O (VolumeReadOps/VolumeWriteOps, daily sums): two metrics per
+/// volume, batched 500 to a call. A volume with no datapoint at all was attached to nothing the whole lookback.
+pub async fn volume_activity<M: MetricsApi>(
+    api: &M,
+    region: &str,
+    volume_ids: &[String],
+    window: &LookbackWindow,
+) -> Result<HashMap<String, finops_core::resources::VolumeActivity>, FinopsError> {
+    let mut queries = Vec::with_capacity(volume_ids.len() * 2);
+    for (n, id) in volume_ids.iter().enumerate() {
+        let dimensions: std::sync::Arc<[(String, String)]> = std::sync::Arc::new([("VolumeId".to_owned(), id.clone())]);
+        for (k, kind) in [MetricKind::VolumeReadOps, MetricKind::VolumeWriteOps].into_iter().enumerate() {
+            queries.push(MetricQuery {
+                id: format!("v{n}k{k}"),
+                kind,
+                dimensions: dimensions.clone(),
+                period_secs: 86_400,
+            });
+        }
+    }
+    let mut days: Vec<std::collections::BTreeSet<u32>> = vec![Default::default(); volume_ids.len()];
+    let requests = Requests::default();
+    for (n, batch) in queries.chunks(MAX_QUERIES_PER_CALL).enumerate() {
+        let batch_count = queries.len().div_ceil(MAX_QUERIES_PER_CALL);
+        for one in fetch_batch(api, region, batch, window, &requests, &finops_core::Silent, n, batch_count).await? {
+            let Some(volume) =
+                one.id.strip_prefix('v').and_then(|r| r.split_once('k')).and_then(|(v, _)| v.parse::<usize>().ok())
+            else {
+                continue;
+            };
+            for &ts in &one.timestamps {
+                if let (Some(day), Some(slot)) = (window.day_index(ts), days.get_mut(volume)) {
+                    slot.insert(day);
+                }
+            }
+        }
+    }
+    Ok(volume_ids
+        .iter()
+        .zip(days)
+        .map(|(id, d)| {
+            let activity = finops_core::resources::VolumeActivity {
+                days_with_io: u32::try_from(d.len()).unwrap_or(u32::MAX),
+                last_io_day: d.last().map(|&i| window.day(i)),
+            };
+            (id.clone(), activity)
+        })
+        .collect())
 }
 
 /// Sends `queries` in batches of at most 500, a few calls in flight, merging pages into `series` as they arrive

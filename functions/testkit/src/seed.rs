@@ -446,3 +446,90 @@ pub async fn sample_fleet(
     }
     seeded
 }
+
+/// A sample volume: name, type, GiB, tags, whether it had I/O yesterday, what it is there to show.
+type SampleVolume = (&'static str, &'static str, i32, &'static [(&'static str, &'static str)], bool, &'static str);
+/// A sample Elastic IP: name, tags, what it is there to show.
+type SampleAddress = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+
+/// Tag the emulator reads to backdate a volume's CreateTime (see `tests/moto/launcher.py`).
+pub const VOLUME_BACKDATE_TAG: &str = "finops-test:created-days-ago";
+
+/// The sample resources beyond instances (issue 13's kinds), with their traps. In `syd`: an EBS volume unattached
+/// for 90 days (the saving), an unattached production volume (blocked), a volume with I/O yesterday (attached
+/// within the lookback: not idle). In `use1`: an Elastic IP associated with nothing (the saving), a protected one
+/// and one a DNS record names (both blocked).
+pub async fn sample_resources(
+    syd: &aws_config::SdkConfig,
+    use1: &aws_config::SdkConfig,
+    window: &LookbackWindow,
+) -> Vec<SeededInstance> {
+    let ec2 = aws_sdk_ec2::Client::new(syd);
+    let cw = aws_sdk_cloudwatch::Client::new(syd);
+    let mut seeded = Vec::new();
+    let volumes: [SampleVolume; 3] = [
+        ("old-data-volume", "gp3", 100, &[("Environment", "dev")], false, "EBS volume unattached for 90 days"),
+        (
+            "prod-db-restore",
+            "gp2",
+            200,
+            &[("Environment", "production")],
+            false,
+            "unattached production volume (trap: blocked)",
+        ),
+        ("scratch-attached-yesterday", "gp3", 50, &[], true, "volume with I/O yesterday (trap: not idle)"),
+    ];
+    for (name, volume_type, size, tags, io_yesterday, role) in volumes {
+        let mut all: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect();
+        all.push(Tag::builder().key("Name").value(name).build());
+        all.push(Tag::builder().key(VOLUME_BACKDATE_TAG).value("90").build());
+        let created = ec2
+            .create_volume()
+            .availability_zone(format!("{}a", syd.region().map(|r| r.as_ref()).unwrap_or("ap-southeast-2")))
+            .size(size)
+            .volume_type(VolumeType::from(volume_type))
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Volume).set_tags(Some(all)).build(),
+            )
+            .send()
+            .await
+            .expect("create volume");
+        let id = created.volume_id().expect("volume id").to_owned();
+        if io_yesterday {
+            let noon = window.start().timestamp() + i64::from(window.days - 1) * 86_400 + 43_200;
+            cw.put_metric_data()
+                .namespace("AWS/EBS")
+                .metric_data(
+                    MetricDatum::builder()
+                        .metric_name("VolumeReadOps")
+                        .dimensions(Dimension::builder().name("VolumeId").value(&id).build())
+                        .timestamp(AwsDateTime::from_secs(noon))
+                        .unit(StandardUnit::Count)
+                        .value(1200.0)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("put volume metric");
+        }
+        let region = syd.region().map(|r| r.to_string()).unwrap_or_default();
+        seeded.push(SeededInstance { instance_id: id, region, name: name.to_owned(), role });
+    }
+    let ec2 = aws_sdk_ec2::Client::new(use1);
+    let addresses: [SampleAddress; 3] = [
+        ("spare-ip", &[], "Elastic IP associated with nothing"),
+        ("bastion-ip", &[("finops:protect", "true")], "protected Elastic IP (trap: blocked)"),
+        ("vpn-endpoint", &[("DnsRecord", "vpn.example.com")], "Elastic IP a DNS record names (trap: blocked)"),
+    ];
+    for (name, tags, role) in addresses {
+        let mut all: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect();
+        all.push(Tag::builder().key("Name").value(name).build());
+        let allocated =
+            ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.expect("allocate address");
+        let id = allocated.allocation_id().expect("allocation id").to_owned();
+        ec2.create_tags().resources(&id).set_tags(Some(all)).send().await.expect("tag address");
+        let region = use1.region().map(|r| r.to_string()).unwrap_or_default();
+        seeded.push(SeededInstance { instance_id: id, region, name: name.to_owned(), role });
+    }
+    seeded
+}
