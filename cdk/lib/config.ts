@@ -147,6 +147,9 @@ export function readConfig(get: (key: string) => unknown): FinopsConfig {
   if (mode === "act" && approvers.length === 0) throw new ConfigError("context approvers: act mode needs at least one approver (-c approvers=a@example.com)");
   const maxProposals = number("maxProposals", 1, MAX_CONCURRENT_APPROVALS);
   const organization = readOrganization(get, { text, list, optionalList, number });
+  if (organization === undefined && get("approvalRouting") !== undefined && String(get("approvalRouting")).trim() !== "") {
+    throw new ConfigError("context approvalRouting routes approvals by account: it needs an organization deployment (-c accounts=organization or a list of ids)");
+  }
   return {
     regions,
     approvers,

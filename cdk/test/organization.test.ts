@@ -183,4 +183,6 @@ test("a bad routing table fails the synth with what is wrong", () => {
     [JSON.stringify({ routes: [], default: ["nope"] }), /default: a list of email addresses/],
   ];
   for (const [approvalRouting, message] of cases) assert.throws(() => synth({ ...ORG, approvalRouting }), message, String(approvalRouting));
+  const routing = JSON.stringify({ routes: [], default: ["a@example.com"] });
+  assert.throws(() => synth({ approvalRouting: routing }), /approvalRouting routes approvals by account: it needs an organization deployment/);
 });
