@@ -524,10 +524,16 @@ pub async fn sample_resources(
     for (name, tags, role) in addresses {
         let mut all: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect();
         all.push(Tag::builder().key("Name").value(name).build());
-        let allocated =
-            ec2.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.expect("allocate address");
+        let allocated = ec2
+            .allocate_address()
+            .domain(aws_sdk_ec2::types::DomainType::Vpc)
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::ElasticIp).set_tags(Some(all)).build(),
+            )
+            .send()
+            .await
+            .expect("allocate address");
         let id = allocated.allocation_id().expect("allocation id").to_owned();
-        ec2.create_tags().resources(&id).set_tags(Some(all)).send().await.expect("tag address");
         let region = use1.region().map(|r| r.to_string()).unwrap_or_default();
         seeded.push(SeededInstance { instance_id: id, region, name: name.to_owned(), role });
     }
