@@ -244,6 +244,11 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
                 "approval {id} is for {} in {}, not {} in {}",
                 record.proposal.instance_id, record.proposal.region, target.instance_id, target.region
             ))
+        } else if let Some(routed) =
+            record.routed.as_ref().filter(|r| !r.allows(record.approver.as_deref().unwrap_or_default()))
+        {
+            // Routed approvals: the page refuses anyone else; the acting step checks the record for itself.
+            Some(format!("approval {id} was decided by someone it was not routed to ({})", routed.because))
         } else if record.proposal.account.as_ref().map(|a| &a.id) != target.account.as_ref().map(|a| &a.id) {
             // The account the step is about to act in is the one the approver was shown, never the payload's own.
             let show =

@@ -183,6 +183,12 @@ async fn a_hand_written_payload_snapshots_and_stops_nothing() {
     let mut not_post = decided(ApprovalAction::Approve);
     not_post.decided_via = None;
     // Approved for the same instance id in another account: not this stop (the account acted in is the approved one).
+    // Routed to the data team, decided by someone else (the page refuses that; the acting step checks again).
+    let mut not_routed = decided(ApprovalAction::Approve);
+    not_routed.routed = Some(finops_core::organization::Routed {
+        approvers: vec!["data-team@example.com".into()],
+        because: "account 111111111111".into(),
+    });
     let mut other_account = decided(ApprovalAction::Approve);
     other_account.proposal.account = Some(finops_core::organization::AccountRef::new("111111111111", "data-dev"));
     for (record, needle) in [
@@ -193,6 +199,7 @@ async fn a_hand_written_payload_snapshots_and_stops_nothing() {
         (other_run, "belongs to run"),
         (other_instance, "is for i-0fffffffffffffff0"),
         (not_post, "not decided by POST"),
+        (not_routed, "decided by someone it was not routed to (account 111111111111)"),
         (other_account, "is for an instance in account 111111111111, not in account this one"),
     ] {
         w.approvals.insert(record);
