@@ -390,32 +390,28 @@ impl PolicyConfig {
     /// Why a resource of any kind may not be acted on, from its tags alone: protected, production, not on the
     /// allow-list, snoozed. Every kind is held to these, as instances are.
     pub fn tags_block(&self, tags: &BTreeMap<String, String>, now: DateTime<Utc>) -> Option<(DenialReason, String)> {
+        self.tag_guard(tags, "production").or_else(|| {
+            self.snoozed_until_in(tags, now).map(|until| (DenialReason::Snoozed, format!("snoozed until {until}")))
+        })
+    }
+
+    /// The tag rules IAM enforces again (protected, production, allow-list), in that order; `production` names the
+    /// thing in the production denial ("production instance", "production").
+    fn tag_guard(&self, tags: &BTreeMap<String, String>, production: &str) -> Option<(DenialReason, String)> {
         if let Some(v) = self.protect_tag_in(tags) {
             return Some((DenialReason::Protected, format!("tagged {}={v:?}", self.protect_tag_key)));
         }
         if let Some((k, v, why)) = self.production_tag_in(tags) {
-            return Some((DenialReason::Production, format!("production (tag {k}={v:?}: {why})")));
+            return Some((DenialReason::Production, format!("{production} (tag {k}={v:?}: {why})")));
         }
-        if let Some(why) = self.not_allow_listed_in(tags) {
-            return Some((DenialReason::NotAllowListed, why));
-        }
-        if let Some(until) = self.snoozed_until_in(tags, now) {
-            return Some((DenialReason::Snoozed, format!("snoozed until {until}")));
-        }
-        None
+        self.not_allow_listed_in(tags).map(|why| (DenialReason::NotAllowListed, why))
     }
 
     /// Why this instance may not be stopped right now, from its own state and tags: the check the actions step
     /// repeats on the live instance right before it stops anything.
     pub fn instance_block(&self, instance: &InstanceRecord, now: DateTime<Utc>) -> Option<(DenialReason, String)> {
-        if let Some(v) = self.protect_tag(instance) {
-            return Some((DenialReason::Protected, format!("tagged {}={v:?}", self.protect_tag_key)));
-        }
-        if let Some((k, v, why)) = self.production_tag(instance) {
-            return Some((DenialReason::Production, format!("production instance (tag {k}={v:?}: {why})")));
-        }
-        if let Some(why) = self.not_allow_listed(instance) {
-            return Some((DenialReason::NotAllowListed, why));
+        if let Some(blocked) = self.tag_guard(&instance.tags, "production instance") {
+            return Some(blocked);
         }
         if let Some(what) = instance.membership.describe() {
             return Some((
