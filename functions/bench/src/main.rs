@@ -82,6 +82,8 @@ fn main() {
             regions: vec!["ap-southeast-2".into()],
             collected_at: Utc::now(),
             instances: fleet(n),
+            volumes: Vec::new(),
+            addresses: Vec::new(),
         };
         let inventory = put_json(&store, "runs/bench/inventory.json", &document).await.expect("store inventory");
         let candidates =

@@ -31,6 +31,10 @@ pub struct ScanReport<'a> {
     /// protected, DNS-named, ...): never added together.
     pub resources_monthly_saving_usd: f64,
     pub resources_blocked_monthly_saving_usd: f64,
+    #[serde(skip)]
+    pub resources_actionable: usize,
+    #[serde(skip)]
+    pub resources_blocked: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +101,8 @@ impl<'a> ScanReport<'a> {
             resources: Vec::new(),
             resources_monthly_saving_usd: 0.0,
             resources_blocked_monthly_saving_usd: 0.0,
+            resources_actionable: 0,
+            resources_blocked: 0,
         }
     }
 
@@ -110,12 +116,11 @@ impl<'a> ScanReport<'a> {
                 .then_with(|| b.monthly_saving_usd.unwrap_or(0.0).total_cmp(&a.monthly_saving_usd.unwrap_or(0.0)))
                 .then_with(|| a.resource_id.cmp(&b.resource_id))
         });
-        let sum = |f: &dyn Fn(&ResourceFinding) -> bool| -> f64 {
-            let total: f64 = rows.iter().filter(|r| f(r)).filter_map(|r| r.monthly_saving_usd).sum();
-            (total * 100.0).round() / 100.0
-        };
-        self.resources_monthly_saving_usd = sum(&|r| r.would_propose());
-        self.resources_blocked_monthly_saving_usd = sum(&|r| r.idle && r.blocked.is_some());
+        let figures = finops_core::resources::ResourcesSummary::of(findings).total;
+        self.resources_monthly_saving_usd = figures.actionable_monthly_saving_usd;
+        self.resources_blocked_monthly_saving_usd = figures.blocked_monthly_saving_usd;
+        self.resources_actionable = figures.actionable;
+        self.resources_blocked = figures.blocked;
         self.resources = rows;
         self
     }
@@ -336,12 +341,13 @@ fn render_resources(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
     for row in rows {
         writeln!(out, "{}", line(row.to_vec()))?;
     }
-    let proposable = report.resources.iter().filter(|r| r.would_propose()).count();
-    let blocked = report.resources.iter().filter(|r| r.idle && r.blocked.is_some()).count();
     writeln!(
         out,
-        "Other resources: ${:.2}/month can be acted on ({proposable}); ${:.2}/month idle but blocked by policy ({blocked}), not counted.",
-        report.resources_monthly_saving_usd, report.resources_blocked_monthly_saving_usd
+        "Other resources: ${:.2}/month can be acted on ({}); ${:.2}/month idle but blocked by policy ({}), not counted.",
+        report.resources_monthly_saving_usd,
+        report.resources_actionable,
+        report.resources_blocked_monthly_saving_usd,
+        report.resources_blocked
     )?;
     for r in report.resources.iter().filter(|r| r.idle) {
         let why =

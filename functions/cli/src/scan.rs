@@ -13,8 +13,8 @@ use finops_core::organization::{
 use finops_core::regions::parse_region_list;
 use finops_core::resources::ResourceFinding;
 use finops_core::{DetectionConfig, InstanceRecord, LookbackWindow, ProgressEvent, ProgressSink};
-use finops_fanout::{read_directory, SdkMemberClients};
-use finops_inventory::{collect_inventory, Ec2Inventory, ResourceInventory};
+use finops_fanout::{read_directory, ScannedItem, SdkMemberClients};
+use finops_inventory::{collect_inventory, collect_resources, Ec2Inventory};
 use finops_metrics::{analyse, Analysis, CloudWatchMetrics};
 
 use crate::render::{render_json, render_table, ScanReport};
@@ -101,10 +101,7 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
         None => {
             let mut fleet = Fleet::new(LookbackWindow::ending_before(now, config.criteria.lookback_days));
             for region in &regions {
-                let (instances, analysis, resources) =
-                    scan_region(&sdk, region, &prices, &config, now, progress).await?;
-                fleet.add(instances, analysis);
-                fleet.resources.extend(resources);
+                fleet.add(scan_region(&sdk, region, &prices, &config, now, progress).await?, now);
             }
             fleet
         }
@@ -177,15 +174,26 @@ impl Fleet {
         }
     }
 
-    fn add(&mut self, instances: Vec<InstanceRecord>, analysis: Analysis) {
-        self.instances.extend(instances);
-        self.analysis.absorb(analysis);
+    /// One scanned account-region; its other resources judged by the default policy's tags.
+    fn add(&mut self, item: ScannedItem, now: chrono::DateTime<Utc>) {
+        self.instances.extend(item.instances);
+        self.analysis.absorb(item.analysis);
+        self.analysis.get_metric_data_calls += item.resources.get_metric_data_calls;
+        self.analysis.metrics_requested += item.resources.metrics_requested;
+        let policy = finops_core::policy::PolicyConfig::default();
+        self.resources.extend(finops_core::resources::judge(
+            &policy,
+            &item.volumes,
+            &item.addresses,
+            item.resources.findings,
+            now,
+        ));
         self.reached_items += 1;
     }
 }
 
 /// The caller's own account in one region: its running instances with their verdicts and costs, and its resources
-/// beyond instances (unattached volumes with their CloudWatch I/O, Elastic IPs) judged by the default policy's tags.
+/// beyond instances (unattached volumes with their CloudWatch I/O, Elastic IPs).
 async fn scan_region(
     sdk: &SdkConfig,
     region: &str,
@@ -193,26 +201,16 @@ async fn scan_region(
     config: &DetectionConfig,
     now: chrono::DateTime<Utc>,
     progress: &dyn ProgressSink,
-) -> Result<(Vec<InstanceRecord>, Analysis, Vec<ResourceFinding>), finops_aws::FinopsError> {
+) -> Result<ScannedItem, finops_aws::FinopsError> {
     let inventory = Ec2Inventory::new(sdk.clone());
-    let instances = collect_inventory(&inventory, &[region.to_owned()], progress).await?;
+    let regions = [region.to_owned()];
+    let instances = collect_inventory(&inventory, &regions, progress).await?;
     let metrics = CloudWatchMetrics::new(sdk.clone());
     let analysis = analyse(&metrics, prices, &instances, &config.criteria, config.metric_stages, now, progress).await?;
-    let volumes = inventory.unattached_volumes(region).await?;
-    let addresses = inventory.elastic_addresses(region).await?;
-    let policy = finops_core::policy::PolicyConfig::default();
-    let resources = finops_metrics::assess_resources(
-        &metrics,
-        prices,
-        region,
-        &volumes,
-        &addresses,
-        &analysis.window,
-        &policy,
-        now,
-    )
-    .await?;
-    Ok((instances, analysis, resources))
+    let (volumes, addresses) = collect_resources(&inventory, &regions).await?;
+    let resources =
+        finops_metrics::assess_resources(&metrics, prices, &volumes, &addresses, &analysis.window, now).await?;
+    Ok(ScannedItem { instances, analysis, volumes, addresses, resources })
 }
 
 /// The organization fan-out from a laptop: each (account, region) item with the member's read-only role. An item
@@ -241,7 +239,7 @@ async fn scan_accounts(
     let clients = SdkMemberClients { sessions };
     for item in plan_work_items(&selected.accounts, regions) {
         match finops_fanout::scan_item(&clients, prices, &item, config, now, progress).await {
-            Ok((instances, analysis)) => fleet.add(instances, analysis),
+            Ok(scanned) => fleet.add(scanned, now),
             Err(e) => {
                 if !args.quiet {
                     eprintln!("accounts:  {} {}: not scanned: {e}", item.account, item.region);

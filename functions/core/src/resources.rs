@@ -47,6 +47,15 @@ impl ResourceKind {
             Self::ElasticIp => "Elastic IP",
         }
     }
+
+    /// The label for `count` of them ("1 EBS volume", "3 Elastic IPs").
+    pub fn label_plural(self, count: usize) -> String {
+        if count == 1 {
+            self.label().to_owned()
+        } else {
+            format!("{}s", self.label())
+        }
+    }
 }
 
 impl fmt::Display for ResourceKind {
@@ -165,13 +174,13 @@ fn round2(v: f64) -> f64 {
 }
 
 /// The unattached volume's verdict. Idle: `available` and older than the lookback, with no I/O datapoint in it (it
-/// was not attached at any time of the lookback). `gb_month`: the volume type's storage price in its region.
+/// was not attached at any time of the lookback). `gb_month`: the volume type's storage price in its region. What
+/// the policy says of it is [`ResourceFinding::held_to`]'s business (the policy step's, in the workflow).
 pub fn assess_volume(
     volume: &UnattachedVolume,
     activity: &VolumeActivity,
     window: &LookbackWindow,
     gb_month: Option<Quote>,
-    policy: &PolicyConfig,
     now: DateTime<Utc>,
 ) -> ResourceFinding {
     let age_days = (now - volume.create_time).num_days();
@@ -218,29 +227,17 @@ pub fn assess_volume(
         ),
         price_source: gb_month.map(|q| q.source),
         action: idle.then_some(ResourceAction::SnapshotThenDelete),
-        blocked: policy.tags_block(&volume.tags, now).map(|(reason, detail)| Blocked { reason, detail }),
+        blocked: None,
     }
 }
 
-/// The Elastic IP's verdict. Idle: associated with nothing (billed by the hour for nothing). Never released when
-/// the policy's tags block it or when a tag names a DNS record (a name somewhere points at this address).
-pub fn assess_address(address: &ElasticAddress, policy: &PolicyConfig, now: DateTime<Utc>) -> ResourceFinding {
+/// The Elastic IP's verdict. Idle: associated with nothing (billed by the hour for nothing).
+pub fn assess_address(address: &ElasticAddress) -> ResourceFinding {
     let monthly = round2(PUBLIC_IPV4_USD_HOURLY * HOURS_PER_MONTH);
     let (idle, reason) = match &address.association_id {
         Some(association) => (false, format!("associated ({association})")),
         None => (true, "not associated with any instance or network interface".to_owned()),
     };
-    let blocked = policy
-        .tags_block(&address.tags, now)
-        .or_else(|| {
-            dns_reference(&address.tags).map(|(k, v)| {
-                (
-                    DenialReason::DnsReferenced,
-                    format!("tag {k}={v:?} names a DNS record: releasing the address would break that name"),
-                )
-            })
-        })
-        .map(|(reason, detail)| Blocked { reason, detail });
     ResourceFinding {
         kind: ResourceKind::ElasticIp,
         resource_id: address.allocation_id.clone(),
@@ -256,7 +253,154 @@ pub fn assess_address(address: &ElasticAddress, policy: &PolicyConfig, now: Date
         ),
         price_source: Some(PriceSource::EmbeddedTable { as_of: PUBLIC_IPV4_PRICE_AS_OF.into(), approximate: false }),
         action: idle.then_some(ResourceAction::Release),
-        blocked,
+        blocked: None,
+    }
+}
+
+/// Why the policy never acts on a resource of `kind` with these tags: the tags every kind is held to (protected,
+/// production, not on the allow-list, snoozed), then the kind's own rules (an Elastic IP a DNS record names is never
+/// released: the name would break).
+pub fn resource_block(
+    kind: ResourceKind,
+    resource_tags: &BTreeMap<String, String>,
+    policy: &PolicyConfig,
+    now: DateTime<Utc>,
+) -> Option<Blocked> {
+    let kind_rule = || match kind {
+        ResourceKind::EbsVolume => None,
+        ResourceKind::ElasticIp => dns_reference(resource_tags).map(|(k, v)| {
+            (
+                DenialReason::DnsReferenced,
+                format!("tag {k}={v:?} names a DNS record: releasing the address would break that name"),
+            )
+        }),
+    };
+    policy.tags_block(resource_tags, now).or_else(kind_rule).map(|(reason, detail)| Blocked { reason, detail })
+}
+
+impl ResourceFinding {
+    /// The finding as the policy judges it, from the resource's tags (see [`resource_block`]).
+    pub fn held_to(
+        mut self,
+        resource_tags: &BTreeMap<String, String>,
+        policy: &PolicyConfig,
+        now: DateTime<Utc>,
+    ) -> Self {
+        self.blocked = resource_block(self.kind, resource_tags, policy, now);
+        self
+    }
+}
+
+/// Findings as the policy judges them, by the tags the inventory read (`volumes`, `addresses`). A finding the
+/// inventory does not list (a document tampered with, or mixed up) is blocked: nothing is known of its tags.
+pub fn judge(
+    policy: &PolicyConfig,
+    volumes: &[UnattachedVolume],
+    addresses: &[ElasticAddress],
+    findings: Vec<ResourceFinding>,
+    now: DateTime<Utc>,
+) -> Vec<ResourceFinding> {
+    let mut tags_of: std::collections::HashMap<(ResourceKind, &str), &BTreeMap<String, String>> =
+        std::collections::HashMap::new();
+    for v in volumes {
+        tags_of.insert((ResourceKind::EbsVolume, v.volume_id.as_str()), &v.tags);
+    }
+    for a in addresses {
+        tags_of.insert((ResourceKind::ElasticIp, a.allocation_id.as_str()), &a.tags);
+    }
+    findings
+        .into_iter()
+        .map(|f| match tags_of.get(&(f.kind, f.resource_id.as_str())).copied() {
+            Some(resource_tags) => f.held_to(resource_tags, policy, now),
+            None => {
+                let detail = format!("{} {} is not in this run's inventory", f.kind.label(), f.resource_id);
+                ResourceFinding { blocked: Some(Blocked { reason: DenialReason::UnknownInstance, detail }), ..f }
+            }
+        })
+        .collect()
+}
+
+/// One kind's figures in a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KindFigures {
+    pub found: usize,
+    pub idle: usize,
+    /// Idle, with an action, and nothing in the policy against it: what would be proposed.
+    pub actionable: usize,
+    pub actionable_monthly_saving_usd: f64,
+    /// Idle but blocked by the policy (production, protected, a DNS name...): its saving is not counted.
+    pub blocked: usize,
+    pub blocked_monthly_saving_usd: f64,
+}
+
+impl KindFigures {
+    fn add(&mut self, f: &ResourceFinding) {
+        self.found += 1;
+        if !f.idle {
+            return;
+        }
+        self.idle += 1;
+        let saving = f.monthly_saving_usd.unwrap_or(0.0);
+        if f.would_propose() {
+            self.actionable += 1;
+            self.actionable_monthly_saving_usd = round2(self.actionable_monthly_saving_usd + saving);
+        } else if f.blocked.is_some() {
+            self.blocked += 1;
+            self.blocked_monthly_saving_usd = round2(self.blocked_monthly_saving_usd + saving);
+        }
+    }
+}
+
+/// What a run found beyond running instances, all kinds together and per kind, with a sentence for the report and
+/// the ledger. What can be acted on and what the policy blocks are kept apart: a production volume's saving is not
+/// money the run can save.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesSummary {
+    #[serde(flatten)]
+    pub total: KindFigures,
+    pub by_kind: BTreeMap<ResourceKind, KindFigures>,
+    pub summary: String,
+}
+
+impl Default for ResourcesSummary {
+    fn default() -> Self {
+        Self::of(&[])
+    }
+}
+
+impl ResourcesSummary {
+    pub fn of(findings: &[ResourceFinding]) -> Self {
+        let mut total = KindFigures::default();
+        let mut by_kind: BTreeMap<ResourceKind, KindFigures> = BTreeMap::new();
+        for f in findings {
+            total.add(f);
+            by_kind.entry(f.kind).or_default().add(f);
+        }
+        let summary = if by_kind.is_empty() {
+            "none found".to_owned()
+        } else {
+            let kinds: Vec<String> = by_kind
+                .iter()
+                .map(|(kind, k)| {
+                    let mut line = format!("{} {}: {} idle", k.found, kind.label_plural(k.found), k.idle);
+                    if k.actionable > 0 {
+                        line +=
+                            &format!(", {} actionable (${:.2}/month)", k.actionable, k.actionable_monthly_saving_usd);
+                    }
+                    if k.blocked > 0 {
+                        line += &format!(
+                            ", {} blocked by policy (${:.2}/month, not counted)",
+                            k.blocked, k.blocked_monthly_saving_usd
+                        );
+                    }
+                    line
+                })
+                .collect();
+            format!("${:.2}/month actionable; {}", total.actionable_monthly_saving_usd, kinds.join("; "))
+        };
+        Self { total, by_kind, summary }
     }
 }
 
@@ -313,14 +457,9 @@ mod tests {
     fn a_volume_unattached_for_the_whole_lookback_is_idle_and_saves_its_storage_less_the_snapshot() {
         let window = LookbackWindow::ending_before(now(), 14);
         let policy = PolicyConfig::default();
-        let idle = assess_volume(
-            &volume(90, &[("Name", "old-data")]),
-            &VolumeActivity::default(),
-            &window,
-            gp3(),
-            &policy,
-            now(),
-        );
+        let idle =
+            assess_volume(&volume(90, &[("Name", "old-data")]), &VolumeActivity::default(), &window, gp3(), now())
+                .held_to(&BTreeMap::new(), &policy, now());
         assert!(idle.idle && idle.would_propose(), "{idle:?}");
         assert_eq!(idle.action, Some(ResourceAction::SnapshotThenDelete));
         assert_eq!(idle.monthly_cost_usd, Some(8.0), "100 GiB x $0.08");
@@ -330,14 +469,14 @@ mod tests {
 
         // Attached yesterday: CloudWatch has its I/O; not idle, whatever its state now.
         let yesterday = VolumeActivity { days_with_io: 1, last_io_day: Some(window.day(13)) };
-        let recent = assess_volume(&volume(90, &[]), &yesterday, &window, gp3(), &policy, now());
+        let recent = assess_volume(&volume(90, &[]), &yesterday, &window, gp3(), now());
         assert!(!recent.idle && !recent.would_propose() && recent.monthly_saving_usd.is_none());
         assert!(recent.reasons[0].contains("attached within the lookback"), "{:?}", recent.reasons);
         // Created inside the lookback: too young to judge.
-        let young = assess_volume(&volume(3, &[]), &VolumeActivity::default(), &window, gp3(), &policy, now());
+        let young = assess_volume(&volume(3, &[]), &VolumeActivity::default(), &window, gp3(), now());
         assert!(!young.idle && young.reasons[0].contains("within the 14-day lookback"));
         // Unknown volume type: idle, but no saving is claimed.
-        let unpriced = assess_volume(&volume(90, &[]), &VolumeActivity::default(), &window, None, &policy, now());
+        let unpriced = assess_volume(&volume(90, &[]), &VolumeActivity::default(), &window, None, now());
         assert!(unpriced.idle && unpriced.monthly_saving_usd.is_none());
     }
 
@@ -350,7 +489,9 @@ mod tests {
             (vec![("finops:protect", "true")], DenialReason::Protected),
             (vec![("finops:snooze-until", "2027-01-01")], DenialReason::Snoozed),
         ] {
-            let f = assess_volume(&volume(90, &tags), &VolumeActivity::default(), &window, gp3(), &policy, now());
+            let v = volume(90, &tags);
+            let f =
+                assess_volume(&v, &VolumeActivity::default(), &window, gp3(), now()).held_to(&v.tags, &policy, now());
             assert!(f.idle && !f.would_propose(), "{tags:?}");
             assert_eq!(f.blocked.unwrap().reason, reason, "{tags:?}");
         }
@@ -370,10 +511,11 @@ mod tests {
     #[test]
     fn an_unassociated_address_is_released_unless_protected_or_named_by_dns() {
         let policy = PolicyConfig::default();
-        let idle = assess_address(&address(None, &[]), &policy, now());
+        let judged = |a: ElasticAddress| assess_address(&a).held_to(&a.tags, &policy, now());
+        let idle = judged(address(None, &[]));
         assert!(idle.would_propose());
         assert_eq!((idle.action, idle.monthly_saving_usd), (Some(ResourceAction::Release), Some(3.65)));
-        let used = assess_address(&address(Some("eipassoc-1"), &[]), &policy, now());
+        let used = judged(address(Some("eipassoc-1"), &[]));
         assert!(!used.idle && used.monthly_saving_usd.is_none() && used.monthly_cost_usd == Some(3.65));
         for (tags, reason) in [
             (vec![("finops:protect", "yes")], DenialReason::Protected),
@@ -382,12 +524,47 @@ mod tests {
             (vec![("Name", "vpn.corp.example.com")], DenialReason::DnsReferenced),
             (vec![("Environment", "prod")], DenialReason::Production),
         ] {
-            let f = assess_address(&address(None, &tags), &policy, now());
+            let f = judged(address(None, &tags));
             assert!(f.idle && !f.would_propose(), "{tags:?}");
             assert_eq!(f.blocked.unwrap().reason, reason, "{tags:?}");
         }
         // A name that is not a host name does not block.
-        assert!(assess_address(&address(None, &[("Name", "spare-ip-2")]), &policy, now()).would_propose());
+        assert!(judged(address(None, &[("Name", "spare-ip-2")])).would_propose());
         assert!(!looks_like_host_name("198.51.100.7") && looks_like_host_name("API.Example.com."));
+    }
+
+    #[test]
+    fn the_summary_keeps_what_can_be_acted_on_apart_from_what_the_policy_blocks() {
+        let policy = PolicyConfig::default();
+        let window = LookbackWindow::ending_before(now(), 14);
+        let judged = |a: ElasticAddress| assess_address(&a).held_to(&a.tags, &policy, now());
+        let prod = volume(90, &[("Environment", "production")]);
+        let findings = vec![
+            judged(address(None, &[])),
+            judged(address(None, &[("finops:protect", "true")])),
+            judged(address(Some("eipassoc-1"), &[])),
+            assess_volume(&volume(90, &[]), &VolumeActivity::default(), &window, gp3(), now()).held_to(
+                &BTreeMap::new(),
+                &policy,
+                now(),
+            ),
+            assess_volume(&prod, &VolumeActivity::default(), &window, gp3(), now()).held_to(&prod.tags, &policy, now()),
+        ];
+        let summary = ResourcesSummary::of(&findings);
+        assert_eq!((summary.total.found, summary.total.idle), (5, 4));
+        assert_eq!((summary.total.actionable, summary.total.actionable_monthly_saving_usd), (2, 6.65), "3.65 + 3.00");
+        assert_eq!((summary.total.blocked, summary.total.blocked_monthly_saving_usd), (2, 6.65));
+        let eips = &summary.by_kind[&ResourceKind::ElasticIp];
+        assert_eq!((eips.found, eips.idle, eips.actionable, eips.blocked), (3, 2, 1, 1));
+        assert_eq!(
+            summary.summary,
+            "$6.65/month actionable; 2 EBS volumes: 2 idle, 1 actionable ($3.00/month), 1 blocked by policy ($3.00/month, \
+             not counted); 3 Elastic IPs: 2 idle, 1 actionable ($3.65/month), 1 blocked by policy ($3.65/month, not \
+             counted)"
+        );
+        assert_eq!(ResourcesSummary::default().summary, "none found");
+        let json = serde_json::to_value(&summary).unwrap();
+        assert_eq!(json["actionableMonthlySavingUsd"], 6.65, "totals flattened: {json}");
+        assert_eq!(json["byKind"]["elastic-ip"]["blocked"], 1, "{json}");
     }
 }

@@ -34,6 +34,12 @@ pub struct InventoryDocument {
     pub regions: Vec<String>,
     pub collected_at: chrono::DateTime<chrono::Utc>,
     pub instances: Vec<InstanceRecord>,
+    /// EBS volumes attached to nothing (resource kinds beyond instances: [`crate::resources`]).
+    #[serde(default)]
+    pub volumes: Vec<crate::resources::UnattachedVolume>,
+    /// Elastic IP addresses, associated or not.
+    #[serde(default)]
+    pub addresses: Vec<crate::resources::ElasticAddress>,
 }
 
 /// The utilisation document a run stores: one summary per inventoried instance.
@@ -44,6 +50,10 @@ pub struct UtilisationDocument {
     pub window: LookbackWindow,
     pub criteria: crate::criteria::IdleCriteria,
     pub summaries: Vec<UtilisationSummary>,
+    /// The inventory's other resources, measured and priced: idle or not and why, and the saving. The policy step
+    /// judges them.
+    #[serde(default)]
+    pub resources: Vec<crate::resources::ResourceFinding>,
 }
 
 /// Output of the inventory step (input of the metrics step).
@@ -234,6 +244,13 @@ pub struct ScanItemDocument {
     pub get_metric_data_calls: usize,
     pub metrics_requested: usize,
     pub price_list_calls: usize,
+    #[serde(default)]
+    pub volumes: Vec<crate::resources::UnattachedVolume>,
+    #[serde(default)]
+    pub addresses: Vec<crate::resources::ElasticAddress>,
+    /// The volumes and addresses measured and priced (the policy step judges them).
+    #[serde(default)]
+    pub resources: Vec<crate::resources::ResourceFinding>,
 }
 
 impl ScanItemDocument {
@@ -454,6 +471,9 @@ pub struct PolicyOutput {
     pub recommendation_count: usize,
     /// The complete outcome, every denial included.
     pub policy: ObjectRef,
+    /// The run's resources beyond instances as the policy judged them (the findings are in the policy document).
+    #[serde(default)]
+    pub resources: crate::resources::ResourcesSummary,
 }
 
 // ---- request-approval step ----

@@ -295,6 +295,7 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             denials_omitted: 0,
             recommendation_count: 1,
             policy: object("policy.json"),
+            resources: Default::default(),
         }),
         "RequestApprovalFunctionArn" => to_value(ApprovalRequestOutput {
             approval_id: "a".repeat(32),

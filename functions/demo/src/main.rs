@@ -18,7 +18,7 @@ use finops_local::xray_daemon::XrayDaemon;
 use finops_local::{approval_page, serve, LocalFunctions};
 use finops_testkit::moto::{http, sdk_config, MotoServer};
 use finops_testkit::scripted_model;
-use finops_testkit::seed::sample_fleet;
+use finops_testkit::seed::{sample_fleet, sample_resources};
 use finops_testkit::workflow::{set_var, WorkflowEnv, WorkflowTimings, RUN_BUCKET};
 use serde_json::{json, Value};
 
@@ -181,10 +181,16 @@ async fn main() {
 
     if !args.no_seed {
         let use1 = sdk_config(&endpoint, "us-east-1").await;
-        let fleet = sample_fleet(&config, &use1, &LookbackWindow::ending_before(chrono::Utc::now(), 14)).await;
+        let window = LookbackWindow::ending_before(chrono::Utc::now(), 14);
+        let fleet = sample_fleet(&config, &use1, &window).await;
         say(format!("seeded {} instances with 14 days of CloudWatch metrics:", fleet.len()));
         for i in &fleet {
             eprintln!("    {:<20} {:<15} {:<42} {}", i.instance_id, i.region, truncate(&i.name, 40), i.role);
+        }
+        let resources = sample_resources(&config, &use1, &window).await;
+        say(format!("seeded {} other resources (unattached EBS volumes, Elastic IPs):", resources.len()));
+        for r in &resources {
+            eprintln!("    {:<26} {:<15} {:<36} {}", r.instance_id, r.region, truncate(&r.name, 34), r.role);
         }
     }
 
@@ -340,6 +346,8 @@ fn run_report(run_id: &str, execution: &str, status: &str, output: &Value) -> Va
         "approvedButNotStopped": not_stopped,
         "stoppedMonthlySavingUsd": (saving * 100.0).round() / 100.0,
         "deniedByPolicy": output["policy"]["denialCounts"],
+        // Unattached volumes and Elastic IPs: found, idle, what can be acted on and what the policy blocks.
+        "otherResources": output["policy"]["resources"],
         "policyDocument": output["policy"]["policy"],
         // What the run itself cost (the emulated run's timings are a debug build's against moto: an upper bound).
         "runCost": output["cost"]["output"],

@@ -29,8 +29,10 @@ use finops_core::steps::{
     ScanItemDocument, ScanItemOutput, ScanItemRequest, LISTED_IN_STATE,
 };
 use finops_core::{DetectionConfig, IdleVerdict, LookbackWindow, ObjectRef, ProgressSink};
-use finops_inventory::{collect_inventory, Ec2Inventory, InventorySource};
-use finops_metrics::{analyse, store_utilisation, Analysis, CloudWatchMetrics, Detected, MetricsApi};
+use finops_inventory::{collect_inventory, collect_resources, Ec2Inventory, InventorySource, ResourceInventory};
+use finops_metrics::{
+    analyse, assess_resources, store_utilisation, Analysis, CloudWatchMetrics, Detected, MetricsApi, ResourceAssessment,
+};
 
 // ---- the steps as the Lambdas and the local runner build them ----
 
@@ -215,7 +217,7 @@ pub async fn plan<D: AccountDirectory, R: RunStore>(
 /// The clients that read one member account: EC2 and CloudWatch through its read-only role in deployments,
 /// synthetic ones in the benchmark.
 pub trait MemberClients: Send + Sync {
-    type Inventory: InventorySource;
+    type Inventory: InventorySource + ResourceInventory;
     type Metrics: MetricsApi;
     fn for_account(
         &self,
@@ -248,7 +250,16 @@ fn unreachable_reason(error: &FinopsError) -> Option<String> {
     }
 }
 
-/// The instances of one account in one region, with their analysis; the account on every record.
+/// One account in one region as scanned: its instances with their analysis, and its other resources (unattached
+/// volumes, Elastic IPs) measured and priced; the account on every record.
+pub struct ScannedItem {
+    pub instances: Vec<finops_core::InstanceRecord>,
+    pub analysis: Analysis,
+    pub volumes: Vec<finops_core::resources::UnattachedVolume>,
+    pub addresses: Vec<finops_core::resources::ElasticAddress>,
+    pub resources: ResourceAssessment,
+}
+
 pub async fn scan_item<C: MemberClients, P: PriceListApi>(
     clients: &C,
     prices: &PriceBook<P>,
@@ -256,15 +267,24 @@ pub async fn scan_item<C: MemberClients, P: PriceListApi>(
     config: &DetectionConfig,
     as_of: DateTime<Utc>,
     progress: &dyn ProgressSink,
-) -> Result<(Vec<finops_core::InstanceRecord>, Analysis), FinopsError> {
+) -> Result<ScannedItem, FinopsError> {
     let (source, metrics) = clients.for_account(&item.account).await?;
-    let mut instances = collect_inventory(&source, std::slice::from_ref(&item.region), progress).await?;
+    let region = std::slice::from_ref(&item.region);
+    let mut instances = collect_inventory(&source, region, progress).await?;
     for instance in &mut instances {
         instance.account = Some(item.account.clone());
     }
     let analysis =
         analyse(&metrics, prices, &instances, &config.criteria, config.metric_stages, as_of, progress).await?;
-    Ok((instances, analysis))
+    let (mut volumes, mut addresses) = collect_resources(&source, region).await?;
+    for v in &mut volumes {
+        v.account = Some(item.account.clone());
+    }
+    for a in &mut addresses {
+        a.account = Some(item.account.clone());
+    }
+    let resources = assess_resources(&metrics, prices, &volumes, &addresses, &analysis.window, as_of).await?;
+    Ok(ScannedItem { instances, analysis, volumes, addresses, resources })
 }
 
 /// The Distributed Map's item step.
@@ -290,16 +310,19 @@ pub async fn scan_account<C: MemberClients, P: PriceListApi, R: RunStore>(
     let window = LookbackWindow::ending_before(request.as_of, config.criteria.lookback_days);
     let price_calls_before = prices.api_calls();
     let document = match scan_item(clients, prices, &item, &config, request.as_of, &finops_core::Silent).await {
-        Ok((instances, analysis)) => ScanItemDocument {
+        Ok(ScannedItem { instances, analysis, volumes, addresses, resources }) => ScanItemDocument {
             run_id: request.run_id.clone(),
             item,
             unreachable: None,
             window: analysis.window,
             instances,
             summaries: analysis.summaries,
-            get_metric_data_calls: analysis.get_metric_data_calls,
-            metrics_requested: analysis.metrics_requested,
+            get_metric_data_calls: analysis.get_metric_data_calls + resources.get_metric_data_calls,
+            metrics_requested: analysis.metrics_requested + resources.metrics_requested,
             price_list_calls: prices.api_calls() - price_calls_before,
+            volumes,
+            addresses,
+            resources: resources.findings,
         },
         Err(e) => match unreachable_reason(&e) {
             Some(reason) => {
@@ -314,6 +337,9 @@ pub async fn scan_account<C: MemberClients, P: PriceListApi, R: RunStore>(
                     get_metric_data_calls: 0,
                     metrics_requested: 0,
                     price_list_calls: 0,
+                    volumes: Vec::new(),
+                    addresses: Vec::new(),
+                    resources: Vec::new(),
                 }
             }
             None => return Err(e),
@@ -372,6 +398,7 @@ pub async fn merge<R: RunStore>(
     let mut regions: Vec<String> = Vec::new();
     let mut accounts: Vec<AccountRef> = Vec::new();
     let mut instances = Vec::new();
+    let (mut volumes, mut addresses, mut resources) = (Vec::new(), Vec::new(), Vec::new());
     let mut analysis = Analysis::empty(window);
     let mut unreachable: Vec<UnreachableItem> = Vec::new();
     let mut price_list_calls = 0;
@@ -409,6 +436,9 @@ pub async fn merge<R: RunStore>(
         }
         price_list_calls += document.price_list_calls;
         instances.extend(document.instances);
+        volumes.extend(document.volumes);
+        addresses.extend(document.addresses);
+        resources.extend(document.resources);
         analysis.absorb(Analysis {
             window,
             summaries: document.summaries,
@@ -416,9 +446,10 @@ pub async fn merge<R: RunStore>(
             metrics_requested: document.metrics_requested,
         });
     }
-    let inventory = InventoryDocument { run_id: request.run_id.clone(), regions, collected_at: now, instances };
+    let inventory =
+        InventoryDocument { run_id: request.run_id.clone(), regions, collected_at: now, instances, volumes, addresses };
     let inventory_ref = put_json(store, &format!("runs/{}/inventory.json", request.run_id), &inventory).await?;
-    let detected = Detected { inventory_ref, inventory: &inventory, analysis, price_list_calls };
+    let detected = Detected { inventory_ref, inventory: &inventory, analysis, resources, price_list_calls };
     let mut output = store_utilisation(store, &request.run_id, detected, &config).await?;
     let unreachable_count = unreachable.len();
     let summary = OrganizationSummary {

@@ -76,8 +76,21 @@ pub async fn collect_inventory<S: InventorySource>(
     Ok(all)
 }
 
-/// The Lambda handler.
-pub async fn handle<S: InventorySource, R: RunStore>(
+/// Unattached volumes and Elastic IPs of each region, in order.
+pub async fn collect_resources<S: ResourceInventory>(
+    source: &S,
+    regions: &[String],
+) -> Result<(Vec<finops_core::resources::UnattachedVolume>, Vec<finops_core::resources::ElasticAddress>), FinopsError> {
+    let (mut volumes, mut addresses) = (Vec::new(), Vec::new());
+    for region in regions {
+        volumes.extend(source.unattached_volumes(region).await?);
+        addresses.extend(source.elastic_addresses(region).await?);
+    }
+    Ok((volumes, addresses))
+}
+
+/// The Lambda handler. A run scoped to named instances (the single-instance entry) lists no other resources.
+pub async fn handle<S: InventorySource + ResourceInventory, R: RunStore>(
     event: serde_json::Value,
     source: &S,
     store: &R,
@@ -97,9 +110,21 @@ pub async fn handle<S: InventorySource, R: RunStore>(
         *instances_by_region.entry(i.region.clone()).or_default() += 1;
     }
     let instance_count = instances.len();
-    let document = InventoryDocument { run_id: run_id.clone(), regions: regions.clone(), collected_at: now, instances };
+    let (volumes, addresses) = match &request.instance_ids {
+        Some(_) => (Vec::new(), Vec::new()),
+        None => collect_resources(source, &regions).await?,
+    };
+    let (volume_count, address_count) = (volumes.len(), addresses.len());
+    let document = InventoryDocument {
+        run_id: run_id.clone(),
+        regions: regions.clone(),
+        collected_at: now,
+        instances,
+        volumes,
+        addresses,
+    };
     let inventory = put_json(store, &format!("runs/{run_id}/inventory.json"), &document).await?;
-    tracing::info!(run_id, instance_count, bytes = inventory.bytes, "inventory stored");
+    tracing::info!(run_id, instance_count, volume_count, address_count, bytes = inventory.bytes, "inventory stored");
     Ok(InventoryOutput { run_id, regions, inventory, instance_count, instances_by_region })
 }
 

@@ -4,8 +4,9 @@
 use chrono::Utc;
 use finops_aws::{FinopsError, MemoryRunStore, PriceBook, SdkPriceList};
 use finops_core::policy::PolicyConfig;
+use finops_core::resources::{ElasticAddress, UnattachedVolume};
 use finops_core::{DetectionConfig, InstanceRecord};
-use finops_inventory::InventorySource;
+use finops_inventory::{InventorySource, ResourceInventory};
 use finops_metrics::synthetic::SyntheticMetrics;
 use finops_testkit::fixtures::instance;
 use serde_json::{json, Value};
@@ -17,6 +18,36 @@ struct FakeFleet(Vec<InstanceRecord>);
 impl InventorySource for FakeFleet {
     async fn running_instances(&self, region: &str) -> Result<Vec<InstanceRecord>, FinopsError> {
         Ok(self.0.iter().filter(|i| i.region == region).cloned().collect())
+    }
+}
+
+/// As many unattached volumes and Elastic IPs as a careless account collects: 1,000 of each.
+impl ResourceInventory for FakeFleet {
+    async fn unattached_volumes(&self, region: &str) -> Result<Vec<UnattachedVolume>, FinopsError> {
+        Ok((0..1_000)
+            .map(|n| UnattachedVolume {
+                volume_id: format!("vol-{n:017x}"),
+                region: region.to_owned(),
+                volume_type: "gp3".into(),
+                size_gib: 100,
+                create_time: Utc::now() - chrono::Duration::days(90),
+                tags: [("Name".to_owned(), format!("old-data-{n}"))].into(),
+                account: None,
+            })
+            .collect())
+    }
+
+    async fn elastic_addresses(&self, region: &str) -> Result<Vec<ElasticAddress>, FinopsError> {
+        Ok((0..1_000)
+            .map(|n| ElasticAddress {
+                allocation_id: format!("eipalloc-{n:017x}"),
+                public_ip: format!("198.51.{}.{}", n / 250, n % 250),
+                region: region.to_owned(),
+                association_id: None,
+                tags: Default::default(),
+                account: None,
+            })
+            .collect())
     }
 }
 
@@ -81,7 +112,8 @@ async fn the_largest_state_of_a_5000_instance_run_stays_under_256_kb() {
         "reasoning": {"output": reasoning},
         "policy": {
             "proposals": policy["proposals"], "proposalCount": policy["proposalCount"], "denialCounts": policy["denialCounts"],
-            "proposedMonthlySavingUsd": policy["proposedMonthlySavingUsd"], "policy": policy["policy"]
+            "proposedMonthlySavingUsd": policy["proposedMonthlySavingUsd"], "policy": policy["policy"],
+            "resources": policy["resources"]
         }
     });
     let sizes = [
@@ -96,6 +128,10 @@ async fn the_largest_state_of_a_5000_instance_run_stays_under_256_kb() {
         assert!(bytes < LIMIT, "{what} is {bytes} bytes");
     }
     assert_eq!(state["policy"]["proposalCount"], 10, "the per-run cap bounds the map");
+    assert_eq!(
+        state["policy"]["resources"]["found"], 2_000,
+        "the other resources are counted, not listed, in the state"
+    );
     assert!(
         state["reasoning"]["output"]["recommendationsRef"].is_object()
             || state["reasoning"]["output"]["recommendations"].is_array()

@@ -69,7 +69,9 @@ async fn deployment(
     let functions = Arc::new(LocalFunctions::new(&config, &vars).expect("the functions' environment"));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto.port).into()));
     let use1 = sdk_config(&moto.endpoint, "us-east-1").await;
-    let fleet = sample_fleet(&config, &use1, &LookbackWindow::ending_before(Utc::now(), 14)).await;
+    let window = LookbackWindow::ending_before(Utc::now(), 14);
+    let fleet = sample_fleet(&config, &use1, &window).await;
+    finops_testkit::seed::sample_resources(&config, &use1, &window).await;
     Workflow { _moto: moto, env, functions, config, fleet, vars, xray }
 }
 
@@ -138,6 +140,22 @@ async fn recommend_mode_reports_and_does_nothing() {
     let ledger = w.ledger("run-recommend").await;
     assert_eq!(ledger["proposalCount"].as_n().unwrap(), "10");
     assert_eq!(ledger["status"].as_s().unwrap(), "completed");
+    // The other resources (seed::sample_resources): the old volume and the spare address can be acted on; the
+    // production volume, the protected address and the DNS-named one are blocked; the volume with I/O yesterday is
+    // not idle.
+    let resources = &output["policy"]["resources"];
+    assert_eq!((resources["found"].as_u64(), resources["idle"].as_u64()), (Some(6), Some(5)), "{resources}");
+    assert_eq!((resources["actionable"].as_u64(), resources["blocked"].as_u64()), (Some(2), Some(3)), "{resources}");
+    assert_eq!(resources["byKind"]["elastic-ip"]["blocked"], 2, "{resources}");
+    assert_eq!(resources["byKind"]["ebs-volume"]["blocked"], 1, "{resources}");
+    let actionable = resources["actionableMonthlySavingUsd"].as_f64().unwrap();
+    assert!(actionable > 3.65, "the spare address and the old volume: {resources}");
+    assert!(
+        report.contains(&format!("Other resources: ${actionable:.2}/month actionable; 3 EBS volumes: 2 idle")),
+        "{report}"
+    );
+    let recorded: Value = serde_json::from_str(ledger["otherResources"].as_s().unwrap()).unwrap();
+    assert_eq!(&recorded, resources, "the ledger keeps the figures the report gave");
     let invoked = w.functions.invocations.lock().unwrap().clone();
     assert_eq!(invoked, ["finops-inventory", "finops-metrics", "finops-reasoning", "finops-policy", "finops-run-cost"]);
     // The run's own cost, from its history on moto's interpreter: every step's Lambda time, the transitions, the

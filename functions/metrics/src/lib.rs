@@ -234,7 +234,7 @@ impl DailySeries {
 
 /// What the fetching cost: GetMetricData calls and metrics requested (CloudWatch bills per metric requested).
 #[derive(Debug, Default)]
-struct Requests {
+pub(crate) struct Requests {
     calls: AtomicUsize,
     metrics: AtomicUsize,
 }
@@ -332,37 +332,55 @@ pub struct Collected {
 /// The findings of one region's resources beyond instances ([`finops_core::resources`]): each unattached volume
 /// judged with its CloudWatch I/O and its storage price, each Elastic IP by its association; every one held to the
 /// policy's tags.
-#[allow(clippy::too_many_arguments)]
 pub async fn assess_resources<M: MetricsApi, P: finops_aws::PriceListApi>(
     api: &M,
     prices: &finops_aws::PriceBook<P>,
-    region: &str,
     volumes: &[finops_core::resources::UnattachedVolume],
     addresses: &[finops_core::resources::ElasticAddress],
     window: &LookbackWindow,
-    policy: &finops_core::policy::PolicyConfig,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Vec<finops_core::resources::ResourceFinding>, FinopsError> {
+) -> Result<ResourceAssessment, FinopsError> {
     use finops_core::resources::{assess_address, assess_volume};
-    let ids: Vec<String> = volumes.iter().map(|v| v.volume_id.clone()).collect();
-    let activity = if ids.is_empty() { HashMap::new() } else { volume_activity(api, region, &ids, window).await? };
+    let mut by_region: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();
+    for v in volumes {
+        by_region.entry(v.region.as_str()).or_default().push(v.volume_id.clone());
+    }
+    let requests = Requests::default();
+    let mut activity = HashMap::new();
+    for (region, ids) in by_region {
+        activity.extend(volume_activity(api, region, &ids, window, &requests).await?);
+    }
     let mut findings = Vec::with_capacity(volumes.len() + addresses.len());
     for v in volumes {
-        let quote = prices.ebs_gb_month(region, &v.volume_type).await;
+        let quote = prices.ebs_gb_month(&v.region, &v.volume_type).await;
         let seen = activity.get(&v.volume_id).cloned().unwrap_or_default();
-        findings.push(assess_volume(v, &seen, window, quote, policy, now));
+        findings.push(assess_volume(v, &seen, window, quote, now));
     }
-    findings.extend(addresses.iter().map(|a| assess_address(a, policy, now)));
-    Ok(findings)
+    findings.extend(addresses.iter().map(assess_address));
+    Ok(ResourceAssessment {
+        findings,
+        get_metric_data_calls: requests.calls.load(Ordering::Relaxed),
+        metrics_requested: requests.metrics.load(Ordering::Relaxed),
+    })
+}
+
+/// The resources beyond instances, measured and priced, and what CloudWatch was asked for them (the run's cost
+/// counts it).
+#[derive(Debug, Clone, Default)]
+pub struct ResourceAssessment {
+    pub findings: Vec<finops_core::resources::ResourceFinding>,
+    pub get_metric_data_calls: usize,
+    pub metrics_requested: usize,
 }
 
 /// Which days of the lookback each volume had I/O (VolumeReadOps/VolumeWriteOps, daily sums): two metrics per
 /// volume, batched 500 to a call. A volume with no datapoint at all was attached to nothing the whole lookback.
-pub async fn volume_activity<M: MetricsApi>(
+async fn volume_activity<M: MetricsApi>(
     api: &M,
     region: &str,
     volume_ids: &[String],
     window: &LookbackWindow,
+    requests: &Requests,
 ) -> Result<HashMap<String, finops_core::resources::VolumeActivity>, FinopsError> {
     let mut queries = Vec::with_capacity(volume_ids.len() * 2);
     for (n, id) in volume_ids.iter().enumerate() {
@@ -377,10 +395,9 @@ pub async fn volume_activity<M: MetricsApi>(
         }
     }
     let mut days: Vec<std::collections::BTreeSet<u32>> = vec![Default::default(); volume_ids.len()];
-    let requests = Requests::default();
     for (n, batch) in queries.chunks(MAX_QUERIES_PER_CALL).enumerate() {
         let batch_count = queries.len().div_ceil(MAX_QUERIES_PER_CALL);
-        for one in fetch_batch(api, region, batch, window, &requests, &finops_core::Silent, n, batch_count).await? {
+        for one in fetch_batch(api, region, batch, window, requests, &finops_core::Silent, n, batch_count).await? {
             let Some(volume) =
                 one.id.strip_prefix('v').and_then(|r| r.split_once('k')).and_then(|(v, _)| v.parse::<usize>().ok())
             else {
@@ -566,11 +583,21 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
         )));
     }
     let price_calls_before = prices.api_calls();
-    let analysis =
+    let mut analysis =
         analyse(api, prices, &inventory.instances, &config.criteria, config.metric_stages, now, &finops_core::Silent)
             .await?;
+    let resources =
+        assess_resources(api, prices, &inventory.volumes, &inventory.addresses, &analysis.window, now).await?;
+    analysis.get_metric_data_calls += resources.get_metric_data_calls;
+    analysis.metrics_requested += resources.metrics_requested;
     let price_list_calls = prices.api_calls() - price_calls_before;
-    let detected = Detected { inventory_ref: request.inventory, inventory: &inventory, analysis, price_list_calls };
+    let detected = Detected {
+        inventory_ref: request.inventory,
+        inventory: &inventory,
+        analysis,
+        resources: resources.findings,
+        price_list_calls,
+    };
     store_utilisation(store, &request.run_id, detected, &config).await
 }
 
@@ -579,6 +606,8 @@ pub struct Detected<'a> {
     pub inventory_ref: ObjectRef,
     pub inventory: &'a InventoryDocument,
     pub analysis: Analysis,
+    /// The inventory's other resources, measured and priced ([`assess_resources`]).
+    pub resources: Vec<finops_core::resources::ResourceFinding>,
     pub price_list_calls: usize,
 }
 
@@ -590,7 +619,7 @@ pub async fn store_utilisation<R: RunStore>(
     detected: Detected<'_>,
     config: &DetectionConfig,
 ) -> Result<MetricsOutput, FinopsError> {
-    let Detected { inventory_ref, inventory, analysis, price_list_calls } = detected;
+    let Detected { inventory_ref, inventory, analysis, resources, price_list_calls } = detected;
     let mut verdicts = VerdictCounts::default();
     for s in &analysis.summaries {
         verdicts.add(s.verdict());
@@ -614,9 +643,12 @@ pub async fn store_utilisation<R: RunStore>(
         window: analysis.window,
         criteria: config.criteria.clone(),
         summaries: analysis.summaries,
+        resources,
     };
     // About 1.2 KB per instance (14 days of five columns, verdict, reasons, cost).
-    let expected_bytes = 4096 + document.summaries.len() * (1_024 + 24 * document.window.days as usize);
+    let expected_bytes = 4096
+        + document.summaries.len() * (1_024 + 24 * document.window.days as usize)
+        + document.resources.len() * 1_024;
     let utilisation =
         put_json_sized(store, &format!("runs/{run_id}/utilisation.json"), &document, expected_bytes).await?;
     tracing::info!(

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use finops_aws::{get_json, put_json, validate_run_id, FinopsError, RunStore};
 use finops_core::policy::{evaluate, Denial, PolicyConfig, Proposal, Recommendation};
+use finops_core::resources::{ResourceFinding, ResourcesSummary};
 use finops_core::steps::{InventoryDocument, UtilisationDocument};
 pub use finops_core::steps::{PolicyOutput, PolicyRequest};
 use serde::Serialize;
@@ -22,6 +23,8 @@ struct PolicyDocument<'a> {
     recommendations: &'a [Recommendation],
     proposals: &'a [Proposal],
     denials: &'a [Denial],
+    /// The run's resources beyond instances, each with what the policy says of it.
+    resources: &'a [ResourceFinding],
 }
 
 pub async fn handle<R: RunStore>(
@@ -51,6 +54,14 @@ pub async fn handle<R: RunStore>(
     }
     let by_id: HashMap<&str, _> = utilisation.summaries.iter().map(|s| (s.instance_id.as_str(), s)).collect();
     let outcome = evaluate(config, &inventory.instances, &by_id, &recommendations, now);
+    let resources = finops_core::resources::judge(
+        config,
+        &inventory.volumes,
+        &inventory.addresses,
+        utilisation.resources.clone(),
+        now,
+    );
+    let resources_summary = ResourcesSummary::of(&resources);
 
     let policy = put_json(
         store,
@@ -61,6 +72,7 @@ pub async fn handle<R: RunStore>(
             recommendations: &recommendations,
             proposals: &outcome.proposals,
             denials: &outcome.denials,
+            resources: &resources,
         },
     )
     .await?;
@@ -111,6 +123,7 @@ pub async fn handle<R: RunStore>(
         denials_omitted,
         recommendation_count: recommendations.len(),
         policy,
+        resources: resources_summary,
     })
 }
 

@@ -33,6 +33,8 @@ async fn every_decision_is_an_annotated_subsegment_of_the_invocation() {
             regions: vec!["ap-southeast-2".into()],
             collected_at: now(),
             instances: vec![dev.clone(), prod.clone()],
+            volumes: vec![],
+            addresses: vec![],
         },
     )
     .await
@@ -45,6 +47,7 @@ async fn every_decision_is_an_annotated_subsegment_of_the_invocation() {
             window: LookbackWindow::ending_before(now(), 14),
             criteria: IdleCriteria::preset(CriteriaPreset::TrustedAdvisor, 14),
             summaries: vec![summary(&dev, true), summary(&prod, true)],
+            resources: vec![],
         },
     )
     .await
