@@ -219,8 +219,9 @@ function grantDetection(stack: Stack, fns: Record<FunctionKey, lambda.Function>,
   const readFleet = new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeInstanceTypes"], resources: ["*"] });
   const readMetrics = new iam.PolicyStatement({ actions: ["cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] });
   const readPrices = new iam.PolicyStatement({ actions: ["pricing:GetProducts"], resources: ["*"] });
-  // Only the steps that list resources beyond instances (unattached volumes come with DescribeVolumes) read addresses.
-  const readAddresses = new iam.PolicyStatement({ actions: ["ec2:DescribeAddresses"], resources: ["*"] });
+  // Only the steps that list resources beyond instances read addresses and NAT gateways (unattached volumes come with
+  // DescribeVolumes, stopped instances with DescribeInstances).
+  const readOtherResources = new iam.PolicyStatement({ actions: ["ec2:DescribeAddresses", "ec2:DescribeNatGateways"], resources: ["*"] });
   const bucketId = stack.getLogicalId(runBucket.node.defaultChild as s3.CfnBucket);
   for (const key of ["inventory", "metrics", "reasoning", "policy", "plan-scans", "scan-account", "merge-scans"] as const) {
     runBucket.grantReadWrite(fns[key]);
@@ -229,11 +230,11 @@ function grantDetection(stack: Stack, fns: Record<FunctionKey, lambda.Function>,
     }
   }
   fns.inventory.addToRolePolicy(readFleet);
-  fns.inventory.addToRolePolicy(readAddresses);
+  fns.inventory.addToRolePolicy(readOtherResources);
   fns.metrics.addToRolePolicy(readMetrics);
   fns.metrics.addToRolePolicy(readPrices);
   // An organization run scans the hub's own account with the item function's own role (no role to assume there).
-  for (const statement of [readFleet, readAddresses, readMetrics, readPrices]) fns["scan-account"].addToRolePolicy(statement);
+  for (const statement of [readFleet, readOtherResources, readMetrics, readPrices]) fns["scan-account"].addToRolePolicy(statement);
   // The reasoning step's tools and the agent's action group read what the detection steps read.
   for (const key of ["agent-tools", "reasoning"] as const) {
     fns[key].addToRolePolicy(readFleet);

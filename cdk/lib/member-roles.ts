@@ -13,7 +13,7 @@ import type { FinopsConfig, OrganizationSettings } from "./config.ts";
 import { allowListedStatements, instanceStorageStatement, tagGuardStatements } from "./production-guard.ts";
 
 /** What the detection role may call in a member account: the hub's detection steps' reads, nothing that changes. */
-export const MEMBER_READ_ACTIONS = ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"];
+export const MEMBER_READ_ACTIONS = ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"];
 
 /** A placeholder for the member's own instance ARN pattern, replaced by an Fn::Sub the member stack resolves. */
 const INSTANCES = "__MEMBER_INSTANCES__";

@@ -18,8 +18,10 @@ Plain `moto_server`, with these additions (transport, lifecycle, seeding, and on
 - Instances launched with the tag `finops-test:launched-days-ago=N` get a LaunchTime N days in the past. Real fleets
   are old; EC2 has no API to set LaunchTime, and every moto instance would otherwise be brand new, which the idle
   criteria rightly treat as "insufficient data". The tag is only read here, by the emulator's seeding hook.
-- Volumes created with the tag `finops-test:created-days-ago=N` get a CreateTime N days in the past, for the same
-  reason (an unattached volume is judged over the lookback).
+- Volumes and NAT gateways created with the tag `finops-test:created-days-ago=N` get a CreateTime N days in the
+  past, for the same reason (an unattached volume or an idle gateway is judged over the lookback).
+- Instances tagged `finops-test:stopped-days-ago=N`, once stopped, say in StateTransitionReason that they were
+  stopped N days ago.
 """
 
 import datetime
@@ -33,7 +35,8 @@ import threading
 import botocore.session
 import cbor2
 from moto.ec2.models.elastic_block_store import Volume
-from moto.ec2.models.instances import InstanceBackend
+from moto.ec2.models.instances import Instance, InstanceBackend
+from moto.ec2.models.nat_gateways import NatGateway
 from moto.iam.models import iam_backends
 from moto.sts.exceptions import STSClientError
 from moto.sts.models import STSBackend
@@ -72,6 +75,37 @@ def _volume_add_tags_backdated(self, tag_map):
 
 
 Volume.add_tags = _volume_add_tags_backdated
+
+# NAT gateways take the same tag (an idle gateway is judged over the lookback).
+_nat_add_tags = NatGateway.add_tags
+
+
+def _nat_add_tags_backdated(self, tag_map):
+    _nat_add_tags(self, tag_map)
+    days = tag_map.get(VOLUME_BACKDATE_TAG)
+    if days is not None:
+        self._created_at = self._created_at - datetime.timedelta(days=float(days))
+
+
+NatGateway.add_tags = _nat_add_tags_backdated
+
+# Instances tagged `finops-test:stopped-days-ago=N` say, once stopped, that they were stopped N days ago (EC2 says
+# when in StateTransitionReason; a stopped instance's volumes are judged by how long it has been stopped).
+STOPPED_BACKDATE_TAG = "finops-test:stopped-days-ago"
+_instance_stop = Instance.stop
+
+
+def _instance_stop_backdated(self):
+    state = _instance_stop(self)
+    tags = {t["key"]: t["value"] for t in self.ec2_backend.describe_tags(filters={"resource-id": [self.id]})}
+    days = tags.get(STOPPED_BACKDATE_TAG)
+    if days is not None:
+        when = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=float(days))
+        self._reason = f"User initiated ({when.strftime('%Y-%m-%d %H:%M:%S UTC')})"
+    return state
+
+
+Instance.stop = _instance_stop_backdated
 
 # --- STS: a role must exist to be assumed --------------------------------------------------------------------------
 

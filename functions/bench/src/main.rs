@@ -82,8 +82,7 @@ fn main() {
             regions: vec!["ap-southeast-2".into()],
             collected_at: Utc::now(),
             instances: fleet(n),
-            volumes: Vec::new(),
-            addresses: Vec::new(),
+            other_resources: Default::default(),
         };
         let inventory = put_json(&store, "runs/bench/inventory.json", &document).await.expect("store inventory");
         let candidates =

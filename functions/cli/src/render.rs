@@ -35,6 +35,10 @@ pub struct ScanReport<'a> {
     pub resources_actionable: usize,
     #[serde(skip)]
     pub resources_blocked: usize,
+    #[serde(skip)]
+    pub resources_report_only: usize,
+    /// Idle resources of kinds finops reports but does not act on (NAT gateways, stopped instances' volumes).
+    pub resources_report_only_monthly_saving_usd: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -103,6 +107,8 @@ impl<'a> ScanReport<'a> {
             resources_blocked_monthly_saving_usd: 0.0,
             resources_actionable: 0,
             resources_blocked: 0,
+            resources_report_only: 0,
+            resources_report_only_monthly_saving_usd: 0.0,
         }
     }
 
@@ -121,6 +127,8 @@ impl<'a> ScanReport<'a> {
         self.resources_blocked_monthly_saving_usd = figures.blocked_monthly_saving_usd;
         self.resources_actionable = figures.actionable;
         self.resources_blocked = figures.blocked;
+        self.resources_report_only = figures.report_only;
+        self.resources_report_only_monthly_saving_usd = figures.report_only_monthly_saving_usd;
         self.resources = rows;
         self
     }
@@ -297,7 +305,7 @@ fn resource_state(r: &ResourceFinding) -> String {
         (_, _) if !r.idle => "in use".into(),
         (Some(b), _) => format!("blocked: {}", b.reason),
         (None, Some(action)) => format!("would propose {}", action.as_str()),
-        (None, None) => "idle".into(),
+        (None, None) => "idle: report only".into(),
     }
 }
 
@@ -343,11 +351,14 @@ fn render_resources(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
     }
     writeln!(
         out,
-        "Other resources: ${:.2}/month can be acted on ({}); ${:.2}/month idle but blocked by policy ({}), not counted.",
+        "Other resources: ${:.2}/month can be acted on ({}); ${:.2}/month idle but blocked by policy ({}), not counted; \
+         ${:.2}/month idle, report only ({}).",
         report.resources_monthly_saving_usd,
         report.resources_actionable,
         report.resources_blocked_monthly_saving_usd,
-        report.resources_blocked
+        report.resources_blocked,
+        report.resources_report_only_monthly_saving_usd,
+        report.resources_report_only,
     )?;
     for r in report.resources.iter().filter(|r| r.idle) {
         let why =

@@ -183,8 +183,7 @@ impl Fleet {
         let policy = finops_core::policy::PolicyConfig::default();
         self.resources.extend(finops_core::resources::judge(
             &policy,
-            &item.volumes,
-            &item.addresses,
+            &item.other_resources,
             item.resources.findings,
             now,
         ));
@@ -207,10 +206,17 @@ async fn scan_region(
     let instances = collect_inventory(&inventory, &regions, progress).await?;
     let metrics = CloudWatchMetrics::new(sdk.clone());
     let analysis = analyse(&metrics, prices, &instances, &config.criteria, config.metric_stages, now, progress).await?;
-    let (volumes, addresses) = collect_resources(&inventory, &regions).await?;
-    let resources =
-        finops_metrics::assess_resources(&metrics, prices, &volumes, &addresses, &analysis.window, now).await?;
-    Ok(ScannedItem { instances, analysis, volumes, addresses, resources })
+    let other_resources = collect_resources(&inventory, &regions).await?;
+    let resources = finops_metrics::assess_resources(
+        &metrics,
+        prices,
+        &other_resources,
+        &analysis.window,
+        config.stopped_days,
+        now,
+    )
+    .await?;
+    Ok(ScannedItem { instances, analysis, other_resources, resources })
 }
 
 /// The organization fan-out from a laptop: each (account, region) item with the member's read-only role. An item

@@ -102,10 +102,10 @@ fn bad_arguments_fail_with_usage_errors() {
     assert!(String::from_utf8_lossy(&criteria.stderr).contains("allowed: idle, trusted-advisor"));
 }
 
-/// Issue 13's kinds in `finops scan`: the sample resources with their traps, what finops would do with each, and a
+/// Issue 13's kinds in `finops scan` (volumes, Elastic IPs, stopped instances, NAT gateways): the sample resources with their traps, what finops would do with each, and a
 /// saving line that never adds what the policy blocks.
 #[tokio::test]
-async fn scan_reports_unattached_volumes_and_elastic_ips_with_their_traps() {
+async fn scan_reports_every_resource_kind_with_its_traps() {
     let moto = moto().await;
     let syd = moto.sdk_config("ap-southeast-2").await;
     let use1 = moto.sdk_config("us-east-1").await;
@@ -123,7 +123,10 @@ async fn scan_reports_unattached_volumes_and_elastic_ips_with_their_traps() {
         let id = id(name);
         stdout
             .lines()
-            .find(|l| l.contains(&id) && !l.trim_start().starts_with("EBS") && !l.trim_start().starts_with("Elastic"))
+            .find(|l| {
+                l.contains(&id)
+                    && ["ebs-volume", "elastic-ip", "stopped-instance", "nat-gateway"].iter().any(|k| l.starts_with(k))
+            })
             .unwrap_or_else(|| panic!("no row for {name} ({id}):\n{stdout}"))
             .to_owned()
     };
@@ -138,12 +141,24 @@ async fn scan_reports_unattached_volumes_and_elastic_ips_with_their_traps() {
     assert!(row("spare-ip").contains("would propose release") && row("spare-ip").contains("$3.65"), "{stdout}");
     assert!(row("bastion-ip").contains("blocked: protected"), "{stdout}");
     assert!(row("vpn-endpoint").contains("blocked: dns-referenced"), "{stdout}");
+    // Reported, not acted on: the instance stopped 45 days ago (100 GiB gp3 in us-east-1: $8.00, less the snapshot
+    // $5.00) and the NAT gateway that sent nothing ($0.045 x 1.25 x 730 h); the instance stopped 2 days ago and the
+    // NAT gateway that sent 5 GB are not idle.
+    let stopped = row("old-build-box");
+    assert!(
+        stopped.contains("idle: report only") && stopped.contains("$8.00") && stopped.contains("$3.00"),
+        "{stopped}"
+    );
+    assert!(row("paused-yesterday").contains("in use"), "{stdout}");
+    let nat = row("idle-nat");
+    assert!(nat.contains("idle: report only") && nat.contains("$41.06"), "{nat}");
+    assert!(row("egress-nat").contains("in use"), "{stdout}");
     // Sydney's prices: the embedded table x 1.25 (100 GiB gp3 $10.00, less a full-size snapshot $6.25).
     // What can be acted on: the old volume (storage less its snapshot) and the spare address; the production
     // volume's and the blocked addresses' savings are reported apart, never added in.
     assert!(
         stdout
-            .contains("Other resources: $7.40/month can be acted on (2); $19.80/month idle but blocked by policy (3)"),
+            .contains("Other resources: $7.40/month can be acted on (2); $19.80/month idle but blocked by policy (3), not counted; $44.06/month idle, report only (2)."),
         "{stdout}"
     );
 
@@ -162,7 +177,7 @@ async fn scan_reports_unattached_volumes_and_elastic_ips_with_their_traps() {
     );
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     let resources = report["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 6);
+    assert_eq!(resources.len(), 10);
     assert_eq!(resources[0]["action"], "snapshot-then-delete", "what would be proposed first, largest saving first");
     assert_eq!(report["resourcesMonthlySavingUsd"], 7.4);
     let vpn = resources.iter().find(|r| r["resourceId"] == id("vpn-endpoint").as_str()).unwrap();

@@ -83,6 +83,16 @@ pub struct DetectionConfig {
     pub pricing: PricingMode,
     #[serde(default)]
     pub metric_stages: MetricStages,
+    /// How long an instance must have been stopped before its volumes' cost is reported as waste
+    /// (`FINOPS_STOPPED_DAYS`, 1 to 365, default 30).
+    #[serde(default = "default_stopped_days")]
+    pub stopped_days: u32,
+}
+
+pub const DEFAULT_STOPPED_DAYS: u32 = 30;
+
+fn default_stopped_days() -> u32 {
+    DEFAULT_STOPPED_DAYS
 }
 
 impl Default for DetectionConfig {
@@ -93,6 +103,7 @@ impl Default for DetectionConfig {
             shortlist_limit: DEFAULT_SHORTLIST_LIMIT,
             pricing: PricingMode::Api,
             metric_stages: MetricStages::Two,
+            stopped_days: DEFAULT_STOPPED_DAYS,
         }
     }
 }
@@ -113,6 +124,7 @@ pub const ENV_KEYS: &[&str] = &[
     "FINOPS_SHORTLIST_LIMIT",
     "FINOPS_PRICING",
     "FINOPS_METRIC_STAGES",
+    "FINOPS_STOPPED_DAYS",
 ];
 
 impl DetectionConfig {
@@ -171,6 +183,9 @@ impl DetectionConfig {
             }
         }
         config.run_bucket = get("FINOPS_RUN_BUCKET").map(str::to_owned);
+        if let Some(v) = get("FINOPS_STOPPED_DAYS") {
+            config.stopped_days = parse_in("FINOPS_STOPPED_DAYS", v, 1.0, 365.0)? as u32;
+        }
         if let Some(v) = get("FINOPS_SHORTLIST_LIMIT") {
             config.shortlist_limit = parse_in("FINOPS_SHORTLIST_LIMIT", v, 1.0, 5000.0)? as usize;
         }
@@ -272,6 +287,7 @@ mod tests {
             ("FINOPS_MIN_DAYS_WITH_DATA", "25"),
             ("FINOPS_RUN_BUCKET", "runs"),
             ("FINOPS_SHORTLIST_LIMIT", "50"),
+            ("FINOPS_STOPPED_DAYS", "45"),
             ("FINOPS_PRICING", "embedded"),
             ("FINOPS_METRIC_STAGES", "one"),
         ]))
@@ -289,6 +305,7 @@ mod tests {
         assert_eq!(c.criteria.min_days_with_data, 25);
         assert_eq!(c.run_bucket.as_deref(), Some("runs"));
         assert_eq!(c.shortlist_limit, 50);
+        assert_eq!(c.stopped_days, 45);
         assert_eq!(c.pricing, PricingMode::Embedded);
         assert_eq!(c.metric_stages, MetricStages::One);
         assert_eq!(DetectionConfig::from_vars(vars(&[])).unwrap().metric_stages, MetricStages::Two, "the default");

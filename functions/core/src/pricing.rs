@@ -248,6 +248,15 @@ pub fn embedded_snapshot_gb_month(region: &str) -> Option<f64> {
     Some(((crate::resources::SNAPSHOT_USD_GB_MONTH * region_factor(region)?) * 1e6).round() / 1e6)
 }
 
+/// A NAT gateway's hourly charge in us-east-1 (data processed, $0.045/GB, comes on top and stops with the traffic).
+pub const NAT_GATEWAY_USD_HOURLY: f64 = 0.045;
+
+/// The embedded NAT gateway hourly price in a region (the VPC pricing page's; the Price List is not asked for it).
+pub fn embedded_nat_gateway_hourly(region: &str) -> Option<Quote> {
+    let usd = NAT_GATEWAY_USD_HOURLY * region_factor(region)?;
+    Some(Quote { usd: (usd * 1e6).round() / 1e6, source: PriceSource::embedded(region) })
+}
+
 /// The embedded EBS storage price per GB-month of a volume type in a region.
 pub fn embedded_ebs_gb_month(volume_type: &str, region: &str) -> Option<Quote> {
     let base = EBS_USD_GB_MONTH.iter().find(|(t, _)| *t == volume_type)?.1;

@@ -30,6 +30,9 @@ pub const SNAPSHOT_USD_GB_MONTH: f64 = 0.05;
 pub enum ResourceKind {
     EbsVolume,
     ElasticIp,
+    /// An instance stopped for longer than the deployment's threshold: its EBS volumes still bill.
+    StoppedInstance,
+    NatGateway,
 }
 
 impl ResourceKind {
@@ -37,6 +40,8 @@ impl ResourceKind {
         match self {
             Self::EbsVolume => "ebs-volume",
             Self::ElasticIp => "elastic-ip",
+            Self::StoppedInstance => "stopped-instance",
+            Self::NatGateway => "nat-gateway",
         }
     }
 
@@ -45,6 +50,8 @@ impl ResourceKind {
         match self {
             Self::EbsVolume => "EBS volume",
             Self::ElasticIp => "Elastic IP",
+            Self::StoppedInstance => "stopped instance",
+            Self::NatGateway => "NAT gateway",
         }
     }
 
@@ -89,6 +96,47 @@ pub struct ElasticAddress {
     /// What it is associated with (an instance or a network interface), if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub association_id: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountRef>,
+}
+
+/// An instance in state `stopped`: no compute charge, but its EBS volumes bill as before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoppedInstance {
+    pub instance_id: String,
+    pub region: String,
+    pub instance_type: String,
+    /// When it was stopped, from EC2's StateTransitionReason ("User initiated (2026-10-01 12:00:00 GMT)"); None when
+    /// EC2 does not say (then it is not judged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_since: Option<DateTime<Utc>>,
+    pub volumes: Vec<crate::inventory::VolumeRecord>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountRef>,
+}
+
+/// When an instance was stopped, from its StateTransitionReason: the date in brackets, as EC2 writes it
+/// ("User initiated (2026-10-01 12:00:00 GMT)"; the emulator writes "UTC").
+pub fn stopped_since(state_transition_reason: &str) -> Option<DateTime<Utc>> {
+    let inner = state_transition_reason.rsplit_once('(')?.1.split_once(')')?.0;
+    let stamp = inner.get(..19)?;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y-%m-%d %H:%M:%S").ok().map(|t| t.and_utc())
+}
+
+/// A NAT gateway (state `available`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NatGateway {
+    pub nat_gateway_id: String,
+    pub region: String,
+    #[serde(default)]
+    pub vpc_id: String,
+    pub create_time: DateTime<Utc>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -257,6 +305,100 @@ pub fn assess_address(address: &ElasticAddress) -> ResourceFinding {
     }
 }
 
+/// The stopped instance's verdict. Idle: stopped for at least `min_days_stopped`. Its cost is its volumes' storage;
+/// the saving (their storage less the snapshots kept) is reported only: deleting a stopped instance's volumes is not
+/// something this deployment does (`storage_monthly`: each volume's monthly price, None where unknown).
+pub fn assess_stopped_instance(
+    instance: &StoppedInstance,
+    storage_monthly: &[Option<f64>],
+    min_days_stopped: u32,
+    now: DateTime<Utc>,
+) -> ResourceFinding {
+    let gib: u32 = instance.volumes.iter().map(|v| v.size_gib).sum();
+    let (idle, reason) = match instance.stopped_since {
+        None => (false, "stopped, since when EC2 does not say: not judged".to_owned()),
+        Some(since) => {
+            let days = (now - since).num_days();
+            if days >= i64::from(min_days_stopped) {
+                (true, format!("stopped for {days} days (since {}), at least {min_days_stopped}", since.date_naive()))
+            } else {
+                (false, format!("stopped {days} day(s) ago, fewer than {min_days_stopped}"))
+            }
+        }
+    };
+    let priced = storage_monthly.iter().all(Option::is_some) && !storage_monthly.is_empty();
+    let monthly_cost = priced.then(|| round2(storage_monthly.iter().flatten().sum::<f64>()));
+    let snapshot = crate::pricing::embedded_snapshot_gb_month(&instance.region).map(|usd| usd * f64::from(gib));
+    ResourceFinding {
+        kind: ResourceKind::StoppedInstance,
+        resource_id: instance.instance_id.clone(),
+        region: instance.region.clone(),
+        name: instance.tags.get("Name").cloned(),
+        account: instance.account.clone(),
+        idle,
+        reasons: vec![
+            reason,
+            format!(
+                "{} EBS volume(s), {gib} GiB, still billed; report only: deleting them is off",
+                instance.volumes.len()
+            ),
+        ],
+        monthly_cost_usd: monthly_cost,
+        monthly_saving_usd: match (idle, monthly_cost) {
+            (true, Some(cost)) => Some(round2((cost - snapshot.unwrap_or(0.0)).max(0.0))),
+            _ => None,
+        },
+        saving_basis: format!(
+            "snapshot, then delete the volumes: their storage ({gib} GiB) stops billing, less the snapshots kept (at \
+             most {gib} GiB x ${SNAPSHOT_USD_GB_MONTH}/GB-month)"
+        ),
+        price_source: None,
+        action: None,
+        blocked: None,
+    }
+}
+
+/// The NAT gateway's verdict. Idle: older than the lookback and no byte sent to a destination in it
+/// (BytesOutToDestination, summed; no datapoint at all counts as none). Report only: deleting a NAT gateway breaks
+/// the routes that name it. `hourly`: its hourly price in its region.
+pub fn assess_nat_gateway(
+    nat: &NatGateway,
+    bytes_out: Option<f64>,
+    window: &LookbackWindow,
+    hourly: Option<Quote>,
+    now: DateTime<Utc>,
+) -> ResourceFinding {
+    let age_days = (now - nat.create_time).num_days();
+    let (idle, reason) = if nat.create_time > window.start() {
+        (false, format!("created {age_days} day(s) ago, within the {}-day lookback", window.days))
+    } else {
+        match bytes_out {
+            Some(bytes) if bytes > 0.0 => {
+                (false, format!("sent {:.1} MB to destinations over the {}-day lookback", bytes / 1e6, window.days))
+            }
+            _ => (true, format!("no byte sent to any destination over the {}-day lookback", window.days)),
+        }
+    };
+    let monthly = hourly.as_ref().map(|q| round2(q.usd * HOURS_PER_MONTH));
+    ResourceFinding {
+        kind: ResourceKind::NatGateway,
+        resource_id: nat.nat_gateway_id.clone(),
+        region: nat.region.clone(),
+        name: nat.tags.get("Name").cloned(),
+        account: nat.account.clone(),
+        idle,
+        reasons: vec![reason, format!("in {}; report only: delete it yourself once no route needs it", nat.vpc_id)],
+        monthly_cost_usd: monthly,
+        monthly_saving_usd: if idle { monthly } else { None },
+        saving_basis: format!(
+            "delete: the gateway's hourly charge x {HOURS_PER_MONTH} hours (data processing stops with the traffic)"
+        ),
+        price_source: hourly.map(|q| q.source),
+        action: None,
+        blocked: None,
+    }
+}
+
 /// Why the policy never acts on a resource of `kind` with these tags: the tags every kind is held to (protected,
 /// production, not on the allow-list, snoozed), then the kind's own rules (an Elastic IP a DNS record names is never
 /// released: the name would break).
@@ -267,7 +409,7 @@ pub fn resource_block(
     now: DateTime<Utc>,
 ) -> Option<Blocked> {
     let kind_rule = || match kind {
-        ResourceKind::EbsVolume => None,
+        ResourceKind::EbsVolume | ResourceKind::StoppedInstance | ResourceKind::NatGateway => None,
         ResourceKind::ElasticIp => dns_reference(resource_tags).map(|(k, v)| {
             (
                 DenialReason::DnsReferenced,
@@ -295,18 +437,23 @@ impl ResourceFinding {
 /// inventory does not list (a document tampered with, or mixed up) is blocked: nothing is known of its tags.
 pub fn judge(
     policy: &PolicyConfig,
-    volumes: &[UnattachedVolume],
-    addresses: &[ElasticAddress],
+    listed: &OtherResources,
     findings: Vec<ResourceFinding>,
     now: DateTime<Utc>,
 ) -> Vec<ResourceFinding> {
     let mut tags_of: std::collections::HashMap<(ResourceKind, &str), &BTreeMap<String, String>> =
         std::collections::HashMap::new();
-    for v in volumes {
+    for v in &listed.volumes {
         tags_of.insert((ResourceKind::EbsVolume, v.volume_id.as_str()), &v.tags);
     }
-    for a in addresses {
+    for a in &listed.addresses {
         tags_of.insert((ResourceKind::ElasticIp, a.allocation_id.as_str()), &a.tags);
+    }
+    for i in &listed.stopped_instances {
+        tags_of.insert((ResourceKind::StoppedInstance, i.instance_id.as_str()), &i.tags);
+    }
+    for n in &listed.nat_gateways {
+        tags_of.insert((ResourceKind::NatGateway, n.nat_gateway_id.as_str()), &n.tags);
     }
     findings
         .into_iter()
@@ -318,6 +465,46 @@ pub fn judge(
             }
         })
         .collect()
+}
+
+/// What an inventory lists beyond running instances, every kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtherResources {
+    #[serde(default)]
+    pub volumes: Vec<UnattachedVolume>,
+    #[serde(default)]
+    pub addresses: Vec<ElasticAddress>,
+    #[serde(default)]
+    pub stopped_instances: Vec<StoppedInstance>,
+    #[serde(default)]
+    pub nat_gateways: Vec<NatGateway>,
+}
+
+impl OtherResources {
+    pub fn len(&self) -> usize {
+        self.volumes.len() + self.addresses.len() + self.stopped_instances.len() + self.nat_gateways.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn extend(&mut self, other: OtherResources) {
+        self.volumes.extend(other.volumes);
+        self.addresses.extend(other.addresses);
+        self.stopped_instances.extend(other.stopped_instances);
+        self.nat_gateways.extend(other.nat_gateways);
+    }
+
+    /// Every record says which account it is in (an organization item's).
+    pub fn in_account(mut self, account: &AccountRef) -> Self {
+        self.volumes.iter_mut().for_each(|v| v.account = Some(account.clone()));
+        self.addresses.iter_mut().for_each(|a| a.account = Some(account.clone()));
+        self.stopped_instances.iter_mut().for_each(|i| i.account = Some(account.clone()));
+        self.nat_gateways.iter_mut().for_each(|n| n.account = Some(account.clone()));
+        self
+    }
 }
 
 /// One kind's figures in a run.
@@ -332,6 +519,11 @@ pub struct KindFigures {
     /// Idle but blocked by the policy (production, protected, a DNS name...): its saving is not counted.
     pub blocked: usize,
     pub blocked_monthly_saving_usd: f64,
+    /// Idle, of a kind this project reports but does not act on (NAT gateways, stopped instances' volumes).
+    #[serde(default)]
+    pub report_only: usize,
+    #[serde(default)]
+    pub report_only_monthly_saving_usd: f64,
 }
 
 impl KindFigures {
@@ -348,6 +540,9 @@ impl KindFigures {
         } else if f.blocked.is_some() {
             self.blocked += 1;
             self.blocked_monthly_saving_usd = round2(self.blocked_monthly_saving_usd + saving);
+        } else if f.action.is_none() {
+            self.report_only += 1;
+            self.report_only_monthly_saving_usd = round2(self.report_only_monthly_saving_usd + saving);
         }
     }
 }
@@ -388,6 +583,12 @@ impl ResourcesSummary {
                     if k.actionable > 0 {
                         line +=
                             &format!(", {} actionable (${:.2}/month)", k.actionable, k.actionable_monthly_saving_usd);
+                    }
+                    if k.report_only > 0 {
+                        line += &format!(
+                            ", {} report only (${:.2}/month)",
+                            k.report_only, k.report_only_monthly_saving_usd
+                        );
                     }
                     if k.blocked > 0 {
                         line += &format!(

@@ -34,12 +34,10 @@ pub struct InventoryDocument {
     pub regions: Vec<String>,
     pub collected_at: chrono::DateTime<chrono::Utc>,
     pub instances: Vec<InstanceRecord>,
-    /// EBS volumes attached to nothing (resource kinds beyond instances: [`crate::resources`]).
+    /// Resource kinds beyond running instances ([`crate::resources`]): unattached volumes, Elastic IPs, stopped
+    /// instances, NAT gateways.
     #[serde(default)]
-    pub volumes: Vec<crate::resources::UnattachedVolume>,
-    /// Elastic IP addresses, associated or not.
-    #[serde(default)]
-    pub addresses: Vec<crate::resources::ElasticAddress>,
+    pub other_resources: crate::resources::OtherResources,
 }
 
 /// The utilisation document a run stores: one summary per inventoried instance.
@@ -245,10 +243,8 @@ pub struct ScanItemDocument {
     pub metrics_requested: usize,
     pub price_list_calls: usize,
     #[serde(default)]
-    pub volumes: Vec<crate::resources::UnattachedVolume>,
-    #[serde(default)]
-    pub addresses: Vec<crate::resources::ElasticAddress>,
-    /// The volumes and addresses measured and priced (the policy step judges them).
+    pub other_resources: crate::resources::OtherResources,
+    /// The other resources measured and priced (the policy step judges them).
     #[serde(default)]
     pub resources: Vec<crate::resources::ResourceFinding>,
 }

@@ -255,8 +255,7 @@ fn unreachable_reason(error: &FinopsError) -> Option<String> {
 pub struct ScannedItem {
     pub instances: Vec<finops_core::InstanceRecord>,
     pub analysis: Analysis,
-    pub volumes: Vec<finops_core::resources::UnattachedVolume>,
-    pub addresses: Vec<finops_core::resources::ElasticAddress>,
+    pub other_resources: finops_core::resources::OtherResources,
     pub resources: ResourceAssessment,
 }
 
@@ -276,15 +275,10 @@ pub async fn scan_item<C: MemberClients, P: PriceListApi>(
     }
     let analysis =
         analyse(&metrics, prices, &instances, &config.criteria, config.metric_stages, as_of, progress).await?;
-    let (mut volumes, mut addresses) = collect_resources(&source, region).await?;
-    for v in &mut volumes {
-        v.account = Some(item.account.clone());
-    }
-    for a in &mut addresses {
-        a.account = Some(item.account.clone());
-    }
-    let resources = assess_resources(&metrics, prices, &volumes, &addresses, &analysis.window, as_of).await?;
-    Ok(ScannedItem { instances, analysis, volumes, addresses, resources })
+    let other_resources = collect_resources(&source, region).await?.in_account(&item.account);
+    let resources =
+        assess_resources(&metrics, prices, &other_resources, &analysis.window, config.stopped_days, as_of).await?;
+    Ok(ScannedItem { instances, analysis, other_resources, resources })
 }
 
 /// The Distributed Map's item step.
@@ -310,7 +304,7 @@ pub async fn scan_account<C: MemberClients, P: PriceListApi, R: RunStore>(
     let window = LookbackWindow::ending_before(request.as_of, config.criteria.lookback_days);
     let price_calls_before = prices.api_calls();
     let document = match scan_item(clients, prices, &item, &config, request.as_of, &finops_core::Silent).await {
-        Ok(ScannedItem { instances, analysis, volumes, addresses, resources }) => ScanItemDocument {
+        Ok(ScannedItem { instances, analysis, other_resources, resources }) => ScanItemDocument {
             run_id: request.run_id.clone(),
             item,
             unreachable: None,
@@ -320,8 +314,7 @@ pub async fn scan_account<C: MemberClients, P: PriceListApi, R: RunStore>(
             get_metric_data_calls: analysis.get_metric_data_calls + resources.get_metric_data_calls,
             metrics_requested: analysis.metrics_requested + resources.metrics_requested,
             price_list_calls: prices.api_calls() - price_calls_before,
-            volumes,
-            addresses,
+            other_resources,
             resources: resources.findings,
         },
         Err(e) => match unreachable_reason(&e) {
@@ -337,8 +330,7 @@ pub async fn scan_account<C: MemberClients, P: PriceListApi, R: RunStore>(
                     get_metric_data_calls: 0,
                     metrics_requested: 0,
                     price_list_calls: 0,
-                    volumes: Vec::new(),
-                    addresses: Vec::new(),
+                    other_resources: Default::default(),
                     resources: Vec::new(),
                 }
             }
@@ -398,7 +390,7 @@ pub async fn merge<R: RunStore>(
     let mut regions: Vec<String> = Vec::new();
     let mut accounts: Vec<AccountRef> = Vec::new();
     let mut instances = Vec::new();
-    let (mut volumes, mut addresses, mut resources) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut other_resources, mut resources) = (finops_core::resources::OtherResources::default(), Vec::new());
     let mut analysis = Analysis::empty(window);
     let mut unreachable: Vec<UnreachableItem> = Vec::new();
     let mut price_list_calls = 0;
@@ -436,8 +428,7 @@ pub async fn merge<R: RunStore>(
         }
         price_list_calls += document.price_list_calls;
         instances.extend(document.instances);
-        volumes.extend(document.volumes);
-        addresses.extend(document.addresses);
+        other_resources.extend(document.other_resources);
         resources.extend(document.resources);
         analysis.absorb(Analysis {
             window,
@@ -447,7 +438,7 @@ pub async fn merge<R: RunStore>(
         });
     }
     let inventory =
-        InventoryDocument { run_id: request.run_id.clone(), regions, collected_at: now, instances, volumes, addresses };
+        InventoryDocument { run_id: request.run_id.clone(), regions, collected_at: now, instances, other_resources };
     let inventory_ref = put_json(store, &format!("runs/{}/inventory.json", request.run_id), &inventory).await?;
     let detected = Detected { inventory_ref, inventory: &inventory, analysis, resources, price_list_calls };
     let mut output = store_utilisation(store, &request.run_id, detected, &config).await?;

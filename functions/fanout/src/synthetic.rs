@@ -64,18 +64,8 @@ impl InventorySource for SyntheticFleet {
 
 /// The benchmark sizes instance fleets: a synthetic account has no unattached volume and no Elastic IP.
 impl finops_inventory::ResourceInventory for SyntheticFleet {
-    async fn unattached_volumes(
-        &self,
-        _region: &str,
-    ) -> Result<Vec<finops_core::resources::UnattachedVolume>, FinopsError> {
-        Ok(Vec::new())
-    }
-
-    async fn elastic_addresses(
-        &self,
-        _region: &str,
-    ) -> Result<Vec<finops_core::resources::ElasticAddress>, FinopsError> {
-        Ok(Vec::new())
+    async fn other_resources(&self, _region: &str) -> Result<finops_core::resources::OtherResources, FinopsError> {
+        Ok(Default::default())
     }
 }
 

@@ -43,7 +43,80 @@ impl InstanceLookup for Ec2Inventory {
 }
 
 impl crate::ResourceInventory for Ec2Inventory {
-    async fn unattached_volumes(
+    async fn other_resources(&self, region: &str) -> Result<finops_core::resources::OtherResources, FinopsError> {
+        Ok(finops_core::resources::OtherResources {
+            volumes: self.unattached_volumes(region).await?,
+            addresses: self.elastic_addresses(region).await?,
+            stopped_instances: self.stopped_instances(region).await?,
+            nat_gateways: self.nat_gateways(region).await?,
+        })
+    }
+}
+
+fn tag_map(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect()
+}
+
+fn utc(t: &aws_sdk_ec2::primitives::DateTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(t.secs(), 0).unwrap_or_default()
+}
+
+impl Ec2Inventory {
+    /// Instances in state `stopped`, with their attached volumes and when they were stopped.
+    pub async fn stopped_instances(
+        &self,
+        region: &str,
+    ) -> Result<Vec<finops_core::resources::StoppedInstance>, FinopsError> {
+        let client = self.clients.for_region(region);
+        let instances = describe_in_state(&client, "stopped").await?;
+        let ids: Vec<String> = instances.iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect();
+        let mut volumes = attached_volumes(&client, &ids).await?;
+        Ok(instances
+            .iter()
+            .filter_map(|i| {
+                let instance_id = i.instance_id()?.to_owned();
+                Some(finops_core::resources::StoppedInstance {
+                    region: region.to_owned(),
+                    instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                    stopped_since: i.state_transition_reason().and_then(finops_core::resources::stopped_since),
+                    volumes: volumes.remove(&instance_id).unwrap_or_default(),
+                    tags: tag_map(i.tags()),
+                    instance_id,
+                    account: None,
+                })
+            })
+            .collect())
+    }
+
+    /// NAT gateways in state `available` (the ones that bill).
+    pub async fn nat_gateways(&self, region: &str) -> Result<Vec<finops_core::resources::NatGateway>, FinopsError> {
+        let client = self.clients.for_region(region);
+        let mut found = Vec::new();
+        let mut pages = client
+            .describe_nat_gateways()
+            .filter(Filter::builder().name("state").values("available").build())
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| FinopsError::from_sdk("EC2", "DescribeNatGateways", e))?;
+            for n in page.nat_gateways() {
+                let (Some(id), Some(created)) = (n.nat_gateway_id(), n.create_time()) else { continue };
+                found.push(finops_core::resources::NatGateway {
+                    nat_gateway_id: id.to_owned(),
+                    region: region.to_owned(),
+                    vpc_id: n.vpc_id().unwrap_or_default().to_owned(),
+                    create_time: utc(created),
+                    tags: tag_map(n.tags()),
+                    account: None,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// EBS volumes in state `available`.
+    pub async fn unattached_volumes(
         &self,
         region: &str,
     ) -> Result<Vec<finops_core::resources::UnattachedVolume>, FinopsError> {
@@ -77,7 +150,8 @@ impl crate::ResourceInventory for Ec2Inventory {
         Ok(found)
     }
 
-    async fn elastic_addresses(
+    /// Elastic IP addresses, associated or not.
+    pub async fn elastic_addresses(
         &self,
         region: &str,
     ) -> Result<Vec<finops_core::resources::ElasticAddress>, FinopsError> {
@@ -187,13 +261,13 @@ pub async fn instance_storage_by_type(
     Ok(found)
 }
 
-/// Running instances of one region with their volumes, following every NextToken.
-pub async fn describe_region(client: &aws_sdk_ec2::Client, region: &str) -> Result<Vec<InstanceRecord>, FinopsError> {
+/// The instances of one region in `state`, following every NextToken.
+async fn describe_in_state(client: &aws_sdk_ec2::Client, state: &str) -> Result<Vec<Instance>, FinopsError> {
     let mut instances = Vec::new();
     let mut pages = client
         .describe_instances()
         .max_results(INSTANCES_PAGE_SIZE)
-        .filters(Filter::builder().name("instance-state-name").values("running").build())
+        .filters(Filter::builder().name("instance-state-name").values(state).build())
         .into_paginator()
         .send();
     while let Some(page) = pages.next().await {
@@ -202,6 +276,12 @@ pub async fn describe_region(client: &aws_sdk_ec2::Client, region: &str) -> Resu
             instances.extend(reservation.instances().iter().cloned());
         }
     }
+    Ok(instances)
+}
+
+/// Running instances of one region with their volumes, following every NextToken.
+pub async fn describe_region(client: &aws_sdk_ec2::Client, region: &str) -> Result<Vec<InstanceRecord>, FinopsError> {
+    let instances = describe_in_state(client, "running").await?;
     let ids: Vec<String> = instances.iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect();
     let volumes = attached_volumes(client, &ids).await?;
     let types: Vec<String> =

@@ -12,6 +12,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use finops_aws::{put_json, validate_run_id, FinopsError, RunStore};
+use finops_core::resources::OtherResources;
 use finops_core::steps::{InventoryDocument, InventoryOutput};
 pub use finops_core::steps::{InventoryRequest, Regions};
 use finops_core::{InstanceRecord, ProgressEvent, ProgressSink};
@@ -33,17 +34,10 @@ pub trait InstanceLookup: Send + Sync {
     ) -> impl Future<Output = Result<Option<InstanceRecord>, FinopsError>> + Send;
 }
 
-/// Resources beyond running instances ([`finops_core::resources`]): EBS volumes attached to nothing and Elastic IP
-/// addresses. Reads only.
+/// Resources beyond running instances ([`finops_core::resources`]): EBS volumes attached to nothing, Elastic IP
+/// addresses, stopped instances and NAT gateways of one region. Reads only.
 pub trait ResourceInventory: Send + Sync {
-    fn unattached_volumes(
-        &self,
-        region: &str,
-    ) -> impl Future<Output = Result<Vec<finops_core::resources::UnattachedVolume>, FinopsError>> + Send;
-    fn elastic_addresses(
-        &self,
-        region: &str,
-    ) -> impl Future<Output = Result<Vec<finops_core::resources::ElasticAddress>, FinopsError>> + Send;
+    fn other_resources(&self, region: &str) -> impl Future<Output = Result<OtherResources, FinopsError>> + Send;
 }
 
 /// Reads the step's input, naming what is wrong with it.
@@ -76,17 +70,16 @@ pub async fn collect_inventory<S: InventorySource>(
     Ok(all)
 }
 
-/// Unattached volumes and Elastic IPs of each region, in order.
+/// The other resources of each region, in order.
 pub async fn collect_resources<S: ResourceInventory>(
     source: &S,
     regions: &[String],
-) -> Result<(Vec<finops_core::resources::UnattachedVolume>, Vec<finops_core::resources::ElasticAddress>), FinopsError> {
-    let (mut volumes, mut addresses) = (Vec::new(), Vec::new());
+) -> Result<OtherResources, FinopsError> {
+    let mut all = OtherResources::default();
     for region in regions {
-        volumes.extend(source.unattached_volumes(region).await?);
-        addresses.extend(source.elastic_addresses(region).await?);
+        all.extend(source.other_resources(region).await?);
     }
-    Ok((volumes, addresses))
+    Ok(all)
 }
 
 /// The Lambda handler. A run scoped to named instances (the single-instance entry) lists no other resources.
@@ -110,21 +103,20 @@ pub async fn handle<S: InventorySource + ResourceInventory, R: RunStore>(
         *instances_by_region.entry(i.region.clone()).or_default() += 1;
     }
     let instance_count = instances.len();
-    let (volumes, addresses) = match &request.instance_ids {
-        Some(_) => (Vec::new(), Vec::new()),
+    let other_resources = match &request.instance_ids {
+        Some(_) => OtherResources::default(),
         None => collect_resources(source, &regions).await?,
     };
-    let (volume_count, address_count) = (volumes.len(), addresses.len());
+    let other_count = other_resources.len();
     let document = InventoryDocument {
         run_id: run_id.clone(),
         regions: regions.clone(),
         collected_at: now,
         instances,
-        volumes,
-        addresses,
+        other_resources,
     };
     let inventory = put_json(store, &format!("runs/{run_id}/inventory.json"), &document).await?;
-    tracing::info!(run_id, instance_count, volume_count, address_count, bytes = inventory.bytes, "inventory stored");
+    tracing::info!(run_id, instance_count, other_count, bytes = inventory.bytes, "inventory stored");
     Ok(InventoryOutput { run_id, regions, inventory, instance_count, instances_by_region })
 }
 

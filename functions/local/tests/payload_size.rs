@@ -4,7 +4,7 @@
 use chrono::Utc;
 use finops_aws::{FinopsError, MemoryRunStore, PriceBook, SdkPriceList};
 use finops_core::policy::PolicyConfig;
-use finops_core::resources::{ElasticAddress, UnattachedVolume};
+use finops_core::resources::{ElasticAddress, OtherResources, UnattachedVolume};
 use finops_core::{DetectionConfig, InstanceRecord};
 use finops_inventory::{InventorySource, ResourceInventory};
 use finops_metrics::synthetic::SyntheticMetrics;
@@ -23,8 +23,8 @@ impl InventorySource for FakeFleet {
 
 /// As many unattached volumes and Elastic IPs as a careless account collects: 1,000 of each.
 impl ResourceInventory for FakeFleet {
-    async fn unattached_volumes(&self, region: &str) -> Result<Vec<UnattachedVolume>, FinopsError> {
-        Ok((0..1_000)
+    async fn other_resources(&self, region: &str) -> Result<OtherResources, FinopsError> {
+        let volumes = (0..1_000)
             .map(|n| UnattachedVolume {
                 volume_id: format!("vol-{n:017x}"),
                 region: region.to_owned(),
@@ -34,11 +34,8 @@ impl ResourceInventory for FakeFleet {
                 tags: [("Name".to_owned(), format!("old-data-{n}"))].into(),
                 account: None,
             })
-            .collect())
-    }
-
-    async fn elastic_addresses(&self, region: &str) -> Result<Vec<ElasticAddress>, FinopsError> {
-        Ok((0..1_000)
+            .collect();
+        let addresses = (0..1_000)
             .map(|n| ElasticAddress {
                 allocation_id: format!("eipalloc-{n:017x}"),
                 public_ip: format!("198.51.{}.{}", n / 250, n % 250),
@@ -47,7 +44,8 @@ impl ResourceInventory for FakeFleet {
                 tags: Default::default(),
                 account: None,
             })
-            .collect())
+            .collect();
+        Ok(OtherResources { volumes, addresses, ..Default::default() })
     }
 }
 

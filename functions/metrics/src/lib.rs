@@ -47,6 +47,8 @@ pub enum MetricKind {
     /// An EBS volume's I/O (published only while it is attached): the evidence of an unattached volume.
     VolumeReadOps,
     VolumeWriteOps,
+    /// A NAT gateway's bytes sent to destinations (AWS/NATGateway): none over the lookback means idle.
+    NatBytesOut,
 }
 
 impl MetricKind {
@@ -58,6 +60,7 @@ impl MetricKind {
         match self {
             Self::MemUsedAverage => "CWAgent",
             Self::VolumeReadOps | Self::VolumeWriteOps => "AWS/EBS",
+            Self::NatBytesOut => "AWS/NATGateway",
             _ => "AWS/EC2",
         }
     }
@@ -71,6 +74,7 @@ impl MetricKind {
             Self::MemUsedAverage => "mem_used_percent",
             Self::VolumeReadOps => "VolumeReadOps",
             Self::VolumeWriteOps => "VolumeWriteOps",
+            Self::NatBytesOut => "BytesOutToDestination",
         }
     }
     pub fn stat(self) -> &'static str {
@@ -212,8 +216,8 @@ impl DailySeries {
             MetricKind::NetworkOut => self.network[i][day].1 = Some(value),
             MetricKind::DiskReadOps => self.disk[i][day].0 = Some(value),
             MetricKind::DiskWriteOps => self.disk[i][day].1 = Some(value),
-            // Volume series are never asked about an instance (see [`volume_activity`]).
-            MetricKind::VolumeReadOps | MetricKind::VolumeWriteOps => {}
+            // Other resources' series are never asked about an instance (see [`assess_resources`]).
+            MetricKind::VolumeReadOps | MetricKind::VolumeWriteOps | MetricKind::NatBytesOut => {}
         }
     }
 
@@ -329,34 +333,55 @@ pub struct Collected {
     pub metrics_requested: usize,
 }
 
-/// The findings of one region's resources beyond instances ([`finops_core::resources`]): each unattached volume
-/// judged with its CloudWatch I/O and its storage price, each Elastic IP by its association; every one held to the
-/// policy's tags.
+/// The findings of the resources beyond instances ([`finops_core::resources`]): each unattached volume judged with
+/// its CloudWatch I/O and its storage price, each Elastic IP by its association, each stopped instance by how long
+/// it has been stopped (`stopped_days`) and its volumes' price, each NAT gateway by the bytes it sent. What the
+/// policy says of them is the policy step's business.
 pub async fn assess_resources<M: MetricsApi, P: finops_aws::PriceListApi>(
     api: &M,
     prices: &finops_aws::PriceBook<P>,
-    volumes: &[finops_core::resources::UnattachedVolume],
-    addresses: &[finops_core::resources::ElasticAddress],
+    listed: &finops_core::resources::OtherResources,
     window: &LookbackWindow,
+    stopped_days: u32,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<ResourceAssessment, FinopsError> {
-    use finops_core::resources::{assess_address, assess_volume};
-    let mut by_region: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();
-    for v in volumes {
-        by_region.entry(v.region.as_str()).or_default().push(v.volume_id.clone());
-    }
+    use finops_core::resources::{
+        assess_address, assess_nat_gateway, assess_stopped_instance, assess_volume, VolumeActivity,
+    };
     let requests = Requests::default();
-    let mut activity = HashMap::new();
-    for (region, ids) in by_region {
-        activity.extend(volume_activity(api, region, &ids, window, &requests).await?);
+    let mut targets: Vec<SeriesTarget> = Vec::new();
+    for v in &listed.volumes {
+        let kinds = &[MetricKind::VolumeReadOps, MetricKind::VolumeWriteOps][..];
+        targets.push(SeriesTarget::new(&v.region, "VolumeId", &v.volume_id, kinds));
     }
-    let mut findings = Vec::with_capacity(volumes.len() + addresses.len());
-    for v in volumes {
+    for n in &listed.nat_gateways {
+        targets.push(SeriesTarget::new(&n.region, "NatGatewayId", &n.nat_gateway_id, &[MetricKind::NatBytesOut]));
+    }
+    let daily = daily_sums(api, &targets, window, &requests).await?;
+    let (volume_days, nat_days) = daily.split_at(listed.volumes.len());
+
+    let mut findings = Vec::with_capacity(listed.len());
+    for (v, days) in listed.volumes.iter().zip(volume_days) {
         let quote = prices.ebs_gb_month(&v.region, &v.volume_type).await;
-        let seen = activity.get(&v.volume_id).cloned().unwrap_or_default();
+        let seen = VolumeActivity {
+            days_with_io: u32::try_from(days.len()).unwrap_or(u32::MAX),
+            last_io_day: days.keys().next_back().map(|&i| window.day(i)),
+        };
         findings.push(assess_volume(v, &seen, window, quote, now));
     }
-    findings.extend(addresses.iter().map(assess_address));
+    findings.extend(listed.addresses.iter().map(assess_address));
+    for i in &listed.stopped_instances {
+        let mut storage = Vec::with_capacity(i.volumes.len());
+        for v in &i.volumes {
+            storage.push(prices.volume_monthly(&i.region, v).await);
+        }
+        findings.push(assess_stopped_instance(i, &storage, stopped_days, now));
+    }
+    for (n, days) in listed.nat_gateways.iter().zip(nat_days) {
+        let bytes = (!days.is_empty()).then(|| days.values().sum::<f64>());
+        let hourly = finops_core::pricing::embedded_nat_gateway_hourly(&n.region);
+        findings.push(assess_nat_gateway(n, bytes, window, hourly, now));
+    }
     Ok(ResourceAssessment {
         findings,
         get_metric_data_calls: requests.calls.load(Ordering::Relaxed),
@@ -373,54 +398,64 @@ pub struct ResourceAssessment {
     pub metrics_requested: usize,
 }
 
-/// Which days of the lookback each volume had I/O (VolumeReadOps/VolumeWriteOps, daily sums): two metrics per
-/// volume, batched 500 to a call. A volume with no datapoint at all was attached to nothing the whole lookback.
-async fn volume_activity<M: MetricsApi>(
-    api: &M,
-    region: &str,
-    volume_ids: &[String],
-    window: &LookbackWindow,
-    requests: &Requests,
-) -> Result<HashMap<String, finops_core::resources::VolumeActivity>, FinopsError> {
-    let mut queries = Vec::with_capacity(volume_ids.len() * 2);
-    for (n, id) in volume_ids.iter().enumerate() {
-        let dimensions: std::sync::Arc<[(String, String)]> = std::sync::Arc::new([("VolumeId".to_owned(), id.clone())]);
-        for (k, kind) in [MetricKind::VolumeReadOps, MetricKind::VolumeWriteOps].into_iter().enumerate() {
-            queries.push(MetricQuery {
-                id: format!("v{n}k{k}"),
-                kind,
-                dimensions: dimensions.clone(),
-                period_secs: 86_400,
-            });
+/// One resource's metrics: its region, its one dimension, and which daily sums to add up.
+struct SeriesTarget {
+    region: String,
+    dimensions: std::sync::Arc<[(String, String)]>,
+    kinds: Vec<MetricKind>,
+}
+
+impl SeriesTarget {
+    fn new(region: &str, dimension: &str, id: &str, kinds: &[MetricKind]) -> Self {
+        Self {
+            region: region.to_owned(),
+            dimensions: std::sync::Arc::new([(dimension.to_owned(), id.to_owned())]),
+            kinds: kinds.to_vec(),
         }
     }
-    let mut days: Vec<std::collections::BTreeSet<u32>> = vec![Default::default(); volume_ids.len()];
-    for (n, batch) in queries.chunks(MAX_QUERIES_PER_CALL).enumerate() {
+}
+
+/// Each target's daily values over the lookback, its kinds added up per day (day index -> value); a day without
+/// any datapoint is absent. Per region, batched 500 queries to a call.
+async fn daily_sums<M: MetricsApi>(
+    api: &M,
+    targets: &[SeriesTarget],
+    window: &LookbackWindow,
+    requests: &Requests,
+) -> Result<Vec<std::collections::BTreeMap<u32, f64>>, FinopsError> {
+    let mut days: Vec<std::collections::BTreeMap<u32, f64>> = vec![Default::default(); targets.len()];
+    let mut regions: Vec<&str> = targets.iter().map(|t| t.region.as_str()).collect();
+    regions.sort_unstable();
+    regions.dedup();
+    for region in regions {
+        let mut queries = Vec::new();
+        for (n, target) in targets.iter().enumerate().filter(|(_, t)| t.region == region) {
+            for (k, &kind) in target.kinds.iter().enumerate() {
+                queries.push(MetricQuery {
+                    id: format!("r{n}k{k}"),
+                    kind,
+                    dimensions: target.dimensions.clone(),
+                    period_secs: DAY_SECONDS,
+                });
+            }
+        }
         let batch_count = queries.len().div_ceil(MAX_QUERIES_PER_CALL);
-        for one in fetch_batch(api, region, batch, window, requests, &finops_core::Silent, n, batch_count).await? {
-            let Some(volume) =
-                one.id.strip_prefix('v').and_then(|r| r.split_once('k')).and_then(|(v, _)| v.parse::<usize>().ok())
-            else {
-                continue;
-            };
-            for &ts in &one.timestamps {
-                if let (Some(day), Some(slot)) = (window.day_index(ts), days.get_mut(volume)) {
-                    slot.insert(day);
+        for (b, batch) in queries.chunks(MAX_QUERIES_PER_CALL).enumerate() {
+            for one in fetch_batch(api, region, batch, window, requests, &finops_core::Silent, b, batch_count).await? {
+                let Some(target) =
+                    one.id.strip_prefix('r').and_then(|r| r.split_once('k')).and_then(|(t, _)| t.parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                for (&ts, &value) in one.timestamps.iter().zip(&one.values) {
+                    if let (Some(day), Some(slot)) = (window.day_index(ts), days.get_mut(target)) {
+                        *slot.entry(day).or_default() += value;
+                    }
                 }
             }
         }
     }
-    Ok(volume_ids
-        .iter()
-        .zip(days)
-        .map(|(id, d)| {
-            let activity = finops_core::resources::VolumeActivity {
-                days_with_io: u32::try_from(d.len()).unwrap_or(u32::MAX),
-                last_io_day: d.last().map(|&i| window.day(i)),
-            };
-            (id.clone(), activity)
-        })
-        .collect())
+    Ok(days)
 }
 
 /// Sends `queries` in batches of at most 500, a few calls in flight, merging pages into `series` as they arrive
@@ -587,7 +622,7 @@ pub async fn handle<M: MetricsApi, P: PriceListApi, R: RunStore>(
         analyse(api, prices, &inventory.instances, &config.criteria, config.metric_stages, now, &finops_core::Silent)
             .await?;
     let resources =
-        assess_resources(api, prices, &inventory.volumes, &inventory.addresses, &analysis.window, now).await?;
+        assess_resources(api, prices, &inventory.other_resources, &analysis.window, config.stopped_days, now).await?;
     analysis.get_metric_data_calls += resources.get_metric_data_calls;
     analysis.metrics_requested += resources.metrics_requested;
     let price_list_calls = prices.api_calls() - price_calls_before;

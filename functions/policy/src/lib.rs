@@ -54,13 +54,8 @@ pub async fn handle<R: RunStore>(
     }
     let by_id: HashMap<&str, _> = utilisation.summaries.iter().map(|s| (s.instance_id.as_str(), s)).collect();
     let outcome = evaluate(config, &inventory.instances, &by_id, &recommendations, now);
-    let resources = finops_core::resources::judge(
-        config,
-        &inventory.volumes,
-        &inventory.addresses,
-        utilisation.resources.clone(),
-        now,
-    );
+    let resources =
+        finops_core::resources::judge(config, &inventory.other_resources, utilisation.resources.clone(), now);
     let resources_summary = ResourcesSummary::of(&resources);
 
     let policy = put_json(

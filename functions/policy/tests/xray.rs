@@ -33,8 +33,7 @@ async fn every_decision_is_an_annotated_subsegment_of_the_invocation() {
             regions: vec!["ap-southeast-2".into()],
             collected_at: now(),
             instances: vec![dev.clone(), prod.clone()],
-            volumes: vec![],
-            addresses: vec![],
+            other_resources: Default::default(),
         },
     )
     .await

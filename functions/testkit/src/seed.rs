@@ -537,5 +537,87 @@ pub async fn sample_resources(
         let region = use1.region().map(|r| r.to_string()).unwrap_or_default();
         seeded.push(SeededInstance { instance_id: id, region, name: name.to_owned(), role });
     }
+    seeded.extend(sample_stopped_instances(use1).await);
+    seeded.extend(sample_nat_gateways(syd, window).await);
     seeded
 }
+
+/// Instances a person stopped and forgot (their volumes bill on): one stopped 45 days ago, one 2 days ago (trap:
+/// fewer than the 30 days, not reported).
+async fn sample_stopped_instances(use1: &aws_config::SdkConfig) -> Vec<SeededInstance> {
+    let ec2 = aws_sdk_ec2::Client::new(use1);
+    let image = linux_image_id(&ec2).await;
+    let region = use1.region().map(|r| r.to_string()).unwrap_or_default();
+    let mut seeded = Vec::new();
+    for (name, days, role) in [
+        ("old-build-box", "45", "instance stopped 45 days ago, 100 GiB still billed"),
+        ("paused-yesterday", "2", "instance stopped 2 days ago (trap: too recent)"),
+    ] {
+        let mut spec = InstanceSpec::new(name, "t3.large").launched_days_ago(120.0);
+        spec.volume_gib = 100;
+        spec.tags.push((STOPPED_BACKDATE_TAG.to_owned(), days.to_owned()));
+        spec.tags.push(("Environment".to_owned(), "dev".to_owned()));
+        let ids = launch(&ec2, &image, &spec, 1).await;
+        // A person stopping their own instance (the emulator dates the stop by the tag).
+        ec2.stop_instances().set_instance_ids(Some(ids.clone())).send().await.expect("stop instance");
+        for id in ids {
+            seeded.push(SeededInstance { instance_id: id, region: region.clone(), name: name.to_owned(), role });
+        }
+    }
+    seeded
+}
+
+/// NAT gateways (private: no Elastic IP of their own), 90 days old: one that sent nothing in the lookback, one
+/// that sent 5 GB yesterday (trap: in use).
+async fn sample_nat_gateways(syd: &aws_config::SdkConfig, window: &LookbackWindow) -> Vec<SeededInstance> {
+    let ec2 = aws_sdk_ec2::Client::new(syd);
+    let cw = aws_sdk_cloudwatch::Client::new(syd);
+    let region = syd.region().map(|r| r.to_string()).unwrap_or_default();
+    let vpc = ec2.create_vpc().cidr_block("10.90.0.0/16").send().await.expect("create vpc");
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_owned();
+    let subnet = ec2.create_subnet().vpc_id(&vpc_id).cidr_block("10.90.1.0/24").send().await.expect("create subnet");
+    let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_owned();
+    let mut seeded = Vec::new();
+    for (name, busy, role) in [
+        ("idle-nat", false, "NAT gateway that sent nothing in 14 days"),
+        ("egress-nat", true, "NAT gateway that sent 5 GB yesterday (trap: in use)"),
+    ] {
+        let tags = vec![
+            Tag::builder().key("Name").value(name).build(),
+            Tag::builder().key(VOLUME_BACKDATE_TAG).value("90").build(),
+        ];
+        let created = ec2
+            .create_nat_gateway()
+            .subnet_id(&subnet_id)
+            .connectivity_type(aws_sdk_ec2::types::ConnectivityType::Private)
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Natgateway).set_tags(Some(tags)).build(),
+            )
+            .send()
+            .await
+            .expect("create NAT gateway");
+        let id = created.nat_gateway().and_then(|n| n.nat_gateway_id()).expect("NAT gateway id").to_owned();
+        if busy {
+            let noon = window.start().timestamp() + i64::from(window.days - 1) * 86_400 + 43_200;
+            cw.put_metric_data()
+                .namespace("AWS/NATGateway")
+                .metric_data(
+                    MetricDatum::builder()
+                        .metric_name("BytesOutToDestination")
+                        .dimensions(Dimension::builder().name("NatGatewayId").value(&id).build())
+                        .timestamp(AwsDateTime::from_secs(noon))
+                        .unit(StandardUnit::Bytes)
+                        .value(5e9)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("put NAT metric");
+        }
+        seeded.push(SeededInstance { instance_id: id, region: region.clone(), name: name.to_owned(), role });
+    }
+    seeded
+}
+
+/// Tag the emulator reads to date a stopped instance's stop (see `tests/moto/launcher.py`).
+pub const STOPPED_BACKDATE_TAG: &str = "finops-test:stopped-days-ago";
