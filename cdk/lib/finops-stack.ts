@@ -29,7 +29,7 @@ import { ApprovalPlumbing } from "./approval-plumbing.ts";
 import { CONTRACT, stateMachineDefinition, taskRetryBudget } from "./definition.ts";
 import type { FinopsConfig } from "./config.ts";
 import { FUNCTIONS, FUNCTION_KEYS, type FunctionKey, StepFunctions } from "./functions.ts";
-import { MemberRoles } from "./member-roles.ts";
+import { MemberRoles, OTHER_RESOURCE_READ_ACTIONS } from "./member-roles.ts";
 import { acknowledge } from "./nag.ts";
 import { REPO_ROOT } from "./paths.ts";
 import { ReasoningBackend } from "./reasoning-backend.ts";
@@ -219,9 +219,9 @@ function grantDetection(stack: Stack, fns: Record<FunctionKey, lambda.Function>,
   const readFleet = new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeInstanceTypes"], resources: ["*"] });
   const readMetrics = new iam.PolicyStatement({ actions: ["cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] });
   const readPrices = new iam.PolicyStatement({ actions: ["pricing:GetProducts"], resources: ["*"] });
-  // Only the steps that list resources beyond instances read addresses and NAT gateways (unattached volumes come with
-  // DescribeVolumes, stopped instances with DescribeInstances).
-  const readOtherResources = new iam.PolicyStatement({ actions: ["ec2:DescribeAddresses", "ec2:DescribeNatGateways"], resources: ["*"] });
+  // Only the steps that list resources beyond instances read addresses, NAT gateways and load balancers (unattached
+  // volumes come with DescribeVolumes, stopped instances with DescribeInstances).
+  const readOtherResources = new iam.PolicyStatement({ actions: OTHER_RESOURCE_READ_ACTIONS, resources: ["*"] });
   const bucketId = stack.getLogicalId(runBucket.node.defaultChild as s3.CfnBucket);
   for (const key of ["inventory", "metrics", "reasoning", "policy", "plan-scans", "scan-account", "merge-scans"] as const) {
     runBucket.grantReadWrite(fns[key]);

@@ -12,8 +12,11 @@ import { ACT_ON } from "./actions-policy.ts";
 import type { FinopsConfig, OrganizationSettings } from "./config.ts";
 import { allowListedStatements, instanceStorageStatement, tagGuardStatements } from "./production-guard.ts";
 
+/** What the steps that list the other resources (Elastic IPs, NAT gateways, load balancers) read besides the fleet. */
+export const OTHER_RESOURCE_READ_ACTIONS = ["ec2:DescribeAddresses", "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth"];
+
 /** What the detection role may call in a member account: the hub's detection steps' reads, nothing that changes. */
-export const MEMBER_READ_ACTIONS = ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"];
+export const MEMBER_READ_ACTIONS = ["ec2:DescribeInstances", "ec2:DescribeVolumes", ...OTHER_RESOURCE_READ_ACTIONS, "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"];
 
 /** A placeholder for the member's own instance ARN pattern, replaced by an Fn::Sub the member stack resolves. */
 const INSTANCES = "__MEMBER_INSTANCES__";

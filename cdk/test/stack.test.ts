@@ -64,7 +64,7 @@ test("each role is granted what its code calls and nothing more; terminate is no
   const expected: Record<string, string[]> = {
     actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "dynamodb:GetItem"],
     "approval-callback": ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
-    inventory: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "ec2:DescribeInstanceTypes"],
+    inventory: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth", "ec2:DescribeInstanceTypes"],
     "run-cost": ["states:GetExecutionHistory"],
   };
   for (const [key, actions] of Object.entries(expected)) {

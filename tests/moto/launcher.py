@@ -18,7 +18,7 @@ Plain `moto_server`, with these additions (transport, lifecycle, seeding, and on
 - Instances launched with the tag `finops-test:launched-days-ago=N` get a LaunchTime N days in the past. Real fleets
   are old; EC2 has no API to set LaunchTime, and every moto instance would otherwise be brand new, which the idle
   criteria rightly treat as "insufficient data". The tag is only read here, by the emulator's seeding hook.
-- Volumes and NAT gateways created with the tag `finops-test:created-days-ago=N` get a CreateTime N days in the
+- Volumes, NAT gateways and load balancers created with the tag `finops-test:created-days-ago=N` get a CreateTime N days in the
   past, for the same reason (an unattached volume or an idle gateway is judged over the lookback).
 - Instances tagged `finops-test:stopped-days-ago=N`, once stopped, say in StateTransitionReason that they were
   stopped N days ago.
@@ -37,6 +37,8 @@ import cbor2
 from moto.ec2.models.elastic_block_store import Volume
 from moto.ec2.models.instances import Instance, InstanceBackend
 from moto.ec2.models.nat_gateways import NatGateway
+from moto.core.utils import iso_8601_datetime_with_milliseconds
+from moto.elbv2.models import ELBv2Backend
 from moto.iam.models import iam_backends
 from moto.sts.exceptions import STSClientError
 from moto.sts.models import STSBackend
@@ -88,6 +90,21 @@ def _nat_add_tags_backdated(self, tag_map):
 
 
 NatGateway.add_tags = _nat_add_tags_backdated
+
+# Load balancers too (ELBv2 tags arrive with CreateLoadBalancer).
+_create_load_balancer = ELBv2Backend.create_load_balancer
+
+
+def _create_load_balancer_backdated(self, *args, **kwargs):
+    lb = _create_load_balancer(self, *args, **kwargs)
+    days = self.tagging_service.get_tag_dict_for_resource(lb.arn).get(VOLUME_BACKDATE_TAG)
+    if days is not None:
+        created = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=float(days))
+        lb.created_time = iso_8601_datetime_with_milliseconds(created.replace(tzinfo=None))
+    return lb
+
+
+ELBv2Backend.create_load_balancer = _create_load_balancer_backdated
 
 # Instances tagged `finops-test:stopped-days-ago=N` say, once stopped, that they were stopped N days ago (EC2 says
 # when in StateTransitionReason; a stopped instance's volumes are judged by how long it has been stopped).

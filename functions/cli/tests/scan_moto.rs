@@ -102,8 +102,9 @@ fn bad_arguments_fail_with_usage_errors() {
     assert!(String::from_utf8_lossy(&criteria.stderr).contains("allowed: idle, trusted-advisor"));
 }
 
-/// Issue 13's kinds in `finops scan` (volumes, Elastic IPs, stopped instances, NAT gateways): the sample resources with their traps, what finops would do with each, and a
-/// saving line that never adds what the policy blocks.
+/// Issue 13's kinds in `finops scan` (volumes, Elastic IPs, stopped instances, NAT gateways, load balancers): the
+/// sample resources with their traps, what finops would do with each, and a saving line that never adds what the
+/// policy blocks.
 #[tokio::test]
 async fn scan_reports_every_resource_kind_with_its_traps() {
     let moto = moto().await;
@@ -125,7 +126,9 @@ async fn scan_reports_every_resource_kind_with_its_traps() {
             .lines()
             .find(|l| {
                 l.contains(&id)
-                    && ["ebs-volume", "elastic-ip", "stopped-instance", "nat-gateway"].iter().any(|k| l.starts_with(k))
+                    && ["ebs-volume", "elastic-ip", "stopped-instance", "nat-gateway", "load-balancer"]
+                        .iter()
+                        .any(|k| l.starts_with(k))
             })
             .unwrap_or_else(|| panic!("no row for {name} ({id}):\n{stdout}"))
             .to_owned()
@@ -153,12 +156,18 @@ async fn scan_reports_every_resource_kind_with_its_traps() {
     let nat = row("idle-nat");
     assert!(nat.contains("idle: report only") && nat.contains("$41.06"), "{nat}");
     assert!(row("egress-nat").contains("in use"), "{stdout}");
+    // Load balancers ($0.0225 x 1.25 x 730 h): no request in the lookback, or requests but no healthy target.
+    for name in ["idle-alb", "orphan-nlb"] {
+        let lb = row(name);
+        assert!(lb.contains("idle: report only") && lb.contains("$20.53"), "{lb}");
+    }
+    assert!(row("web-alb").contains("in use"), "{stdout}");
     // Sydney's prices: the embedded table x 1.25 (100 GiB gp3 $10.00, less a full-size snapshot $6.25).
     // What can be acted on: the old volume (storage less its snapshot) and the spare address; the production
     // volume's and the blocked addresses' savings are reported apart, never added in.
     assert!(
         stdout
-            .contains("Other resources: $7.40/month can be acted on (2); $19.80/month idle but blocked by policy (3), not counted; $44.06/month idle, report only (2)."),
+            .contains("Other resources: $7.40/month can be acted on (2); $19.80/month idle but blocked by policy (3), not counted; $85.12/month idle, report only (4)."),
         "{stdout}"
     );
 
@@ -177,7 +186,7 @@ async fn scan_reports_every_resource_kind_with_its_traps() {
     );
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON");
     let resources = report["resources"].as_array().unwrap();
-    assert_eq!(resources.len(), 10);
+    assert_eq!(resources.len(), 13);
     assert_eq!(resources[0]["action"], "snapshot-then-delete", "what would be proposed first, largest saving first");
     assert_eq!(report["resourcesMonthlySavingUsd"], 7.4);
     let vpn = resources.iter().find(|r| r["resourceId"] == id("vpn-endpoint").as_str()).unwrap();

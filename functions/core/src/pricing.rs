@@ -253,7 +253,12 @@ pub const NAT_GATEWAY_USD_HOURLY: f64 = 0.045;
 
 /// The embedded NAT gateway hourly price in a region (the VPC pricing page's; the Price List is not asked for it).
 pub fn embedded_nat_gateway_hourly(region: &str) -> Option<Quote> {
-    let usd = NAT_GATEWAY_USD_HOURLY * region_factor(region)?;
+    embedded_scaled(NAT_GATEWAY_USD_HOURLY, region)
+}
+
+/// A us-east-1 list price scaled to `region` by the table's regional factor, with its source.
+pub fn embedded_scaled(us_east_1_usd: f64, region: &str) -> Option<Quote> {
+    let usd = us_east_1_usd * region_factor(region)?;
     Some(Quote { usd: (usd * 1e6).round() / 1e6, source: PriceSource::embedded(region) })
 }
 

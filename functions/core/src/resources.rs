@@ -33,6 +33,7 @@ pub enum ResourceKind {
     /// An instance stopped for longer than the deployment's threshold: its EBS volumes still bill.
     StoppedInstance,
     NatGateway,
+    LoadBalancer,
 }
 
 impl ResourceKind {
@@ -42,6 +43,7 @@ impl ResourceKind {
             Self::ElasticIp => "elastic-ip",
             Self::StoppedInstance => "stopped-instance",
             Self::NatGateway => "nat-gateway",
+            Self::LoadBalancer => "load-balancer",
         }
     }
 
@@ -52,6 +54,7 @@ impl ResourceKind {
             Self::ElasticIp => "Elastic IP",
             Self::StoppedInstance => "stopped instance",
             Self::NatGateway => "NAT gateway",
+            Self::LoadBalancer => "load balancer",
         }
     }
 
@@ -141,6 +144,31 @@ pub struct NatGateway {
     pub tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<AccountRef>,
+}
+
+/// An Application, Network or Gateway Load Balancer (Elastic Load Balancing v2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancer {
+    pub arn: String,
+    pub name: String,
+    pub region: String,
+    /// `application`, `network` or `gateway`.
+    pub lb_type: String,
+    pub create_time: DateTime<Utc>,
+    /// Healthy targets across its target groups now (DescribeTargetHealth).
+    pub healthy_targets: u32,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountRef>,
+}
+
+impl LoadBalancer {
+    /// The CloudWatch `LoadBalancer` dimension: the ARN's part after `loadbalancer/` ("app/web/50dc6c495c0c9188").
+    pub fn metric_dimension(&self) -> Option<&str> {
+        self.arn.split_once(":loadbalancer/").map(|(_, d)| d)
+    }
 }
 
 /// What CloudWatch shows of a volume's I/O over the lookback (VolumeReadOps/VolumeWriteOps). EBS publishes them only
@@ -399,6 +427,70 @@ pub fn assess_nat_gateway(
     }
 }
 
+/// us-east-1 hourly charge per load balancer type (LCUs, which follow the traffic, come on top).
+const LOAD_BALANCER_USD_HOURLY: &[(&str, f64)] = &[("application", 0.0225), ("network", 0.0225), ("gateway", 0.0125)];
+
+/// The load balancer's verdict. Idle: older than the lookback, and no request (ALB RequestCount; NLB NewFlowCount)
+/// over it, or no healthy target behind it. Report only: deleting one breaks every name that points at it.
+/// `requests`: the lookback's sum (None: no datapoint); `region_factor_quote`: the embedded price for its region.
+pub fn assess_load_balancer(
+    lb: &LoadBalancer,
+    requests: Option<f64>,
+    window: &LookbackWindow,
+    now: DateTime<Utc>,
+) -> ResourceFinding {
+    let age_days = (now - lb.create_time).num_days();
+    let unit = if lb.lb_type == "application" { "request" } else { "new flow" };
+    let (idle, reason) = if lb.create_time > window.start() {
+        (false, format!("created {age_days} day(s) ago, within the {}-day lookback", window.days))
+    } else if requests.unwrap_or(0.0) <= 0.0 {
+        (true, format!("no {unit} over the {}-day lookback", window.days))
+    } else if lb.healthy_targets == 0 {
+        (
+            true,
+            format!(
+                "no healthy target behind it ({:.0} {unit}s over the lookback went nowhere)",
+                requests.unwrap_or(0.0)
+            ),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "{:.0} {unit}s over the {}-day lookback, {} healthy target(s)",
+                requests.unwrap_or(0.0),
+                window.days,
+                lb.healthy_targets
+            ),
+        )
+    };
+    let hourly = LOAD_BALANCER_USD_HOURLY
+        .iter()
+        .find(|(t, _)| *t == lb.lb_type)
+        .and_then(|(_, usd)| crate::pricing::embedded_scaled(*usd, &lb.region));
+    let monthly = hourly.as_ref().map(|q| round2(q.usd * HOURS_PER_MONTH));
+    ResourceFinding {
+        kind: ResourceKind::LoadBalancer,
+        resource_id: lb.arn.clone(),
+        region: lb.region.clone(),
+        name: Some(lb.name.clone()),
+        account: lb.account.clone(),
+        idle,
+        reasons: vec![
+            reason,
+            format!("{} load balancer; report only: delete it yourself once no name points at it", lb.lb_type),
+        ],
+        monthly_cost_usd: monthly,
+        monthly_saving_usd: if idle { monthly } else { None },
+        saving_basis: format!(
+            "delete: the load balancer's hourly charge x {HOURS_PER_MONTH} hours (LCUs stop with the traffic)"
+        ),
+        price_source: hourly.map(|q| q.source),
+        action: None,
+        blocked: None,
+    }
+}
+
 /// Why the policy never acts on a resource of `kind` with these tags: the tags every kind is held to (protected,
 /// production, not on the allow-list, snoozed), then the kind's own rules (an Elastic IP a DNS record names is never
 /// released: the name would break).
@@ -409,7 +501,10 @@ pub fn resource_block(
     now: DateTime<Utc>,
 ) -> Option<Blocked> {
     let kind_rule = || match kind {
-        ResourceKind::EbsVolume | ResourceKind::StoppedInstance | ResourceKind::NatGateway => None,
+        ResourceKind::EbsVolume
+        | ResourceKind::StoppedInstance
+        | ResourceKind::NatGateway
+        | ResourceKind::LoadBalancer => None,
         ResourceKind::ElasticIp => dns_reference(resource_tags).map(|(k, v)| {
             (
                 DenialReason::DnsReferenced,
@@ -455,6 +550,9 @@ pub fn judge(
     for n in &listed.nat_gateways {
         tags_of.insert((ResourceKind::NatGateway, n.nat_gateway_id.as_str()), &n.tags);
     }
+    for l in &listed.load_balancers {
+        tags_of.insert((ResourceKind::LoadBalancer, l.arn.as_str()), &l.tags);
+    }
     findings
         .into_iter()
         .map(|f| match tags_of.get(&(f.kind, f.resource_id.as_str())).copied() {
@@ -479,11 +577,17 @@ pub struct OtherResources {
     pub stopped_instances: Vec<StoppedInstance>,
     #[serde(default)]
     pub nat_gateways: Vec<NatGateway>,
+    #[serde(default)]
+    pub load_balancers: Vec<LoadBalancer>,
 }
 
 impl OtherResources {
     pub fn len(&self) -> usize {
-        self.volumes.len() + self.addresses.len() + self.stopped_instances.len() + self.nat_gateways.len()
+        self.volumes.len()
+            + self.addresses.len()
+            + self.stopped_instances.len()
+            + self.nat_gateways.len()
+            + self.load_balancers.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -495,6 +599,7 @@ impl OtherResources {
         self.addresses.extend(other.addresses);
         self.stopped_instances.extend(other.stopped_instances);
         self.nat_gateways.extend(other.nat_gateways);
+        self.load_balancers.extend(other.load_balancers);
     }
 
     /// Every record says which account it is in (an organization item's).
@@ -503,6 +608,7 @@ impl OtherResources {
         self.addresses.iter_mut().for_each(|a| a.account = Some(account.clone()));
         self.stopped_instances.iter_mut().for_each(|i| i.account = Some(account.clone()));
         self.nat_gateways.iter_mut().for_each(|n| n.account = Some(account.clone()));
+        self.load_balancers.iter_mut().for_each(|l| l.account = Some(account.clone()));
         self
     }
 }

@@ -19,14 +19,19 @@ const VOLUME_FILTER_CHUNK: usize = 200;
 /// Instance types per DescribeInstanceTypes call (the API's maximum).
 const INSTANCE_TYPES_CHUNK: usize = 100;
 
-/// EC2 clients per region from one SDK configuration.
+/// EC2 clients per region from one SDK configuration (and Elastic Load Balancing's, for the load balancers among
+/// the other resources).
 pub struct Ec2Inventory {
     clients: RegionalClient<aws_sdk_ec2::Client>,
+    elb: RegionalClient<aws_sdk_elasticloadbalancingv2::Client>,
 }
 
 impl Ec2Inventory {
     pub fn new(config: SdkConfig) -> Self {
-        Self { clients: RegionalClient::new(config, aws_sdk_ec2::Client::new) }
+        Self {
+            clients: RegionalClient::new(config.clone(), aws_sdk_ec2::Client::new),
+            elb: RegionalClient::new(config, aws_sdk_elasticloadbalancingv2::Client::new),
+        }
     }
 }
 
@@ -49,6 +54,7 @@ impl crate::ResourceInventory for Ec2Inventory {
             addresses: self.elastic_addresses(region).await?,
             stopped_instances: self.stopped_instances(region).await?,
             nat_gateways: self.nat_gateways(region).await?,
+            load_balancers: self.load_balancers(region).await?,
         })
     }
 }
@@ -86,6 +92,77 @@ impl Ec2Inventory {
                 })
             })
             .collect())
+    }
+
+    /// Load balancers (ELBv2) in state `active`, with their tags (DescribeTags, 20 to a call) and their healthy
+    /// targets now (DescribeTargetGroups, DescribeTargetHealth).
+    pub async fn load_balancers(&self, region: &str) -> Result<Vec<finops_core::resources::LoadBalancer>, FinopsError> {
+        let elb = self.elb.for_region(region);
+        let mut found = Vec::new();
+        let mut pages = elb.describe_load_balancers().page_size(400).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| FinopsError::from_sdk("ElasticLoadBalancing", "DescribeLoadBalancers", e))?;
+            for lb in page.load_balancers() {
+                // Provisioning and active ones bill; a failed one does not.
+                let active = lb.state().and_then(|s| s.code()).is_none_or(|c| c.as_str() != "failed");
+                let (Some(arn), Some(created), true) = (lb.load_balancer_arn(), lb.created_time(), active) else {
+                    continue;
+                };
+                found.push(finops_core::resources::LoadBalancer {
+                    arn: arn.to_owned(),
+                    name: lb.load_balancer_name().unwrap_or_default().to_owned(),
+                    region: region.to_owned(),
+                    lb_type: lb.r#type().map(|t| t.as_str().to_owned()).unwrap_or_else(|| "application".into()),
+                    create_time: DateTime::<Utc>::from_timestamp(created.secs(), 0).unwrap_or_default(),
+                    healthy_targets: 0,
+                    tags: BTreeMap::new(),
+                    account: None,
+                });
+            }
+        }
+        for chunk in found.chunks_mut(20) {
+            let arns: Vec<String> = chunk.iter().map(|l| l.arn.clone()).collect();
+            let out = elb
+                .describe_tags()
+                .set_resource_arns(Some(arns))
+                .send()
+                .await
+                .map_err(|e| FinopsError::from_sdk("ElasticLoadBalancing", "DescribeTags", e))?;
+            for description in out.tag_descriptions() {
+                let Some(lb) = chunk.iter_mut().find(|l| Some(l.arn.as_str()) == description.resource_arn()) else {
+                    continue;
+                };
+                lb.tags = description
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
+                    .collect();
+            }
+        }
+        for lb in &mut found {
+            let groups = elb
+                .describe_target_groups()
+                .load_balancer_arn(&lb.arn)
+                .send()
+                .await
+                .map_err(|e| FinopsError::from_sdk("ElasticLoadBalancing", "DescribeTargetGroups", e))?;
+            for group in groups.target_groups() {
+                let Some(group_arn) = group.target_group_arn() else { continue };
+                let health = elb
+                    .describe_target_health()
+                    .target_group_arn(group_arn)
+                    .send()
+                    .await
+                    .map_err(|e| FinopsError::from_sdk("ElasticLoadBalancing", "DescribeTargetHealth", e))?;
+                let healthy = health
+                    .target_health_descriptions()
+                    .iter()
+                    .filter(|d| d.target_health().and_then(|h| h.state()).is_some_and(|s| s.as_str() == "healthy"))
+                    .count();
+                lb.healthy_targets += u32::try_from(healthy).unwrap_or(u32::MAX);
+            }
+        }
+        Ok(found)
     }
 
     /// NAT gateways in state `available` (the ones that bill).

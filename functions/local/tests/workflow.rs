@@ -142,12 +142,14 @@ async fn recommend_mode_reports_and_does_nothing() {
     assert_eq!(ledger["status"].as_s().unwrap(), "completed");
     // The other resources (seed::sample_resources): the old volume and the spare address can be acted on; the
     // production volume, the protected address and the DNS-named one are blocked; the volume with I/O yesterday is
-    // not idle; the instance stopped 45 days ago and the NAT gateway that sent nothing are reported only; the one
-    // stopped 2 days ago and the NAT gateway that sent 5 GB are not idle.
+    // not idle; the instance stopped 45 days ago, the NAT gateway that sent nothing, the load balancer without a
+    // request and the one without a healthy target are reported only; the instance stopped 2 days ago, the NAT
+    // gateway that sent 5 GB and the load balancer serving a healthy target are not idle.
     let resources = &output["policy"]["resources"];
-    assert_eq!((resources["found"].as_u64(), resources["idle"].as_u64()), (Some(10), Some(7)), "{resources}");
+    assert_eq!((resources["found"].as_u64(), resources["idle"].as_u64()), (Some(13), Some(9)), "{resources}");
     assert_eq!((resources["actionable"].as_u64(), resources["blocked"].as_u64()), (Some(2), Some(3)), "{resources}");
-    assert_eq!(resources["reportOnly"], 2, "{resources}");
+    assert_eq!(resources["reportOnly"], 4, "{resources}");
+    assert_eq!(resources["byKind"]["load-balancer"]["idle"], 2, "{resources}");
     assert_eq!(resources["byKind"]["stopped-instance"]["idle"], 1, "{resources}");
     assert_eq!(resources["byKind"]["nat-gateway"]["idle"], 1, "{resources}");
     assert_eq!(resources["byKind"]["elastic-ip"]["blocked"], 2, "{resources}");

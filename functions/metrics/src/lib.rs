@@ -49,6 +49,10 @@ pub enum MetricKind {
     VolumeWriteOps,
     /// A NAT gateway's bytes sent to destinations (AWS/NATGateway): none over the lookback means idle.
     NatBytesOut,
+    /// A load balancer's traffic: an ALB's requests, an NLB's or a GWLB's new flows.
+    AlbRequests,
+    NlbNewFlows,
+    GwlbNewFlows,
 }
 
 impl MetricKind {
@@ -61,6 +65,9 @@ impl MetricKind {
             Self::MemUsedAverage => "CWAgent",
             Self::VolumeReadOps | Self::VolumeWriteOps => "AWS/EBS",
             Self::NatBytesOut => "AWS/NATGateway",
+            Self::AlbRequests => "AWS/ApplicationELB",
+            Self::NlbNewFlows => "AWS/NetworkELB",
+            Self::GwlbNewFlows => "AWS/GatewayELB",
             _ => "AWS/EC2",
         }
     }
@@ -75,6 +82,8 @@ impl MetricKind {
             Self::VolumeReadOps => "VolumeReadOps",
             Self::VolumeWriteOps => "VolumeWriteOps",
             Self::NatBytesOut => "BytesOutToDestination",
+            Self::AlbRequests => "RequestCount",
+            Self::NlbNewFlows | Self::GwlbNewFlows => "NewFlowCount",
         }
     }
     pub fn stat(self) -> &'static str {
@@ -217,7 +226,12 @@ impl DailySeries {
             MetricKind::DiskReadOps => self.disk[i][day].0 = Some(value),
             MetricKind::DiskWriteOps => self.disk[i][day].1 = Some(value),
             // Other resources' series are never asked about an instance (see [`assess_resources`]).
-            MetricKind::VolumeReadOps | MetricKind::VolumeWriteOps | MetricKind::NatBytesOut => {}
+            MetricKind::VolumeReadOps
+            | MetricKind::VolumeWriteOps
+            | MetricKind::NatBytesOut
+            | MetricKind::AlbRequests
+            | MetricKind::NlbNewFlows
+            | MetricKind::GwlbNewFlows => {}
         }
     }
 
@@ -357,8 +371,22 @@ pub async fn assess_resources<M: MetricsApi, P: finops_aws::PriceListApi>(
     for n in &listed.nat_gateways {
         targets.push(SeriesTarget::new(&n.region, "NatGatewayId", &n.nat_gateway_id, &[MetricKind::NatBytesOut]));
     }
+    // A load balancer without an ARN dimension (never seen) gets no query and counts as silent.
+    let mut measured_lbs = Vec::new();
+    for lb in &listed.load_balancers {
+        let kind = match lb.lb_type.as_str() {
+            "network" => MetricKind::NlbNewFlows,
+            "gateway" => MetricKind::GwlbNewFlows,
+            _ => MetricKind::AlbRequests,
+        };
+        if let Some(dimension) = lb.metric_dimension() {
+            targets.push(SeriesTarget::new(&lb.region, "LoadBalancer", dimension, &[kind]));
+            measured_lbs.push(lb);
+        }
+    }
     let daily = daily_sums(api, &targets, window, &requests).await?;
-    let (volume_days, nat_days) = daily.split_at(listed.volumes.len());
+    let (volume_days, rest) = daily.split_at(listed.volumes.len());
+    let (nat_days, lb_days) = rest.split_at(listed.nat_gateways.len());
 
     let mut findings = Vec::with_capacity(listed.len());
     for (v, days) in listed.volumes.iter().zip(volume_days) {
@@ -381,6 +409,10 @@ pub async fn assess_resources<M: MetricsApi, P: finops_aws::PriceListApi>(
         let bytes = (!days.is_empty()).then(|| days.values().sum::<f64>());
         let hourly = finops_core::pricing::embedded_nat_gateway_hourly(&n.region);
         findings.push(assess_nat_gateway(n, bytes, window, hourly, now));
+    }
+    for (lb, days) in measured_lbs.into_iter().zip(lb_days) {
+        let requests = (!days.is_empty()).then(|| days.values().sum::<f64>());
+        findings.push(finops_core::resources::assess_load_balancer(lb, requests, window, now));
     }
     Ok(ResourceAssessment {
         findings,

@@ -52,7 +52,15 @@ impl SyntheticMetrics {
             (false, MetricKind::NetworkIn | MetricKind::NetworkOut) => 3e9,
             (false, MetricKind::DiskReadOps | MetricKind::DiskWriteOps) => 5e5,
             (_, MetricKind::MemUsedAverage) => 30.0,
-            (_, MetricKind::VolumeReadOps | MetricKind::VolumeWriteOps | MetricKind::NatBytesOut) => 0.0,
+            (
+                _,
+                MetricKind::VolumeReadOps
+                | MetricKind::VolumeWriteOps
+                | MetricKind::NatBytesOut
+                | MetricKind::AlbRequests
+                | MetricKind::NlbNewFlows
+                | MetricKind::GwlbNewFlows,
+            ) => 0.0,
         }
     }
 }

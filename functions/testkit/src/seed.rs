@@ -538,7 +538,122 @@ pub async fn sample_resources(
         seeded.push(SeededInstance { instance_id: id, region, name: name.to_owned(), role });
     }
     seeded.extend(sample_stopped_instances(use1).await);
-    seeded.extend(sample_nat_gateways(syd, window).await);
+    let (vpc_id, subnets) = sample_vpc(syd).await;
+    seeded.extend(sample_nat_gateways(syd, &subnets[0], window).await);
+    seeded.extend(sample_load_balancers(syd, &vpc_id, &subnets, window).await);
+    seeded
+}
+
+/// A VPC with a subnet in each of two zones (a load balancer needs two).
+async fn sample_vpc(syd: &aws_config::SdkConfig) -> (String, [String; 2]) {
+    let ec2 = aws_sdk_ec2::Client::new(syd);
+    let region = syd.region().map(|r| r.to_string()).unwrap_or_default();
+    let vpc = ec2.create_vpc().cidr_block("10.90.0.0/16").send().await.expect("create vpc");
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_owned();
+    let mut subnets = Vec::new();
+    for (zone, cidr) in [("a", "10.90.1.0/24"), ("b", "10.90.2.0/24")] {
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(cidr)
+            .availability_zone(format!("{region}{zone}"))
+            .send()
+            .await
+            .expect("create subnet");
+        subnets.push(subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_owned());
+    }
+    (vpc_id, [subnets[0].clone(), subnets[1].clone()])
+}
+
+/// Load balancers, 90 days old: an ALB that served no request in the lookback (idle), one that served 12,000
+/// requests yesterday to a healthy target (trap: in use), and an NLB whose flows went to no healthy target (idle).
+async fn sample_load_balancers(
+    syd: &aws_config::SdkConfig,
+    vpc_id: &str,
+    subnets: &[String; 2],
+    window: &LookbackWindow,
+) -> Vec<SeededInstance> {
+    use aws_sdk_elasticloadbalancingv2::types::{
+        Action, ActionTypeEnum, LoadBalancerTypeEnum, ProtocolEnum, Tag as ElbTag, TargetDescription, TargetTypeEnum,
+    };
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(syd);
+    let cw = aws_sdk_cloudwatch::Client::new(syd);
+    let region = syd.region().map(|r| r.to_string()).unwrap_or_default();
+    let mut seeded = Vec::new();
+    let cases: [(&str, LoadBalancerTypeEnum, Option<f64>, bool, &'static str); 3] = [
+        ("idle-alb", LoadBalancerTypeEnum::Application, None, true, "load balancer with no request in 14 days"),
+        (
+            "web-alb",
+            LoadBalancerTypeEnum::Application,
+            Some(12_000.0),
+            true,
+            "load balancer serving a healthy target (trap: in use)",
+        ),
+        ("orphan-nlb", LoadBalancerTypeEnum::Network, Some(300.0), false, "load balancer with no healthy target"),
+    ];
+    for (name, lb_type, traffic, with_target, role) in cases {
+        let created = elb
+            .create_load_balancer()
+            .name(name)
+            .set_subnets(Some(subnets.to_vec()))
+            .r#type(lb_type.clone())
+            .tags(ElbTag::builder().key("Name").value(name).build())
+            .tags(ElbTag::builder().key(VOLUME_BACKDATE_TAG).value("90").build())
+            .send()
+            .await
+            .expect("create load balancer");
+        let lb = created.load_balancers().first().expect("the load balancer");
+        let arn = lb.load_balancer_arn().expect("arn").to_owned();
+        let (protocol, namespace, metric) = match lb_type {
+            LoadBalancerTypeEnum::Network => (ProtocolEnum::Tcp, "AWS/NetworkELB", "NewFlowCount"),
+            _ => (ProtocolEnum::Http, "AWS/ApplicationELB", "RequestCount"),
+        };
+        let group = elb
+            .create_target_group()
+            .name(format!("{name}-targets"))
+            .protocol(protocol.clone())
+            .port(80)
+            .vpc_id(vpc_id)
+            .target_type(TargetTypeEnum::Ip)
+            .send()
+            .await
+            .expect("create target group");
+        let group_arn = group.target_groups().first().and_then(|g| g.target_group_arn()).expect("group arn").to_owned();
+        if with_target {
+            elb.register_targets()
+                .target_group_arn(&group_arn)
+                .targets(TargetDescription::builder().id("10.90.1.10").port(80).build())
+                .send()
+                .await
+                .expect("register target");
+        }
+        elb.create_listener()
+            .load_balancer_arn(&arn)
+            .protocol(protocol)
+            .port(80)
+            .default_actions(Action::builder().r#type(ActionTypeEnum::Forward).target_group_arn(&group_arn).build())
+            .send()
+            .await
+            .expect("create listener");
+        if let (Some(value), Some((_, dimension))) = (traffic, arn.split_once(":loadbalancer/")) {
+            let noon = window.start().timestamp() + i64::from(window.days - 1) * 86_400 + 43_200;
+            cw.put_metric_data()
+                .namespace(namespace)
+                .metric_data(
+                    MetricDatum::builder()
+                        .metric_name(metric)
+                        .dimensions(Dimension::builder().name("LoadBalancer").value(dimension).build())
+                        .timestamp(AwsDateTime::from_secs(noon))
+                        .unit(StandardUnit::Count)
+                        .value(value)
+                        .build(),
+                )
+                .send()
+                .await
+                .expect("put load balancer metric");
+        }
+        seeded.push(SeededInstance { instance_id: arn, region: region.clone(), name: name.to_owned(), role });
+    }
     seeded
 }
 
@@ -569,14 +684,14 @@ async fn sample_stopped_instances(use1: &aws_config::SdkConfig) -> Vec<SeededIns
 
 /// NAT gateways (private: no Elastic IP of their own), 90 days old: one that sent nothing in the lookback, one
 /// that sent 5 GB yesterday (trap: in use).
-async fn sample_nat_gateways(syd: &aws_config::SdkConfig, window: &LookbackWindow) -> Vec<SeededInstance> {
+async fn sample_nat_gateways(
+    syd: &aws_config::SdkConfig,
+    subnet_id: &str,
+    window: &LookbackWindow,
+) -> Vec<SeededInstance> {
     let ec2 = aws_sdk_ec2::Client::new(syd);
     let cw = aws_sdk_cloudwatch::Client::new(syd);
     let region = syd.region().map(|r| r.to_string()).unwrap_or_default();
-    let vpc = ec2.create_vpc().cidr_block("10.90.0.0/16").send().await.expect("create vpc");
-    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_owned();
-    let subnet = ec2.create_subnet().vpc_id(&vpc_id).cidr_block("10.90.1.0/24").send().await.expect("create subnet");
-    let subnet_id = subnet.subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_owned();
     let mut seeded = Vec::new();
     for (name, busy, role) in [
         ("idle-nat", false, "NAT gateway that sent nothing in 14 days"),
@@ -588,7 +703,7 @@ async fn sample_nat_gateways(syd: &aws_config::SdkConfig, window: &LookbackWindo
         ];
         let created = ec2
             .create_nat_gateway()
-            .subnet_id(&subnet_id)
+            .subnet_id(subnet_id)
             .connectivity_type(aws_sdk_ec2::types::ConnectivityType::Private)
             .tag_specifications(
                 TagSpecification::builder().resource_type(ResourceType::Natgateway).set_tags(Some(tags)).build(),
