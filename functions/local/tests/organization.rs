@@ -94,6 +94,8 @@ async fn organization(mode: &'static str, approval_timeout: u32, approval_base_u
         ],
     )
     .await;
+    let data_ec2 = aws_sdk_ec2::Client::new(&data_admin);
+    finops_testkit::seed::old_unattached_volume(&data_ec2, REGIONS[0], "data-old-volume").await;
     // legacy never got the roles (its StackSet instance failed, say), yet runs an idle instance.
     let legacy_ids = seed(
         &member_admin(&hub, &legacy).await,
@@ -187,6 +189,10 @@ async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest(
     assert!(proposed.contains(&data_ids[0].as_str()) && proposed.contains(&hub_ids[0].as_str()), "{proposed:?}");
     assert!(!proposed.contains(&data_ids[1].as_str()), "production in a member account is denied too");
     assert_eq!(output["policy"]["denialCounts"]["production"], 1);
+    // The other resources of every reached account go through the same policy: data-dev's old volume (read with its
+    // read-only role) is one of them; nothing of legacy's.
+    let resources = &output["policy"]["resources"]["byKind"]["ebs-volume"];
+    assert_eq!((resources["found"].as_u64(), resources["actionable"].as_u64()), (Some(1), Some(1)), "{resources}");
 
     let report = env.next_report(Duration::from_secs(20)).await.expect("run report");
     assert!(

@@ -139,6 +139,10 @@ pub async fn seed_member_fleet(
             put_daily_metrics(&cw, &id, window, |_| Some(profile)).await;
             seeded.push(SeededInstance { instance_id: id, region: region.to_string(), name, role });
         }
+        // And a volume left behind 90 days ago, attached to nothing since.
+        let name = format!("{account_name}-old-volume");
+        let id = crate::seed::old_unattached_volume(&ec2, region, &name).await;
+        seeded.push(SeededInstance { instance_id: id, region: region.to_string(), name, role: "unattached volume" });
     }
     seeded
 }

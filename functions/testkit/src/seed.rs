@@ -734,5 +734,26 @@ async fn sample_nat_gateways(
     seeded
 }
 
+/// A 50 GiB gp3 volume tagged `Name=name, Environment=dev`, created 90 days ago and attached to nothing since;
+/// returns its id.
+pub async fn old_unattached_volume(ec2: &aws_sdk_ec2::Client, region: &str, name: &str) -> String {
+    let tags = [("Name", name), ("Environment", "dev"), (VOLUME_BACKDATE_TAG, "90")];
+    let volume = ec2
+        .create_volume()
+        .availability_zone(format!("{region}a"))
+        .size(50)
+        .volume_type(VolumeType::Gp3)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Volume)
+                .set_tags(Some(tags.iter().map(|(k, v)| Tag::builder().key(*k).value(*v).build()).collect()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create volume");
+    volume.volume_id().expect("volume id").to_owned()
+}
+
 /// Tag the emulator reads to date a stopped instance's stop (see `tests/moto/launcher.py`).
 pub const STOPPED_BACKDATE_TAG: &str = "finops-test:stopped-days-ago";
