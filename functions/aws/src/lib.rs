@@ -12,6 +12,6 @@ pub mod xray;
 
 pub use error::{ErrorName, FinopsError};
 pub use organization::{caller_account, AccountDirectory, ListedAccounts, MemberSessions, SdkOrganization};
-pub use pricing::{PriceBook, PriceListApi, SdkPriceList};
+pub use pricing::{HourlyProduct, PriceBook, PriceListApi, SdkPriceList};
 pub use sdk::{init_logging, load_sdk_config, AwsSettings};
 pub use store::{get_json, put_json, put_json_sized, validate_run_id, MemoryRunStore, RunStore, S3RunStore};

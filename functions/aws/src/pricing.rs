@@ -26,6 +26,40 @@ pub trait PriceListApi: Send + Sync {
         region: &str,
         volume_type: &str,
     ) -> impl Future<Output = Result<Option<f64>, FinopsError>> + Send;
+    /// The hourly charge of a product family in a region (`AmazonEC2` "NAT Gateway", `AWSELB`
+    /// "Load Balancer-Application", ...): the price dimension billed in hours, not the traffic's.
+    fn hourly(
+        &self,
+        service_code: &'static str,
+        product_family: &'static str,
+        region: &str,
+    ) -> impl Future<Output = Result<Option<f64>, FinopsError>> + Send;
+}
+
+/// What an hourly-billed resource kind is in the Price List, and its embedded fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HourlyProduct {
+    NatGateway,
+    LoadBalancer(finops_core::pricing::LoadBalancerType),
+}
+
+impl HourlyProduct {
+    fn service_and_family(self) -> (&'static str, &'static str) {
+        use finops_core::pricing::LoadBalancerType;
+        match self {
+            Self::NatGateway => ("AmazonEC2", "NAT Gateway"),
+            Self::LoadBalancer(LoadBalancerType::Application) => ("AWSELB", "Load Balancer-Application"),
+            Self::LoadBalancer(LoadBalancerType::Network) => ("AWSELB", "Load Balancer-Network"),
+            Self::LoadBalancer(LoadBalancerType::Gateway) => ("AWSELB", "Load Balancer-Gateway"),
+        }
+    }
+
+    fn embedded(self, region: &str) -> Option<Quote> {
+        match self {
+            Self::NatGateway => finops_core::pricing::embedded_nat_gateway_hourly(region),
+            Self::LoadBalancer(t) => finops_core::pricing::embedded_load_balancer_hourly(t, region),
+        }
+    }
 }
 
 pub struct SdkPriceList {
@@ -47,6 +81,17 @@ impl SdkPriceList {
         filters: Vec<(&str, String)>,
         operation: &'static str,
     ) -> Result<Option<f64>, FinopsError> {
+        let documents = self.products("AmazonEC2", filters, operation).await?;
+        Ok(documents.iter().find_map(|doc| on_demand_usd(doc)))
+    }
+
+    /// GetProducts of a service with these TermMatch filters: the Price List documents.
+    async fn products(
+        &self,
+        service_code: &str,
+        filters: Vec<(&str, String)>,
+        operation: &'static str,
+    ) -> Result<Vec<String>, FinopsError> {
         let filters: Vec<Filter> = filters
             .into_iter()
             .map(|(field, value)| {
@@ -61,14 +106,14 @@ impl SdkPriceList {
         let out = self
             .client
             .get_products()
-            .service_code("AmazonEC2")
+            .service_code(service_code)
             .set_filters(Some(filters))
             .format_version("aws_v1")
             .max_results(10)
             .send()
             .await
             .map_err(|e| FinopsError::from_sdk("Pricing", operation, e))?;
-        Ok(out.price_list().iter().find_map(|doc| on_demand_usd(doc)))
+        Ok(out.price_list().to_vec())
     }
 }
 
@@ -106,6 +151,31 @@ impl PriceListApi for SdkPriceList {
         )
         .await
     }
+
+    async fn hourly(
+        &self,
+        service_code: &'static str,
+        product_family: &'static str,
+        region: &str,
+    ) -> Result<Option<f64>, FinopsError> {
+        let filters = vec![("productFamily", product_family.to_owned()), ("regionCode", region.to_owned())];
+        let documents = self.products(service_code, filters, "GetProducts").await?;
+        Ok(documents.iter().find_map(|doc| on_demand_usd_per_hour(doc)))
+    }
+}
+
+/// The first positive USD on-demand price of a dimension billed per hour (unit `Hrs`) in one Price List document:
+/// a NAT gateway's or a load balancer's hours, not its gigabytes or capacity units.
+pub fn on_demand_usd_per_hour(price_list_document: &str) -> Option<f64> {
+    let doc: serde_json::Value = serde_json::from_str(price_list_document).ok()?;
+    let offers = doc.get("terms")?.get("OnDemand")?.as_object()?;
+    offers
+        .values()
+        .filter_map(|offer| offer.get("priceDimensions")?.as_object())
+        .flat_map(|dims| dims.values())
+        .filter(|dim| dim.get("unit").and_then(|u| u.as_str()) == Some("Hrs"))
+        .filter_map(|dim| dim.get("pricePerUnit")?.get("USD")?.as_str()?.parse::<f64>().ok())
+        .find(|usd| *usd > 0.0)
 }
 
 /// The first positive USD on-demand price in one Price List document
@@ -125,6 +195,7 @@ pub fn on_demand_usd(price_list_document: &str) -> Option<f64> {
 enum PriceKey {
     Instance { region: String, instance_type: String, windows: bool },
     Volume { region: String, volume_type: String },
+    Hourly { region: String, product: HourlyProduct },
 }
 
 /// Cached prices with fallback. After the API fails once (no permission, no network, emulated AWS), it is not
@@ -195,6 +266,23 @@ impl<P: PriceListApi> PriceBook<P> {
         }
     }
 
+    /// The hourly charge of a NAT gateway or a load balancer in a region, with where it came from.
+    pub async fn hourly(&self, region: &str, product: HourlyProduct) -> Option<Quote> {
+        let key = PriceKey::Hourly { region: region.into(), product };
+        if let Some(hit) = self.cached(&key) {
+            return hit;
+        }
+        let (service, family) = product.service_and_family();
+        let from_api = match self.usable_api() {
+            Some(api) => self.record_failure(api.hourly(service, family, region).await),
+            None => None,
+        };
+        let quote =
+            from_api.map(|usd| Quote { usd, source: PriceSource::PriceListApi }).or_else(|| product.embedded(region));
+        self.store(key, quote.clone());
+        quote
+    }
+
     /// The API, when configured and not failed; taking it counts one call.
     fn usable_api(&self) -> Option<&P> {
         let disabled = self.api_disabled.lock().unwrap_or_else(|p| p.into_inner()).is_some();
@@ -237,5 +325,51 @@ mod tests {
         assert_eq!(on_demand_usd("not json"), None);
         let zero = r#"{"terms":{"OnDemand":{"a":{"priceDimensions":{"b":{"pricePerUnit":{"USD":"0.0000000000"}}}}}}}"#;
         assert_eq!(on_demand_usd(zero), None, "zero-priced dimensions (reservations) are not a price");
+    }
+
+    #[test]
+    fn an_hourly_price_is_the_dimension_billed_in_hours_not_the_traffic() {
+        // A NAT gateway's product: $0.045 per GB processed and $0.059 per hour (Sydney), in either order.
+        let nat = r#"{"terms":{"OnDemand":{"o":{"priceDimensions":{
+            "bytes":{"unit":"GB","pricePerUnit":{"USD":"0.0590000000"}},
+            "hours":{"unit":"Hrs","pricePerUnit":{"USD":"0.0590000000"}}}}}}}"#;
+        assert_eq!(on_demand_usd_per_hour(nat), Some(0.059));
+        let lcu_only = r#"{"terms":{"OnDemand":{"o":{"priceDimensions":{"lcu":{"unit":"LCU-Hrs","pricePerUnit":{"USD":"0.008"}}}}}}}"#;
+        assert_eq!(on_demand_usd_per_hour(lcu_only), None, "capacity units are not the hourly charge");
+    }
+
+    /// A Price List that knows one product family, to see the book ask it and fall back when it does not know.
+    struct OneFamily;
+
+    impl PriceListApi for OneFamily {
+        async fn on_demand_hourly(&self, _: &str, _: &str, _: bool) -> Result<Option<f64>, FinopsError> {
+            Ok(None)
+        }
+        async fn ebs_gb_month(&self, _: &str, _: &str) -> Result<Option<f64>, FinopsError> {
+            Ok(None)
+        }
+        async fn hourly(
+            &self,
+            service: &'static str,
+            family: &'static str,
+            _: &str,
+        ) -> Result<Option<f64>, FinopsError> {
+            Ok(((service, family) == ("AmazonEC2", "NAT Gateway")).then_some(0.059))
+        }
+    }
+
+    #[tokio::test]
+    async fn hourly_prices_come_from_the_price_list_then_the_embedded_table() {
+        use finops_core::pricing::LoadBalancerType;
+        let book = PriceBook::new(Some(OneFamily));
+        let nat = book.hourly("ap-southeast-2", HourlyProduct::NatGateway).await.unwrap();
+        assert_eq!((nat.usd, nat.source), (0.059, PriceSource::PriceListApi));
+        let alb =
+            book.hourly("ap-southeast-2", HourlyProduct::LoadBalancer(LoadBalancerType::Application)).await.unwrap();
+        assert!((alb.usd - 0.028125).abs() < 1e-9, "0.0225 x 1.25: {alb:?}");
+        assert!(matches!(alb.source, PriceSource::EmbeddedTable { .. }), "{alb:?}");
+        assert_eq!(book.api_calls(), 2);
+        book.hourly("ap-southeast-2", HourlyProduct::NatGateway).await;
+        assert_eq!(book.api_calls(), 2, "cached");
     }
 }

@@ -256,6 +256,36 @@ pub fn embedded_nat_gateway_hourly(region: &str) -> Option<Quote> {
     embedded_scaled(NAT_GATEWAY_USD_HOURLY, region)
 }
 
+/// The kinds of Elastic Load Balancing v2 load balancer, as their hourly charge differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoadBalancerType {
+    Application,
+    Network,
+    Gateway,
+}
+
+impl LoadBalancerType {
+    /// ELBv2's `Type` (`application`, `network`, `gateway`); None for anything else.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "application" => Some(Self::Application),
+            "network" => Some(Self::Network),
+            "gateway" => Some(Self::Gateway),
+            _ => None,
+        }
+    }
+}
+
+/// The embedded hourly charge of a load balancer in a region (the ELB pricing page's us-east-1 prices of 2024,
+/// scaled; LCUs, which follow the traffic, come on top).
+pub fn embedded_load_balancer_hourly(lb_type: LoadBalancerType, region: &str) -> Option<Quote> {
+    let usd = match lb_type {
+        LoadBalancerType::Application | LoadBalancerType::Network => 0.0225,
+        LoadBalancerType::Gateway => 0.0125,
+    };
+    embedded_scaled(usd, region)
+}
+
 /// A us-east-1 list price scaled to `region` by the table's regional factor, with its source.
 pub fn embedded_scaled(us_east_1_usd: f64, region: &str) -> Option<Quote> {
     let usd = us_east_1_usd * region_factor(region)?;

@@ -427,16 +427,14 @@ pub fn assess_nat_gateway(
     }
 }
 
-/// us-east-1 hourly charge per load balancer type (LCUs, which follow the traffic, come on top).
-const LOAD_BALANCER_USD_HOURLY: &[(&str, f64)] = &[("application", 0.0225), ("network", 0.0225), ("gateway", 0.0125)];
-
 /// The load balancer's verdict. Idle: older than the lookback, and no request (ALB RequestCount; NLB NewFlowCount)
 /// over it, or no healthy target behind it. Report only: deleting one breaks every name that points at it.
-/// `requests`: the lookback's sum (None: no datapoint); `region_factor_quote`: the embedded price for its region.
+/// `requests`: the lookback's sum (None: no datapoint); `hourly`: its hourly price in its region.
 pub fn assess_load_balancer(
     lb: &LoadBalancer,
     requests: Option<f64>,
     window: &LookbackWindow,
+    hourly: Option<Quote>,
     now: DateTime<Utc>,
 ) -> ResourceFinding {
     let age_days = (now - lb.create_time).num_days();
@@ -464,10 +462,6 @@ pub fn assess_load_balancer(
             ),
         )
     };
-    let hourly = LOAD_BALANCER_USD_HOURLY
-        .iter()
-        .find(|(t, _)| *t == lb.lb_type)
-        .and_then(|(_, usd)| crate::pricing::embedded_scaled(*usd, &lb.region));
     let monthly = hourly.as_ref().map(|q| round2(q.usd * HOURS_PER_MONTH));
     ResourceFinding {
         kind: ResourceKind::LoadBalancer,
@@ -873,5 +867,100 @@ mod tests {
         let json = serde_json::to_value(&summary).unwrap();
         assert_eq!(json["actionableMonthlySavingUsd"], 6.65, "totals flattened: {json}");
         assert_eq!(json["byKind"]["elastic-ip"]["blocked"], 1, "{json}");
+    }
+
+    #[test]
+    fn a_stopped_instance_is_reported_after_the_threshold_by_the_date_ec2_gives() {
+        assert_eq!(
+            stopped_since("User initiated (2026-10-01 12:00:00 GMT)"),
+            Some(Utc.with_ymd_and_hms(2026, 10, 1, 12, 0, 0).unwrap())
+        );
+        assert_eq!(stopped_since("Server.ScheduledStop: Stopped due to scheduled retirement"), None);
+        assert_eq!(stopped_since("User initiated (yesterday)"), None);
+        let volume = |gib| crate::inventory::VolumeRecord {
+            volume_id: "vol-1".into(),
+            device_name: Some("/dev/xvda".into()),
+            size_gib: gib,
+            volume_type: "gp3".into(),
+            iops: None,
+            delete_on_termination: true,
+        };
+        let stopped = |days: Option<i64>| StoppedInstance {
+            instance_id: "i-1".into(),
+            region: "us-east-1".into(),
+            instance_type: "t3.large".into(),
+            stopped_since: days.map(|d| now() - chrono::Duration::days(d)),
+            volumes: vec![volume(100)],
+            tags: BTreeMap::new(),
+            account: None,
+        };
+        let old = assess_stopped_instance(&stopped(Some(45)), &[Some(8.0)], 30, now());
+        assert!(old.idle && old.action.is_none() && !old.would_propose(), "report only: {old:?}");
+        assert_eq!((old.monthly_cost_usd, old.monthly_saving_usd), (Some(8.0), Some(3.0)), "less the $5.00 snapshot");
+        assert!(old.reasons[0].starts_with("stopped for 45 days"), "{:?}", old.reasons);
+        assert!(!assess_stopped_instance(&stopped(Some(2)), &[Some(8.0)], 30, now()).idle);
+        assert!(!assess_stopped_instance(&stopped(None), &[Some(8.0)], 30, now()).idle, "no date, no verdict");
+        let unpriced = assess_stopped_instance(&stopped(Some(45)), &[None], 30, now());
+        assert!(unpriced.idle && unpriced.monthly_saving_usd.is_none(), "an unknown price claims no saving");
+    }
+
+    #[test]
+    fn nat_gateways_and_load_balancers_are_idle_without_traffic_and_reported_only() {
+        let window = LookbackWindow::ending_before(now(), 14);
+        let nat = NatGateway {
+            nat_gateway_id: "nat-1".into(),
+            region: "us-east-1".into(),
+            vpc_id: "vpc-1".into(),
+            create_time: now() - chrono::Duration::days(90),
+            tags: BTreeMap::new(),
+            account: None,
+        };
+        let hourly = crate::pricing::embedded_nat_gateway_hourly("us-east-1");
+        let silent = assess_nat_gateway(&nat, None, &window, hourly.clone(), now());
+        assert!(silent.idle && silent.action.is_none());
+        assert_eq!(silent.monthly_saving_usd, Some(32.85), "0.045 x 730");
+        assert!(!assess_nat_gateway(&nat, Some(5e9), &window, hourly.clone(), now()).idle);
+        let young = NatGateway { create_time: now() - chrono::Duration::days(3), ..nat };
+        assert!(!assess_nat_gateway(&young, None, &window, hourly, now()).idle, "too young to judge");
+
+        let lb = |healthy| LoadBalancer {
+            arn: "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/web/50dc6c495c0c9188".into(),
+            name: "web".into(),
+            region: "us-east-1".into(),
+            lb_type: "application".into(),
+            create_time: now() - chrono::Duration::days(90),
+            healthy_targets: healthy,
+            tags: BTreeMap::new(),
+            account: None,
+        };
+        assert_eq!(lb(1).metric_dimension(), Some("app/web/50dc6c495c0c9188"));
+        let price =
+            crate::pricing::embedded_load_balancer_hourly(crate::pricing::LoadBalancerType::Application, "us-east-1");
+        let quiet = assess_load_balancer(&lb(1), None, &window, price.clone(), now());
+        assert!(quiet.idle && quiet.reasons[0].contains("no request"), "{:?}", quiet.reasons);
+        assert_eq!(quiet.monthly_saving_usd, Some(16.43), "0.0225 x 730");
+        let orphan = assess_load_balancer(&lb(0), Some(300.0), &window, price.clone(), now());
+        assert!(orphan.idle && orphan.reasons[0].contains("no healthy target"), "{:?}", orphan.reasons);
+        assert!(!assess_load_balancer(&lb(2), Some(12_000.0), &window, price, now()).idle);
+    }
+
+    #[test]
+    fn the_policy_judges_a_finding_by_the_tags_the_inventory_read_and_blocks_one_it_never_listed() {
+        let policy = PolicyConfig::default();
+        let listed = OtherResources {
+            addresses: vec![address(None, &[("finops:protect", "true")])],
+            ..OtherResources::default()
+        };
+        // The finding itself carries no tags: whatever a document says, the inventory's tags decide.
+        let findings = vec![assess_address(&address(None, &[])), {
+            let mut other = assess_address(&address(None, &[]));
+            other.resource_id = "eipalloc-never-listed".into();
+            other
+        }];
+        let judged = judge(&policy, &listed, findings, now());
+        assert_eq!(judged[0].blocked.as_ref().unwrap().reason, DenialReason::Protected);
+        let unknown = judged[1].blocked.as_ref().unwrap();
+        assert_eq!(unknown.reason, DenialReason::UnknownInstance);
+        assert!(unknown.detail.contains("not in this run's inventory"), "{unknown:?}");
     }
 }

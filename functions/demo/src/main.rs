@@ -188,7 +188,11 @@ async fn main() {
             eprintln!("    {:<20} {:<15} {:<42} {}", i.instance_id, i.region, truncate(&i.name, 40), i.role);
         }
         let resources = sample_resources(&config, &use1, &window).await;
-        say(format!("seeded {} other resources (unattached EBS volumes, Elastic IPs):", resources.len()));
+        say(format!(
+            "seeded {} other resources (unattached EBS volumes, Elastic IPs, stopped instances, NAT gateways, load \
+             balancers):",
+            resources.len()
+        ));
         for r in &resources {
             eprintln!("    {:<26} {:<15} {:<36} {}", r.instance_id, r.region, truncate(&r.name, 34), r.role);
         }

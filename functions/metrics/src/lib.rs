@@ -407,12 +407,16 @@ pub async fn assess_resources<M: MetricsApi, P: finops_aws::PriceListApi>(
     }
     for (n, days) in listed.nat_gateways.iter().zip(nat_days) {
         let bytes = (!days.is_empty()).then(|| days.values().sum::<f64>());
-        let hourly = finops_core::pricing::embedded_nat_gateway_hourly(&n.region);
+        let hourly = prices.hourly(&n.region, finops_aws::HourlyProduct::NatGateway).await;
         findings.push(assess_nat_gateway(n, bytes, window, hourly, now));
     }
     for (lb, days) in measured_lbs.into_iter().zip(lb_days) {
         let requests = (!days.is_empty()).then(|| days.values().sum::<f64>());
-        findings.push(finops_core::resources::assess_load_balancer(lb, requests, window, now));
+        let hourly = match finops_core::pricing::LoadBalancerType::parse(&lb.lb_type) {
+            Some(t) => prices.hourly(&lb.region, finops_aws::HourlyProduct::LoadBalancer(t)).await,
+            None => None,
+        };
+        findings.push(finops_core::resources::assess_load_balancer(lb, requests, window, hourly, now));
     }
     Ok(ResourceAssessment {
         findings,

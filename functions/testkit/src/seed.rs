@@ -496,21 +496,8 @@ pub async fn sample_resources(
             .expect("create volume");
         let id = created.volume_id().expect("volume id").to_owned();
         if io_yesterday {
-            let noon = window.start().timestamp() + i64::from(window.days - 1) * 86_400 + 43_200;
-            cw.put_metric_data()
-                .namespace("AWS/EBS")
-                .metric_data(
-                    MetricDatum::builder()
-                        .metric_name("VolumeReadOps")
-                        .dimensions(Dimension::builder().name("VolumeId").value(&id).build())
-                        .timestamp(AwsDateTime::from_secs(noon))
-                        .unit(StandardUnit::Count)
-                        .value(1200.0)
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("put volume metric");
+            put_yesterday(&cw, window, "AWS/EBS", ("VolumeId", &id), ("VolumeReadOps", StandardUnit::Count, 1200.0))
+                .await;
         }
         let region = syd.region().map(|r| r.to_string()).unwrap_or_default();
         seeded.push(SeededInstance { instance_id: id, region, name: name.to_owned(), role });
@@ -636,21 +623,8 @@ async fn sample_load_balancers(
             .await
             .expect("create listener");
         if let (Some(value), Some((_, dimension))) = (traffic, arn.split_once(":loadbalancer/")) {
-            let noon = window.start().timestamp() + i64::from(window.days - 1) * 86_400 + 43_200;
-            cw.put_metric_data()
-                .namespace(namespace)
-                .metric_data(
-                    MetricDatum::builder()
-                        .metric_name(metric)
-                        .dimensions(Dimension::builder().name("LoadBalancer").value(dimension).build())
-                        .timestamp(AwsDateTime::from_secs(noon))
-                        .unit(StandardUnit::Count)
-                        .value(value)
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("put load balancer metric");
+            put_yesterday(&cw, window, namespace, ("LoadBalancer", dimension), (metric, StandardUnit::Count, value))
+                .await;
         }
         seeded.push(SeededInstance { instance_id: arn, region: region.clone(), name: name.to_owned(), role });
     }
@@ -713,21 +687,14 @@ async fn sample_nat_gateways(
             .expect("create NAT gateway");
         let id = created.nat_gateway().and_then(|n| n.nat_gateway_id()).expect("NAT gateway id").to_owned();
         if busy {
-            let noon = window.start().timestamp() + i64::from(window.days - 1) * 86_400 + 43_200;
-            cw.put_metric_data()
-                .namespace("AWS/NATGateway")
-                .metric_data(
-                    MetricDatum::builder()
-                        .metric_name("BytesOutToDestination")
-                        .dimensions(Dimension::builder().name("NatGatewayId").value(&id).build())
-                        .timestamp(AwsDateTime::from_secs(noon))
-                        .unit(StandardUnit::Bytes)
-                        .value(5e9)
-                        .build(),
-                )
-                .send()
-                .await
-                .expect("put NAT metric");
+            put_yesterday(
+                &cw,
+                window,
+                "AWS/NATGateway",
+                ("NatGatewayId", &id),
+                ("BytesOutToDestination", StandardUnit::Bytes, 5e9),
+            )
+            .await;
         }
         seeded.push(SeededInstance { instance_id: id, region: region.clone(), name: name.to_owned(), role });
     }
@@ -753,6 +720,26 @@ pub async fn old_unattached_volume(ec2: &aws_sdk_ec2::Client, region: &str, name
         .await
         .expect("create volume");
     volume.volume_id().expect("volume id").to_owned()
+}
+
+/// One datapoint at noon on the lookback's last day (yesterday) of a metric with one dimension: the traffic that
+/// makes a trap look in use.
+async fn put_yesterday(
+    cw: &aws_sdk_cloudwatch::Client,
+    window: &LookbackWindow,
+    namespace: &str,
+    (dimension, value_of_dimension): (&str, &str),
+    (metric, unit, value): (&str, StandardUnit, f64),
+) {
+    let noon = window.start().timestamp() + i64::from(window.days - 1) * 86_400 + 43_200;
+    let datum = MetricDatum::builder()
+        .metric_name(metric)
+        .dimensions(Dimension::builder().name(dimension).value(value_of_dimension).build())
+        .timestamp(AwsDateTime::from_secs(noon))
+        .unit(unit)
+        .value(value)
+        .build();
+    cw.put_metric_data().namespace(namespace).metric_data(datum).send().await.expect("put metric data");
 }
 
 /// Tag the emulator reads to date a stopped instance's stop (see `tests/moto/launcher.py`).
