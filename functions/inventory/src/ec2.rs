@@ -1,5 +1,7 @@
 //! The EC2 adapter: DescribeInstances (running, paginated), DescribeVolumes for the attached volumes and
-//! DescribeInstanceTypes for instance storage. Read-only: nothing here can change an instance.
+//! DescribeInstanceTypes for instance storage; for the other resources DescribeVolumes (available),
+//! DescribeAddresses, DescribeInstances (stopped), DescribeNatGateways and ELBv2's DescribeLoadBalancers, DescribeTags,
+//! DescribeTargetGroups and DescribeTargetHealth. Read-only: nothing here can change an instance.
 
 use std::collections::{BTreeMap, HashMap};
 

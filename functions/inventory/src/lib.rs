@@ -1,8 +1,11 @@
 //! The inventory step: every running EC2 instance of the configured regions, with tags, attached EBS volumes,
-//! lifecycle, platform, root device type, instance storage and Auto Scaling / EKS / EMR membership.
+//! lifecycle, platform, root device type, instance storage and Auto Scaling / EKS / EMR membership; and the other
+//! resource kinds that cost money idle (unattached volumes, Elastic IPs, stopped instances, NAT gateways, load
+//! balancers).
 //!
-//! [`handle`] is the Lambda handler, generic over where instances come from ([`InventorySource`]) and where the
-//! document goes ([`RunStore`]); [`Ec2Inventory`] is the SDK adapter. The fleet goes to the run bucket; the state
+//! [`handle`] is the Lambda handler, generic over where instances and other resources come from
+//! ([`InventorySource`], [`ResourceInventory`]) and where the document goes ([`RunStore`]); [`Ec2Inventory`] is
+//! the SDK adapter. The fleet goes to the run bucket; the state
 //! output carries a reference and counts only.
 
 pub mod ec2;
@@ -35,7 +38,7 @@ pub trait InstanceLookup: Send + Sync {
 }
 
 /// Resources beyond running instances ([`finops_core::resources`]): EBS volumes attached to nothing, Elastic IP
-/// addresses, stopped instances and NAT gateways of one region. Reads only.
+/// addresses, stopped instances, NAT gateways and load balancers of one region. Reads only.
 pub trait ResourceInventory: Send + Sync {
     fn other_resources(&self, region: &str) -> impl Future<Output = Result<OtherResources, FinopsError>> + Send;
 }
