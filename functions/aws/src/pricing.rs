@@ -167,26 +167,24 @@ impl PriceListApi for SdkPriceList {
 /// The first positive USD on-demand price of a dimension billed per hour (unit `Hrs`) in one Price List document:
 /// a NAT gateway's or a load balancer's hours, not its gigabytes or capacity units.
 pub fn on_demand_usd_per_hour(price_list_document: &str) -> Option<f64> {
-    let doc: serde_json::Value = serde_json::from_str(price_list_document).ok()?;
-    let offers = doc.get("terms")?.get("OnDemand")?.as_object()?;
-    offers
-        .values()
-        .filter_map(|offer| offer.get("priceDimensions")?.as_object())
-        .flat_map(|dims| dims.values())
-        .filter(|dim| dim.get("unit").and_then(|u| u.as_str()) == Some("Hrs"))
-        .filter_map(|dim| dim.get("pricePerUnit")?.get("USD")?.as_str()?.parse::<f64>().ok())
-        .find(|usd| *usd > 0.0)
+    first_on_demand_usd(price_list_document, Some("Hrs"))
 }
 
 /// The first positive USD on-demand price in one Price List document
 /// (`terms.OnDemand.<offer>.priceDimensions.<rate>.pricePerUnit.USD`).
 pub fn on_demand_usd(price_list_document: &str) -> Option<f64> {
+    first_on_demand_usd(price_list_document, None)
+}
+
+/// The first positive USD on-demand price, of a dimension in `unit` when one is named.
+fn first_on_demand_usd(price_list_document: &str, unit: Option<&str>) -> Option<f64> {
     let doc: serde_json::Value = serde_json::from_str(price_list_document).ok()?;
     let offers = doc.get("terms")?.get("OnDemand")?.as_object()?;
     offers
         .values()
         .filter_map(|offer| offer.get("priceDimensions")?.as_object())
         .flat_map(|dims| dims.values())
+        .filter(|dim| unit.is_none_or(|u| dim.get("unit").and_then(|v| v.as_str()) == Some(u)))
         .filter_map(|dim| dim.get("pricePerUnit")?.get("USD")?.as_str()?.parse::<f64>().ok())
         .find(|usd| *usd > 0.0)
 }

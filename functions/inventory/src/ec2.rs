@@ -216,12 +216,8 @@ impl Ec2Inventory {
                     region: region.to_owned(),
                     volume_type: v.volume_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
                     size_gib: v.size().and_then(|s| u32::try_from(s).ok()).unwrap_or(0),
-                    create_time: DateTime::<Utc>::from_timestamp(created.secs(), 0).unwrap_or_default(),
-                    tags: v
-                        .tags()
-                        .iter()
-                        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
-                        .collect(),
+                    create_time: utc(created),
+                    tags: tag_map(v.tags()),
                     account: None,
                 });
             }
@@ -256,11 +252,7 @@ impl Ec2Inventory {
                         .or(a.network_interface_id())
                         .filter(|s| !s.is_empty())
                         .map(str::to_owned),
-                    tags: a
-                        .tags()
-                        .iter()
-                        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned())))
-                        .collect(),
+                    tags: tag_map(a.tags()),
                     account: None,
                 })
             })
@@ -428,8 +420,7 @@ pub fn to_record(
     storage: &HashMap<String, InstanceStorage>,
 ) -> Option<InstanceRecord> {
     let instance_id = i.instance_id()?.to_owned();
-    let tags: BTreeMap<String, String> =
-        i.tags().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect();
+    let tags = tag_map(i.tags());
     let launch_time = i
         .launch_time()
         .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()))
