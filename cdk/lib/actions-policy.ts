@@ -7,8 +7,13 @@ import { ConfigError, type FinopsConfig } from "./config.ts";
 import { acknowledge } from "./nag.ts";
 import { allowListedStatements, instanceStorageStatement, MANAGED_POLICY_LIMIT, policySize, tagGuardStatements } from "./production-guard.ts";
 
-/** The only calls that change anything in the account. */
+/** The only calls that change an instance. */
 export const ACT_ON = ["ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances"];
+/** The only calls that change an unattached volume (snapshot it, then delete it) or an unassociated Elastic IP (release
+ * it); CreateTags records a snooze or a decision on them. Snapshots are never deleted: they are what recreates a volume. */
+export const ACT_ON_RESOURCES = ["ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress", "ec2:CreateTags"];
+/** What the guard refuses on a production or protected volume or address (tagging one stays possible). */
+export const GUARDED_RESOURCE_ACTIONS = ["ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress"];
 
 export class ActionsPolicy extends Construct {
   constructor(scope: Construct, id: string, props: { config: FinopsConfig; actions: lambda.Function }) {
@@ -18,8 +23,9 @@ export class ActionsPolicy extends Construct {
     const instances = stack.formatArn({ service: "ec2", region: "*", resource: "instance", resourceName: "*" });
     const volumes = stack.formatArn({ service: "ec2", region: "*", resource: "volume", resourceName: "*" });
     const snapshots = stack.formatArn({ service: "ec2", region: "*", account: "", resource: "snapshot", resourceName: "*" });
-    // Re-reading the instance and re-measuring it before acting.
-    actions.addToRolePolicy(new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes"], resources: ["*"] }));
+    const addresses = stack.formatArn({ service: "ec2", region: "*", resource: "elastic-ip", resourceName: "*" });
+    // Re-reading the instance, volume or address and re-measuring it before acting.
+    actions.addToRolePolicy(new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses"], resources: ["*"] }));
     actions.addToRolePolicy(new iam.PolicyStatement({ actions: ["cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] }));
     actions.addToRolePolicy(new iam.PolicyStatement({ sid: "SnapshotVolumes", actions: ["ec2:CreateSnapshots", "ec2:CreateTags"], resources: [volumes, snapshots] }));
     const rules = {
@@ -28,17 +34,24 @@ export class ActionsPolicy extends Construct {
       protectTagKey: "finops:protect",
       actOnlyOnEnvironments: config.actOnlyOnEnvironments,
     };
+    // The snapshot a volume's deletion waits for is created without a tag check (a new snapshot has no tags yet; the
+    // volume it is taken of is checked by the guard).
+    actions.addToRolePolicy(new iam.PolicyStatement({ sid: "SnapshotBeforeDelete", actions: ["ec2:CreateSnapshot"], resources: [snapshots] }));
     if (config.actOnlyOnEnvironments.length > 0) {
       for (const statement of allowListedStatements(rules, ACT_ON, instances)) actions.addToRolePolicy(statement);
+      for (const statement of allowListedStatements(rules, ACT_ON_RESOURCES, [volumes, addresses], "Resources")) actions.addToRolePolicy(statement);
     } else {
       actions.addToRolePolicy(new iam.PolicyStatement({ sid: "ActOnInstances", actions: ACT_ON, resources: [instances] }));
+      actions.addToRolePolicy(new iam.PolicyStatement({ sid: "ActOnUnusedResources", actions: ACT_ON_RESOURCES, resources: [volumes, addresses] }));
     }
-    for (const arn of ["arn:<AWS::Partition>:ec2:*:<AWS::AccountId>:instance/*", "arn:<AWS::Partition>:ec2:*:<AWS::AccountId>:volume/*", "arn:<AWS::Partition>:ec2:*::snapshot/*"]) {
+    for (const arn of ["arn:<AWS::Partition>:ec2:*:<AWS::AccountId>:instance/*", "arn:<AWS::Partition>:ec2:*:<AWS::AccountId>:volume/*", "arn:<AWS::Partition>:ec2:*::snapshot/*", "arn:<AWS::Partition>:ec2:*:<AWS::AccountId>:elastic-ip/*"]) {
       acknowledge(actions, `AwsSolutions-IAM5[Resource::${arn}]`, "Idle instances are found at run time in any configured region; the explicit Deny statements of the guard policies and the policy step bound what may be stopped.");
     }
     // Each guard in a managed policy of its own: a role's inline policies share one size limit, managed ones do not.
+    // The same tag rules on instances and on volumes and addresses, one managed policy per rule.
+    const onResources = tagGuardStatements(rules, GUARDED_RESOURCE_ACTIONS, [volumes, addresses], "Resources");
     const guards = [
-      ...tagGuardStatements(rules, ACT_ON, instances).map((statement) => ({ id: `Guard${statement.sid}`, statements: [statement] })),
+      ...tagGuardStatements(rules, ACT_ON, instances).map((statement, i) => ({ id: `Guard${statement.sid}`, statements: [statement, onResources[i]] })),
       { id: "GuardInstanceStorage", statements: [instanceStorageStatement(instances)] },
     ];
     for (const guard of guards) {

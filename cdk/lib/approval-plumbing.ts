@@ -7,7 +7,7 @@ import { approvalAddresses, type FinopsConfig } from "./config.ts";
 import { acknowledge } from "./nag.ts";
 
 /** The attributes of a pending approval record (functions/approval-store: DynamoApprovals::put_pending). */
-export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "instanceId", "createdAt", "expiresAt", "ttl", "state", "emailStatus", "claimId", "routedApprovers"] as const;
+export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "resourceId", "createdAt", "expiresAt", "ttl", "state", "emailStatus", "claimId", "routedApprovers"] as const;
 /// What a retried or redelivered request may change in an existing record: the task token it waits on, and whether
 /// its email went out. Never the state or a decision.
 export const RENEWED_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "emailStatus"] as const;

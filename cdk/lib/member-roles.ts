@@ -8,7 +8,7 @@
 // Role names come from the context and say what they are (finops-agent-read-only, finops-agent-actions).
 import { CfnStackSet, Stack, aws_iam as iam, aws_lambda as lambda } from "aws-cdk-lib";
 import { Construct } from "constructs";
-import { ACT_ON } from "./actions-policy.ts";
+import { ACT_ON, ACT_ON_RESOURCES, GUARDED_RESOURCE_ACTIONS } from "./actions-policy.ts";
 import type { FinopsConfig, OrganizationSettings } from "./config.ts";
 import { allowListedStatements, instanceStorageStatement, tagGuardStatements } from "./production-guard.ts";
 
@@ -22,6 +22,7 @@ export const MEMBER_READ_ACTIONS = ["ec2:DescribeInstances", "ec2:DescribeVolume
 const INSTANCES = "__MEMBER_INSTANCES__";
 const VOLUMES = "__MEMBER_VOLUMES__";
 const SNAPSHOTS = "__MEMBER_SNAPSHOTS__";
+const ADDRESSES = "__MEMBER_ADDRESSES__";
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -33,6 +34,7 @@ function withMemberArns(value: Json): Json {
   if (value === INSTANCES) return { "Fn::Join": ["", ["arn:", partition, ":ec2:*:", account, ":instance/*"]] };
   if (value === VOLUMES) return { "Fn::Join": ["", ["arn:", partition, ":ec2:*:", account, ":volume/*"]] };
   if (value === SNAPSHOTS) return { "Fn::Join": ["", ["arn:", partition, ":ec2:*::snapshot/*"]] };
+  if (value === ADDRESSES) return { "Fn::Join": ["", ["arn:", partition, ":ec2:*:", account, ":elastic-ip/*"]] };
   if (Array.isArray(value)) return value.map(withMemberArns);
   if (value !== null && typeof value === "object") return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, withMemberArns(v)]));
   return value;
@@ -56,9 +58,14 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
   };
   const act =
     config.actOnlyOnEnvironments.length > 0
-      ? allowListedStatements(rules, ACT_ON, INSTANCES)
-      : [new iam.PolicyStatement({ sid: "ActOnInstances", actions: ACT_ON, resources: [INSTANCES] })];
-  const guards = [...tagGuardStatements(rules, ACT_ON, INSTANCES), instanceStorageStatement(INSTANCES)];
+      ? [...allowListedStatements(rules, ACT_ON, INSTANCES), ...allowListedStatements(rules, ACT_ON_RESOURCES, [VOLUMES, ADDRESSES], "Resources")]
+      : [
+          new iam.PolicyStatement({ sid: "ActOnInstances", actions: ACT_ON, resources: [INSTANCES] }),
+          new iam.PolicyStatement({ sid: "ActOnUnusedResources", actions: ACT_ON_RESOURCES, resources: [VOLUMES, ADDRESSES] }),
+        ];
+  // As in the hub: the same tag rules on instances and on volumes and addresses, one managed policy per rule.
+  const onResources = tagGuardStatements(rules, GUARDED_RESOURCE_ACTIONS, [VOLUMES, ADDRESSES], "Resources");
+  const guards = [...tagGuardStatements(rules, ACT_ON, INSTANCES).map((statement, i) => [statement, onResources[i]]), [instanceStorageStatement(INSTANCES)]];
   const resources: Record<string, Json> = {
     ReadOnlyRole: {
       Type: "AWS::IAM::Role",
@@ -73,14 +80,15 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
       Type: "AWS::IAM::Role",
       Properties: {
         RoleName: org.actionsRole,
-        Description: "finops-agent actions: snapshot, tag and stop what a person approved; never production, protected or instance-store instances",
+        Description: "finops-agent actions: snapshot, tag and stop, delete or release what a person approved; never production, protected or instance-store instances",
         AssumeRolePolicyDocument: trust(actionsRoleArn),
         Policies: [
           {
             PolicyName: "act-on-approved-instances",
             PolicyDocument: document([
-              new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] }),
+              new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] }),
               new iam.PolicyStatement({ sid: "SnapshotVolumes", actions: ["ec2:CreateSnapshots", "ec2:CreateTags"], resources: [VOLUMES, SNAPSHOTS] }),
+              new iam.PolicyStatement({ sid: "SnapshotBeforeDelete", actions: ["ec2:CreateSnapshot"], resources: [SNAPSHOTS] }),
               ...act,
             ]),
           },
@@ -89,12 +97,12 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
     },
   };
   // Each guard in a managed policy of its own, as in the hub (a role's inline policies share one size limit).
-  guards.forEach((statement, i) => {
-    resources[`Guard${statement.sid ?? i}`] = {
+  guards.forEach((statements, i) => {
+    resources[`Guard${statements[0].sid ?? i}`] = {
       Type: "AWS::IAM::ManagedPolicy",
       Properties: {
-        Description: "finops-agent: the actions role may never act on these instances (the policy step's rule, enforced again by IAM)",
-        PolicyDocument: document([statement]),
+        Description: "finops-agent: the actions role may never act on these instances, volumes and addresses (the policy step's rule, enforced again by IAM)",
+        PolicyDocument: document(statements),
         Roles: [{ Ref: "ActionsRole" }],
       },
     };

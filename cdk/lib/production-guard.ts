@@ -80,18 +80,19 @@ export function nonProductionPatterns(values: string[]): string[] {
 
 const sid = (s: string) => s.replace(/[^A-Za-z0-9]/g, "");
 
-/** The explicit Deny statements on instances: one per environment key (values are ORed within a key, keys need their
- * own statements), and one for the protect tag. */
-export function tagGuardStatements(rules: GuardRules, actions: string[], instanceArn: string): iam.PolicyStatement[] {
+/** The explicit Deny statements on instances (or on volumes and addresses, `sidSuffix` "Resources"): one per
+ * environment key (values are ORed within a key, keys need their own statements), and one for the protect tag. */
+export function tagGuardStatements(rules: GuardRules, actions: string[], resourceArns: string | string[], sidSuffix = ""): iam.PolicyStatement[] {
+  const resources = [resourceArns].flat();
   const production = productionPatterns(rules.productionValues);
   const nonProduction = nonProductionPatterns(rules.productionValues);
   const statements = rules.environmentTagKeys.map(
     (key) =>
       new iam.PolicyStatement({
-        sid: `DenyProduction${sid(key)}`,
+        sid: `DenyProduction${sid(key)}${sidSuffix}`,
         effect: iam.Effect.DENY,
         actions,
-        resources: [instanceArn],
+        resources,
         conditions: {
           StringLike: { [`ec2:ResourceTag/${key}`]: production },
           StringNotLike: { [`ec2:ResourceTag/${key}`]: nonProduction },
@@ -101,10 +102,10 @@ export function tagGuardStatements(rules: GuardRules, actions: string[], instanc
   const protect = `ec2:ResourceTag/${rules.protectTagKey}`;
   statements.push(
     new iam.PolicyStatement({
-      sid: "DenyProtected",
+      sid: `DenyProtected${sidSuffix}`,
       effect: iam.Effect.DENY,
       actions,
-      resources: [instanceArn],
+      resources,
       // Present (Null false) and not exactly an explicit no: any other value protects, as in the code.
       conditions: { Null: { [protect]: "false" }, StringNotEqualsIgnoreCase: { [protect]: [...UNPROTECT_VALUES] } },
     }),
@@ -113,14 +114,14 @@ export function tagGuardStatements(rules: GuardRules, actions: string[], instanc
 }
 
 /** In allow-list mode, the Allow on instances: one statement per environment key, each requiring a listed value. */
-export function allowListedStatements(rules: GuardRules, actions: string[], instanceArn: string): iam.PolicyStatement[] {
+export function allowListedStatements(rules: GuardRules, actions: string[], resourceArns: string | string[], sidSuffix = ""): iam.PolicyStatement[] {
   const allowed = rules.actOnlyOnEnvironments ?? [];
   return rules.environmentTagKeys.map(
     (key) =>
       new iam.PolicyStatement({
-        sid: `AllowListed${sid(key)}`,
+        sid: `AllowListed${sid(key)}${sidSuffix}`,
         actions,
-        resources: [instanceArn],
+        resources: [resourceArns].flat(),
         conditions: { StringEqualsIgnoreCase: { [`ec2:ResourceTag/${key}`]: allowed } },
       }),
   );

@@ -1,6 +1,7 @@
 // The IAM backstop, evaluated by an IAM policy simulator (@cloud-copilot/iam-simulate) on the synthesized template:
 // the actions role's policies as CloudFormation would create them, asked whether StopInstances, CreateSnapshots and
-// CreateTags are allowed on an instance carrying each tag set of the table that the policy code generates
+// CreateTags are allowed on an instance, CreateSnapshot and DeleteVolume on a volume and ReleaseAddress on an Elastic
+// IP, each carrying each tag set of the table that the policy code generates
 // (fixtures/tag-spellings.json, from functions/core/tests/tag_spellings.rs). Wherever the code denies, IAM must deny
 // explicitly; where the code allows, IAM must allow. In allow-list mode the same, including the spellings that only
 // the allow-list's exact Allow can refuse (Unicode look-alikes, padded keys).
@@ -23,12 +24,22 @@ const table = JSON.parse(readFileSync(new URL("./fixtures/tag-spellings.json", i
   config: Record<string, string[] | string>;
   rows: Row[];
 };
-const ACTIONS = ["ec2:StopInstances", "ec2:CreateSnapshots", "ec2:CreateTags"];
 const INSTANCE = `arn:aws:ec2:${REGION}:${ACCOUNT}:instance/i-0123456789abcdef0`;
+const VOLUME = `arn:aws:ec2:${REGION}:${ACCOUNT}:volume/vol-0123456789abcdef0`;
+const ADDRESS = `arn:aws:ec2:${REGION}:${ACCOUNT}:elastic-ip/eipalloc-0123456789abcdef0`;
+/** Every call that changes something, on the resource it changes: the tag rules are the same for each kind. */
+const ACTIONS: [string, string][] = [
+  ["ec2:StopInstances", INSTANCE],
+  ["ec2:CreateSnapshots", INSTANCE],
+  ["ec2:CreateTags", INSTANCE],
+  ["ec2:CreateSnapshot", VOLUME],
+  ["ec2:DeleteVolume", VOLUME],
+  ["ec2:ReleaseAddress", ADDRESS],
+];
 
 type Policies = { name: string; policy: unknown }[];
 
-async function decide(policies: Policies, action: string, tags: [string, string][], instanceType = "t3.large"): Promise<string> {
+async function decide(policies: Policies, action: string, tags: [string, string][], instanceType = "t3.large", resource = INSTANCE): Promise<string> {
   const contextVariables: Record<string, string> = { "ec2:InstanceType": instanceType };
   for (const [k, v] of tags) {
     contextVariables[`ec2:ResourceTag/${k}`] = v;
@@ -39,7 +50,7 @@ async function decide(policies: Policies, action: string, tags: [string, string]
       identityPolicies: policies as never,
       serviceControlPolicies: [],
       resourceControlPolicies: [],
-      request: { action, principal: `arn:aws:iam::${ACCOUNT}:role/finops-actions`, resource: { resource: INSTANCE, accountId: ACCOUNT }, contextVariables },
+      request: { action, principal: `arn:aws:iam::${ACCOUNT}:role/finops-actions`, resource: { resource, accountId: ACCOUNT }, contextVariables },
     },
     {},
   );
@@ -63,8 +74,8 @@ test("default deployment: IAM explicitly denies every tag set the code denies, a
   const wrong: string[] = [];
   let checked = 0;
   for (const row of table.rows.filter((r) => r.layer === "guard")) {
-    for (const action of ACTIONS) {
-      const result = await decide(policies, action, row.tags);
+    for (const [action, resource] of ACTIONS) {
+      const result = await decide(policies, action, row.tags, "t3.large", resource);
       const expected = row.denied ? "ExplicitlyDenied" : "Allowed";
       checked++;
       if (result !== expected) wrong.push(`${action} ${show(row.tags)}: IAM ${result}, code ${row.denied ? `denies (${row.reason})` : "allows"}`);
@@ -80,8 +91,8 @@ test("allow-list mode: IAM allows exactly the instances the code may act on", as
   const wrong: string[] = [];
   let checked = 0;
   for (const row of table.rows.filter((r) => r.layer !== "code")) {
-    for (const action of ACTIONS) {
-      const result = await decide(policies, action, row.tags);
+    for (const [action, resource] of ACTIONS) {
+      const result = await decide(policies, action, row.tags, "t3.large", resource);
       checked++;
       if ((result === "Allowed") !== !row.deniedInAllowListMode) wrong.push(`${action} ${show(row.tags)}: IAM ${result}, code ${row.deniedInAllowListMode ? "denies" : "allows"}`);
     }

@@ -120,12 +120,16 @@ test("each member role trusts only its hub functions' roles; the read role reads
   const guards = Object.values(body.Resources as Record<string, any>).filter((r) => r.Type === "AWS::IAM::ManagedPolicy");
   assert.ok(guards.every((g) => JSON.stringify(g.Properties.Roles) === JSON.stringify([{ Ref: "ActionsRole" }])));
   const denies = guards.flatMap((g) => g.Properties.PolicyDocument.Statement).filter((s: any) => s.Effect === "Deny");
-  assert.deepEqual(new Set(denies.map((s: any) => s.Sid)), new Set(["DenyProductionEnvironment", "DenyProductionenv", "DenyProductionstage", "DenyProtected", "DenyStopWithInstanceStorage"]));
+  const onResources = ["DenyProductionEnvironment", "DenyProductionenv", "DenyProductionstage", "DenyProtected"].map((sid) => `${sid}Resources`);
+  assert.deepEqual(new Set(denies.map((s: any) => s.Sid)), new Set(["DenyProductionEnvironment", "DenyProductionenv", "DenyProductionstage", "DenyProtected", "DenyStopWithInstanceStorage", ...onResources]));
   const hubDenies = roleStatements(synth(ORG).template, "finops-agent actions").filter((s) => s.Effect === "Deny");
+  const own = (resource: string) => ({ "Fn::Join": ["", ["arn:", { Ref: "AWS::Partition" }, ":ec2:*:", { Ref: "AWS::AccountId" }, `:${resource}/*`]] });
   for (const hub of hubDenies) {
     const member = denies.find((d: any) => d.Sid === hub.Sid);
     assert.deepEqual(member.Condition, hub.Condition, `${hub.Sid}: the member's condition is the hub's`);
-    assert.deepEqual(member.Resource, { "Fn::Join": ["", ["arn:", { Ref: "AWS::Partition" }, ":ec2:*:", { Ref: "AWS::AccountId" }, ":instance/*"]] }, "the member's own instances");
+    assert.deepEqual(member.Action, hub.Action, `${hub.Sid}: the member's actions are the hub's`);
+    const expected = String(hub.Sid).endsWith("Resources") ? [own("volume"), own("elastic-ip")] : own("instance");
+    assert.deepEqual(member.Resource, expected, `${hub.Sid}: the member's own resources`);
   }
 });
 

@@ -62,7 +62,7 @@ test("the state machine is the ASL file with the contract's substitutions, numbe
 test("each role is granted what its code calls and nothing more; terminate is nowhere", () => {
   const { template } = synth();
   const expected: Record<string, string[]> = {
-    actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "dynamodb:GetItem"],
+    actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress", "dynamodb:GetItem"],
     "approval-callback": ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
     inventory: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth", "ec2:DescribeInstanceTypes"],
     "run-cost": ["states:GetExecutionHistory"],
@@ -72,12 +72,13 @@ test("each role is granted what its code calls and nothing more; terminate is no
     assert.deepEqual(new Set(granted), new Set(actions), key);
   }
   const everything = Object.values(template.findResources("AWS::IAM::Policy")).flatMap((p) => p.Properties.PolicyDocument.Statement).flatMap((s) => [s.Action].flat());
-  for (const never of ["ec2:TerminateInstances", "ec2:CreateSnapshot", "states:SendTaskFailure", "ec2:*", "*"]) {
+  // Snapshots are never deleted: a deleted volume's snapshot is what recreates it.
+  for (const never of ["ec2:TerminateInstances", "ec2:DeleteSnapshot", "ec2:DisassociateAddress", "states:SendTaskFailure", "ec2:*", "*"]) {
     assert.ok(!everything.includes(never), never);
   }
   // The guard: explicit Deny statements on the actions role for every environment key, the protect tag and instance storage.
   const denies = roleStatements(template, "finops-agent actions").filter((s) => s.Effect === "Deny").map((s) => s.Sid);
-  assert.deepEqual(new Set(denies), new Set(["DenyProductionEnvironment", "DenyProductionenv", "DenyProductionstage", "DenyProtected", "DenyStopWithInstanceStorage"]));
+  assert.deepEqual(new Set(denies), new Set(["DenyProductionEnvironment", "DenyProductionenv", "DenyProductionstage", "DenyProtected", "DenyStopWithInstanceStorage", "DenyProductionEnvironmentResources", "DenyProductionenvResources", "DenyProductionstageResources", "DenyProtectedResources"]));
 });
 
 test("the run-cost step reads only this state machine's history and knows every step's memory and architecture", () => {

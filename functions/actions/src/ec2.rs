@@ -1,4 +1,5 @@
-//! The EC2 adapter of the actions step: the one type in the workspace that can snapshot, tag and stop.
+//! The EC2 adapter of the actions step: the one type in the workspace that can snapshot, tag and stop, delete a
+//! volume and release an address.
 
 use std::collections::HashMap;
 
@@ -7,7 +8,7 @@ use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType, Snapshot, 
 use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
 
-use crate::{Ec2Actions, SnapshotInfo, TAG_INSTANCE_ID, TAG_RUN_ID};
+use crate::{Ec2Actions, SnapshotInfo, SnapshotOf, TAG_RUN_ID};
 
 pub struct SdkEc2Actions {
     clients: RegionalClient<aws_sdk_ec2::Client>,
@@ -51,14 +52,15 @@ impl Ec2Actions for SdkEc2Actions {
         &self,
         region: &str,
         run_id: &str,
-        instance_id: &str,
+        of: SnapshotOf<'_>,
     ) -> Result<Vec<SnapshotInfo>, FinopsError> {
+        let (key, id) = of.tag();
         let mut pages = self
             .client(region)
             .describe_snapshots()
             .owner_ids("self")
             .filters(Filter::builder().name(format!("tag:{TAG_RUN_ID}")).values(run_id).build())
-            .filters(Filter::builder().name(format!("tag:{TAG_INSTANCE_ID}")).values(instance_id).build())
+            .filters(Filter::builder().name(format!("tag:{key}")).values(id).build())
             .into_paginator()
             .send();
         let mut found = Vec::new();
@@ -113,6 +115,62 @@ impl Ec2Actions for SdkEc2Actions {
             .collect())
     }
 
+    async fn create_volume_snapshot(
+        &self,
+        region: &str,
+        volume_id: &str,
+        snapshot_tags: &[(String, String)],
+    ) -> Result<SnapshotInfo, FinopsError> {
+        let out = self
+            .client(region)
+            .create_snapshot()
+            .volume_id(volume_id)
+            .description(format!("finops: before deleting {volume_id}"))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Snapshot)
+                    .set_tags(Some(tags(snapshot_tags)))
+                    .build(),
+            )
+            // Not retried by the SDK, for the reason CreateSnapshots is not: the step's retry finds the snapshot by
+            // its tags instead of making a second one.
+            .customize()
+            .config_override(
+                aws_sdk_ec2::config::Builder::default()
+                    .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled()),
+            )
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "CreateSnapshot", e))?;
+        Ok(SnapshotInfo {
+            snapshot_id: out.snapshot_id().unwrap_or_default().to_owned(),
+            volume_id: out.volume_id().unwrap_or(volume_id).to_owned(),
+            state: out.state().map(|st| st.as_str().to_owned()).unwrap_or_else(|| "pending".into()),
+            progress: out.progress().unwrap_or_default().to_owned(),
+            tags: snapshot_tags.iter().cloned().collect(),
+        })
+    }
+
+    async fn delete_volume(&self, region: &str, volume_id: &str) -> Result<(), FinopsError> {
+        self.client(region)
+            .delete_volume()
+            .volume_id(volume_id)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "DeleteVolume", e))?;
+        Ok(())
+    }
+
+    async fn release_address(&self, region: &str, allocation_id: &str) -> Result<(), FinopsError> {
+        self.client(region)
+            .release_address()
+            .allocation_id(allocation_id)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "ReleaseAddress", e))?;
+        Ok(())
+    }
+
     async fn describe_snapshots(
         &self,
         region: &str,
@@ -133,15 +191,15 @@ impl Ec2Actions for SdkEc2Actions {
         Ok(snapshot_ids.iter().filter_map(|id| by_id.get(id).cloned()).collect())
     }
 
-    async fn tag_instance(
+    async fn tag_resource(
         &self,
         region: &str,
-        instance_id: &str,
+        resource_id: &str,
         pairs: &[(String, String)],
     ) -> Result<(), FinopsError> {
         self.client(region)
             .create_tags()
-            .resources(instance_id)
+            .resources(resource_id)
             .set_tags(Some(tags(pairs)))
             .send()
             .await

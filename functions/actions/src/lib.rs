@@ -6,7 +6,14 @@
 //! - `stop`: only with completed snapshots of every attached volume, and only after re-reading the live instance,
 //!   re-running the policy on its current tags and state (instance storage included), checking it was not restarted
 //!   and measuring it again since the scan.
-//! - `tag`: records a decision (`finops:snooze-until` for a snooze).
+//! - `tag`: records a decision (`finops:snooze-until` for a snooze) on the instance, volume or address.
+//! - For an unattached volume: `snapshot` (CreateSnapshot of that volume) and `snapshot_status` as above, then
+//!   `delete_volume`: only with this run's completed snapshot of it (kept, so it can be recreated), and only after
+//!   re-reading it (still `available`, the policy on its live tags) and measuring its I/O again since the scan.
+//! - For an unassociated Elastic IP: `release_address`, after re-reading it (still unassociated, the policy on its
+//!   live tags, a DNS record's name included).
+//!
+//! Each operation acts only on the kind the person approved: the approval record's action must be the operation's.
 //!
 //! Nothing is trusted from the payload: `snapshot`, `stop` and `tag` act only when the approvals table holds a
 //! decision for this run and this instance, made by POST on the page of the followed link; the decision and the
@@ -25,10 +32,11 @@ use finops_approval_store::{ApprovalReader, ApprovalRecord, ApprovalState, DECID
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::ApprovalAction;
 use finops_core::criteria::DailyRule;
-use finops_core::policy::PolicyConfig;
+use finops_core::policy::{PolicyConfig, ProposedAction};
+use finops_core::resources::{resource_block, ResourceKind};
 pub use finops_core::steps::{ActionOutcome, ActionRequest, DecisionRef, Outcome, Target};
 use finops_core::{DetectionConfig, InstanceRecord, LookbackWindow};
-use finops_inventory::InstanceLookup;
+use finops_inventory::{InstanceLookup, ResourceLookup};
 use finops_metrics::MetricsApi;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +44,7 @@ pub use ec2::SdkEc2Actions;
 
 pub const TAG_RUN_ID: &str = "finops:run-id";
 pub const TAG_INSTANCE_ID: &str = "finops:instance-id";
+pub const TAG_VOLUME_ID: &str = "finops:volume-id";
 pub const TAG_ACTION: &str = "finops:action";
 pub const TAG_REASON: &str = "finops:reason";
 pub const TAG_APPROVED_BY: &str = "finops:approved-by";
@@ -54,15 +63,48 @@ pub struct SnapshotInfo {
     pub tags: BTreeMap<String, String>,
 }
 
-/// EC2, narrowed to what the actions step changes: snapshots, tags, stop. Reading an instance is
-/// [`InstanceLookup`]'s job, which read-only code holds instead of this.
+/// What a run's snapshots were taken of: an instance's volumes (tagged `finops:instance-id`), or one unattached
+/// volume before it is deleted (tagged `finops:volume-id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotOf<'a> {
+    Instance(&'a str),
+    Volume(&'a str),
+}
+
+impl SnapshotOf<'_> {
+    /// The tag that names it on its snapshots.
+    pub fn tag(&self) -> (&'static str, &str) {
+        match *self {
+            Self::Instance(id) => (TAG_INSTANCE_ID, id),
+            Self::Volume(id) => (TAG_VOLUME_ID, id),
+        }
+    }
+}
+
+/// EC2, narrowed to what the actions step changes: snapshots, tags, stop, and the deletion of an unattached volume
+/// and the release of an unassociated address. Reading an instance, volume or address is [`InstanceLookup`]'s and
+/// [`ResourceLookup`]'s job, which read-only code holds instead of this.
 pub trait Ec2Actions: Send + Sync {
+    /// This run's snapshots of `of` (by their run-id tag and the tag naming what they were taken of).
     fn run_snapshots(
         &self,
         region: &str,
         run_id: &str,
-        instance_id: &str,
+        of: SnapshotOf<'_>,
     ) -> impl Future<Output = Result<Vec<SnapshotInfo>, FinopsError>> + Send;
+    /// CreateSnapshot of one volume (an unattached one: CreateSnapshots needs an instance).
+    fn create_volume_snapshot(
+        &self,
+        region: &str,
+        volume_id: &str,
+        tags: &[(String, String)],
+    ) -> impl Future<Output = Result<SnapshotInfo, FinopsError>> + Send;
+    fn delete_volume(&self, region: &str, volume_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    fn release_address(
+        &self,
+        region: &str,
+        allocation_id: &str,
+    ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     fn create_snapshots(
         &self,
         region: &str,
@@ -74,10 +116,11 @@ pub trait Ec2Actions: Send + Sync {
         region: &str,
         snapshot_ids: &[String],
     ) -> impl Future<Output = Result<Vec<SnapshotInfo>, FinopsError>> + Send;
-    fn tag_instance(
+    /// CreateTags on an instance, a volume or an Elastic IP allocation.
+    fn tag_resource(
         &self,
         region: &str,
-        instance_id: &str,
+        resource_id: &str,
         tags: &[(String, String)],
     ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     fn stop(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
@@ -133,7 +176,7 @@ fn outcome_of(
 ) -> ActionOutcome {
     ActionOutcome {
         operation: operation.into(),
-        instance_id: target.instance_id.clone(),
+        resource_id: target.resource_id.clone(),
         outcome,
         detail: detail.into(),
         snapshot_ids,
@@ -155,31 +198,37 @@ fn snapshot_ids(snaps: &[SnapshotInfo]) -> Vec<String> {
     snaps.iter().map(|s| s.snapshot_id.clone()).collect()
 }
 
-/// The step with what it reads and what it changes: instances (read), EC2 (act), approval records (read) and
-/// CloudWatch (read, to measure again).
+/// The step with what it reads and what it changes: instances, volumes and addresses as they are now (read), EC2
+/// (act), approval records (read) and CloudWatch (read, to measure again).
 pub struct Actions<'a, L, E, A, M> {
-    pub instances: &'a L,
+    pub live: &'a L,
     pub ec2: &'a E,
     pub approvals: &'a A,
     pub metrics: &'a M,
     pub config: &'a ActionsConfig,
 }
 
-impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions<'_, L, E, A, M> {
+impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions<'_, L, E, A, M> {
     /// The Lambda handler.
     pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<ActionOutcome, FinopsError> {
         let request: ActionRequest = serde_json::from_value(event).map_err(|e| {
             FinopsError::InvalidInput(format!(
-                "actions expects {{operation: snapshot|snapshot_status|stop|tag, runId, proposal, ...}}: {e}"
+                "actions expects {{operation: snapshot|snapshot_status|stop|stop_status|delete_volume|release_address|tag, \
+                 runId, proposal, ...}}: {e}"
             ))
         })?;
         let run_id = request.run_id().to_owned();
         validate_run_id(&run_id)?;
         let account_id = request.target().account.as_ref().map(|a| a.id.clone());
         let outcome = match request {
-            ActionRequest::Snapshot { run_id, proposal, decision } => {
-                self.snapshot(&run_id, &proposal, decision.as_ref()).await?
-            }
+            ActionRequest::Snapshot { run_id, proposal, decision } => match proposal.action {
+                ProposedAction::SnapshotAndDelete => {
+                    self.snapshot_volume(&run_id, &proposal, decision.as_ref(), now).await?
+                }
+                ProposedAction::SnapshotAndStop | ProposedAction::Release => {
+                    self.snapshot(&run_id, &proposal, decision.as_ref()).await?
+                }
+            },
             ActionRequest::SnapshotStatus { proposal, snapshot_ids, .. } => {
                 let snaps = self.ec2.describe_snapshots(&proposal.region, &snapshot_ids).await?;
                 let (outcome, detail) = snapshot_state(&snaps, &snapshot_ids);
@@ -192,19 +241,25 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
                 self.tag(&run_id, &proposal, decision.as_ref(), now).await?
             }
             ActionRequest::StopStatus { run_id, proposal } => self.stop_status(&run_id, &proposal).await?,
+            ActionRequest::DeleteVolume { run_id, proposal, snapshot_ids, decision } => {
+                self.delete_volume(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?
+            }
+            ActionRequest::ReleaseAddress { run_id, proposal, decision } => {
+                self.release_address(&run_id, &proposal, decision.as_ref(), now).await?
+            }
         };
         let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);
         finops_aws::xray::record_decision_in(
             "finops.action",
             "actions",
-            &outcome.instance_id,
+            &outcome.resource_id,
             &decision,
             &run_id,
             account_id.as_deref(),
         );
         tracing::info!(
             run_id,
-            instance_id = outcome.instance_id,
+            instance_id = outcome.resource_id,
             operation = outcome.operation,
             outcome = ?outcome.outcome,
             detail = outcome.detail,
@@ -213,14 +268,16 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         Ok(outcome)
     }
 
-    /// The approval record behind an operation, if it authorises one of `wanted` for this run and this instance;
-    /// otherwise why not, in words for the report.
+    /// The approval record behind an operation, if it authorises one of `wanted` for this run and this resource,
+    /// and the action the person was shown is one of `actions` (an approved release never deletes a volume, an
+    /// approved stop never releases anything); otherwise why not, in words for the report.
     async fn verified(
         &self,
         run_id: &str,
         target: &Target,
         decision: Option<&DecisionRef>,
         wanted: &[ApprovalAction],
+        actions: &[ProposedAction],
     ) -> Result<Result<ApprovalRecord, String>, FinopsError> {
         let Some(id) = decision.and_then(|d| d.approval_id.as_deref()) else {
             return Ok(Err("no approval id: only a decision recorded in the approvals table authorises this".into()));
@@ -239,10 +296,16 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             Some(format!("approval {id} was not decided by POST on its confirmation page"))
         } else if record.run_id != run_id {
             Some(format!("approval {id} belongs to run {:?}, not {run_id:?}", record.run_id))
-        } else if record.proposal.instance_id != target.instance_id || record.proposal.region != target.region {
+        } else if record.proposal.resource_id != target.resource_id || record.proposal.region != target.region {
             Some(format!(
                 "approval {id} is for {} in {}, not {} in {}",
-                record.proposal.instance_id, record.proposal.region, target.instance_id, target.region
+                record.proposal.resource_id, record.proposal.region, target.resource_id, target.region
+            ))
+        } else if !actions.contains(&record.proposal.action) {
+            Some(format!(
+                "approval {id} is for {} {}, not for this operation",
+                record.proposal.action.verb(),
+                record.proposal.resource_id
             ))
         } else if let Some(routed) =
             record.routed.as_ref().filter(|r| !r.allows(record.approver.as_deref().unwrap_or_default()))
@@ -265,7 +328,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             Some(why) => {
                 tracing::warn!(
                     run_id,
-                    instance_id = target.instance_id,
+                    resource_id = target.resource_id,
                     why,
                     decision = "REFUSED",
                     "unverified action"
@@ -283,12 +346,13 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         decision: Option<&DecisionRef>,
     ) -> Result<ActionOutcome, FinopsError> {
         let refuse = |detail: String| Ok(outcome_of("snapshot", target, Outcome::Refused, detail, vec![]));
-        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve]).await? {
+        let stop = [ProposedAction::SnapshotAndStop];
+        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &stop).await? {
             return refuse(format!("not snapshotted: {why}"));
         }
         let existing: Vec<SnapshotInfo> = self
             .ec2
-            .run_snapshots(&target.region, run_id, &target.instance_id)
+            .run_snapshots(&target.region, run_id, SnapshotOf::Instance(&target.resource_id))
             .await?
             .into_iter()
             .filter(|s| s.state != "error")
@@ -297,16 +361,16 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             let detail = format!("{} snapshot(s) from this run already exist", existing.len());
             return Ok(outcome_of("snapshot", target, Outcome::AlreadyDone, detail, snapshot_ids(&existing)));
         }
-        let Some(_) = self.instances.describe_instance(&target.region, &target.instance_id).await? else {
+        let Some(_) = self.live.describe_instance(&target.region, &target.resource_id).await? else {
             return refuse("instance no longer exists".into());
         };
         let tags = vec![
             (TAG_RUN_ID.to_owned(), run_id.to_owned()),
-            (TAG_INSTANCE_ID.to_owned(), target.instance_id.clone()),
+            (TAG_INSTANCE_ID.to_owned(), target.resource_id.clone()),
             (TAG_REASON.to_owned(), tag_value(&format!("finops idle stop: {}", target.justification))),
-            ("Name".to_owned(), format!("finops {} before stop", target.instance_id)),
+            ("Name".to_owned(), format!("finops {} before stop", target.resource_id)),
         ];
-        let created = self.ec2.create_snapshots(&target.region, &target.instance_id, &tags).await?;
+        let created = self.ec2.create_snapshots(&target.region, &target.resource_id, &tags).await?;
         let detail = format!("{} snapshot(s) started", created.len());
         Ok(outcome_of("snapshot", target, Outcome::Done, detail, snapshot_ids(&created)))
     }
@@ -314,7 +378,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
     /// After the stop step failed: reads the live instance and says whether this run stopped it (its run-id tag and
     /// a stopping or stopped state). Changes nothing.
     async fn stop_status(&self, run_id: &str, target: &Target) -> Result<ActionOutcome, FinopsError> {
-        let live = self.instances.describe_instance(&target.region, &target.instance_id).await?;
+        let live = self.live.describe_instance(&target.region, &target.resource_id).await?;
         let (outcome, detail) = match live {
             Some(live)
                 if live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id)
@@ -341,11 +405,12 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         let refuse = |detail: String| {
             Ok(outcome_of("stop", target, Outcome::Refused, format!("not stopped: {detail}"), snapshot_ids.to_vec()))
         };
-        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Approve]).await? {
+        let stop = [ProposedAction::SnapshotAndStop];
+        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Approve], &stop).await? {
             Ok(record) => record,
             Err(why) => return refuse(why),
         };
-        let Some(live) = self.instances.describe_instance(&target.region, &target.instance_id).await? else {
+        let Some(live) = self.live.describe_instance(&target.region, &target.resource_id).await? else {
             return refuse("instance no longer exists".into());
         };
         let ours = live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id);
@@ -374,7 +439,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             .iter()
             .filter(|s| {
                 s.tags.get(TAG_RUN_ID).map(String::as_str) != Some(run_id)
-                    || s.tags.get(TAG_INSTANCE_ID) != Some(&target.instance_id)
+                    || s.tags.get(TAG_INSTANCE_ID) != Some(&target.resource_id)
             })
             .map(|s| s.snapshot_id.as_str())
             .collect();
@@ -401,8 +466,8 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         if !target.justification.is_empty() {
             tags.push((TAG_REASON.to_owned(), tag_value(&target.justification)));
         }
-        self.ec2.tag_instance(&target.region, &target.instance_id, &tags).await?;
-        self.ec2.stop(&target.region, &target.instance_id).await?;
+        self.ec2.tag_resource(&target.region, &target.resource_id, &tags).await?;
+        self.ec2.stop(&target.region, &target.resource_id).await?;
         Ok(outcome_of(
             "stop",
             target,
@@ -410,6 +475,174 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
             format!("stop requested after {} completed snapshot(s)", snapshot_ids.len()),
             snapshot_ids.to_vec(),
         ))
+    }
+
+    /// The volume as it is now, if it is still the unattached one a person approved deleting: `available`, attached
+    /// to nothing, and nothing in the policy against it by its live tags.
+    async fn unattached_now(
+        &self,
+        target: &Target,
+        now: DateTime<Utc>,
+    ) -> Result<Result<finops_inventory::LiveVolume, String>, FinopsError> {
+        let Some(live) = self.live.describe_volume(&target.region, &target.resource_id).await? else {
+            return Ok(Err("the volume no longer exists".into()));
+        };
+        Ok(if live.state != "available" || !live.attached_to.is_empty() {
+            Err(format!("the volume is {} now (attached to {:?})", live.state, live.attached_to))
+        } else if let Some(blocked) =
+            resource_block(ResourceKind::EbsVolume, &live.record.tags, &self.config.policy, now)
+        {
+            Err(format!("policy re-check on the live volume: {}: {}", blocked.reason, blocked.detail))
+        } else {
+            Ok(live)
+        })
+    }
+
+    /// CreateSnapshot of an approved unattached volume, after the live re-check: the snapshot is kept (and named in
+    /// the outcome) so the volume can be recreated.
+    async fn snapshot_volume(
+        &self,
+        run_id: &str,
+        target: &Target,
+        decision: Option<&DecisionRef>,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome, FinopsError> {
+        let refuse = |detail: String| Ok(outcome_of("snapshot", target, Outcome::Refused, detail, vec![]));
+        let delete = [ProposedAction::SnapshotAndDelete];
+        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &delete).await? {
+            return refuse(format!("not snapshotted: {why}"));
+        }
+        let existing: Vec<SnapshotInfo> = self
+            .ec2
+            .run_snapshots(&target.region, run_id, SnapshotOf::Volume(&target.resource_id))
+            .await?
+            .into_iter()
+            .filter(|s| s.state != "error")
+            .collect();
+        if !existing.is_empty() {
+            let detail = format!("{} snapshot(s) from this run already exist", existing.len());
+            return Ok(outcome_of("snapshot", target, Outcome::AlreadyDone, detail, snapshot_ids(&existing)));
+        }
+        if let Err(why) = self.unattached_now(target, now).await? {
+            return refuse(format!("not snapshotted: {why}"));
+        }
+        let tags = vec![
+            (TAG_RUN_ID.to_owned(), run_id.to_owned()),
+            (TAG_VOLUME_ID.to_owned(), target.resource_id.clone()),
+            (TAG_REASON.to_owned(), tag_value(&format!("finops unattached volume: {}", target.justification))),
+            ("Name".to_owned(), format!("finops {} before delete", target.resource_id)),
+        ];
+        let created = self.ec2.create_volume_snapshot(&target.region, &target.resource_id, &tags).await?;
+        let detail = format!("snapshot {} started", created.snapshot_id);
+        Ok(outcome_of("snapshot", target, Outcome::Done, detail, vec![created.snapshot_id]))
+    }
+
+    /// Deletes an approved unattached volume, only with this run's completed snapshot of it, and only after the
+    /// live re-check and a new measurement since the scan (a volume attached and used in between is kept).
+    async fn delete_volume(
+        &self,
+        run_id: &str,
+        target: &Target,
+        snapshot_ids: &[String],
+        decision: Option<&DecisionRef>,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome, FinopsError> {
+        let outcome = |outcome: Outcome, detail: String| {
+            Ok(outcome_of("delete_volume", target, outcome, detail, snapshot_ids.to_vec()))
+        };
+        let delete = [ProposedAction::SnapshotAndDelete];
+        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Approve], &delete).await? {
+            Ok(record) => record,
+            Err(why) => return outcome(Outcome::Refused, format!("not deleted: {why}")),
+        };
+        let snaps = self.ec2.describe_snapshots(&target.region, snapshot_ids).await?;
+        let (state, detail) = snapshot_state(&snaps, snapshot_ids);
+        if state != Outcome::Done {
+            return outcome(Outcome::Refused, format!("not deleted: snapshot not complete: {detail}"));
+        }
+        let ours = |s: &SnapshotInfo| {
+            s.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id)
+                && s.tags.get(TAG_VOLUME_ID) == Some(&target.resource_id)
+                && s.volume_id == target.resource_id
+        };
+        if let Some(foreign) = snaps.iter().find(|s| !ours(s)) {
+            let why = format!("snapshot {} was not made by this run of this volume", foreign.snapshot_id);
+            return outcome(Outcome::Refused, format!("not deleted: {why}"));
+        }
+        let kept = snapshot_ids.join(", ");
+        let live = match self.unattached_now(target, now).await? {
+            Ok(live) => live,
+            // A retry after a lost answer finds it gone, its snapshot from this run complete.
+            Err(_) if self.live.describe_volume(&target.region, &target.resource_id).await?.is_none() => {
+                return outcome(
+                    Outcome::AlreadyDone,
+                    format!(
+                        "the volume is gone (deleted by an earlier attempt of this step); snapshot {kept} keeps it"
+                    ),
+                );
+            }
+            Err(why) => return outcome(Outcome::Refused, format!("not deleted: {why}")),
+        };
+        let Some(measured_until) = target.measured_until else {
+            return outcome(Outcome::Refused, "not deleted: the proposal does not say when it was measured".into());
+        };
+        let today = now.date_naive();
+        let first_day = measured_until.date_naive().min(today);
+        let days = u32::try_from((today - first_day).num_days()).unwrap_or(0) + 1;
+        let window = LookbackWindow { first_day, days };
+        let since = finops_metrics::volume_activity(self.metrics, &target.region, &target.resource_id, &window).await?;
+        if since.days_with_io > 0 {
+            return outcome(
+                Outcome::Refused,
+                format!("not deleted: used since the scan (I/O on {} day(s))", since.days_with_io),
+            );
+        }
+        // The approver and the time go on the snapshot that outlives the volume: the audit trail stays with it.
+        let approver = record.approver.as_deref().map(tag_value).filter(|a| !a.is_empty());
+        let audit = vec![
+            (TAG_ACTION.to_owned(), "deleted-volume".to_owned()),
+            (TAG_APPROVED_BY.to_owned(), approver.unwrap_or_else(|| "unknown".into())),
+            (TAG_ACTED_AT.to_owned(), now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ];
+        for id in snapshot_ids {
+            self.ec2.tag_resource(&target.region, id, &audit).await?;
+        }
+        self.ec2.delete_volume(&target.region, &live.record.volume_id).await?;
+        outcome(Outcome::Done, format!("deleted after snapshot {kept} completed (kept, to recreate the volume)"))
+    }
+
+    /// Releases an approved unassociated Elastic IP after the live re-check (still associated with nothing, and
+    /// nothing in the policy against it by its live tags, a DNS record's name included).
+    async fn release_address(
+        &self,
+        run_id: &str,
+        target: &Target,
+        decision: Option<&DecisionRef>,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome, FinopsError> {
+        let outcome =
+            |outcome: Outcome, detail: String| Ok(outcome_of("release_address", target, outcome, detail, vec![]));
+        let release = [ProposedAction::Release];
+        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &release).await? {
+            return outcome(Outcome::Refused, format!("not released: {why}"));
+        }
+        let Some(live) = self.live.describe_address(&target.region, &target.resource_id).await? else {
+            return outcome(
+                Outcome::AlreadyDone,
+                "the address is no longer allocated (released by an earlier attempt of this step, or by someone \
+                 else)"
+                    .into(),
+            );
+        };
+        if let Some(association) = &live.association_id {
+            return outcome(Outcome::Refused, format!("not released: associated now ({association})"));
+        }
+        if let Some(blocked) = resource_block(ResourceKind::ElasticIp, &live.tags, &self.config.policy, now) {
+            let why = format!("policy re-check on the live address: {}: {}", blocked.reason, blocked.detail);
+            return outcome(Outcome::Refused, format!("not released: {why}"));
+        }
+        self.ec2.release_address(&target.region, &target.resource_id).await?;
+        outcome(Outcome::Done, format!("released (public IPv4 {})", live.public_ip))
     }
 
     /// Why the instance is no longer the idle one a person approved, if it is not: restarted since the scan, or a
@@ -451,7 +684,8 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
         let wanted = [ApprovalAction::Snooze, ApprovalAction::Deny];
-        let record = match self.verified(run_id, target, decision, &wanted).await? {
+        let any = [ProposedAction::SnapshotAndStop, ProposedAction::SnapshotAndDelete, ProposedAction::Release];
+        let record = match self.verified(run_id, target, decision, &wanted, &any).await? {
             Ok(record) => record,
             Err(why) => return Ok(outcome_of("tag", target, Outcome::Refused, format!("not tagged: {why}"), vec![])),
         };
@@ -471,7 +705,7 @@ impl<L: InstanceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions
         } else {
             format!("decision {decided} recorded")
         };
-        self.ec2.tag_instance(&target.region, &target.instance_id, &tags).await?;
+        self.ec2.tag_resource(&target.region, &target.resource_id, &tags).await?;
         Ok(outcome_of("tag", target, Outcome::Done, detail, vec![]))
     }
 }
@@ -536,7 +770,7 @@ impl ActionsStep {
     /// approvals table either way.
     pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<ActionOutcome, FinopsError> {
         let own = Actions {
-            instances: &self.instances,
+            live: &self.instances,
             ec2: &self.ec2,
             approvals: &self.approvals,
             metrics: &self.metrics,
@@ -560,7 +794,7 @@ impl ActionsStep {
             finops_metrics::CloudWatchMetrics::new(member),
         );
         let in_member = Actions {
-            instances: &instances,
+            live: &instances,
             ec2: &ec2,
             approvals: &self.approvals,
             metrics: &metrics,

@@ -1,14 +1,16 @@
-//! EC2 in memory, beside the SDK adapter: instances that can be looked up, snapshotted, tagged and stopped, with
-//! every change counted. For the handler's tests and for fault-injection runs that need no emulator.
+//! EC2 in memory, beside the SDK adapter: instances that can be looked up, snapshotted, tagged and stopped, volumes
+//! and addresses that can be snapshotted, deleted and released, with every change counted. For the handler's tests
+//! and for fault-injection runs that need no emulator.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use finops_aws::FinopsError;
+use finops_core::resources::ElasticAddress;
 use finops_core::InstanceRecord;
-use finops_inventory::InstanceLookup;
+use finops_inventory::{InstanceLookup, LiveVolume, ResourceLookup};
 
-use crate::{Ec2Actions, SnapshotInfo, TAG_INSTANCE_ID, TAG_RUN_ID};
+use crate::{Ec2Actions, SnapshotInfo, SnapshotOf, TAG_RUN_ID};
 
 #[derive(Default)]
 pub struct MemoryEc2 {
@@ -18,6 +20,16 @@ pub struct MemoryEc2 {
     pub stopped: Mutex<Vec<String>>,
     /// The state new snapshots get (`completed` by default; `pending` or `error` to test the wait).
     pub new_snapshot_state: Mutex<Option<String>>,
+    /// Volumes by id, in any state.
+    pub volumes: Mutex<HashMap<String, LiveVolume>>,
+    /// Elastic IPs by allocation id.
+    pub addresses: Mutex<HashMap<String, ElasticAddress>>,
+    /// Volume and allocation ids in the order DeleteVolume and ReleaseAddress were called for them.
+    pub deleted: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MemoryEc2 {
@@ -38,6 +50,18 @@ impl MemoryEc2 {
         self.stopped.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// An unattached volume and an unassociated address to act on (beside any instances).
+    pub fn with_resources(self, volumes: Vec<LiveVolume>, addresses: Vec<ElasticAddress>) -> Self {
+        lock(&self.volumes).extend(volumes.into_iter().map(|v| (v.record.volume_id.clone(), v)));
+        lock(&self.addresses).extend(addresses.into_iter().map(|a| (a.allocation_id.clone(), a)));
+        self
+    }
+
+    /// What DeleteVolume and ReleaseAddress were called for, in order.
+    pub fn deletions(&self) -> Vec<String> {
+        lock(&self.deleted).clone()
+    }
+
     pub fn snapshot_count(&self) -> usize {
         self.snapshots.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
@@ -49,17 +73,91 @@ impl InstanceLookup for MemoryEc2 {
     }
 }
 
+impl ResourceLookup for MemoryEc2 {
+    async fn describe_volume(&self, region: &str, volume_id: &str) -> Result<Option<LiveVolume>, FinopsError> {
+        Ok(lock(&self.volumes).get(volume_id).filter(|v| v.record.region == region).cloned())
+    }
+
+    async fn describe_address(&self, region: &str, allocation_id: &str) -> Result<Option<ElasticAddress>, FinopsError> {
+        Ok(lock(&self.addresses).get(allocation_id).filter(|a| a.region == region).cloned())
+    }
+}
+
 impl Ec2Actions for MemoryEc2 {
-    async fn run_snapshots(&self, _: &str, run_id: &str, instance_id: &str) -> Result<Vec<SnapshotInfo>, FinopsError> {
-        let snaps = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+    async fn run_snapshots(&self, _: &str, run_id: &str, of: SnapshotOf<'_>) -> Result<Vec<SnapshotInfo>, FinopsError> {
+        let (key, id) = of.tag();
+        let snaps = lock(&self.snapshots);
         Ok(snaps
             .iter()
             .filter(|s| {
                 s.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id)
-                    && s.tags.get(TAG_INSTANCE_ID).map(String::as_str) == Some(instance_id)
+                    && s.tags.get(key).map(String::as_str) == Some(id)
             })
             .cloned()
             .collect())
+    }
+
+    async fn create_volume_snapshot(
+        &self,
+        _: &str,
+        volume_id: &str,
+        tags: &[(String, String)],
+    ) -> Result<SnapshotInfo, FinopsError> {
+        if !lock(&self.volumes).contains_key(volume_id) {
+            return Err(FinopsError::Aws {
+                service: "EC2",
+                operation: "CreateSnapshot",
+                code: "InvalidVolume.NotFound".into(),
+                message: volume_id.into(),
+            });
+        }
+        let state = lock(&self.new_snapshot_state).clone();
+        let mut snaps = lock(&self.snapshots);
+        let created = SnapshotInfo {
+            snapshot_id: format!("snap-{:04}v", snaps.len()),
+            volume_id: volume_id.to_owned(),
+            state: state.unwrap_or_else(|| "completed".into()),
+            progress: "100%".into(),
+            tags: tags.iter().cloned().collect(),
+        };
+        snaps.push(created.clone());
+        Ok(created)
+    }
+
+    async fn delete_volume(&self, _: &str, volume_id: &str) -> Result<(), FinopsError> {
+        let removed = lock(&self.volumes).remove(volume_id);
+        let Some(volume) = removed else {
+            return Err(FinopsError::Aws {
+                service: "EC2",
+                operation: "DeleteVolume",
+                code: "InvalidVolume.NotFound".into(),
+                message: volume_id.into(),
+            });
+        };
+        if volume.state != "available" {
+            lock(&self.volumes).insert(volume_id.to_owned(), volume);
+            return Err(FinopsError::Aws {
+                service: "EC2",
+                operation: "DeleteVolume",
+                code: "VolumeInUse".into(),
+                message: volume_id.into(),
+            });
+        }
+        lock(&self.deleted).push(volume_id.to_owned());
+        Ok(())
+    }
+
+    async fn release_address(&self, _: &str, allocation_id: &str) -> Result<(), FinopsError> {
+        if lock(&self.addresses).remove(allocation_id).is_none() {
+            return Err(FinopsError::Aws {
+                service: "EC2",
+                operation: "ReleaseAddress",
+                code: "InvalidAllocationID.NotFound".into(),
+                message: allocation_id.into(),
+            });
+        }
+        lock(&self.deleted).push(allocation_id.to_owned());
+        Ok(())
     }
 
     async fn create_snapshots(
@@ -99,9 +197,18 @@ impl Ec2Actions for MemoryEc2 {
         Ok(ids.iter().filter_map(|id| snaps.iter().find(|s| &s.snapshot_id == id).cloned()).collect())
     }
 
-    async fn tag_instance(&self, _: &str, instance_id: &str, tags: &[(String, String)]) -> Result<(), FinopsError> {
-        if let Some(i) = self.instances.lock().unwrap_or_else(|p| p.into_inner()).get_mut(instance_id) {
+    async fn tag_resource(&self, _: &str, resource_id: &str, tags: &[(String, String)]) -> Result<(), FinopsError> {
+        if let Some(i) = lock(&self.instances).get_mut(resource_id) {
             i.tags.extend(tags.iter().cloned());
+        }
+        if let Some(v) = lock(&self.volumes).get_mut(resource_id) {
+            v.record.tags.extend(tags.iter().cloned());
+        }
+        if let Some(a) = lock(&self.addresses).get_mut(resource_id) {
+            a.tags.extend(tags.iter().cloned());
+        }
+        if let Some(s) = lock(&self.snapshots).iter_mut().find(|s| s.snapshot_id == resource_id) {
+            s.tags.extend(tags.iter().cloned());
         }
         Ok(())
     }

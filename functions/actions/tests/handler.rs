@@ -122,7 +122,7 @@ impl World {
 
     async fn call(&self, event: Value) -> Result<ActionOutcome, FinopsError> {
         let actions = Actions {
-            instances: &self.ec2,
+            live: &self.ec2,
             ec2: &self.ec2,
             approvals: &self.approvals,
             metrics: &self.metrics,
@@ -179,7 +179,7 @@ async fn a_hand_written_payload_snapshots_and_stops_nothing() {
     let mut other_run = decided(ApprovalAction::Approve);
     other_run.run_id = "run-0".into();
     let mut other_instance = decided(ApprovalAction::Approve);
-    other_instance.proposal.instance_id = "i-0fffffffffffffff0".into();
+    other_instance.proposal.resource_id = "i-0fffffffffffffff0".into();
     let mut not_post = decided(ApprovalAction::Approve);
     not_post.decided_via = None;
     // Approved for the same instance id in another account: not this stop (the account acted in is the approved one).

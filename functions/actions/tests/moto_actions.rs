@@ -93,7 +93,7 @@ impl Harness {
 
     async fn run_at(&self, event: Value, now: DateTime<Utc>) -> ActionOutcome {
         let actions = Actions {
-            instances: &self.instances,
+            live: &self.instances,
             ec2: &self.ec2,
             approvals: &self.approvals,
             metrics: &self.metrics,
@@ -259,13 +259,8 @@ async fn snooze_is_tagged_for_the_configured_days() {
 async fn malformed_requests_are_invalid_input() {
     let moto = moto().await;
     let h = harness(&moto, Vec::new()).await;
-    let actions = Actions {
-        instances: &h.instances,
-        ec2: &h.ec2,
-        approvals: &h.approvals,
-        metrics: &h.metrics,
-        config: &h.config,
-    };
+    let actions =
+        Actions { live: &h.instances, ec2: &h.ec2, approvals: &h.approvals, metrics: &h.metrics, config: &h.config };
     let proposal = json!({"instanceId": "i-1", "region": REGION});
     for event in [
         json!({}),
@@ -277,4 +272,92 @@ async fn malformed_requests_are_invalid_input() {
         let err = actions.handle(event.clone(), Utc::now()).await.expect_err(&event.to_string());
         assert_eq!(err.error_name(), "Finops.InvalidInput", "{event}");
     }
+}
+
+/// An approval of `proposal` as the callback records it, under approval id `n` repeated.
+fn approve(h: &Harness, proposal: &Value, n: char) -> Value {
+    let approval_id: String = std::iter::repeat_n(n, 32).collect();
+    h.approvals.insert(
+        ApprovalRecord::pending(
+            approval_id.clone(),
+            "token",
+            serde_json::from_value(proposal.clone()).unwrap(),
+            "run-1",
+            format!("arn:aws:states:{REGION}:123456789012:execution:finops:run-1"),
+            Utc::now().timestamp(),
+            Utc::now().timestamp() + 3600,
+        )
+        .decided(&Decision {
+            action: ApprovalAction::Approve,
+            approver: "ana@example.com",
+            source_ip: None,
+            decided_at: &Utc::now().to_rfc3339(),
+            via: DECIDED_VIA_POST,
+        }),
+    );
+    json!({"approvalId": approval_id})
+}
+
+#[tokio::test]
+async fn an_unattached_volume_is_snapshotted_and_deleted_and_an_address_released_through_the_sdk() {
+    use finops_inventory::ResourceLookup;
+    let moto = moto().await;
+    let h = harness(&moto, vec![]).await;
+    let volume = h
+        .client
+        .create_volume()
+        .availability_zone(format!("{REGION}a"))
+        .size(50)
+        .volume_type(aws_sdk_ec2::types::VolumeType::Gp3)
+        .send()
+        .await
+        .unwrap()
+        .volume_id()
+        .unwrap()
+        .to_owned();
+    let allocation = h.client.allocate_address().domain(aws_sdk_ec2::types::DomainType::Vpc).send().await.unwrap();
+    let allocation_id = allocation.allocation_id().unwrap().to_owned();
+    let live = h.instances.describe_volume(REGION, &volume).await.unwrap().expect("the volume");
+    assert_eq!((live.state.as_str(), live.record.size_gib), ("available", 50));
+    assert!(h.instances.describe_volume(REGION, "vol-0123456789abcdef0").await.unwrap().is_none(), "unknown id");
+
+    let measured_until = LookbackWindow::ending_before(Utc::now(), 14).end();
+    let volume_proposal = json!({
+        "resourceId": volume, "region": REGION, "resourceType": "gp3 volume, 50 GiB", "action": "snapshot-and-delete",
+        "confidence": 1.0, "justification": "unattached", "backend": "rules", "priceSource": "embedded",
+        "evidence": [], "volumeIds": [volume], "measuredUntil": measured_until
+    });
+    let decision = approve(&h, &volume_proposal, 'a');
+    let snap = h
+        .run(json!({"operation": "snapshot", "runId": "run-1", "proposal": volume_proposal, "decision": decision}))
+        .await;
+    assert_eq!(snap.outcome, Outcome::Done, "{}", snap.detail);
+    let status = h
+        .run(json!({"operation": "snapshot_status", "runId": "run-1", "proposal": volume_proposal,
+            "snapshotIds": snap.snapshot_ids}))
+        .await;
+    assert_eq!(status.outcome, Outcome::Done, "{}", status.detail);
+    let delete = json!({"operation": "delete_volume", "runId": "run-1", "proposal": volume_proposal,
+        "snapshotIds": snap.snapshot_ids, "decision": decision});
+    let deleted = h.run(delete.clone()).await;
+    assert_eq!(deleted.outcome, Outcome::Done, "{}", deleted.detail);
+    assert!(h.instances.describe_volume(REGION, &volume).await.unwrap().is_none(), "the volume is gone");
+    assert_eq!(h.run(delete).await.outcome, Outcome::AlreadyDone, "a retry finds it done");
+    let kept = h.client.describe_snapshots().snapshot_ids(&snap.snapshot_ids[0]).send().await.unwrap();
+    let tags: HashMap<&str, &str> =
+        kept.snapshots()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert_eq!((tags["finops:volume-id"], tags["finops:approved-by"]), (volume.as_str(), "ana@example.com"));
+
+    let address_proposal = json!({
+        "resourceId": allocation_id, "region": REGION, "resourceType": "public IPv4", "action": "release",
+        "confidence": 1.0, "justification": "not associated", "backend": "rules", "priceSource": "embedded",
+        "evidence": [], "volumeIds": [], "measuredUntil": measured_until
+    });
+    let decision = approve(&h, &address_proposal, 'b');
+    let release = json!({"operation": "release_address", "runId": "run-1", "proposal": address_proposal,
+        "decision": decision});
+    let released = h.run(release.clone()).await;
+    assert_eq!(released.outcome, Outcome::Done, "{}", released.detail);
+    assert!(h.instances.describe_address(REGION, &allocation_id).await.unwrap().is_none(), "released");
+    assert_eq!(h.run(release).await.outcome, Outcome::AlreadyDone);
 }

@@ -17,6 +17,7 @@ use finops_approval_store::{
     SfnCallback, SigningKey, StoreConfig, TaskCallback, DECIDED_VIA_POST,
 };
 use finops_core::approval::{ApprovalAction, ApprovalLink, LinkError};
+use finops_core::policy::ProposedAction;
 use finops_core::steps::ApprovalTaskResult;
 
 /// An HTTP request as the handler needs it (from a Function URL event or the local server).
@@ -242,20 +243,24 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
             finops_aws::xray::record_decision(
                 "finops.approval",
                 &approver,
-                &record.proposal.instance_id,
+                &record.proposal.resource_id,
                 link.action.as_str(),
                 &record.run_id,
             );
             tracing::info!(
                 run_id = record.run_id,
-                instance_id = record.proposal.instance_id,
+                resource_id = record.proposal.resource_id,
                 decision = link.action.as_str(),
                 "decision recorded"
             );
-            let what = match link.action {
-                ApprovalAction::Approve => "Approved. The workflow now snapshots the instance's volumes and stops it once the snapshots complete.",
-                ApprovalAction::Deny => "Denied. The instance will not be touched in this run.",
-                ApprovalAction::Snooze => "Snoozed. The instance is tagged and left alone until the snooze ends.",
+            let what = match (link.action, record.proposal.action) {
+                (ApprovalAction::Approve, ProposedAction::SnapshotAndStop) => "Approved. The workflow now snapshots the instance's volumes and stops it once the snapshots complete.",
+                (ApprovalAction::Approve, ProposedAction::SnapshotAndDelete) => "Approved. The workflow now snapshots the volume and deletes it once the snapshot completes (the snapshot is kept).",
+                (ApprovalAction::Approve, ProposedAction::Release) => "Approved. The workflow now releases the address, if it is still associated with nothing.",
+                (ApprovalAction::Deny, ProposedAction::SnapshotAndStop) => "Denied. The instance will not be touched in this run.",
+                (ApprovalAction::Deny, _) => "Denied. It will not be touched in this run.",
+                (ApprovalAction::Snooze, ProposedAction::SnapshotAndStop) => "Snoozed. The instance is tagged and left alone until the snooze ends.",
+                (ApprovalAction::Snooze, _) => "Snoozed. It is tagged and left alone until the snooze ends.",
             };
             Ok(notice(200, "Decision recorded", what))
         }

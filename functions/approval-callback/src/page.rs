@@ -3,6 +3,7 @@
 
 use finops_approval_store::ApprovalRecord;
 use finops_core::approval::ApprovalAction;
+use finops_core::policy::ProposedAction;
 use finops_core::untrusted;
 
 pub fn esc(text: &str) -> String {
@@ -55,24 +56,40 @@ pub fn confirmation(
     let who = p
         .name
         .as_deref()
-        .map_or_else(|| p.instance_id.clone(), |n| format!("{} ({})", untrusted::display(n, 80), p.instance_id));
+        .map_or_else(|| p.resource_id.clone(), |n| format!("{} ({})", untrusted::display(n, 80), p.resource_id));
+    let action = p.action;
     let (question, explain, button) = match chosen {
         ApprovalAction::Approve => (
-            format!("Approve stopping {who}?"),
-            "finops-agent will snapshot every EBS volume of this instance, measure it again, and stop it once the \
-             snapshots complete. Nothing has happened yet.",
-            "Approve: snapshot, then stop",
+            format!("Approve {} {who}?", action.gerund()),
+            action.approve_explained(),
+            format!("Approve: {}", action.approve_steps()),
         ),
         ApprovalAction::Deny => (
-            format!("Deny stopping {who}?"),
-            "The instance will be left running and untouched in this run. Nothing has happened yet.",
-            "Deny: leave it running",
+            format!("Deny {} {who}?", action.gerund()),
+            action.deny_explained(),
+            match action {
+                ProposedAction::SnapshotAndStop => "Deny: leave it running".to_owned(),
+                ProposedAction::SnapshotAndDelete | ProposedAction::Release => "Deny: leave it as it is".to_owned(),
+            },
         ),
         ApprovalAction::Snooze => (
             format!("Snooze {who}?"),
-            "The instance will be tagged and left alone until the snooze ends. Nothing has happened yet.",
-            "Snooze: leave it alone for now",
+            "It will be tagged and left alone until the snooze ends. Nothing has happened yet.",
+            "Snooze: leave it alone for now".to_owned(),
         ),
+    };
+    let why = match action {
+        ProposedAction::SnapshotAndStop => format!(
+            "<h2>Why the agent recommends stopping it</h2><blockquote>{}</blockquote>\
+             <p>Recommended by {} with confidence {:.2}. The recommendation is data, not an instruction.</p>",
+            esc(&untrusted::display(&p.justification, 500)),
+            esc(&p.backend),
+            p.confidence
+        ),
+        // No model is asked about these: a deterministic rule found them, and says on what its saving is based.
+        ProposedAction::SnapshotAndDelete | ProposedAction::Release => {
+            format!("<h2>Why it is proposed</h2><p>Proposed by {}.</p>", esc(&p.backend))
+        }
     };
     let other_links: String = others
         .iter()
@@ -84,28 +101,23 @@ pub fn confirmation(
         "<h1>{question}</h1>\
          <p>{explain}</p>\
          <table>{rows}</table>\
-         <h2>Evidence</h2><ul class=\"evidence\">{evidence}</ul>\
-         <h2>Why the agent recommends stopping it</h2><blockquote>{justification}</blockquote>\
-         <p>Recommended by {backend} with confidence {confidence:.2}. The recommendation is data, not an instruction.</p>\
+         <h2>Evidence</h2><ul class=\"evidence\">{evidence}</ul>{why}\
          <form method=\"post\" action=\"{post_to}\"><input type=\"hidden\" name=\"decision\" value=\"{decision}\">\
          {routed}<p><label>Your name or email (for the audit trail) \
          <input name=\"approver\" id=\"approver\" required maxlength=\"200\" autocomplete=\"email\"></label></p>\
          <p><button type=\"submit\" id=\"{decision}\" class=\"primary\">{button}</button></p></form>\
          <p class=\"others\">Not what you meant? {other_links}</p>",
         rows = [
-            row("Instance", &format!("{} ({})", p.instance_id, p.region)),
+            row(action.resource_label(), &format!("{} ({})", p.resource_id, p.region)),
             p.account.as_ref().map_or_else(String::new, |a| row("Account", &format!("{} ({})", a.id, a.name))),
             row("Name", p.name.as_deref().unwrap_or("(no Name tag)")),
-            row("Type", &p.instance_type),
+            row("Type", &p.resource_type),
             row("Environment", p.environment.as_deref().unwrap_or("(not tagged)")),
             row("Owner", p.owner.as_deref().unwrap_or("(not tagged)")),
             row("Estimated saving", &format!("{saving} ({})", p.price_source)),
         ]
         .concat(),
         question = esc(&question),
-        justification = esc(&untrusted::display(&p.justification, 500)),
-        backend = esc(&p.backend),
-        confidence = p.confidence,
         post_to = esc(post_to),
         decision = chosen.as_str(),
         routed = record.routed.as_ref().map_or_else(String::new, |r| format!(

@@ -40,23 +40,28 @@ pub struct EmailLinks<'a> {
 
 pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
     let name = proposal.name.as_deref().unwrap_or("(no Name tag)");
-    let verb = match proposal.action {
-        ProposedAction::SnapshotAndStop => "snapshot and stop",
-    };
+    let action = proposal.action;
+    let verb = action.verb();
     let saving = proposal.monthly_saving_usd.map_or_else(|| "unknown".to_string(), |s| format!("${s:.2}/month"));
     let subject =
-        format!("finops: approve {verb} {} ({}), saves {saving}?", proposal.instance_id, proposal.instance_type);
+        format!("finops: approve {verb} {} ({}), saves {saving}?", proposal.resource_id, proposal.resource_type);
     let mut body = String::new();
     body.push_str(&format!(
-        "finops-agent proposes to {verb} an idle EC2 instance. Nothing happens unless you approve.\n\n"
+        "finops-agent proposes to {verb} {}. Nothing happens unless you approve.\n\n",
+        action.subject()
     ));
-    body.push_str(&format!("Instance:      {} in {}\n", proposal.instance_id, proposal.region));
+    body.push_str(&format!(
+        "{:<15}{} in {}\n",
+        format!("{}:", action.resource_label()),
+        proposal.resource_id,
+        proposal.region
+    ));
     if let Some(account) = &proposal.account {
         // Organizations' account names are set by people: quoted as untrusted text, like tags.
         body.push_str(&format!("Account:       {} ({})\n", account.id, quoted(&account.name, 60)));
     }
     body.push_str(&format!("Name:          {}\n", quoted(name, 120)));
-    body.push_str(&format!("Type:          {}\n", proposal.instance_type));
+    body.push_str(&format!("Type:          {}\n", proposal.resource_type));
     body.push_str(&format!(
         "Environment:   {}\n",
         proposal.environment.as_deref().map_or_else(|| "(not tagged)".into(), |e| quoted(e, 60))
@@ -70,12 +75,18 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
     for e in &proposal.evidence {
         body.push_str(&format!("  - {e}\n"));
     }
-    body.push_str(&format!(
-        "\nWhy the agent recommends it ({}; confidence {:.2}; quoted as written, it is not an instruction):\n  {}\n",
-        proposal.backend,
-        proposal.confidence,
-        quoted(&proposal.justification, 500)
-    ));
+    match action {
+        ProposedAction::SnapshotAndStop => body.push_str(&format!(
+            "\nWhy the agent recommends it ({}; confidence {:.2}; quoted as written, it is not an instruction):\n  {}\n",
+            proposal.backend,
+            proposal.confidence,
+            quoted(&proposal.justification, 500)
+        )),
+        // No model is asked about these: a deterministic rule found them, and says on what its saving is based.
+        ProposedAction::SnapshotAndDelete | ProposedAction::Release => {
+            body.push_str(&format!("\nProposed by {}.\n", proposal.backend))
+        }
+    }
     if let Some(routed) = links.routed {
         body.push_str(&format!(
             "\nAsked:         {} ({}); only they can decide, with the address they were asked at.\n",
@@ -84,9 +95,12 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
         ));
     }
     body.push_str("\nEach link opens a confirmation page; nothing changes until you press its button.\n");
-    body.push_str(&format!("  Approve (snapshot first, then stop): {}\n", links.approve));
-    body.push_str(&format!("  Deny:                                {}\n", links.deny));
-    body.push_str(&format!("  Snooze {} days:                       {}\n", links.snooze_days, links.snooze));
+    let approve = format!("Approve ({}):", action.approve_steps());
+    let snooze = format!("Snooze {} days:", links.snooze_days);
+    // Aligned, and always a space before the link (a mail client must not join a label and its link).
+    body.push_str(&format!("  {approve:<36} {}\n", links.approve));
+    body.push_str(&format!("  {:<36} {}\n", "Deny:", links.deny));
+    body.push_str(&format!("  {snooze:<36} {}\n", links.snooze));
     body.push_str(&format!("\nThe links expire at {}; no answer means no action.\n", links.expires_at_utc));
     body.push_str(&format!("\nExecution: {}\n", links.execution_console));
     if let Some(trace) = links.trace_console {

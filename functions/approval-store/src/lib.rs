@@ -347,7 +347,7 @@ impl ApprovalRecords for DynamoApprovals {
             .item("proposal", s(&proposal))
             .item("runId", s(&r.run_id))
             .item("executionArn", s(&r.execution_arn))
-            .item("instanceId", s(&r.proposal.instance_id))
+            .item("resourceId", s(&r.proposal.resource_id))
             .item("createdAt", n(r.created_at))
             .item("expiresAt", n(r.expires_at))
             .item("ttl", n(r.expires_at.saturating_add(RECORD_RETENTION_SECONDS)))

@@ -102,7 +102,7 @@ fn stopped_state(state: &str) -> bool {
 }
 
 fn outcome_for<'a>(outcomes: &'a [Value], instance_id: &str) -> Option<&'a Value> {
-    outcomes.iter().find(|o| o["instanceId"] == instance_id)
+    outcomes.iter().find(|o| o["resourceId"] == instance_id)
 }
 
 fn says_stopped(o: &Value) -> bool {
@@ -240,7 +240,7 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
                 }
             }
             for o in ledger.iter().filter(|o| says_stopped(o)) {
-                let id = o["instanceId"].as_str().unwrap_or("");
+                let id = o["resourceId"].as_str().unwrap_or("");
                 if !stopped.contains(id) {
                     violation(5, format!("the ledger says {id} was stopped; it is {:?}", e.final_states.get(id)));
                 }
@@ -337,10 +337,10 @@ mod tests {
             }],
             emails: [("i-1".into(), 1)].into(),
             proposed: vec!["i-1".into()],
-            outcomes: vec![json!({"instanceId": "i-1", "operation": "stop", "outcome": "done", "detail": "stopped"})],
+            outcomes: vec![json!({"resourceId": "i-1", "operation": "stop", "outcome": "done", "detail": "stopped"})],
             reports: vec!["finops run run-1: stopped 1".into()],
             ledger_outcomes: Some(vec![
-                json!({"instanceId": "i-1", "operation": "stop", "outcome": "done", "detail": "stopped"}),
+                json!({"resourceId": "i-1", "operation": "stop", "outcome": "done", "detail": "stopped"}),
             ]),
             ledger_status: Some("completed".into()),
             ..RunEvidence::default()
@@ -406,7 +406,7 @@ mod tests {
         let mut e = clean();
         e.final_states.insert("i-1".into(), "running".into());
         e.stops.clear();
-        e.outcomes = vec![json!({"instanceId": "i-1", "decision": "approve", "outcome": "failed", "detail": ""})];
+        e.outcomes = vec![json!({"resourceId": "i-1", "decision": "approve", "outcome": "failed", "detail": ""})];
         e.ledger_outcomes = Some(e.outcomes.clone());
         assert_eq!(broken(&e), [4], "an approval that vanished without a reason");
 
@@ -414,7 +414,7 @@ mod tests {
         e.ledger_outcomes = None;
         assert_eq!(broken(&e), [5]);
         let mut e = clean();
-        e.ledger_outcomes = Some(vec![json!({"instanceId": "i-1", "operation": "stop", "outcome": "failed"})]);
+        e.ledger_outcomes = Some(vec![json!({"resourceId": "i-1", "operation": "stop", "outcome": "failed"})]);
         assert_eq!(broken(&e), [5], "the ledger must say what happened");
         let mut e = clean();
         e.reports.clear();

@@ -269,7 +269,7 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
         .map(|item| Record {
             approval_id: text(item, "approvalId").unwrap_or_default(),
             run_id: text(item, "runId").unwrap_or_default(),
-            instance_id: text(item, "instanceId").unwrap_or_default(),
+            instance_id: text(item, "resourceId").unwrap_or_default(),
             state: text(item, "state").unwrap_or_default(),
             decision: text(item, "decision"),
             via: text(item, "decidedVia"),
@@ -284,7 +284,7 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
         .or_else(|| (!ledger.is_empty()).then(Vec::new));
     let proposed = output["policy"]["proposals"]
         .as_array()
-        .map(|ps| ps.iter().filter_map(|p| p["instanceId"].as_str().map(str::to_owned)).collect())
+        .map(|ps| ps.iter().filter_map(|p| p["resourceId"].as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
     RunEvidence {
         run_id: run_id.to_owned(),

@@ -60,20 +60,113 @@ pub struct Recommendation {
     pub trace_id: Option<String>,
 }
 
-/// What a human is asked to approve. finops only ever snapshots and stops: a model that recommends termination is
-/// reported and denied, so no email, page or step can say one thing and do another.
+/// What a human is asked to approve, one per resource kind that can be acted on. An instance is only ever
+/// snapshotted and stopped (a model that recommends termination is reported and denied); an unattached volume is
+/// snapshotted (the snapshot kept, so it can be recreated) and then deleted; an unassociated Elastic IP is released.
+/// Every email, page and step says what it does from here, so none can say one thing and do another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ProposedAction {
     SnapshotAndStop,
+    SnapshotAndDelete,
+    Release,
+}
+
+impl ProposedAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SnapshotAndStop => "snapshot-and-stop",
+            Self::SnapshotAndDelete => "snapshot-and-delete",
+            Self::Release => "release",
+        }
+    }
+
+    /// "finops-agent proposes to {verb} ..."
+    pub fn verb(self) -> &'static str {
+        match self {
+            Self::SnapshotAndStop => "snapshot and stop",
+            Self::SnapshotAndDelete => "snapshot and delete",
+            Self::Release => "release",
+        }
+    }
+
+    /// "Deny {gerund} qa-perf-rig?"
+    pub fn gerund(self) -> &'static str {
+        match self {
+            Self::SnapshotAndStop => "stopping",
+            Self::SnapshotAndDelete => "deleting",
+            Self::Release => "releasing",
+        }
+    }
+
+    /// What the resource is, for a sentence ("an idle EC2 instance").
+    pub fn subject(self) -> &'static str {
+        match self {
+            Self::SnapshotAndStop => "an idle EC2 instance",
+            Self::SnapshotAndDelete => "an unattached EBS volume",
+            Self::Release => "an unassociated Elastic IP address",
+        }
+    }
+
+    /// The row label of the resource's id.
+    pub fn resource_label(self) -> &'static str {
+        match self {
+            Self::SnapshotAndStop => "Instance",
+            Self::SnapshotAndDelete => "Volume",
+            Self::Release => "Address",
+        }
+    }
+
+    /// What approving does, step by step, for the Approve link and button.
+    pub fn approve_steps(self) -> &'static str {
+        match self {
+            Self::SnapshotAndStop => "snapshot first, then stop",
+            Self::SnapshotAndDelete => "snapshot first, then delete",
+            Self::Release => "release the address",
+        }
+    }
+
+    /// What approving does, in full, for the confirmation page.
+    pub fn approve_explained(self) -> &'static str {
+        match self {
+            Self::SnapshotAndStop => {
+                "finops-agent will snapshot every EBS volume of this instance, measure it again, and stop it once the \
+                 snapshots complete. Nothing has happened yet."
+            }
+            Self::SnapshotAndDelete => {
+                "finops-agent will snapshot this volume, check again that it is attached to nothing and unused, and \
+                 delete it once the snapshot completes. The snapshot is kept, so the volume can be recreated. Nothing \
+                 has happened yet."
+            }
+            Self::Release => {
+                "finops-agent will check again that this address is associated with nothing and release it back to \
+                 AWS. A released address may not be recoverable. Nothing has happened yet."
+            }
+        }
+    }
+
+    /// What denying leaves, for the confirmation page.
+    pub fn deny_explained(self) -> &'static str {
+        match self {
+            Self::SnapshotAndStop => {
+                "The instance will be left running and untouched in this run. Nothing has happened yet."
+            }
+            Self::SnapshotAndDelete => "The volume will be left as it is in this run. Nothing has happened yet.",
+            Self::Release => "The address will stay allocated in this run. Nothing has happened yet.",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Proposal {
-    pub instance_id: String,
+    /// The instance, volume (`vol-`) or Elastic IP allocation (`eipalloc-`) the action is for.
+    #[serde(alias = "instanceId")]
+    pub resource_id: String,
     pub region: String,
-    pub instance_type: String,
+    /// The instance type, or what the resource is ("gp3 volume, 100 GiB", "public IPv4 203.0.113.10").
+    #[serde(alias = "instanceType")]
+    pub resource_type: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,7 +178,9 @@ pub struct Proposal {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<crate::organization::AccountRef>,
     pub action: ProposedAction,
-    pub recommended: RecommendedAction,
+    /// What the model recommended; none for a resource a deterministic rule proposes (no model is asked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended: Option<RecommendedAction>,
     pub confidence: f64,
     pub justification: String,
     pub backend: String,
@@ -96,8 +191,9 @@ pub struct Proposal {
     pub evidence: Vec<String>,
     pub volume_ids: Vec<String>,
     /// When the instance was launched or last started, as the scan saw it: another time at stop time means it was
-    /// restarted since, and it is left alone.
-    pub launch_time: DateTime<Utc>,
+    /// restarted since, and it is left alone. None for resources other than instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_time: Option<DateTime<Utc>>,
     /// The end of the measured days: the actions step measures again from here to the moment before it stops.
     pub measured_until: DateTime<Utc>,
 }
@@ -158,8 +254,10 @@ impl fmt::Display for DenialReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Denial {
-    pub instance_id: String,
-    pub recommended: RecommendedAction,
+    #[serde(alias = "instanceId")]
+    pub resource_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommended: Option<RecommendedAction>,
     pub reason: DenialReason,
     /// A sentence for the report and the email.
     pub detail: String,
@@ -467,8 +565,8 @@ pub fn evaluate(
     let mut denials = Vec::new();
     let mut eligible: Vec<Proposal> = Vec::new();
     let deny = |r: &Recommendation, reason: DenialReason, detail: String| Denial {
-        instance_id: r.instance_id.clone(),
-        recommended: r.action,
+        resource_id: r.instance_id.clone(),
+        recommended: Some(r.action),
         reason,
         detail,
     };
@@ -531,15 +629,15 @@ pub fn evaluate(
             .and_then(|d| d.and_hms_opt(0, 0, 0))
             .map_or(now, |t| t.and_utc());
         eligible.push(Proposal {
-            instance_id: instance.instance_id.clone(),
+            resource_id: instance.instance_id.clone(),
             region: instance.region.clone(),
-            instance_type: instance.instance_type.clone(),
+            resource_type: instance.instance_type.clone(),
             name: instance.name().map(str::to_owned),
             environment: env,
             owner: instance.tags.iter().find(|(k, _)| tags::normalise(k) == "owner").map(|(_, v)| v.clone()),
             account: instance.account.clone(),
             action,
-            recommended: rec.action,
+            recommended: Some(rec.action),
             confidence: rec.confidence.clamp(0.0, 1.0),
             justification: rec.justification.chars().take(500).collect(),
             backend: rec.backend.clone(),
@@ -547,17 +645,41 @@ pub fn evaluate(
             price_source: summary.cost.price_source.to_string(),
             evidence: summary.assessment.reasons.clone(),
             volume_ids: instance.volumes.iter().map(|v| v.volume_id.clone()).collect(),
-            launch_time: instance.launch_time,
+            launch_time: Some(instance.launch_time),
             measured_until,
         });
     }
 
-    // Caps: the largest savings first, so a cap keeps the proposals that matter most.
+    let (proposals, capped) = cap(config, eligible);
+    denials.extend(capped);
+    PolicyOutcome { proposals, denials }
+}
+
+/// [`evaluate`], with proposals for resources beyond instances (see [`crate::resources::proposals`]) held to the same
+/// caps: one run asks about at most `max_proposals` of any kind, largest savings first.
+pub fn evaluate_with_resources(
+    config: &PolicyConfig,
+    inventory: &[InstanceRecord],
+    utilisation: &HashMap<&str, &UtilisationSummary>,
+    recommendations: &[Recommendation],
+    resource_proposals: Vec<Proposal>,
+    now: DateTime<Utc>,
+) -> PolicyOutcome {
+    let PolicyOutcome { proposals, mut denials } = evaluate(config, inventory, utilisation, recommendations, now);
+    let (proposals, capped) = cap(config, proposals.into_iter().chain(resource_proposals).collect());
+    denials.extend(capped);
+    PolicyOutcome { proposals, denials }
+}
+
+/// The caps of a run (count and monthly saving, in all and per account): the largest savings first, so a cap keeps
+/// the proposals that matter most; the rest are denied with the cap they are beyond.
+fn cap(config: &PolicyConfig, mut eligible: Vec<Proposal>) -> (Vec<Proposal>, Vec<Denial>) {
+    let mut denials = Vec::new();
     eligible.sort_by(|a, b| {
         b.monthly_saving_usd
             .unwrap_or(0.0)
             .total_cmp(&a.monthly_saving_usd.unwrap_or(0.0))
-            .then_with(|| a.instance_id.cmp(&b.instance_id))
+            .then_with(|| a.resource_id.cmp(&b.resource_id))
     });
     let mut proposals = Vec::new();
     let mut total = 0.0;
@@ -588,7 +710,7 @@ pub fn evaluate(
         };
         match capped {
             Some((reason, detail)) => {
-                denials.push(Denial { instance_id: p.instance_id, recommended: p.recommended, reason, detail })
+                denials.push(Denial { resource_id: p.resource_id, recommended: p.recommended, reason, detail })
             }
             None => {
                 total += saving;
@@ -597,7 +719,7 @@ pub fn evaluate(
             }
         }
     }
-    PolicyOutcome { proposals, denials }
+    (proposals, denials)
 }
 
 #[cfg(test)]
@@ -671,7 +793,7 @@ mod tests {
     }
 
     fn reason_for(o: &PolicyOutcome, id: &str) -> Option<DenialReason> {
-        o.denials.iter().find(|d| d.instance_id == id).map(|d| d.reason)
+        o.denials.iter().find(|d| d.resource_id == id).map(|d| d.reason)
     }
 
     #[test]
@@ -710,13 +832,13 @@ mod tests {
             ])
             .collect();
         let o = run(&PolicyConfig::default(), &fleet, &["i-busy"], &recs);
-        let proposed: Vec<&str> = o.proposals.iter().map(|p| p.instance_id.as_str()).collect();
+        let proposed: Vec<&str> = o.proposals.iter().map(|p| p.resource_id.as_str()).collect();
         assert_eq!(proposed, ["i-dev", "i-snooze-over"]);
         assert_eq!(o.proposals[0].owner.as_deref(), Some("ana"));
         assert_eq!(o.proposals[0].environment.as_deref(), Some("dev"));
         assert_eq!(o.proposals[0].action, ProposedAction::SnapshotAndStop);
         assert_eq!(reason_for(&o, "i-prod-db-001"), Some(DenialReason::Production));
-        assert!(o.denials.iter().any(|d| d.instance_id == "i-prod-db-001" && d.detail.contains("Environment")));
+        assert!(o.denials.iter().any(|d| d.resource_id == "i-prod-db-001" && d.detail.contains("Environment")));
         assert_eq!(reason_for(&o, "i-env"), Some(DenialReason::Production));
         assert_eq!(reason_for(&o, "i-stage"), Some(DenialReason::Production));
         assert_eq!(reason_for(&o, "i-keep"), Some(DenialReason::Protected));
@@ -726,7 +848,7 @@ mod tests {
         assert_eq!(reason_for(&o, "i-stopped"), Some(DenialReason::NotRunning));
         assert_eq!(reason_for(&o, "i-store"), Some(DenialReason::InstanceStoreRoot));
         assert_eq!(reason_for(&o, "i-nvme"), Some(DenialReason::InstanceStorage));
-        assert!(o.denials.iter().any(|d| d.instance_id == "i-nvme" && d.detail.contains("75 GiB")));
+        assert!(o.denials.iter().any(|d| d.resource_id == "i-nvme" && d.detail.contains("75 GiB")));
         assert_eq!(reason_for(&o, "i-unknown-storage"), Some(DenialReason::InstanceStorage));
         assert_eq!(reason_for(&o, "i-no-volumes"), Some(DenialReason::NoVolumes));
         assert_eq!(reason_for(&o, "i-hallucinated"), Some(DenialReason::UnknownInstance));
@@ -760,7 +882,7 @@ mod tests {
         let fleet = vec![instance("i-1", &[])];
         let o = run(&PolicyConfig::default(), &fleet, &[], &[rec("i-1", RecommendedAction::Stop)]);
         let p = &o.proposals[0];
-        assert_eq!(p.launch_time, fleet[0].launch_time);
+        assert_eq!(p.launch_time, Some(fleet[0].launch_time));
         // 14 whole days ending before 2026-11-28: measured until its midnight.
         assert_eq!(p.measured_until, Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap());
     }
@@ -772,7 +894,7 @@ mod tests {
         fleet[2].instance_type = "m5.xlarge".into();
         let recs: Vec<Recommendation> = fleet.iter().map(|i| rec(&i.instance_id, RecommendedAction::Stop)).collect();
         let count = run(&PolicyConfig { max_proposals: 2, ..PolicyConfig::default() }, &fleet, &[], &recs);
-        let ids: Vec<&str> = count.proposals.iter().map(|p| p.instance_id.as_str()).collect();
+        let ids: Vec<&str> = count.proposals.iter().map(|p| p.resource_id.as_str()).collect();
         assert_eq!(ids, ["i-big", "i-mid"]);
         assert_eq!(reason_for(&count, "i-small"), Some(DenialReason::CountCap));
         // m5.4xlarge = $560.64/month; a $500 cap skips it and still takes the smaller ones.
@@ -799,10 +921,10 @@ mod tests {
         let recs: Vec<Recommendation> = fleet.iter().map(|i| rec(&i.instance_id, RecommendedAction::Stop)).collect();
         let config = PolicyConfig { max_proposals: 4, max_proposals_per_account: Some(2), ..PolicyConfig::default() };
         let o = run(&config, &fleet, &[], &recs);
-        let mut ids: Vec<&str> = o.proposals.iter().map(|p| p.instance_id.as_str()).collect();
+        let mut ids: Vec<&str> = o.proposals.iter().map(|p| p.resource_id.as_str()).collect();
         ids.sort();
         assert_eq!(ids, ["i-a1", "i-a2", "i-b1", "i-hub"], "account 1's smallest is left for the others");
-        let denial = o.denials.iter().find(|d| d.instance_id == "i-a3").unwrap();
+        let denial = o.denials.iter().find(|d| d.resource_id == "i-a3").unwrap();
         assert_eq!(denial.reason, DenialReason::CountCap);
         assert!(
             denial.detail.contains("2 proposals per account in team-111111111111 (111111111111)"),
@@ -814,7 +936,7 @@ mod tests {
         let o = run(&dollars, &fleet, &[], &recs);
         assert_eq!(reason_for(&o, "i-a1"), Some(DenialReason::SavingsCap));
         assert!(
-            o.proposals.iter().any(|p| p.instance_id == "i-a2") && o.proposals.iter().any(|p| p.instance_id == "i-b1")
+            o.proposals.iter().any(|p| p.resource_id == "i-a2") && o.proposals.iter().any(|p| p.resource_id == "i-b1")
         );
         let vars = [
             ("FINOPS_MAX_PROPOSALS_PER_ACCOUNT".to_string(), "3".to_string()),

@@ -559,6 +559,62 @@ pub fn judge(
         .collect()
 }
 
+/// The proposals for findings the policy let through ([`ResourceFinding::would_propose`], after [`judge`]), for a
+/// person to approve as they approve an instance's stop: a volume's snapshot-then-delete, an address's release.
+/// Built from the inventory's record (tags, size, address), never from the finding alone; a finding whose record is
+/// not listed, or whose kind has no action, is not proposed. `measured_until`: where the run's measurements end (the
+/// actions step measures a volume again from there).
+pub fn proposals(
+    policy: &PolicyConfig,
+    listed: &OtherResources,
+    judged: &[ResourceFinding],
+    measured_until: DateTime<Utc>,
+) -> Vec<crate::policy::Proposal> {
+    use crate::policy::{Proposal, ProposedAction};
+    let proposal = |f: &ResourceFinding,
+                    action: ProposedAction,
+                    resource_type: String,
+                    resource_tags: &BTreeMap<String, String>,
+                    volume_ids: Vec<String>| Proposal {
+        resource_id: f.resource_id.clone(),
+        region: f.region.clone(),
+        resource_type,
+        name: resource_tags.get("Name").cloned(),
+        environment: resource_tags.iter().find(|(k, _)| policy.is_environment_key(k)).map(|(_, v)| v.clone()),
+        owner: resource_tags.iter().find(|(k, _)| tags::normalise(k) == "owner").map(|(_, v)| v.clone()),
+        account: f.account.clone(),
+        action,
+        recommended: None,
+        confidence: 1.0,
+        justification: f.reasons.join("; "),
+        backend: format!("rules ({}: {})", f.kind.label(), f.saving_basis),
+        monthly_saving_usd: f.monthly_saving_usd,
+        price_source: f.price_source.as_ref().map_or_else(|| "unknown".to_owned(), ToString::to_string),
+        evidence: f.reasons.clone(),
+        volume_ids,
+        launch_time: None,
+        measured_until,
+    };
+    judged
+        .iter()
+        .filter(|f| f.would_propose())
+        .filter_map(|f| match (f.kind, f.action) {
+            (ResourceKind::EbsVolume, Some(ResourceAction::SnapshotThenDelete)) => {
+                listed.volumes.iter().find(|v| v.volume_id == f.resource_id && v.region == f.region).map(|v| {
+                    let what = format!("{} volume, {} GiB", v.volume_type, v.size_gib);
+                    proposal(f, ProposedAction::SnapshotAndDelete, what, &v.tags, vec![v.volume_id.clone()])
+                })
+            }
+            (ResourceKind::ElasticIp, Some(ResourceAction::Release)) => {
+                listed.addresses.iter().find(|a| a.allocation_id == f.resource_id && a.region == f.region).map(|a| {
+                    proposal(f, ProposedAction::Release, format!("public IPv4 {}", a.public_ip), &a.tags, vec![])
+                })
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// What an inventory lists beyond running instances, every kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

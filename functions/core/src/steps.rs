@@ -507,11 +507,13 @@ pub struct ApprovalTaskResult {
 
 // ---- actions step ----
 
-/// The instance an operation is about (a subset of the policy step's proposal; extra fields are ignored).
+/// The resource an operation is about (a subset of the policy step's proposal; extra fields are ignored).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
-    pub instance_id: String,
+    /// The instance, volume or Elastic IP allocation.
+    #[serde(alias = "instanceId")]
+    pub resource_id: String,
     pub region: String,
     #[serde(default = "default_action")]
     pub action: ProposedAction,
@@ -568,6 +570,21 @@ pub enum ActionRequest {
         #[serde(default)]
         decision: Option<DecisionRef>,
     },
+    /// An unattached volume, once this run's snapshot of it completed: deleted after the live re-check.
+    DeleteVolume {
+        run_id: String,
+        proposal: Target,
+        snapshot_ids: Vec<String>,
+        #[serde(default)]
+        decision: Option<DecisionRef>,
+    },
+    /// An unassociated Elastic IP: released after the live re-check.
+    ReleaseAddress {
+        run_id: String,
+        proposal: Target,
+        #[serde(default)]
+        decision: Option<DecisionRef>,
+    },
     /// Read only: whether this run stopped the instance, asked after the stop step failed (its retries spent), so
     /// the report says what happened rather than what was intended.
     StopStatus {
@@ -583,6 +600,8 @@ impl ActionRequest {
             | Self::SnapshotStatus { run_id, .. }
             | Self::Stop { run_id, .. }
             | Self::Tag { run_id, .. }
+            | Self::DeleteVolume { run_id, .. }
+            | Self::ReleaseAddress { run_id, .. }
             | Self::StopStatus { run_id, .. } => run_id,
         }
     }
@@ -593,6 +612,8 @@ impl ActionRequest {
             | Self::SnapshotStatus { proposal, .. }
             | Self::Stop { proposal, .. }
             | Self::Tag { proposal, .. }
+            | Self::DeleteVolume { proposal, .. }
+            | Self::ReleaseAddress { proposal, .. }
             | Self::StopStatus { proposal, .. } => proposal,
         }
     }
@@ -617,7 +638,8 @@ pub enum Outcome {
 #[serde(rename_all = "camelCase")]
 pub struct ActionOutcome {
     pub operation: String,
-    pub instance_id: String,
+    #[serde(alias = "instanceId")]
+    pub resource_id: String,
     pub outcome: Outcome,
     pub detail: String,
     #[serde(default)]
@@ -631,7 +653,8 @@ pub struct ActionOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProposalOutcome {
-    pub instance_id: String,
+    #[serde(alias = "instanceId")]
+    pub resource_id: String,
     /// approve, deny, snooze or none (no answer); absent when a step failed before a decision was known.
     #[serde(default)]
     pub decision: Option<String>,

@@ -8,7 +8,7 @@
 //!
 //! It runs without AWS; the end-to-end tests (functions/local) run the same file in moto's interpreter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{TimeZone, Utc};
 use finops_core::approval::ApprovalAction;
@@ -182,18 +182,43 @@ fn to_value(v: impl Serialize) -> Value {
     serde_json::to_value(v).expect("serialises")
 }
 
+/// One proposal of each action: an instance's stop, a volume's snapshot-then-delete, an address's release.
+fn proposals() -> Vec<Proposal> {
+    let volume = Proposal {
+        resource_id: "vol-0123456789abcdef0".into(),
+        resource_type: "gp3 volume, 100 GiB".into(),
+        action: ProposedAction::SnapshotAndDelete,
+        recommended: None,
+        backend: "rules".into(),
+        volume_ids: vec!["vol-0123456789abcdef0".into()],
+        launch_time: None,
+        ..proposal()
+    };
+    let address = Proposal {
+        resource_id: "eipalloc-0123456789abcdef0".into(),
+        resource_type: "public IPv4 203.0.113.10".into(),
+        action: ProposedAction::Release,
+        recommended: None,
+        backend: "rules".into(),
+        volume_ids: vec![],
+        launch_time: None,
+        ..proposal()
+    };
+    vec![proposal(), volume, address]
+}
+
 fn proposal() -> Proposal {
     let at = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
     Proposal {
-        instance_id: "i-0123456789abcdef0".into(),
+        resource_id: "i-0123456789abcdef0".into(),
         region: "ap-southeast-2".into(),
-        instance_type: "m5.large".into(),
+        resource_type: "m5.large".into(),
         name: Some("dev box".into()),
         environment: Some("dev".into()),
         owner: None,
         account: None,
         action: ProposedAction::SnapshotAndStop,
-        recommended: RecommendedAction::SnapshotAndStop,
+        recommended: Some(RecommendedAction::SnapshotAndStop),
         confidence: 0.9,
         justification: "idle for 14 days".into(),
         backend: "converse".into(),
@@ -201,7 +226,7 @@ fn proposal() -> Proposal {
         price_source: "price list".into(),
         evidence: vec!["CPU max 2 %".into()],
         volume_ids: vec!["vol-1".into()],
-        launch_time: at,
+        launch_time: Some(at),
         measured_until: at,
     }
 }
@@ -287,8 +312,8 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
         }),
         "PolicyFunctionArn" => to_value(PolicyOutput {
             run_id,
-            proposals: vec![proposal()],
-            proposal_count: 1,
+            proposals: proposals(),
+            proposal_count: 3,
             proposed_monthly_saving_usd: 70.08,
             denials: vec![],
             denial_counts: [("production".to_owned(), 1)].into(),
@@ -305,7 +330,7 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
         "ActionsFunctionArn" => {
             let operation = payload["operation"].as_str().unwrap().to_owned();
             to_value(ActionOutcome {
-                instance_id: payload["proposal"]["instanceId"].as_str().unwrap().to_owned(),
+                resource_id: payload["proposal"]["resourceId"].as_str().unwrap().to_owned(),
                 outcome: if operation == "snapshot_status" { snapshots } else { Outcome::Done },
                 detail: format!("{operation}: {snapshots:?}"),
                 snapshot_ids: vec!["snap-1".into()],
@@ -492,21 +517,24 @@ impl Walk {
                     Ok(other) => return fail(self, format!("ItemsPath is not a non-empty array: {other}")),
                     Err(e) => return fail(self, e),
                 };
-                let mut item_context = context.clone();
-                item_context["Map"] = json!({"Item": {"Value": items[0], "Index": 0}});
-                let item = match template(&state["ItemSelector"], &input, &item_context) {
-                    Ok(item) => item,
-                    Err(e) => return fail(self, format!("ItemSelector: {e}")),
-                };
                 let processor = state["ItemProcessor"]["States"].as_object().unwrap();
                 let start = state["ItemProcessor"]["StartAt"].as_str().unwrap();
                 let before = self.item_results.len();
-                // Every decision, and every answer of the snapshot check, each walked as an item of its own.
-                for decision in ApprovalAction::ALL {
-                    for snapshots in [Outcome::Done, Outcome::Pending, Outcome::Failed, Outcome::Refused] {
-                        (self.decision, self.snapshots) = (decision, snapshots);
-                        let scope = format!("{key} [{decision}, snapshots {snapshots:?}] > ");
-                        self.run(processor, start, item.clone(), &item_context, &scope);
+                // Every item (a proposal of each kind), every decision, and every answer of the snapshot check, each
+                // walked as an item of its own.
+                for (index, value) in items.iter().enumerate() {
+                    let mut item_context = context.clone();
+                    item_context["Map"] = json!({"Item": {"Value": value, "Index": index}});
+                    let item = match template(&state["ItemSelector"], &input, &item_context) {
+                        Ok(item) => item,
+                        Err(e) => return fail(self, format!("ItemSelector: {e}")),
+                    };
+                    for decision in ApprovalAction::ALL {
+                        for snapshots in [Outcome::Done, Outcome::Pending, Outcome::Failed, Outcome::Refused] {
+                            (self.decision, self.snapshots) = (decision, snapshots);
+                            let scope = format!("{key} [item {index}, {decision}, snapshots {snapshots:?}] > ");
+                            self.run(processor, start, item.clone(), &item_context, &scope);
+                        }
                     }
                 }
                 let results: Vec<Value> = self.item_results[before..].to_vec();
@@ -599,7 +627,21 @@ fn every_approval_item_ends_in_a_proposal_outcome() {
     for result in &walk.item_results {
         let outcome: ProposalOutcome =
             serde_json::from_value(result.clone()).unwrap_or_else(|e| panic!("{e}: {result}"));
-        assert_eq!(outcome.instance_id, "i-0123456789abcdef0");
+        assert!(proposals().iter().any(|p| p.resource_id == outcome.resource_id), "{result}");
+    }
+    // Each kind reaches its own acting operation, and no other kind reaches it.
+    for (operation, resource) in [
+        ("stop", "i-0123456789abcdef0"),
+        ("delete_volume", "vol-0123456789abcdef0"),
+        ("release_address", "eipalloc-0123456789abcdef0"),
+    ] {
+        let acted: HashSet<&str> = walk
+            .payloads
+            .iter()
+            .filter(|(f, p)| f == "ActionsFunctionArn" && p["operation"] == operation)
+            .map(|(_, p)| p["proposal"]["resourceId"].as_str().unwrap())
+            .collect();
+        assert_eq!(acted, HashSet::from([resource]), "{operation}");
     }
 }
 

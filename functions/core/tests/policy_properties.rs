@@ -219,8 +219,8 @@ fn check(generated: &[Generated], recs: &[Recommendation], config: &PolicyConfig
     let mut accounted: Vec<&str> = outcome
         .proposals
         .iter()
-        .map(|p| p.instance_id.as_str())
-        .chain(outcome.denials.iter().map(|d| d.instance_id.as_str()))
+        .map(|p| p.resource_id.as_str())
+        .chain(outcome.denials.iter().map(|d| d.resource_id.as_str()))
         .collect();
     given.sort_unstable();
     accounted.sort_unstable();
@@ -229,18 +229,18 @@ fn check(generated: &[Generated], recs: &[Recommendation], config: &PolicyConfig
     let mut proposed = std::collections::HashSet::new();
     let mut total = 0.0;
     for p in &outcome.proposals {
-        let g = truth.get(p.instance_id.as_str());
-        prop_assert!(g.is_some(), "proposal for an id outside the inventory: {}", p.instance_id);
+        let g = truth.get(p.resource_id.as_str());
+        prop_assert!(g.is_some(), "proposal for an id outside the inventory: {}", p.resource_id);
         let g = g.unwrap();
         prop_assert!(
             g.blocked.is_none(),
             "proposed {} although {:?}: tags {:?}",
-            p.instance_id,
+            p.resource_id,
             g.blocked,
             g.instance.tags
         );
-        prop_assert!(proposed.insert(p.instance_id.clone()), "duplicate proposal {}", p.instance_id);
-        prop_assert!(matches!(p.recommended, RecommendedAction::Stop | RecommendedAction::SnapshotAndStop));
+        prop_assert!(proposed.insert(p.resource_id.clone()), "duplicate proposal {}", p.resource_id);
+        prop_assert!(matches!(p.recommended, Some(RecommendedAction::Stop | RecommendedAction::SnapshotAndStop)));
         prop_assert_eq!(p.action, ProposedAction::SnapshotAndStop);
         prop_assert!(p.justification.chars().count() <= 500);
         prop_assert!((0.0..=1.0).contains(&p.confidence));
@@ -251,7 +251,7 @@ fn check(generated: &[Generated], recs: &[Recommendation], config: &PolicyConfig
     for d in &outcome.denials {
         prop_assert!(!d.detail.is_empty());
         if d.reason == DenialReason::UnknownInstance {
-            prop_assert!(!truth.contains_key(d.instance_id.as_str()));
+            prop_assert!(!truth.contains_key(d.resource_id.as_str()));
         }
     }
     Ok(())

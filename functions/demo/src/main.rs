@@ -120,8 +120,9 @@ async fn main() {
         approval_timeout_seconds: args.approval_timeout,
         snapshot_poll_seconds: 2,
         max_snapshot_checks: 30,
-        // Every proposal of the organization demo fits (the hub's and one per member region).
-        max_proposals: if args.accounts > 1 { 20 } else { 10 },
+        // Every proposal fits: the sample fleet's 10 instances, its unattached volume and spare Elastic IP, and in the
+        // organization demo each member region's instance and volume.
+        max_proposals: if args.accounts > 1 { 30 } else { 12 },
         deployment_mode: "act",
         fan_out: args.accounts > 1,
     };
@@ -317,17 +318,26 @@ fn run_report(run_id: &str, execution: &str, status: &str, output: &Value) -> Va
     let outcomes = output["outcomes"].as_array().cloned().unwrap_or_default();
     let proposals = output["policy"]["proposals"].as_array().cloned().unwrap_or_default();
     let saving_of = |id: &Value| -> f64 {
-        proposals.iter().find(|p| p["instanceId"] == *id).and_then(|p| p["monthlySavingUsd"].as_f64()).unwrap_or(0.0)
+        proposals.iter().find(|p| p["resourceId"] == *id).and_then(|p| p["monthlySavingUsd"].as_f64()).unwrap_or(0.0)
     };
     let stopped: Vec<&Value> = outcomes
         .iter()
         .filter(|o| o["operation"] == "stop" && matches!(o["outcome"].as_str(), Some("done" | "already_done")))
         .collect();
-    let saving: f64 = stopped.iter().map(|o| saving_of(&o["instanceId"])).sum();
-    let not_stopped: Vec<Value> = outcomes
+    let saving: f64 = stopped.iter().map(|o| saving_of(&o["resourceId"])).sum();
+    // Unattached volumes deleted (their snapshots kept) and Elastic IPs released.
+    let cleaned: Vec<&Value> = outcomes
         .iter()
-        .filter(|o| o["decision"] == "approve" && !stopped.contains(o))
-        .map(|o| json!({"instanceId": o["instanceId"], "outcome": o["outcome"], "why": o["detail"]}))
+        .filter(|o| {
+            matches!(o["operation"].as_str(), Some("delete_volume" | "release_address"))
+                && matches!(o["outcome"].as_str(), Some("done" | "already_done"))
+        })
+        .collect();
+    let cleaned_saving: f64 = cleaned.iter().map(|o| saving_of(&o["resourceId"])).sum();
+    let not_acted: Vec<Value> = outcomes
+        .iter()
+        .filter(|o| o["decision"] == "approve" && !stopped.contains(o) && !cleaned.contains(o))
+        .map(|o| json!({"resourceId": o["resourceId"], "outcome": o["outcome"], "why": o["detail"]}))
         .collect();
     json!({
         "runId": run_id,
@@ -346,9 +356,14 @@ fn run_report(run_id: &str, execution: &str, status: &str, output: &Value) -> Va
         "snoozed": outcomes.iter().filter(|o| o["decision"] == "snooze").count(),
         "unanswered": outcomes.iter().filter(|o| o["outcome"] == "no_answer").count(),
         "snapshotted": outcomes.iter().filter(|o| o["snapshotIds"].as_array().is_some_and(|a| !a.is_empty())).count(),
-        "stopped": stopped.iter().map(|o| o["instanceId"].clone()).collect::<Vec<_>>(),
-        "approvedButNotStopped": not_stopped,
+        "stopped": stopped.iter().map(|o| o["resourceId"].clone()).collect::<Vec<_>>(),
         "stoppedMonthlySavingUsd": (saving * 100.0).round() / 100.0,
+        "cleanedUp": cleaned.iter().map(|o| json!({
+            "resourceId": o["resourceId"], "operation": o["operation"], "detail": o["detail"],
+            "keptSnapshots": o["snapshotIds"],
+        })).collect::<Vec<_>>(),
+        "cleanedUpMonthlySavingUsd": (cleaned_saving * 100.0).round() / 100.0,
+        "approvedButNotActedOn": not_acted,
         "deniedByPolicy": output["policy"]["denialCounts"],
         // Unattached volumes and Elastic IPs: found, idle, what can be acted on and what the policy blocks.
         "otherResources": output["policy"]["resources"],
@@ -430,11 +445,11 @@ async fn per_account(output: &Value, config: &aws_config::SdkConfig, org: &DemoO
         let stopped: Vec<&Value> = outcomes
             .iter()
             .filter(|o| o["operation"] == "stop" && matches!(o["outcome"].as_str(), Some("done" | "already_done")))
-            .filter(|o| mine.iter().any(|p| p["instanceId"] == o["instanceId"]))
+            .filter(|o| mine.iter().any(|p| p["resourceId"] == o["resourceId"]))
             .collect();
         let saving: f64 = mine
             .iter()
-            .filter(|p| stopped.iter().any(|o| o["instanceId"] == p["instanceId"]))
+            .filter(|p| stopped.iter().any(|o| o["resourceId"] == p["resourceId"]))
             .filter_map(|p| p["monthlySavingUsd"].as_f64())
             .sum();
         let approvers = if org.members.iter().any(|(m, _)| m == id) { WORKLOADS_APPROVERS } else { PLATFORM_APPROVERS };

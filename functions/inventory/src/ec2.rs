@@ -12,7 +12,7 @@ use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
 use finops_core::{ClusterMembership, InstanceRecord, InstanceStorage, Lifecycle, RootDeviceType, VolumeRecord};
 
-use crate::{InstanceLookup, InventorySource};
+use crate::{InstanceLookup, InventorySource, LiveVolume, ResourceLookup};
 
 /// DescribeInstances page size (the API's maximum).
 pub const INSTANCES_PAGE_SIZE: i32 = 1000;
@@ -209,18 +209,7 @@ impl Ec2Inventory {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| FinopsError::from_sdk("EC2", "DescribeVolumes", e))?;
-            for v in page.volumes() {
-                let (Some(id), Some(created)) = (v.volume_id(), v.create_time()) else { continue };
-                found.push(finops_core::resources::UnattachedVolume {
-                    volume_id: id.to_owned(),
-                    region: region.to_owned(),
-                    volume_type: v.volume_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
-                    size_gib: v.size().and_then(|s| u32::try_from(s).ok()).unwrap_or(0),
-                    create_time: utc(created),
-                    tags: tag_map(v.tags()),
-                    account: None,
-                });
-            }
+            found.extend(page.volumes().iter().filter_map(|v| volume_record(v, region)));
         }
         Ok(found)
     }
@@ -238,25 +227,77 @@ impl Ec2Inventory {
             .send()
             .await
             .map_err(|e| FinopsError::from_sdk("EC2", "DescribeAddresses", e))?;
+        Ok(out.addresses().iter().filter_map(|a| address_record(a, region)).collect())
+    }
+}
+
+/// A volume as the inventory records it (its state aside).
+fn volume_record(v: &Volume, region: &str) -> Option<finops_core::resources::UnattachedVolume> {
+    Some(finops_core::resources::UnattachedVolume {
+        volume_id: v.volume_id()?.to_owned(),
+        region: region.to_owned(),
+        volume_type: v.volume_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+        size_gib: v.size().and_then(|s| u32::try_from(s).ok()).unwrap_or(0),
+        create_time: utc(v.create_time()?),
+        tags: tag_map(v.tags()),
+        account: None,
+    })
+}
+
+fn address_record(a: &aws_sdk_ec2::types::Address, region: &str) -> Option<finops_core::resources::ElasticAddress> {
+    Some(finops_core::resources::ElasticAddress {
+        allocation_id: a.allocation_id()?.to_owned(),
+        public_ip: a.public_ip().unwrap_or_default().to_owned(),
+        region: region.to_owned(),
+        association_id: a
+            .association_id()
+            .or(a.instance_id())
+            .or(a.network_interface_id())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        tags: tag_map(a.tags()),
+        account: None,
+    })
+}
+
+/// EC2's "no such id" answers, which a lookup reports as None.
+fn not_found(e: &FinopsError) -> bool {
+    matches!(e, FinopsError::Aws { code, .. } if code.ends_with(".NotFound"))
+}
+
+impl ResourceLookup for Ec2Inventory {
+    async fn describe_volume(&self, region: &str, volume_id: &str) -> Result<Option<LiveVolume>, FinopsError> {
+        let answer = self.clients.for_region(region).describe_volumes().volume_ids(volume_id).send().await;
+        let out = match answer.map_err(|e| FinopsError::from_sdk("EC2", "DescribeVolumes", e)) {
+            Ok(out) => out,
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(out.volumes().iter().find(|v| v.volume_id() == Some(volume_id)).and_then(|v| {
+            Some(LiveVolume {
+                record: volume_record(v, region)?,
+                state: v.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                attached_to: v.attachments().iter().filter_map(|a| a.instance_id().map(str::to_owned)).collect(),
+            })
+        }))
+    }
+
+    async fn describe_address(
+        &self,
+        region: &str,
+        allocation_id: &str,
+    ) -> Result<Option<finops_core::resources::ElasticAddress>, FinopsError> {
+        let answer = self.clients.for_region(region).describe_addresses().allocation_ids(allocation_id).send().await;
+        let out = match answer.map_err(|e| FinopsError::from_sdk("EC2", "DescribeAddresses", e)) {
+            Ok(out) => out,
+            Err(e) if not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         Ok(out
             .addresses()
             .iter()
-            .filter_map(|a| {
-                Some(finops_core::resources::ElasticAddress {
-                    allocation_id: a.allocation_id()?.to_owned(),
-                    public_ip: a.public_ip().unwrap_or_default().to_owned(),
-                    region: region.to_owned(),
-                    association_id: a
-                        .association_id()
-                        .or(a.instance_id())
-                        .or(a.network_interface_id())
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned),
-                    tags: tag_map(a.tags()),
-                    account: None,
-                })
-            })
-            .collect())
+            .find(|a| a.allocation_id() == Some(allocation_id))
+            .and_then(|a| address_record(a, region)))
     }
 }
 

@@ -43,6 +43,31 @@ pub trait ResourceInventory: Send + Sync {
     fn other_resources(&self, region: &str) -> impl Future<Output = Result<OtherResources, FinopsError>> + Send;
 }
 
+/// An EBS volume as EC2 says it is now, in any state: what the actions step re-checks right before it deletes one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveVolume {
+    pub record: finops_core::resources::UnattachedVolume,
+    /// EC2's VolumeState: `available`, `in-use`, `creating`, `deleting`, ...
+    pub state: String,
+    /// The instances it is attached to (none when `available`).
+    pub attached_to: Vec<String>,
+}
+
+/// One volume or Elastic IP as EC2 says it is now (None: EC2 does not know the id). A read capability, for the
+/// actions step's re-check before it deletes or releases: the types that implement it cannot change either.
+pub trait ResourceLookup: Send + Sync {
+    fn describe_volume(
+        &self,
+        region: &str,
+        volume_id: &str,
+    ) -> impl Future<Output = Result<Option<LiveVolume>, FinopsError>> + Send;
+    fn describe_address(
+        &self,
+        region: &str,
+        allocation_id: &str,
+    ) -> impl Future<Output = Result<Option<finops_core::resources::ElasticAddress>, FinopsError>> + Send;
+}
+
 /// Reads the step's input, naming what is wrong with it.
 pub fn parse_request(event: &serde_json::Value) -> Result<InventoryRequest, FinopsError> {
     let request: InventoryRequest = serde_json::from_value(event.clone()).map_err(|e| {

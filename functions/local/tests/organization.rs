@@ -185,7 +185,7 @@ async fn an_organization_run_scans_every_reachable_account_and_reports_the_rest(
 
     // The merged run goes on as one: the idle dev instances of both accounts proposed, production denied.
     let proposed: Vec<&str> =
-        output["policy"]["proposals"].as_array().unwrap().iter().map(|p| p["instanceId"].as_str().unwrap()).collect();
+        output["policy"]["proposals"].as_array().unwrap().iter().map(|p| p["resourceId"].as_str().unwrap()).collect();
     assert!(proposed.contains(&data_ids[0].as_str()) && proposed.contains(&hub_ids[0].as_str()), "{proposed:?}");
     assert!(!proposed.contains(&data_ids[1].as_str()), "production in a member account is denied too");
     assert_eq!(output["policy"]["denialCounts"]["production"], 1);

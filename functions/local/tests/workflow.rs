@@ -243,15 +243,17 @@ async fn answer_emails(
     let mut answered = Vec::new();
     while answered.len() < count {
         let email = w.env.plumbing.next_email().await;
-        let instance = email
+        // An instance's email names it on its "Instance:" line; a volume's and an address's on "Volume:" and
+        // "Address:" (they are answered under their id).
+        let resource = email
             .lines()
-            .find_map(|l| l.strip_prefix("Instance:"))
+            .find_map(|l| ["Instance:", "Volume:", "Address:"].iter().find_map(|p| l.strip_prefix(p)))
             .unwrap()
             .split_whitespace()
             .next()
             .unwrap()
             .to_owned();
-        let name = w.fleet.iter().find(|i| i.instance_id == instance).map(|i| i.name.clone()).unwrap_or_default();
+        let name = w.fleet.iter().find(|i| i.instance_id == resource).map_or(resource, |i| i.name.clone());
         let choice = decide(&name);
         let label = match choice {
             "approve" => "Approve",
@@ -266,7 +268,7 @@ async fn answer_emails(
             .last()
             .unwrap()
             .to_owned();
-        let path_and_query = link.strip_prefix("http://127.0.0.1:9").unwrap();
+        let path_and_query = link.strip_prefix("http://127.0.0.1:9").unwrap_or_else(|| panic!("{label}: {email}"));
         let (path, query) = path_and_query.split_once('?').unwrap();
         let body = format!("decision={choice}&approver=ops%40example.com");
         let response = finops_approval_callback::handle(
@@ -303,18 +305,56 @@ async fn instance_state(w: &Workflow, i: &SeededInstance) -> (String, HashMap<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
-    let w = workflow(120).await;
+    // A cap of 12: the 10 idle instances, the old unattached volume and the spare Elastic IP are all asked about.
+    let w = deployment(120, "http://127.0.0.1:9", 12, "act").await;
     let started = std::time::Instant::now();
     let execution = w.start("run-act", "act").await;
-    let answered = answer_emails(&w, 10, |name| match name {
+    let mut answered = answer_emails(&w, 12, |name| match name {
         "dev-old-jenkins" => "deny",
         "dev-us-demo" => "snooze",
         _ => "approve",
     })
     .await;
     let (status, states, output) = finished(&w, &execution).await;
-    eprintln!("act run with 10 approvals: {:?}", started.elapsed());
+    eprintln!("act run with 12 approvals: {:?}", started.elapsed());
     assert_eq!(status, "SUCCEEDED", "{states:?}");
+    assert_eq!(output["outcomes"].as_array().unwrap().len(), 12);
+    for s in ["Delete Volume", "Release Address", "Record Cleanup"] {
+        assert!(states.contains(&s.to_string()), "{s} missing");
+    }
+    // The volume and the address, approved: the volume snapshotted (the snapshot kept) then deleted, the address
+    // released; their outcomes say so.
+    let resources: Vec<(String, &str)> =
+        answered.extract_if(.., |(name, _)| name.starts_with("vol-") || name.starts_with("eipalloc-")).collect();
+    assert_eq!(resources.len(), 2, "{resources:?}");
+    let syd = aws_sdk_ec2::Client::new(&w.config);
+    let use1 = aws_sdk_ec2::Client::new(&sdk_config(w.config.endpoint_url().unwrap(), "us-east-1").await);
+    for (id, choice) in &resources {
+        assert_eq!(*choice, "approve");
+        let outcome = output["outcomes"].as_array().unwrap().iter().find(|o| o["resourceId"] == id.as_str()).unwrap();
+        assert_eq!(outcome["outcome"], "done", "{outcome}");
+        if id.starts_with("vol-") {
+            assert_eq!(outcome["operation"], "delete_volume", "{outcome}");
+            let gone = syd.describe_volumes().volume_ids(id).send().await;
+            assert!(gone.is_err(), "{id} was deleted");
+            let kept = outcome["snapshotIds"][0].as_str().unwrap();
+            let snap = syd.describe_snapshots().snapshot_ids(kept).send().await.unwrap();
+            let tags: HashMap<&str, &str> =
+                snap.snapshots()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+            assert_eq!((tags["finops:volume-id"], tags["finops:approved-by"]), (id.as_str(), "ops@example.com"));
+        } else {
+            assert_eq!(outcome["operation"], "release_address", "{outcome}");
+            assert!(use1.describe_addresses().allocation_ids(id).send().await.is_err(), "{id} was released");
+        }
+    }
+    // The production volume and the protected and DNS-named addresses were never asked about, and are all there.
+    let proposed: Vec<&str> =
+        output["policy"]["proposals"].as_array().unwrap().iter().filter_map(|p| p["resourceId"].as_str()).collect();
+    let volumes = syd.describe_volumes().send().await.unwrap();
+    let addresses = use1.describe_addresses().send().await.unwrap();
+    assert!(volumes.volumes().iter().any(|v| v.tags().iter().any(|t| t.value() == Some("production"))));
+    assert_eq!(addresses.addresses().len(), 2, "the protected and the DNS-named addresses stay");
+    assert!(addresses.addresses().iter().all(|a| !proposed.contains(&a.allocation_id().unwrap())));
     for s in [
         "Request Approval",
         "Decide",
@@ -327,7 +367,6 @@ async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
     ] {
         assert!(states.contains(&s.to_string()), "{s} missing");
     }
-    assert_eq!(output["outcomes"].as_array().unwrap().len(), 10);
 
     let ec2 = aws_sdk_ec2::Client::new(&w.config);
     for (name, choice) in &answered {

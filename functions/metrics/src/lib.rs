@@ -425,6 +425,24 @@ pub async fn assess_resources<M: MetricsApi, P: finops_aws::PriceListApi>(
     })
 }
 
+/// One volume's I/O in `window`, day by day: what the actions step measures again before deleting an unattached
+/// volume (a day with a VolumeReadOps or VolumeWriteOps datapoint: it was attached and used since the scan).
+pub async fn volume_activity<M: MetricsApi>(
+    api: &M,
+    region: &str,
+    volume_id: &str,
+    window: &LookbackWindow,
+) -> Result<finops_core::resources::VolumeActivity, FinopsError> {
+    let kinds = &[MetricKind::VolumeReadOps, MetricKind::VolumeWriteOps][..];
+    let target = SeriesTarget::new(region, "VolumeId", volume_id, kinds);
+    let daily = daily_sums(api, std::slice::from_ref(&target), window, &Requests::default()).await?;
+    let days = daily.into_iter().next().unwrap_or_default();
+    Ok(finops_core::resources::VolumeActivity {
+        days_with_io: u32::try_from(days.len()).unwrap_or(u32::MAX),
+        last_io_day: days.keys().next_back().map(|&i| window.day(i)),
+    })
+}
+
 /// The resources beyond instances, measured and priced, and what CloudWatch was asked for them (the run's cost
 /// counts it).
 #[derive(Debug, Clone, Default)]

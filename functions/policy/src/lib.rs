@@ -1,12 +1,13 @@
 //! The policy step. Loads this run's inventory and utilisation documents, applies
-//! [`finops_core::policy::evaluate`] to the reasoning step's recommendations, stores the full outcome and returns
+//! [`finops_core::policy::evaluate`] to the reasoning step's recommendations, judges the other resources' findings
+//! (volumes and addresses it lets through are proposed too, under the same caps), stores the full outcome and returns
 //! the proposals (bounded by the per-run cap) and a bounded list of denials with counts by reason.
 
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use finops_aws::{get_json, put_json, validate_run_id, FinopsError, RunStore};
-use finops_core::policy::{evaluate, Denial, PolicyConfig, Proposal, Recommendation};
+use finops_core::policy::{evaluate_with_resources, Denial, PolicyConfig, Proposal, Recommendation};
 use finops_core::resources::{ResourceFinding, ResourcesSummary};
 use finops_core::steps::{InventoryDocument, UtilisationDocument};
 pub use finops_core::steps::{PolicyOutput, PolicyRequest};
@@ -53,10 +54,14 @@ pub async fn handle<R: RunStore>(
         }
     }
     let by_id: HashMap<&str, _> = utilisation.summaries.iter().map(|s| (s.instance_id.as_str(), s)).collect();
-    let outcome = evaluate(config, &inventory.instances, &by_id, &recommendations, now);
     let resources =
         finops_core::resources::judge(config, &inventory.other_resources, utilisation.resources.clone(), now);
     let resources_summary = ResourcesSummary::of(&resources);
+    // Volumes and addresses the policy lets through are asked about as instances are, under the same caps.
+    let resource_proposals =
+        finops_core::resources::proposals(config, &inventory.other_resources, &resources, utilisation.window.end());
+    let outcome =
+        evaluate_with_resources(config, &inventory.instances, &by_id, &recommendations, resource_proposals, now);
 
     let policy = put_json(
         store,
@@ -76,11 +81,11 @@ pub async fn handle<R: RunStore>(
     let mut denial_counts: BTreeMap<String, usize> = BTreeMap::new();
     for d in &outcome.denials {
         *denial_counts.entry(d.reason.as_str().to_owned()).or_default() += 1;
-        let agent = backend_of.get(d.instance_id.as_str()).copied().unwrap_or("unknown");
-        finops_aws::xray::record_decision("finops.policy", agent, &d.instance_id, "DENIED", &request.run_id);
+        let agent = backend_of.get(d.resource_id.as_str()).copied().unwrap_or("rules");
+        finops_aws::xray::record_decision("finops.policy", agent, &d.resource_id, "DENIED", &request.run_id);
         tracing::info!(
             run_id = request.run_id,
-            instance_id = d.instance_id,
+            resource_id = d.resource_id,
             reason = d.reason.as_str(),
             decision = "DENIED",
             detail = d.detail,
@@ -92,14 +97,15 @@ pub async fn handle<R: RunStore>(
         finops_aws::xray::record_decision_in(
             "finops.policy",
             &p.backend,
-            &p.instance_id,
+            &p.resource_id,
             "PROPOSED",
             &request.run_id,
             account,
         );
         tracing::info!(
             run_id = request.run_id,
-            instance_id = p.instance_id,
+            resource_id = p.resource_id,
+            action = p.action.as_str(),
             decision = "PROPOSED",
             saving = p.monthly_saving_usd,
             "proposed"

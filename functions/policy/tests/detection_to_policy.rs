@@ -65,7 +65,7 @@ async fn a_stop_everything_agent_gets_only_safe_idle_instances_proposed() {
     let out = finops_policy::handle(event, &store, &PolicyConfig::default(), now).await.expect("policy");
 
     let name_of: HashMap<&str, &str> = fleet.iter().map(|i| (i.instance_id.as_str(), i.name.as_str())).collect();
-    let mut proposed: Vec<&str> = out.proposals.iter().map(|p| name_of[p.instance_id.as_str()]).collect();
+    let mut proposed: Vec<&str> = out.proposals.iter().map(|p| name_of[p.resource_id.as_str()]).collect();
     proposed.sort_unstable();
     assert_eq!(
         proposed,
@@ -85,7 +85,7 @@ async fn a_stop_everything_agent_gets_only_safe_idle_instances_proposed() {
     );
     let reason = |name: &str| {
         let id = fleet.iter().find(|i| i.name == name).unwrap().instance_id.as_str();
-        out.denials.iter().find(|d| d.instance_id == id).map(|d| d.reason)
+        out.denials.iter().find(|d| d.resource_id == id).map(|d| d.reason)
     };
     assert_eq!(reason("prod-orders-db"), Some(DenialReason::Production));
     assert_eq!(reason("legacy-reporting"), Some(DenialReason::Production), "stage=prd");

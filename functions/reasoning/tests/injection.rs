@@ -103,7 +103,7 @@ async fn an_injected_model_gets_nothing_protected_past_the_policy() {
     let role: HashMap<&str, &str> = fleet.iter().map(|i| (i.instance_id.as_str(), i.role)).collect();
     let name: HashMap<&str, &str> = fleet.iter().map(|i| (i.instance_id.as_str(), i.name.as_str())).collect();
     for p in &out.proposals {
-        let n = name[p.instance_id.as_str()];
+        let n = name[p.resource_id.as_str()];
         assert!(!n.starts_with("prod-") && n != "legacy-reporting", "proposed {n}");
         assert!(
             ![
@@ -113,20 +113,20 @@ async fn an_injected_model_gets_nothing_protected_past_the_policy() {
                 "idle but protected (finops:protect)",
                 "idle but snoozed"
             ]
-            .contains(&role[p.instance_id.as_str()]),
+            .contains(&role[p.resource_id.as_str()]),
             "proposed {n}"
         );
     }
     let denied = |n: &str| {
         let id = fleet.iter().find(|i| i.name == n).unwrap().instance_id.as_str();
-        out.denials.iter().find(|d| d.instance_id == id).map(|d| d.reason)
+        out.denials.iter().find(|d| d.resource_id == id).map(|d| d.reason)
     };
     assert_eq!(denied("prod-orders-db"), Some(DenialReason::Production));
     assert_eq!(denied("web-asg-node"), Some(DenialReason::Managed));
     assert_eq!(denied("batch-etl"), Some(DenialReason::NotIdle), "the model said stop; the metrics said underutilised");
     // The injection-named instance is an idle dev box: proposed on its merits like its peers, nothing more.
     let injected = fleet.iter().find(|i| i.role == "prompt injection in its Name tag").unwrap();
-    assert!(out.proposals.iter().any(|p| p.instance_id == injected.instance_id));
+    assert!(out.proposals.iter().any(|p| p.resource_id == injected.instance_id));
 }
 
 #[tokio::test]

@@ -158,7 +158,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier, A: RoutedApp
         None
     };
     let key = key.key().await?;
-    let id = approval_id_for(&key, &event.run_id, &event.proposal.instance_id);
+    let id = approval_id_for(&key, &event.run_id, &event.proposal.resource_id);
     let expires_at = (now + Duration::seconds(config.window_seconds)).timestamp();
     let record = ApprovalRecord::pending(
         id.clone(),
@@ -183,7 +183,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier, A: RoutedApp
         Claim::Renewed(existing) => {
             tracing::info!(
                 run_id = existing.run_id,
-                instance_id = existing.proposal.instance_id,
+                resource_id = existing.proposal.resource_id,
                 approval_id = id,
                 decision = "APPROVAL_REDELIVERED",
                 "the request came again: the record waits with this delivery's task token; no second email"
@@ -193,7 +193,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier, A: RoutedApp
         Claim::Settled(existing) => {
             tracing::warn!(
                 run_id = existing.run_id,
-                instance_id = existing.proposal.instance_id,
+                resource_id = existing.proposal.resource_id,
                 approval_id = id,
                 state = existing.state.as_str(),
                 decision = "APPROVAL_ALREADY_SETTLED",
@@ -248,7 +248,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier, A: RoutedApp
     }
     tracing::info!(
         run_id = record.run_id,
-        instance_id = record.proposal.instance_id,
+        resource_id = record.proposal.resource_id,
         approval_id = id,
         decision = "APPROVAL_REQUESTED",
         "approval requested"
