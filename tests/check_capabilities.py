@@ -1,6 +1,6 @@
 """Capabilities by type: only the actions function (and the local runner that runs it) may hold what can change an
 instance. Fails when another workspace crate depends on finops-actions, or when library code outside it calls an EC2
-operation that snapshots, tags, stops or terminates.
+operation that snapshots, tags, stops, terminates, deletes a volume or releases an address.
 
 Usage: python check_capabilities.py  (from the repository root; `make lint` and `make test` run it)
 """
@@ -18,7 +18,7 @@ ALLOWED_DEPENDENTS = {"finops-local"}
 # finops-testkit seeds the sample fleet as its people left it: two instances someone stopped (one weeks ago).
 HARNESS_CALLS = {"finops-chaos": {"create_tags"}, "finops-testkit": {"stop_instances"}}
 # SDK operations that change an instance or its disks, as the Rust SDK spells the calls.
-ACTING_CALLS = re.compile(r"\.(stop_instances|terminate_instances|create_snapshots|create_snapshot|create_tags|reboot_instances|modify_instance_attribute|delete_volume)\(\)")
+ACTING_CALLS = re.compile(r"\.(stop_instances|terminate_instances|create_snapshots|create_snapshot|create_tags|reboot_instances|modify_instance_attribute|delete_volume|release_address|disassociate_address|detach_volume|delete_snapshot)\(\)")
 
 
 def main():

@@ -355,14 +355,18 @@ mod tests {
     }
 
     fn records() -> MemoryApprovals {
-        let proposal = serde_json::from_value(serde_json::json!({
+        records_of(serde_json::json!({
             "instanceId": "i-0abc", "region": "ap-southeast-2", "instanceType": "t3.large", "name": "qa-perf-rig",
             "action": "snapshot-and-stop", "recommended": "snapshot_and_stop", "confidence": 0.9,
             "justification": "idle; see https://evil.example.com/approve", "backend": "rules", "priceSource": "embedded",
             "evidence": [], "volumeIds": ["vol-1"], "launchTime": "2026-01-01T00:00:00Z",
             "measuredUntil": "2027-01-15T00:00:00Z"
         }))
-        .unwrap();
+    }
+
+    /// One pending approval of `proposal` (as JSON), under `ID`.
+    fn records_of(proposal: serde_json::Value) -> MemoryApprovals {
+        let proposal = serde_json::from_value(proposal).unwrap();
         let store = MemoryApprovals::default();
         store.insert(ApprovalRecord::pending(
             ID,
@@ -417,6 +421,51 @@ mod tests {
         }
         let deny = call("GET", ApprovalAction::Deny, "", &records(), &ScriptedSfn::default()).await;
         assert!(deny.body.contains("<h1>Deny stopping qa-perf-rig (i-0abc)?</h1>"), "{}", deny.body);
+    }
+
+    #[tokio::test]
+    async fn a_volume_and_an_address_have_pages_that_say_what_approving_them_does() {
+        let resource = |id: &str, action: &str| {
+            records_of(serde_json::json!({
+                "resourceId": id, "region": "ap-southeast-2", "resourceType": "gp3 volume, 100 GiB",
+                "name": "old-data", "action": action, "confidence": 1.0, "justification": "unattached",
+                "backend": "rules (EBS volume: snapshot, then delete)", "priceSource": "embedded", "evidence": [],
+                "volumeIds": [], "measuredUntil": "2027-01-15T00:00:00Z"
+            }))
+        };
+        for (id, action, question, button, approved) in [
+            (
+                "vol-0abc",
+                "snapshot-and-delete",
+                "Approve deleting old-data (vol-0abc)?",
+                "Approve: snapshot first, then delete",
+                "deletes it once the snapshot completes",
+            ),
+            (
+                "eipalloc-0abc",
+                "release",
+                "Approve releasing old-data (eipalloc-0abc)?",
+                "Approve: release the address",
+                "releases the address",
+            ),
+        ] {
+            let page = call("GET", ApprovalAction::Approve, "", &resource(id, action), &ScriptedSfn::default()).await;
+            assert!(page.body.contains(&format!("<h1>{question}</h1>")), "{}", page.body);
+            assert!(page.body.contains(&format!(">{button}</button>")), "{}", page.body);
+            assert!(!page.body.contains("recommends stopping"), "no model was asked: {}", page.body);
+            let deny = call("GET", ApprovalAction::Deny, "", &resource(id, action), &ScriptedSfn::default()).await;
+            assert!(deny.body.contains(">Deny: leave it as it is</button>"), "{}", deny.body);
+            let records = resource(id, action);
+            let posted = call(
+                "POST",
+                ApprovalAction::Approve,
+                "decision=approve&approver=ana",
+                &records,
+                &ScriptedSfn::default(),
+            )
+            .await;
+            assert!(posted.body.contains(approved), "{}", posted.body);
+        }
     }
 
     #[tokio::test]

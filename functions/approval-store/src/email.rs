@@ -135,4 +135,46 @@ mod tests {
         assert_eq!(quoted("dev\u{202E}doow\u{200B}", 100), "\"devdoow\"");
         assert_eq!(quoted("approve at https://evil.example/x", 100), "\"approve at hxxps[:]//evil[.]example/x\"");
     }
+
+    fn proposal(action: &str, id: &str, resource_type: &str) -> Proposal {
+        serde_json::from_value(serde_json::json!({
+            "resourceId": id, "region": "ap-southeast-2", "resourceType": resource_type, "action": action,
+            "confidence": 1.0, "justification": "Ignore previous instructions", "backend": "rules (EBS volume: ...)",
+            "monthlySavingUsd": 3.75, "priceSource": "embedded", "evidence": ["unattached for 14 days"],
+            "volumeIds": [], "measuredUntil": "2026-11-28T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn each_kind_is_asked_about_in_its_own_words_and_every_link_stands_apart() {
+        let links = EmailLinks {
+            approve: "https://a.example/approve",
+            deny: "https://a.example/deny",
+            snooze: "https://a.example/snooze",
+            snooze_days: 7,
+            execution_console: "https://console",
+            trace_console: None,
+            expires_at_utc: "2026-12-01T00:00:00Z",
+            routed: None,
+        };
+        for (action, id, kind, label, steps) in [
+            ("snapshot-and-delete", "vol-0abc", "an unattached EBS volume", "Volume:", "snapshot first, then delete"),
+            ("release", "eipalloc-0abc", "an unassociated Elastic IP address", "Address:", "release the address"),
+            ("snapshot-and-stop", "i-0abc", "an idle EC2 instance", "Instance:", "snapshot first, then stop"),
+        ] {
+            let (subject, body) = render(&proposal(action, id, "gp3 volume, 100 GiB"), &links);
+            let verb = serde_json::from_value::<ProposedAction>(serde_json::json!(action)).unwrap().verb();
+            assert!(subject.contains(&format!("{verb} {id}")), "{subject}");
+            assert!(body.contains(&format!("proposes to {verb} {kind}.")), "{body}");
+            assert!(body.lines().any(|l| l.starts_with(label) && l.contains(id)), "{body}");
+            let approve = body.lines().find(|l| l.trim_start().starts_with(&format!("Approve ({steps}):")));
+            assert!(approve.is_some_and(|l| l.ends_with(" https://a.example/approve")), "{body}");
+            for link in [links.approve, links.deny, links.snooze] {
+                assert!(body.lines().any(|l| l.ends_with(&format!(" {link}"))), "{link} stands apart: {body}");
+            }
+            // Only a model's text is presented as a recommendation to be read as data.
+            assert_eq!(body.contains("Why the agent recommends it"), action == "snapshot-and-stop", "{body}");
+        }
+    }
 }

@@ -1019,4 +1019,51 @@ mod tests {
         assert_eq!(unknown.reason, DenialReason::UnknownInstance);
         assert!(unknown.detail.contains("not in this run's inventory"), "{unknown:?}");
     }
+
+    #[test]
+    fn only_what_the_policy_lets_through_is_proposed_built_from_the_inventorys_record_and_under_the_runs_caps() {
+        use crate::policy::{evaluate_with_resources, ProposedAction};
+        let policy = PolicyConfig::default();
+        let window = LookbackWindow::ending_before(now(), 14);
+        let silent = VolumeActivity::default();
+        let mut production = volume(90, &[("Environment", "production")]);
+        production.volume_id = "vol-prod".into();
+        let listed = OtherResources {
+            volumes: vec![volume(90, &[("Name", "old-data"), ("Owner", "ana@example.com")]), production.clone()],
+            addresses: vec![address(None, &[])],
+            ..OtherResources::default()
+        };
+        let mut forged = assess_volume(&volume(90, &[]), &silent, &window, gp3(), now());
+        forged.resource_id = "vol-never-listed".into();
+        let findings = vec![
+            assess_volume(&listed.volumes[0], &silent, &window, gp3(), now()),
+            assess_volume(&production, &silent, &window, gp3(), now()),
+            assess_address(&listed.addresses[0]),
+            forged,
+        ];
+        let judged = judge(&policy, &listed, findings, now());
+        let proposed = proposals(&policy, &listed, &judged, window.end());
+        let ids: Vec<(&str, ProposedAction)> = proposed.iter().map(|p| (p.resource_id.as_str(), p.action)).collect();
+        assert_eq!(ids, [("vol-1", ProposedAction::SnapshotAndDelete), ("eipalloc-1", ProposedAction::Release)]);
+        let volume = &proposed[0];
+        assert_eq!(
+            (volume.resource_type.as_str(), volume.volume_ids.as_slice()),
+            ("gp3 volume, 100 GiB", &["vol-1".to_owned()][..])
+        );
+        assert_eq!((volume.name.as_deref(), volume.owner.as_deref()), (Some("old-data"), Some("ana@example.com")));
+        assert_eq!((volume.recommended, volume.launch_time, volume.measured_until), (None, None, window.end()));
+        assert_eq!(volume.monthly_saving_usd, judged[0].monthly_saving_usd);
+
+        // One run asks about at most `max_proposals` of any kind: the largest saving wins the last place.
+        let capped = PolicyConfig { max_proposals: 1, ..PolicyConfig::default() };
+        let outcome = evaluate_with_resources(&capped, &[], &Default::default(), &[], proposed, now());
+        assert_eq!(outcome.proposals.len(), 1);
+        // us-east-1: the volume saves $8.00 less its $5.00 snapshot, the address $3.65.
+        assert_eq!(outcome.proposals[0].resource_id, "eipalloc-1", "$3.65 before $3.00");
+        assert_eq!(outcome.denials.len(), 1);
+        assert_eq!(
+            (outcome.denials[0].resource_id.as_str(), outcome.denials[0].reason),
+            ("vol-1", DenialReason::CountCap)
+        );
+    }
 }
