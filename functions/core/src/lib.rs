@@ -15,6 +15,7 @@ pub mod progress;
 pub mod regions;
 pub mod resources;
 pub mod run_cost;
+pub mod savings;
 pub mod steps;
 pub mod tags;
 pub mod untrusted;

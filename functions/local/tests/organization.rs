@@ -17,7 +17,7 @@ use finops_testkit::organization::{create_member_role, create_organization, memb
 use finops_testkit::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec};
 use finops_testkit::workflow::{set_var, WorkflowEnv, WorkflowTimings};
 use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const HUB: &str = "123456789012";
 const REGIONS: [&str; 2] = ["ap-southeast-2", "us-east-1"];
@@ -217,34 +217,41 @@ async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_the
             .await
             .expect("the approval page");
     let execution = o.env.start("org-act", &REGIONS, "act").await;
-    // Two proposals: data-dev's etl-idle and the hub's hub-idle. Approve the member's; leave the hub's unanswered.
-    let mut member_email = None;
-    for _ in 0..2 {
-        let email = o.env.plumbing.next_email().await;
-        if email.contains(&o.data_ids[0]) {
-            member_email = Some(email);
-        }
-    }
-    let email = member_email.expect("an email about data-dev's idle instance");
-    assert!(email.contains(&format!("Account:       {} (\"data-dev\")", o.data)), "{email}");
-    // Each group's mailbox got its own account's proposal only.
+    // data-dev's etl-idle and its old unattached volume go to the data team; the hub's hub-idle (and anything else
+    // of the hub's) to the platform team. Approve the member's two; leave the hub's unanswered.
     let wait = Duration::from_secs(10);
     let data_team = o.env.plumbing.drain(&o.data_team_mailbox, wait).await;
     let platform = o.env.plumbing.drain(&o.platform_mailbox, wait).await;
-    assert_eq!(data_team.len(), 1, "{data_team:?}");
-    assert!(data_team[0].contains(&o.data_ids[0]) && data_team[0].contains(&format!("Asked:         {DATA_TEAM}")));
-    assert_eq!(platform.len(), 1, "{platform:?}");
-    assert!(platform[0].contains(&o.hub_ids[0]) && !platform[0].contains(&o.data_ids[0]));
-    let approve =
-        email.lines().find(|l| l.trim_start().starts_with("Approve")).unwrap().split_whitespace().last().unwrap();
-    let path = approve.strip_prefix(&base).unwrap().to_owned();
+    assert_eq!(data_team.len(), 2, "{data_team:?}");
+    for email in &data_team {
+        assert!(email.contains(&format!("Account:       {} (\"data-dev\")", o.data)), "{email}");
+        assert!(email.contains(&format!("Asked:         {DATA_TEAM}")), "{email}");
+    }
+    let email = data_team.iter().find(|e| e.contains(&o.data_ids[0])).expect("data-dev's idle instance");
+    let volume_email = data_team.iter().find(|e| e.contains("Volume:")).expect("data-dev's unattached volume");
+    let volume_id = volume_email
+        .lines()
+        .find_map(|l| l.strip_prefix("Volume:"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(!platform.is_empty() && platform.iter().any(|e| e.contains(&o.hub_ids[0])), "{platform:?}");
+    assert!(platform.iter().all(|e| !e.contains(&o.data)), "{platform:?}");
+    let approve_path = |email: &str| {
+        let link =
+            email.lines().find(|l| l.trim_start().starts_with("Approve")).unwrap().split_whitespace().last().unwrap();
+        link.strip_prefix(&base).unwrap().to_owned()
+    };
+    let path = approve_path(email);
     // The platform team's approver cannot decide for data-dev, even with its link in hand: nothing changes.
     let (status, page) =
         finops_testkit::moto::http(port, "POST", &path, "decision=approve&approver=platform%40example.com").unwrap();
     assert_eq!(status, 403, "{page}");
-    let (status, _) =
-        finops_testkit::moto::http(port, "POST", &path, "decision=approve&approver=data-team%40example.com").unwrap();
-    assert_eq!(status, 200);
+    for path in [path, approve_path(volume_email)] {
+        let body = "decision=approve&approver=data-team%40example.com";
+        let (status, _) = finops_testkit::moto::http(port, "POST", &path, body).unwrap();
+        assert_eq!(status, 200);
+    }
     let (status, output) = finished(&o.env, &execution).await;
     assert_eq!(status, "SUCCEEDED", "{output}");
 
@@ -263,8 +270,19 @@ async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_the
     let hub = aws_sdk_ec2::Client::new(&o.hub);
     let hub_instance = hub.describe_instances().instance_ids(&o.hub_ids[0]).send().await.unwrap();
     assert_eq!(hub_instance.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str(), "running");
+    // The member's volume: snapshotted and deleted there, through its actions role; the snapshot stays there.
+    assert!(member.describe_volumes().volume_ids(&volume_id).send().await.is_err(), "{volume_id} deleted");
+    assert!(
+        snapshots
+            .snapshots()
+            .iter()
+            .any(|s| s.tags().iter().any(|t| t.key() == Some("finops:volume-id") && t.value() == Some(&volume_id))),
+        "the volume's snapshot is kept in the member account"
+    );
     let outcomes = output["outcomes"].as_array().unwrap();
-    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert_eq!(outcomes.len(), data_team.len() + platform.len(), "{outcomes:?}");
+    let deleted = outcomes.iter().find(|o| o["resourceId"] == volume_id.as_str()).unwrap();
+    assert_eq!((&deleted["operation"], &deleted["outcome"]), (&json!("delete_volume"), &json!("done")), "{deleted}");
     // The audit trail names the account of what was proposed and done, the hub's own included.
     let annotations: Vec<Value> = o
         .xray
