@@ -68,7 +68,7 @@ cdk-test: venv cdk/node_modules/.package-lock.json
 # ARCH=x86_64, cross-compiled by cargo-lambda with Zig as the linker (both from PyPI; 11-13 min cold on 2 cores). The
 # CDK app deploys what was built (it reads the bootstraps' ELF headers). Then every bootstrap is checked.
 ARCH ?= arm64
-LAMBDAS := inventory metrics reasoning policy request-approval approval-callback actions agent-tools run-cost plan-scans scan-account merge-scans
+LAMBDAS := inventory metrics reasoning policy request-approval approval-callback actions agent-tools run-cost savings plan-scans scan-account merge-scans
 package: venv
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check cargo-lambda ziglang
 	@case "$(ARCH)" in \

@@ -61,7 +61,8 @@ export function executionBudget(config: Pick<FinopsConfig, "approvalWindowHours"
   const approvalWindow = config.approvalWindowHours * 3600;
   const snapshotWait = SNAPSHOT_POLL_SECONDS * MAX_SNAPSHOT_CHECKS + MAX_SNAPSHOT_CHECKS * attempt("actions");
   const acting = attempt("request-approval") + 2 * attempt("actions");
-  const reporting = 600;
+  // The run's cost and its savings check (each read-only, each with its retries), the report and the ledger.
+  const reporting = attempt("run-cost") + attempt("savings") + 120;
   return { detection, approvalWindow, snapshotWait, acting, reporting, total: detection + approvalWindow + snapshotWait + acting + reporting };
 }
 
@@ -147,6 +148,7 @@ export class FinopsStack extends Stack {
       RequestApprovalFunctionArn: fns["request-approval"].functionArn,
       ActionsFunctionArn: fns.actions.functionArn,
       RunCostFunctionArn: fns["run-cost"].functionArn,
+      SavingsFunctionArn: fns.savings.functionArn,
       PlanScansFunctionArn: fns["plan-scans"].functionArn,
       ScanAccountFunctionArn: fns["scan-account"].functionArn,
       MergeScansFunctionArn: fns["merge-scans"].functionArn,
@@ -178,7 +180,7 @@ export class FinopsStack extends Stack {
       // Execution data would put each approval's task token (its authority) into the logs: states and errors only.
       logs: { destination: stateMachineLogs, level: sfn.LogLevel.ALL, includeExecutionData: false },
     });
-    const invoked = ["inventory", "metrics", "reasoning", "policy", "request-approval", "actions", "run-cost", "plan-scans", "scan-account", "merge-scans"] as const;
+    const invoked = ["inventory", "metrics", "reasoning", "policy", "request-approval", "actions", "run-cost", "savings", "plan-scans", "scan-account", "merge-scans"] as const;
     for (const key of invoked) {
       fns[key].grantInvoke(stateMachine);
       const fnId = this.getLogicalId(fns[key].node.defaultChild as lambda.CfnFunction);
@@ -187,6 +189,10 @@ export class FinopsStack extends Stack {
     grantFanOut(this, stateMachine, runBucket);
     reports.grantPublish(stateMachine);
     ledger.grant(stateMachine, "dynamodb:PutItem");
+    // The savings step reads the ledger (what earlier runs did) and the live resources it names, and changes nothing.
+    ledger.grant(fns.savings, "dynamodb:Scan");
+    fns.savings.addEnvironment("FINOPS_LEDGER_TABLE", ledger.tableName);
+    fns.savings.addToRolePolicy(new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeVolumes", "ec2:DescribeAddresses"], resources: ["*"] }));
     acknowledge(stateMachine, "AwsSolutions-IAM5[Resource::*]", "X-Ray tracing and CloudWatch Logs delivery have no resource-level permissions.");
     acknowledge(stateMachine, "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "The run report is published to the KMS-encrypted topic.");
 
@@ -249,7 +255,7 @@ function grantDetection(stack: Stack, fns: Record<FunctionKey, lambda.Function>,
  * model's read-only tools (in process in finops-reasoning, the Bedrock agent's action group in finops-agent-tools),
  * which read a member's instance in its account. */
 function memberReaders(fns: Record<FunctionKey, lambda.Function>): lambda.Function[] {
-  return [fns["scan-account"], fns.reasoning, fns["agent-tools"]];
+  return [fns["scan-account"], fns.reasoning, fns["agent-tools"], fns.savings];
 }
 
 function grantMemberAccess(stack: Stack, fns: Record<FunctionKey, lambda.Function>, config: FinopsConfig) {

@@ -18,6 +18,7 @@ export const FUNCTIONS = {
   actions: { memory: 256, timeout: 120 },
   "agent-tools": { memory: 512, timeout: 120 },
   "run-cost": { memory: 256, timeout: 60 },
+  savings: { memory: 256, timeout: 120 },
   // The organization fan-out (statemachine: Plan Account Scans, Scan Accounts, Merge Account Scans).
   "plan-scans": { memory: 256, timeout: 120 },
   "scan-account": { memory: 512, timeout: 300 },

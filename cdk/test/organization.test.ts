@@ -25,7 +25,7 @@ test("an organization deployment fans out: every function knows the scope, only 
   assert.equal(policy.Properties.Environment.Variables.FINOPS_MAX_PROPOSALS_PER_ACCOUNT, "3");
   assert.equal(policy.Properties.Environment.Variables.FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT, "400");
   // The fan-out's scans and the model's read-only tools read members, through the read-only role only.
-  for (const key of ["scan-account", "reasoning", "agent-tools"]) {
+  for (const key of ["scan-account", "reasoning", "agent-tools", "savings"]) {
     const assume = roleStatements(template, `finops-agent ${key}`).filter((s) => s.Action === "sts:AssumeRole");
     assert.deepEqual(assume.map((s) => s.Resource), ["arn:aws:iam::*:role/acme-finops-read"], `${key}: the read-only role, by its one name, and nothing else`);
   }
@@ -88,7 +88,7 @@ function memberTemplate(context: Record<string, unknown> = ORG) {
     const fn = Object.values(resources as Record<string, any>).find((r) => r.Type === "AWS::Lambda::Function" && r.Properties.Description === description);
     return resolve(fn.Properties.Role, resources);
   };
-  const readers = ["scan-account", "reasoning", "agent-tools"].map((key) => roleOf(`finops-agent ${key}`));
+  const readers = ["scan-account", "reasoning", "agent-tools", "savings"].map((key) => roleOf(`finops-agent ${key}`));
   return { stackSet, body, readers, actionsRole: roleOf("finops-agent actions") };
 }
 

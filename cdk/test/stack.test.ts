@@ -15,7 +15,7 @@ test("every function runs on provided.al2023 with active tracing and log retenti
   const { template } = synth();
   const functions = template.findResources("AWS::Lambda::Function");
   const own = Object.values(functions).filter((f) => f.Properties.Handler === "bootstrap");
-  assert.equal(own.length, 12);
+  assert.equal(own.length, 13);
   for (const f of own) {
     assert.equal(f.Properties.Runtime, "provided.al2023");
     assert.deepEqual(f.Properties.TracingConfig, { Mode: "Active" });
@@ -66,6 +66,7 @@ test("each role is granted what its code calls and nothing more; terminate is no
     "approval-callback": ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
     inventory: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth", "ec2:DescribeInstanceTypes"],
     "run-cost": ["states:GetExecutionHistory"],
+    savings: ["dynamodb:Scan", "ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeVolumes", "ec2:DescribeAddresses"],
   };
   for (const [key, actions] of Object.entries(expected)) {
     const granted = [...allowedActions(template, `finops-agent ${key}`)].filter((a) => !a.startsWith("xray:") && !a.startsWith("s3:"));

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 
-FUNCTIONS = ["inventory", "metrics", "reasoning", "policy", "request-approval", "approval-callback", "actions", "agent-tools", "run-cost"]
+FUNCTIONS = ["inventory", "metrics", "reasoning", "policy", "request-approval", "approval-callback", "actions", "agent-tools", "run-cost", "savings"]
 MACHINES = {0xB7: "arm64", 0x3E: "x86_64"}
 HOST = {"x86_64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine()]
 
@@ -41,6 +41,7 @@ ENVIRONMENT = {
     "FINOPS_REASONER": "rules",
     "FINOPS_PRICING": "embedded",
     "FINOPS_APPROVALS_TABLE": "finops-approvals",
+    "FINOPS_LEDGER_TABLE": "finops-ledger",
     "FINOPS_APPROVAL_TOPIC_ARN": "arn:aws:sns:ap-southeast-2:123456789012:finops-approvals",
     "FINOPS_APPROVAL_BASE_URL": "https://approve.example.com/",
     "FINOPS_APPROVAL_WINDOW_SECONDS": "259200",

@@ -180,7 +180,23 @@ fn outcome_of(
         outcome,
         detail: detail.into(),
         snapshot_ids,
+        acted: None,
     }
+}
+
+/// The outcome of an action that was taken (now, or by this run before): recorded with when and its estimate.
+fn acted(mut outcome: ActionOutcome, target: &Target, now: DateTime<Utc>) -> ActionOutcome {
+    if matches!(outcome.outcome, Outcome::Done | Outcome::AlreadyDone) {
+        outcome.acted = Some(finops_core::savings::ActedOn {
+            resource_id: target.resource_id.clone(),
+            action: target.action,
+            region: target.region.clone(),
+            account: target.account.clone(),
+            monthly_saving_usd: target.monthly_saving_usd,
+            acted_at: now,
+        });
+    }
+    outcome
 }
 
 /// EC2 tag values allow letters, digits, spaces and `+ - = . _ : / @`; anything else (from a justification an LLM
@@ -235,17 +251,21 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 outcome_of("snapshot_status", &proposal, outcome, detail, snapshot_ids)
             }
             ActionRequest::Stop { run_id, proposal, snapshot_ids, decision } => {
-                self.stop(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?
+                acted(self.stop(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?, &proposal, now)
             }
             ActionRequest::Tag { run_id, proposal, decision } => {
                 self.tag(&run_id, &proposal, decision.as_ref(), now).await?
             }
-            ActionRequest::StopStatus { run_id, proposal } => self.stop_status(&run_id, &proposal).await?,
-            ActionRequest::DeleteVolume { run_id, proposal, snapshot_ids, decision } => {
-                self.delete_volume(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?
+            ActionRequest::StopStatus { run_id, proposal } => {
+                acted(self.stop_status(&run_id, &proposal).await?, &proposal, now)
             }
+            ActionRequest::DeleteVolume { run_id, proposal, snapshot_ids, decision } => acted(
+                self.delete_volume(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?,
+                &proposal,
+                now,
+            ),
             ActionRequest::ReleaseAddress { run_id, proposal, decision } => {
-                self.release_address(&run_id, &proposal, decision.as_ref(), now).await?
+                acted(self.release_address(&run_id, &proposal, decision.as_ref(), now).await?, &proposal, now)
             }
         };
         let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);

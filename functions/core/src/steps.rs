@@ -528,6 +528,9 @@ pub struct Target {
     /// The member account it runs in (absent: the hub's own), for the audit trail.
     #[serde(default)]
     pub account: Option<crate::organization::AccountRef>,
+    /// The proposal's estimate, recorded with what was done so later runs can prove it.
+    #[serde(default)]
+    pub monthly_saving_usd: Option<f64>,
 }
 
 fn default_action() -> ProposedAction {
@@ -644,6 +647,10 @@ pub struct ActionOutcome {
     pub detail: String,
     #[serde(default)]
     pub snapshot_ids: Vec<String>,
+    /// What was done (a stop, a deletion, a release: done or already done), when, and its estimate; null otherwise
+    /// (always present, so the state machine can select it).
+    #[serde(default)]
+    pub acted: Option<crate::savings::ActedOn>,
 }
 
 // ---- the approval map's result ----
@@ -668,6 +675,9 @@ pub struct ProposalOutcome {
     /// The failed step's error (Error and Cause), when `outcome` is `failed`.
     #[serde(default)]
     pub error: Option<serde_json::Value>,
+    /// What was done, when, and its estimate (stops, deletions, releases): what later runs prove.
+    #[serde(default)]
+    pub acted: Option<crate::savings::ActedOn>,
 }
 
 /// Orders candidates by saving (largest first), then id, and keeps at most `limit` of them.
@@ -740,4 +750,41 @@ pub struct RunCostOutput {
     pub cost: crate::run_cost::RunCost,
     pub usage: crate::run_cost::RunUsage,
     pub summary: String,
+}
+
+// ---- savings step ----
+
+/// What the state machine passes the savings step: the run asking.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavingsRequest {
+    pub run_id: String,
+}
+
+/// Until when a run saw one earlier action still hold: what the next run continues from (kept in the ledger).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Confirmation {
+    /// The run that acted.
+    pub run_id: String,
+    pub resource_id: String,
+    pub confirmed_until: DateTime<Utc>,
+}
+
+/// Output of the savings step: every action the ledger records, checked against the live resource, as totals per
+/// kind and per account (the entries stay out of the state: only what the next run needs travels).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavingsOutput {
+    pub summary: String,
+    #[serde(flatten)]
+    pub total: crate::savings::SavingsFigures,
+    pub by_kind: BTreeMap<String, crate::savings::SavingsFigures>,
+    pub by_account: BTreeMap<String, crate::savings::SavingsFigures>,
+    /// Every action seen holding at some run, with the last moment it was.
+    #[serde(default)]
+    pub confirmed: Vec<Confirmation>,
+    /// Ledger items whose outcomes could not be read (skipped, and counted here).
+    #[serde(default)]
+    pub unreadable_ledger_items: usize,
 }

@@ -329,14 +329,32 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
         }),
         "ActionsFunctionArn" => {
             let operation = payload["operation"].as_str().unwrap().to_owned();
+            let proposal: Proposal = serde_json::from_value(payload["proposal"].clone()).unwrap();
+            // The acting operations say what they did, when and its estimate; the others say nothing.
+            let acted =
+                ["stop", "stop_status", "delete_volume", "release_address"].contains(&operation.as_str()).then(|| {
+                    finops_core::savings::ActedOn {
+                        resource_id: proposal.resource_id.clone(),
+                        action: proposal.action,
+                        region: proposal.region.clone(),
+                        account: proposal.account.clone(),
+                        monthly_saving_usd: proposal.monthly_saving_usd,
+                        acted_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+                    }
+                });
             to_value(ActionOutcome {
-                resource_id: payload["proposal"]["resourceId"].as_str().unwrap().to_owned(),
+                resource_id: proposal.resource_id,
                 outcome: if operation == "snapshot_status" { snapshots } else { Outcome::Done },
                 detail: format!("{operation}: {snapshots:?}"),
                 snapshot_ids: vec!["snap-1".into()],
                 operation,
+                acted,
             })
         }
+        "SavingsFunctionArn" => to_value(finops_core::steps::SavingsOutput {
+            summary: "$12.00 realized to date".into(),
+            ..Default::default()
+        }),
         "RunCostFunctionArn" => {
             let usage = finops_core::run_cost::RunUsage { state_transitions: 40, ..Default::default() };
             let cost = finops_core::run_cost::RunCost::of(
@@ -377,6 +395,7 @@ fn check_payload(function: &str, payload: &Value, listed: bool) -> Result<(), St
         "RequestApprovalFunctionArn" => accepts::<ApprovalRequestEvent>(payload, listed),
         "ActionsFunctionArn" => accepts::<ActionRequest>(payload, listed),
         "RunCostFunctionArn" => accepts::<RunCostRequest>(payload, listed),
+        "SavingsFunctionArn" => accepts::<finops_core::steps::SavingsRequest>(payload, listed),
         "PlanScansFunctionArn" => accepts::<PlanRequest>(payload, listed),
         "ScanAccountFunctionArn" => accepts::<ScanItemRequest>(payload, listed),
         "MergeScansFunctionArn" => accepts::<MergeRequest>(payload, listed),
@@ -551,7 +570,8 @@ fn walk(input: Value) -> Walk {
 
 fn walk_definition(definition: Value, input: Value) -> Walk {
     let states = definition["States"].as_object().unwrap();
-    let context = json!({"Execution": {"Name": "run-1", "Id": "arn:aws:states:ap-southeast-2:123456789012:execution:finops-agent:run-1"}});
+    let context = json!({"Execution": {"Name": "run-1", "Id": "arn:aws:states:ap-southeast-2:123456789012:execution:finops-agent:run-1"},
+        "State": {"EnteredTime": "2026-12-01T00:00:00.000Z"}});
     let mut walk = Walk {
         decision: ApprovalAction::Approve,
         snapshots: Outcome::Done,
@@ -590,6 +610,7 @@ fn every_task_of_both_entries_gets_a_payload_its_step_accepts() {
             "RequestApprovalFunctionArn",
             "ActionsFunctionArn",
             "RunCostFunctionArn",
+            "SavingsFunctionArn",
         ] {
             assert!(walk.checked.get(function).copied().unwrap_or(0) > 0, "{entry}: {function} never reached");
         }
@@ -628,6 +649,19 @@ fn every_approval_item_ends_in_a_proposal_outcome() {
         let outcome: ProposalOutcome =
             serde_json::from_value(result.clone()).unwrap_or_else(|e| panic!("{e}: {result}"));
         assert!(proposals().iter().any(|p| p.resource_id == outcome.resource_id), "{result}");
+    }
+    // Every stop, deletion and release that was done reaches the run's outcomes with what was done (the ledger
+    // keeps it, and later runs prove it).
+    let acted: Vec<&Value> = walk.item_results.iter().filter(|r| r["acted"].is_object()).collect();
+    for operation in ["stop", "delete_volume", "release_address"] {
+        assert!(
+            walk.item_results
+                .iter()
+                .filter(|r| r["operation"] == operation && r["outcome"] == "done")
+                .all(|r| r["acted"].is_object()),
+            "{operation}: {acted:?}"
+        );
+        assert!(acted.iter().any(|r| r["operation"] == operation), "{operation}");
     }
     // Each kind reaches its own acting operation, and no other kind reaches it.
     for (operation, resource) in [

@@ -368,6 +368,8 @@ fn run_report(run_id: &str, execution: &str, status: &str, output: &Value) -> Va
         // Unattached volumes and Elastic IPs: found, idle, what can be acted on and what the policy blocks.
         "otherResources": output["policy"]["resources"],
         "policyDocument": output["policy"]["policy"],
+        // What earlier runs on this emulator did, checked against the live resources (a fresh demo has none yet).
+        "realizedSavings": output["savings"]["output"],
         // What the run itself cost (the emulated run's timings are a debug build's against moto: an upper bound).
         "runCost": output["cost"]["output"],
     })

@@ -26,6 +26,7 @@ use finops_policy::{PolicyStep, PolicyStepConfig};
 use finops_reasoning::{ReasoningConfig, ReasoningStep};
 use finops_request_approval::{RequestApprovalConfig, RequestApprovalStep};
 use finops_run_cost::{CostConfig, RunCostStep};
+use finops_savings::{SavingsConfig, SavingsStep};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -33,7 +34,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 
-pub const FUNCTIONS: [&str; 10] = [
+pub const FUNCTIONS: [&str; 11] = [
     "finops-inventory",
     "finops-metrics",
     "finops-reasoning",
@@ -41,6 +42,7 @@ pub const FUNCTIONS: [&str; 10] = [
     "finops-request-approval",
     "finops-actions",
     "finops-run-cost",
+    "finops-savings",
     "finops-plan-scans",
     "finops-scan-account",
     "finops-merge-scans",
@@ -56,6 +58,7 @@ pub struct LocalFunctions {
     request_approval: RequestApprovalStep,
     actions: ActionsStep,
     run_cost: RunCostStep,
+    savings: SavingsStep,
     plan_scans: PlanStep,
     scan_account: ScanAccountStep,
     merge_scans: MergeStep,
@@ -83,6 +86,7 @@ impl LocalFunctions {
             request_approval: RequestApprovalStep::new(sdk, RequestApprovalConfig::from_vars(vars())?),
             actions: ActionsStep::new(sdk, ActionsConfig::from_vars(vars())?),
             run_cost: RunCostStep::new(sdk, CostConfig::from_vars(vars())?),
+            savings: SavingsStep::new(sdk, SavingsConfig::from_vars(vars())?),
             plan_scans: PlanStep::new(sdk, &DetectionConfig::from_vars(vars())?, organization(vars())?)?,
             scan_account: ScanAccountStep::new(sdk, DetectionConfig::from_vars(vars())?, organization(vars())?)?,
             merge_scans: MergeStep::new(sdk, DetectionConfig::from_vars(vars())?)?,
@@ -156,6 +160,7 @@ impl LocalFunctions {
             }
             "finops-actions" => to_json(self.actions.handle(payload, now).await.map(|o| json_of(&o))),
             "finops-run-cost" => to_json(self.run_cost.handle(payload).await.map(|o| json_of(&o))),
+            "finops-savings" => to_json(self.savings.handle(payload, now).await.map(|o| json_of(&o))),
             "finops-plan-scans" => to_json(self.plan_scans.handle(payload, now).await.map(|o| json_of(&o))),
             "finops-scan-account" => to_json(self.scan_account.handle(payload).await.map(|o| json_of(&o))),
             "finops-merge-scans" => to_json(self.merge_scans.handle(payload, now).await.map(|o| json_of(&o))),

@@ -163,7 +163,17 @@ async fn recommend_mode_reports_and_does_nothing() {
     let recorded: Value = serde_json::from_str(ledger["otherResources"].as_s().unwrap()).unwrap();
     assert_eq!(&recorded, resources, "the ledger keeps the figures the report gave");
     let invoked = w.functions.invocations.lock().unwrap().clone();
-    assert_eq!(invoked, ["finops-inventory", "finops-metrics", "finops-reasoning", "finops-policy", "finops-run-cost"]);
+    assert_eq!(
+        invoked,
+        [
+            "finops-inventory",
+            "finops-metrics",
+            "finops-reasoning",
+            "finops-policy",
+            "finops-run-cost",
+            "finops-savings"
+        ]
+    );
     // The run's own cost, from its history on moto's interpreter: every step's Lambda time, the transitions, the
     // metrics the metrics step requested, the model's tokens (two Converse turns of the scripted model).
     let cost = &output["cost"]["output"];
@@ -464,10 +474,36 @@ async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
     assert!(!prod.iter().any(|d| d.step == "finops.action"), "{prod:?}");
 
     // The next run skips the snoozed instance (and no longer sees the stopped ones).
+    // Someone starts one of the stopped instances again before the next run.
+    let (restarted, _) = answered.iter().find(|(_, choice)| *choice == "approve").unwrap();
+    let restarted = by_name(&w, restarted);
+    let region_config = sdk_config(w.config.endpoint_url().unwrap(), &restarted.region).await;
+    aws_sdk_ec2::Client::new(&region_config)
+        .start_instances()
+        .instance_ids(&restarted.instance_id)
+        .send()
+        .await
+        .unwrap();
+    let act_report = w.report().await;
+    assert!(act_report.contains("Realized savings: nothing acted on yet"), "the first acting run: {act_report}");
     let again = w.start("run-after", "recommend").await;
     let (status, _, output) = finished(&w, &again).await;
     assert_eq!(status, "SUCCEEDED");
     assert_eq!(output["policy"]["denialCounts"]["snoozed"], 2, "dev-snoozed and the newly snoozed dev-us-demo");
+    // The next run proves what the acting run did: 8 stops, the volume's deletion and the address's release, all
+    // holding but the restarted instance; the report, the state and the ledger say the same.
+    let savings = &output["savings"]["output"];
+    assert_eq!((savings["acted"].as_u64(), savings["holding"].as_u64()), (Some(10), Some(9)), "{savings}");
+    assert_eq!(savings["byKind"]["instance"]["holding"], 7, "{savings}");
+    assert_eq!(savings["byKind"]["ebs-volume"]["holding"], 1, "{savings}");
+    assert_eq!(savings["byKind"]["elastic-ip"]["holding"], 1, "{savings}");
+    assert_eq!(savings["confirmed"].as_array().unwrap().len(), 9);
+    let report = w.report().await;
+    assert!(report.contains("Realized savings: $") && report.contains("9 of 10 actions still hold"), "{report}");
+    let ledger = w.ledger("run-after").await;
+    let recorded: Value = serde_json::from_str(ledger["realizedSavings"].as_s().unwrap()).unwrap();
+    assert_eq!(&recorded, savings);
+    assert!(ledger["recordedAt"].as_s().is_ok_and(|at| at.starts_with("20")), "{ledger:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
