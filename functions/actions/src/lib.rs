@@ -370,16 +370,8 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &stop).await? {
             return refuse(format!("not snapshotted: {why}"));
         }
-        let existing: Vec<SnapshotInfo> = self
-            .ec2
-            .run_snapshots(&target.region, run_id, SnapshotOf::Instance(&target.resource_id))
-            .await?
-            .into_iter()
-            .filter(|s| s.state != "error")
-            .collect();
-        if !existing.is_empty() {
-            let detail = format!("{} snapshot(s) from this run already exist", existing.len());
-            return Ok(outcome_of("snapshot", target, Outcome::AlreadyDone, detail, snapshot_ids(&existing)));
+        if let Some(done) = self.already_snapshotted(run_id, target, SnapshotOf::Instance(&target.resource_id)).await? {
+            return Ok(done);
         }
         let Some(_) = self.live.describe_instance(&target.region, &target.resource_id).await? else {
             return refuse("instance no longer exists".into());
@@ -518,6 +510,26 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         })
     }
 
+    /// The outcome that says this run already snapshotted `of` (a retry or a duplicate invocation), if it did.
+    async fn already_snapshotted(
+        &self,
+        run_id: &str,
+        target: &Target,
+        of: SnapshotOf<'_>,
+    ) -> Result<Option<ActionOutcome>, FinopsError> {
+        let existing: Vec<SnapshotInfo> = self
+            .ec2
+            .run_snapshots(&target.region, run_id, of)
+            .await?
+            .into_iter()
+            .filter(|s| s.state != "error")
+            .collect();
+        Ok((!existing.is_empty()).then(|| {
+            let detail = format!("{} snapshot(s) from this run already exist", existing.len());
+            outcome_of("snapshot", target, Outcome::AlreadyDone, detail, snapshot_ids(&existing))
+        }))
+    }
+
     /// CreateSnapshot of an approved unattached volume, after the live re-check: the snapshot is kept (and named in
     /// the outcome) so the volume can be recreated.
     async fn snapshot_volume(
@@ -532,16 +544,8 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &delete).await? {
             return refuse(format!("not snapshotted: {why}"));
         }
-        let existing: Vec<SnapshotInfo> = self
-            .ec2
-            .run_snapshots(&target.region, run_id, SnapshotOf::Volume(&target.resource_id))
-            .await?
-            .into_iter()
-            .filter(|s| s.state != "error")
-            .collect();
-        if !existing.is_empty() {
-            let detail = format!("{} snapshot(s) from this run already exist", existing.len());
-            return Ok(outcome_of("snapshot", target, Outcome::AlreadyDone, detail, snapshot_ids(&existing)));
+        if let Some(done) = self.already_snapshotted(run_id, target, SnapshotOf::Volume(&target.resource_id)).await? {
+            return Ok(done);
         }
         if let Err(why) = self.unattached_now(target, now).await? {
             return refuse(format!("not snapshotted: {why}"));
@@ -592,16 +596,20 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         let kept = snapshot_ids.join(", ");
         let live = match self.unattached_now(target, now).await? {
             Ok(live) => live,
-            // A retry after a lost answer finds it gone, its snapshot from this run complete.
-            Err(_) if self.live.describe_volume(&target.region, &target.resource_id).await?.is_none() => {
-                return outcome(
-                    Outcome::AlreadyDone,
-                    format!(
-                        "the volume is gone (deleted by an earlier attempt of this step); snapshot {kept} keeps it"
+            // A retry after a lost answer finds it gone (or still being deleted), its snapshot from this run
+            // complete.
+            Err(why) => {
+                let state = self.live.describe_volume(&target.region, &target.resource_id).await?.map(|v| v.state);
+                return match state.as_deref() {
+                    None | Some("deleting" | "deleted") => outcome(
+                        Outcome::AlreadyDone,
+                        format!(
+                            "the volume is gone (deleted by an earlier attempt of this step); snapshot {kept} keeps it"
+                        ),
                     ),
-                );
+                    Some(_) => outcome(Outcome::Refused, format!("not deleted: {why}")),
+                };
             }
-            Err(why) => return outcome(Outcome::Refused, format!("not deleted: {why}")),
         };
         let Some(measured_until) = target.measured_until else {
             return outcome(Outcome::Refused, "not deleted: the proposal does not say when it was measured".into());

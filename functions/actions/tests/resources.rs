@@ -197,6 +197,11 @@ async fn an_approved_volume_is_snapshotted_then_deleted_once_and_its_snapshot_is
     let retried = w.delete(&snap.snapshot_ids, VOLUME_APPROVAL).await;
     assert_eq!(retried.outcome, Outcome::AlreadyDone, "{}", retried.detail);
     assert_eq!(w.ec2.deletions(), [VOLUME], "deleted exactly once");
+    // A retry that finds it still being deleted (EC2 shows `deleting` for a while) does not call it refused.
+    w.ec2.volumes.lock().unwrap().insert(VOLUME.into(), volume("deleting", &[]));
+    let deleting = w.delete(&snap.snapshot_ids, VOLUME_APPROVAL).await;
+    assert_eq!(deleting.outcome, Outcome::AlreadyDone, "{}", deleting.detail);
+    assert_eq!(w.ec2.deletions(), [VOLUME]);
 
     let snapshots = w.ec2.snapshots.lock().unwrap().clone();
     assert_eq!(snapshots.len(), 1, "the snapshot outlives the volume");
