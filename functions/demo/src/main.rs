@@ -293,6 +293,23 @@ async fn main() {
     if let Some(summary) = env.next_report(Duration::from_secs(5)).await {
         println!("\n----- report published to SNS -----\n{}", summary.replace(" | ", "\n"));
     }
+    // The next scheduled run proves what this one did: every stop, deletion and release checked against the live
+    // resources (a recommend run, so it asks nobody).
+    if args.mode == "act" && status == "SUCCEEDED" {
+        let next_run = format!("{run_id}-next");
+        let next = env.start(&next_run, &regions, "recommend").await;
+        say(format!("started {next_run} (recommend mode), as the next schedule would: it proves what {run_id} did"));
+        let proven = loop {
+            let d = env.plumbing.sfn.describe_execution().execution_arn(&next).send().await.expect("describe");
+            if d.status().as_str() != "RUNNING" {
+                let output: Value = d.output().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
+                break output["savings"]["output"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        };
+        say(format!("{next_run}: realized savings: {}", proven["summary"].as_str().unwrap_or("(not checked)")));
+        report["nextRunRealizedSavings"] = proven;
+    }
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report).unwrap()).expect("write report");
         say(format!("report written to {}", path.display()));
@@ -444,26 +461,29 @@ async fn per_account(output: &Value, config: &aws_config::SdkConfig, org: &DemoO
             .filter(|i| i["account"]["id"] == id.as_str())
             .count();
         let mine: Vec<&Value> = proposals.iter().filter(|p| account_of(p).as_deref() == Some(id)).collect();
-        let stopped: Vec<&Value> = outcomes
+        // Stops, and the unattached volumes deleted and addresses released.
+        let acted: Vec<&Value> = outcomes
             .iter()
-            .filter(|o| o["operation"] == "stop" && matches!(o["outcome"].as_str(), Some("done" | "already_done")))
+            .filter(|o| matches!(o["outcome"].as_str(), Some("done" | "already_done")))
             .filter(|o| mine.iter().any(|p| p["resourceId"] == o["resourceId"]))
             .collect();
+        let stopped: Vec<&&Value> = acted.iter().filter(|o| o["operation"] == "stop").collect();
+        let cleaned = acted.len() - stopped.len();
         let saving: f64 = mine
             .iter()
-            .filter(|p| stopped.iter().any(|o| o["resourceId"] == p["resourceId"]))
+            .filter(|p| acted.iter().any(|o| o["resourceId"] == p["resourceId"]))
             .filter_map(|p| p["monthlySavingUsd"].as_f64())
             .sum();
         let approvers = if org.members.iter().any(|(m, _)| m == id) { WORKLOADS_APPROVERS } else { PLATFORM_APPROVERS };
         lines.push(format!(
-            "    {name:<14} {id}  found {found:>2}  proposed {:>2}  stopped {:>2}  saving ${saving:>7.2}/month  approvers {approvers}",
+            "    {name:<14} {id}  found {found:>2}  proposed {:>2}  stopped {:>2}  cleaned up {cleaned}  saving ${saving:>7.2}/month  approvers {approvers}",
             mine.len(),
             stopped.len()
         ));
         table.insert(
             id.clone(),
             json!({"name": name, "found": found, "proposed": mine.len(), "stopped": stopped.len(),
-                   "stoppedMonthlySavingUsd": (saving * 100.0).round() / 100.0, "approvers": approvers}),
+                   "cleanedUp": cleaned, "monthlySavingUsd": (saving * 100.0).round() / 100.0, "approvers": approvers}),
         );
     }
     say(format!(
