@@ -267,6 +267,9 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             ActionRequest::ReleaseAddress { run_id, proposal, decision } => {
                 acted(self.release_address(&run_id, &proposal, decision.as_ref(), now).await?, &proposal, now)
             }
+            ActionRequest::CleanupStatus { run_id, proposal } => {
+                acted(self.cleanup_status(&run_id, &proposal).await?, &proposal, now)
+            }
         };
         let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);
         finops_aws::xray::record_decision_in(
@@ -637,6 +640,55 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         }
         self.ec2.delete_volume(&target.region, &live.record.volume_id).await?;
         outcome(Outcome::Done, format!("deleted after snapshot {kept} completed (kept, to recreate the volume)"))
+    }
+
+    /// After the delete or release step failed: reads the volume or address and says whether it is gone (deleted
+    /// with this run's snapshot of it kept, or released). Changes nothing.
+    async fn cleanup_status(&self, run_id: &str, target: &Target) -> Result<ActionOutcome, FinopsError> {
+        let mut snapshot_ids = Vec::new();
+        let (operation, outcome, detail) = match target.action {
+            ProposedAction::SnapshotAndDelete => {
+                let live = self.live.describe_volume(&target.region, &target.resource_id).await?;
+                let ours =
+                    self.ec2.run_snapshots(&target.region, run_id, SnapshotOf::Volume(&target.resource_id)).await?;
+                let kept: Vec<&str> =
+                    ours.iter().filter(|s| s.state == "completed").map(|s| s.snapshot_id.as_str()).collect();
+                snapshot_ids = kept.iter().map(|id| (*id).to_owned()).collect();
+                let (outcome, detail) = match live.map(|v| v.state) {
+                    // Gone without a completed snapshot of this run: not this run's deletion.
+                    _ if kept.is_empty() => (
+                        Outcome::Failed,
+                        "not deleted by this run: the delete step failed and no completed snapshot of this run exists"
+                            .to_owned(),
+                    ),
+                    None => (
+                        Outcome::AlreadyDone,
+                        format!("deleted (found after the delete step failed); snapshot {} keeps it", kept.join(", ")),
+                    ),
+                    Some(state) if state == "deleting" || state == "deleted" => {
+                        (Outcome::AlreadyDone, format!("{state} (found after the delete step failed)"))
+                    }
+                    Some(state) => {
+                        (Outcome::Failed, format!("not deleted: the delete step failed; the volume is {state}"))
+                    }
+                };
+                ("delete_volume", outcome, detail)
+            }
+            ProposedAction::Release => match self.live.describe_address(&target.region, &target.resource_id).await? {
+                None => (
+                    "release_address",
+                    Outcome::AlreadyDone,
+                    "released (found after the release step failed: by this step, or by someone else)".into(),
+                ),
+                Some(_) => ("release_address", Outcome::Failed, "not released: the release step failed".into()),
+            },
+            ProposedAction::SnapshotAndStop => {
+                return Err(FinopsError::InvalidInput(
+                    "cleanup_status is for volumes and addresses; stop_status is for instances".into(),
+                ))
+            }
+        };
+        Ok(outcome_of(operation, target, outcome, detail, snapshot_ids))
     }
 
     /// Releases an approved unassociated Elastic IP after the live re-check (still associated with nothing, and

@@ -331,3 +331,28 @@ async fn a_snooze_on_a_volume_is_a_tag_on_the_volume() {
     assert!(w.volume_tags().contains_key("finops:snooze-until"), "{:?}", w.volume_tags());
     assert!(w.ec2.deletions().is_empty());
 }
+
+/// After the delete or release step failed (its retries spent), the state machine asks what happened: the answer
+/// reads the volume or address, changes nothing, and says "deleted" only with this run's completed snapshot kept.
+#[tokio::test]
+async fn the_cleanup_status_says_what_a_failed_delete_or_release_did_and_changes_nothing() {
+    let w = World::approved();
+    let status =
+        |proposal: Value| w.call(json!({"operation": "cleanup_status", "runId": "run-1", "proposal": proposal}));
+    let before = status(volume_proposal()).await;
+    assert_eq!((before.operation.as_str(), before.outcome), ("delete_volume", Outcome::Failed), "{}", before.detail);
+    let snap = w.snapshot(VOLUME_APPROVAL).await;
+    let snapshotted = status(volume_proposal()).await;
+    assert_eq!(snapshotted.outcome, Outcome::Failed, "still there: {}", snapshotted.detail);
+    assert!(snapshotted.detail.contains("the volume is available"), "{}", snapshotted.detail);
+    assert_eq!(w.delete(&snap.snapshot_ids, VOLUME_APPROVAL).await.outcome, Outcome::Done);
+    let after = status(volume_proposal()).await;
+    assert_eq!((after.outcome, &after.snapshot_ids), (Outcome::AlreadyDone, &snap.snapshot_ids), "{}", after.detail);
+    assert!(after.acted.is_some(), "a deletion found afterwards is recorded as done");
+
+    let address = status(address_proposal()).await;
+    assert_eq!((address.operation.as_str(), address.outcome), ("release_address", Outcome::Failed));
+    assert_eq!(w.release(address_proposal(), ADDRESS_APPROVAL).await.outcome, Outcome::Done);
+    assert_eq!(status(address_proposal()).await.outcome, Outcome::AlreadyDone);
+    assert_eq!(w.ec2.deletions(), [VOLUME, ADDRESS], "reading changed nothing");
+}

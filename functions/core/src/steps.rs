@@ -588,6 +588,12 @@ pub enum ActionRequest {
         #[serde(default)]
         decision: Option<DecisionRef>,
     },
+    /// Read only: whether the volume is gone or the address released, asked after the delete or release step failed
+    /// (its retries spent), so the report says what happened rather than "unknown".
+    CleanupStatus {
+        run_id: String,
+        proposal: Target,
+    },
     /// Read only: whether this run stopped the instance, asked after the stop step failed (its retries spent), so
     /// the report says what happened rather than what was intended.
     StopStatus {
@@ -605,6 +611,7 @@ impl ActionRequest {
             | Self::Tag { run_id, .. }
             | Self::DeleteVolume { run_id, .. }
             | Self::ReleaseAddress { run_id, .. }
+            | Self::CleanupStatus { run_id, .. }
             | Self::StopStatus { run_id, .. } => run_id,
         }
     }
@@ -617,6 +624,7 @@ impl ActionRequest {
             | Self::Tag { proposal, .. }
             | Self::DeleteVolume { proposal, .. }
             | Self::ReleaseAddress { proposal, .. }
+            | Self::CleanupStatus { proposal, .. }
             | Self::StopStatus { proposal, .. } => proposal,
         }
     }

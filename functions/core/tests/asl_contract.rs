@@ -331,16 +331,15 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             let operation = payload["operation"].as_str().unwrap().to_owned();
             let proposal: Proposal = serde_json::from_value(payload["proposal"].clone()).unwrap();
             // The acting operations say what they did, when and its estimate; the others say nothing.
-            let acted =
-                ["stop", "stop_status", "delete_volume", "release_address"].contains(&operation.as_str()).then(|| {
-                    finops_core::savings::ActedOn {
-                        resource_id: proposal.resource_id.clone(),
-                        action: proposal.action,
-                        region: proposal.region.clone(),
-                        account: proposal.account.clone(),
-                        monthly_saving_usd: proposal.monthly_saving_usd,
-                        acted_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
-                    }
+            let acted = ["stop", "stop_status", "delete_volume", "release_address", "cleanup_status"]
+                .contains(&operation.as_str())
+                .then(|| finops_core::savings::ActedOn {
+                    resource_id: proposal.resource_id.clone(),
+                    action: proposal.action,
+                    region: proposal.region.clone(),
+                    account: proposal.account.clone(),
+                    monthly_saving_usd: proposal.monthly_saving_usd,
+                    acted_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
                 });
             to_value(ActionOutcome {
                 resource_id: proposal.resource_id,
