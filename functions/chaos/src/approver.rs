@@ -105,7 +105,12 @@ impl Email {
 }
 
 pub fn parse_email(email: &str, base_url: &str) -> Option<Email> {
-    let instance_id = email.lines().find_map(|l| l.trim().strip_prefix("Instance:"))?.split_whitespace().next()?;
+    // An instance's email names it on its "Instance:" line, an unattached volume's on "Volume:".
+    let instance_id = email
+        .lines()
+        .find_map(|l| ["Instance:", "Volume:"].iter().find_map(|p| l.trim().strip_prefix(p)))?
+        .split_whitespace()
+        .next()?;
     let link = |label: &str| -> Option<String> {
         let url = email.lines().find(|l| l.trim_start().starts_with(label))?.split_whitespace().last()?;
         Some(url.strip_prefix(base_url).unwrap_or(url).to_owned())
@@ -268,16 +273,22 @@ impl Approvers {
     }
 }
 
-/// A busy datapoint from a few minutes ago: what the actions step's re-measure must see before a stop.
-async fn busy_now(cw: &aws_sdk_cloudwatch::Client, instance_id: &str) {
+/// A busy datapoint from a few minutes ago: what the actions step's re-measure must see before a stop (CPU), or
+/// before a volume's deletion (its I/O: it was attached and used again).
+async fn busy_now(cw: &aws_sdk_cloudwatch::Client, resource_id: &str) {
     let at = AwsDateTime::from_secs(chrono::Utc::now().timestamp() - 180);
+    let (namespace, metric, dimension) = if resource_id.starts_with("vol-") {
+        ("AWS/EBS", "VolumeReadOps", "VolumeId")
+    } else {
+        ("AWS/EC2", "CPUUtilization", "InstanceId")
+    };
     let _ = cw
         .put_metric_data()
-        .namespace("AWS/EC2")
+        .namespace(namespace)
         .metric_data(
             MetricDatum::builder()
-                .metric_name("CPUUtilization")
-                .dimensions(Dimension::builder().name("InstanceId").value(instance_id).build())
+                .metric_name(metric)
+                .dimensions(Dimension::builder().name(dimension).value(resource_id).build())
                 .timestamp(at)
                 .unit(StandardUnit::Percent)
                 .statistic_values(

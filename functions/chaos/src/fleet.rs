@@ -156,3 +156,45 @@ pub async fn seed(
     }
     fleet
 }
+
+/// Unattached volumes, 90 days old and never read: an idle dev one the workflow may propose (snapshot, then delete)
+/// and, now and then, a production or protected one (traps: never proposed, never deleted). A volume is one more
+/// member of the fleet, its own id its one volume.
+pub async fn seed_volumes(rng: &mut Rng, ec2: &aws_sdk_ec2::Client, first: usize) -> Vec<ChaosInstance> {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification, VolumeType};
+    let mut kinds = vec![Kind::Idle];
+    if rng.chance(0.5) {
+        kinds.push(if rng.chance(0.5) { Kind::Production } else { Kind::Protected });
+    }
+    let zone = format!("{}a", ec2.config().region().map(|r| r.as_ref()).unwrap_or("ap-southeast-2"));
+    let mut volumes = Vec::new();
+    for (n, kind) in kinds.into_iter().enumerate() {
+        let name = format!("chaos-volume-{}-{}", kind.label(), first + n);
+        let mut tags = vec![
+            Tag::builder().key("Name").value(&name).build(),
+            Tag::builder().key(finops_testkit::seed::VOLUME_BACKDATE_TAG).value("90").build(),
+        ];
+        tags.push(match kind {
+            Kind::Production => {
+                let (k, v) = rng.pick(&PRODUCTION_TAGS);
+                Tag::builder().key(k).value(v).build()
+            }
+            Kind::Protected => Tag::builder().key("finops:protect").value("true").build(),
+            _ => Tag::builder().key("Environment").value("dev").build(),
+        });
+        let created = ec2
+            .create_volume()
+            .availability_zone(&zone)
+            .size(20)
+            .volume_type(VolumeType::Gp3)
+            .tag_specifications(
+                TagSpecification::builder().resource_type(ResourceType::Volume).set_tags(Some(tags)).build(),
+            )
+            .send()
+            .await
+            .expect("create a volume");
+        let id = created.volume_id().expect("volume id").to_owned();
+        volumes.push(ChaosInstance { instance_id: id.clone(), name, kind, volume_ids: vec![id] });
+    }
+    volumes
+}

@@ -15,8 +15,8 @@ use crate::proxy::StopCall;
 
 /// What the issue calls the invariants, by number.
 pub const INVARIANTS: [&str; 7] = [
-    "1 no stop without a POSTed approve of this run",
-    "2 no stop before completed snapshots of every volume",
+    "1 no stop or deletion without a POSTed approve of this run",
+    "2 no stop or deletion before completed snapshots",
     "3 nothing done twice (snapshots, stops, emails)",
     "4 no lost approval",
     "5 a report and a ledger record that match",
@@ -97,8 +97,9 @@ pub struct Violation {
     pub what: String,
 }
 
+/// Stopped, or (an unattached volume) deleted: what needs an approval and completed snapshots first.
 fn stopped_state(state: &str) -> bool {
-    matches!(state, "stopping" | "stopped" | "shutting-down" | "terminated")
+    matches!(state, "stopping" | "stopped" | "shutting-down" | "terminated" | "deleted" | "deleting")
 }
 
 fn outcome_for<'a>(outcomes: &'a [Value], instance_id: &str) -> Option<&'a Value> {
@@ -106,7 +107,8 @@ fn outcome_for<'a>(outcomes: &'a [Value], instance_id: &str) -> Option<&'a Value
 }
 
 fn says_stopped(o: &Value) -> bool {
-    o["operation"] == "stop" && matches!(o["outcome"].as_str(), Some("done" | "already_done"))
+    (o["operation"] == "stop" || o["operation"] == "delete_volume")
+        && matches!(o["outcome"].as_str(), Some("done" | "already_done"))
 }
 
 pub fn check(e: &RunEvidence) -> Vec<Violation> {
@@ -354,6 +356,71 @@ mod tests {
     #[test]
     fn a_clean_run_breaks_nothing() {
         assert_eq!(check(&clean()), vec![]);
+    }
+
+    /// An unattached volume in the fleet: its own id, its one volume.
+    fn with_volume(kind: Kind, deleted: bool, snapshot: bool) -> RunEvidence {
+        let mut e = clean();
+        e.fleet.push(ChaosInstance {
+            instance_id: "vol-9".into(),
+            name: "v".into(),
+            kind,
+            volume_ids: vec!["vol-9".into()],
+        });
+        e.final_states.insert("vol-9".into(), if deleted { "deleted" } else { "available" }.into());
+        if deleted {
+            e.stops.push(StopCall {
+                instance_id: "vol-9".into(),
+                at: at("2026-11-29T00:01:00Z"),
+                previous_state: "available".into(),
+                current_state: "deleted".into(),
+            });
+        }
+        if snapshot {
+            e.snapshots.push(Snapshot {
+                snapshot_id: "snap-9".into(),
+                volume_id: "vol-9".into(),
+                run_id: Some("run-1".into()),
+                instance_id: None,
+                state: "completed".into(),
+                started: Some(at("2026-11-29T00:00:30Z")),
+            });
+        }
+        e
+    }
+
+    #[test]
+    fn a_volume_deleted_without_approval_or_snapshot_or_while_a_trap_breaks_the_rules_of_a_stop() {
+        assert_eq!(check(&with_volume(Kind::Idle, false, false)), vec![], "left alone: nothing to check");
+        // Deleted with a snapshot but no approval of this run: 1; and the ledger does not say so: 5.
+        assert_eq!(broken(&with_volume(Kind::Idle, true, true)), [1, 5]);
+        // Approved and recorded, but no completed snapshot before the deletion: 2.
+        let mut e = with_volume(Kind::Idle, true, false);
+        e.records.push(Record {
+            approval_id: "b".repeat(32),
+            run_id: "run-1".into(),
+            instance_id: "vol-9".into(),
+            state: "decided".into(),
+            decision: Some("approve".into()),
+            via: Some("POST".into()),
+        });
+        e.posts.push(Post {
+            instance_id: "vol-9".into(),
+            approval_id: "b".repeat(32),
+            decision: "approve",
+            status: 200,
+            behaviour: "approve",
+        });
+        let deleted =
+            json!({"resourceId": "vol-9", "operation": "delete_volume", "outcome": "done", "detail": "deleted"});
+        e.outcomes.push(deleted.clone());
+        e.ledger_outcomes.as_mut().unwrap().push(deleted);
+        assert_eq!(broken(&e), [2]);
+        // The same with its snapshot: clean. A production volume deleted all the same: 6.
+        e.snapshots = with_volume(Kind::Idle, true, true).snapshots;
+        assert_eq!(check(&e), vec![]);
+        e.fleet.last_mut().unwrap().kind = Kind::Production;
+        assert_eq!(broken(&e), [6]);
     }
 
     #[test]

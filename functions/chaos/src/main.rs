@@ -167,10 +167,11 @@ fn print_table(results: &[RunResult], seconds: f64, first_seed: u64, workers: u6
         println!("  runs {k:<47} {v:>6}");
     }
     let sum = |f: fn(&RunResult) -> usize| results.iter().map(f).sum::<usize>();
-    println!("  {:<52} {:>6}", "instances in the fleets", sum(|r| r.fleet));
+    println!("  {:<52} {:>6}", "instances and volumes in the fleets", sum(|r| r.fleet));
     println!("  {:<52} {:>6}", "proposals", sum(|r| r.proposed));
     println!("  {:<52} {:>6}", "approvals accepted by the page (HTTP 200)", sum(|r| r.approved));
     println!("  {:<52} {:>6}", "instances stopped", sum(|r| r.stopped));
+    println!("  {:<52} {:>6}", "unattached volumes deleted", sum(|r| r.deleted));
     for (k, v) in &outcomes {
         println!("  proposal outcome {k:<35} {v:>6}");
     }

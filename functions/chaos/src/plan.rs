@@ -10,10 +10,13 @@ use crate::rng::Rng;
 
 /// Operations the proxy can fail, with whether they change something (only those can lose an answer after the
 /// work is done; losing a read's answer is a plain 5xx).
-pub const API_OPERATIONS: [(&str, bool); 14] = [
+pub const API_OPERATIONS: [(&str, bool); 17] = [
     ("CreateSnapshots", true),
     ("StopInstances", true),
     ("CreateTags", true),
+    ("CreateSnapshot", true),
+    ("DeleteVolume", true),
+    ("DescribeVolumes", false),
     ("DescribeInstances", false),
     ("DescribeSnapshots", false),
     ("GetMetricData", false),
@@ -27,7 +30,7 @@ pub const API_OPERATIONS: [(&str, bool); 14] = [
     ("S3 GET", false),
 ];
 
-pub const STEPS: [&str; 9] = [
+pub const STEPS: [&str; 10] = [
     "finops-inventory",
     "finops-metrics",
     "finops-reasoning",
@@ -37,6 +40,7 @@ pub const STEPS: [&str; 9] = [
     "finops-actions:snapshot_status",
     "finops-actions:stop",
     "finops-actions:tag",
+    "finops-actions:delete_volume",
 ];
 
 #[derive(Debug, Clone)]

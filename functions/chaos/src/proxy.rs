@@ -59,7 +59,8 @@ pub struct Outage {
     pub until: Instant,
 }
 
-/// A StopInstances that reached moto: which instance, when, and whether it changed the instance's state.
+/// A StopInstances that reached moto (which instance, when, and whether it changed the instance's state), or a
+/// DeleteVolume that moto carried out (the volume, `available` to `deleted`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StopCall {
     pub instance_id: String,
@@ -70,8 +71,15 @@ pub struct StopCall {
 
 impl StopCall {
     pub fn changed_state(&self) -> bool {
-        self.previous_state != self.current_state && matches!(self.previous_state.as_str(), "running" | "pending")
+        self.previous_state != self.current_state
+            && matches!(self.previous_state.as_str(), "running" | "pending" | "available")
     }
+}
+
+/// The volume of a DeleteVolume request (EC2's query protocol, form-encoded).
+pub fn deleted_volume(body: &[u8]) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?;
+    body.split('&').find_map(|pair| pair.strip_prefix("VolumeId=")).map(str::to_owned)
 }
 
 #[derive(Default)]
@@ -310,6 +318,7 @@ async fn forward(
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     let (protocol, op) = operation(target, parts.uri.path(), parts.method.as_str(), &body);
+    let volume = if op == "DeleteVolume" { deleted_volume(&body) } else { None };
     let fault = draw(&state, &op);
     if let Some(kind @ (ApiFaultKind::Throttle | ApiFaultKind::ServerError)) = fault {
         let (status, headers, body) = error_response(protocol, kind);
@@ -327,6 +336,14 @@ async fn forward(
     };
     let (head, body) = response.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if let Some(volume) = volume.filter(|_| head.status.is_success()) {
+        lock(&state.stops).push(StopCall {
+            instance_id: volume,
+            at,
+            previous_state: "available".into(),
+            current_state: "deleted".into(),
+        });
+    }
     if op == "StopInstances" && head.status.is_success() {
         let answer = String::from_utf8_lossy(&body);
         let mut stops = lock(&state.stops);

@@ -55,6 +55,8 @@ pub struct RunResult {
     pub proposed: usize,
     pub approved: usize,
     pub stopped: usize,
+    /// Unattached volumes deleted (after their snapshot).
+    pub deleted: usize,
     /// Outcome of each proposal ("done", "refused", "no_answer", "denied", ...), counted.
     pub outcomes: BTreeMap<String, u32>,
     pub faults: BTreeMap<String, u32>,
@@ -121,8 +123,10 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
         *image_id = Some(finops_testkit::seed::linux_image_id(&ec2).await);
     }
     let window = LookbackWindow::ending_before(chrono::Utc::now(), 14);
-    let fleet =
+    let mut fleet =
         fleet::seed(&mut fleet_rng, plan.fleet_size, &ec2, &cw, image_id.as_deref().unwrap_or(""), &window).await;
+    let volumes = fleet::seed_volumes(&mut fleet_rng, &ec2, fleet.len()).await;
+    fleet.extend(volumes);
 
     let outages = plan
         .secret_outage
@@ -195,7 +199,8 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
         fleet: fleet.len(),
         proposed: evidence.proposed.len(),
         approved: evidence.posts.iter().filter(|p| p.decision == "approve" && p.status == 200).count(),
-        stopped: evidence.stops.iter().filter(|s| s.changed_state()).count(),
+        stopped: evidence.stops.iter().filter(|s| s.changed_state() && s.current_state != "deleted").count(),
+        deleted: evidence.stops.iter().filter(|s| s.changed_state() && s.current_state == "deleted").count(),
         outcomes,
         faults,
         behaviours: approvers.behaviours.clone(),
@@ -238,6 +243,14 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
     for i in described.reservations().iter().flat_map(|r| r.instances()) {
         let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default();
         final_states.insert(i.instance_id().unwrap_or_default().to_owned(), state);
+    }
+    // The fleet's unattached volumes: their state, or `deleted` when EC2 no longer knows them.
+    for volume in fleet.iter().filter(|i| i.instance_id.starts_with("vol-")) {
+        let state = match ec2.describe_volumes().volume_ids(&volume.instance_id).send().await {
+            Ok(out) => out.volumes().first().and_then(|v| v.state()).map(|s| s.as_str().to_owned()),
+            Err(_) => Some("deleted".to_owned()),
+        };
+        final_states.insert(volume.instance_id.clone(), state.unwrap_or_else(|| "deleted".into()));
     }
     let snapshots = ec2
         .describe_snapshots()
