@@ -369,12 +369,11 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         decision: Option<&DecisionRef>,
     ) -> Result<ActionOutcome, FinopsError> {
         let refuse = |detail: String| Ok(outcome_of("snapshot", target, Outcome::Refused, detail, vec![]));
-        let stop = [ProposedAction::SnapshotAndStop];
-        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &stop).await? {
-            return refuse(format!("not snapshotted: {why}"));
-        }
-        if let Some(done) = self.already_snapshotted(run_id, target, SnapshotOf::Instance(&target.resource_id)).await? {
-            return Ok(done);
+        let of = SnapshotOf::Instance(&target.resource_id);
+        if let Some(settled) =
+            self.snapshot_settled(run_id, target, decision, ProposedAction::SnapshotAndStop, of).await?
+        {
+            return Ok(settled);
         }
         let Some(_) = self.live.describe_instance(&target.region, &target.resource_id).await? else {
             return refuse("instance no longer exists".into());
@@ -513,13 +512,21 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         })
     }
 
-    /// The outcome that says this run already snapshotted `of` (a retry or a duplicate invocation), if it did.
-    async fn already_snapshotted(
+    /// The outcome that ends a snapshot operation before it creates anything, if one does: refused when the approval
+    /// does not authorise `action` for this run and resource, already done when this run snapshotted `of` before (a
+    /// retry or a duplicate invocation).
+    async fn snapshot_settled(
         &self,
         run_id: &str,
         target: &Target,
+        decision: Option<&DecisionRef>,
+        action: ProposedAction,
         of: SnapshotOf<'_>,
     ) -> Result<Option<ActionOutcome>, FinopsError> {
+        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &[action]).await? {
+            let detail = format!("not snapshotted: {why}");
+            return Ok(Some(outcome_of("snapshot", target, Outcome::Refused, detail, vec![])));
+        }
         let existing: Vec<SnapshotInfo> = self
             .ec2
             .run_snapshots(&target.region, run_id, of)
@@ -543,12 +550,11 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
         let refuse = |detail: String| Ok(outcome_of("snapshot", target, Outcome::Refused, detail, vec![]));
-        let delete = [ProposedAction::SnapshotAndDelete];
-        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &delete).await? {
-            return refuse(format!("not snapshotted: {why}"));
-        }
-        if let Some(done) = self.already_snapshotted(run_id, target, SnapshotOf::Volume(&target.resource_id)).await? {
-            return Ok(done);
+        let of = SnapshotOf::Volume(&target.resource_id);
+        if let Some(settled) =
+            self.snapshot_settled(run_id, target, decision, ProposedAction::SnapshotAndDelete, of).await?
+        {
+            return Ok(settled);
         }
         if let Err(why) = self.unattached_now(target, now).await? {
             return refuse(format!("not snapshotted: {why}"));

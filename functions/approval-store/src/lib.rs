@@ -251,13 +251,7 @@ pub struct StoreConfig {
     pub signing_secret_id: String,
 }
 
-/// A required, non-empty variable.
-pub fn required_var(vars: &[(String, String)], name: &str) -> Result<String, finops_core::ConfigError> {
-    vars.iter()
-        .find(|(k, v)| k == name && !v.trim().is_empty())
-        .map(|(_, v)| v.trim().to_owned())
-        .ok_or_else(|| finops_core::ConfigError::new(name, "is not set"))
-}
+pub use finops_core::config::required_var;
 
 impl StoreConfig {
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, finops_core::ConfigError> {

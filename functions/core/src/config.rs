@@ -253,6 +253,14 @@ fn parse_in(key: &str, v: &str, min: f64, max: f64) -> Result<f64, ConfigError> 
     Ok(n)
 }
 
+/// A required, non-empty variable of a step's environment.
+pub fn required_var(vars: &[(String, String)], name: &str) -> Result<String, ConfigError> {
+    vars.iter()
+        .find(|(k, v)| k == name && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().to_owned())
+        .ok_or_else(|| ConfigError::new(name, "is not set"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

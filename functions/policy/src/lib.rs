@@ -142,11 +142,7 @@ impl PolicyStepConfig {
 
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, finops_core::ConfigError> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let run_bucket = vars
-            .iter()
-            .find(|(k, v)| k == "FINOPS_RUN_BUCKET" && !v.trim().is_empty())
-            .map(|(_, v)| v.trim().to_owned())
-            .ok_or_else(|| finops_core::ConfigError::new("FINOPS_RUN_BUCKET", "is not set"))?;
+        let run_bucket = finops_core::config::required_var(&vars, "FINOPS_RUN_BUCKET")?;
         Ok(Self { run_bucket, policy: PolicyConfig::from_vars(vars)? })
     }
 }

@@ -243,11 +243,7 @@ impl SavingsConfig {
 
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, FinopsError> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
-        let ledger_table = vars
-            .iter()
-            .find(|(k, v)| k == "FINOPS_LEDGER_TABLE" && !v.trim().is_empty())
-            .map(|(_, v)| v.trim().to_owned())
-            .ok_or_else(|| FinopsError::Configuration("FINOPS_LEDGER_TABLE is not set".into()))?;
+        let ledger_table = finops_core::config::required_var(&vars, "FINOPS_LEDGER_TABLE")?;
         let member_read_role = finops_core::organization::OrganizationConfig::from_vars(vars)
             .map_err(|e| FinopsError::Configuration(e.to_string()))?
             .map(|organization| organization.read_role);
