@@ -15,6 +15,31 @@ export const ACT_ON_RESOURCES = ["ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:
 /** What the guard refuses on a production or protected volume or address (tagging one stays possible). */
 export const GUARDED_RESOURCE_ACTIONS = ["ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress"];
 
+/** One-click undo, and only that: StartInstances on an instance this deployment stopped (still tagged so), and
+ * CreateVolume from a snapshot a run took (tagged with its run id), the new volume tagged with the undo's id. */
+export function undoStatements(instances: string, volumes: string, snapshots: string): iam.PolicyStatement[] {
+  return [
+    new iam.PolicyStatement({
+      sid: "UndoStopsOnly",
+      actions: ["ec2:StartInstances"],
+      resources: [instances],
+      conditions: { StringEquals: { "aws:ResourceTag/finops:action": "stopped" } },
+    }),
+    new iam.PolicyStatement({
+      sid: "RecreateVolumesOnlyFromRunSnapshots",
+      actions: ["ec2:CreateVolume"],
+      resources: [snapshots],
+      conditions: { Null: { "aws:ResourceTag/finops:run-id": "false" } },
+    }),
+    new iam.PolicyStatement({
+      sid: "RecreatedVolumesCarryTheUndo",
+      actions: ["ec2:CreateVolume"],
+      resources: [volumes],
+      conditions: { Null: { "aws:RequestTag/finops:undo-id": "false" } },
+    }),
+  ];
+}
+
 export class ActionsPolicy extends Construct {
   constructor(scope: Construct, id: string, props: { config: FinopsConfig; actions: lambda.Function }) {
     super(scope, id);
@@ -37,6 +62,7 @@ export class ActionsPolicy extends Construct {
     // The snapshot a volume's deletion waits for is created without a tag check (a new snapshot has no tags yet; the
     // volume it is taken of is checked by the guard).
     actions.addToRolePolicy(new iam.PolicyStatement({ sid: "SnapshotBeforeDelete", actions: ["ec2:CreateSnapshot"], resources: [snapshots] }));
+    for (const statement of undoStatements(instances, volumes, snapshots)) actions.addToRolePolicy(statement);
     if (config.actOnlyOnEnvironments.length > 0) {
       for (const statement of allowListedStatements(rules, ACT_ON, instances)) actions.addToRolePolicy(statement);
       for (const statement of allowListedStatements(rules, ACT_ON_RESOURCES, [volumes, addresses], "Resources")) actions.addToRolePolicy(statement);

@@ -7,7 +7,7 @@ import { approvalAddresses, type FinopsConfig } from "./config.ts";
 import { acknowledge } from "./nag.ts";
 
 /** The attributes of a pending approval record (functions/approval-store: DynamoApprovals::put_pending). */
-export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "resourceId", "createdAt", "expiresAt", "ttl", "state", "emailStatus", "claimId", "routedApprovers"] as const;
+export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "resourceId", "createdAt", "expiresAt", "ttl", "state", "emailStatus", "claimId", "routedApprovers", "undoOf"] as const;
 /// What a retried or redelivered request may change in an existing record: the task token it waits on, and whether
 /// its email went out. Never the state or a decision.
 export const RENEWED_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "emailStatus"] as const;
@@ -106,5 +106,7 @@ export class ApprovalPlumbing extends Construct {
     approvalTopic.grantPublish(requestApproval);
     acknowledge(requestApproval, "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "Publishing to the KMS-encrypted topic needs GenerateDataKey* on its key only.");
     approvalCallback.addToRolePolicy(new iam.PolicyStatement({ actions: ["states:SendTaskSuccess"], resources: [props.stateMachineArn] }));
+    // A confirmed undo link starts the undo execution (the actions step undoes; this function acts on nothing).
+    approvalCallback.addToRolePolicy(new iam.PolicyStatement({ sid: "StartUndoExecutions", actions: ["states:StartExecution"], resources: [props.stateMachineArn] }));
   }
 }

@@ -8,7 +8,7 @@
 // Role names come from the context and say what they are (finops-agent-read-only, finops-agent-actions).
 import { CfnStackSet, Stack, aws_iam as iam, aws_lambda as lambda } from "aws-cdk-lib";
 import { Construct } from "constructs";
-import { ACT_ON, ACT_ON_RESOURCES, GUARDED_RESOURCE_ACTIONS } from "./actions-policy.ts";
+import { ACT_ON, ACT_ON_RESOURCES, GUARDED_RESOURCE_ACTIONS, undoStatements } from "./actions-policy.ts";
 import type { FinopsConfig, OrganizationSettings } from "./config.ts";
 import { allowListedStatements, instanceStorageStatement, tagGuardStatements } from "./production-guard.ts";
 
@@ -89,6 +89,7 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
               new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] }),
               new iam.PolicyStatement({ sid: "SnapshotVolumes", actions: ["ec2:CreateSnapshots", "ec2:CreateTags"], resources: [VOLUMES, SNAPSHOTS] }),
               new iam.PolicyStatement({ sid: "SnapshotBeforeDelete", actions: ["ec2:CreateSnapshot"], resources: [SNAPSHOTS] }),
+              ...undoStatements(INSTANCES, VOLUMES, SNAPSHOTS),
               ...act,
             ]),
           },

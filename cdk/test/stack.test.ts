@@ -62,8 +62,8 @@ test("the state machine is the ASL file with the contract's substitutions, numbe
 test("each role is granted what its code calls and nothing more; terminate is nowhere", () => {
   const { template } = synth();
   const expected: Record<string, string[]> = {
-    actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress", "dynamodb:GetItem"],
-    "approval-callback": ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+    actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress", "ec2:StartInstances", "ec2:CreateVolume", "dynamodb:GetItem"],
+    "approval-callback": ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "states:StartExecution", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
     inventory: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth", "ec2:DescribeInstanceTypes"],
     "run-cost": ["states:GetExecutionHistory"],
     savings: ["dynamodb:Scan", "ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeVolumes", "ec2:DescribeAddresses"],
@@ -80,6 +80,14 @@ test("each role is granted what its code calls and nothing more; terminate is no
   // The guard: explicit Deny statements on the actions role for every environment key, the protect tag and instance storage.
   const denies = roleStatements(template, "finops-agent actions").filter((s) => s.Effect === "Deny").map((s) => s.Sid);
   assert.deepEqual(new Set(denies), new Set(["DenyProductionEnvironment", "DenyProductionenv", "DenyProductionstage", "DenyProtected", "DenyStopWithInstanceStorage", "DenyProductionEnvironmentResources", "DenyProductionenvResources", "DenyProductionstageResources", "DenyProtectedResources"]));
+  // One-click undo: start only what finops stopped; recreate only from a run's snapshot, into a volume tagged with
+  // the undo. The callback only starts the undo execution, of this state machine.
+  const undo = Object.fromEntries(roleStatements(template, "finops-agent actions").filter((s) => /Undo|Recreate/.test(String(s.Sid ?? ""))).map((s) => [String(s.Sid), s]));
+  assert.deepEqual(undo.UndoStopsOnly.Condition, { StringEquals: { "aws:ResourceTag/finops:action": "stopped" } });
+  assert.deepEqual(undo.RecreateVolumesOnlyFromRunSnapshots.Condition, { Null: { "aws:ResourceTag/finops:run-id": "false" } });
+  assert.deepEqual(undo.RecreatedVolumesCarryTheUndo.Condition, { Null: { "aws:RequestTag/finops:undo-id": "false" } });
+  const [start] = roleStatements(template, "finops-agent approval-callback").filter((s) => s.Action === "states:StartExecution");
+  assert.equal(JSON.stringify(start.Resource), JSON.stringify(roleStatements(template, "finops-agent approval-callback").find((s) => s.Action === "states:SendTaskSuccess")!.Resource));
 });
 
 test("the run-cost step reads only this state machine's history and knows every step's memory and architecture", () => {

@@ -1,5 +1,5 @@
 //! The EC2 adapter of the actions step: the one type in the workspace that can snapshot, tag and stop, delete a
-//! volume and release an address.
+//! volume and release an address, and undo a stop or a deletion (start again, recreate from the snapshot).
 
 use std::collections::HashMap;
 
@@ -8,7 +8,7 @@ use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType, Snapshot, 
 use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
 
-use crate::{Ec2Actions, SnapshotInfo, SnapshotOf, TAG_RUN_ID};
+use crate::{Ec2Actions, RecreatedVolume, SnapshotInfo, SnapshotOf, TAG_RUN_ID, TAG_UNDO_ID};
 
 pub struct SdkEc2Actions {
     clients: RegionalClient<aws_sdk_ec2::Client>,
@@ -215,5 +215,57 @@ impl Ec2Actions for SdkEc2Actions {
             .await
             .map_err(|e| FinopsError::from_sdk("EC2", "StopInstances", e))?;
         Ok(())
+    }
+
+    async fn start(&self, region: &str, instance_id: &str) -> Result<(), FinopsError> {
+        self.client(region)
+            .start_instances()
+            .instance_ids(instance_id)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "StartInstances", e))?;
+        Ok(())
+    }
+
+    async fn undo_volume(&self, region: &str, undo_id: &str) -> Result<Option<String>, FinopsError> {
+        let out = self
+            .client(region)
+            .describe_volumes()
+            .filters(Filter::builder().name(format!("tag:{TAG_UNDO_ID}")).values(undo_id).build())
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "DescribeVolumes", e))?;
+        Ok(out.volumes().iter().find_map(|v| v.volume_id().map(str::to_owned)))
+    }
+
+    async fn create_volume_from_snapshot(
+        &self,
+        region: &str,
+        recreated: &RecreatedVolume,
+        volume_tags: &[(String, String)],
+        client_token: &str,
+    ) -> Result<String, FinopsError> {
+        let out = self
+            .client(region)
+            .create_volume()
+            .snapshot_id(&recreated.snapshot_id)
+            .availability_zone(&recreated.availability_zone)
+            .volume_type(recreated.volume_type.as_str().into())
+            .client_token(client_token)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .set_tags(Some(tags(volume_tags)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "CreateVolume", e))?;
+        out.volume_id().map(str::to_owned).ok_or_else(|| FinopsError::Aws {
+            service: "EC2",
+            operation: "CreateVolume",
+            code: "NoVolumeId".into(),
+            message: "CreateVolume answered without a volume id".into(),
+        })
     }
 }

@@ -49,6 +49,14 @@ pub const TAG_ACTION: &str = "finops:action";
 pub const TAG_REASON: &str = "finops:reason";
 pub const TAG_APPROVED_BY: &str = "finops:approved-by";
 pub const TAG_ACTED_AT: &str = "finops:acted-at";
+/// On the snapshot of a volume to be deleted: where it was and what it was, so an undo can recreate it.
+pub const TAG_VOLUME_ZONE: &str = "finops:volume-az";
+pub const TAG_VOLUME_TYPE: &str = "finops:volume-type";
+pub const TAG_VOLUME_NAME: &str = "finops:volume-name";
+/// On what an undo started again or recreated: the undo record's id, who asked and when.
+pub const TAG_UNDO_ID: &str = "finops:undo-id";
+pub const TAG_UNDONE_BY: &str = "finops:undone-by";
+pub const TAG_UNDONE_AT: &str = "finops:undone-at";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -124,6 +132,30 @@ pub trait Ec2Actions: Send + Sync {
         tags: &[(String, String)],
     ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     fn stop(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// StartInstances: only an undo, of an instance this deployment stopped (IAM allows it on nothing else).
+    fn start(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// The volume an undo recreated (by its `finops:undo-id` tag), if there is one.
+    fn undo_volume(
+        &self,
+        region: &str,
+        undo_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, FinopsError>> + Send;
+    /// CreateVolume from a snapshot, tagged at creation (`client_token`: the undo id, so EC2 creates it once).
+    fn create_volume_from_snapshot(
+        &self,
+        region: &str,
+        recreated: &RecreatedVolume,
+        tags: &[(String, String)],
+        client_token: &str,
+    ) -> impl Future<Output = Result<String, FinopsError>> + Send;
+}
+
+/// A deleted volume as its snapshot describes it: what CreateVolume needs to bring it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecreatedVolume {
+    pub snapshot_id: String,
+    pub availability_zone: String,
+    pub volume_type: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,7 +261,7 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
     pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<ActionOutcome, FinopsError> {
         let request: ActionRequest = serde_json::from_value(event).map_err(|e| {
             FinopsError::InvalidInput(format!(
-                "actions expects {{operation: snapshot|snapshot_status|stop|stop_status|delete_volume|release_address|tag, \
+                "actions expects {{operation: snapshot|snapshot_status|stop|stop_status|delete_volume|release_address|tag|undo, \
                  runId, proposal, ...}}: {e}"
             ))
         })?;
@@ -269,6 +301,9 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             }
             ActionRequest::CleanupStatus { run_id, proposal } => {
                 acted(self.cleanup_status(&run_id, &proposal).await?, &proposal, now)
+            }
+            ActionRequest::Undo { run_id, proposal, decision } => {
+                self.undo(&run_id, &proposal, decision.as_ref(), now).await?
             }
         };
         let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);
@@ -311,7 +346,10 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         let Some(record) = self.approvals.get(id).await? else {
             return Ok(Err(format!("approval {id} is not in the approvals table")));
         };
-        let why_not = if record.state != ApprovalState::Decided {
+        let why_not = if record.undo.is_some() != wanted.contains(&ApprovalAction::Undo) {
+            // An undo record authorises its undo only; a proposal's approval never an undo.
+            Some(format!("approval {id} is not a record of this kind of decision"))
+        } else if record.state != ApprovalState::Decided {
             Some(format!("approval {id} is {:?}, not decided", record.state))
         } else if !record.decision.is_some_and(|d| wanted.contains(&d)) {
             Some(format!("approval {id} decided {:?}, not {wanted:?}", record.decision))
@@ -556,15 +594,21 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         {
             return Ok(settled);
         }
-        if let Err(why) = self.unattached_now(target, now).await? {
-            return refuse(format!("not snapshotted: {why}"));
-        }
-        let tags = vec![
+        let live = match self.unattached_now(target, now).await? {
+            Ok(live) => live,
+            Err(why) => return refuse(format!("not snapshotted: {why}")),
+        };
+        let mut tags = vec![
             (TAG_RUN_ID.to_owned(), run_id.to_owned()),
             (TAG_VOLUME_ID.to_owned(), target.resource_id.clone()),
             (TAG_REASON.to_owned(), tag_value(&format!("finops unattached volume: {}", target.justification))),
             ("Name".to_owned(), format!("finops {} before delete", target.resource_id)),
+            (TAG_VOLUME_ZONE.to_owned(), live.availability_zone.clone()),
+            (TAG_VOLUME_TYPE.to_owned(), live.record.volume_type.clone()),
         ];
+        if let Some(name) = live.record.tags.get("Name").map(|n| tag_value(n)).filter(|n| !n.is_empty()) {
+            tags.push((TAG_VOLUME_NAME.to_owned(), name));
+        }
         let created = self.ec2.create_volume_snapshot(&target.region, &target.resource_id, &tags).await?;
         let detail = format!("snapshot {} started", created.snapshot_id);
         Ok(outcome_of("snapshot", target, Outcome::Done, detail, vec![created.snapshot_id]))
@@ -729,6 +773,97 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         }
         self.ec2.release_address(&target.region, &target.resource_id).await?;
         outcome(Outcome::Done, format!("released (public IPv4 {})", live.public_ip))
+    }
+
+    /// Undoes what `run_id` did, with an undo record decided by POST: starts the instance again if it is still
+    /// stopped as that run left it, or recreates the volume from that run's completed snapshot (same zone and type,
+    /// its Name, a new id). Once: the instance and the new volume carry the undo id, and a retry finds them.
+    async fn undo(
+        &self,
+        run_id: &str,
+        target: &Target,
+        decision: Option<&DecisionRef>,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome, FinopsError> {
+        let outcome = |outcome: Outcome, detail: String, snaps: Vec<String>| {
+            Ok(outcome_of("undo", target, outcome, detail, snaps))
+        };
+        let undoable = [ProposedAction::SnapshotAndStop, ProposedAction::SnapshotAndDelete];
+        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Undo], &undoable).await? {
+            Ok(record) => record,
+            Err(why) => return outcome(Outcome::Refused, format!("not undone: {why}"), vec![]),
+        };
+        let undo_id = record.approval_id.as_str();
+        let audit = vec![
+            (TAG_UNDO_ID.to_owned(), undo_id.to_owned()),
+            (TAG_UNDONE_BY.to_owned(), record.approver.as_deref().map(tag_value).unwrap_or_else(|| "unknown".into())),
+            (TAG_UNDONE_AT.to_owned(), now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ];
+        let (region, id) = (target.region.as_str(), target.resource_id.as_str());
+        match target.action {
+            ProposedAction::SnapshotAndStop => {
+                let Some(live) = self.live.describe_instance(region, id).await? else {
+                    return outcome(Outcome::Refused, "not started: the instance no longer exists".into(), vec![]);
+                };
+                let running = ["pending", "running"].contains(&live.state.as_str());
+                if running && live.tags.get(TAG_UNDO_ID).map(String::as_str) == Some(undo_id) {
+                    return outcome(Outcome::AlreadyDone, format!("{} again by this undo", live.state), vec![]);
+                }
+                if live.state != "stopped" {
+                    let why = format!("not started: it is {} (changed since, not by this undo)", live.state);
+                    return outcome(Outcome::Refused, why, vec![]);
+                }
+                if live.tags.get(TAG_RUN_ID).map(String::as_str) != Some(run_id)
+                    || live.tags.get(TAG_ACTION).map(String::as_str) != Some("stopped")
+                {
+                    let why = "not started: stopped since by another run or by hand, not the stop this undoes";
+                    return outcome(Outcome::Refused, why.into(), vec![]);
+                }
+                // The undo id first (a retry after a crash knows the start was ours), the start, then the action tag
+                // (IAM lets StartInstances touch only instances still tagged as stopped by finops).
+                self.ec2.tag_resource(region, id, &audit).await?;
+                self.ec2.start(region, id).await?;
+                self.ec2.tag_resource(region, id, &[(TAG_ACTION.to_owned(), "started-again".to_owned())]).await?;
+                outcome(Outcome::Done, format!("started again (stopped by run {run_id})"), vec![])
+            }
+            ProposedAction::SnapshotAndDelete => {
+                if let Some(volume) = self.ec2.undo_volume(region, undo_id).await? {
+                    return outcome(Outcome::AlreadyDone, format!("recreated as {volume} by this undo"), vec![]);
+                }
+                let snapshot = self
+                    .ec2
+                    .run_snapshots(region, run_id, SnapshotOf::Volume(id))
+                    .await?
+                    .into_iter()
+                    .find(|s| s.state == "completed" && s.volume_id == id);
+                let Some(snapshot) = snapshot else {
+                    let why = format!("not recreated: no completed snapshot of {id} from run {run_id}");
+                    return outcome(Outcome::Refused, why, vec![]);
+                };
+                let Some(zone) = snapshot.tags.get(TAG_VOLUME_ZONE).filter(|z| !z.is_empty()) else {
+                    let why =
+                        format!("not recreated: snapshot {} does not say the volume's zone", snapshot.snapshot_id);
+                    return outcome(Outcome::Refused, why, vec![snapshot.snapshot_id]);
+                };
+                let recreated = RecreatedVolume {
+                    snapshot_id: snapshot.snapshot_id.clone(),
+                    availability_zone: zone.clone(),
+                    volume_type: snapshot.tags.get(TAG_VOLUME_TYPE).cloned().unwrap_or_else(|| "gp3".into()),
+                };
+                let mut tags = audit;
+                tags.push((TAG_VOLUME_ID.to_owned(), id.to_owned()));
+                tags.push((TAG_ACTION.to_owned(), "recreated-volume".to_owned()));
+                if let Some(name) = snapshot.tags.get(TAG_VOLUME_NAME) {
+                    tags.push(("Name".to_owned(), name.clone()));
+                }
+                let volume = self.ec2.create_volume_from_snapshot(region, &recreated, &tags, undo_id).await?;
+                let detail = format!("recreated as {volume} in {zone} from snapshot {}", snapshot.snapshot_id);
+                outcome(Outcome::Done, detail, vec![snapshot.snapshot_id])
+            }
+            ProposedAction::Release => {
+                outcome(Outcome::Refused, "not undone: a released address cannot be got back".into(), vec![])
+            }
+        }
     }
 
     /// Why the instance is no longer the idle one a person approved, if it is not: restarted since the scan, or a

@@ -10,7 +10,7 @@ use finops_core::resources::ElasticAddress;
 use finops_core::InstanceRecord;
 use finops_inventory::{InstanceLookup, LiveVolume, ResourceLookup};
 
-use crate::{Ec2Actions, SnapshotInfo, SnapshotOf, TAG_RUN_ID};
+use crate::{Ec2Actions, RecreatedVolume, SnapshotInfo, SnapshotOf, TAG_RUN_ID, TAG_UNDO_ID};
 
 #[derive(Default)]
 pub struct MemoryEc2 {
@@ -26,6 +26,10 @@ pub struct MemoryEc2 {
     pub addresses: Mutex<HashMap<String, ElasticAddress>>,
     /// Volume and allocation ids in the order DeleteVolume and ReleaseAddress were called for them.
     pub deleted: Mutex<Vec<String>>,
+    /// Instance ids in the order StartInstances was called for them.
+    pub started: Mutex<Vec<String>>,
+    /// Volumes CreateVolume made from snapshots (also in `volumes`), in order, with their client token.
+    pub recreated: Mutex<Vec<(String, String)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -219,5 +223,52 @@ impl Ec2Actions for MemoryEc2 {
         }
         self.stopped.lock().unwrap_or_else(|p| p.into_inner()).push(instance_id.to_owned());
         Ok(())
+    }
+
+    async fn start(&self, _: &str, instance_id: &str) -> Result<(), FinopsError> {
+        if let Some(i) = lock(&self.instances).get_mut(instance_id) {
+            i.state = "pending".into();
+        }
+        lock(&self.started).push(instance_id.to_owned());
+        Ok(())
+    }
+
+    async fn undo_volume(&self, _: &str, undo_id: &str) -> Result<Option<String>, FinopsError> {
+        Ok(lock(&self.volumes)
+            .values()
+            .find(|v| v.record.tags.get(TAG_UNDO_ID).map(String::as_str) == Some(undo_id))
+            .map(|v| v.record.volume_id.clone()))
+    }
+
+    async fn create_volume_from_snapshot(
+        &self,
+        region: &str,
+        recreated: &RecreatedVolume,
+        tags: &[(String, String)],
+        client_token: &str,
+    ) -> Result<String, FinopsError> {
+        // EC2's idempotency: the same client token returns the volume it created.
+        let mut made = lock(&self.recreated);
+        if let Some((id, _)) = made.iter().find(|(_, token)| token == client_token) {
+            return Ok(id.clone());
+        }
+        let id = format!("vol-recreated{:04}", made.len());
+        let volume = LiveVolume {
+            record: finops_core::resources::UnattachedVolume {
+                volume_id: id.clone(),
+                region: region.to_owned(),
+                volume_type: recreated.volume_type.clone(),
+                size_gib: 0,
+                create_time: chrono::Utc::now(),
+                tags: tags.iter().cloned().collect(),
+                account: None,
+            },
+            state: "creating".into(),
+            attached_to: vec![],
+            availability_zone: recreated.availability_zone.clone(),
+        };
+        lock(&self.volumes).insert(id.clone(), volume);
+        made.push((id.clone(), client_token.to_owned()));
+        Ok(id)
     }
 }

@@ -335,3 +335,79 @@ async fn a_snooze_is_tagged_from_the_recorded_decision() {
     assert!(w.ec2.stops().is_empty());
     assert_eq!(w.approvals.get(APPROVAL).await.unwrap().unwrap().decision, Some(ApprovalAction::Snooze));
 }
+
+const UNDO: &str = "0000111122223333444455556666777a";
+
+/// The undo record the offer writes for the approved stop, decided `decision` by POST.
+fn undo_decided(decision: ApprovalAction) -> ApprovalRecord {
+    let approval = decided(ApprovalAction::Approve);
+    ApprovalRecord::undo_of(&approval, UNDO, "2026-12-02T09:20:00Z", now().timestamp(), now().timestamp() + 14 * 86_400)
+        .decided(&Decision {
+            action: decision,
+            approver: "bo@example.com",
+            source_ip: None,
+            decided_at: "2026-12-03T10:00:00Z",
+            via: DECIDED_VIA_POST,
+        })
+}
+
+impl World {
+    async fn undo(&self, id: &str) -> ActionOutcome {
+        self.call(
+            json!({"operation": "undo", "runId": "run-1", "proposal": proposal(), "decision": {"approvalId": id}}),
+        )
+        .await
+        .unwrap()
+    }
+}
+
+/// One-click undo: a stop is undone only with the undo record's own decision, once, and only while the instance is
+/// still stopped as that run left it.
+#[tokio::test]
+async fn an_undo_starts_the_instance_this_run_stopped_once_and_nothing_else() {
+    let w = World::new(instance(), IDLE);
+    let snaps = w.snapshotted().await;
+    assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::Done);
+
+    // The stop's own approval is not an undo, and an undo record not yet decided (or decided otherwise) is nothing.
+    let refused = w.undo(APPROVAL).await;
+    assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
+    let pending = undo_decided(ApprovalAction::Undo);
+    w.approvals.insert(ApprovalRecord { state: finops_approval_store::ApprovalState::Pending, ..pending });
+    assert_eq!(w.undo(UNDO).await.outcome, Outcome::Refused);
+    assert!(w.ec2.started.lock().unwrap().is_empty());
+    // An undo record can never stop anything either.
+    w.approvals.insert(undo_decided(ApprovalAction::Undo));
+    let stop_with_undo = w.stop(&snaps, json!({"approvalId": UNDO})).await;
+    assert_eq!(stop_with_undo.outcome, Outcome::Refused, "{}", stop_with_undo.detail);
+
+    let undone = w.undo(UNDO).await;
+    assert_eq!((undone.operation.as_str(), undone.outcome), ("undo", Outcome::Done), "{}", undone.detail);
+    assert!(undone.acted.is_none(), "an undo saves nothing");
+    let again = w.undo(UNDO).await;
+    assert_eq!(again.outcome, Outcome::AlreadyDone, "{}", again.detail);
+    assert_eq!(*w.ec2.started.lock().unwrap(), [ID], "started exactly once");
+    let tags = w.ec2.instance(ID).unwrap().tags;
+    assert_eq!(
+        (tags["finops:undone-by"].as_str(), tags["finops:action"].as_str()),
+        ("bo@example.com", "started-again")
+    );
+}
+
+#[tokio::test]
+async fn an_undo_leaves_an_instance_stopped_since_by_someone_else() {
+    let w = World::new(instance(), IDLE);
+    w.approvals.insert(undo_decided(ApprovalAction::Undo));
+    // Stopped, but not by run-1 (by hand, or another run): not this undo's to start.
+    {
+        let mut instances = w.ec2.instances.lock().unwrap();
+        let i = instances.get_mut(ID).unwrap();
+        i.state = "stopped".into();
+        i.tags.insert("finops:run-id".into(), "run-0".into());
+        i.tags.insert("finops:action".into(), "stopped".into());
+    }
+    let refused = w.undo(UNDO).await;
+    assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
+    assert!(refused.detail.contains("another run or by hand"), "{}", refused.detail);
+    assert!(w.ec2.started.lock().unwrap().is_empty());
+}

@@ -161,6 +161,32 @@ async fn snapshot_then_stop_once_even_when_every_step_is_invoked_twice() {
     assert_eq!(tags["finops:action"], "stopped");
     assert_eq!(tags["finops:approved-by"], "ana@example.com", "the recorded approver, not the payload's");
     assert_eq!(tags["finops:run-id"], "run-1");
+
+    // One-click undo through the SDK: StartInstances once, the instance tagged with the undo.
+    let approval_id: String = std::iter::repeat_n('a', 32).collect();
+    let undo_id: String = std::iter::repeat_n('c', 32).collect();
+    let approval = h.approvals.get_now(&approval_id).unwrap();
+    h.approvals.insert(
+        ApprovalRecord::undo_of(&approval, undo_id.clone(), Utc::now().to_rfc3339(), 0, Utc::now().timestamp() + 60)
+            .decided(&Decision {
+                action: ApprovalAction::Undo,
+                approver: "bo@example.com",
+                source_ip: None,
+                decided_at: &Utc::now().to_rfc3339(),
+                via: DECIDED_VIA_POST,
+            }),
+    );
+    let undo =
+        json!({"operation": "undo", "runId": "run-1", "proposal": proposal, "decision": {"approvalId": undo_id}});
+    let undone = h.run(undo.clone()).await;
+    assert_eq!(undone.outcome, Outcome::Done, "{}", undone.detail);
+    assert_eq!(h.run(undo).await.outcome, Outcome::AlreadyDone, "a retried undo starts nothing");
+    let (state, tags) = h.state_and_tags(&id).await;
+    assert!(["pending", "running"].contains(&state.as_str()), "{state}");
+    assert_eq!(
+        (tags["finops:undone-by"].as_str(), tags["finops:action"].as_str()),
+        ("bo@example.com", "started-again")
+    );
 }
 
 #[tokio::test]
@@ -347,6 +373,37 @@ async fn an_unattached_volume_is_snapshotted_and_deleted_and_an_address_released
     let tags: HashMap<&str, &str> =
         kept.snapshots()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
     assert_eq!((tags["finops:volume-id"], tags["finops:approved-by"]), (volume.as_str(), "ana@example.com"));
+    assert_eq!((tags["finops:volume-az"], tags["finops:volume-type"]), ("ap-southeast-2a", "gp3"));
+
+    // Recreated from the kept snapshot through the SDK (CreateVolume with the undo id as client token), once.
+    let undo_id: String = std::iter::repeat_n('d', 32).collect();
+    let approval = h.approvals.get_now(&std::iter::repeat_n('a', 32).collect::<String>()).unwrap();
+    h.approvals.insert(
+        ApprovalRecord::undo_of(&approval, undo_id.clone(), Utc::now().to_rfc3339(), 0, Utc::now().timestamp() + 60)
+            .decided(&Decision {
+                action: ApprovalAction::Undo,
+                approver: "bo@example.com",
+                source_ip: None,
+                decided_at: &Utc::now().to_rfc3339(),
+                via: DECIDED_VIA_POST,
+            }),
+    );
+    let undo = json!({"operation": "undo", "runId": "run-1", "proposal": volume_proposal,
+        "decision": {"approvalId": undo_id}});
+    let recreated = h.run(undo.clone()).await;
+    assert_eq!(recreated.outcome, Outcome::Done, "{}", recreated.detail);
+    assert_eq!(h.run(undo).await.outcome, Outcome::AlreadyDone, "{}", recreated.detail);
+    let made = h
+        .client
+        .describe_volumes()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:finops:undo-id").values(&undo_id).build())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.volumes().len(), 1, "recreated exactly once");
+    let new = &made.volumes()[0];
+    assert_eq!(new.snapshot_id(), Some(snap.snapshot_ids[0].as_str()));
+    assert_eq!((new.availability_zone(), new.size()), (Some("ap-southeast-2a"), Some(50)));
 
     let address_proposal = json!({
         "resourceId": allocation_id, "region": REGION, "resourceType": "public IPv4", "action": "release",

@@ -39,6 +39,7 @@ fn volume(state: &str, tags: &[(&str, &str)]) -> LiveVolume {
         },
         state: state.into(),
         attached_to: if state == "in-use" { vec!["i-0123456789abcdef0".into()] } else { vec![] },
+        availability_zone: format!("{REGION}a"),
     }
 }
 
@@ -355,4 +356,39 @@ async fn the_cleanup_status_says_what_a_failed_delete_or_release_did_and_changes
     assert_eq!(w.release(address_proposal(), ADDRESS_APPROVAL).await.outcome, Outcome::Done);
     assert_eq!(status(address_proposal()).await.outcome, Outcome::AlreadyDone);
     assert_eq!(w.ec2.deletions(), [VOLUME, ADDRESS], "reading changed nothing");
+}
+
+const VOLUME_UNDO: &str = "0000111122223333444455556666777b";
+
+#[tokio::test]
+async fn an_undo_recreates_a_deleted_volume_from_its_snapshot_once_in_its_zone() {
+    let w = World::approved();
+    let snap = w.snapshot(VOLUME_APPROVAL).await;
+    assert_eq!(w.delete(&snap.snapshot_ids, VOLUME_APPROVAL).await.outcome, Outcome::Done);
+    let approval = decided(VOLUME_APPROVAL, volume_proposal(), ApprovalAction::Approve);
+    let undo = ApprovalRecord::undo_of(&approval, VOLUME_UNDO, "2026-12-02T09:30:00Z", 0, now().timestamp() + 86_400);
+    let undo_call = |id: &'static str| json!({"operation": "undo", "runId": "run-1", "proposal": volume_proposal(), "decision": {"approvalId": id}});
+    w.approvals.insert(undo.clone());
+    assert_eq!(w.call(undo_call(VOLUME_UNDO)).await.outcome, Outcome::Refused, "not decided yet");
+    w.approvals.insert(undo.decided(&Decision {
+        action: ApprovalAction::Undo,
+        approver: "bo@example.com",
+        source_ip: None,
+        decided_at: "2026-12-02T10:00:00Z",
+        via: DECIDED_VIA_POST,
+    }));
+    let done = w.call(undo_call(VOLUME_UNDO)).await;
+    assert_eq!(done.outcome, Outcome::Done, "{}", done.detail);
+    assert_eq!(done.snapshot_ids, snap.snapshot_ids, "from the snapshot taken before the deletion");
+    let again = w.call(undo_call(VOLUME_UNDO)).await;
+    assert_eq!(again.outcome, Outcome::AlreadyDone, "{}", again.detail);
+    let made = w.ec2.recreated.lock().unwrap().clone();
+    assert_eq!(made.len(), 1, "recreated exactly once");
+    let volume = w.ec2.volumes.lock().unwrap()[&made[0].0].clone();
+    assert_eq!(volume.availability_zone, format!("{REGION}a"), "in the zone the volume was in");
+    assert_eq!(volume.record.volume_type, "gp3");
+    assert_eq!(volume.record.tags["Name"], "old-scratch", "its Name comes back");
+    assert_eq!(volume.record.tags["finops:volume-id"], VOLUME);
+    // The deletion's approval is no undo.
+    assert_eq!(w.call(undo_call(VOLUME_APPROVAL)).await.outcome, Outcome::Refused);
 }

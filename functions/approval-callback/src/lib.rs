@@ -14,7 +14,7 @@ pub mod page;
 use chrono::{DateTime, SecondsFormat, Utc};
 use finops_approval_store::{
     ApprovalRecords, ApprovalState, CallbackResult, DecideResult, Decision, DynamoApprovals, SecretsManagerKey,
-    SfnCallback, SigningKey, StoreConfig, TaskCallback, DECIDED_VIA_POST,
+    SfnCallback, SigningKey, StoreConfig, TaskCallback, UndoStarter, DECIDED_VIA_POST,
 };
 use finops_core::approval::{ApprovalAction, ApprovalLink, LinkError};
 use finops_core::policy::ProposedAction;
@@ -60,7 +60,7 @@ fn notice(status: u16, title: &str, message: &str) -> HttpResponse {
     respond(status, page::notice(title, message))
 }
 
-pub async fn handle<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
+pub async fn handle<R: ApprovalRecords, K: SigningKey, C: TaskCallback + UndoStarter>(
     request: HttpRequest<'_>,
     records: &R,
     key: &K,
@@ -80,7 +80,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
     }
 }
 
-async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
+async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback + UndoStarter>(
     request: HttpRequest<'_>,
     records: &R,
     key: &K,
@@ -134,9 +134,18 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
         }
         ApprovalState::Pending => {}
     }
+    // An undo record takes only its undo, and a proposal's approval never an undo: a signed link of one kind never
+    // decides the other.
+    let undo = record.undo.is_some();
+    if undo != (link.action == ApprovalAction::Undo) {
+        tracing::warn!(approval_id = link.id, decision = "REJECTED_LINK", "a link's decision does not fit its record");
+        return Ok(notice(400, "Not a valid approval link", "This link does not fit its record. Nothing was changed."));
+    }
     if method != "POST" {
-        let others: Vec<(ApprovalAction, String)> =
-            ApprovalAction::ALL.into_iter().map(|a| (a, link.for_action(&key, a).url(""))).collect();
+        let others: Vec<(ApprovalAction, String)> = match undo {
+            true => Vec::new(),
+            false => ApprovalAction::ALL.into_iter().map(|a| (a, link.for_action(&key, a).url(""))).collect(),
+        };
         return Ok(respond(200, page::confirmation(&record, link.action, &link.url(""), &others)));
     }
 
@@ -194,6 +203,9 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
         decided_at: &decided_at,
         via: DECIDED_VIA_POST,
     };
+    if undo {
+        return undo_decided(records, callback, &record, &decision, now).await;
+    }
     // The token the record held when it was decided: a redelivered request may have replaced the one read above.
     let task_token = match records.decide(&link.id, &decision, now.timestamp()).await? {
         DecideResult::Decided { task_token } => task_token,
@@ -261,6 +273,8 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
                 (ApprovalAction::Deny, _) => "Denied. It will not be touched in this run.",
                 (ApprovalAction::Snooze, ProposedAction::SnapshotAndStop) => "Snoozed. The instance is tagged and left alone until the snooze ends.",
                 (ApprovalAction::Snooze, _) => "Snoozed. It is tagged and left alone until the snooze ends.",
+                // An undo record's decision goes to `undo_decided`, never to a waiting task.
+                (ApprovalAction::Undo, _) => "Recorded.",
             };
             Ok(notice(200, "Decision recorded", what))
         }
@@ -273,6 +287,61 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback>(
             ))
         }
     }
+}
+
+/// An undo confirmed by POST: the single-use flip, then the undo execution (the actions step does the undo, after
+/// checking the record and the live resource itself; this function holds no client that acts). A start that fails
+/// is tried once more (a second start of the same undo starts nothing); if it still fails, the decision is taken
+/// back so the person can try the link again.
+async fn undo_decided<R: ApprovalRecords, C: UndoStarter>(
+    records: &R,
+    starter: &C,
+    record: &finops_approval_store::ApprovalRecord,
+    decision: &Decision<'_>,
+    now: DateTime<Utc>,
+) -> Result<HttpResponse, finops_aws::FinopsError> {
+    let id = record.approval_id.as_str();
+    let p = &record.proposal;
+    if p.action.undo_label().is_none() {
+        return Ok(notice(400, "Nothing to undo", p.action.undo_explained()));
+    }
+    match records.decide(id, decision, now.timestamp()).await? {
+        DecideResult::Decided { .. } => {}
+        DecideResult::AlreadyUsed => {
+            return Ok(notice(409, "Already decided", "This undo was used already. Nothing was changed now."))
+        }
+        DecideResult::Expired => {
+            return Ok(notice(410, "This undo link has expired", "Nothing was changed. It can still be done by hand."))
+        }
+        DecideResult::Missing => return Ok(notice(404, "Unknown undo", "Nothing was changed.")),
+    }
+    let decided = record.clone().decided(decision);
+    let started = match starter.start_undo(&decided).await {
+        Ok(arn) => Ok(arn),
+        Err(first) => {
+            tracing::warn!(undo_id = id, error = %first, "the undo execution did not start; trying once more");
+            starter.start_undo(&decided).await
+        }
+    };
+    let execution = match started {
+        Ok(arn) => arn,
+        Err(e) => {
+            records.revert_decision(id, decision.decided_at).await?;
+            return Err(e);
+        }
+    };
+    finops_aws::xray::record_decision("finops.approval", decision.approver, &p.resource_id, "undo", &record.run_id);
+    tracing::info!(run_id = record.run_id, resource_id = p.resource_id, undo_id = id, execution, "undo started");
+    let what = match p.action {
+        ProposedAction::SnapshotAndStop => {
+            "Undo started. The workflow starts the instance again if it is still stopped as finops-agent left it."
+        }
+        ProposedAction::SnapshotAndDelete => {
+            "Undo started. The workflow creates a new volume from the snapshot taken before the deletion."
+        }
+        ProposedAction::Release => p.action.undo_explained(),
+    };
+    Ok(notice(200, "Undo started", what))
 }
 
 /// After a SendTaskSuccess whose outcome is unknown (5xx, timeout): asks again. Accepted means the first did not
@@ -336,6 +405,20 @@ mod tests {
     struct ScriptedSfn {
         answers: Mutex<Vec<Result<CallbackResult, FinopsError>>>,
         sent: Mutex<Vec<String>>,
+        /// Answers to StartExecution of an undo (then started), and the inputs of those started.
+        undo_answers: Mutex<Vec<FinopsError>>,
+        undos: Mutex<Vec<finops_core::steps::UndoExecutionInput>>,
+    }
+
+    impl UndoStarter for ScriptedSfn {
+        async fn start_undo(&self, record: &ApprovalRecord) -> Result<String, FinopsError> {
+            let mut answers = self.undo_answers.lock().unwrap();
+            if !answers.is_empty() {
+                return Err(answers.remove(0));
+            }
+            self.undos.lock().unwrap().push(finops_approval_store::undo_input(record));
+            Ok(format!("arn:aws:states:ap-southeast-2:123456789012:execution:finops:undo-{}", record.approval_id))
+        }
     }
 
     impl TaskCallback for ScriptedSfn {
@@ -421,6 +504,107 @@ mod tests {
         }
         let deny = call("GET", ApprovalAction::Deny, "", &records(), &ScriptedSfn::default()).await;
         assert!(deny.body.contains("<h1>Deny stopping qa-perf-rig (i-0abc)?</h1>"), "{}", deny.body);
+    }
+
+    const UNDO: &str = "ffeeddccbbaa99887766554433221100";
+
+    /// The approval under `ID`, decided (approve, by POST), and the undo record offered for what it did.
+    fn undo_records() -> MemoryApprovals {
+        let store = records();
+        let approval = store.get_now(ID).unwrap().decided(&Decision {
+            action: ApprovalAction::Approve,
+            approver: "ana@example.com",
+            source_ip: None,
+            decided_at: "2027-01-15T00:05:00Z",
+            via: DECIDED_VIA_POST,
+        });
+        store.insert(approval.clone());
+        store.insert(ApprovalRecord::undo_of(
+            &approval,
+            UNDO,
+            "2027-01-15T00:20:00Z",
+            now().timestamp() - 60,
+            now().timestamp() + 14 * 86_400,
+        ));
+        store
+    }
+
+    async fn call_undo(
+        method: &str,
+        action: ApprovalAction,
+        body: &str,
+        r: &MemoryApprovals,
+        sfn: &ScriptedSfn,
+    ) -> HttpResponse {
+        let url = ApprovalLink::sign(KEY, UNDO, action, now().timestamp() + 3600).url("");
+        let (path, query) = url.split_once('?').unwrap();
+        let request = HttpRequest { method, path, query, body: body.as_bytes(), source_ip: Some("198.51.100.9") };
+        handle(request, r, &StaticKey(KEY.to_vec()), sfn, now()).await
+    }
+
+    #[tokio::test]
+    async fn an_undo_link_shows_what_was_done_and_starts_one_undo_execution_on_post_only() {
+        let (r, sfn) = (undo_records(), ScriptedSfn::default());
+        let page = call_undo("GET", ApprovalAction::Undo, "", &r, &sfn).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("<h1>Start qa-perf-rig (i-0abc) again?</h1>"), "{}", page.body);
+        assert!(page.body.contains("approved by ana@example.com"));
+        assert_eq!(page.body.matches("<button").count(), 1);
+        assert!(!page.body.contains("-instead"), "an undo page offers no other decision");
+        assert!(sfn.undos.lock().unwrap().is_empty() && r.get_now(UNDO).unwrap().state == ApprovalState::Pending);
+
+        let done = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo%40example.com", &r, &sfn).await;
+        assert_eq!(done.status, 200, "{}", done.body);
+        let undos = sfn.undos.lock().unwrap().clone();
+        assert_eq!(undos.len(), 1);
+        assert_eq!((undos[0].entry.as_str(), undos[0].undo.undo_id.as_str()), ("undo", UNDO));
+        assert_eq!((undos[0].undo.run_id.as_str(), undos[0].undo.proposal.resource_id.as_str()), ("run-1", "i-0abc"));
+        let record = r.get_now(UNDO).unwrap();
+        assert_eq!((record.decision, record.approver.as_deref()), (Some(ApprovalAction::Undo), Some("bo@example.com")));
+        assert_eq!(record.decided_via.as_deref(), Some(DECIDED_VIA_POST));
+
+        // Single use.
+        let again = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo%40example.com", &r, &sfn).await;
+        assert_eq!(again.status, 409);
+        assert_eq!(sfn.undos.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_undo_link_never_decides_an_approval_and_an_approval_link_never_an_undo() {
+        let (r, sfn) = (undo_records(), ScriptedSfn::default());
+        // The undo id signed for approve (a key holder's mistake, or a forged record) decides nothing.
+        for action in ApprovalAction::ALL {
+            let body = format!("decision={action}&approver=x");
+            assert_eq!(call_undo("POST", action, &body, &r, &sfn).await.status, 400, "{action}");
+        }
+        // An undo decision on the proposal's own approval (pending in `records()`) is refused too.
+        let pending = records();
+        let url = ApprovalLink::sign(KEY, ID, ApprovalAction::Undo, now().timestamp() + 3600).url("");
+        let (path, query) = url.split_once('?').unwrap();
+        let request = HttpRequest { method: "POST", path, query, body: b"decision=undo&approver=x", source_ip: None };
+        assert_eq!(handle(request, &pending, &StaticKey(KEY.to_vec()), &sfn, now()).await.status, 400);
+        assert_eq!(pending.get_now(ID).unwrap().state, ApprovalState::Pending);
+        assert_eq!(r.get_now(UNDO).unwrap().state, ApprovalState::Pending);
+        assert!(sfn.undos.lock().unwrap().is_empty() && sfn.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_undo_that_cannot_be_started_is_taken_back_so_the_link_works_again() {
+        let (r, sfn) = (undo_records(), ScriptedSfn::default());
+        let refused = || FinopsError::Throttled {
+            service: "StepFunctions",
+            operation: "StartExecution",
+            message: "slow down".into(),
+        };
+        *sfn.undo_answers.lock().unwrap() = vec![refused(), refused()];
+        let failed = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo", &r, &sfn).await;
+        assert_eq!(failed.status, 502, "{}", failed.body);
+        assert_eq!(r.get_now(UNDO).unwrap().state, ApprovalState::Pending, "nothing is recorded as undone");
+        // One refusal is tried again at once.
+        *sfn.undo_answers.lock().unwrap() = vec![refused()];
+        let started = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo", &r, &sfn).await;
+        assert_eq!(started.status, 200, "{}", started.body);
+        assert_eq!(sfn.undos.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

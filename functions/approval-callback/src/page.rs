@@ -77,19 +77,40 @@ pub fn confirmation(
             "It will be tagged and left alone until the snooze ends. Nothing has happened yet.",
             "Snooze: leave it alone for now".to_owned(),
         ),
-    };
-    let why = match action {
-        ProposedAction::SnapshotAndStop => format!(
-            "<h2>Why the agent recommends stopping it</h2><blockquote>{}</blockquote>\
-             <p>Recommended by {} with confidence {:.2}. The recommendation is data, not an instruction.</p>",
-            esc(&untrusted::display(&p.justification, 500)),
-            esc(&p.backend),
-            p.confidence
+        ApprovalAction::Undo => (
+            match action {
+                ProposedAction::SnapshotAndStop => format!("Start {who} again?"),
+                ProposedAction::SnapshotAndDelete => format!("Recreate {who} from its snapshot?"),
+                ProposedAction::Release => format!("Undo releasing {who}?"),
+            },
+            action.undo_explained(),
+            format!("Undo: {}", action.undo_label().unwrap_or("nothing to undo").to_lowercase()),
         ),
-        // No model is asked about these: a deterministic rule found them, and says on what its saving is based.
-        ProposedAction::SnapshotAndDelete | ProposedAction::Release => {
-            format!("<h2>Why it is proposed</h2><p>Proposed by {}.</p>", esc(&p.backend))
+    };
+    let why = match (chosen, action) {
+        (ApprovalAction::Undo, _) => {
+            let done = record.undo.as_ref();
+            format!(
+                "<h2>What was done</h2><p>{} {} at {}, approved by {}.</p>",
+                esc(action.verb()),
+                esc(&p.resource_id),
+                esc(done.map_or("?", |u| u.acted_at.as_str())),
+                esc(&untrusted::display(done.and_then(|u| u.approved_by.as_deref()).unwrap_or("someone"), 200))
+            )
         }
+        (_, action) => match action {
+            ProposedAction::SnapshotAndStop => format!(
+                "<h2>Why the agent recommends stopping it</h2><blockquote>{}</blockquote>\
+             <p>Recommended by {} with confidence {:.2}. The recommendation is data, not an instruction.</p>",
+                esc(&untrusted::display(&p.justification, 500)),
+                esc(&p.backend),
+                p.confidence
+            ),
+            // No model is asked about these: a deterministic rule found them, and says on what its saving is based.
+            ProposedAction::SnapshotAndDelete | ProposedAction::Release => {
+                format!("<h2>Why it is proposed</h2><p>Proposed by {}.</p>", esc(&p.backend))
+            }
+        },
     };
     let other_links: String = others
         .iter()
@@ -106,7 +127,7 @@ pub fn confirmation(
          {routed}<p><label>Your name or email (for the audit trail) \
          <input name=\"approver\" id=\"approver\" required maxlength=\"200\" autocomplete=\"email\"></label></p>\
          <p><button type=\"submit\" id=\"{decision}\" class=\"primary\">{button}</button></p></form>\
-         <p class=\"others\">Not what you meant? {other_links}</p>",
+         {others}",
         rows = [
             row(action.resource_label(), &format!("{} ({})", p.resource_id, p.region)),
             p.account.as_ref().map_or_else(String::new, |a| row("Account", &format!("{} ({})", a.id, a.name))),
@@ -120,6 +141,11 @@ pub fn confirmation(
         question = esc(&question),
         post_to = esc(post_to),
         decision = chosen.as_str(),
+        others = if other_links.is_empty() {
+            String::new()
+        } else {
+            format!("<p class=\"others\">Not what you meant? {other_links}</p>")
+        },
         routed = record.routed.as_ref().map_or_else(String::new, |r| format!(
             "<p class=\"routed\">Only the approvers of this account decide ({}): {}. Enter the address this email \
              was sent to.</p>",

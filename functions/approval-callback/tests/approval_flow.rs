@@ -57,6 +57,7 @@ impl Harness {
             snooze_days: 7,
             mode: DeploymentMode::Act,
             routed: false,
+            undo_window_days: 14,
         };
         let run_id = execution_arn.rsplit(':').next().unwrap();
         let event = json!({"taskToken": token, "proposal": proposal(), "runId": run_id, "executionArn": execution_arn});

@@ -98,7 +98,25 @@ pub struct ApprovalRecord {
     /// deployment.
     #[serde(default)]
     pub routed: Option<finops_core::organization::Routed>,
+    /// Set on an undo record only: what was done, which the record's one decision ([`ApprovalAction::Undo`]) undoes.
+    /// An undo record never authorises the action itself, and a proposal's approval never an undo.
+    #[serde(default)]
+    pub undo: Option<UndoOf>,
 }
+
+/// What an undo record offers to undo: the action its proposal's approval authorised, and when it was done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UndoOf {
+    /// The approval that authorised the action.
+    pub approval_id: String,
+    pub approved_by: Option<String>,
+    /// RFC 3339.
+    pub acted_at: String,
+}
+
+/// The task token of an undo record: nothing waits on an undo (a confirmed undo starts its own execution).
+pub const NO_TASK: &str = "none: an undo record";
 
 fn email_sent() -> EmailStatus {
     EmailStatus::Sent
@@ -133,7 +151,35 @@ impl ApprovalRecord {
             email: EmailStatus::Sending,
             claim_id: String::new(),
             routed: None,
+            undo: None,
         }
+    }
+
+    /// The undo record of what `approval` authorised and the actions step did at `acted_at`: the same proposal, run
+    /// and routing, pending its one decision until `expires_at`.
+    pub fn undo_of(
+        approval: &ApprovalRecord,
+        undo_id: impl Into<String>,
+        acted_at: impl Into<String>,
+        created_at: i64,
+        expires_at: i64,
+    ) -> Self {
+        let mut record = Self::pending(
+            undo_id,
+            NO_TASK,
+            approval.proposal.clone(),
+            approval.run_id.clone(),
+            approval.execution_arn.clone(),
+            created_at,
+            expires_at,
+        )
+        .routed_to(approval.routed.clone());
+        record.undo = Some(UndoOf {
+            approval_id: approval.approval_id.clone(),
+            approved_by: approval.approver.clone(),
+            acted_at: acted_at.into(),
+        });
+        record
     }
 
     /// The record of an approval only the routed approvers may decide.
@@ -310,6 +356,10 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<ApprovalRecord, F
             None => None,
             Some(json) => Some(serde_json::from_str(&json).map_err(|_| bad("routedApprovers"))?),
         },
+        undo: match text("undoOf") {
+            None => None,
+            Some(json) => Some(serde_json::from_str(&json).map_err(|_| bad("undoOf"))?),
+        },
     })
 }
 
@@ -351,6 +401,10 @@ impl ApprovalRecords for DynamoApprovals {
         if let Some(json) = routed {
             // Routed approvals only: who may decide (the approval page checks the decider against it).
             put = put.item("routedApprovers", s(&json));
+        }
+        if let Some(undo) = &r.undo {
+            // Undo records only: what the record's one decision undoes.
+            put = put.item("undoOf", s(&serde_json::to_string(undo).expect("strings serialise")));
         }
         let created = put.condition_expression("attribute_not_exists(approvalId)").send().await;
         match created {
@@ -534,6 +588,11 @@ pub struct MemoryApprovals {
 impl MemoryApprovals {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ApprovalRecord>> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The record under `approval_id` now (tests).
+    pub fn get_now(&self, approval_id: &str) -> Option<ApprovalRecord> {
+        self.lock().get(approval_id).cloned()
     }
 
     /// Stores a record as it is (a test setting up a decided or expired approval).
@@ -749,6 +808,57 @@ impl TaskCallback for SfnCallback {
     }
 }
 
+/// Starts the undo of a decided undo record: an execution of the state machine that ran the action, with the
+/// undo entry. Its name is the undo id's, so a second start of the same undo starts nothing.
+pub trait UndoStarter: Send + Sync {
+    /// The execution's ARN. `Err(FinopsError::Throttled)` means it was not started.
+    fn start_undo(&self, record: &ApprovalRecord) -> impl Future<Output = Result<String, FinopsError>> + Send;
+}
+
+/// The state machine of an execution (`...:execution:<machine>:<name>` is `...:stateMachine:<machine>`).
+pub fn state_machine_of(execution_arn: &str) -> Result<String, FinopsError> {
+    let bad = || FinopsError::InvalidInput(format!("{execution_arn:?} is not a Step Functions execution ARN"));
+    let (machine, _name) = execution_arn.rsplit_once(':').ok_or_else(bad)?;
+    let (prefix, machine_name) = machine.split_once(":execution:").ok_or_else(bad)?;
+    if !prefix.starts_with("arn:") || machine_name.is_empty() || machine_name.contains(':') {
+        return Err(bad());
+    }
+    Ok(format!("{prefix}:stateMachine:{machine_name}"))
+}
+
+/// The name of the execution that undoes `undo_id` (one per undo record).
+pub fn undo_execution_name(undo_id: &str) -> String {
+    format!("undo-{undo_id}")
+}
+
+/// The undo execution's input for a decided undo record.
+pub fn undo_input(record: &ApprovalRecord) -> finops_core::steps::UndoExecutionInput {
+    finops_core::steps::UndoExecutionInput {
+        entry: "undo".into(),
+        undo: finops_core::steps::UndoOrder {
+            undo_id: record.approval_id.clone(),
+            run_id: record.run_id.clone(),
+            proposal: finops_core::steps::Target::of(&record.proposal),
+        },
+    }
+}
+
+impl UndoStarter for SfnCallback {
+    async fn start_undo(&self, record: &ApprovalRecord) -> Result<String, FinopsError> {
+        let machine = state_machine_of(&record.execution_arn)?;
+        let name = undo_execution_name(&record.approval_id);
+        let input = serde_json::to_string(&undo_input(record)).expect("plain data serialises");
+        match self.client.start_execution().state_machine_arn(&machine).name(&name).input(input).send().await {
+            Ok(out) => Ok(out.execution_arn().to_owned()),
+            // Started before (a retried POST after a lost answer): the one undo execution is running or done.
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_execution_already_exists()) => {
+                Ok(format!("{}:{name}", machine.replacen(":stateMachine:", ":execution:", 1)))
+            }
+            Err(e) => Err(FinopsError::from_sdk("StepFunctions", "StartExecution", e)),
+        }
+    }
+}
+
 /// Sends the approval email. `Err(FinopsError::Throttled)` means nothing was sent (the service refused the
 /// request); any other error means it may have been (an answer lost after the service took the message).
 pub trait Notifier: Send + Sync {
@@ -814,5 +924,40 @@ impl Notifier for SnsNotifier {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod undo_tests {
+    use super::*;
+
+    #[test]
+    fn an_undo_starts_an_execution_of_the_machine_that_acted() {
+        let arn = "arn:aws:states:us-east-1:123456789012:execution:finops-workflow:run-2026-11-30";
+        assert_eq!(
+            state_machine_of(arn).unwrap(),
+            "arn:aws:states:us-east-1:123456789012:stateMachine:finops-workflow"
+        );
+        for bad in ["", "run-1", "arn:aws:states:us-east-1:1:stateMachine:m", "arn:aws:states:us-east-1:1:execution::x"]
+        {
+            assert!(matches!(state_machine_of(bad), Err(FinopsError::InvalidInput(_))), "{bad}");
+        }
+        assert_eq!(undo_execution_name("00112233445566778899aabbccddeeff").len(), 37);
+    }
+
+    #[test]
+    fn an_undo_input_of_the_hubs_own_resource_names_no_account() {
+        // Found by `make demo`: `"account": null` is refused by the actions step, which reads a present account
+        // strictly.
+        let proposal = serde_json::from_value(serde_json::json!({
+            "resourceId": "i-1", "region": "ap-southeast-2", "resourceType": "t3.large", "action": "snapshot-and-stop",
+            "confidence": 1.0, "justification": "idle", "backend": "rules", "priceSource": "embedded",
+            "evidence": [], "volumeIds": [], "measuredUntil": "2026-11-28T00:00:00Z"
+        }))
+        .unwrap();
+        let record = ApprovalRecord::pending("a", "t", proposal, "run-1", "arn", 0, 1);
+        let input = serde_json::to_value(undo_input(&record)).unwrap();
+        assert!(input["undo"]["proposal"].get("account").is_none(), "{input}");
+        assert_eq!(input["entry"], "undo");
     }
 }

@@ -16,9 +16,13 @@ pub enum ApprovalAction {
     Approve,
     Deny,
     Snooze,
+    /// Undo what an approved action did (start the instance again, recreate the volume): the one decision of an undo
+    /// record, never of a proposal's approval.
+    Undo,
 }
 
 impl ApprovalAction {
+    /// The decisions on a proposal (the email's links, the page's other decisions).
     pub const ALL: [ApprovalAction; 3] = [Self::Approve, Self::Deny, Self::Snooze];
 
     pub fn as_str(&self) -> &'static str {
@@ -26,11 +30,12 @@ impl ApprovalAction {
             Self::Approve => "approve",
             Self::Deny => "deny",
             Self::Snooze => "snooze",
+            Self::Undo => "undo",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.as_str() == s)
+        Self::ALL.into_iter().chain([Self::Undo]).find(|a| a.as_str() == s)
     }
 }
 
@@ -59,6 +64,12 @@ pub fn approval_id_for(key: &[u8], run_id: &str, instance_id: &str) -> String {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     approval_id(bytes)
+}
+
+/// The id of the undo offered for what one run did to one resource: derived as [`approval_id_for`] is, from a
+/// field no resource id has (`undo:` prefix), so it never equals the approval id of a proposal.
+pub fn undo_id_for(key: &[u8], run_id: &str, resource_id: &str) -> String {
+    approval_id_for(key, run_id, &format!("undo:{resource_id}"))
 }
 
 /// 32 lowercase hex characters: the only shape an approval id has (links, records and the actions step check it).
@@ -217,6 +228,23 @@ mod tests {
         ] {
             assert_ne!(id, other);
         }
+    }
+
+    #[test]
+    fn an_undo_is_its_own_decision_and_its_id_is_never_an_approvals() {
+        assert_eq!(ApprovalAction::parse("undo"), Some(ApprovalAction::Undo));
+        assert!(!ApprovalAction::ALL.contains(&ApprovalAction::Undo), "a proposal's page never offers an undo");
+        let undo = undo_id_for(KEY, "run-1", "i-0abc");
+        assert!(is_approval_id(&undo));
+        assert_ne!(undo, approval_id_for(KEY, "run-1", "i-0abc"));
+        assert_eq!(undo, undo_id_for(KEY, "run-1", "i-0abc"), "a retried offer finds the same record");
+        let link = ApprovalLink::sign(KEY, &undo, ApprovalAction::Undo, 2_000);
+        let (p, q) = split(&link.url("https://approve.example.com"));
+        assert_eq!(ApprovalLink::parse(&p, &q).unwrap().action, ApprovalAction::Undo);
+        // An undo link's signature does not make an approval of the same id.
+        let mut approve = link.clone();
+        approve.action = ApprovalAction::Approve;
+        assert_eq!(approve.verify(KEY, 1_000), Err(LinkError::BadSignature));
     }
 
     #[test]

@@ -145,6 +145,32 @@ impl ProposedAction {
         }
     }
 
+    /// The undo of the action once done, for its link and page ("Start it again"); None: it cannot be undone (a
+    /// released address goes back to AWS's pool, and another allocation gets another address).
+    pub fn undo_label(self) -> Option<&'static str> {
+        match self {
+            Self::SnapshotAndStop => Some("Start it again"),
+            Self::SnapshotAndDelete => Some("Recreate from snapshot"),
+            Self::Release => None,
+        }
+    }
+
+    /// What undoing does, in full, for the undo page.
+    pub fn undo_explained(self) -> &'static str {
+        match self {
+            Self::SnapshotAndStop => {
+                "finops-agent will start this instance again, if it is still stopped as finops-agent left it. Its \
+                 snapshots are kept. Nothing has happened yet."
+            }
+            Self::SnapshotAndDelete => {
+                "finops-agent will create a new volume from the snapshot taken before the deletion, in the same \
+                 availability zone, with the same type and tags. It gets a new volume id and is attached to nothing. \
+                 Nothing has happened yet."
+            }
+            Self::Release => "A released address cannot be got back: nothing to undo.",
+        }
+    }
+
     /// What denying leaves, for the confirmation page.
     pub fn deny_explained(self) -> &'static str {
         match self {

@@ -55,6 +55,8 @@ pub enum StillHolds {
     No(String),
     /// Could not be read (an account not reachable, say): nothing accrues this time, and nothing is concluded.
     Unknown(String),
+    /// A person undid it with its undo link at this moment: it saved until then, and nothing since.
+    Undone(DateTime<Utc>),
 }
 
 /// One acted-on resource as this run finds it.
@@ -73,6 +75,9 @@ pub struct Realized {
     /// Days from the action to `confirmed_until`.
     pub days: f64,
     pub realized_usd: f64,
+    /// Undone by its undo link.
+    #[serde(default)]
+    pub undone: bool,
 }
 
 fn round2(v: f64) -> f64 {
@@ -92,6 +97,11 @@ pub fn accrue(
         StillHolds::Yes => (true, "still holds".to_owned(), Some(now)),
         StillHolds::No(why) => (false, format!("no longer saving: {why}"), previously_confirmed),
         StillHolds::Unknown(why) => (false, format!("not checked: {why}"), previously_confirmed),
+        StillHolds::Undone(at) => (
+            false,
+            format!("undone at {} (its undo link)", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            Some(*at),
+        ),
     };
     let days = confirmed_until.map_or(0.0, |until| ((until - acted.acted_at).num_seconds().max(0) as f64) / 86_400.0);
     let realized_usd = round2(acted.monthly_saving_usd.unwrap_or(0.0) * days / DAYS_PER_MONTH);
@@ -103,6 +113,7 @@ pub fn accrue(
         confirmed_until,
         days: (days * 100.0).round() / 100.0,
         realized_usd,
+        undone: matches!(state, StillHolds::Undone(_)),
     }
 }
 
@@ -117,6 +128,9 @@ pub struct SavingsFigures {
     pub estimated_monthly_usd: f64,
     /// Realized to date, over everything acted on.
     pub realized_usd: f64,
+    /// Undone by a person with its undo link (no longer saving).
+    #[serde(default)]
+    pub undone: usize,
 }
 
 impl SavingsFigures {
@@ -127,6 +141,7 @@ impl SavingsFigures {
             self.estimated_monthly_usd = round2(self.estimated_monthly_usd + r.acted.monthly_saving_usd.unwrap_or(0.0));
         }
         self.realized_usd = round2(self.realized_usd + r.realized_usd);
+        self.undone += usize::from(r.undone);
     }
 }
 
@@ -161,8 +176,12 @@ impl SavingsReport {
                     format!("{kind} {} of {} holding, ${:.2} realized", f.holding, f.acted, f.realized_usd)
                 })
                 .collect();
+            let undone = match report.total.undone {
+                0 => String::new(),
+                n => format!(", {n} undone"),
+            };
             format!(
-                "${:.2} realized to date; {} of {} actions still hold, estimated ${:.2}/month ({})",
+                "${:.2} realized to date; {} of {} actions still hold{undone}, estimated ${:.2}/month ({})",
                 report.total.realized_usd,
                 report.total.holding,
                 report.total.acted,
@@ -214,6 +233,10 @@ mod tests {
         let unpriced = acted("vol-1", ProposedAction::SnapshotAndDelete, None, 1);
         assert_eq!(accrue("run-1", &unpriced, &StillHolds::Yes, None, at(30)).realized_usd, 0.0);
         assert_eq!(accrue("run-1", &stop, &StillHolds::Yes, None, at(1) - chrono::Duration::days(1)).realized_usd, 0.0);
+        // Undone with its link on day 4: 3 days count, whatever a later run saw.
+        let undone = accrue("run-1", &stop, &StillHolds::Undone(at(4)), Some(at(11)), at(20));
+        assert_eq!((undone.holds, undone.undone, undone.realized_usd), (false, true, 6.0));
+        assert!(SavingsReport::of(vec![undone]).summary.contains("0 of 1 actions still hold, 1 undone"));
     }
 
     #[test]

@@ -494,6 +494,57 @@ pub struct ApprovalRequestOutput {
     pub message_id: Option<String>,
 }
 
+// ---- undo ----
+
+/// What the state machine passes the request step after the approval map ("Offer Undo"): the run's outcomes. Each
+/// stop and deletion in them gets a signed, single-use undo link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OfferUndoRequest {
+    pub run_id: String,
+    pub execution_arn: String,
+    pub outcomes: Vec<serde_json::Value>,
+}
+
+/// One undo link, for the run report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UndoLinkOffer {
+    pub resource_id: String,
+    /// "Start it again", "Recreate from snapshot".
+    pub label: String,
+    pub url: String,
+    pub expires_at: i64,
+}
+
+/// What "Offer Undo" returns: the links, and one line for the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfferUndoOutput {
+    pub summary: String,
+    pub links: Vec<UndoLinkOffer>,
+}
+
+/// The input of an undo execution, as the callback starts it once a person confirmed an undo link by POST: the
+/// entry, and what to undo. The actions step trusts none of it but the undo id: it reads the undo record and checks
+/// the rest against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UndoExecutionInput {
+    /// Always "undo".
+    pub entry: String,
+    pub undo: UndoOrder,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UndoOrder {
+    pub undo_id: String,
+    /// The run that acted.
+    pub run_id: String,
+    pub proposal: Target,
+}
+
 /// What the approval callback hands the waiting task (SendTaskSuccess) when a person decided by POST: the approval
 /// map's `$.approval`. The actions step uses only `approvalId` and reads the decision itself from the approvals table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -508,7 +559,7 @@ pub struct ApprovalTaskResult {
 // ---- actions step ----
 
 /// The resource an operation is about (a subset of the policy step's proposal; extra fields are ignored).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// The instance, volume or Elastic IP allocation.
@@ -525,12 +576,29 @@ pub struct Target {
     /// Where the scan's measurements end; the stop measures again from here.
     #[serde(default)]
     pub measured_until: Option<DateTime<Utc>>,
-    /// The member account it runs in (absent: the hub's own), for the audit trail.
-    #[serde(default)]
+    /// The member account it runs in (absent: the hub's own), for the audit trail. Never written as null: the
+    /// actions step reads a present account strictly (a null is not "the hub's own").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<crate::organization::AccountRef>,
     /// The proposal's estimate, recorded with what was done so later runs can prove it.
     #[serde(default)]
     pub monthly_saving_usd: Option<f64>,
+}
+
+impl Target {
+    /// The target of a proposal, as the approval map passes a proposal to the actions step.
+    pub fn of(proposal: &Proposal) -> Self {
+        Self {
+            resource_id: proposal.resource_id.clone(),
+            region: proposal.region.clone(),
+            action: proposal.action,
+            justification: proposal.justification.clone(),
+            launch_time: proposal.launch_time,
+            measured_until: Some(proposal.measured_until),
+            account: proposal.account.clone(),
+            monthly_saving_usd: proposal.monthly_saving_usd,
+        }
+    }
 }
 
 fn default_action() -> ProposedAction {
@@ -600,6 +668,14 @@ pub enum ActionRequest {
         run_id: String,
         proposal: Target,
     },
+    /// Undo what `run_id` did to the resource (start the instance again, recreate the volume from this run's
+    /// snapshot), only with an undo record decided by POST; `decision.approvalId` is the undo record's id.
+    Undo {
+        run_id: String,
+        proposal: Target,
+        #[serde(default)]
+        decision: Option<DecisionRef>,
+    },
 }
 
 impl ActionRequest {
@@ -612,7 +688,8 @@ impl ActionRequest {
             | Self::DeleteVolume { run_id, .. }
             | Self::ReleaseAddress { run_id, .. }
             | Self::CleanupStatus { run_id, .. }
-            | Self::StopStatus { run_id, .. } => run_id,
+            | Self::StopStatus { run_id, .. }
+            | Self::Undo { run_id, .. } => run_id,
         }
     }
 
@@ -625,7 +702,8 @@ impl ActionRequest {
             | Self::DeleteVolume { proposal, .. }
             | Self::ReleaseAddress { proposal, .. }
             | Self::CleanupStatus { proposal, .. }
-            | Self::StopStatus { proposal, .. } => proposal,
+            | Self::StopStatus { proposal, .. }
+            | Self::Undo { proposal, .. } => proposal,
         }
     }
 }

@@ -322,6 +322,15 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             policy: object("policy.json"),
             resources: Default::default(),
         }),
+        "RequestApprovalFunctionArn" if payload.get("outcomes").is_some() => to_value(OfferUndoOutput {
+            summary: "1 (each link single use, valid 14 days): Start it again (i-1): https://x/approvals/a".into(),
+            links: vec![UndoLinkOffer {
+                resource_id: "i-0123456789abcdef0".into(),
+                label: "Start it again".into(),
+                url: "https://x/approvals/a".into(),
+                expires_at: 0,
+            }],
+        }),
         "RequestApprovalFunctionArn" => to_value(ApprovalRequestOutput {
             approval_id: "a".repeat(32),
             expires_at: 0,
@@ -329,7 +338,7 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
         }),
         "ActionsFunctionArn" => {
             let operation = payload["operation"].as_str().unwrap().to_owned();
-            let proposal: Proposal = serde_json::from_value(payload["proposal"].clone()).unwrap();
+            let proposal: Target = serde_json::from_value(payload["proposal"].clone()).unwrap();
             // The acting operations say what they did, when and its estimate; the others say nothing.
             let acted = ["stop", "stop_status", "delete_volume", "release_address", "cleanup_status"]
                 .contains(&operation.as_str())
@@ -391,6 +400,9 @@ fn check_payload(function: &str, payload: &Value, listed: bool) -> Result<(), St
         "MetricsFunctionArn" => accepts::<MetricsRequest>(payload, listed),
         "ReasoningFunctionArn" => accepts::<ReasoningRequest>(payload, listed),
         "PolicyFunctionArn" => accepts::<PolicyRequest>(payload, listed),
+        "RequestApprovalFunctionArn" if payload.get("outcomes").is_some() => {
+            accepts::<OfferUndoRequest>(payload, listed)
+        }
         "RequestApprovalFunctionArn" => accepts::<ApprovalRequestEvent>(payload, listed),
         "ActionsFunctionArn" => accepts::<ActionRequest>(payload, listed),
         "RunCostFunctionArn" => accepts::<RunCostRequest>(payload, listed),
@@ -676,6 +688,38 @@ fn every_approval_item_ends_in_a_proposal_outcome() {
             .collect();
         assert_eq!(acted, HashSet::from([resource]), "{operation}");
     }
+}
+
+/// What the approval callback starts once a person confirmed an undo link by POST.
+fn undo_entry() -> Value {
+    let proposal = proposals().into_iter().next().unwrap();
+    to_value(UndoExecutionInput {
+        entry: "undo".into(),
+        undo: UndoOrder { undo_id: "b".repeat(32), run_id: "run-1".into(), proposal: Target::of(&proposal) },
+    })
+}
+
+#[test]
+fn the_undo_entry_only_asks_the_actions_step_to_undo_and_records_it() {
+    let walk = walk(undo_entry());
+    assert!(walk.failures.is_empty(), "{}", walk.failures.join("\n"));
+    let functions: Vec<(&str, &str)> =
+        walk.payloads.iter().map(|(f, p)| (f.as_str(), p["operation"].as_str().unwrap_or(""))).collect();
+    assert_eq!(functions, [("ActionsFunctionArn", "undo")], "nothing is scanned, proposed, asked or stopped");
+    let (_, payload) = &walk.payloads[0];
+    assert_eq!(payload["decision"]["approvalId"], "b".repeat(32));
+    assert_eq!(payload["runId"], "run-1", "the run whose action is undone");
+}
+
+#[test]
+fn every_run_offers_undo_links_in_its_report() {
+    let walk = walk(scheduled());
+    let offer = walk
+        .payloads
+        .iter()
+        .find(|(f, p)| f == "RequestApprovalFunctionArn" && p.get("outcomes").is_some())
+        .expect("the approval map is followed by the undo offer");
+    assert!(offer.1["outcomes"].is_array());
 }
 
 #[test]

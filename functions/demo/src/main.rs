@@ -293,6 +293,39 @@ async fn main() {
     if let Some(summary) = env.next_report(Duration::from_secs(5)).await {
         println!("\n----- report published to SNS -----\n{}", summary.replace(" | ", "\n"));
     }
+    // One-click undo: the report's links (Start it again, Recreate from snapshot). The demo's approver changes their
+    // mind about one stopped instance and the deleted volume: the page, its button, then the undo execution.
+    if args.mode == "act" && auto == "approve" && status == "SUCCEEDED" {
+        let links = output["undo"]["links"].as_array().cloned().unwrap_or_default();
+        let instance = links.iter().find(|l| l["resourceId"].as_str().is_some_and(|id| id.starts_with("i-")));
+        let volume = links.iter().find(|l| l["resourceId"].as_str().is_some_and(|id| id.starts_with("vol-")));
+        let mut undone = Vec::new();
+        for link in [instance, volume].into_iter().flatten() {
+            let (resource, label) = (link["resourceId"].as_str().unwrap_or("?"), link["label"].as_str().unwrap_or("?"));
+            let url = link["url"].as_str().unwrap_or_default();
+            let (page, execution) = env.follow_undo_link(args.approval_port, url, "demo-approver@example.com").await;
+            say(format!("undo: {label}: POST -> HTTP {page}"));
+            let Some((undo_status, undo_output)) = execution else {
+                refused.push(format!("undo of {resource}: the page answered HTTP {page}"));
+                continue;
+            };
+            let outcome = &undo_output["undone"];
+            say(format!(
+                "undo of {resource}: execution {undo_status}, {}: {}",
+                outcome["outcome"].as_str().unwrap_or("?"),
+                outcome["detail"].as_str().unwrap_or("?")
+            ));
+            if undo_status != "SUCCEEDED" || outcome["outcome"] != "done" {
+                refused.push(format!("undo of {resource}: {undo_status} {outcome} {}", undo_output["undoError"]));
+            }
+            undone.push(json!({"resourceId": resource, "label": label, "status": undo_status, "undone": outcome}));
+        }
+        if links.is_empty() {
+            refused.push("the run offered no undo link".into());
+        }
+        report["undoLinksOffered"] = json!(links.len());
+        report["undone"] = json!(undone);
+    }
     // The next scheduled run proves what this one did: every stop, deletion and release checked against the live
     // resources (a recommend run, so it asks nobody).
     if args.mode == "act" && status == "SUCCEEDED" {
@@ -321,7 +354,7 @@ async fn main() {
     drop(moto);
     say(format!("finished in {:.1} s; every process the demo started is stopped.", started.elapsed().as_secs_f64()));
     if !refused.is_empty() {
-        eprintln!("finops-demo: the approval page refused scripted answers:\n  {}", refused.join("\n  "));
+        eprintln!("finops-demo: scripted answers or undos did not go through:\n  {}", refused.join("\n  "));
         std::process::exit(1);
     }
     if status != "SUCCEEDED" {

@@ -278,6 +278,7 @@ impl ResourceLookup for Ec2Inventory {
                 record: volume_record(v, region)?,
                 state: v.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
                 attached_to: v.attachments().iter().filter_map(|a| a.instance_id().map(str::to_owned)).collect(),
+                availability_zone: v.availability_zone().unwrap_or_default().to_owned(),
             })
         }))
     }

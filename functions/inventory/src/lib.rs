@@ -51,6 +51,8 @@ pub struct LiveVolume {
     pub state: String,
     /// The instances it is attached to (none when `available`).
     pub attached_to: Vec<String>,
+    /// Where it is: a volume recreated from its snapshot goes back there.
+    pub availability_zone: String,
 }
 
 /// One volume or Elastic IP as EC2 says it is now (None: EC2 does not know the id). A read capability, for the

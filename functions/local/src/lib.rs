@@ -155,9 +155,7 @@ impl LocalFunctions {
             "finops-metrics" => to_json(self.metrics.handle(payload, now).await.map(|o| json_of(&o))),
             "finops-reasoning" => to_json(self.reasoning.handle(payload, now).await.map(|o| json_of(&o))),
             "finops-policy" => to_json(self.policy.handle(payload, now).await.map(|o| json_of(&o))),
-            "finops-request-approval" => {
-                to_json(self.request_approval.handle(payload, now, None).await.map(|o| json_of(&o)))
-            }
+            "finops-request-approval" => to_json(self.request_approval.invoke(payload, now, None).await),
             "finops-actions" => to_json(self.actions.handle(payload, now).await.map(|o| json_of(&o))),
             "finops-run-cost" => to_json(self.run_cost.handle(payload).await.map(|o| json_of(&o))),
             "finops-savings" => to_json(self.savings.handle(payload, now).await.map(|o| json_of(&o))),

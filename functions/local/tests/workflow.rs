@@ -486,20 +486,73 @@ async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
         .unwrap();
     let act_report = w.report().await;
     assert!(act_report.contains("Realized savings: nothing acted on yet"), "the first acting run: {act_report}");
+    // One-click undo: each stop and the deletion got a link in the report (the release cannot be undone). An approver
+    // changes their mind about another stopped instance: the page changes nothing, its button starts the undo
+    // execution once, and the instance runs again.
+    assert!(act_report.contains("Undo: 9 (each link single use, valid 14 days)"), "{act_report}");
+    assert!(act_report.contains("1 released address(es) cannot be got back"), "{act_report}");
+    let links = output["undo"]["links"].as_array().unwrap();
+    let changed_mind = answered.iter().find(|(name, choice)| {
+        *choice == "approve" && *name != restarted.name && w.fleet.iter().any(|i| i.name == *name)
+    });
+    let (changed_mind, _) = changed_mind.unwrap();
+    let changed_mind = by_name(&w, changed_mind);
+    let link = links.iter().find(|l| l["resourceId"] == changed_mind.instance_id.as_str()).expect("its undo link");
+    let url = link["url"].as_str().unwrap();
+    let (path, query) = url.strip_prefix("http://127.0.0.1:9").unwrap().split_once('?').unwrap();
+    let records = finops_approval_store::DynamoApprovals::new(&w.config, TABLE);
+    let key = finops_approval_store::SecretsManagerKey::new(&w.config, SECRET);
+    let callback = finops_approval_store::SfnCallback::new(&w.config);
+    let page = |method: &'static str| {
+        let request = finops_approval_callback::HttpRequest {
+            method,
+            path,
+            query,
+            body: b"decision=undo&approver=ops%40example.com",
+            source_ip: Some("127.0.0.1"),
+        };
+        finops_approval_callback::handle(request, &records, &key, &callback, Utc::now())
+    };
+    let shown = page("GET").await;
+    assert_eq!(shown.status, 200);
+    assert!(shown.body.contains(&format!("Start {} ({}) again?", changed_mind.name, changed_mind.instance_id)));
+    assert_eq!(instance_state(&w, changed_mind).await.0, "stopped", "GET changes nothing");
+    assert_eq!(page("POST").await.status, 200);
+    assert_eq!(page("POST").await.status, 409, "single use");
+    let undo_id = path.trim_start_matches("/approvals/");
+    let undo_execution =
+        format!("{}:undo-{undo_id}", w.env.state_machine_arn.replacen(":stateMachine:", ":execution:", 1));
+    let (status, states, undo_output) = finished(&w, &undo_execution).await;
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    assert_eq!(undo_output["undone"]["outcome"], "done", "{undo_output}");
+    for never in ["Find Running Instances", "Ask Approvers And Act", "Stop Instance"] {
+        assert!(!states.contains(&never.to_string()), "an undo runs {never}");
+    }
+    let (state, tags) = instance_state(&w, changed_mind).await;
+    assert!(["pending", "running"].contains(&state.as_str()), "{state}");
+    assert_eq!(tags["finops:undone-by"], "ops@example.com");
+    let undo_report = w.report().await;
+    assert!(undo_report.contains(&changed_mind.instance_id) && undo_report.contains("done"), "{undo_report}");
+    let undo_ledger = w.ledger(&format!("undo-{undo_id}")).await;
+    assert_eq!(undo_ledger["undoOfRun"].as_s().unwrap(), "run-act");
     let again = w.start("run-after", "recommend").await;
     let (status, _, output) = finished(&w, &again).await;
     assert_eq!(status, "SUCCEEDED");
     assert_eq!(output["policy"]["denialCounts"]["snoozed"], 2, "dev-snoozed and the newly snoozed dev-us-demo");
     // The next run proves what the acting run did: 8 stops, the volume's deletion and the address's release, all
-    // holding but the restarted instance; the report, the state and the ledger say the same.
+    // holding but the restarted instance and the undone one; the report, the state and the ledger say the same.
     let savings = &output["savings"]["output"];
-    assert_eq!((savings["acted"].as_u64(), savings["holding"].as_u64()), (Some(10), Some(9)), "{savings}");
-    assert_eq!(savings["byKind"]["instance"]["holding"], 7, "{savings}");
+    assert_eq!((savings["acted"].as_u64(), savings["holding"].as_u64()), (Some(10), Some(8)), "{savings}");
+    assert_eq!(savings["undone"], 1, "{savings}");
+    assert_eq!(savings["byKind"]["instance"]["holding"], 6, "{savings}");
     assert_eq!(savings["byKind"]["ebs-volume"]["holding"], 1, "{savings}");
     assert_eq!(savings["byKind"]["elastic-ip"]["holding"], 1, "{savings}");
-    assert_eq!(savings["confirmed"].as_array().unwrap().len(), 9);
+    assert_eq!(savings["confirmed"].as_array().unwrap().len(), 9, "the undone one until its undo");
     let report = w.report().await;
-    assert!(report.contains("Realized savings: $") && report.contains("9 of 10 actions still hold"), "{report}");
+    assert!(
+        report.contains("Realized savings: $") && report.contains("8 of 10 actions still hold, 1 undone"),
+        "{report}"
+    );
     let ledger = w.ledger("run-after").await;
     let recorded: Value = serde_json::from_str(ledger["realizedSavings"].as_s().unwrap()).unwrap();
     assert_eq!(&recorded, savings);

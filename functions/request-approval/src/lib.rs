@@ -14,9 +14,11 @@ use finops_approval_store::{
     SigningKey, SnsNotifier, StoreConfig,
 };
 use finops_aws::{validate_run_id, FinopsError};
-use finops_core::approval::{approval_id_for, ApprovalAction, ApprovalLink};
+use finops_core::approval::{approval_id_for, undo_id_for, ApprovalAction, ApprovalLink};
 use finops_core::organization::{ApproverDirectory, Routed};
+use finops_core::savings::ActedOn;
 pub use finops_core::steps::{ApprovalRequestEvent, ApprovalRequestOutput};
+use finops_core::steps::{OfferUndoOutput, OfferUndoRequest, UndoLinkOffer};
 pub use finops_core::DeploymentMode;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +32,8 @@ pub struct RequestConfig {
     /// Approvals are routed (`FINOPS_APPROVAL_ROUTING`): each proposal asks only its account's approvers, as the run's
     /// plan routed them.
     pub routed: bool,
+    /// How long an undo link stays valid (`FINOPS_UNDO_WINDOW_DAYS`, default 14).
+    pub undo_window_days: i64,
 }
 
 impl RequestConfig {
@@ -58,6 +62,7 @@ impl RequestConfig {
             base_url,
             window_seconds: number("FINOPS_APPROVAL_WINDOW_SECONDS", 3 * 86_400, 1, 365 * 86_400)?,
             snooze_days: number("FINOPS_SNOOZE_DAYS", 7, 1, 365)?,
+            undo_window_days: number("FINOPS_UNDO_WINDOW_DAYS", 14, 1, 90)?,
             mode,
             routed: match vars.get("FINOPS_APPROVAL_ROUTING").map(|v| v.trim()).filter(|v| !v.is_empty()) {
                 None => false,
@@ -256,6 +261,94 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier, A: RoutedApp
     Ok(ApprovalRequestOutput { approval_id: id, expires_at, message_id: Some(message_id) })
 }
 
+/// "Offer Undo", after the approval map: for each stop and deletion the run's outcomes record, an undo record (the
+/// approval's proposal, routing and run, waiting for its one decision) and a signed, single-use link to it, valid
+/// for the undo window. Only what a person approved by POST gets one; a release cannot be undone and gets none. A
+/// retried offer finds the same records (the undo id is derived from the run and the resource) and gives the same
+/// links.
+pub async fn offer_undo<R: ApprovalRecords, K: SigningKey>(
+    event: serde_json::Value,
+    records: &R,
+    key: &K,
+    config: &RequestConfig,
+    now: DateTime<Utc>,
+) -> Result<OfferUndoOutput, FinopsError> {
+    let request: OfferUndoRequest = serde_json::from_value(event)
+        .map_err(|e| FinopsError::InvalidInput(format!("offer undo expects {{runId, executionArn, outcomes}}: {e}")))?;
+    validate_run_id(&request.run_id)?;
+    let key = key.key().await?;
+    let mut links = Vec::new();
+    let mut not_undoable = 0;
+    for outcome in &request.outcomes {
+        let Some(acted) = outcome.get("acted").filter(|a| a.is_object()) else { continue };
+        let acted: ActedOn = serde_json::from_value(acted.clone())
+            .map_err(|e| FinopsError::InvalidInput(format!("an outcome's acted record: {e}")))?;
+        let Some(label) = acted.action.undo_label() else {
+            not_undoable += 1;
+            continue;
+        };
+        let approval_id = approval_id_for(&key, &request.run_id, &acted.resource_id);
+        let approval = match records.get(&approval_id).await? {
+            Some(a)
+                if a.undo.is_none()
+                    && a.decision == Some(ApprovalAction::Approve)
+                    && a.decided_via.as_deref() == Some(finops_approval_store::DECIDED_VIA_POST) =>
+            {
+                a
+            }
+            _ => {
+                tracing::warn!(
+                    run_id = request.run_id,
+                    resource_id = acted.resource_id,
+                    "acted on without an approval on record: no undo offered"
+                );
+                continue;
+            }
+        };
+        let undo_id = undo_id_for(&key, &request.run_id, &acted.resource_id);
+        let expires_at = (now + Duration::days(config.undo_window_days)).timestamp();
+        let acted_at = acted.acted_at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let record = ApprovalRecord::undo_of(&approval, undo_id.clone(), acted_at, now.timestamp(), expires_at);
+        let expires_at = match records.claim_pending(&record).await? {
+            Claim::Created => expires_at,
+            Claim::Renewed(existing) => existing.expires_at,
+            // Used or expired already (a retried offer long after): nothing to offer again.
+            Claim::Settled(_) => continue,
+        };
+        let name = approval.proposal.name.as_deref().map(|n| finops_core::untrusted::display(n, 60));
+        let url = ApprovalLink::sign(&key, &undo_id, ApprovalAction::Undo, expires_at).url(&config.base_url);
+        tracing::info!(
+            run_id = request.run_id,
+            resource_id = acted.resource_id,
+            undo_id,
+            decision = "UNDO_OFFERED",
+            "undo offered"
+        );
+        links.push(UndoLinkOffer {
+            label: match name {
+                Some(name) => format!("{label} ({name}, {})", acted.resource_id),
+                None => format!("{label} ({})", acted.resource_id),
+            },
+            resource_id: acted.resource_id,
+            url,
+            expires_at,
+        });
+    }
+    let mut summary = match links.is_empty() {
+        true => "none (nothing was stopped or deleted)".to_owned(),
+        false => format!(
+            "{} (each link single use, valid {} days): {}",
+            links.len(),
+            config.undo_window_days,
+            links.iter().map(|l| format!("{}: {}", l.label, l.url)).collect::<Vec<_>>().join(" ; ")
+        ),
+    };
+    if not_undoable > 0 {
+        summary.push_str(&format!(" ; {not_undoable} released address(es) cannot be got back"));
+    }
+    Ok(OfferUndoOutput { summary, links })
+}
+
 /// What the request step reads from its environment: its behaviour ([`RequestConfig`]), where the records and the
 /// signing key are, and the approvals topic (`FINOPS_APPROVAL_TOPIC_ARN`).
 #[derive(Debug, Clone, PartialEq)]
@@ -304,6 +397,22 @@ impl RequestApprovalStep {
             routing: config.run_bucket.map(|bucket| RunApprovers(finops_aws::S3RunStore::new(sdk, bucket))),
             config: config.request,
         }
+    }
+
+    /// Either request the state machine sends this function: an approval (with a task token), or the undo offer
+    /// after the approval map (with the run's outcomes).
+    pub async fn invoke(
+        &self,
+        event: serde_json::Value,
+        now: DateTime<Utc>,
+        trace_header: Option<&str>,
+    ) -> Result<serde_json::Value, FinopsError> {
+        let json = |v: Result<serde_json::Value, serde_json::Error>| v.expect("plain data serialises");
+        if event.get("outcomes").is_some() {
+            let offered = offer_undo(event, &self.records, &self.key, &self.config, now).await?;
+            return Ok(json(serde_json::to_value(offered)));
+        }
+        Ok(json(serde_json::to_value(self.handle(event, now, trace_header).await?)))
     }
 
     /// `trace_header`: the invocation's X-Ray trace header, for the email's trace link.
@@ -593,5 +702,70 @@ mod tests {
         let (_, body) = outbox.0.lock().unwrap()[0].clone();
         assert!(body.contains("\"devbox see www[.]evil[.]io\""), "{body}");
         assert!(!body.contains('\u{202E}') && !body.contains("token-1"));
+    }
+
+    /// The run's outcomes as the approval map ends them: `i-0abc` stopped (approved by POST), an address released,
+    /// and `i-nobody` recorded as stopped with no approval on record.
+    fn outcomes() -> serde_json::Value {
+        let acted = |id: &str, action: &str| {
+            serde_json::json!({"resourceId": id, "decision": "approve", "operation": "x", "outcome": "done",
+                "detail": "", "snapshotIds": [], "acted": {"resourceId": id, "action": action,
+                "region": "ap-southeast-2", "monthlySavingUsd": 30.0, "actedAt": "2026-11-30T01:00:00Z"}})
+        };
+        serde_json::json!({"runId": "run-1",
+            "executionArn": "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1",
+            "outcomes": [acted("i-0abc", "snapshot-and-stop"), acted("eipalloc-1", "release"),
+                acted("i-nobody", "snapshot-and-stop"),
+                {"resourceId": "i-denied", "decision": "deny", "outcome": "denied", "detail": "", "snapshotIds": []}]})
+    }
+
+    #[tokio::test]
+    async fn each_approved_stop_gets_one_signed_single_use_undo_link_and_nothing_else_does() {
+        let (records, outbox) = (MemoryApprovals::default(), Outbox::default());
+        let key = StaticKey(KEY.to_vec());
+        deliver("token-1", &records, &outbox).await.unwrap();
+        let approval_id = approval_id_for(KEY, "run-1", "i-0abc");
+        let decided = records.get_now(&approval_id).unwrap().decided(&finops_approval_store::Decision {
+            action: ApprovalAction::Approve,
+            approver: "ana@example.com",
+            source_ip: None,
+            decided_at: "2026-11-30T00:50:00Z",
+            via: finops_approval_store::DECIDED_VIA_POST,
+        });
+        records.insert(decided);
+        let now = Utc::now();
+        let offered = offer_undo(outcomes(), &records, &key, &act_config(), now).await.unwrap();
+        assert_eq!(offered.links.len(), 1, "{offered:?}");
+        let link = &offered.links[0];
+        assert_eq!(link.resource_id, "i-0abc");
+        assert!(link.label.starts_with("Start it again"), "{}", link.label);
+        assert_eq!(link.expires_at, (now + Duration::days(14)).timestamp());
+        assert!(offered.summary.contains("1 released address(es) cannot be got back"), "{}", offered.summary);
+        // The link verifies as an undo of the undo record, which copies the approval's proposal and names it.
+        let (path, query) = link.url.strip_prefix("https://approve.example.com").unwrap().split_once('?').unwrap();
+        let parsed = ApprovalLink::parse(path, query).unwrap();
+        assert_eq!(parsed.action, ApprovalAction::Undo);
+        assert_eq!(parsed.verify(KEY, now.timestamp()), Ok(()));
+        let undo = records.get_now(&parsed.id).unwrap();
+        assert_eq!(undo.undo.as_ref().map(|u| u.approval_id.as_str()), Some(approval_id.as_str()));
+        assert_eq!(
+            (undo.state, undo.proposal.resource_id.as_str()),
+            (finops_approval_store::ApprovalState::Pending, "i-0abc")
+        );
+        assert_ne!(parsed.id, approval_id);
+        // A retried offer gives the same link; once the undo is used, none.
+        let again = offer_undo(outcomes(), &records, &key, &act_config(), now).await.unwrap();
+        assert_eq!(again.links, offered.links);
+        records.insert(undo.decided(&finops_approval_store::Decision {
+            action: ApprovalAction::Undo,
+            approver: "bo",
+            source_ip: None,
+            decided_at: "2026-11-30T02:00:00Z",
+            via: finops_approval_store::DECIDED_VIA_POST,
+        }));
+        assert!(offer_undo(outcomes(), &records, &key, &act_config(), now).await.unwrap().links.is_empty());
+        // Bad input: a clear error.
+        let bad = serde_json::json!({"runId": "../x", "executionArn": "a", "outcomes": []});
+        assert!(offer_undo(bad, &records, &key, &act_config(), now).await.is_err());
     }
 }

@@ -1,4 +1,5 @@
-//! Lambda `finops-request-approval`: the request step, built from the environment.
+//! Lambda `finops-request-approval`: the request step (and the undo offer after the approvals), built from the
+//! environment.
 #![recursion_limit = "256"]
 
 use finops_request_approval::{RequestApprovalConfig, RequestApprovalStep};
@@ -11,7 +12,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     finops_aws::lambda::run(|event, now| async move {
         // Lambda sets the trace header per invocation.
         let trace = std::env::var("_X_AMZN_TRACE_ID").ok();
-        step.handle(event, now, trace.as_deref()).await
+        step.invoke(event, now, trace.as_deref()).await
     })
     .await
 }

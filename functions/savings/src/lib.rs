@@ -27,6 +27,20 @@ pub struct LedgerItem {
     pub outcomes: Option<String>,
     /// The run's own savings check (JSON [`SavingsOutput`]), with its confirmations.
     pub realized: Option<String>,
+    /// An undo execution's item: what it undid.
+    pub undo: Option<UndoEntry>,
+}
+
+/// An undo as the ledger records it ("Record Undo In Ledger").
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndoEntry {
+    /// The run whose action was undone.
+    pub of_run: String,
+    pub resource_id: String,
+    /// The undo step's outcome: only `done` and `already_done` undid anything.
+    pub outcome: String,
+    /// When it was recorded (RFC 3339).
+    pub at: String,
 }
 
 /// What the ledger says was done, and until when each action was last seen holding.
@@ -35,6 +49,8 @@ pub struct History {
     /// (the run that acted, what it did), one per run and resource.
     pub acted: Vec<(String, ActedOn)>,
     pub confirmed: HashMap<(String, String), DateTime<Utc>>,
+    /// (the run that acted, the resource) -> when a person's undo undid it.
+    pub undone: HashMap<(String, String), DateTime<Utc>>,
     pub unreadable: usize,
 }
 
@@ -45,6 +61,18 @@ impl History {
         let mut history = Self::default();
         let mut seen = std::collections::HashSet::new();
         for item in items {
+            if let Some(undo) = &item.undo {
+                if ["done", "already_done"].contains(&undo.outcome.as_str()) {
+                    match DateTime::parse_from_rfc3339(&undo.at) {
+                        Ok(at) => {
+                            let key = (undo.of_run.clone(), undo.resource_id.clone());
+                            let first = history.undone.entry(key).or_insert(at.with_timezone(&Utc));
+                            *first = (*first).min(at.with_timezone(&Utc));
+                        }
+                        Err(_) => history.unreadable += 1,
+                    }
+                }
+            }
             if let Some(text) = &item.outcomes {
                 match serde_json::from_str::<Vec<serde_json::Value>>(text) {
                     Ok(outcomes) => {
@@ -140,11 +168,17 @@ pub async fn handle<H: LedgerHistory, A: Accounts>(
         let account = actions[0].1.account.as_ref();
         let live = accounts.live_in(account).await;
         for (run_id, acted) in actions.iter().map(|e| (&e.0, &e.1)) {
+            let key = (run_id.clone(), acted.resource_id.clone());
+            if let Some(undone_at) = history.undone.get(&key) {
+                // A person undid it with its undo link: it saved until that moment, and nothing since.
+                entries.push(accrue(run_id, acted, &StillHolds::Undone(*undone_at), None, now));
+                continue;
+            }
             let state = match &live {
                 Ok(live) => still_holds(live, run_id, acted).await,
                 Err(e) => StillHolds::Unknown(format!("account not readable: {e}")),
             };
-            let before = history.confirmed.get(&(run_id.clone(), acted.resource_id.clone())).copied();
+            let before = history.confirmed.get(&key).copied();
             entries.push(accrue(run_id, acted, &state, before, now));
         }
     }
@@ -209,7 +243,7 @@ impl LedgerHistory for DynamoLedger {
             .client
             .scan()
             .table_name(&self.table)
-            .projection_expression("runId, outcomes, realizedSavings")
+            .projection_expression("runId, outcomes, realizedSavings, undoOfRun, resourceId, undoOutcome, recordedAt")
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -221,6 +255,12 @@ impl LedgerHistory for DynamoLedger {
                 run_id: text(item, "runId").unwrap_or_default(),
                 outcomes: text(item, "outcomes"),
                 realized: text(item, "realizedSavings"),
+                undo: text(item, "undoOfRun").map(|of_run| UndoEntry {
+                    of_run,
+                    resource_id: text(item, "resourceId").unwrap_or_default(),
+                    outcome: text(item, "undoOutcome").unwrap_or_default(),
+                    at: text(item, "recordedAt").unwrap_or_default(),
+                }),
             }));
         }
         Ok(History::from_items(items))
@@ -342,6 +382,7 @@ mod tests {
                 },
                 state: "available".into(),
                 attached_to: vec![],
+                availability_zone: format!("{region}a"),
             }))
         }
 
@@ -411,6 +452,7 @@ mod tests {
                     .to_string(),
                 ),
                 realized: None,
+                undo: None,
             },
             // A later run saw i-restarted still stopped on day 5; its own outcomes are not JSON.
             LedgerItem {
@@ -422,6 +464,18 @@ mod tests {
                         "confirmed": [{"runId": "run-1", "resourceId": "i-restarted", "confirmedUntil": at(5)}]})
                     .to_string(),
                 ),
+                undo: None,
+            },
+            // i-still's stop was undone on day 3 with its link... by an undo that failed: nothing changes.
+            LedgerItem {
+                run_id: "undo-1".into(),
+                undo: Some(UndoEntry {
+                    of_run: "run-1".into(),
+                    resource_id: "i-still".into(),
+                    outcome: "refused".into(),
+                    at: at(3).to_rfc3339(),
+                }),
+                ..LedgerItem::default()
             },
         ]);
         let now = Now {
@@ -457,11 +511,40 @@ mod tests {
         let ledger = Ledger(vec![LedgerItem {
             run_id: "run-1".into(),
             outcomes: Some(json!([outcome("i-1", "snapshot-and-stop", 30.0, 1, None)]).to_string()),
-            realized: None,
+            ..LedgerItem::default()
         }]);
         let now =
             Now { instances: [("i-1".to_owned(), stopped_by("i-1", "run-9", "stopped"))].into(), ..Now::default() };
         let out = handle(json!({"runId": "run-10"}), &ledger, &now, at(11)).await.unwrap();
         assert_eq!((out.total.acted, out.total.holding, out.total.realized_usd), (1, 0, 0.0), "{out:?}");
+    }
+
+    #[tokio::test]
+    async fn an_undone_action_stops_accruing_when_its_undo_was_recorded_whatever_the_instance_says_now() {
+        let day = finops_core::savings::DAYS_PER_MONTH;
+        let ledger = Ledger(vec![
+            LedgerItem {
+                run_id: "run-1".into(),
+                outcomes: Some(json!([outcome("i-1", "snapshot-and-stop", day * 2.0, 1, None)]).to_string()),
+                ..LedgerItem::default()
+            },
+            LedgerItem {
+                run_id: "undo-00112233".into(),
+                undo: Some(UndoEntry {
+                    of_run: "run-1".into(),
+                    resource_id: "i-1".into(),
+                    outcome: "done".into(),
+                    at: at(4).to_rfc3339(),
+                }),
+                ..LedgerItem::default()
+            },
+        ]);
+        // Stopped again by hand since the undo (still carrying run-1's tag): the undo still ends the saving.
+        let now =
+            Now { instances: [("i-1".to_owned(), stopped_by("i-1", "run-1", "stopped"))].into(), ..Now::default() };
+        let out = handle(json!({"runId": "run-10"}), &ledger, &now, at(11)).await.unwrap();
+        assert_eq!((out.total.acted, out.total.holding, out.total.undone), (1, 0, 1), "{out:?}");
+        assert_eq!(out.total.realized_usd, 6.0, "3 days at $2, until the undo");
+        assert!(out.summary.contains("1 undone"), "{}", out.summary);
     }
 }

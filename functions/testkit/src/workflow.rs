@@ -254,6 +254,47 @@ impl WorkflowEnv {
         None
     }
 
+    /// Waits until the execution ends; its status and output.
+    pub async fn finished(&self, execution_arn: &str, wait: Duration) -> (String, serde_json::Value) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let d = self.plumbing.sfn.describe_execution().execution_arn(execution_arn).send().await;
+            if let Ok(d) = &d {
+                if d.status().as_str() != "RUNNING" {
+                    let output = d.output().and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default();
+                    return (d.status().as_str().to_owned(), output);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return ("TIMED_OUT_WAITING".into(), serde_json::Value::Null);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// A person following an undo link of a run report: the page (GET, which changes nothing), then its button (POST
+    /// with their name). The POST's status, and the undo execution's status and output once it ended (none if the
+    /// page refused).
+    pub async fn follow_undo_link(
+        &self,
+        approval_port: u16,
+        url: &str,
+        approver: &str,
+    ) -> (u16, Option<(String, serde_json::Value)>) {
+        let path = &url[url.find("/approvals/").expect("an approval page link")..];
+        let (shown, _) = crate::moto::http(approval_port, "GET", path, "").expect("the approval page");
+        assert_eq!(shown, 200, "GET {path}");
+        let body = format!("decision=undo&approver={}", approver.replace('@', "%40"));
+        let (status, _) = crate::moto::http(approval_port, "POST", path, &body).expect("the approval page");
+        if status != 200 {
+            return (status, None);
+        }
+        let undo_id = path.trim_start_matches("/approvals/").split('?').next().unwrap_or_default();
+        let execution =
+            format!("{}:undo-{undo_id}", self.state_machine_arn.replacen(":stateMachine:", ":execution:", 1));
+        (status, Some(self.finished(&execution, Duration::from_secs(60)).await))
+    }
+
     pub async fn ledger(&self, run_id: &str) -> HashMap<String, AttributeValue> {
         aws_sdk_dynamodb::Client::new(&self.config)
             .get_item()
