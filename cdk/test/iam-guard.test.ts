@@ -39,8 +39,9 @@ const ACTIONS: [string, string][] = [
 
 type Policies = { name: string; policy: unknown }[];
 
-async function decide(policies: Policies, action: string, tags: [string, string][], instanceType = "t3.large", resource = INSTANCE): Promise<string> {
+async function decide(policies: Policies, action: string, tags: [string, string][], instanceType = "t3.large", resource = INSTANCE, requestTags: [string, string][] = []): Promise<string> {
   const contextVariables: Record<string, string> = { "ec2:InstanceType": instanceType };
+  for (const [k, v] of requestTags) contextVariables[`aws:RequestTag/${k}`] = v;
   for (const [k, v] of tags) {
     contextVariables[`ec2:ResourceTag/${k}`] = v;
     contextVariables[`aws:ResourceTag/${k}`] = v;
@@ -114,6 +115,27 @@ test("IAM denies stopping every instance family with instance-store disks", asyn
   }
   // Snapshotting such an instance is harmless (and needed for EBS volumes): only the stop is refused.
   assert.equal(await decide(policies, "ec2:CreateSnapshots", dev, "m5d.large"), "Allowed");
+});
+
+test("IAM lets an undo start only what finops stopped, and recreate a volume only from a run's snapshot, tagged with the undo", async () => {
+  const SNAPSHOT = `arn:aws:ec2:${REGION}::snapshot/snap-0123456789abcdef0`;
+  for (const policies of [rolePolicies(synth().template, "finops-agent actions"), rolePolicies(synth({ actOnlyOnEnvironments: "dev" }).template, "finops-agent actions")]) {
+    const start = (tags: [string, string][]) => decide(policies, "ec2:StartInstances", tags);
+    assert.equal(await start([["finops:action", "stopped"], ["Environment", "dev"]]), "Allowed");
+    for (const tags of [[], [["finops:action", "started-again"]], [["Environment", "dev"]]] as [string, string][][]) {
+      assert.notEqual(await start(tags), "Allowed", show(tags));
+    }
+    const fromSnapshot = (tags: [string, string][]) => decide(policies, "ec2:CreateVolume", tags, "t3.large", SNAPSHOT);
+    assert.equal(await fromSnapshot([["finops:run-id", "run-1"]]), "Allowed");
+    assert.notEqual(await fromSnapshot([["Name", "someone's snapshot"]]), "Allowed");
+    const newVolume = (requestTags: [string, string][]) => decide(policies, "ec2:CreateVolume", [], "t3.large", VOLUME, requestTags);
+    assert.equal(await newVolume([["finops:undo-id", "0123456789abcdef0123456789abcdef"]]), "Allowed");
+    assert.notEqual(await newVolume([["Name", "a volume of my own"]]), "Allowed");
+    // Nothing else the undo does not need.
+    for (const [action, resource] of [["ec2:RunInstances", INSTANCE], ["ec2:AttachVolume", VOLUME], ["ec2:DeleteSnapshot", SNAPSHOT], ["ec2:TerminateInstances", INSTANCE]]) {
+      assert.notEqual(await decide(policies, action, [["finops:action", "stopped"], ["finops:run-id", "run-1"]], "t3.large", resource), "Allowed", action);
+    }
+  }
 });
 
 test("only the configured approvers can ever be subscribed to the approval topic", async () => {

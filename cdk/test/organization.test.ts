@@ -115,6 +115,15 @@ test("each member role trusts only its hub functions' roles; the read role reads
   assert.deepEqual(act.AssumeRolePolicyDocument.Statement, [{ Effect: "Allow", Principal: { AWS: actionsRole }, Action: "sts:AssumeRole" }]);
   assert.ok(!readers.includes(actionsRole), "the acting role cannot read through the detection role, nor the reverse");
   const readActions = read.Policies.flatMap((p: any) => p.PolicyDocument.Statement).flatMap((s: any) => [s.Action].flat());
+  // One-click undo in a member: the hub's conditions (start only what finops stopped; recreate only from a run's
+  // snapshot, tagged with the undo).
+  const hubAllows = roleStatements(synth(ORG).template, "finops-agent actions");
+  const memberAllows = act.Policies.flatMap((p: any) => p.PolicyDocument.Statement);
+  for (const sid of ["UndoStopsOnly", "RecreateVolumesOnlyFromRunSnapshots", "RecreatedVolumesCarryTheUndo"]) {
+    const [hub, member] = [hubAllows.find((s) => s.Sid === sid), memberAllows.find((s: any) => s.Sid === sid)];
+    assert.ok(hub && member, sid);
+    assert.deepEqual([member.Action, member.Condition], [hub!.Action, hub!.Condition], sid);
+  }
   assert.deepEqual(new Set(readActions), new Set(MEMBER_READ_ACTIONS), "the read role changes nothing");
   // The guard: the same Deny statements as the hub's actions role, each in a managed policy on the actions role.
   const guards = Object.values(body.Resources as Record<string, any>).filter((r) => r.Type === "AWS::IAM::ManagedPolicy");

@@ -511,6 +511,9 @@ pub struct OfferUndoRequest {
 #[serde(rename_all = "camelCase")]
 pub struct UndoLinkOffer {
     pub resource_id: String,
+    /// The member account it is in (absent: the hub's own); in a routed deployment, only its approvers may undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// "Start it again", "Recreate from snapshot".
     pub label: String,
     pub url: String,

@@ -326,6 +326,7 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             summary: "1 (each link single use, valid 14 days): Start it again (i-1): https://x/approvals/a".into(),
             links: vec![UndoLinkOffer {
                 resource_id: "i-0123456789abcdef0".into(),
+                account: None,
                 label: "Start it again".into(),
                 url: "https://x/approvals/a".into(),
                 expires_at: 0,

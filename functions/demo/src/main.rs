@@ -297,14 +297,29 @@ async fn main() {
     // mind about one stopped instance and the deleted volume: the page, its button, then the undo execution.
     if args.mode == "act" && auto == "approve" && status == "SUCCEEDED" {
         let links = output["undo"]["links"].as_array().cloned().unwrap_or_default();
-        let instance = links.iter().find(|l| l["resourceId"].as_str().is_some_and(|id| id.starts_with("i-")));
-        let volume = links.iter().find(|l| l["resourceId"].as_str().is_some_and(|id| id.starts_with("vol-")));
+        // A member account's, where there is one (the undo then acts through that member's actions role).
+        let first = |prefix: &str| {
+            let kind = |l: &&Value| l["resourceId"].as_str().is_some_and(|id| id.starts_with(prefix));
+            let in_member = |l: &&Value| {
+                let account = l["account"].as_str().unwrap_or_default();
+                organization.as_ref().is_some_and(|org| org.members.iter().any(|(m, _)| m == account))
+            };
+            links.iter().filter(kind).find(in_member).or_else(|| links.iter().find(kind))
+        };
+        let (instance, volume) = (first("i-"), first("vol-"));
         let mut undone = Vec::new();
         for link in [instance, volume].into_iter().flatten() {
             let (resource, label) = (link["resourceId"].as_str().unwrap_or("?"), link["label"].as_str().unwrap_or("?"));
             let url = link["url"].as_str().unwrap_or_default();
-            let (page, execution) = env.follow_undo_link(args.approval_port, url, "demo-approver@example.com").await;
-            say(format!("undo: {label}: POST -> HTTP {page}"));
+            // In an organization demo, only the approvers routed for the resource's account may undo (as approve).
+            let approver = match (&organization, link["account"].as_str()) {
+                (Some(org), Some(account)) if org.members.iter().any(|(m, _)| m == account) => WORKLOADS_APPROVERS,
+                (Some(_), _) => PLATFORM_APPROVERS,
+                (None, _) => "demo-approver@example.com",
+            };
+            let (page, execution) = env.follow_undo_link(args.approval_port, url, approver).await;
+            let account = link["account"].as_str().map_or_else(String::new, |a| format!(" in account {a}"));
+            say(format!("undo: {label}{account}, as {approver}: POST -> HTTP {page}"));
             let Some((undo_status, undo_output)) = execution else {
                 refused.push(format!("undo of {resource}: the page answered HTTP {page}"));
                 continue;

@@ -330,6 +330,7 @@ pub async fn offer_undo<R: ApprovalRecords, K: SigningKey>(
                 None => format!("{label} ({})", acted.resource_id),
             },
             resource_id: acted.resource_id,
+            account: acted.account.map(|a| a.id),
             url,
             expires_at,
         });
