@@ -193,6 +193,11 @@ export class FinopsStack extends Stack {
     ledger.grant(fns.savings, "dynamodb:Scan");
     fns.savings.addEnvironment("FINOPS_LEDGER_TABLE", ledger.tableName);
     fns.savings.addToRolePolicy(new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeInstanceTypes", "ec2:DescribeVolumes", "ec2:DescribeAddresses"], resources: ["*"] }));
+    if (config.costExplorerCheck) {
+      // The optional check against the bill: one GetCostAndUsage a run (Cost Explorer has no resource-level permissions).
+      fns.savings.addEnvironment("FINOPS_COST_EXPLORER", "on");
+      fns.savings.addToRolePolicy(new iam.PolicyStatement({ sid: "CompareTheBill", actions: ["ce:GetCostAndUsage"], resources: ["*"] }));
+    }
     acknowledge(stateMachine, "AwsSolutions-IAM5[Resource::*]", "X-Ray tracing and CloudWatch Logs delivery have no resource-level permissions.");
     acknowledge(stateMachine, "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "The run report is published to the KMS-encrypted topic.");
 

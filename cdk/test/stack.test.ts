@@ -90,6 +90,19 @@ test("each role is granted what its code calls and nothing more; terminate is no
   assert.equal(JSON.stringify(start.Resource), JSON.stringify(roleStatements(template, "finops-agent approval-callback").find((s) => s.Action === "states:SendTaskSuccess")!.Resource));
 });
 
+test("the Cost Explorer check is off by default; turned on, the savings step may call GetCostAndUsage and nothing else more", () => {
+  const savingsEnv = (template: ReturnType<typeof synth>["template"]) =>
+    Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent savings")!.Properties.Environment.Variables;
+  const off = synth().template;
+  assert.equal(savingsEnv(off).FINOPS_COST_EXPLORER, undefined);
+  assert.ok(![...allowedActions(off, "finops-agent savings")].includes("ce:GetCostAndUsage"));
+  const on = synth({ costExplorerCheck: "true" }).template;
+  assert.equal(savingsEnv(on).FINOPS_COST_EXPLORER, "on");
+  const added = [...allowedActions(on, "finops-agent savings")].filter((a) => !allowedActions(off, "finops-agent savings").has(a));
+  assert.deepEqual(added, ["ce:GetCostAndUsage"]);
+  assert.throws(() => synth({ costExplorerCheck: "yes" }), /costExplorerCheck/);
+});
+
 test("the run-cost step reads only this state machine's history and knows every step's memory and architecture", () => {
   const { template } = synth();
   const [statement] = roleStatements(template, "finops-agent run-cost").filter((s) => s.Action === "states:GetExecutionHistory");

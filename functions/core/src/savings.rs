@@ -194,6 +194,70 @@ impl SavingsReport {
     }
 }
 
+/// The services whose cost the actions lower, as Cost Explorer names them: instance hours, EBS volumes and
+/// snapshots ("EC2 - Other"), public IPv4 addresses (billed under VPC since 2024).
+pub const COST_EXPLORER_SERVICES: [&str; 3] =
+    ["Amazon Elastic Compute Cloud - Compute", "EC2 - Other", "Amazon Virtual Private Cloud"];
+
+/// The optional check against the bill: Cost Explorer's daily cost of [`COST_EXPLORER_SERVICES`] before the first
+/// action the ledger records and since, beside what the estimates of the actions that hold say it should save.
+/// Other changes to the account (new instances, price changes) move the bill too: it is a cross-check, not proof.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CostComparison {
+    pub first_action: chrono::NaiveDate,
+    /// Whole days with a cost before the first action's day, and since (after it, before today: both incomplete).
+    pub days_before: usize,
+    pub days_since: usize,
+    pub before_daily_usd: Option<f64>,
+    pub since_daily_usd: Option<f64>,
+    /// Before minus since (positive: the bill went down), when both are known.
+    pub change_daily_usd: Option<f64>,
+    /// What the estimates of the actions that still hold add up to, per day.
+    pub estimated_daily_usd: f64,
+    pub summary: String,
+}
+
+/// Compares the daily costs before `first_action`'s day with those after it and before `today`.
+pub fn compare_costs(
+    daily: &[(chrono::NaiveDate, f64)],
+    first_action: chrono::NaiveDate,
+    today: chrono::NaiveDate,
+    estimated_monthly_usd: f64,
+) -> CostComparison {
+    let mean = |days: &[f64]| (!days.is_empty()).then(|| round2(days.iter().sum::<f64>() / days.len() as f64));
+    let before: Vec<f64> = daily.iter().filter(|(d, _)| *d < first_action).map(|(_, c)| *c).collect();
+    let since: Vec<f64> = daily.iter().filter(|(d, _)| *d > first_action && *d < today).map(|(_, c)| *c).collect();
+    let (before_daily_usd, since_daily_usd) = (mean(&before), mean(&since));
+    let change_daily_usd = before_daily_usd.zip(since_daily_usd).map(|(b, s)| round2(b - s));
+    let estimated_daily_usd = round2(estimated_monthly_usd / DAYS_PER_MONTH);
+    let summary = match (before_daily_usd, since_daily_usd, change_daily_usd) {
+        (Some(b), Some(s), Some(change)) => format!(
+            "EC2, EBS and public IPv4 ${b:.2}/day over {} day(s) before {first_action}, ${s:.2}/day over {} day(s) since \
+             ({} ${:.2}/day; the actions that hold estimate ${estimated_daily_usd:.2}/day)",
+            before.len(),
+            since.len(),
+            if change >= 0.0 { "down" } else { "up" },
+            change.abs()
+        ),
+        _ => format!(
+            "not enough whole days yet ({} before {first_action}, {} since): compared once both have one",
+            before.len(),
+            since.len()
+        ),
+    };
+    CostComparison {
+        first_action,
+        days_before: before.len(),
+        days_since: since.len(),
+        before_daily_usd,
+        since_daily_usd,
+        change_daily_usd,
+        estimated_daily_usd,
+        summary,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,6 +301,36 @@ mod tests {
         let undone = accrue("run-1", &stop, &StillHolds::Undone(at(4)), Some(at(11)), at(20));
         assert_eq!((undone.holds, undone.undone, undone.realized_usd), (false, true, 6.0));
         assert!(SavingsReport::of(vec![undone]).summary.contains("0 of 1 actions still hold, 1 undone"));
+    }
+
+    #[test]
+    fn the_bill_before_and_since_the_first_action_is_compared_on_whole_days_only() {
+        let day = |d: u32| chrono::NaiveDate::from_ymd_opt(2026, 11, d).unwrap();
+        let daily: Vec<(chrono::NaiveDate, f64)> = (1..=20)
+            .map(|d| {
+                (
+                    day(d),
+                    if d < 10 {
+                        100.0
+                    } else if d == 10 {
+                        90.0
+                    } else {
+                        60.0
+                    },
+                )
+            })
+            .collect();
+        let c = compare_costs(&daily, day(10), day(20), 30.44 * 35.0);
+        assert_eq!((c.days_before, c.days_since), (9, 9), "the action's day and today are partial");
+        assert_eq!((c.before_daily_usd, c.since_daily_usd, c.change_daily_usd), (Some(100.0), Some(60.0), Some(40.0)));
+        assert_eq!(c.estimated_daily_usd, 35.0);
+        assert!(c.summary.contains("down $40.00/day") && c.summary.contains("estimate $35.00/day"), "{}", c.summary);
+        // An action today: no whole day since yet.
+        let early = compare_costs(&daily, day(20), day(20), 0.0);
+        assert_eq!((early.since_daily_usd, early.change_daily_usd), (None, None));
+        assert!(early.summary.starts_with("not enough whole days yet"), "{}", early.summary);
+        let up = compare_costs(&[(day(1), 10.0), (day(3), 12.5)], day(2), day(5), 0.0);
+        assert!(up.summary.contains("up $2.50/day"), "{}", up.summary);
     }
 
     #[test]

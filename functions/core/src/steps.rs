@@ -876,4 +876,16 @@ pub struct SavingsOutput {
     /// Ledger items whose outcomes could not be read (skipped, and counted here).
     #[serde(default)]
     pub unreadable_ledger_items: usize,
+    /// The optional check against the bill (`FINOPS_COST_EXPLORER=on`): absent when off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_explorer: Option<CostExplorerCheck>,
+}
+
+/// What the Cost Explorer check found: the comparison, or why there is none this run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CostExplorerCheck {
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<crate::savings::CostComparison>,
 }

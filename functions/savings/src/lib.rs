@@ -4,6 +4,10 @@
 //! ([`finops_core::savings::accrue`]); what changed stops accruing at the last run that saw it hold (the ledger keeps
 //! each run's confirmations). Reads only: the ledger, and EC2 in the account where each action was taken (a member
 //! account through its read-only role).
+//!
+//! Optionally (`FINOPS_COST_EXPLORER=on`; off by default, as each request is billed at $0.01), one Cost Explorer
+//! request compares the bill of EC2, EBS and public IPv4 before the first action and since
+//! ([`finops_core::savings::compare_costs`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -13,7 +17,7 @@ use finops_aws::{validate_run_id, FinopsError};
 use finops_core::organization::AccountRef;
 use finops_core::policy::ProposedAction;
 use finops_core::savings::{accrue, ActedOn, SavingsReport, StillHolds};
-pub use finops_core::steps::{Confirmation, SavingsOutput, SavingsRequest};
+pub use finops_core::steps::{Confirmation, CostExplorerCheck, SavingsOutput, SavingsRequest};
 use finops_inventory::{InstanceLookup, ResourceLookup};
 
 /// The tag the actions step puts on an instance it stops (`finops_actions::TAG_RUN_ID`): which run stopped it.
@@ -119,6 +123,38 @@ pub trait Accounts: Send + Sync {
     fn live_in(&self, account: Option<&AccountRef>) -> impl Future<Output = Result<Self::Live, FinopsError>> + Send;
 }
 
+/// The bill, narrowed to what the optional check reads: the daily cost of the services the actions save on.
+pub trait CostHistory: Send + Sync {
+    /// Daily cost of [`finops_core::savings::COST_EXPLORER_SERVICES`] from `start` to `end` (exclusive).
+    fn daily_cost(
+        &self,
+        start: chrono::NaiveDate,
+        end: chrono::NaiveDate,
+    ) -> impl Future<Output = Result<Vec<(chrono::NaiveDate, f64)>, FinopsError>> + Send;
+}
+
+/// Days of the bill before the first action the check compares with.
+pub const COST_BASELINE_DAYS: i64 = 14;
+
+/// The Cost Explorer check: one request over the baseline before the first action and every day since.
+async fn check_costs<C: CostHistory>(
+    costs: &C,
+    report: &SavingsReport,
+    now: DateTime<Utc>,
+) -> Option<CostExplorerCheck> {
+    let first = report.entries.iter().map(|e| e.acted.acted_at).min()?;
+    let (first_day, today) = (first.date_naive(), now.date_naive());
+    let start = first_day - chrono::Duration::days(COST_BASELINE_DAYS);
+    Some(match costs.daily_cost(start, today.max(start + chrono::Duration::days(1))).await {
+        Ok(daily) => {
+            let comparison =
+                finops_core::savings::compare_costs(&daily, first_day, today, report.total.estimated_monthly_usd);
+            CostExplorerCheck { summary: comparison.summary.clone(), comparison: Some(comparison) }
+        }
+        Err(e) => CostExplorerCheck { summary: format!("not checked: {e}"), comparison: None },
+    })
+}
+
 /// Whether what `run_id` did to the resource still holds, as the live resource says.
 pub async fn still_holds<L: InstanceLookup + ResourceLookup>(live: &L, run_id: &str, acted: &ActedOn) -> StillHolds {
     let (region, id) = (acted.region.as_str(), acted.resource_id.as_str());
@@ -148,10 +184,12 @@ pub async fn still_holds<L: InstanceLookup + ResourceLookup>(live: &L, run_id: &
 }
 
 /// The Lambda handler.
-pub async fn handle<H: LedgerHistory, A: Accounts>(
+/// `costs`: the Cost Explorer check, when the deployment turned it on.
+pub async fn handle<H: LedgerHistory, A: Accounts, C: CostHistory>(
     event: serde_json::Value,
     ledger: &H,
     accounts: &A,
+    costs: Option<&C>,
     now: DateTime<Utc>,
 ) -> Result<SavingsOutput, FinopsError> {
     let request: SavingsRequest = serde_json::from_value(event)
@@ -214,13 +252,22 @@ pub async fn handle<H: LedgerHistory, A: Accounts>(
             })
         })
         .collect();
+    let cost_explorer = match costs {
+        Some(costs) => check_costs(costs, &report, now).await,
+        None => None,
+    };
+    let summary = match &cost_explorer {
+        Some(check) => format!("{}; Cost Explorer: {}", report.summary, check.summary),
+        None => report.summary,
+    };
     Ok(SavingsOutput {
-        summary: report.summary,
+        summary,
         total: report.total,
         by_kind: report.by_kind,
         by_account: report.by_account,
         confirmed,
         unreadable_ledger_items: history.unreadable,
+        cost_explorer,
     })
 }
 
@@ -274,6 +321,8 @@ pub struct SavingsConfig {
     pub ledger_table: String,
     /// The member accounts' read-only role (`FINOPS_MEMBER_READ_ROLE`), when the deployment covers an organization.
     pub member_read_role: Option<String>,
+    /// The Cost Explorer check (`FINOPS_COST_EXPLORER`: `on` or `off`, default off).
+    pub cost_explorer: bool,
 }
 
 impl SavingsConfig {
@@ -284,10 +333,17 @@ impl SavingsConfig {
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(vars: I) -> Result<Self, FinopsError> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let ledger_table = finops_core::config::required_var(&vars, "FINOPS_LEDGER_TABLE")?;
+        let cost_explorer = match vars.iter().find(|(k, _)| k == "FINOPS_COST_EXPLORER").map(|(_, v)| v.trim()) {
+            None | Some("" | "off") => false,
+            Some("on") => true,
+            Some(other) => {
+                return Err(FinopsError::Configuration(format!("FINOPS_COST_EXPLORER {other:?} is not on or off")))
+            }
+        };
         let member_read_role = finops_core::organization::OrganizationConfig::from_vars(vars)
             .map_err(|e| FinopsError::Configuration(e.to_string()))?
             .map(|organization| organization.read_role);
-        Ok(Self { ledger_table, member_read_role })
+        Ok(Self { ledger_table, member_read_role, cost_explorer })
     }
 }
 
@@ -317,10 +373,70 @@ impl Accounts for SdkAccounts {
     }
 }
 
+/// Cost Explorer (its one endpoint, in us-east-1).
+pub struct SdkCostExplorer {
+    client: aws_sdk_costexplorer::Client,
+}
+
+impl SdkCostExplorer {
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        let conf =
+            aws_sdk_costexplorer::config::Builder::from(sdk).region(aws_config::Region::new("us-east-1")).build();
+        Self { client: aws_sdk_costexplorer::Client::from_conf(conf) }
+    }
+}
+
+impl CostHistory for SdkCostExplorer {
+    async fn daily_cost(
+        &self,
+        start: chrono::NaiveDate,
+        end: chrono::NaiveDate,
+    ) -> Result<Vec<(chrono::NaiveDate, f64)>, FinopsError> {
+        use aws_sdk_costexplorer::types::{DateInterval, Dimension, DimensionValues, Expression, Granularity};
+        let services = DimensionValues::builder()
+            .key(Dimension::Service)
+            .set_values(Some(finops_core::savings::COST_EXPLORER_SERVICES.iter().map(|s| (*s).to_owned()).collect()))
+            .build();
+        let period = DateInterval::builder()
+            .start(start.to_string())
+            .end(end.to_string())
+            .build()
+            .map_err(|e| FinopsError::InvalidInput(e.to_string()))?;
+        let (mut daily, mut token) = (Vec::new(), None);
+        loop {
+            let out = self
+                .client
+                .get_cost_and_usage()
+                .time_period(period.clone())
+                .granularity(Granularity::Daily)
+                .metrics("UnblendedCost")
+                .filter(Expression::builder().dimensions(services.clone()).build())
+                .set_next_page_token(token)
+                .send()
+                .await
+                .map_err(|e| FinopsError::from_sdk("CostExplorer", "GetCostAndUsage", e))?;
+            for day in out.results_by_time() {
+                let date =
+                    day.time_period().and_then(|p| chrono::NaiveDate::parse_from_str(p.start(), "%Y-%m-%d").ok());
+                let cost =
+                    day.total().and_then(|t| t.get("UnblendedCost")).and_then(|m| m.amount()?.parse::<f64>().ok());
+                if let (Some(date), Some(cost)) = (date, cost) {
+                    daily.push((date, cost));
+                }
+            }
+            token = out.next_page_token().map(str::to_owned);
+            if token.is_none() {
+                return Ok(daily);
+            }
+        }
+    }
+}
+
 /// The savings step as the Lambda and the local runner build it.
 pub struct SavingsStep {
     ledger: DynamoLedger,
     accounts: SdkAccounts,
+    costs: Option<SdkCostExplorer>,
 }
 
 impl SavingsStep {
@@ -332,11 +448,12 @@ impl SavingsStep {
                 member_read_role: config.member_read_role,
                 members: tokio::sync::OnceCell::new(),
             },
+            costs: config.cost_explorer.then(|| SdkCostExplorer::new(sdk)),
         }
     }
 
     pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<SavingsOutput, FinopsError> {
-        handle(event, &self.ledger, &self.accounts, now).await
+        handle(event, &self.ledger, &self.accounts, self.costs.as_ref(), now).await
     }
 }
 
@@ -410,6 +527,29 @@ mod tests {
     }
 
     struct Ledger(Vec<LedgerItem>);
+
+    /// The bill: one cost a day, or Cost Explorer refusing.
+    struct Bill(Result<Vec<(chrono::NaiveDate, f64)>, ()>);
+
+    impl CostHistory for Bill {
+        async fn daily_cost(
+            &self,
+            start: chrono::NaiveDate,
+            end: chrono::NaiveDate,
+        ) -> Result<Vec<(chrono::NaiveDate, f64)>, FinopsError> {
+            match &self.0 {
+                Ok(days) => Ok(days.iter().filter(|(d, _)| *d >= start && *d < end).copied().collect()),
+                Err(()) => Err(FinopsError::Aws {
+                    service: "CostExplorer",
+                    operation: "GetCostAndUsage",
+                    code: "AccessDeniedException".into(),
+                    message: "not enabled".into(),
+                }),
+            }
+        }
+    }
+
+    const NO_COSTS: Option<&Bill> = None;
 
     impl LedgerHistory for Ledger {
         async fn history(&self) -> Result<History, FinopsError> {
@@ -488,7 +628,7 @@ mod tests {
             addresses: vec!["eipalloc-back".into()],
             unreadable: true,
         };
-        let out = handle(json!({"runId": "run-3"}), &ledger, &now, at(11)).await.unwrap();
+        let out = handle(json!({"runId": "run-3"}), &ledger, &now, NO_COSTS, at(11)).await.unwrap();
         assert_eq!((out.total.acted, out.total.holding, out.unreadable_ledger_items), (5, 2, 1), "{out:?}");
         // i-still: 10 days x $3; i-restarted: 4 days (day 1 to the day-5 confirmation) x $10; vol-gone: 10 x $1.
         assert_eq!(out.by_kind["instance"].realized_usd, 70.0, "{:?}", out.by_kind);
@@ -503,7 +643,10 @@ mod tests {
         assert_eq!(confirmed["i-still"], at(11));
         assert_eq!(confirmed["i-restarted"], at(5));
         assert!(!confirmed.contains_key("eipalloc-back"));
-        assert!(handle(json!({"runId": "../x"}), &ledger, &now, at(11)).await.is_err(), "bad input: a clear error");
+        assert!(
+            handle(json!({"runId": "../x"}), &ledger, &now, NO_COSTS, at(11)).await.is_err(),
+            "bad input: a clear error"
+        );
     }
 
     #[tokio::test]
@@ -515,7 +658,7 @@ mod tests {
         }]);
         let now =
             Now { instances: [("i-1".to_owned(), stopped_by("i-1", "run-9", "stopped"))].into(), ..Now::default() };
-        let out = handle(json!({"runId": "run-10"}), &ledger, &now, at(11)).await.unwrap();
+        let out = handle(json!({"runId": "run-10"}), &ledger, &now, NO_COSTS, at(11)).await.unwrap();
         assert_eq!((out.total.acted, out.total.holding, out.total.realized_usd), (1, 0, 0.0), "{out:?}");
     }
 
@@ -542,9 +685,38 @@ mod tests {
         // Stopped again by hand since the undo (still carrying run-1's tag): the undo still ends the saving.
         let now =
             Now { instances: [("i-1".to_owned(), stopped_by("i-1", "run-1", "stopped"))].into(), ..Now::default() };
-        let out = handle(json!({"runId": "run-10"}), &ledger, &now, at(11)).await.unwrap();
+        let out = handle(json!({"runId": "run-10"}), &ledger, &now, NO_COSTS, at(11)).await.unwrap();
         assert_eq!((out.total.acted, out.total.holding, out.total.undone), (1, 0, 1), "{out:?}");
         assert_eq!(out.total.realized_usd, 6.0, "3 days at $2, until the undo");
         assert!(out.summary.contains("1 undone"), "{}", out.summary);
+    }
+
+    #[tokio::test]
+    async fn the_optional_cost_explorer_check_compares_the_bill_and_never_fails_the_step() {
+        let ledger = Ledger(vec![LedgerItem {
+            run_id: "run-1".into(),
+            outcomes: Some(json!([outcome("i-1", "snapshot-and-stop", 30.44 * 5.0, 5, None)]).to_string()),
+            ..LedgerItem::default()
+        }]);
+        let now =
+            Now { instances: [("i-1".to_owned(), stopped_by("i-1", "run-1", "stopped"))].into(), ..Now::default() };
+        let day = |d: u32| at(d).date_naive();
+        let bill = Bill(Ok((1..=11).map(|d| (day(d), if d < 5 { 20.0 } else { 15.0 })).collect()));
+        let out = handle(json!({"runId": "run-2"}), &ledger, &now, Some(&bill), at(11)).await.unwrap();
+        let check = out.cost_explorer.expect("the check ran");
+        let c = check.comparison.unwrap();
+        assert_eq!((c.days_before, c.days_since), (4, 5), "{c:?}");
+        assert_eq!((c.change_daily_usd, c.estimated_daily_usd), (Some(5.0), 5.0));
+        assert!(out.summary.contains("; Cost Explorer: EC2, EBS and public IPv4 $20.00/day"), "{}", out.summary);
+        // Refused (not enabled, no permission): said, and the rest of the proof stands.
+        let refused = handle(json!({"runId": "run-2"}), &ledger, &now, Some(&Bill(Err(()))), at(11)).await.unwrap();
+        assert!(refused.summary.contains("Cost Explorer: not checked"), "{}", refused.summary);
+        assert_eq!(refused.total.holding, 1);
+        // Off (the default): no request, nothing said.
+        let off = handle(json!({"runId": "run-2"}), &ledger, &now, NO_COSTS, at(11)).await.unwrap();
+        assert!(off.cost_explorer.is_none() && !off.summary.contains("Cost Explorer"));
+        assert!(SavingsConfig::from_vars([("FINOPS_LEDGER_TABLE".into(), "l".into())]).is_ok_and(|c| !c.cost_explorer));
+        let bad = [("FINOPS_LEDGER_TABLE".to_string(), "l".to_string()), ("FINOPS_COST_EXPLORER".into(), "yes".into())];
+        assert!(SavingsConfig::from_vars(bad).is_err());
     }
 }
