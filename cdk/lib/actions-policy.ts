@@ -12,6 +12,9 @@ export const ACT_ON = ["ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstanc
 /** The only calls that change an unattached volume (snapshot it, then delete it) or an unassociated Elastic IP (release
  * it); CreateTags records a snooze or a decision on them. Snapshots are never deleted: they are what recreates a volume. */
 export const ACT_ON_RESOURCES = ["ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress", "ec2:CreateTags"];
+/** What the guard refuses on a production or protected instance: its own calls, and detaching its volumes (allowed
+ * only where the deployment deletes long-stopped instances' volumes; denied on a production instance either way). */
+export const GUARDED_INSTANCE_ACTIONS = [...ACT_ON, "ec2:DetachVolume"];
 /** What the guard refuses on a production or protected volume or address (tagging one stays possible). */
 export const GUARDED_RESOURCE_ACTIONS = ["ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress"];
 
@@ -38,6 +41,16 @@ export function undoStatements(instances: string, volumes: string, snapshots: st
       conditions: { Null: { "aws:RequestTag/finops:undo-id": "false" } },
     }),
   ];
+}
+
+/** Deleting a long-stopped instance's volumes (context deleteStoppedInstanceVolumes): DetachVolume, on the instance
+ * (by its tags: the guard's Deny, and in allow-list mode the allow-list) and on its volumes (DeleteVolume is then the
+ * unattached volume's, under the volumes' guard). */
+export function detachStatements(rules: Parameters<typeof allowListedStatements>[0], instances: string, volumes: string): iam.PolicyStatement[] {
+  const onInstances = (rules.actOnlyOnEnvironments ?? []).length > 0
+    ? allowListedStatements(rules, ["ec2:DetachVolume"], instances, "Detach")
+    : [new iam.PolicyStatement({ sid: "DetachStoppedInstanceVolumes", actions: ["ec2:DetachVolume"], resources: [instances] })];
+  return [...onInstances, new iam.PolicyStatement({ sid: "DetachTheirVolumes", actions: ["ec2:DetachVolume"], resources: [volumes] })];
 }
 
 export class ActionsPolicy extends Construct {
@@ -70,6 +83,9 @@ export class ActionsPolicy extends Construct {
       actions.addToRolePolicy(new iam.PolicyStatement({ sid: "ActOnInstances", actions: ACT_ON, resources: [instances] }));
       actions.addToRolePolicy(new iam.PolicyStatement({ sid: "ActOnUnusedResources", actions: ACT_ON_RESOURCES, resources: [volumes, addresses] }));
     }
+    if (config.deleteStoppedInstanceVolumes) {
+      for (const statement of detachStatements(rules, instances, volumes)) actions.addToRolePolicy(statement);
+    }
     for (const arn of ["arn:<AWS::Partition>:ec2:*:<AWS::AccountId>:instance/*", "arn:<AWS::Partition>:ec2:*:<AWS::AccountId>:volume/*", "arn:<AWS::Partition>:ec2:*::snapshot/*", "arn:<AWS::Partition>:ec2:*:<AWS::AccountId>:elastic-ip/*"]) {
       acknowledge(actions, `AwsSolutions-IAM5[Resource::${arn}]`, "Idle instances are found at run time in any configured region; the explicit Deny statements of the guard policies and the policy step bound what may be stopped.");
     }
@@ -77,7 +93,7 @@ export class ActionsPolicy extends Construct {
     // The same tag rules on instances and on volumes and addresses, one managed policy per rule.
     const onResources = tagGuardStatements(rules, GUARDED_RESOURCE_ACTIONS, [volumes, addresses], "Resources");
     const guards = [
-      ...tagGuardStatements(rules, ACT_ON, instances).map((statement, i) => ({ id: `Guard${statement.sid}`, statements: [statement, onResources[i]] })),
+      ...tagGuardStatements(rules, GUARDED_INSTANCE_ACTIONS, instances).map((statement, i) => ({ id: `Guard${statement.sid}`, statements: [statement, onResources[i]] })),
       { id: "GuardInstanceStorage", statements: [instanceStorageStatement(instances)] },
     ];
     for (const guard of guards) {

@@ -31,6 +31,8 @@ export interface FinopsConfig {
   approvalConcurrency: number;
   /** The savings step's optional check against the bill (Cost Explorer, $0.01 a request, one a run); off by default. */
   costExplorerCheck: boolean;
+  /** Whether a long-stopped instance's volumes may be proposed for deletion (snapshot, then delete); off by default. */
+  deleteStoppedInstanceVolumes: boolean;
   assetsDir: string;
   /** The functions' architecture: `auto` follows the bootstraps `make package` built (arm64 unless built otherwise). */
   architecture: "auto" | "arm64" | "x86_64";
@@ -174,6 +176,7 @@ export function readConfig(get: (key: string) => unknown): FinopsConfig {
     reportRecipients: reportRecipients.length > 0 ? reportRecipients : approvers,
     approvalConcurrency: number("approvalConcurrency", 1, 100),
     costExplorerCheck: get("costExplorerCheck") === undefined ? false : oneOf("costExplorerCheck", ["true", "false"] as const) === "true",
+    deleteStoppedInstanceVolumes: get("deleteStoppedInstanceVolumes") === undefined ? false : oneOf("deleteStoppedInstanceVolumes", ["true", "false"] as const) === "true",
     assetsDir: text("assetsDir"),
     architecture: get("architecture") === undefined ? "auto" : oneOf("architecture", ["auto", "arm64", "x86_64"] as const),
     organization,

@@ -8,7 +8,7 @@
 // Role names come from the context and say what they are (finops-agent-read-only, finops-agent-actions).
 import { CfnStackSet, Stack, aws_iam as iam, aws_lambda as lambda } from "aws-cdk-lib";
 import { Construct } from "constructs";
-import { ACT_ON, ACT_ON_RESOURCES, GUARDED_RESOURCE_ACTIONS, undoStatements } from "./actions-policy.ts";
+import { ACT_ON, ACT_ON_RESOURCES, detachStatements, GUARDED_INSTANCE_ACTIONS, GUARDED_RESOURCE_ACTIONS, undoStatements } from "./actions-policy.ts";
 import type { FinopsConfig, OrganizationSettings } from "./config.ts";
 import { allowListedStatements, instanceStorageStatement, tagGuardStatements } from "./production-guard.ts";
 
@@ -65,7 +65,7 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
         ];
   // As in the hub: the same tag rules on instances and on volumes and addresses, one managed policy per rule.
   const onResources = tagGuardStatements(rules, GUARDED_RESOURCE_ACTIONS, [VOLUMES, ADDRESSES], "Resources");
-  const guards = [...tagGuardStatements(rules, ACT_ON, INSTANCES).map((statement, i) => [statement, onResources[i]]), [instanceStorageStatement(INSTANCES)]];
+  const guards = [...tagGuardStatements(rules, GUARDED_INSTANCE_ACTIONS, INSTANCES).map((statement, i) => [statement, onResources[i]]), [instanceStorageStatement(INSTANCES)]];
   const resources: Record<string, Json> = {
     ReadOnlyRole: {
       Type: "AWS::IAM::Role",
@@ -90,6 +90,7 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
               new iam.PolicyStatement({ sid: "SnapshotVolumes", actions: ["ec2:CreateSnapshots", "ec2:CreateTags"], resources: [VOLUMES, SNAPSHOTS] }),
               new iam.PolicyStatement({ sid: "SnapshotBeforeDelete", actions: ["ec2:CreateSnapshot"], resources: [SNAPSHOTS] }),
               ...undoStatements(INSTANCES, VOLUMES, SNAPSHOTS),
+              ...(config.deleteStoppedInstanceVolumes ? detachStatements(rules, INSTANCES, VOLUMES) : []),
               ...act,
             ]),
           },

@@ -138,6 +138,19 @@ test("IAM lets an undo start only what finops stopped, and recreate a volume onl
   }
 });
 
+test("IAM lets a long-stopped instance's volumes be detached only where the deployment turned it on, and never a production instance's", async () => {
+  const off = rolePolicies(synth().template, "finops-agent actions");
+  assert.notEqual(await decide(off, "ec2:DetachVolume", [["Environment", "dev"]]), "Allowed", "off by default");
+  for (const [context, dev] of [[{ deleteStoppedInstanceVolumes: "true" }, "dev"], [{ deleteStoppedInstanceVolumes: "true", actOnlyOnEnvironments: "dev" }, "dev"]] as const) {
+    const on = rolePolicies(synth(context).template, "finops-agent actions");
+    assert.equal(await decide(on, "ec2:DetachVolume", [["Environment", dev]]), "Allowed", JSON.stringify(context));
+    assert.equal(await decide(on, "ec2:DetachVolume", [], "t3.large", VOLUME), "Allowed", "its volume: the instance is the check");
+    for (const tags of [[["Environment", "production"]], [["env", "eu-prod"]], [["Environment", dev], ["finops:protect", "true"]]] as [string, string][][]) {
+      assert.equal(await decide(on, "ec2:DetachVolume", tags), "ExplicitlyDenied", `${JSON.stringify(context)} ${show(tags)}`);
+    }
+  }
+});
+
 test("only the configured approvers can ever be subscribed to the approval topic", async () => {
   const { template } = synth();
   const resources = template.toJSON().Resources as Record<string, { Type: string; Properties: Record<string, unknown> }>;

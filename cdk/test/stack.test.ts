@@ -103,6 +103,21 @@ test("the Cost Explorer check is off by default; turned on, the savings step may
   assert.throws(() => synth({ costExplorerCheck: "yes" }), /costExplorerCheck/);
 });
 
+test("deleting long-stopped instances' volumes is off by default; turned on, the policy and actions steps know it and only the actions role may detach", () => {
+  const env = (template: ReturnType<typeof synth>["template"], key: string) =>
+    Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === `finops-agent ${key}`)!.Properties.Environment.Variables;
+  const off = synth().template;
+  assert.equal(env(off, "policy").FINOPS_STOPPED_VOLUMES, undefined);
+  assert.ok(![...allowedActions(off, "finops-agent actions")].includes("ec2:DetachVolume"));
+  const on = synth({ deleteStoppedInstanceVolumes: "true" }).template;
+  for (const key of ["policy", "actions"]) assert.equal(env(on, key).FINOPS_STOPPED_VOLUMES, "delete", key);
+  const added = [...allowedActions(on, "finops-agent actions")].filter((a) => !allowedActions(off, "finops-agent actions").has(a));
+  assert.deepEqual(added, ["ec2:DetachVolume"]);
+  for (const key of ["inventory", "savings", "approval-callback", "request-approval"]) {
+    assert.ok(![...allowedActions(on, `finops-agent ${key}`)].includes("ec2:DetachVolume"), key);
+  }
+});
+
 test("the run-cost step reads only this state machine's history and knows every step's memory and architecture", () => {
   const { template } = synth();
   const [statement] = roleStatements(template, "finops-agent run-cost").filter((s) => s.Action === "states:GetExecutionHistory");

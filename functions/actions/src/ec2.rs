@@ -217,6 +217,17 @@ impl Ec2Actions for SdkEc2Actions {
         Ok(())
     }
 
+    async fn detach_volume(&self, region: &str, volume_id: &str, instance_id: &str) -> Result<(), FinopsError> {
+        self.client(region)
+            .detach_volume()
+            .volume_id(volume_id)
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "DetachVolume", e))?;
+        Ok(())
+    }
+
     async fn start(&self, region: &str, instance_id: &str) -> Result<(), FinopsError> {
         self.client(region)
             .start_instances()

@@ -53,6 +53,8 @@ pub const TAG_ACTED_AT: &str = "finops:acted-at";
 pub const TAG_VOLUME_ZONE: &str = "finops:volume-az";
 pub const TAG_VOLUME_TYPE: &str = "finops:volume-type";
 pub const TAG_VOLUME_NAME: &str = "finops:volume-name";
+/// On the snapshot of a stopped instance's volume: the device it was attached at.
+pub const TAG_DEVICE: &str = "finops:device";
 /// On what an undo started again or recreated: the undo record's id, who asked and when.
 pub const TAG_UNDO_ID: &str = "finops:undo-id";
 pub const TAG_UNDONE_BY: &str = "finops:undone-by";
@@ -132,6 +134,13 @@ pub trait Ec2Actions: Send + Sync {
         tags: &[(String, String)],
     ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     fn stop(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// DetachVolume: only a long-stopped instance's volume, before it is deleted (where the deployment allows it).
+    fn detach_volume(
+        &self,
+        region: &str,
+        volume_id: &str,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     /// StartInstances: only an undo, of an instance this deployment stopped (IAM allows it on nothing else).
     fn start(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
     /// The volume an undo recreated (by its `finops:undo-id` tag), if there is one.
@@ -231,6 +240,12 @@ fn acted(mut outcome: ActionOutcome, target: &Target, now: DateTime<Utc>) -> Act
     outcome
 }
 
+/// `finops:action` on a stopped instance whose volumes were deleted.
+pub const VOLUMES_DELETED: &str = "volumes-deleted";
+
+/// Checks (a second apart) that a detached volume is `available` before the step fails as transient.
+const DETACH_CHECKS: u32 = 10;
+
 /// EC2 tag values allow letters, digits, spaces and `+ - = . _ : / @`; anything else (from a justification an LLM
 /// wrote, say) is replaced, and the value is cut to EC2's 256 characters.
 pub fn tag_value(text: &str) -> String {
@@ -273,7 +288,9 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 ProposedAction::SnapshotAndDelete => {
                     self.snapshot_volume(&run_id, &proposal, decision.as_ref(), now).await?
                 }
-                ProposedAction::SnapshotAndStop | ProposedAction::Release => {
+                ProposedAction::SnapshotAndStop
+                | ProposedAction::Release
+                | ProposedAction::SnapshotAndDeleteVolumes => {
                     self.snapshot(&run_id, &proposal, decision.as_ref()).await?
                 }
             },
@@ -293,6 +310,11 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             }
             ActionRequest::DeleteVolume { run_id, proposal, snapshot_ids, decision } => acted(
                 self.delete_volume(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?,
+                &proposal,
+                now,
+            ),
+            ActionRequest::DeleteInstanceVolumes { run_id, proposal, snapshot_ids, decision } => acted(
+                self.delete_instance_volumes(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?,
                 &proposal,
                 now,
             ),
@@ -408,21 +430,36 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
     ) -> Result<ActionOutcome, FinopsError> {
         let refuse = |detail: String| Ok(outcome_of("snapshot", target, Outcome::Refused, detail, vec![]));
         let of = SnapshotOf::Instance(&target.resource_id);
-        if let Some(settled) =
-            self.snapshot_settled(run_id, target, decision, ProposedAction::SnapshotAndStop, of).await?
-        {
+        // The approval record decides which: a payload saying "volumes" for an approved stop is refused.
+        let (action, why) = match target.action {
+            ProposedAction::SnapshotAndDeleteVolumes => (target.action, "stopped instance's volumes, to delete"),
+            _ => (ProposedAction::SnapshotAndStop, "idle stop"),
+        };
+        if let Some(settled) = self.snapshot_settled(run_id, target, decision, action, of).await? {
             return Ok(settled);
         }
-        let Some(_) = self.live.describe_instance(&target.region, &target.resource_id).await? else {
+        let Some(live) = self.live.describe_instance(&target.region, &target.resource_id).await? else {
             return refuse("instance no longer exists".into());
         };
         let tags = vec![
             (TAG_RUN_ID.to_owned(), run_id.to_owned()),
             (TAG_INSTANCE_ID.to_owned(), target.resource_id.clone()),
-            (TAG_REASON.to_owned(), tag_value(&format!("finops idle stop: {}", target.justification))),
-            ("Name".to_owned(), format!("finops {} before stop", target.resource_id)),
+            (TAG_REASON.to_owned(), tag_value(&format!("finops {why}: {}", target.justification))),
+            ("Name".to_owned(), format!("finops {} before {}", target.resource_id, action.verb())),
         ];
         let created = self.ec2.create_snapshots(&target.region, &target.resource_id, &tags).await?;
+        if action == ProposedAction::SnapshotAndDeleteVolumes {
+            // Where each volume was attached, on its snapshot: what recreating and attaching it again needs.
+            for snap in &created {
+                let device =
+                    live.volumes.iter().find(|v| v.volume_id == snap.volume_id).and_then(|v| v.device_name.clone());
+                let tags = [
+                    (TAG_VOLUME_ID.to_owned(), snap.volume_id.clone()),
+                    (TAG_DEVICE.to_owned(), device.unwrap_or_default()),
+                ];
+                self.ec2.tag_resource(&target.region, &snap.snapshot_id, &tags).await?;
+            }
+        }
         let detail = format!("{} snapshot(s) started", created.len());
         Ok(outcome_of("snapshot", target, Outcome::Done, detail, snapshot_ids(&created)))
     }
@@ -692,6 +729,144 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         outcome(Outcome::Done, format!("deleted after snapshot {kept} completed (kept, to recreate the volume)"))
     }
 
+    /// Deletes an approved long-stopped instance's volumes: only where the deployment turned it on, with this run's
+    /// completed snapshot of every volume (kept, tagged with its device), and only after the live re-check (still
+    /// stopped, not started since the scan, nothing in the policy against it or any of its volumes). Each volume is
+    /// detached and then deleted; a volume still detaching makes the step fail as transient, and its retry goes on
+    /// from where it is (a detached or deleted volume is not touched again).
+    async fn delete_instance_volumes(
+        &self,
+        run_id: &str,
+        target: &Target,
+        snapshot_ids: &[String],
+        decision: Option<&DecisionRef>,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome, FinopsError> {
+        let outcome = |outcome: Outcome, detail: String| {
+            Ok(outcome_of("delete_instance_volumes", target, outcome, detail, snapshot_ids.to_vec()))
+        };
+        if !self.config.policy.delete_stopped_instance_volumes {
+            let why =
+                "not deleted: this deployment does not delete stopped instances' volumes (FINOPS_STOPPED_VOLUMES)";
+            return outcome(Outcome::Refused, why.into());
+        }
+        let wanted = [ProposedAction::SnapshotAndDeleteVolumes];
+        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Approve], &wanted).await? {
+            Ok(record) => record,
+            Err(why) => return outcome(Outcome::Refused, format!("not deleted: {why}")),
+        };
+        let (region, id) = (target.region.as_str(), target.resource_id.as_str());
+        let Some(live) = self.live.describe_instance(region, id).await? else {
+            return outcome(Outcome::Refused, "not deleted: the instance no longer exists".into());
+        };
+        let ours = live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id)
+            && live.tags.get(TAG_ACTION).map(String::as_str) == Some(VOLUMES_DELETED);
+        if ours && live.volumes.is_empty() {
+            return outcome(Outcome::AlreadyDone, "its volumes were deleted by this run".into());
+        }
+        if live.state != "stopped" {
+            return outcome(Outcome::Refused, format!("not deleted: the instance is {} now", live.state));
+        }
+        if live.volumes.is_empty() {
+            return outcome(Outcome::Refused, "not deleted: no volume is attached to it (not by this run)".into());
+        }
+        if target.launch_time.is_none() || target.launch_time != Some(live.launch_time) {
+            return outcome(Outcome::Refused, "not deleted: the instance was started since the scan".into());
+        }
+        if let Some(what) = live.membership.describe() {
+            return outcome(Outcome::Refused, format!("not deleted: {what}"));
+        }
+        if let Some(blocked) = resource_block(ResourceKind::StoppedInstance, &live.tags, &self.config.policy, now) {
+            let why = format!("policy re-check on the live instance: {}: {}", blocked.reason, blocked.detail);
+            return outcome(Outcome::Refused, format!("not deleted: {why}"));
+        }
+        let snaps = self.ec2.describe_snapshots(region, snapshot_ids).await?;
+        let (state, detail) = snapshot_state(&snaps, snapshot_ids);
+        if state != Outcome::Done {
+            return outcome(Outcome::Refused, format!("not deleted: snapshots not complete: {detail}"));
+        }
+        if let Some(foreign) = snaps.iter().find(|s| {
+            s.tags.get(TAG_RUN_ID).map(String::as_str) != Some(run_id)
+                || s.tags.get(TAG_INSTANCE_ID).map(String::as_str) != Some(id)
+        }) {
+            return outcome(
+                Outcome::Refused,
+                format!("not deleted: snapshot {} was not made by this run of this instance", foreign.snapshot_id),
+            );
+        }
+        let mut volumes = Vec::new();
+        for v in &live.volumes {
+            if !snaps.iter().any(|s| s.volume_id == v.volume_id) {
+                return outcome(
+                    Outcome::Refused,
+                    format!("not deleted: volume {} has no snapshot from this run", v.volume_id),
+                );
+            }
+            // Every volume by its own tags too, before any is touched: a production or protected volume keeps them all.
+            let Some(volume) = self.live.describe_volume(region, &v.volume_id).await? else {
+                return outcome(Outcome::Refused, format!("not deleted: volume {} cannot be read", v.volume_id));
+            };
+            if let Some(blocked) =
+                resource_block(ResourceKind::EbsVolume, &volume.record.tags, &self.config.policy, now)
+            {
+                let why = format!("volume {}: {}: {}", v.volume_id, blocked.reason, blocked.detail);
+                return outcome(Outcome::Refused, format!("not deleted: {why}"));
+            }
+            volumes.push(volume);
+        }
+        // Mark before acting, so a retry after a crash knows the detaching was ours.
+        let approver = record.approver.as_deref().map(tag_value).filter(|a| !a.is_empty());
+        let audit = [
+            (TAG_RUN_ID.to_owned(), run_id.to_owned()),
+            (TAG_ACTION.to_owned(), VOLUMES_DELETED.to_owned()),
+            (TAG_APPROVED_BY.to_owned(), approver.unwrap_or_else(|| "unknown".into())),
+            (TAG_ACTED_AT.to_owned(), now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        ];
+        self.ec2.tag_resource(region, id, &audit).await?;
+        for volume in &volumes {
+            if volume.attached_to.iter().any(|i| i == id) {
+                self.ec2.detach_volume(region, &volume.record.volume_id, id).await?;
+            }
+        }
+        let mut deleted = Vec::new();
+        for volume in &volumes {
+            let vid = volume.record.volume_id.as_str();
+            let mut state = String::new();
+            for attempt in 0..DETACH_CHECKS {
+                match self.live.describe_volume(region, vid).await? {
+                    None => break,
+                    Some(v) if v.state == "available" && v.attached_to.is_empty() => {
+                        state = v.state;
+                        break;
+                    }
+                    Some(v) => state = v.state,
+                }
+                if attempt + 1 < DETACH_CHECKS {
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+            match state.as_str() {
+                "" => {}
+                "available" => {
+                    self.ec2.delete_volume(region, vid).await?;
+                    deleted.push(vid);
+                }
+                other => {
+                    return Err(FinopsError::Transient {
+                        service: "EC2",
+                        operation: "DetachVolume",
+                        message: format!("volume {vid} is still {other}: the step's retry deletes it once detached"),
+                    })
+                }
+            }
+        }
+        let kept = snapshot_ids.join(", ");
+        outcome(
+            Outcome::Done,
+            format!("deleted {} volume(s) after their snapshots completed (kept: {kept})", deleted.len()),
+        )
+    }
+
     /// After the delete or release step failed: reads the volume or address and says whether it is gone (deleted
     /// with this run's snapshot of it kept, or released). Changes nothing.
     async fn cleanup_status(&self, run_id: &str, target: &Target) -> Result<ActionOutcome, FinopsError> {
@@ -732,6 +907,24 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 ),
                 Some(_) => ("release_address", Outcome::Failed, "not released: the release step failed".into()),
             },
+            ProposedAction::SnapshotAndDeleteVolumes => {
+                let live = self.live.describe_instance(&target.region, &target.resource_id).await?;
+                let (outcome, detail) = match live {
+                    Some(i)
+                        if i.volumes.is_empty()
+                            && i.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id)
+                            && i.tags.get(TAG_ACTION).map(String::as_str) == Some(VOLUMES_DELETED) =>
+                    {
+                        (Outcome::AlreadyDone, "volumes deleted by this run (found after the step failed)".to_owned())
+                    }
+                    Some(i) => (
+                        Outcome::Failed,
+                        format!("not done: the delete step failed; {} volume(s) still attached", i.volumes.len()),
+                    ),
+                    None => (Outcome::Failed, "not done: the delete step failed; the instance no longer exists".into()),
+                };
+                ("delete_instance_volumes", outcome, detail)
+            }
             ProposedAction::SnapshotAndStop => {
                 return Err(FinopsError::InvalidInput(
                     "cleanup_status is for volumes and addresses; stop_status is for instances".into(),
@@ -860,8 +1053,8 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 let detail = format!("recreated as {volume} in {zone} from snapshot {}", snapshot.snapshot_id);
                 outcome(Outcome::Done, detail, vec![snapshot.snapshot_id])
             }
-            ProposedAction::Release => {
-                outcome(Outcome::Refused, "not undone: a released address cannot be got back".into(), vec![])
+            ProposedAction::Release | ProposedAction::SnapshotAndDeleteVolumes => {
+                outcome(Outcome::Refused, format!("not undone: {}", target.action.undo_explained()), vec![])
             }
         }
     }

@@ -24,7 +24,9 @@ pub struct MemoryEc2 {
     pub volumes: Mutex<HashMap<String, LiveVolume>>,
     /// Elastic IPs by allocation id.
     pub addresses: Mutex<HashMap<String, ElasticAddress>>,
-    /// Volume and allocation ids in the order DeleteVolume and ReleaseAddress were called for them.
+    /// Volume and allocation ids in the order DeleteVolume and ReleaseAddress were called for them. An instance's
+    /// volume is listed in `volumes` (state `in-use`) when a test wants its own tags read; DetachVolume adds it
+    /// otherwise.
     pub deleted: Mutex<Vec<String>>,
     /// Instance ids in the order StartInstances was called for them.
     pub started: Mutex<Vec<String>>,
@@ -79,7 +81,28 @@ impl InstanceLookup for MemoryEc2 {
 
 impl ResourceLookup for MemoryEc2 {
     async fn describe_volume(&self, region: &str, volume_id: &str) -> Result<Option<LiveVolume>, FinopsError> {
-        Ok(lock(&self.volumes).get(volume_id).filter(|v| v.record.region == region).cloned())
+        if let Some(v) = lock(&self.volumes).get(volume_id).filter(|v| v.record.region == region) {
+            return Ok(Some(v.clone()));
+        }
+        // A volume attached to an instance, as EC2 describes it: `in-use`, without tags of its own.
+        let instances = lock(&self.instances);
+        Ok(instances.values().filter(|i| i.region == region).find_map(|i| {
+            let record = i.volumes.iter().find(|v| v.volume_id == volume_id)?;
+            Some(LiveVolume {
+                record: finops_core::resources::UnattachedVolume {
+                    volume_id: volume_id.to_owned(),
+                    region: region.to_owned(),
+                    volume_type: record.volume_type.clone(),
+                    size_gib: record.size_gib,
+                    create_time: i.launch_time,
+                    tags: Default::default(),
+                    account: None,
+                },
+                state: "in-use".into(),
+                attached_to: vec![i.instance_id.clone()],
+                availability_zone: format!("{region}a"),
+            })
+        }))
     }
 
     async fn describe_address(&self, region: &str, allocation_id: &str) -> Result<Option<ElasticAddress>, FinopsError> {
@@ -222,6 +245,46 @@ impl Ec2Actions for MemoryEc2 {
             i.state = "stopped".into();
         }
         self.stopped.lock().unwrap_or_else(|p| p.into_inner()).push(instance_id.to_owned());
+        Ok(())
+    }
+
+    async fn detach_volume(&self, region: &str, volume_id: &str, instance_id: &str) -> Result<(), FinopsError> {
+        // The instance's record loses the volume; the volume is then `available`, attached to nothing.
+        let mut instances = lock(&self.instances);
+        let Some(instance) = instances.get_mut(instance_id) else {
+            return Err(FinopsError::Aws {
+                service: "EC2",
+                operation: "DetachVolume",
+                code: "InvalidInstanceID.NotFound".into(),
+                message: instance_id.into(),
+            });
+        };
+        let Some(at) = instance.volumes.iter().position(|v| v.volume_id == volume_id) else {
+            return Err(FinopsError::Aws {
+                service: "EC2",
+                operation: "DetachVolume",
+                code: "IncorrectState".into(),
+                message: format!("{volume_id} is not attached to {instance_id}"),
+            });
+        };
+        let record = instance.volumes.remove(at);
+        let mut volumes = lock(&self.volumes);
+        let volume = volumes.entry(volume_id.to_owned()).or_insert_with(|| LiveVolume {
+            record: finops_core::resources::UnattachedVolume {
+                volume_id: volume_id.to_owned(),
+                region: region.to_owned(),
+                volume_type: record.volume_type.clone(),
+                size_gib: record.size_gib,
+                create_time: chrono::Utc::now(),
+                tags: Default::default(),
+                account: None,
+            },
+            state: "in-use".into(),
+            attached_to: vec![instance_id.to_owned()],
+            availability_zone: format!("{region}a"),
+        });
+        volume.state = "available".into();
+        volume.attached_to.clear();
         Ok(())
     }
 

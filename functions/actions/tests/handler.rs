@@ -411,3 +411,116 @@ async fn an_undo_leaves_an_instance_stopped_since_by_someone_else() {
     assert!(refused.detail.contains("another run or by hand"), "{}", refused.detail);
     assert!(w.ec2.started.lock().unwrap().is_empty());
 }
+
+/// The long-stopped dev box, as the inventory lists it, proposed for deleting its volumes.
+fn stopped_proposal() -> Value {
+    let mut p = proposal();
+    p["action"] = json!("snapshot-and-delete-volumes");
+    p["recommended"] = Value::Null;
+    p
+}
+
+const VOLUMES_APPROVAL: &str = "aaaabbbbccccddddeeeeffff00002222";
+
+/// A world with the dev box stopped long ago, the deletion of stopped instances' volumes `on` or not, and the
+/// deletion approved by POST.
+fn stopped_world(on: bool) -> World {
+    let mut i = instance();
+    i.state = "stopped".into();
+    let mut w = World::new(i, IDLE);
+    let mut vars = vec![("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string())];
+    if on {
+        vars.push(("FINOPS_STOPPED_VOLUMES".to_string(), "delete".to_string()));
+    }
+    w.config = ActionsConfig::from_vars(vars).unwrap();
+    let mut record = decided(ApprovalAction::Approve);
+    record.approval_id = VOLUMES_APPROVAL.into();
+    record.proposal = serde_json::from_value(stopped_proposal()).unwrap();
+    w.approvals.insert(record);
+    w
+}
+
+impl World {
+    async fn delete_volumes_of(&self, snapshot_ids: &[String], approval: &str) -> ActionOutcome {
+        self.call(json!({"operation": "delete_instance_volumes", "runId": "run-1", "proposal": stopped_proposal(),
+            "snapshotIds": snapshot_ids, "decision": {"approvalId": approval}}))
+            .await
+            .unwrap()
+    }
+
+    async fn snapshot_volumes_of(&self) -> ActionOutcome {
+        self.call(json!({"operation": "snapshot", "runId": "run-1", "proposal": stopped_proposal(),
+            "decision": {"approvalId": VOLUMES_APPROVAL}}))
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_long_stopped_instances_volumes_are_snapshotted_then_detached_and_deleted_once() {
+    let w = stopped_world(true);
+    let snap = w.snapshot_volumes_of().await;
+    assert_eq!(snap.outcome, Outcome::Done, "{}", snap.detail);
+    let kept = w.ec2.snapshots.lock().unwrap()[0].clone();
+    assert_eq!(kept.tags["finops:device"], "/dev/xvda", "where it was attached, to attach it again");
+    let done = w.delete_volumes_of(&snap.snapshot_ids, VOLUMES_APPROVAL).await;
+    assert_eq!((done.operation.as_str(), done.outcome), ("delete_instance_volumes", Outcome::Done), "{}", done.detail);
+    assert!(done.acted.is_some(), "recorded for the savings proof");
+    assert_eq!(w.ec2.deletions(), ["vol-0123456789abcdef0"]);
+    let again = w.delete_volumes_of(&snap.snapshot_ids, VOLUMES_APPROVAL).await;
+    assert_eq!(again.outcome, Outcome::AlreadyDone, "{}", again.detail);
+    assert_eq!(w.ec2.deletions().len(), 1, "deleted once");
+    let live = w.ec2.instance(ID).unwrap();
+    assert!(live.volumes.is_empty() && live.state == "stopped", "the instance stays, stopped");
+    assert_eq!(live.tags["finops:action"], "volumes-deleted");
+    assert_eq!(w.ec2.snapshot_count(), 1, "the snapshot is kept");
+}
+
+#[tokio::test]
+async fn a_stopped_instances_volumes_are_kept_unless_everything_still_says_delete() {
+    // Off in this deployment: whatever was approved.
+    let off = stopped_world(false);
+    let snaps = off.snapshot_volumes_of().await.snapshot_ids;
+    let refused = off.delete_volumes_of(&snaps, VOLUMES_APPROVAL).await;
+    assert_eq!(refused.outcome, Outcome::Refused);
+    assert!(refused.detail.contains("FINOPS_STOPPED_VOLUMES"), "{}", refused.detail);
+    // A stop's approval never deletes volumes.
+    let w = stopped_world(true);
+    let snaps = w.snapshot_volumes_of().await.snapshot_ids;
+    w.approvals.insert(decided(ApprovalAction::Approve));
+    assert_eq!(w.delete_volumes_of(&snaps, APPROVAL).await.outcome, Outcome::Refused);
+    // Started since the scan (another launch time), or tagged production since: kept.
+    w.ec2.instances.lock().unwrap().get_mut(ID).unwrap().launch_time = now();
+    let started = w.delete_volumes_of(&snaps, VOLUMES_APPROVAL).await;
+    assert!(started.outcome == Outcome::Refused && started.detail.contains("started since"), "{}", started.detail);
+    w.ec2.instances.lock().unwrap().get_mut(ID).unwrap().launch_time = launched();
+    w.ec2.instances.lock().unwrap().get_mut(ID).unwrap().tags.insert("Environment".into(), "production".into());
+    let production = w.delete_volumes_of(&snaps, VOLUMES_APPROVAL).await;
+    assert_eq!(production.outcome, Outcome::Refused, "{}", production.detail);
+    // A volume tagged production by itself (the instance is dev): every volume is kept.
+    let tagged = stopped_world(true);
+    let snaps = tagged.snapshot_volumes_of().await.snapshot_ids;
+    let mut volume =
+        finops_inventory::ResourceLookup::describe_volume(&tagged.ec2, "ap-southeast-2", "vol-0123456789abcdef0")
+            .await
+            .unwrap()
+            .unwrap();
+    volume.record.tags.insert("env".into(), "prod".into());
+    tagged.ec2.volumes.lock().unwrap().insert(volume.record.volume_id.clone(), volume);
+    let refused = tagged.delete_volumes_of(&snaps, VOLUMES_APPROVAL).await;
+    assert!(
+        refused.outcome == Outcome::Refused && refused.detail.contains("vol-0123456789abcdef0"),
+        "{}",
+        refused.detail
+    );
+    assert!(tagged.ec2.deletions().is_empty() && tagged.ec2.instance(ID).unwrap().volumes.len() == 1);
+    // Running again: kept.
+    let running = stopped_world(true);
+    let snaps = running.snapshot_volumes_of().await.snapshot_ids;
+    running.ec2.instances.lock().unwrap().get_mut(ID).unwrap().state = "running".into();
+    assert_eq!(running.delete_volumes_of(&snaps, VOLUMES_APPROVAL).await.outcome, Outcome::Refused);
+    for world in [&off, &w, &running] {
+        assert!(world.ec2.deletions().is_empty(), "nothing deleted");
+        assert_eq!(world.ec2.instance(ID).unwrap().volumes.len(), 1, "nothing detached");
+    }
+}

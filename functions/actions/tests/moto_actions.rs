@@ -418,3 +418,36 @@ async fn an_unattached_volume_is_snapshotted_and_deleted_and_an_address_released
     assert!(h.instances.describe_address(REGION, &allocation_id).await.unwrap().is_none(), "released");
     assert_eq!(h.run(release).await.outcome, Outcome::AlreadyDone);
 }
+
+#[tokio::test]
+async fn a_long_stopped_instances_volumes_are_detached_and_deleted_through_the_sdk_where_turned_on() {
+    let moto = moto().await;
+    let h = harness(&moto, vec![("FINOPS_STOPPED_VOLUMES".to_string(), "delete".to_string())]).await;
+    let id = h.launch(InstanceSpec::new("old-build", "t3.large").tag("Environment", "dev"), 1).await.remove(0);
+    h.client.stop_instances().instance_ids(&id).send().await.unwrap();
+    let mut proposal = h.proposal(&id).await;
+    proposal["action"] = json!("snapshot-and-delete-volumes");
+    proposal["recommended"] = Value::Null;
+    let approval = approve(&h, &proposal, 'e');
+    let snap =
+        h.run(json!({"operation": "snapshot", "runId": "run-1", "proposal": proposal, "decision": approval})).await;
+    assert_eq!(snap.outcome, Outcome::Done, "{}", snap.detail);
+    let volume = h.client.describe_snapshots().snapshot_ids(&snap.snapshot_ids[0]).send().await.unwrap().snapshots()[0]
+        .volume_id()
+        .unwrap()
+        .to_owned();
+    let delete = json!({"operation": "delete_instance_volumes", "runId": "run-1", "proposal": proposal,
+        "snapshotIds": snap.snapshot_ids, "decision": approval});
+    let done = h.run(delete.clone()).await;
+    assert_eq!(done.outcome, Outcome::Done, "{}", done.detail);
+    assert_eq!(h.run(delete).await.outcome, Outcome::AlreadyDone);
+    let (state, tags) = h.state_and_tags(&id).await;
+    assert_eq!((state.as_str(), tags["finops:action"].as_str()), ("stopped", "volumes-deleted"));
+    let gone = h.client.describe_volumes().volume_ids(&volume).send().await;
+    assert!(gone.is_err() || gone.unwrap().volumes().is_empty(), "the volume is deleted");
+    let kept = h.client.describe_snapshots().snapshot_ids(&snap.snapshot_ids[0]).send().await.unwrap();
+    let tags: HashMap<&str, &str> =
+        kept.snapshots()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
+    assert_eq!(tags["finops:volume-id"], volume.as_str());
+    assert!(tags.contains_key("finops:device"), "{tags:?}");
+}

@@ -269,6 +269,7 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback + Und
                 (ApprovalAction::Approve, ProposedAction::SnapshotAndStop) => "Approved. The workflow now snapshots the instance's volumes and stops it once the snapshots complete.",
                 (ApprovalAction::Approve, ProposedAction::SnapshotAndDelete) => "Approved. The workflow now snapshots the volume and deletes it once the snapshot completes (the snapshot is kept).",
                 (ApprovalAction::Approve, ProposedAction::Release) => "Approved. The workflow now releases the address, if it is still associated with nothing.",
+                (ApprovalAction::Approve, ProposedAction::SnapshotAndDeleteVolumes) => "Approved. The workflow now snapshots the instance's volumes and, once the snapshots complete, detaches and deletes them if it is still stopped (the snapshots are kept).",
                 (ApprovalAction::Deny, ProposedAction::SnapshotAndStop) => "Denied. The instance will not be touched in this run.",
                 (ApprovalAction::Deny, _) => "Denied. It will not be touched in this run.",
                 (ApprovalAction::Snooze, ProposedAction::SnapshotAndStop) => "Snoozed. The instance is tagged and left alone until the snooze ends.",
@@ -339,7 +340,7 @@ async fn undo_decided<R: ApprovalRecords, C: UndoStarter>(
         ProposedAction::SnapshotAndDelete => {
             "Undo started. The workflow creates a new volume from the snapshot taken before the deletion."
         }
-        ProposedAction::Release => p.action.undo_explained(),
+        ProposedAction::Release | ProposedAction::SnapshotAndDeleteVolumes => p.action.undo_explained(),
     };
     Ok(notice(200, "Undo started", what))
 }

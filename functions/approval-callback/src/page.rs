@@ -69,7 +69,9 @@ pub fn confirmation(
             action.deny_explained(),
             match action {
                 ProposedAction::SnapshotAndStop => "Deny: leave it running".to_owned(),
-                ProposedAction::SnapshotAndDelete | ProposedAction::Release => "Deny: leave it as it is".to_owned(),
+                ProposedAction::SnapshotAndDelete
+                | ProposedAction::Release
+                | ProposedAction::SnapshotAndDeleteVolumes => "Deny: leave it as it is".to_owned(),
             },
         ),
         ApprovalAction::Snooze => (
@@ -81,7 +83,9 @@ pub fn confirmation(
             match action {
                 ProposedAction::SnapshotAndStop => format!("Start {who} again?"),
                 ProposedAction::SnapshotAndDelete => format!("Recreate {who} from its snapshot?"),
-                ProposedAction::Release => format!("Undo releasing {who}?"),
+                ProposedAction::Release | ProposedAction::SnapshotAndDeleteVolumes => {
+                    format!("Undo {} {who}?", action.gerund())
+                }
             },
             action.undo_explained(),
             format!("Undo: {}", action.undo_label().unwrap_or("nothing to undo").to_lowercase()),
@@ -107,7 +111,7 @@ pub fn confirmation(
                 p.confidence
             ),
             // No model is asked about these: a deterministic rule found them, and says on what its saving is based.
-            ProposedAction::SnapshotAndDelete | ProposedAction::Release => {
+            ProposedAction::SnapshotAndDelete | ProposedAction::Release | ProposedAction::SnapshotAndDeleteVolumes => {
                 format!("<h2>Why it is proposed</h2><p>Proposed by {}.</p>", esc(&p.backend))
             }
         },

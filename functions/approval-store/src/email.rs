@@ -83,7 +83,7 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
             quoted(&proposal.justification, 500)
         )),
         // No model is asked about these: a deterministic rule found them, and says on what its saving is based.
-        ProposedAction::SnapshotAndDelete | ProposedAction::Release => {
+        ProposedAction::SnapshotAndDelete | ProposedAction::Release | ProposedAction::SnapshotAndDeleteVolumes => {
             body.push_str(&format!("\nProposed by {}.\n", proposal.backend))
         }
     }

@@ -70,6 +70,10 @@ pub enum ProposedAction {
     SnapshotAndStop,
     SnapshotAndDelete,
     Release,
+    /// A long-stopped instance's EBS volumes: snapshotted (kept), then detached and deleted. Only in a deployment
+    /// that turned it on (`FINOPS_STOPPED_VOLUMES=delete`); the instance is kept, and cannot start until volumes
+    /// are recreated from the snapshots and attached again.
+    SnapshotAndDeleteVolumes,
 }
 
 impl ProposedAction {
@@ -78,6 +82,7 @@ impl ProposedAction {
             Self::SnapshotAndStop => "snapshot-and-stop",
             Self::SnapshotAndDelete => "snapshot-and-delete",
             Self::Release => "release",
+            Self::SnapshotAndDeleteVolumes => "snapshot-and-delete-volumes",
         }
     }
 
@@ -87,6 +92,7 @@ impl ProposedAction {
             Self::SnapshotAndStop => "snapshot and stop",
             Self::SnapshotAndDelete => "snapshot and delete",
             Self::Release => "release",
+            Self::SnapshotAndDeleteVolumes => "snapshot and delete the volumes of",
         }
     }
 
@@ -96,6 +102,7 @@ impl ProposedAction {
             Self::SnapshotAndStop => "stopping",
             Self::SnapshotAndDelete => "deleting",
             Self::Release => "releasing",
+            Self::SnapshotAndDeleteVolumes => "deleting the volumes of",
         }
     }
 
@@ -105,13 +112,14 @@ impl ProposedAction {
             Self::SnapshotAndStop => "an idle EC2 instance",
             Self::SnapshotAndDelete => "an unattached EBS volume",
             Self::Release => "an unassociated Elastic IP address",
+            Self::SnapshotAndDeleteVolumes => "a long-stopped EC2 instance's EBS volumes",
         }
     }
 
     /// The row label of the resource's id.
     pub fn resource_label(self) -> &'static str {
         match self {
-            Self::SnapshotAndStop => "Instance",
+            Self::SnapshotAndStop | Self::SnapshotAndDeleteVolumes => "Instance",
             Self::SnapshotAndDelete => "Volume",
             Self::Release => "Address",
         }
@@ -123,6 +131,7 @@ impl ProposedAction {
             Self::SnapshotAndStop => "snapshot first, then stop",
             Self::SnapshotAndDelete => "snapshot first, then delete",
             Self::Release => "release the address",
+            Self::SnapshotAndDeleteVolumes => "snapshot every volume first, then delete them",
         }
     }
 
@@ -142,6 +151,12 @@ impl ProposedAction {
                 "finops-agent will check again that this address is associated with nothing and release it back to \
                  AWS. A released address may not be recoverable. Nothing has happened yet."
             }
+            Self::SnapshotAndDeleteVolumes => {
+                "finops-agent will snapshot every EBS volume of this stopped instance, check again that it is still \
+                 stopped and untouched, then detach and delete the volumes once the snapshots complete. The \
+                 snapshots are kept; the instance stays, and cannot start until volumes are recreated from them and \
+                 attached. Nothing has happened yet."
+            }
         }
     }
 
@@ -151,7 +166,7 @@ impl ProposedAction {
         match self {
             Self::SnapshotAndStop => Some("Start it again"),
             Self::SnapshotAndDelete => Some("Recreate from snapshot"),
-            Self::Release => None,
+            Self::Release | Self::SnapshotAndDeleteVolumes => None,
         }
     }
 
@@ -168,6 +183,10 @@ impl ProposedAction {
                  Nothing has happened yet."
             }
             Self::Release => "A released address cannot be got back: nothing to undo.",
+            Self::SnapshotAndDeleteVolumes => {
+                "A stopped instance's deleted volumes are recreated from the kept snapshots by hand (CreateVolume, \
+                 AttachVolume at the same device): no link does it."
+            }
         }
     }
 
@@ -179,6 +198,9 @@ impl ProposedAction {
             }
             Self::SnapshotAndDelete => "The volume will be left as it is in this run. Nothing has happened yet.",
             Self::Release => "The address will stay allocated in this run. Nothing has happened yet.",
+            Self::SnapshotAndDeleteVolumes => {
+                "The instance and its volumes will be left as they are in this run. Nothing has happened yet."
+            }
         }
     }
 }
@@ -311,6 +333,10 @@ pub struct PolicyConfig {
     /// any case) may be proposed; untagged instances never are. IAM's Allow carries the same condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act_only_on_environments: Option<Vec<String>>,
+    /// Whether a long-stopped instance's volumes may be proposed for deletion (`FINOPS_STOPPED_VOLUMES=delete`);
+    /// off by default: they are reported only.
+    #[serde(default)]
+    pub delete_stopped_instance_volumes: bool,
 }
 
 /// A production word right after one of these, with at most one character between, and nothing else in the
@@ -334,6 +360,7 @@ impl Default for PolicyConfig {
             max_proposals_per_account: None,
             max_monthly_usd_per_account: None,
             act_only_on_environments: None,
+            delete_stopped_instance_volumes: false,
         }
     }
 }
@@ -388,6 +415,13 @@ impl PolicyConfig {
                 Some(v.trim().parse::<f64>().ok().filter(|d| d.is_finite() && *d >= 0.0).ok_or_else(|| {
                     ConfigError::new("FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT", format!("{v:?} is not a dollar amount"))
                 })?);
+        }
+        match vars.get("FINOPS_STOPPED_VOLUMES").map(|v| v.trim()) {
+            None | Some("" | "report") => {}
+            Some("delete") => c.delete_stopped_instance_volumes = true,
+            Some(other) => {
+                return Err(ConfigError::new("FINOPS_STOPPED_VOLUMES", format!("{other:?} is not report or delete")))
+            }
         }
         // A setting that used to exist: refuse it loudly rather than let someone believe terminate is on.
         if vars.get("FINOPS_TERMINATE_ENABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {

@@ -116,6 +116,9 @@ pub struct StoppedInstance {
     /// EC2 does not say (then it is not judged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_since: Option<DateTime<Utc>>,
+    /// Its last launch (EC2's LaunchTime): another one at the acting step means it was started since the scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_time: Option<DateTime<Utc>>,
     pub volumes: Vec<crate::inventory::VolumeRecord>,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
@@ -190,6 +193,9 @@ pub enum ResourceAction {
     SnapshotThenDelete,
     /// Release the address back to AWS.
     Release,
+    /// Snapshot a long-stopped instance's volumes (kept), then detach and delete them: only where the deployment
+    /// turned it on ([`PolicyConfig::delete_stopped_instance_volumes`]).
+    SnapshotThenDeleteVolumes,
 }
 
 impl ResourceAction {
@@ -197,6 +203,7 @@ impl ResourceAction {
         match self {
             Self::SnapshotThenDelete => "snapshot-then-delete",
             Self::Release => "release",
+            Self::SnapshotThenDeleteVolumes => "snapshot-then-delete-volumes",
         }
     }
 }
@@ -366,10 +373,7 @@ pub fn assess_stopped_instance(
         idle,
         reasons: vec![
             reason,
-            format!(
-                "{} EBS volume(s), {gib} GiB, still billed; report only: deleting them is off",
-                instance.volumes.len()
-            ),
+            format!("{} EBS volume(s), {gib} GiB, still billed; {STOPPED_REPORT_ONLY}", instance.volumes.len()),
         ],
         monthly_cost_usd: monthly_cost,
         monthly_saving_usd: match (idle, monthly_cost) {
@@ -522,8 +526,12 @@ impl ResourceFinding {
     }
 }
 
+/// The reason line of a long-stopped instance's finding while deleting its volumes is off.
+const STOPPED_REPORT_ONLY: &str = "report only: deleting them is off";
+
 /// Findings as the policy judges them, by the tags the inventory read (`volumes`, `addresses`). A finding the
-/// inventory does not list (a document tampered with, or mixed up) is blocked: nothing is known of its tags.
+/// inventory does not list (a document tampered with, or mixed up) is blocked: nothing is known of its tags. A
+/// long-stopped instance's volumes get an action only where the deployment turned their deletion on.
 pub fn judge(
     policy: &PolicyConfig,
     listed: &OtherResources,
@@ -550,6 +558,20 @@ pub fn judge(
     findings
         .into_iter()
         .map(|f| match tags_of.get(&(f.kind, f.resource_id.as_str())).copied() {
+            Some(resource_tags)
+                if f.kind == ResourceKind::StoppedInstance && f.idle && policy.delete_stopped_instance_volumes =>
+            {
+                let reasons = f
+                    .reasons
+                    .iter()
+                    .map(|r| r.replace(STOPPED_REPORT_ONLY, "snapshot, then delete them (on in this deployment)"))
+                    .collect();
+                ResourceFinding { action: Some(ResourceAction::SnapshotThenDeleteVolumes), reasons, ..f }.held_to(
+                    resource_tags,
+                    policy,
+                    now,
+                )
+            }
             Some(resource_tags) => f.held_to(resource_tags, policy, now),
             None => {
                 let detail = format!("{} {} is not in this run's inventory", f.kind.label(), f.resource_id);
@@ -609,6 +631,22 @@ pub fn proposals(
                 listed.addresses.iter().find(|a| a.allocation_id == f.resource_id && a.region == f.region).map(|a| {
                     proposal(f, ProposedAction::Release, format!("public IPv4 {}", a.public_ip), &a.tags, vec![])
                 })
+            }
+            // Only where the policy let the deletion on (judge), and only of the volumes the inventory listed.
+            (ResourceKind::StoppedInstance, Some(ResourceAction::SnapshotThenDeleteVolumes))
+                if policy.delete_stopped_instance_volumes =>
+            {
+                listed.stopped_instances.iter().find(|i| i.instance_id == f.resource_id && i.region == f.region).map(
+                    |i| {
+                        let gib: u32 = i.volumes.iter().map(|v| v.size_gib).sum();
+                        let what = format!("{} (stopped), {} volume(s), {gib} GiB", i.instance_type, i.volumes.len());
+                        let volumes = i.volumes.iter().map(|v| v.volume_id.clone()).collect();
+                        Proposal {
+                            launch_time: i.launch_time,
+                            ..proposal(f, ProposedAction::SnapshotAndDeleteVolumes, what, &i.tags, volumes)
+                        }
+                    },
+                )
             }
             _ => None,
         })
@@ -946,6 +984,7 @@ mod tests {
             region: "us-east-1".into(),
             instance_type: "t3.large".into(),
             stopped_since: days.map(|d| now() - chrono::Duration::days(d)),
+            launch_time: None,
             volumes: vec![volume(100)],
             tags: BTreeMap::new(),
             account: None,
@@ -1065,5 +1104,57 @@ mod tests {
             (outcome.denials[0].resource_id.as_str(), outcome.denials[0].reason),
             ("vol-1", DenialReason::CountCap)
         );
+    }
+
+    #[test]
+    fn a_long_stopped_instances_volumes_are_proposed_only_where_the_deployment_turned_their_deletion_on() {
+        use crate::policy::ProposedAction;
+        let volume = crate::inventory::VolumeRecord {
+            volume_id: "vol-root".into(),
+            device_name: Some("/dev/xvda".into()),
+            size_gib: 100,
+            volume_type: "gp3".into(),
+            iops: None,
+            delete_on_termination: true,
+        };
+        let stopped = |id: &str, tags: &[(&str, &str)]| StoppedInstance {
+            instance_id: id.into(),
+            region: "us-east-1".into(),
+            instance_type: "t3.large".into(),
+            stopped_since: Some(now() - chrono::Duration::days(60)),
+            launch_time: Some(now() - chrono::Duration::days(90)),
+            volumes: vec![volume.clone()],
+            tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            account: None,
+        };
+        let listed = OtherResources {
+            stopped_instances: vec![stopped("i-old", &[("Name", "old-build")]), stopped("i-prod", &[("env", "prod")])],
+            ..OtherResources::default()
+        };
+        let findings =
+            || listed.stopped_instances.iter().map(|i| assess_stopped_instance(i, &[Some(8.0)], 30, now())).collect();
+        let off = PolicyConfig::default();
+        let judged = judge(&off, &listed, findings(), now());
+        assert!(judged.iter().all(|f| f.action.is_none()), "off by default: report only");
+        assert!(proposals(&off, &listed, &judged, now()).is_empty());
+
+        let on = PolicyConfig { delete_stopped_instance_volumes: true, ..PolicyConfig::default() };
+        let judged = judge(&on, &listed, findings(), now());
+        assert!(judged[0].would_propose(), "{:?}", judged[0]);
+        assert!(judged[0].reasons[1].contains("snapshot, then delete them"), "{:?}", judged[0].reasons);
+        assert_eq!(judged[1].blocked.as_ref().map(|b| b.reason), Some(DenialReason::Production));
+        let proposed = proposals(&on, &listed, &judged, now());
+        assert_eq!(proposed.len(), 1, "never the production one");
+        let p = &proposed[0];
+        assert_eq!((p.resource_id.as_str(), p.action), ("i-old", ProposedAction::SnapshotAndDeleteVolumes));
+        assert_eq!(
+            (p.volume_ids.as_slice(), p.launch_time),
+            (&["vol-root".to_owned()][..], listed.stopped_instances[0].launch_time)
+        );
+        // A document's finding with an action, under a policy that has it off, proposes nothing.
+        assert!(proposals(&off, &listed, &judged, now()).is_empty());
+        assert!(PolicyConfig::from_vars([("FINOPS_STOPPED_VOLUMES".to_owned(), "delete".to_owned())])
+            .is_ok_and(|c| c.delete_stopped_instance_volumes));
+        assert!(PolicyConfig::from_vars([("FINOPS_STOPPED_VOLUMES".to_owned(), "yes".to_owned())]).is_err());
     }
 }

@@ -37,6 +37,7 @@ impl ActedOn {
             ProposedAction::SnapshotAndStop => "instance",
             ProposedAction::SnapshotAndDelete => "ebs-volume",
             ProposedAction::Release => "elastic-ip",
+            ProposedAction::SnapshotAndDeleteVolumes => "stopped-instance",
         }
     }
 

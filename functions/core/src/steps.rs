@@ -652,6 +652,15 @@ pub enum ActionRequest {
         #[serde(default)]
         decision: Option<DecisionRef>,
     },
+    /// A long-stopped instance's volumes, once this run's snapshots of them completed: detached and deleted after
+    /// the live re-check (only where the deployment turned it on).
+    DeleteInstanceVolumes {
+        run_id: String,
+        proposal: Target,
+        snapshot_ids: Vec<String>,
+        #[serde(default)]
+        decision: Option<DecisionRef>,
+    },
     /// An unassociated Elastic IP: released after the live re-check.
     ReleaseAddress {
         run_id: String,
@@ -689,6 +698,7 @@ impl ActionRequest {
             | Self::Stop { run_id, .. }
             | Self::Tag { run_id, .. }
             | Self::DeleteVolume { run_id, .. }
+            | Self::DeleteInstanceVolumes { run_id, .. }
             | Self::ReleaseAddress { run_id, .. }
             | Self::CleanupStatus { run_id, .. }
             | Self::StopStatus { run_id, .. }
@@ -703,6 +713,7 @@ impl ActionRequest {
             | Self::Stop { proposal, .. }
             | Self::Tag { proposal, .. }
             | Self::DeleteVolume { proposal, .. }
+            | Self::DeleteInstanceVolumes { proposal, .. }
             | Self::ReleaseAddress { proposal, .. }
             | Self::CleanupStatus { proposal, .. }
             | Self::StopStatus { proposal, .. }

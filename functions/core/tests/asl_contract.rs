@@ -204,7 +204,16 @@ fn proposals() -> Vec<Proposal> {
         launch_time: None,
         ..proposal()
     };
-    vec![proposal(), volume, address]
+    let stopped = Proposal {
+        resource_id: "i-0stopped0000000000".into(),
+        resource_type: "t3.large (stopped), 1 volume(s), 100 GiB".into(),
+        action: ProposedAction::SnapshotAndDeleteVolumes,
+        recommended: None,
+        backend: "rules".into(),
+        volume_ids: vec!["vol-0root0000000000000".into()],
+        ..proposal()
+    };
+    vec![proposal(), volume, address, stopped]
 }
 
 fn proposal() -> Proposal {
@@ -341,16 +350,23 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             let operation = payload["operation"].as_str().unwrap().to_owned();
             let proposal: Target = serde_json::from_value(payload["proposal"].clone()).unwrap();
             // The acting operations say what they did, when and its estimate; the others say nothing.
-            let acted = ["stop", "stop_status", "delete_volume", "release_address", "cleanup_status"]
-                .contains(&operation.as_str())
-                .then(|| finops_core::savings::ActedOn {
-                    resource_id: proposal.resource_id.clone(),
-                    action: proposal.action,
-                    region: proposal.region.clone(),
-                    account: proposal.account.clone(),
-                    monthly_saving_usd: proposal.monthly_saving_usd,
-                    acted_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
-                });
+            let acted = [
+                "stop",
+                "stop_status",
+                "delete_volume",
+                "delete_instance_volumes",
+                "release_address",
+                "cleanup_status",
+            ]
+            .contains(&operation.as_str())
+            .then(|| finops_core::savings::ActedOn {
+                resource_id: proposal.resource_id.clone(),
+                action: proposal.action,
+                region: proposal.region.clone(),
+                account: proposal.account.clone(),
+                monthly_saving_usd: proposal.monthly_saving_usd,
+                acted_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+            });
             to_value(ActionOutcome {
                 resource_id: proposal.resource_id,
                 outcome: if operation == "snapshot_status" { snapshots } else { Outcome::Done },
@@ -665,7 +681,7 @@ fn every_approval_item_ends_in_a_proposal_outcome() {
     // Every stop, deletion and release that was done reaches the run's outcomes with what was done (the ledger
     // keeps it, and later runs prove it).
     let acted: Vec<&Value> = walk.item_results.iter().filter(|r| r["acted"].is_object()).collect();
-    for operation in ["stop", "delete_volume", "release_address"] {
+    for operation in ["stop", "delete_volume", "delete_instance_volumes", "release_address"] {
         assert!(
             walk.item_results
                 .iter()
@@ -680,6 +696,7 @@ fn every_approval_item_ends_in_a_proposal_outcome() {
         ("stop", "i-0123456789abcdef0"),
         ("delete_volume", "vol-0123456789abcdef0"),
         ("release_address", "eipalloc-0123456789abcdef0"),
+        ("delete_instance_volumes", "i-0stopped0000000000"),
     ] {
         let acted: HashSet<&str> = walk
             .payloads

@@ -87,6 +87,7 @@ impl Ec2Inventory {
                     region: region.to_owned(),
                     instance_type: i.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
                     stopped_since: i.state_transition_reason().and_then(finops_core::resources::stopped_since),
+                    launch_time: i.launch_time().map(utc),
                     volumes: volumes.remove(&instance_id).unwrap_or_default(),
                     tags: tag_map(i.tags()),
                     instance_id,

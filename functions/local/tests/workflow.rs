@@ -49,6 +49,17 @@ async fn deployment(
     max_proposals: u32,
     mode: &'static str,
 ) -> Workflow {
+    deployment_with(approval_timeout, approval_base_url, max_proposals, mode, &[]).await
+}
+
+/// [`deployment`] with more of the functions' settings (`FINOPS_*`, as the CDK app would set them).
+async fn deployment_with(
+    approval_timeout: u32,
+    approval_base_url: &str,
+    max_proposals: u32,
+    mode: &'static str,
+    settings: &[(&str, &str)],
+) -> Workflow {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
     let moto = MotoServer::start_with_env(&[("MOTO_PORT", router_port.to_string())]);
@@ -66,6 +77,9 @@ async fn deployment(
     let mut vars = env.function_vars(approval_base_url);
     // As Lambda sets it for a traced function.
     set_var(&mut vars, "AWS_XRAY_DAEMON_ADDRESS", &xray.addr().to_string());
+    for (name, value) in settings {
+        set_var(&mut vars, name, value);
+    }
     let functions = Arc::new(LocalFunctions::new(&config, &vars).expect("the functions' environment"));
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto.port).into()));
     let use1 = sdk_config(&moto.endpoint, "us-east-1").await;
@@ -557,6 +571,56 @@ async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
     let recorded: Value = serde_json::from_str(ledger["realizedSavings"].as_s().unwrap()).unwrap();
     assert_eq!(&recorded, savings);
     assert!(ledger["recordedAt"].as_s().is_ok_and(|at| at.starts_with("20")), "{ledger:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_turned_on_a_long_stopped_instances_volumes_are_snapshotted_then_deleted_after_approval() {
+    // A cap of 13: the 12 of the act test and old-build-box, stopped 45 days ago ($3.00/month of storage).
+    let w = deployment_with(120, "http://127.0.0.1:9", 13, "act", &[("FINOPS_STOPPED_VOLUMES", "delete")]).await;
+    let execution = w.start("run-stopped", "act").await;
+    answer_emails(&w, 13, |_| "approve").await;
+    let (status, states, output) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    assert!(states.contains(&"Delete Instance Volumes".to_string()), "{states:?}");
+    let use1 = sdk_config(w.config.endpoint_url().unwrap(), "us-east-1").await;
+    let ec2 = aws_sdk_ec2::Client::new(&use1);
+    let named = |name: &'static str| {
+        let ec2 = ec2.clone();
+        async move {
+            let filter = aws_sdk_ec2::types::Filter::builder().name("tag:Name").values(name).build();
+            let out = ec2.describe_instances().filters(filter).send().await.unwrap();
+            out.reservations()[0].instances()[0].clone()
+        }
+    };
+    let old = named("old-build-box").await;
+    let outcome = output["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["resourceId"] == old.instance_id().unwrap())
+        .expect("old-build-box was asked about")
+        .clone();
+    assert_eq!(
+        (outcome["operation"].as_str(), outcome["outcome"].as_str()),
+        (Some("delete_instance_volumes"), Some("done")),
+        "{outcome}"
+    );
+    assert_eq!(outcome["acted"]["action"], "snapshot-and-delete-volumes");
+    assert!(old.block_device_mappings().is_empty(), "its volumes are deleted");
+    assert_eq!(old.state().unwrap().name().unwrap().as_str(), "stopped", "the instance stays");
+    let kept = outcome["snapshotIds"].as_array().unwrap();
+    assert_eq!(kept.len(), 1, "{outcome}");
+    let snapshot = ec2.describe_snapshots().snapshot_ids(kept[0].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(snapshot.snapshots().len(), 1, "the snapshot is kept");
+    // The one stopped two days ago is not asked about; the undo summary says how to get the volumes back.
+    let recent = named("paused-yesterday").await;
+    assert!(!output["outcomes"].as_array().unwrap().iter().any(|o| o["resourceId"] == recent.instance_id().unwrap()));
+    assert_eq!(recent.block_device_mappings().len(), 1);
+    assert!(
+        output["undo"]["summary"].as_str().unwrap().contains("1 stopped instance(s)' deleted volumes"),
+        "{}",
+        output["undo"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,13 +278,16 @@ pub async fn offer_undo<R: ApprovalRecords, K: SigningKey>(
     validate_run_id(&request.run_id)?;
     let key = key.key().await?;
     let mut links = Vec::new();
-    let mut not_undoable = 0;
+    let (mut released, mut volumes_deleted) = (0, 0);
     for outcome in &request.outcomes {
         let Some(acted) = outcome.get("acted").filter(|a| a.is_object()) else { continue };
         let acted: ActedOn = serde_json::from_value(acted.clone())
             .map_err(|e| FinopsError::InvalidInput(format!("an outcome's acted record: {e}")))?;
         let Some(label) = acted.action.undo_label() else {
-            not_undoable += 1;
+            match acted.action {
+                finops_core::policy::ProposedAction::SnapshotAndDeleteVolumes => volumes_deleted += 1,
+                _ => released += 1,
+            }
             continue;
         };
         let approval_id = approval_id_for(&key, &request.run_id, &acted.resource_id);
@@ -344,8 +347,13 @@ pub async fn offer_undo<R: ApprovalRecords, K: SigningKey>(
             links.iter().map(|l| format!("{}: {}", l.label, l.url)).collect::<Vec<_>>().join(" ; ")
         ),
     };
-    if not_undoable > 0 {
-        summary.push_str(&format!(" ; {not_undoable} released address(es) cannot be got back"));
+    if released > 0 {
+        summary.push_str(&format!(" ; {released} released address(es) cannot be got back"));
+    }
+    if volumes_deleted > 0 {
+        summary.push_str(&format!(
+            " ; {volumes_deleted} stopped instance(s)' deleted volumes: recreate them from the kept snapshots by hand"
+        ));
     }
     Ok(OfferUndoOutput { summary, links })
 }

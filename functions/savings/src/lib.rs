@@ -179,6 +179,11 @@ pub async fn still_holds<L: InstanceLookup + ResourceLookup>(live: &L, run_id: &
             None => StillHolds::Yes,
             Some(_) => StillHolds::No("the address is allocated".into()),
         }),
+        ProposedAction::SnapshotAndDeleteVolumes => live.describe_instance(region, id).await.map(|found| match found {
+            None => StillHolds::Yes,
+            Some(i) if i.volumes.is_empty() => StillHolds::Yes,
+            Some(i) => StillHolds::No(format!("{} volume(s) attached again", i.volumes.len())),
+        }),
     };
     read.unwrap_or_else(|e| StillHolds::Unknown(e.to_string()))
 }
