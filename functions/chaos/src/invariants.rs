@@ -14,7 +14,7 @@ use crate::fleet::Kind;
 use crate::proxy::StopCall;
 
 /// What the issue calls the invariants, by number.
-pub const INVARIANTS: [&str; 7] = [
+pub const INVARIANTS: [&str; 8] = [
     "1 no stop or deletion without a POSTed approve of this run",
     "2 no stop or deletion before completed snapshots",
     "3 nothing done twice (snapshots, stops, emails)",
@@ -22,6 +22,7 @@ pub const INVARIANTS: [&str; 7] = [
     "5 a report and a ledger record that match",
     "6 no trap proposed or stopped",
     "7 a model failure falls back and says so",
+    "8 an undo acts once, only after its POST, only on what its run did",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +43,26 @@ pub struct Record {
     pub state: String,
     pub decision: Option<String>,
     pub via: Option<String>,
+    /// An undo record (offered after the run), not a proposal's approval.
+    pub undo: bool,
+}
+
+/// One undo link a simulated approver followed: the page's answer to its POST, and the undo execution's end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndoPost {
+    pub resource_id: String,
+    pub undo_id: String,
+    pub status: u16,
+    /// The undo execution's status and its outcome (`done`, `refused`, ...), when one ran.
+    pub execution: Option<(String, String)>,
+}
+
+/// A volume an undo created from a snapshot (tagged with the undo's id and the volume it recreates).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recreated {
+    pub volume_id: String,
+    pub undo_id: String,
+    pub of_volume: String,
 }
 
 /// The behaviour label of answers sent after the run ended (see `approver::Behaviour::AfterRunEnds`).
@@ -88,6 +109,10 @@ pub struct RunEvidence {
     pub model_broken: bool,
     /// What the output says about reasoning: (backend, fallbacks).
     pub reasoning: (Option<String>, Option<u64>),
+    /// Undo links followed after the run, every StartInstances that reached moto, and the volumes undos recreated.
+    pub undo_posts: Vec<UndoPost>,
+    pub starts: Vec<StopCall>,
+    pub recreated: Vec<Recreated>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,7 +154,7 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
 
     for id in &stopped {
         // 1. A decided approve record of this run, made by POST, and an approver's POST the page accepted.
-        let record = e.records.iter().find(|r| r.instance_id == *id && r.run_id == e.run_id);
+        let record = e.records.iter().find(|r| r.instance_id == *id && r.run_id == e.run_id && !r.undo);
         let by_post = record.is_some_and(|r| {
             r.state == "decided" && r.decision.as_deref() == Some("approve") && r.via.as_deref() == Some("POST")
         });
@@ -265,6 +290,48 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         }
     }
 
+    // 8. An undo: a StartInstances that changed anything, or a volume recreated, only for a resource this run stopped
+    //    or deleted, only after a POST the undo page accepted, and once; every undo execution ends.
+    let undone = |id: &str| e.undo_posts.iter().any(|p| p.resource_id == id && p.status == 200);
+    let mut starts_per_instance: BTreeMap<&str, u32> = BTreeMap::new();
+    for s in e.starts.iter().filter(|s| s.previous_state == "stopped" && s.current_state != "stopped") {
+        *starts_per_instance.entry(s.instance_id.as_str()).or_default() += 1;
+        if !undone(&s.instance_id) {
+            violation(8, format!("{} was started without an accepted undo POST", s.instance_id));
+        }
+        if !state_changing_stops.iter().any(|stop| stop.instance_id == s.instance_id && stop.current_state != "deleted")
+        {
+            violation(8, format!("{} was started by an undo, and this run never stopped it", s.instance_id));
+        }
+    }
+    for (id, n) in starts_per_instance.iter().filter(|(_, n)| **n > 1) {
+        violation(8, format!("{n} StartInstances started {id}"));
+    }
+    let mut per_undo: BTreeMap<&str, u32> = BTreeMap::new();
+    for r in &e.recreated {
+        *per_undo.entry(r.undo_id.as_str()).or_default() += 1;
+        if !undone(&r.of_volume) {
+            violation(8, format!("{} was recreated as {} without an accepted undo POST", r.of_volume, r.volume_id));
+        }
+        if !state_changing_stops.iter().any(|d| d.instance_id == r.of_volume && d.current_state == "deleted") {
+            violation(8, format!("{} was recreated, and this run never deleted it", r.of_volume));
+        }
+    }
+    for (id, n) in per_undo.iter().filter(|(_, n)| **n > 1) {
+        violation(8, format!("undo {id} created {n} volumes"));
+    }
+    let mut accepted_undos: BTreeMap<&str, u32> = BTreeMap::new();
+    for p in e.undo_posts.iter().filter(|p| p.status == 200) {
+        *accepted_undos.entry(p.undo_id.as_str()).or_default() += 1;
+        match &p.execution {
+            Some((status, _)) if status == "SUCCEEDED" => {}
+            other => violation(8, format!("the undo of {} was accepted; its execution is {other:?}", p.resource_id)),
+        }
+    }
+    for (id, n) in accepted_undos.iter().filter(|(_, n)| **n > 1) {
+        violation(8, format!("undo {id} was accepted {n} times"));
+    }
+
     // 7. A broken model: the run used the rules, and its output and its report say so.
     if e.model_broken && e.status == "SUCCEEDED" {
         let (backend, fallbacks) = &e.reasoning;
@@ -329,6 +396,7 @@ mod tests {
                 state: "decided".into(),
                 decision: Some("approve".into()),
                 via: Some("POST".into()),
+                undo: false,
             }],
             posts: vec![Post {
                 instance_id: "i-1".into(),
@@ -351,6 +419,53 @@ mod tests {
 
     fn broken(e: &RunEvidence) -> Vec<usize> {
         check(e).iter().map(|v| v.invariant).collect()
+    }
+
+    #[test]
+    fn an_undo_may_start_only_what_this_run_stopped_once_after_its_accepted_post() {
+        let start = |id: &str| StopCall {
+            instance_id: id.into(),
+            at: at("2026-11-29T00:10:00Z"),
+            previous_state: "stopped".into(),
+            current_state: "pending".into(),
+        };
+        let post = |status: u16| UndoPost {
+            resource_id: "i-1".into(),
+            undo_id: "u".repeat(32),
+            status,
+            execution: (status == 200).then(|| ("SUCCEEDED".to_owned(), "done".to_owned())),
+        };
+        let mut undone = clean();
+        undone.undo_posts = vec![post(200), post(409)];
+        undone.starts = vec![start("i-1")];
+        // The undo record, decided `undo`, sits beside the approval: invariant 1 reads the approval.
+        undone.records.push(Record {
+            approval_id: "u".repeat(32),
+            run_id: "run-1".into(),
+            instance_id: "i-1".into(),
+            state: "decided".into(),
+            decision: Some("undo".into()),
+            via: Some("POST".into()),
+            undo: true,
+        });
+        undone.records.reverse();
+        assert_eq!(broken(&undone), Vec::<usize>::new(), "{:?}", check(&undone));
+        let mut twice = undone.clone();
+        twice.starts.push(start("i-1"));
+        assert_eq!(broken(&twice), [8]);
+        let mut unasked = undone.clone();
+        unasked.undo_posts = vec![post(502)];
+        assert_eq!(broken(&unasked), [8]);
+        let mut never_stopped = undone.clone();
+        never_stopped.starts = vec![start("i-2")];
+        assert_eq!(broken(&never_stopped), [8, 8]);
+        let mut stuck = undone.clone();
+        stuck.undo_posts[0].execution = None;
+        assert_eq!(broken(&stuck), [8]);
+        let mut volume = clean();
+        volume.recreated =
+            vec![Recreated { volume_id: "vol-new".into(), undo_id: "u".repeat(32), of_volume: "vol-9".into() }];
+        assert_eq!(broken(&volume), [8, 8], "not deleted by this run, and no POST");
     }
 
     #[test]
@@ -403,6 +518,7 @@ mod tests {
             state: "decided".into(),
             decision: Some("approve".into()),
             via: Some("POST".into()),
+            undo: false,
         });
         e.posts.push(Post {
             instance_id: "vol-9".into(),

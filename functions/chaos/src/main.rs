@@ -89,7 +89,7 @@ async fn main() {
                 let seed = first_seed.wrapping_add(n);
                 let r = run_one(&harness, seed, &mut image_id).await;
                 eprintln!(
-                    "run {:>4} seed {seed}: {:>5.1}s (setup {:.1}s, execution {:.1}s) {:<9} fleet {} proposed {} approved {} stopped {} {:?}{} | {}",
+                    "run {:>4} seed {seed}: {:>5.1}s (setup {:.1}s, execution {:.1}s) {:<9} fleet {} proposed {} approved {} stopped {} undone {} {:?}{} | {}",
                     n + 1,
                     r.seconds,
                     r.setup_seconds,
@@ -99,6 +99,7 @@ async fn main() {
                     r.proposed,
                     r.approved,
                     r.stopped,
+                    r.undone,
                     r.outcomes,
                     if r.violations.is_empty() { String::new() } else { format!(" VIOLATIONS {}", r.violations.len()) },
                     r.plan
@@ -172,6 +173,7 @@ fn print_table(results: &[RunResult], seconds: f64, first_seed: u64, workers: u6
     println!("  {:<52} {:>6}", "approvals accepted by the page (HTTP 200)", sum(|r| r.approved));
     println!("  {:<52} {:>6}", "instances stopped", sum(|r| r.stopped));
     println!("  {:<52} {:>6}", "unattached volumes deleted", sum(|r| r.deleted));
+    println!("  {:<52} {:>6}", "stops and deletions undone with their link", sum(|r| r.undone));
     for (k, v) in &outcomes {
         println!("  proposal outcome {k:<35} {v:>6}");
     }

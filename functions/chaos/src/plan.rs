@@ -10,7 +10,7 @@ use crate::rng::Rng;
 
 /// Operations the proxy can fail, with whether they change something (only those can lose an answer after the
 /// work is done; losing a read's answer is a plain 5xx).
-pub const API_OPERATIONS: [(&str, bool); 17] = [
+pub const API_OPERATIONS: [(&str, bool); 20] = [
     ("CreateSnapshots", true),
     ("StopInstances", true),
     ("CreateTags", true),
@@ -28,9 +28,13 @@ pub const API_OPERATIONS: [(&str, bool); 17] = [
     ("SendTaskSuccess", true),
     ("S3 PUT", true),
     ("S3 GET", false),
+    // One-click undo: the callback's start of the undo execution, and what the undo does.
+    ("StartExecution", true),
+    ("StartInstances", true),
+    ("CreateVolume", true),
 ];
 
-pub const STEPS: [&str; 10] = [
+pub const STEPS: [&str; 11] = [
     "finops-inventory",
     "finops-metrics",
     "finops-reasoning",
@@ -41,6 +45,7 @@ pub const STEPS: [&str; 10] = [
     "finops-actions:stop",
     "finops-actions:tag",
     "finops-actions:delete_volume",
+    "finops-actions:undo",
 ];
 
 #[derive(Debug, Clone)]

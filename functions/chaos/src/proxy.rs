@@ -94,6 +94,8 @@ struct State {
     rng: Mutex<Rng>,
     injected: Mutex<BTreeMap<String, u32>>,
     stops: Mutex<Vec<StopCall>>,
+    /// Every StartInstances that reached moto (an undo's), as StopCalls: the instance, its state before and after.
+    starts: Mutex<Vec<StopCall>>,
 }
 
 pub struct FaultProxy {
@@ -240,6 +242,7 @@ impl FaultProxy {
             rng: Mutex::new(Rng::new(seed)),
             injected: Mutex::default(),
             stops: Mutex::default(),
+            starts: Mutex::default(),
         });
         let served = state.clone();
         tokio::spawn(async move {
@@ -264,6 +267,7 @@ impl FaultProxy {
         *lock(&self.state.rng) = Rng::new(seed);
         lock(&self.state.injected).clear();
         lock(&self.state.stops).clear();
+        lock(&self.state.starts).clear();
     }
 
     /// No more faults (checking the run's evidence goes straight through).
@@ -278,6 +282,10 @@ impl FaultProxy {
 
     pub fn stops(&self) -> Vec<StopCall> {
         lock(&self.state.stops).clone()
+    }
+
+    pub fn starts(&self) -> Vec<StopCall> {
+        lock(&self.state.starts).clone()
     }
 }
 
@@ -344,11 +352,12 @@ async fn forward(
             current_state: "deleted".into(),
         });
     }
-    if op == "StopInstances" && head.status.is_success() {
+    if (op == "StopInstances" || op == "StartInstances") && head.status.is_success() {
+        // StartInstancesResponse lists its instances as StopInstancesResponse does.
         let answer = String::from_utf8_lossy(&body);
-        let mut stops = lock(&state.stops);
+        let mut log = lock(if op == "StopInstances" { &state.stops } else { &state.starts });
         for (instance_id, previous_state, current_state) in stop_transitions(&answer) {
-            stops.push(StopCall { instance_id, at, previous_state, current_state });
+            log.push(StopCall { instance_id, at, previous_state, current_state });
         }
     }
     if fault == Some(ApiFaultKind::LostResponse) {

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::approver::Approvers;
 use crate::fleet::{self, ChaosInstance};
 use crate::functions::ChaosFunctions;
-use crate::invariants::{self, Record, RunEvidence, Snapshot, Violation};
+use crate::invariants::{self, Record, Recreated, RunEvidence, Snapshot, UndoPost, Violation};
 use crate::plan::FaultPlan;
 use crate::proxy::{FaultProxy, Outage};
 use crate::rng::Rng;
@@ -57,6 +57,8 @@ pub struct RunResult {
     pub stopped: usize,
     /// Unattached volumes deleted (after their snapshot).
     pub deleted: usize,
+    /// Stops and deletions undone with their undo link.
+    pub undone: usize,
     /// Outcome of each proposal ("done", "refused", "no_answer", "denied", ...), counted.
     pub outcomes: BTreeMap<String, u32>,
     pub faults: BTreeMap<String, u32>,
@@ -92,6 +94,7 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     let started = Instant::now();
     let mut rng = Rng::new(seed);
     let (mut fleet_rng, mut plan_rng, approver_rng) = (rng.fork(1), rng.fork(2), rng.fork(3));
+    let mut undo_rng = rng.fork(4);
     let plan = FaultPlan::draw(&mut plan_rng);
     let (status, body) = http(h.moto_port, "POST", "/moto-api/reset", "").expect("reset moto");
     assert_eq!(status, 200, "moto reset: {body}");
@@ -158,6 +161,11 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
         tokio::time::sleep(Duration::from_millis(150)).await;
     };
     let execution_seconds = started.elapsed().as_secs_f64() - setup_seconds;
+    // Someone changes their mind, under the same faults: undo links of the report, followed and replayed.
+    let undo_posts = match (&status[..], &output) {
+        ("SUCCEEDED", Some(output)) => follow_undo_links(&env, page_port, output, &mut undo_rng).await,
+        _ => Vec::new(),
+    };
     h.proxy.calm();
     approvers.after_run().await;
     // Anything still on its way: an email sent late, a stop after the end (neither should happen).
@@ -175,6 +183,7 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     evidence.emails = approvers.emails.clone();
     evidence.made_production = approvers.made_production.clone();
     evidence.model_broken = plan.model != ModelBehaviour::Script;
+    evidence.undo_posts = undo_posts;
     let violations = invariants::check(&evidence);
 
     let mut faults = h.proxy.injected();
@@ -201,12 +210,51 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
         approved: evidence.posts.iter().filter(|p| p.decision == "approve" && p.status == 200).count(),
         stopped: evidence.stops.iter().filter(|s| s.changed_state() && s.current_state != "deleted").count(),
         deleted: evidence.stops.iter().filter(|s| s.changed_state() && s.current_state == "deleted").count(),
+        undone: evidence
+            .undo_posts
+            .iter()
+            .filter(|p| p.execution.as_ref().is_some_and(|(_, outcome)| outcome == "done" || outcome == "already_done"))
+            .count(),
         outcomes,
         faults,
         behaviours: approvers.behaviours.clone(),
         failure: (evidence.status != "SUCCEEDED").then(|| evidence.reports.join(" / ")),
         violations,
     }
+}
+
+/// Each undo link of the run's report followed with a chance of one in three (a person's GET, then the button's
+/// POST, then the same POST again, as a double click or a replayed request would), and each undo execution waited
+/// for.
+async fn follow_undo_links(env: &WorkflowEnv, page_port: u16, output: &Value, rng: &mut Rng) -> Vec<UndoPost> {
+    let links = output["undo"]["links"].as_array().cloned().unwrap_or_default();
+    let mut posts = Vec::new();
+    for link in links {
+        if !rng.chance(1.0 / 3.0) {
+            continue;
+        }
+        let (Some(url), Some(resource)) = (link["url"].as_str(), link["resourceId"].as_str()) else { continue };
+        let Some(at) = url.find("/approvals/") else { continue };
+        let path = &url[at..];
+        let undo_id = path.trim_start_matches("/approvals/").split('?').next().unwrap_or_default().to_owned();
+        let _ = http(page_port, "GET", path, "");
+        for _ in 0..2 {
+            let status = http(page_port, "POST", path, "decision=undo&approver=chaos%40example.com").map_or(0, |r| r.0);
+            posts.push(UndoPost {
+                resource_id: resource.to_owned(),
+                undo_id: undo_id.clone(),
+                status,
+                execution: None,
+            });
+        }
+    }
+    for post in posts.iter_mut().filter(|p| p.status == 200) {
+        let arn =
+            format!("{}:undo-{}", env.state_machine_arn.replacen(":stateMachine:", ":execution:", 1), post.undo_id);
+        let (status, output) = env.finished(&arn, Duration::from_secs(60)).await;
+        post.execution = Some((status, output["undone"]["outcome"].as_str().unwrap_or("?").to_owned()));
+    }
+    posts
 }
 
 /// The report topic's messages (its SQS subscription): waits up to 3 s for the first, then takes what is there.
@@ -286,9 +334,30 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
             state: text(item, "state").unwrap_or_default(),
             decision: text(item, "decision"),
             via: text(item, "decidedVia"),
+            undo: item.contains_key("undoOf"),
         })
         .collect();
     let reports = drain_reports(&h.direct, &env.report_queue_url).await;
+    // The volumes undos created (tagged with the undo's id and the volume they recreate).
+    let undo_tag = aws_sdk_ec2::types::Filter::builder().name("tag-key").values("finops:undo-id").build();
+    let recreated = ec2
+        .describe_volumes()
+        .filters(undo_tag)
+        .send()
+        .await
+        .expect("describe volumes")
+        .volumes()
+        .iter()
+        .map(|v| {
+            let tag =
+                |k: &str| v.tags().iter().find(|t| t.key() == Some(k)).and_then(|t| t.value()).unwrap_or_default();
+            Recreated {
+                volume_id: v.volume_id().unwrap_or_default().to_owned(),
+                undo_id: tag("finops:undo-id").to_owned(),
+                of_volume: tag("finops:volume-id").to_owned(),
+            }
+        })
+        .collect();
     let ledger = env.ledger(run_id).await;
     let ledger_outcomes = ledger
         .get("outcomes")
@@ -305,6 +374,8 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
         final_states,
         snapshots,
         stops: h.proxy.stops(),
+        starts: h.proxy.starts(),
+        recreated,
         records,
         proposed,
         outcomes: output["outcomes"].as_array().cloned().unwrap_or_default(),
