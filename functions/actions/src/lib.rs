@@ -519,22 +519,11 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         if let Some(why) = self.measured_again(&live, target, now).await? {
             return refuse(why);
         }
-        let snaps = self.ec2.describe_snapshots(&target.region, snapshot_ids).await?;
-        let (state, detail) = snapshot_state(&snaps, snapshot_ids);
-        if state != Outcome::Done {
-            return refuse(format!("snapshots not complete: {detail}"));
-        }
-        let foreign: Vec<&str> = snaps
-            .iter()
-            .filter(|s| {
-                s.tags.get(TAG_RUN_ID).map(String::as_str) != Some(run_id)
-                    || s.tags.get(TAG_INSTANCE_ID) != Some(&target.resource_id)
-            })
-            .map(|s| s.snapshot_id.as_str())
-            .collect();
-        if !foreign.is_empty() {
-            return refuse(format!("snapshot(s) {foreign:?} were not made by this run for this instance"));
-        }
+        let of = SnapshotOf::Instance(&target.resource_id);
+        let snaps = match self.completed_run_snapshots(&target.region, run_id, snapshot_ids, of).await? {
+            Ok(snaps) => snaps,
+            Err(why) => return refuse(why),
+        };
         let uncovered: Vec<&str> = live
             .volumes
             .iter()
@@ -564,6 +553,34 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             format!("stop requested after {} completed snapshot(s)", snapshot_ids.len()),
             snapshot_ids.to_vec(),
         ))
+    }
+
+    /// The snapshots an acting operation waits for, if every one of them completed and this run took it of `of` (by
+    /// its run-id tag, the tag naming what it was taken of, and, for a volume, EC2's own volume id); otherwise why
+    /// not, for the report.
+    async fn completed_run_snapshots(
+        &self,
+        region: &str,
+        run_id: &str,
+        snapshot_ids: &[String],
+        of: SnapshotOf<'_>,
+    ) -> Result<Result<Vec<SnapshotInfo>, String>, FinopsError> {
+        let snaps = self.ec2.describe_snapshots(region, snapshot_ids).await?;
+        let (state, detail) = snapshot_state(&snaps, snapshot_ids);
+        if state != Outcome::Done {
+            return Ok(Err(format!("snapshots not complete: {detail}")));
+        }
+        let (key, id) = of.tag();
+        let ours = |s: &SnapshotInfo| {
+            s.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id)
+                && s.tags.get(key).map(String::as_str) == Some(id)
+                && !matches!(of, SnapshotOf::Volume(volume) if s.volume_id != volume)
+        };
+        let foreign: Vec<&str> = snaps.iter().filter(|s| !ours(s)).map(|s| s.snapshot_id.as_str()).collect();
+        Ok(match foreign.is_empty() {
+            true => Ok(snaps),
+            false => Err(format!("snapshot(s) {foreign:?} were not made by this run of {id}")),
+        })
     }
 
     /// The volume as it is now, if it is still the unattached one a person approved deleting: `available`, attached
@@ -669,18 +686,8 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             Ok(record) => record,
             Err(why) => return outcome(Outcome::Refused, format!("not deleted: {why}")),
         };
-        let snaps = self.ec2.describe_snapshots(&target.region, snapshot_ids).await?;
-        let (state, detail) = snapshot_state(&snaps, snapshot_ids);
-        if state != Outcome::Done {
-            return outcome(Outcome::Refused, format!("not deleted: snapshot not complete: {detail}"));
-        }
-        let ours = |s: &SnapshotInfo| {
-            s.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id)
-                && s.tags.get(TAG_VOLUME_ID) == Some(&target.resource_id)
-                && s.volume_id == target.resource_id
-        };
-        if let Some(foreign) = snaps.iter().find(|s| !ours(s)) {
-            let why = format!("snapshot {} was not made by this run of this volume", foreign.snapshot_id);
+        let of = SnapshotOf::Volume(&target.resource_id);
+        if let Err(why) = self.completed_run_snapshots(&target.region, run_id, snapshot_ids, of).await? {
             return outcome(Outcome::Refused, format!("not deleted: {why}"));
         }
         let kept = snapshot_ids.join(", ");
@@ -780,20 +787,10 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             let why = format!("policy re-check on the live instance: {}: {}", blocked.reason, blocked.detail);
             return outcome(Outcome::Refused, format!("not deleted: {why}"));
         }
-        let snaps = self.ec2.describe_snapshots(region, snapshot_ids).await?;
-        let (state, detail) = snapshot_state(&snaps, snapshot_ids);
-        if state != Outcome::Done {
-            return outcome(Outcome::Refused, format!("not deleted: snapshots not complete: {detail}"));
-        }
-        if let Some(foreign) = snaps.iter().find(|s| {
-            s.tags.get(TAG_RUN_ID).map(String::as_str) != Some(run_id)
-                || s.tags.get(TAG_INSTANCE_ID).map(String::as_str) != Some(id)
-        }) {
-            return outcome(
-                Outcome::Refused,
-                format!("not deleted: snapshot {} was not made by this run of this instance", foreign.snapshot_id),
-            );
-        }
+        let snaps = match self.completed_run_snapshots(region, run_id, snapshot_ids, SnapshotOf::Instance(id)).await? {
+            Ok(snaps) => snaps,
+            Err(why) => return outcome(Outcome::Refused, format!("not deleted: {why}")),
+        };
         let mut volumes = Vec::new();
         for v in &live.volumes {
             if !snaps.iter().any(|s| s.volume_id == v.volume_id) {

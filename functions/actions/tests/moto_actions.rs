@@ -91,6 +91,27 @@ impl Harness {
         self.run_at(event, Utc::now()).await
     }
 
+    /// The undo record (id `undo` repeated) of the approval under id `approval` repeated, decided by POST; its id.
+    fn undo_decided(&self, approval: char, undo: char) -> String {
+        let undo_id: String = std::iter::repeat_n(undo, 32).collect();
+        let approval = self.approvals.get_now(&std::iter::repeat_n(approval, 32).collect::<String>()).unwrap();
+        let record = ApprovalRecord::undo_of(
+            &approval,
+            undo_id.clone(),
+            Utc::now().to_rfc3339(),
+            0,
+            Utc::now().timestamp() + 60,
+        );
+        self.approvals.insert(record.decided(&Decision {
+            action: ApprovalAction::Undo,
+            approver: "bo@example.com",
+            source_ip: None,
+            decided_at: &Utc::now().to_rfc3339(),
+            via: DECIDED_VIA_POST,
+        }));
+        undo_id
+    }
+
     async fn run_at(&self, event: Value, now: DateTime<Utc>) -> ActionOutcome {
         let actions = Actions {
             live: &self.instances,
@@ -163,19 +184,7 @@ async fn snapshot_then_stop_once_even_when_every_step_is_invoked_twice() {
     assert_eq!(tags["finops:run-id"], "run-1");
 
     // One-click undo through the SDK: StartInstances once, the instance tagged with the undo.
-    let approval_id: String = std::iter::repeat_n('a', 32).collect();
-    let undo_id: String = std::iter::repeat_n('c', 32).collect();
-    let approval = h.approvals.get_now(&approval_id).unwrap();
-    h.approvals.insert(
-        ApprovalRecord::undo_of(&approval, undo_id.clone(), Utc::now().to_rfc3339(), 0, Utc::now().timestamp() + 60)
-            .decided(&Decision {
-                action: ApprovalAction::Undo,
-                approver: "bo@example.com",
-                source_ip: None,
-                decided_at: &Utc::now().to_rfc3339(),
-                via: DECIDED_VIA_POST,
-            }),
-    );
+    let undo_id = h.undo_decided('a', 'c');
     let undo =
         json!({"operation": "undo", "runId": "run-1", "proposal": proposal, "decision": {"approvalId": undo_id}});
     let undone = h.run(undo.clone()).await;
@@ -376,18 +385,7 @@ async fn an_unattached_volume_is_snapshotted_and_deleted_and_an_address_released
     assert_eq!((tags["finops:volume-az"], tags["finops:volume-type"]), ("ap-southeast-2a", "gp3"));
 
     // Recreated from the kept snapshot through the SDK (CreateVolume with the undo id as client token), once.
-    let undo_id: String = std::iter::repeat_n('d', 32).collect();
-    let approval = h.approvals.get_now(&std::iter::repeat_n('a', 32).collect::<String>()).unwrap();
-    h.approvals.insert(
-        ApprovalRecord::undo_of(&approval, undo_id.clone(), Utc::now().to_rfc3339(), 0, Utc::now().timestamp() + 60)
-            .decided(&Decision {
-                action: ApprovalAction::Undo,
-                approver: "bo@example.com",
-                source_ip: None,
-                decided_at: &Utc::now().to_rfc3339(),
-                via: DECIDED_VIA_POST,
-            }),
-    );
+    let undo_id = h.undo_decided('a', 'd');
     let undo = json!({"operation": "undo", "runId": "run-1", "proposal": volume_proposal,
         "decision": {"approvalId": undo_id}});
     let recreated = h.run(undo.clone()).await;

@@ -249,7 +249,7 @@ async fn a_volume_is_deleted_only_with_this_runs_completed_snapshot_of_it() {
     let pending_snap = pending.snapshot(VOLUME_APPROVAL).await.snapshot_ids;
     let out = pending.delete(&pending_snap, VOLUME_APPROVAL).await;
     assert_eq!(out.outcome, Outcome::Refused, "{}", out.detail);
-    assert!(out.detail.contains("snapshot not complete"), "{}", out.detail);
+    assert!(out.detail.contains("snapshots not complete"), "{}", out.detail);
 
     // No snapshot named, or one this run did not make of this volume.
     assert!(w.delete(&[], VOLUME_APPROVAL).await.detail.contains("no snapshots were made"));

@@ -465,7 +465,12 @@ mod tests {
     }
 
     fn link(action: ApprovalAction) -> (String, String) {
-        let url = ApprovalLink::sign(KEY, ID, action, now().timestamp() + 3600).url("");
+        link_of(ID, action)
+    }
+
+    /// The path and query of the signed link of record `id` for `action`.
+    fn link_of(id: &str, action: ApprovalAction) -> (String, String) {
+        let url = ApprovalLink::sign(KEY, id, action, now().timestamp() + 3600).url("");
         let (path, query) = url.split_once('?').unwrap();
         (path.to_owned(), query.to_owned())
     }
@@ -477,7 +482,19 @@ mod tests {
         r: &MemoryApprovals,
         sfn: &ScriptedSfn,
     ) -> HttpResponse {
-        let (path, query) = link(action);
+        call_on(ID, method, action, body, r, sfn).await
+    }
+
+    /// A request on the link of record `id` (an approval's or an undo's).
+    async fn call_on(
+        id: &str,
+        method: &str,
+        action: ApprovalAction,
+        body: &str,
+        r: &MemoryApprovals,
+        sfn: &ScriptedSfn,
+    ) -> HttpResponse {
+        let (path, query) = link_of(id, action);
         let request =
             HttpRequest { method, path: &path, query: &query, body: body.as_bytes(), source_ip: Some("198.51.100.9") };
         handle(request, r, &StaticKey(KEY.to_vec()), sfn, now()).await
@@ -537,10 +554,7 @@ mod tests {
         r: &MemoryApprovals,
         sfn: &ScriptedSfn,
     ) -> HttpResponse {
-        let url = ApprovalLink::sign(KEY, UNDO, action, now().timestamp() + 3600).url("");
-        let (path, query) = url.split_once('?').unwrap();
-        let request = HttpRequest { method, path, query, body: body.as_bytes(), source_ip: Some("198.51.100.9") };
-        handle(request, r, &StaticKey(KEY.to_vec()), sfn, now()).await
+        call_on(UNDO, method, action, body, r, sfn).await
     }
 
     #[tokio::test]
