@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use finops_core::organization::{AccountRef, SkippedAccount, UnreachableItem};
-use finops_core::resources::ResourceFinding;
+use finops_core::policy::PolicyConfig;
+use finops_core::resources::{Blocked, ResourceFinding};
 use finops_core::steps::VerdictCounts;
 use finops_core::utilisation::UtilisationStats;
 use finops_core::{IdleCriteria, IdleVerdict, InstanceRecord, LookbackWindow, UtilisationSummary};
@@ -18,7 +19,15 @@ pub struct ScanReport<'a> {
     pub window: LookbackWindow,
     pub verdicts: VerdictCounts,
     pub monthly_cost_usd: f64,
+    /// Every idle and underutilised instance's saving, blocked or not (what `actionable` and `blocked` split).
     pub monthly_saving_usd: f64,
+    /// What the workflow could propose (nothing in the policy against it) and what the policy blocks, apart: a
+    /// production database's saving is never added to what can be saved.
+    pub actionable_monthly_saving_usd: f64,
+    pub actionable: usize,
+    pub blocked_monthly_saving_usd: f64,
+    /// Blocked idle and underutilised instances, by the policy's reason.
+    pub blocked_by_reason: std::collections::BTreeMap<String, usize>,
     pub get_metric_data_calls: usize,
     pub metrics_requested: usize,
     pub instances: Vec<ScannedInstance<'a>>,
@@ -63,14 +72,22 @@ pub struct AccountLine {
 pub struct ScannedInstance<'a> {
     pub instance: &'a InstanceRecord,
     pub summary: &'a UtilisationSummary,
+    /// What the workflow would do with it: propose it (idle or underutilised, and nothing in the policy against it),
+    /// or why the policy blocks it. Neither for an active instance.
+    pub would_propose: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
 }
 
 impl<'a> ScanReport<'a> {
+    /// `policy`: the deployment's (its `FINOPS_*` settings), which says what the workflow would propose.
     pub fn new(
         regions: &'a [String],
         criteria: &'a IdleCriteria,
         instances: &'a [InstanceRecord],
         analysis: &'a Analysis,
+        policy: &PolicyConfig,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Self {
         let mut verdicts = VerdictCounts::default();
         let mut rows: Vec<ScannedInstance<'a>> = instances
@@ -78,7 +95,12 @@ impl<'a> ScanReport<'a> {
             .zip(&analysis.summaries)
             .map(|(instance, summary)| {
                 verdicts.add(summary.verdict());
-                ScannedInstance { instance, summary }
+                let candidate = matches!(summary.verdict(), IdleVerdict::Idle | IdleVerdict::Underutilised);
+                let blocked = candidate
+                    .then(|| policy.instance_block(instance, now))
+                    .flatten()
+                    .map(|(reason, detail)| Blocked { reason, detail });
+                ScannedInstance { instance, summary, would_propose: candidate && blocked.is_none(), blocked }
             })
             .collect();
         // Worth acting on first, then by saving.
@@ -91,7 +113,17 @@ impl<'a> ScanReport<'a> {
         });
         let monthly_cost_usd = rows.iter().filter_map(|r| r.summary.cost.monthly_cost_usd).sum();
         let monthly_saving_usd = rows.iter().map(saving).sum();
+        let actionable_monthly_saving_usd = rows.iter().filter(|r| r.would_propose).map(saving).sum();
+        let blocked_monthly_saving_usd = rows.iter().filter(|r| r.blocked.is_some()).map(saving).sum();
+        let mut blocked_by_reason = std::collections::BTreeMap::new();
+        for b in rows.iter().filter_map(|r| r.blocked.as_ref()) {
+            *blocked_by_reason.entry(b.reason.to_string()).or_default() += 1;
+        }
         Self {
+            actionable_monthly_saving_usd,
+            actionable: rows.iter().filter(|r| r.would_propose).count(),
+            blocked_monthly_saving_usd,
+            blocked_by_reason,
             regions,
             criteria,
             window: analysis.window,
@@ -203,13 +235,25 @@ fn usd(v: Option<f64>) -> String {
 
 pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::Result<()> {
     let by_account = report.organization.is_some();
-    let mut header =
-        vec!["INSTANCE", "NAME", "TYPE", "REGION", "VERDICT", "AVG CPU", "PEAK CPU", "NET/DAY", "COST/MO", "SAVING/MO"];
+    let mut header = vec![
+        "INSTANCE",
+        "NAME",
+        "TYPE",
+        "REGION",
+        "VERDICT",
+        "AVG CPU",
+        "PEAK CPU",
+        "NET/DAY",
+        "COST/MO",
+        "SAVING/MO",
+        "WHAT FINOPS WOULD DO",
+    ];
     if by_account {
         header.insert(1, "ACCOUNT");
     }
-    // Columns from here on are figures, right-aligned.
+    // Columns from here to the last (text) are figures, right-aligned.
     let first_figure = if by_account { 6 } else { 5 };
+    let last = header.len() - 1;
     let rows: Vec<Vec<String>> = report
         .instances
         .iter()
@@ -229,6 +273,11 @@ pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
                     IdleVerdict::Idle | IdleVerdict::Underutilised => usd(r.summary.cost.monthly_saving_usd),
                     _ => "-".into(),
                 },
+                match (&r.blocked, r.would_propose) {
+                    (Some(b), _) => format!("blocked: {}", b.reason),
+                    (None, true) => "would propose".into(),
+                    (None, false) => "-".into(),
+                },
             ];
             if by_account {
                 row.insert(1, r.instance.account.as_ref().map_or_else(|| "-".into(), |a| printable(&a.name, 24)));
@@ -247,9 +296,12 @@ pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (c, w))| if i >= first_figure { format!("{c:>w$}") } else { format!("{c:<w$}") })
+            .map(|(i, (c, w))| if i >= first_figure && i < last { format!("{c:>w$}") } else { format!("{c:<w$}") })
             .collect::<Vec<_>>()
             .join("  ")
+            // The last column is text: no padding at the line's end.
+            .trim_end()
+            .to_owned()
     };
     writeln!(out, "{}", line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>()))?;
     for row in &rows {
@@ -273,10 +325,22 @@ pub fn render_table(report: &ScanReport<'_>, out: &mut impl Write) -> std::io::R
         v.active,
         v.insufficient_data
     )?;
+    let blocked = match report.blocked_by_reason.values().sum::<usize>() {
+        0 => String::new(),
+        n => format!(
+            "; ${:.2}/month idle but blocked by policy ({n}: {}), not counted",
+            report.blocked_monthly_saving_usd,
+            report.blocked_by_reason.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        ),
+    };
     writeln!(
         out,
-        "Estimated monthly cost ${:.2}; possible saving ${:.2}/month (stop idle, rightsize underutilised). {} GetMetricData calls, {} metrics requested.",
-        report.monthly_cost_usd, report.monthly_saving_usd, report.get_metric_data_calls, report.metrics_requested
+        "Estimated monthly cost ${:.2}; saving ${:.2}/month can be proposed ({}: stop idle, rightsize underutilised){blocked}. {} GetMetricData calls, {} metrics requested.",
+        report.monthly_cost_usd,
+        report.actionable_monthly_saving_usd,
+        report.actionable,
+        report.get_metric_data_calls,
+        report.metrics_requested
     )?;
     let sources: std::collections::BTreeSet<String> =
         report.instances.iter().map(|r| r.summary.cost.price_source.to_string()).collect();

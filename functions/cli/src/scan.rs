@@ -86,6 +86,10 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
     let config = DetectionConfig::default()
         .with_run_overrides(Some(args.lookback_days), Some(&args.criteria))
         .map_err(|e| CliError::Usage(format!("--{}: {}", flag_name(&e.key), e.message)))?;
+    // The deployment's policy settings (FINOPS_PROTECTED_TAG_KEYS, FINOPS_STOPPED_VOLUMES, ...), as the workflow reads
+    // them: what the scan says it would propose is what the workflow would.
+    let policy =
+        finops_core::policy::PolicyConfig::from_vars(std::env::vars()).map_err(|e| CliError::Usage(e.to_string()))?;
     let selection = account_selection(&args)?;
     let settings = AwsSettings {
         profile: args.profile.clone(),
@@ -101,17 +105,19 @@ pub async fn run(args: ScanArgs, out: &mut impl Write) -> Result<(), CliError> {
         None => {
             let mut fleet = Fleet::new(LookbackWindow::ending_before(now, config.criteria.lookback_days));
             for region in &regions {
-                fleet.add(scan_region(&sdk, region, &prices, &config, now, progress).await?, now);
+                fleet.add(scan_region(&sdk, region, &prices, &config, now, progress).await?, &policy, now);
             }
             fleet
         }
-        Some(selection) => scan_accounts(&sdk, selection, &args, &regions, &prices, &config, now, progress).await?,
+        Some(selection) => {
+            scan_accounts(&sdk, selection, &args, &regions, &prices, &config, &policy, now, progress).await?
+        }
     };
     let price_note = prices.api_unavailable_reason().filter(|_| !args.offline_prices);
     if let (Some(reason), false) = (&price_note, args.quiet) {
         eprintln!("pricing:   Price List API not used ({reason}); estimates use the embedded table");
     }
-    let mut report = ScanReport::new(&regions, &config.criteria, &fleet.instances, &fleet.analysis);
+    let mut report = ScanReport::new(&regions, &config.criteria, &fleet.instances, &fleet.analysis, &policy, now);
     if selection.is_some() {
         report = report.with_accounts(&fleet.accounts, &fleet.skipped, &fleet.unreachable);
     }
@@ -174,15 +180,14 @@ impl Fleet {
         }
     }
 
-    /// One scanned account-region; its other resources judged by the default policy's tags.
-    fn add(&mut self, item: ScannedItem, now: chrono::DateTime<Utc>) {
+    /// One scanned account-region; its other resources judged by the deployment's policy.
+    fn add(&mut self, item: ScannedItem, policy: &finops_core::policy::PolicyConfig, now: chrono::DateTime<Utc>) {
         self.instances.extend(item.instances);
         self.analysis.absorb(item.analysis);
         self.analysis.get_metric_data_calls += item.resources.get_metric_data_calls;
         self.analysis.metrics_requested += item.resources.metrics_requested;
-        let policy = finops_core::policy::PolicyConfig::default();
         self.resources.extend(finops_core::resources::judge(
-            &policy,
+            policy,
             &item.other_resources,
             item.resources.findings,
             now,
@@ -229,6 +234,7 @@ async fn scan_accounts(
     regions: &[String],
     prices: &PriceBook<SdkPriceList>,
     config: &DetectionConfig,
+    policy: &finops_core::policy::PolicyConfig,
     now: chrono::DateTime<Utc>,
     progress: &dyn ProgressSink,
 ) -> Result<Fleet, CliError> {
@@ -245,7 +251,7 @@ async fn scan_accounts(
     let clients = SdkMemberClients { sessions };
     for item in plan_work_items(&selected.accounts, regions) {
         match finops_fanout::scan_item(&clients, prices, &item, config, now, progress).await {
-            Ok(scanned) => fleet.add(scanned, now),
+            Ok(scanned) => fleet.add(scanned, policy, now),
             Err(e) => {
                 if !args.quiet {
                     eprintln!("accounts:  {} {}: not scanned: {e}", item.account, item.region);

@@ -6,6 +6,7 @@ use chrono::Utc;
 use finops_core::LookbackWindow;
 use finops_testkit::seed::{launch, linux_image_id, put_daily_metrics, DayProfile, InstanceSpec};
 use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2, moto};
+use serde_json::json;
 
 fn finops(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_finops"));
@@ -40,6 +41,11 @@ async fn scan_prints_verdicts_costs_and_changes_nothing() {
     )
     .await[0]
         .clone();
+    // Idle, and production: the workflow would never propose it, and its saving is not counted as one.
+    let prod = launch(&ec2, &ami, &InstanceSpec::new("orders-db", "t3.large").tag("Environment", "production"), 1)
+        .await[0]
+        .clone();
+    put_daily_metrics(&cw, &prod, &window, |_| Some(DayProfile::idle())).await;
     put_daily_metrics(&cw, &idle, &window, |_| Some(DayProfile::idle())).await;
     put_daily_metrics(&cw, &busy, &window, |_| Some(DayProfile::busy())).await;
     put_daily_metrics(&cw, &sneaky, &window, |_| Some(DayProfile::busy())).await;
@@ -52,17 +58,24 @@ async fn scan_prints_verdicts_costs_and_changes_nothing() {
     let idle_row = stdout.lines().find(|l| l.starts_with(&idle)).expect("idle row");
     assert!(idle_row.contains("dev-idle") && idle_row.contains("Idle") && idle_row.contains("$77.92"), "{idle_row}");
     assert!(idle_row.contains("$75.92"), "saving is compute only: {idle_row}");
+    assert!(idle_row.ends_with("would propose"), "{idle_row}");
+    let prod_row = stdout.lines().find(|l| l.starts_with(&prod)).expect("production row");
+    assert!(prod_row.contains("Idle") && prod_row.ends_with("blocked: production"), "{prod_row}");
+    assert!(
+        stdout.contains("saving $75.92/month can be proposed (1: stop idle, rightsize underutilised); $75.92/month idle but blocked by policy (1: production 1), not counted"),
+        "{stdout}"
+    );
     let busy_row = stdout.lines().find(|l| l.starts_with(&busy)).expect("busy row");
     assert!(busy_row.contains("Active"), "{busy_row}");
     let sneaky_row = stdout.lines().find(|l| l.starts_with(&sneaky)).expect("row");
     assert!(sneaky_row.contains("Ignore previous instruction…"), "long tag values are cut: {sneaky_row}");
-    assert!(stdout.contains("1 idle, 0 underutilised, 2 active"), "{stdout}");
+    assert!(stdout.contains("2 idle, 0 underutilised, 2 active"), "{stdout}");
     assert!(stdout.contains("Nothing was changed"));
-    assert!(stderr.contains("inventory: ap-southeast-2: 3 running instances"), "{stderr}");
-    // Two stages: the CPU average of all three, then the other five metrics of the one CPU leaves open.
-    assert!(stderr.contains("GetMetricData batch 1/1 (3 queries)"), "{stderr}");
-    assert!(stderr.contains("GetMetricData batch 1/1 (5 queries)"), "{stderr}");
-    assert!(stdout.contains("2 GetMetricData calls, 8 metrics requested"), "{stdout}");
+    assert!(stderr.contains("inventory: ap-southeast-2: 4 running instances"), "{stderr}");
+    // Two stages: the CPU average of all four, then the other five metrics of the two CPU leaves open.
+    assert!(stderr.contains("GetMetricData batch 1/1 (4 queries)"), "{stderr}");
+    assert!(stderr.contains("GetMetricData batch 1/1 (10 queries)"), "{stderr}");
+    assert!(stdout.contains("2 GetMetricData calls, 14 metrics requested"), "{stdout}");
     assert!(stderr.contains("Price List API not used"), "moto has no pricing API: {stderr}");
 
     // JSON, and AWS_ENDPOINT_URL instead of the flag.
@@ -75,9 +88,17 @@ async fn scan_prints_verdicts_costs_and_changes_nothing() {
     let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON on stdout");
     assert_eq!(report["window"]["days"], 7);
     assert_eq!(report["criteria"]["preset"], "idle");
-    assert_eq!(report["verdicts"]["idle"], 1);
-    assert_eq!(report["instances"][0]["instance"]["instanceId"], idle.as_str());
-    assert_eq!(report["instances"][0]["summary"]["days"]["cpuMaxPercent"].as_array().unwrap().len(), 7);
+    assert_eq!(report["verdicts"]["idle"], 2);
+    let of = |id: &str| {
+        report["instances"].as_array().unwrap().iter().find(|i| i["instance"]["instanceId"] == id).unwrap().clone()
+    };
+    assert_eq!(of(&idle)["summary"]["days"]["cpuMaxPercent"].as_array().unwrap().len(), 7);
+    assert_eq!((&of(&idle)["wouldPropose"], &of(&prod)["wouldPropose"]), (&json!(true), &json!(false)));
+    assert_eq!(of(&prod)["blocked"]["reason"], "production");
+    assert_eq!(
+        (report["actionableMonthlySavingUsd"].as_f64(), report["blockedMonthlySavingUsd"].as_f64()),
+        (Some(75.92), Some(75.92))
+    );
 
     // Read-only: every instance still running, no tag written, no snapshot taken.
     let described = ec2.describe_instances().send().await.unwrap();
@@ -153,6 +174,21 @@ async fn scan_reports_every_resource_kind_with_its_traps() {
         "{stopped}"
     );
     assert!(row("paused-yesterday").contains("in use"), "{stdout}");
+    // The scan reads the deployment's policy settings as the workflow does: with the deletion of long-stopped
+    // instances' volumes turned on, it says it would propose it.
+    let turned_on = finops(
+        &["scan", "--regions", "us-east-1", "--endpoint-url", &moto.endpoint, "--offline-prices", "--quiet"],
+        &[("FINOPS_STOPPED_VOLUMES", "delete")],
+    );
+    let on = String::from_utf8_lossy(&turned_on.stdout);
+    let old_build = id("old-build-box");
+    let line = on.lines().find(|l| l.starts_with("stopped-instance") && l.contains(&old_build)).expect("row");
+    assert!(line.contains("would propose snapshot-then-delete-volumes"), "{line}");
+    let refused = finops(
+        &["scan", "--regions", "us-east-1", "--endpoint-url", &moto.endpoint],
+        &[("FINOPS_STOPPED_VOLUMES", "yes")],
+    );
+    assert_eq!(refused.status.code(), Some(2), "a bad setting is a usage error");
     let nat = row("idle-nat");
     assert!(nat.contains("idle: report only") && nat.contains("$41.06"), "{nat}");
     assert!(row("egress-nat").contains("in use"), "{stdout}");
