@@ -623,6 +623,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_instances_page_draws_its_lookback_with_the_rules_limits() {
+        let mut proposal = serde_json::to_value(records().get_now(ID).unwrap().proposal).unwrap();
+        proposal["daily"] = serde_json::json!({"firstDay": "2027-01-01", "cpuLabel": "peak CPU",
+            "cpuPercent": [1.0, 2.0, null, 1.5], "networkMb": [0.5, 0.5, 0.4, 0.6],
+            "cpuLimitPercent": 5.0, "networkLimitMb": 5.0});
+        let page = call("GET", ApprovalAction::Approve, "", &records_of(proposal), &ScriptedSfn::default()).await;
+        assert_eq!(page.status, 200);
+        assert_eq!(page.body.matches("<svg").count(), 2, "{}", page.body);
+        assert!(page.body.contains("the idle rule's limit (5 % peak CPU, 5 MB network a day)"), "{}", page.body);
+        assert_eq!(page.body.matches("<button").count(), 1, "still one button");
+        assert!(!page.body.contains("<script"));
+        // The content security policy stays as strict: nothing is fetched, nothing runs.
+        let csp = page.headers.iter().find(|(k, _)| *k == "content-security-policy").unwrap();
+        assert!(csp.1.starts_with("default-src 'none'"), "{csp:?}");
+        // A proposal without series (a volume's, or one stored before the series were) draws none.
+        let plain = call("GET", ApprovalAction::Approve, "", &records(), &ScriptedSfn::default()).await;
+        assert!(!plain.body.contains("<svg"));
+    }
+
+    #[tokio::test]
     async fn a_volume_and_an_address_have_pages_that_say_what_approving_them_does() {
         let resource = |id: &str, action: &str| {
             records_of(serde_json::json!({

@@ -3,7 +3,7 @@
 
 use finops_approval_store::ApprovalRecord;
 use finops_core::approval::ApprovalAction;
-use finops_core::policy::ProposedAction;
+use finops_core::policy::{DailyEvidence, ProposedAction};
 use finops_core::untrusted;
 
 pub fn esc(text: &str) -> String {
@@ -126,7 +126,7 @@ pub fn confirmation(
         "<h1>{question}</h1>\
          <p>{explain}</p>\
          <table>{rows}</table>\
-         <h2>Evidence</h2><ul class=\"evidence\">{evidence}</ul>{why}\
+         <h2>Evidence</h2><ul class=\"evidence\">{evidence}</ul>{chart}{why}\
          <form method=\"post\" action=\"{post_to}\"><input type=\"hidden\" name=\"decision\" value=\"{decision}\">\
          {routed}<p><label>Your name or email (for the audit trail) \
          <input name=\"approver\" id=\"approver\" required maxlength=\"200\" autocomplete=\"email\"></label></p>\
@@ -143,6 +143,7 @@ pub fn confirmation(
         ]
         .concat(),
         question = esc(&question),
+        chart = p.daily.as_ref().map_or_else(String::new, chart),
         post_to = esc(post_to),
         decision = chosen.as_str(),
         others = if other_links.is_empty() {
@@ -160,9 +161,107 @@ pub fn confirmation(
     layout(&question, &body)
 }
 
+/// One series as a small bar chart: a bar per day (red above the limit, green below), a missing day as a grey tick,
+/// the rule's limit as a dashed line, the first and last day under it.
+fn bars(title: &str, unit: &str, values: &[Option<f64>], limit: f64, first: &str, last: &str) -> String {
+    let (width, height, left, top, plot_h) = (300.0_f64, 140.0_f64, 34.0_f64, 18.0_f64, 92.0_f64);
+    let plot_w = width - left - 8.0;
+    let top_value = values.iter().flatten().fold(limit * 2.0, |m, v| m.max(*v)).max(f64::MIN_POSITIVE) * 1.1;
+    let y = |v: f64| top + plot_h - (v / top_value * plot_h).min(plot_h);
+    let slot = plot_w / values.len().max(1) as f64;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" \
+         aria-label=\"{t}\"><title>{t}</title>\
+         <text x=\"{left}\" y=\"12\" font-size=\"11\" fill=\"#333\">{t}</text>\
+         <line x1=\"{left}\" y1=\"{base}\" x2=\"{right}\" y2=\"{base}\" stroke=\"#999\"/>",
+        t = esc(title),
+        base = top + plot_h,
+        right = left + plot_w,
+    );
+    for (i, v) in values.iter().enumerate() {
+        let x = left + slot * i as f64 + slot * 0.15;
+        let w = slot * 0.7;
+        out.push_str(&match v {
+            Some(v) => format!(
+                "<rect class=\"day\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{v} {}</title></rect>",
+                y(*v),
+                (top + plot_h - y(*v)).max(0.5),
+                if *v >= limit { "#c62828" } else { "#2e7d32" },
+                esc(unit)
+            ),
+            None => format!(
+                "<rect class=\"no-data\" x=\"{x:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"2\" fill=\"#bbb\"><title>no data</title></rect>",
+                top + plot_h - 2.0
+            ),
+        });
+    }
+    out.push_str(&format!(
+        "<line class=\"limit\" x1=\"{left}\" y1=\"{ly:.1}\" x2=\"{right}\" y2=\"{ly:.1}\" stroke=\"#555\" stroke-dasharray=\"4 3\"/>\
+         <text x=\"2\" y=\"{ty:.1}\" font-size=\"10\" fill=\"#555\">{limit}</text>\
+         <text x=\"{left}\" y=\"{dy}\" font-size=\"10\" fill=\"#555\">{}</text>\
+         <text x=\"{right}\" y=\"{dy}\" font-size=\"10\" fill=\"#555\" text-anchor=\"end\">{}</text></svg>",
+        esc(first),
+        esc(last),
+        ly = y(limit),
+        ty = y(limit) + 3.0,
+        right = left + plot_w,
+        dy = top + plot_h + 14.0,
+    ));
+    out
+}
+
+/// The lookback as a picture beside the words: the CPU statistic the idle rule reads and the network per day, each
+/// with the rule's limit. Inline SVG: no script and nothing fetched, so the page's content security policy holds.
+pub fn chart(d: &DailyEvidence) -> String {
+    let n = d.cpu_percent.len().max(d.network_mb.len());
+    let last = d.first_day + chrono::Duration::days(n.saturating_sub(1) as i64);
+    let (first, last) = (d.first_day.to_string(), last.to_string());
+    format!(
+        "<h2>The lookback, day by day</h2><p class=\"chart\">{}{}</p>\
+         <p>Dashed: the idle rule's limit ({} % {}, {} MB network a day). Red: a day above it.</p>",
+        bars(&format!("{} per day (%)", d.cpu_label), "%", &d.cpu_percent, d.cpu_limit_percent, &first, &last),
+        bars("network in + out per day (MB)", "MB", &d.network_mb, d.network_limit_mb, &first, &last),
+        d.cpu_limit_percent,
+        esc(&d.cpu_label),
+        d.network_limit_mb
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::esc;
+
+    #[test]
+    fn the_chart_draws_a_bar_per_day_the_limit_and_no_script() {
+        let d = super::DailyEvidence {
+            first_day: chrono::NaiveDate::from_ymd_opt(2026, 11, 14).unwrap(),
+            cpu_label: "peak CPU".into(),
+            cpu_percent: (0..14)
+                .map(|i| {
+                    if i == 3 {
+                        None
+                    } else if i == 9 {
+                        Some(40.0)
+                    } else {
+                        Some(2.0)
+                    }
+                })
+                .collect(),
+            network_mb: vec![Some(1.0); 14],
+            cpu_limit_percent: 5.0,
+            network_limit_mb: 5.0,
+        };
+        let svg = super::chart(&d);
+        assert_eq!(svg.matches("<svg").count(), 2);
+        assert_eq!(svg.matches("class=\"day\"").count(), 13 + 14);
+        assert_eq!(svg.matches("class=\"no-data\"").count(), 1);
+        assert_eq!(svg.matches("class=\"limit\"").count(), 2);
+        assert_eq!(svg.matches("#c62828").count(), 1, "one day above the limit");
+        assert!(svg.contains("2026-11-14") && svg.contains("2026-11-27"), "first and last day");
+        for forbidden in ["<script", "href", "javascript:", "<image", "<foreignObject"] {
+            assert!(!svg.contains(forbidden), "{forbidden}");
+        }
+    }
 
     #[test]
     fn escapes_markup_and_controls() {

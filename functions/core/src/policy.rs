@@ -205,6 +205,44 @@ impl ProposedAction {
     }
 }
 
+/// An instance's lookback, day by day, as the idle rule read it: the CPU statistic the rule uses (the day's peak,
+/// by default) and network in + out, with the rule's limits. What the approval page draws.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyEvidence {
+    pub first_day: chrono::NaiveDate,
+    /// "peak CPU" or "average CPU".
+    pub cpu_label: String,
+    pub cpu_percent: Vec<Option<f64>>,
+    pub network_mb: Vec<Option<f64>>,
+    pub cpu_limit_percent: f64,
+    pub network_limit_mb: f64,
+}
+
+impl DailyEvidence {
+    /// The series of `days` as `rule` reads them (values rounded to 0.01).
+    pub fn of(days: &[crate::daily::DailyUtilisation], rule: &crate::criteria::DailyRule) -> Option<Self> {
+        let first_day = days.first()?.day;
+        let round = |v: f64| (v * 100.0).round() / 100.0;
+        let (cpu_label, cpu_percent) = match rule.cpu_statistic {
+            crate::criteria::CpuStatistic::Maximum => {
+                ("peak CPU", days.iter().map(|d| d.cpu_max_percent.map(round)).collect())
+            }
+            crate::criteria::CpuStatistic::Average => {
+                ("average CPU", days.iter().map(|d| d.cpu_avg_percent.map(round)).collect())
+            }
+        };
+        Some(Self {
+            first_day,
+            cpu_label: cpu_label.to_owned(),
+            cpu_percent,
+            network_mb: days.iter().map(|d| d.network_bytes.map(|b| round(b / 1e6))).collect(),
+            cpu_limit_percent: rule.cpu_percent.limit,
+            network_limit_mb: round(rule.network_bytes.limit / 1e6),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Proposal {
@@ -237,6 +275,9 @@ pub struct Proposal {
     pub price_source: String,
     /// The metric evidence behind the verdict (the assessment's reasons).
     pub evidence: Vec<String>,
+    /// The same evidence as daily series, for the approval page's chart (an instance's; none for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<DailyEvidence>,
     pub volume_ids: Vec<String>,
     /// When the instance was launched or last started, as the scan saw it: another time at stop time means it was
     /// restarted since, and it is left alone. None for resources other than instances.
@@ -704,6 +745,7 @@ pub fn evaluate(
             monthly_saving_usd: summary.cost.monthly_saving_usd,
             price_source: summary.cost.price_source.to_string(),
             evidence: summary.assessment.reasons.clone(),
+            daily: None,
             volume_ids: instance.volumes.iter().map(|v| v.volume_id.clone()).collect(),
             launch_time: Some(instance.launch_time),
             measured_until,

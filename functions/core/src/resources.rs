@@ -613,6 +613,7 @@ pub fn proposals(
         monthly_saving_usd: f.monthly_saving_usd,
         price_source: f.price_source.as_ref().map_or_else(|| "unknown".to_owned(), ToString::to_string),
         evidence: f.reasons.clone(),
+        daily: None,
         volume_ids,
         launch_time: None,
         measured_until,

@@ -234,6 +234,7 @@ fn proposal() -> Proposal {
         monthly_saving_usd: Some(70.08),
         price_source: "price list".into(),
         evidence: vec!["CPU max 2 %".into()],
+        daily: None,
         volume_ids: vec!["vol-1".into()],
         launch_time: Some(at),
         measured_until: at,

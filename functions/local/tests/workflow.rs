@@ -714,6 +714,9 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
     assert_eq!(instance_state(&w, dev).await.0, "running");
     let page = browser.source();
     assert!(page.contains("t3.xlarge") && page.contains("per month"), "the evidence and the saving are on the page");
+    // The lookback as a picture, as Chromium renders it: 14 days of each series and the rule's limits.
+    assert_eq!(page.matches("<svg").count(), 2, "the chart is on the page");
+    assert!(page.matches("class=\"day\"").count() + page.matches("class=\"no-data\"").count() >= 28, "{page}");
     browser.type_into("#approver", "raj@example.com");
     browser.click("#approve");
     browser.wait_for("Decision recorded");

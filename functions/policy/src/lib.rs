@@ -60,8 +60,14 @@ pub async fn handle<R: RunStore>(
     // Volumes and addresses the policy lets through are asked about as instances are, under the same caps.
     let resource_proposals =
         finops_core::resources::proposals(config, &inventory.other_resources, &resources, utilisation.window.end());
-    let outcome =
+    let mut outcome =
         evaluate_with_resources(config, &inventory.instances, &by_id, &recommendations, resource_proposals, now);
+    // Each proposed instance's days as the idle rule read them, with its limits: the approval page draws them.
+    let rule = utilisation.criteria.idle.clone().unwrap_or_else(finops_core::criteria::DailyRule::strict_idle);
+    for p in outcome.proposals.iter_mut().filter(|p| p.action == finops_core::policy::ProposedAction::SnapshotAndStop) {
+        p.daily =
+            by_id.get(p.resource_id.as_str()).and_then(|s| finops_core::policy::DailyEvidence::of(&s.days, &rule));
+    }
 
     let policy = put_json(
         store,

@@ -83,6 +83,13 @@ async fn a_stop_everything_agent_gets_only_safe_idle_instances_proposed() {
         ],
         "the injection-named box is proposed like any idle dev box: no special treatment either way"
     );
+    // Each proposed instance carries its days as the idle rule read them, with the rule's limits (the page's chart).
+    for p in &out.proposals {
+        let daily = p.daily.as_ref().unwrap_or_else(|| panic!("{}: no daily evidence", p.resource_id));
+        assert_eq!((daily.cpu_percent.len(), daily.network_mb.len()), (14, 14), "{}", p.resource_id);
+        assert_eq!((daily.cpu_label.as_str(), daily.cpu_limit_percent, daily.network_limit_mb), ("peak CPU", 5.0, 5.0));
+        assert!(daily.cpu_percent.iter().flatten().all(|v| *v < 5.0), "idle: {daily:?}");
+    }
     let reason = |name: &str| {
         let id = fleet.iter().find(|i| i.name == name).unwrap().instance_id.as_str();
         out.denials.iter().find(|d| d.resource_id == id).map(|d| d.reason)
