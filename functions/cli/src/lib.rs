@@ -3,6 +3,7 @@
 
 pub mod ask;
 pub mod render;
+pub mod report;
 pub mod scan;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ pub enum Command {
     Scan(scan::ScanArgs),
     /// Ask the finops agent a question (Bedrock agent alias, or Converse with the read-only tools).
     Ask(ask::AskArgs),
+    /// What the workflow did over a period, from the ledger: runs, proposals, decisions, actions, savings. Read-only.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,5 +50,6 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Scan(args) => scan::run(args, &mut std::io::stdout().lock()).await,
         Command::Ask(args) => ask::run(args).await,
+        Command::Report(args) => report::run(args, &mut std::io::stdout().lock()).await,
     }
 }
