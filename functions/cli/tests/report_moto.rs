@@ -4,9 +4,7 @@
 use std::process::Command;
 
 use chrono::{Duration, SecondsFormat, Utc};
-use finops_testkit::aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
+use finops_testkit::aws_sdk_dynamodb::types::AttributeValue;
 use finops_testkit::{aws_sdk_dynamodb, moto};
 use serde_json::json;
 
@@ -15,20 +13,8 @@ async fn the_report_sums_the_ledger_over_the_period_as_a_table_and_as_json() {
     let moto = moto().await;
     let config = moto.sdk_config("ap-southeast-2").await;
     let ddb = aws_sdk_dynamodb::Client::new(&config);
-    ddb.create_table()
-        .table_name("ledger")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("runId")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(KeySchemaElement::builder().attribute_name("runId").key_type(KeyType::Hash).build().unwrap())
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    finops_testkit::workflow::create_ledger_table(&config).await;
+    let ledger = finops_testkit::workflow::LEDGER_TABLE;
     let ago = |days: i64| (Utc::now() - Duration::days(days)).to_rfc3339_opts(SecondsFormat::Millis, true);
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let stop = json!({"resourceId": "i-1", "decision": "approve", "operation": "stop", "outcome": "done",
@@ -41,7 +27,7 @@ async fn the_report_sums_the_ledger_over_the_period_as_a_table_and_as_json() {
         ("run-2", 1, json!([]), json!({"summary": "", "realizedUsd": 4.99, "estimatedMonthlyUsd": 75.92})),
     ] {
         ddb.put_item()
-            .table_name("ledger")
+            .table_name(ledger)
             .item("runId", s(run))
             .item("status", s("completed"))
             .item("proposalCount", AttributeValue::N(outcomes.as_array().unwrap().len().to_string()))
@@ -53,7 +39,7 @@ async fn the_report_sums_the_ledger_over_the_period_as_a_table_and_as_json() {
             .unwrap();
     }
     ddb.put_item()
-        .table_name("ledger")
+        .table_name(ledger)
         .item("runId", s("undo-0011"))
         .item("status", s("undo"))
         .item("undoOfRun", s("run-1"))
@@ -75,20 +61,20 @@ async fn the_report_sums_the_ledger_over_the_period_as_a_table_and_as_json() {
             .output()
             .expect("run finops")
     };
-    let table = finops(&["--ledger-table", "ledger", "--since", "30d"]);
+    let table = finops(&["--ledger-table", ledger, "--since", "30d"]);
     let stdout = String::from_utf8_lossy(&table.stdout);
     assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
     let total = stdout.lines().find(|l| l.starts_with("total")).unwrap_or_else(|| panic!("{stdout}"));
     assert!(total.contains("$75.92") && total.contains("$4.99"), "the 60-day-old run is outside 30d: {total}");
     assert!(stdout.contains("Decisions: approve 1, deny 1") && stdout.contains("Actions: stop done 1"), "{stdout}");
 
-    let json_out = finops(&["--ledger-table", "ledger", "--since", "90d", "--json"]);
+    let json_out = finops(&["--ledger-table", ledger, "--since", "90d", "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&json_out.stdout).expect("JSON");
     assert_eq!((report["total"]["runs"].as_u64(), report["total"]["undone"].as_u64()), (Some(3), Some(1)));
     assert_eq!(report["total"]["actedMonthlyUsd"].as_f64(), Some(151.84));
     assert_eq!(report["total"]["realizedToDateUsd"].as_f64(), Some(4.99), "the period's last check");
 
-    let bad = finops(&["--ledger-table", "ledger", "--since", "30 days"]);
+    let bad = finops(&["--ledger-table", ledger, "--since", "30 days"]);
     assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stderr));
     let missing = finops(&["--ledger-table", "nope"]);
     assert_eq!(missing.status.code(), Some(1), "an unknown table is an AWS error");

@@ -134,21 +134,7 @@ impl WorkflowEnv {
     pub async fn create(moto_port: u16, config: &SdkConfig, timings: &WorkflowTimings) -> Self {
         let plumbing = approval_plumbing_on(moto_port, config).await;
         crate::seed::run_bucket(config, RUN_BUCKET).await;
-        aws_sdk_dynamodb::Client::new(config)
-            .create_table()
-            .table_name(LEDGER_TABLE)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("runId")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(KeySchemaElement::builder().attribute_name("runId").key_type(KeyType::Hash).build().unwrap())
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .expect("ledger table");
+        create_ledger_table(config).await;
         let sns = aws_sdk_sns::Client::new(config);
         let sqs = aws_sdk_sqs::Client::new(config);
         let report_topic_arn =
@@ -306,6 +292,25 @@ impl WorkflowEnv {
             .and_then(|o| o.item().cloned())
             .unwrap_or_default()
     }
+}
+
+/// The ledger table as the CDK app creates it (key `runId`), named [`LEDGER_TABLE`].
+pub async fn create_ledger_table(config: &SdkConfig) {
+    aws_sdk_dynamodb::Client::new(config)
+        .create_table()
+        .table_name(LEDGER_TABLE)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("runId")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(KeySchemaElement::builder().attribute_name("runId").key_type(KeyType::Hash).build().unwrap())
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("ledger table");
 }
 
 /// Sets one variable of a functions' environment, replacing its value if it is there.
