@@ -64,7 +64,9 @@ pub struct AccountLine {
     pub account: AccountRef,
     pub instances: usize,
     pub verdicts: VerdictCounts,
+    /// What the workflow could propose in the account, per month; what the policy blocks is kept apart.
     pub monthly_saving_usd: f64,
+    pub blocked_monthly_saving_usd: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,11 +182,16 @@ impl<'a> ScanReport<'a> {
                     instances: 0,
                     verdicts: VerdictCounts::default(),
                     monthly_saving_usd: 0.0,
+                    blocked_monthly_saving_usd: 0.0,
                 };
                 for row in self.instances.iter().filter(|r| r.instance.account.as_ref() == Some(account)) {
                     line.instances += 1;
                     line.verdicts.add(row.summary.verdict());
-                    line.monthly_saving_usd += saving(row);
+                    if row.would_propose {
+                        line.monthly_saving_usd += saving(row);
+                    } else if row.blocked.is_some() {
+                        line.blocked_monthly_saving_usd += saving(row);
+                    }
                 }
                 line
             })
@@ -440,10 +447,16 @@ fn render_accounts(org: &OrganizationScan<'_>, regions: usize, out: &mut impl Wr
             writeln!(out, "  {}: not reachable in any region", printable(&line.account.to_string(), 60))?;
             continue;
         }
-        let note = if unreachable > 0 { format!("; {unreachable} region(s) not scanned") } else { String::new() };
+        let mut note = if unreachable > 0 { format!("; {unreachable} region(s) not scanned") } else { String::new() };
+        if line.blocked_monthly_saving_usd > 0.0 {
+            note.insert_str(
+                0,
+                &format!("; ${:.2}/month blocked by policy, not counted", line.blocked_monthly_saving_usd),
+            );
+        }
         writeln!(
             out,
-            "  {}: {} instances, {} idle, {} underutilised; possible saving ${:.2}/month{note}",
+            "  {}: {} instances, {} idle, {} underutilised; saving ${:.2}/month can be proposed{note}",
             printable(&line.account.to_string(), 60),
             line.instances,
             line.verdicts.idle,

@@ -85,6 +85,8 @@ async fn an_organization_scan_covers_every_reachable_account_and_reports_the_res
     assert!(!stdout.contains(&legacy_ids[0]), "legacy was not readable, so nothing of it is listed");
     assert!(stdout.contains(&format!("data-dev ({data}): 2 instances, 1 idle")), "{stdout}");
     assert!(stdout.contains(&format!("web-dev ({web}): 1 instances, 1 idle")), "{stdout}");
+    let web_line = stdout.lines().find(|l| l.contains(&format!("web-dev ({web}):"))).unwrap();
+    assert!(web_line.contains("can be proposed") && !web_line.contains("possible saving"), "{web_line}");
     assert!(stdout.contains(&format!("sandbox ({sandbox}): 0 instances")), "{stdout}");
     assert!(stdout.contains(&format!("closed-project ({closed}): not scanned, suspended")), "{stdout}");
     assert!(stdout.contains("Not scanned (1 of the run's account-region items)"), "{stdout}");
