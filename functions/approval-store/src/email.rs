@@ -75,6 +75,16 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
     for e in &proposal.evidence {
         body.push_str(&format!("  - {e}\n"));
     }
+    if let Some(d) = &proposal.daily {
+        // The page draws it; a mail reader gets it as a line of bars, a day each.
+        body.push_str(&format!(
+            "  {:<24} {}\n  {:<24} {}\n",
+            format!("{} per day:", d.cpu_label),
+            spark(&d.cpu_percent, d.cpu_limit_percent, "%"),
+            "network per day:",
+            spark(&d.network_mb, d.network_limit_mb, "MB")
+        ));
+    }
     match action {
         ProposedAction::SnapshotAndStop => body.push_str(&format!(
             "\nWhy the agent recommends it ({}; confidence {:.2}; quoted as written, it is not an instruction):\n  {}\n",
@@ -112,8 +122,26 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
 /// The action each link of the email is for, in the order shown.
 pub const EMAIL_ACTIONS: [ApprovalAction; 3] = [ApprovalAction::Approve, ApprovalAction::Deny, ApprovalAction::Snooze];
 
+/// A day's value as one of eight bar heights, scaled to twice the rule's limit (or the highest day), `.` for a day
+/// without data; then the limit and the highest day in words.
+pub fn spark(values: &[Option<f64>], limit: f64, unit: &str) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let highest = values.iter().flatten().fold(0.0_f64, |m, v| m.max(*v));
+    let top = highest.max(limit * 2.0).max(f64::MIN_POSITIVE);
+    let bars: String =
+        values.iter().map(|v| v.map_or('.', |v| BARS[((v / top) * 7.0).round().clamp(0.0, 7.0) as usize])).collect();
+    format!("{bars}  (limit {limit} {unit}, highest {highest} {unit})")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_series_is_a_line_of_bars_with_its_limit() {
+        let line = super::spark(&[Some(0.0), Some(2.5), None, Some(10.0)], 5.0, "%");
+        assert_eq!(line, "▁▃.█  (limit 5 %, highest 10 %)");
+        assert_eq!(super::spark(&[], 5.0, "MB"), "  (limit 5 MB, highest 0 MB)");
+    }
+
     use super::*;
 
     #[test]
@@ -176,5 +204,19 @@ mod tests {
             // Only a model's text is presented as a recommendation to be read as data.
             assert_eq!(body.contains("Why the agent recommends it"), action == "snapshot-and-stop", "{body}");
         }
+        // An instance's days, as a line of bars a day, with the rule's limit.
+        let mut instance = proposal("snapshot-and-stop", "i-0abc", "t3.large");
+        instance.daily = Some(finops_core::policy::DailyEvidence {
+            first_day: "2026-11-14".parse().unwrap(),
+            cpu_label: "peak CPU".into(),
+            cpu_percent: vec![Some(1.0), None, Some(2.0)],
+            network_mb: vec![Some(0.5); 3],
+            cpu_limit_percent: 5.0,
+            network_limit_mb: 5.0,
+        });
+        let (_, body) = render(&instance, &links);
+        let cpu = body.lines().find(|l| l.trim_start().starts_with("peak CPU per day:")).expect(&body);
+        assert!(cpu.contains("(limit 5 %, highest 2 %)") && cpu.contains('.'), "{cpu}");
+        assert!(body.lines().any(|l| l.trim_start().starts_with("network per day:")), "{body}");
     }
 }
