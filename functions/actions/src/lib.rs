@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
-use finops_approval_store::{ApprovalReader, ApprovalRecord, ApprovalState, DECIDED_VIA_POST};
+use finops_approval_store::{ApprovalReader, ApprovalRecord, ApprovalState};
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::ApprovalAction;
 use finops_core::criteria::DailyRule;
@@ -375,8 +375,9 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             Some(format!("approval {id} is {:?}, not decided", record.state))
         } else if !record.decision.is_some_and(|d| wanted.contains(&d)) {
             Some(format!("approval {id} decided {:?}, not {wanted:?}", record.decision))
-        } else if record.decided_via.as_deref() != Some(DECIDED_VIA_POST) {
-            Some(format!("approval {id} was not decided by POST on its confirmation page"))
+        } else if let Err(why) = record.decision_is_authentic() {
+            // By POST on its page or a signed click in its Slack channel, by someone it was routed to.
+            Some(why)
         } else if record.run_id != run_id {
             Some(format!("approval {id} belongs to run {:?}, not {run_id:?}", record.run_id))
         } else if record.proposal.resource_id != target.resource_id || record.proposal.region != target.region {
@@ -390,11 +391,6 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 record.proposal.action.verb(),
                 record.proposal.resource_id
             ))
-        } else if let Some(routed) =
-            record.routed.as_ref().filter(|r| !r.allows(record.approver.as_deref().unwrap_or_default()))
-        {
-            // Routed approvals: the page refuses anyone else; the acting step checks the record for itself.
-            Some(format!("approval {id} was decided by someone it was not routed to ({})", routed.because))
         } else if record.proposal.account.as_ref().map(|a| &a.id) != target.account.as_ref().map(|a| &a.id) {
             // The account the step is about to act in is the one the approver was shown, never the payload's own.
             let show =

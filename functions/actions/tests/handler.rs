@@ -188,6 +188,7 @@ async fn a_hand_written_payload_snapshots_and_stops_nothing() {
     not_routed.routed = Some(finops_core::organization::Routed {
         approvers: vec!["data-team@example.com".into()],
         because: "account 111111111111".into(),
+        slack_channel: None,
     });
     let mut other_account = decided(ApprovalAction::Approve);
     other_account.proposal.account = Some(finops_core::organization::AccountRef::new("111111111111", "data-dev"));

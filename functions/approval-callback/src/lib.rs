@@ -10,8 +10,10 @@
 //! page with a 4xx status and change nothing. Every response has `Cache-Control: no-store` and a restrictive CSP.
 
 pub mod page;
+pub mod slack;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use finops_approval_store::slack::{NoSlack, SecretsManagerSlack, SlackApi, SlackConfig, SlackSecrets, SlackWebApi};
 use finops_approval_store::{
     ApprovalRecords, ApprovalState, CallbackResult, DecideResult, Decision, DynamoApprovals, SecretsManagerKey,
     SfnCallback, SigningKey, StoreConfig, TaskCallback, UndoStarter, DECIDED_VIA_POST,
@@ -27,6 +29,14 @@ pub struct HttpRequest<'a> {
     pub query: &'a str,
     pub body: &'a [u8],
     pub source_ip: Option<&'a str>,
+    /// The request's headers (names in any case); only Slack's signature headers are read.
+    pub headers: Vec<(&'a str, &'a str)>,
+}
+
+impl HttpRequest<'_> {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +70,7 @@ fn notice(status: u16, title: &str, message: &str) -> HttpResponse {
     respond(status, page::notice(title, message))
 }
 
+/// The callback of a deployment without Slack.
 pub async fn handle<R: ApprovalRecords, K: SigningKey, C: TaskCallback + UndoStarter>(
     request: HttpRequest<'_>,
     records: &R,
@@ -67,7 +78,28 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, C: TaskCallback + UndoSta
     callback: &C,
     now: DateTime<Utc>,
 ) -> HttpResponse {
-    match decide_or_show(request, records, key, callback, now).await {
+    handle_with_slack(request, records, key, callback, &NoSlack, now).await
+}
+
+/// Every request: the approval pages, and Slack's interactions at [`slack::INTERACTIONS_PATH`]. A decision made on
+/// a page updates the approval's Slack message too (and a click makes the page say "already decided").
+pub async fn handle_with_slack<
+    R: ApprovalRecords,
+    K: SigningKey,
+    C: TaskCallback + UndoStarter,
+    S: SlackApi + SlackSecrets,
+>(
+    request: HttpRequest<'_>,
+    records: &R,
+    key: &K,
+    callback: &C,
+    slack: &S,
+    now: DateTime<Utc>,
+) -> HttpResponse {
+    if request.path == slack::INTERACTIONS_PATH {
+        return slack::interaction(&request, records, key, callback, slack, now).await;
+    }
+    match decide_or_show(request, records, key, callback, slack, now).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = %e, "approval callback failed");
@@ -80,11 +112,12 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, C: TaskCallback + UndoSta
     }
 }
 
-async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback + UndoStarter>(
+async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback + UndoStarter, S: SlackApi>(
     request: HttpRequest<'_>,
     records: &R,
     key: &K,
     callback: &C,
+    slack: &S,
     now: DateTime<Utc>,
 ) -> Result<HttpResponse, finops_aws::FinopsError> {
     let method = request.method.to_ascii_uppercase();
@@ -206,65 +239,9 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback + Und
     if undo {
         return undo_decided(records, callback, &record, &decision, now).await;
     }
-    // The token the record held when it was decided: a redelivered request may have replaced the one read above.
-    let task_token = match records.decide(&link.id, &decision, now.timestamp()).await? {
-        DecideResult::Decided { task_token } => task_token,
-        DecideResult::AlreadyUsed => {
-            return Ok(notice(409, "Already decided", "Someone answered this approval first. Nothing was changed now."))
-        }
-        DecideResult::Expired => return Ok(notice(410, "This approval has expired", "No action was taken.")),
-        DecideResult::Missing => return Ok(notice(404, "Unknown approval", "Nothing was changed.")),
-    };
-    let output = ApprovalTaskResult {
-        decision: link.action,
-        decided_at: decided_at.clone(),
-        approver: approver.to_string(),
-        approval_id: link.id.clone(),
-    };
-    // Strings and a unit enum: serialising cannot fail.
-    let output = serde_json::to_string(&output).expect("the task result serialises");
-    let sent = match callback.send_success(&task_token, &output).await {
-        Ok(sent) => sent,
-        Err(e @ finops_aws::FinopsError::Throttled { .. }) => {
-            // Step Functions refused it, so the workflow did not get the decision: undo it, so the record never says
-            // "approved" for a run that did not act, and the person can try the link again.
-            records.revert_decision(&link.id, &decided_at).await?;
-            return Err(e);
-        }
-        Err(e) => match delivered_after_all(callback, &task_token, &output, &record, now).await {
-            // The answer was lost, not the decision: the decision stands, recorded and delivered.
-            Some(sent) => {
-                tracing::warn!(approval_id = link.id, error = %e, "SendTaskSuccess answer lost; the decision was delivered");
-                sent
-            }
-            None => {
-                // Perhaps delivered, perhaps not: the decision stays recorded (the workflow may be acting on it), and
-                // the page says so. If it was not delivered, the approval times out and nothing is done.
-                tracing::error!(approval_id = link.id, error = %e, "SendTaskSuccess outcome unknown");
-                return Ok(notice(
-                    202,
-                    "Decision recorded; delivery not confirmed",
-                    "Your decision is recorded, but the workflow's answer was lost. If it did not get the decision, \
-                     nothing is done and the approval times out. Do not use the link again.",
-                ));
-            }
-        },
-    };
-    match sent {
-        CallbackResult::Accepted => {
-            finops_aws::xray::record_decision(
-                "finops.approval",
-                &approver,
-                &record.proposal.resource_id,
-                link.action.as_str(),
-                &record.run_id,
-            );
-            tracing::info!(
-                run_id = record.run_id,
-                resource_id = record.proposal.resource_id,
-                decision = link.action.as_str(),
-                "decision recorded"
-            );
+    match deliver_decision(records, callback, &record, &decision, now).await? {
+        Delivered::Accepted => {
+            slack::show_decision(slack, &record, &decision).await;
             let what = match (link.action, record.proposal.action) {
                 (ApprovalAction::Approve, ProposedAction::SnapshotAndStop) => "Approved. The workflow now snapshots the instance's volumes and stops it once the snapshots complete.",
                 (ApprovalAction::Approve, ProposedAction::SnapshotAndDelete) => "Approved. The workflow now snapshots the volume and deletes it once the snapshot completes (the snapshot is kept).",
@@ -279,13 +256,110 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback + Und
             };
             Ok(notice(200, "Decision recorded", what))
         }
+        Delivered::AlreadyUsed => {
+            Ok(notice(409, "Already decided", "Someone answered this approval first. Nothing was changed now."))
+        }
+        Delivered::Expired => Ok(notice(410, "This approval has expired", "No action was taken.")),
+        Delivered::Missing => Ok(notice(404, "Unknown approval", "Nothing was changed.")),
+        Delivered::TimedOut => Ok(notice(
+            410,
+            "The workflow stopped waiting",
+            "This approval timed out before your answer arrived. No action was taken.",
+        )),
+        Delivered::Unconfirmed => Ok(notice(
+            202,
+            "Decision recorded; delivery not confirmed",
+            "Your decision is recorded, but the workflow's answer was lost. If it did not get the decision, \
+             nothing is done and the approval times out. Do not use the link again.",
+        )),
+    }
+}
+
+/// What became of a decision handed to the waiting workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Recorded and delivered: the workflow goes on with it.
+    Accepted,
+    /// Someone decided first (by the other link, page or Slack): nothing changed now.
+    AlreadyUsed,
+    Expired,
+    Missing,
+    /// The workflow stopped waiting before the answer arrived: no action, the record says expired.
+    TimedOut,
+    /// Recorded, but whether the workflow got it is unknown (it acts on it, or times out and does nothing).
+    Unconfirmed,
+}
+
+/// The one way a decision of a proposal's approval is recorded and handed over, whichever way the person made it
+/// (the page's POST, a Slack click): the single-use flip, then SendTaskSuccess with the record's token. A refused
+/// SendTaskSuccess takes the decision back (so the person can try again and no record says "approved" for a run
+/// that did not act); a lost answer is asked again.
+pub async fn deliver_decision<R: ApprovalRecords, C: TaskCallback>(
+    records: &R,
+    callback: &C,
+    record: &finops_approval_store::ApprovalRecord,
+    decision: &Decision<'_>,
+    now: DateTime<Utc>,
+) -> Result<Delivered, finops_aws::FinopsError> {
+    let id = record.approval_id.as_str();
+    // The token the record held when it was decided: a redelivered request may have replaced the one read above.
+    let task_token = match records.decide(id, decision, now.timestamp()).await? {
+        DecideResult::Decided { task_token } => task_token,
+        DecideResult::AlreadyUsed => return Ok(Delivered::AlreadyUsed),
+        DecideResult::Expired => return Ok(Delivered::Expired),
+        DecideResult::Missing => return Ok(Delivered::Missing),
+    };
+    let output = ApprovalTaskResult {
+        decision: decision.action,
+        decided_at: decision.decided_at.to_owned(),
+        approver: decision.approver.to_owned(),
+        approval_id: id.to_owned(),
+    };
+    // Strings and a unit enum: serialising cannot fail.
+    let output = serde_json::to_string(&output).expect("the task result serialises");
+    let sent = match callback.send_success(&task_token, &output).await {
+        Ok(sent) => sent,
+        Err(e @ finops_aws::FinopsError::Throttled { .. }) => {
+            // Step Functions refused it, so the workflow did not get the decision: undo it, so the record never says
+            // "approved" for a run that did not act, and the person can try the link again.
+            records.revert_decision(id, decision.decided_at).await?;
+            return Err(e);
+        }
+        Err(e) => match delivered_after_all(callback, &task_token, &output, record, now).await {
+            // The answer was lost, not the decision: the decision stands, recorded and delivered.
+            Some(sent) => {
+                tracing::warn!(approval_id = id, error = %e, "SendTaskSuccess answer lost; the decision was delivered");
+                sent
+            }
+            None => {
+                // Perhaps delivered, perhaps not: the decision stays recorded (the workflow may be acting on it), and
+                // the person is told so. If it was not delivered, the approval times out and nothing is done.
+                tracing::error!(approval_id = id, error = %e, "SendTaskSuccess outcome unknown");
+                return Ok(Delivered::Unconfirmed);
+            }
+        },
+    };
+    match sent {
+        CallbackResult::Accepted => {
+            finops_aws::xray::record_decision(
+                "finops.approval",
+                decision.approver,
+                &record.proposal.resource_id,
+                decision.action.as_str(),
+                &record.run_id,
+            );
+            tracing::info!(
+                run_id = record.run_id,
+                resource_id = record.proposal.resource_id,
+                decision = decision.action.as_str(),
+                via = decision.via,
+                "decision recorded"
+            );
+            Ok(Delivered::Accepted)
+        }
         CallbackResult::TimedOut | CallbackResult::Invalid => {
-            records.mark_expired(&link.id).await?;
-            Ok(notice(
-                410,
-                "The workflow stopped waiting",
-                "This approval timed out before your answer arrived. No action was taken.",
-            ))
+            records.mark_expired(id).await?;
+            Ok(Delivered::TimedOut)
         }
     }
 }
@@ -372,19 +446,35 @@ pub struct ApprovalCallback {
     records: DynamoApprovals,
     key: SecretsManagerKey,
     callback: SfnCallback,
+    slack: Option<SlackWebApi<SecretsManagerSlack>>,
 }
 
 impl ApprovalCallback {
-    pub fn new(sdk: &aws_config::SdkConfig, config: StoreConfig) -> Self {
-        Self {
+    /// `slack`: where set up (`FINOPS_SLACK_*`), its interactions are answered and its messages updated.
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        config: StoreConfig,
+        slack: Option<SlackConfig>,
+    ) -> Result<Self, finops_aws::FinopsError> {
+        Ok(Self {
             records: DynamoApprovals::new(sdk, config.approvals_table),
             key: SecretsManagerKey::new(sdk, config.signing_secret_id),
             callback: SfnCallback::new(sdk),
-        }
+            slack: slack
+                .map(|s| SlackWebApi::new(&s.api_url, SecretsManagerSlack::new(sdk, &s.secret_id)))
+                .transpose()?,
+        })
+    }
+
+    /// The callback as the Lambda builds it from its environment.
+    pub fn from_vars(sdk: &aws_config::SdkConfig, vars: &[(String, String)]) -> Result<Self, finops_aws::FinopsError> {
+        let store = StoreConfig::from_vars(vars.iter().cloned())
+            .map_err(|e| finops_aws::FinopsError::Configuration(e.to_string()))?;
+        Self::new(sdk, store, SlackConfig::from_vars(vars)?)
     }
 
     pub async fn respond(&self, request: HttpRequest<'_>, now: DateTime<Utc>) -> HttpResponse {
-        handle(request, &self.records, &self.key, &self.callback, now).await
+        handle_with_slack(request, &self.records, &self.key, &self.callback, &self.slack, now).await
     }
 }
 
@@ -495,9 +585,223 @@ mod tests {
         sfn: &ScriptedSfn,
     ) -> HttpResponse {
         let (path, query) = link_of(id, action);
-        let request =
-            HttpRequest { method, path: &path, query: &query, body: body.as_bytes(), source_ip: Some("198.51.100.9") };
+        let request = HttpRequest {
+            method,
+            path: &path,
+            query: &query,
+            body: body.as_bytes(),
+            source_ip: Some("198.51.100.9"),
+            headers: Vec::new(),
+        };
         handle(request, r, &StaticKey(KEY.to_vec()), sfn, now()).await
+    }
+
+    /// Slack as the callback sees it: the app's secrets and an in-memory Web API.
+    struct TestSlack {
+        api: finops_approval_store::slack::MemorySlack,
+        secret: String,
+    }
+
+    impl TestSlack {
+        /// Slack with the approval `ID` posted in channel `C0APPROVE` (as the request step records it).
+        fn asked(r: &MemoryApprovals) -> Self {
+            let slack = TestSlack { api: Default::default(), secret: "slack-signing-secret-0123456789".into() };
+            let at = finops_approval_store::slack::SlackMessageRef {
+                channel: "C0APPROVE".into(),
+                ts: "1700000000.000001".into(),
+            };
+            slack.api.messages.lock().unwrap().push((at.clone(), serde_json::json!({"text": "asked", "blocks": []})));
+            let mut record = r.get_now(ID).unwrap();
+            record.slack = Some(at);
+            r.insert(record);
+            slack
+        }
+        fn message(&self) -> serde_json::Value {
+            self.api.messages.lock().unwrap()[0].1.clone()
+        }
+        fn notes(&self) -> Vec<String> {
+            self.api.notes.lock().unwrap().iter().map(|(_, _, t)| t.clone()).collect()
+        }
+    }
+
+    impl SlackApi for TestSlack {
+        async fn post(
+            &self,
+            c: &str,
+            m: &serde_json::Value,
+        ) -> Result<finops_approval_store::slack::SlackMessageRef, FinopsError> {
+            self.api.post(c, m).await
+        }
+        async fn update(
+            &self,
+            at: &finops_approval_store::slack::SlackMessageRef,
+            m: &serde_json::Value,
+        ) -> Result<(), FinopsError> {
+            self.api.update(at, m).await
+        }
+        async fn tell(&self, c: &str, u: &str, t: &str) -> Result<(), FinopsError> {
+            self.api.tell(c, u, t).await
+        }
+    }
+
+    impl SlackSecrets for TestSlack {
+        async fn credentials(&self) -> Result<finops_approval_store::slack::SlackCredentials, FinopsError> {
+            Ok(serde_json::from_value(serde_json::json!({"signingSecret": self.secret, "botToken": "xoxb-test"}))
+                .unwrap())
+        }
+    }
+
+    /// The form Slack posts when `user` clicks the button of `action` in `channel`.
+    fn click_body(action: ApprovalAction, channel: &str, user: &str) -> String {
+        let (path, query) = link(action);
+        let payload = serde_json::json!({
+            "type": "block_actions",
+            "user": {"id": user, "username": "alice"},
+            "channel": {"id": channel},
+            "container": {"type": "message", "channel_id": channel, "message_ts": "1700000000.000001"},
+            "actions": [{"type": "button", "action_id": action.as_str(), "value": format!("{path}?{query}")}],
+        });
+        url::form_urlencoded::Serializer::new(String::new()).append_pair("payload", &payload.to_string()).finish()
+    }
+
+    /// Posts `body` to the interactions path as Slack would sign it at `signed_at` with `secret`.
+    async fn post_click(
+        body: &str,
+        secret: &str,
+        signed_at: i64,
+        r: &MemoryApprovals,
+        sfn: &ScriptedSfn,
+        slack: &TestSlack,
+    ) -> HttpResponse {
+        let ts = signed_at.to_string();
+        let signature = finops_core::slack::sign_request(secret.as_bytes(), &ts, body.as_bytes());
+        let request = HttpRequest {
+            method: "POST",
+            path: slack::INTERACTIONS_PATH,
+            query: "",
+            body: body.as_bytes(),
+            source_ip: Some("198.51.100.20"),
+            headers: vec![("X-Slack-Request-Timestamp", &ts), ("X-Slack-Signature", &signature)],
+        };
+        handle_with_slack(request, r, &StaticKey(KEY.to_vec()), sfn, slack, now()).await
+    }
+
+    #[tokio::test]
+    async fn a_signed_slack_click_decides_once_and_the_email_link_then_says_already_decided() {
+        let (r, sfn) = (records(), ScriptedSfn::default());
+        let slack = TestSlack::asked(&r);
+        let body = click_body(ApprovalAction::Approve, "C0APPROVE", "U0ALICE");
+        let answered = post_click(&body, &slack.secret, now().timestamp() - 2, &r, &sfn, &slack).await;
+        assert_eq!(answered.status, 200, "{}", answered.body);
+        let record = r.get_now(ID).unwrap();
+        assert_eq!(record.state, ApprovalState::Decided);
+        assert_eq!(record.decision, Some(ApprovalAction::Approve));
+        assert_eq!(record.approver.as_deref(), Some("slack:U0ALICE (alice)"));
+        assert_eq!(record.decided_via.as_deref(), Some(finops_approval_store::DECIDED_VIA_SLACK));
+        assert_eq!(record.decision_is_authentic(), Ok(()));
+        let sent = sfn.sent.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1);
+        assert!(sent[0].contains("\"approver\":\"slack:U0ALICE (alice)\""), "{}", sent[0]);
+        // The message now says who approved, and has no buttons left.
+        let message = slack.message().to_string();
+        assert!(message.contains("Approved by slack:U0ALICE (alice)") && !message.contains("\"actions\""), "{message}");
+        // The email's link of any decision now finds it decided.
+        let page = call("GET", ApprovalAction::Deny, "", &r, &sfn).await;
+        assert_eq!(page.status, 409);
+        assert!(page.body.contains("approve by slack:U0ALICE (alice)"), "{}", page.body);
+        // The same signed request again (a replay within the five minutes) changes nothing, and says why.
+        let replay = post_click(&body, &slack.secret, now().timestamp() - 2, &r, &sfn, &slack).await;
+        assert_eq!((replay.status, replay.body.as_str()), (200, "already decided"));
+        assert!(slack.notes().iter().any(|n| n.starts_with("Already decided: approve by slack:U0ALICE")));
+        assert_eq!(sfn.sent.lock().unwrap().len(), 1, "no second SendTaskSuccess");
+    }
+
+    #[tokio::test]
+    async fn unsigned_stale_tampered_or_misplaced_clicks_change_nothing() {
+        let (r, sfn) = (records(), ScriptedSfn::default());
+        let slack = TestSlack::asked(&r);
+        let body = click_body(ApprovalAction::Approve, "C0APPROVE", "U0ALICE");
+        let unchanged = |r: &MemoryApprovals| {
+            let record = r.get_now(ID).unwrap();
+            assert_eq!((record.state, record.decision), (ApprovalState::Pending, None));
+        };
+        // Signed more than five minutes ago: a captured request replayed later.
+        let stale = post_click(&body, &slack.secret, now().timestamp() - 301, &r, &sfn, &slack).await;
+        assert_eq!(stale.status, 401, "{}", stale.body);
+        // Signed with another secret (not Slack, or another app).
+        let forged = post_click(&body, "someone-elses-secret-0123456789", now().timestamp(), &r, &sfn, &slack).await;
+        assert_eq!(forged.status, 401);
+        // A body altered after signing: the deny button's value swapped for approve's, say.
+        let ts = now().timestamp().to_string();
+        let signature = finops_core::slack::sign_request(slack.secret.as_bytes(), &ts, body.as_bytes());
+        let tampered = click_body(ApprovalAction::Deny, "C0APPROVE", "U0ALICE");
+        let request = HttpRequest {
+            method: "POST",
+            path: slack::INTERACTIONS_PATH,
+            query: "",
+            body: tampered.as_bytes(),
+            source_ip: None,
+            headers: vec![("x-slack-request-timestamp", &ts), ("x-slack-signature", &signature)],
+        };
+        assert_eq!(handle_with_slack(request, &r, &StaticKey(KEY.to_vec()), &sfn, &slack, now()).await.status, 401);
+        // No signature headers at all.
+        let request = HttpRequest {
+            method: "POST",
+            path: slack::INTERACTIONS_PATH,
+            query: "",
+            body: body.as_bytes(),
+            source_ip: None,
+            headers: Vec::new(),
+        };
+        assert_eq!(handle_with_slack(request, &r, &StaticKey(KEY.to_vec()), &sfn, &slack, now()).await.status, 401);
+        // Signed by Slack, but clicked in another channel (a copied message): refused, and the clicker is told.
+        let elsewhere = click_body(ApprovalAction::Approve, "C0ELSEWHERE", "U0MALLORY");
+        let answered = post_click(&elsewhere, &slack.secret, now().timestamp(), &r, &sfn, &slack).await;
+        assert_eq!(answered.status, 403);
+        assert!(slack.notes().iter().any(|n| n.contains("asked in another channel")));
+        unchanged(&r);
+        assert!(sfn.sent.lock().unwrap().is_empty());
+        // A deployment without Slack has no interactions to answer.
+        let request = HttpRequest {
+            method: "POST",
+            path: slack::INTERACTIONS_PATH,
+            query: "",
+            body: body.as_bytes(),
+            source_ip: None,
+            headers: vec![("x-slack-request-timestamp", &ts), ("x-slack-signature", &signature)],
+        };
+        assert_eq!(handle(request, &r, &StaticKey(KEY.to_vec()), &sfn, now()).await.status, 404);
+        unchanged(&r);
+    }
+
+    #[tokio::test]
+    async fn a_routed_approval_is_decided_only_in_its_groups_channel_and_a_page_decision_updates_the_message() {
+        let (r, sfn) = (records(), ScriptedSfn::default());
+        let slack = TestSlack::asked(&r);
+        let mut record = r.get_now(ID).unwrap();
+        record.routed = Some(finops_core::organization::Routed {
+            approvers: vec!["data-team@example.com".into()],
+            because: "account 111111111111".into(),
+            slack_channel: Some("C0DATATEAM".into()),
+        });
+        r.insert(record);
+        // Asked in C0APPROVE, but the route's channel is C0DATATEAM: a click where it was posted still decides nothing.
+        let body = click_body(ApprovalAction::Approve, "C0APPROVE", "U0ALICE");
+        assert_eq!(post_click(&body, &slack.secret, now().timestamp(), &r, &sfn, &slack).await.status, 403);
+        assert_eq!(r.get_now(ID).unwrap().state, ApprovalState::Pending);
+        // The routed approver denies on the page: the Slack message says so.
+        let (path, query) = link(ApprovalAction::Deny);
+        let request = HttpRequest {
+            method: "POST",
+            path: &path,
+            query: &query,
+            body: b"decision=deny&approver=data-team%40example.com",
+            source_ip: None,
+            headers: Vec::new(),
+        };
+        let denied = handle_with_slack(request, &r, &StaticKey(KEY.to_vec()), &sfn, &slack, now()).await;
+        assert_eq!(denied.status, 200, "{}", denied.body);
+        assert!(slack.message().to_string().contains("Denied by data-team@example.com"), "{}", slack.message());
     }
 
     #[tokio::test]
@@ -596,7 +900,14 @@ mod tests {
         let pending = records();
         let url = ApprovalLink::sign(KEY, ID, ApprovalAction::Undo, now().timestamp() + 3600).url("");
         let (path, query) = url.split_once('?').unwrap();
-        let request = HttpRequest { method: "POST", path, query, body: b"decision=undo&approver=x", source_ip: None };
+        let request = HttpRequest {
+            method: "POST",
+            path,
+            query,
+            body: b"decision=undo&approver=x",
+            source_ip: None,
+            headers: Vec::new(),
+        };
         assert_eq!(handle(request, &pending, &StaticKey(KEY.to_vec()), &sfn, now()).await.status, 400);
         assert_eq!(pending.get_now(ID).unwrap().state, ApprovalState::Pending);
         assert_eq!(r.get_now(UNDO).unwrap().state, ApprovalState::Pending);
@@ -694,6 +1005,7 @@ mod tests {
         record.routed = Some(finops_core::organization::Routed {
             approvers: vec!["data-team@example.com".into()],
             because: "account 111111111111".into(),
+            slack_channel: None,
         });
         r.insert(record);
         let sfn = ScriptedSfn::default();
@@ -861,7 +1173,8 @@ mod tests {
             fn only_a_well_formed_post_of_the_links_own_decision_decides((method, path, query, body) in request()) {
                 let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
                 let (r, sfn) = (records(), ScriptedSfn::default());
-                let request = HttpRequest { method: &method, path: &path, query: &query, body: &body, source_ip: None };
+                let request =
+                    HttpRequest { method: &method, path: &path, query: &query, body: &body, source_ip: None, headers: Vec::new() };
                 let response = runtime.block_on(handle(request, &r, &StaticKey(KEY.to_vec()), &sfn, now()));
                 prop_assert!(response.headers.iter().any(|(k, v)| *k == "cache-control" && v == "no-store"));
                 let record = runtime.block_on(r.get(ID)).unwrap().unwrap();

@@ -82,7 +82,14 @@ impl Harness {
         let path_and_query = url.strip_prefix(BASE).unwrap_or(url);
         let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
         handle(
-            HttpRequest { method, path, query, body: body.as_bytes(), source_ip: Some("203.0.113.7") },
+            HttpRequest {
+                method,
+                path,
+                query,
+                body: body.as_bytes(),
+                source_ip: Some("203.0.113.7"),
+                headers: Vec::new(),
+            },
             &self.records,
             &self.key,
             &self.callback,

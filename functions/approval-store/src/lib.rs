@@ -3,6 +3,7 @@
 //! the SNS notifier, and the text of the approval email.
 
 pub mod email;
+pub mod slack;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -102,6 +103,10 @@ pub struct ApprovalRecord {
     /// An undo record never authorises the action itself, and a proposal's approval never an undo.
     #[serde(default)]
     pub undo: Option<UndoOf>,
+    /// Where the approval was also asked in Slack (the approvers' channel and the message): a click decides only
+    /// from there, and the message is updated with the decision and the outcome.
+    #[serde(default)]
+    pub slack: Option<slack::SlackMessageRef>,
 }
 
 /// What an undo record offers to undo: the action its proposal's approval authorised, and when it was done.
@@ -152,6 +157,7 @@ impl ApprovalRecord {
             claim_id: String::new(),
             routed: None,
             undo: None,
+            slack: None,
         }
     }
 
@@ -206,8 +212,44 @@ impl ApprovalRecord {
     }
 }
 
-/// The one way a decision is recorded today: a POST on the confirmation page of the link that was followed.
+/// A decision made by POST on the confirmation page of the link that was followed.
 pub const DECIDED_VIA_POST: &str = "POST";
+
+/// A decision made by a click on the approval's own Slack message, in the channel it was posted to, with Slack's
+/// signature verified and the button's signed link checked (the approver is the clicking Slack user).
+pub const DECIDED_VIA_SLACK: &str = "slack-signed-click";
+
+impl ApprovalRecord {
+    /// Whether the decision on record was made as a person makes one: by POST on the page (by a routed approver,
+    /// where approvals are routed), or by a signed click in the Slack channel the approval was asked in (the routed
+    /// group's channel, where approvals are routed). The acting steps check it for themselves: `Err` says why not.
+    pub fn decision_is_authentic(&self) -> Result<(), String> {
+        let id = &self.approval_id;
+        let approver = self.approver.as_deref().unwrap_or_default();
+        match self.decided_via.as_deref() {
+            Some(DECIDED_VIA_POST) => match self.routed.as_ref().filter(|r| !r.allows(approver)) {
+                // Routed approvals: the page refuses anyone else; the acting step checks the record for itself.
+                Some(routed) => {
+                    Err(format!("approval {id} was decided by someone it was not routed to ({})", routed.because))
+                }
+                None => Ok(()),
+            },
+            Some(DECIDED_VIA_SLACK) => {
+                let Some(asked) = &self.slack else {
+                    return Err(format!("approval {id} was decided in Slack but never asked there"));
+                };
+                match &self.routed {
+                    Some(routed) if routed.slack_channel.as_deref() != Some(asked.channel.as_str()) => Err(format!(
+                        "approval {id} was decided in Slack channel {}, not the channel of its route ({})",
+                        asked.channel, routed.because
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            _ => Err(format!("approval {id} was not decided by POST on its confirmation page or a signed Slack click")),
+        }
+    }
+}
 
 /// A decision as the callback records it.
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +325,12 @@ pub trait ApprovalRecords: ApprovalReader {
     /// The workflow stopped waiting: the record is `expired`, and a decision that came too late is kept as a late
     /// answer, not as the decision.
     fn mark_expired(&self, approval_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// Where the approval was asked in Slack (once posted).
+    fn mark_slack_message(
+        &self,
+        approval_id: &str,
+        at: &slack::SlackMessageRef,
+    ) -> impl Future<Output = Result<(), FinopsError>> + Send;
 }
 
 pub struct DynamoApprovals {
@@ -360,6 +408,10 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<ApprovalRecord, F
             None => None,
             Some(json) => Some(serde_json::from_str(&json).map_err(|_| bad("undoOf"))?),
         },
+        slack: match text("slackMessage") {
+            None => None,
+            Some(json) => Some(serde_json::from_str(&json).map_err(|_| bad("slackMessage"))?),
+        },
     })
 }
 
@@ -401,6 +453,9 @@ impl ApprovalRecords for DynamoApprovals {
         if let Some(json) = routed {
             // Routed approvals only: who may decide (the approval page checks the decider against it).
             put = put.item("routedApprovers", s(&json));
+        }
+        if let Some(at) = &r.slack {
+            put = put.item("slackMessage", s(&serde_json::to_string(at).expect("strings serialise")));
         }
         if let Some(undo) = &r.undo {
             // Undo records only: what the record's one decision undoes.
@@ -448,6 +503,20 @@ impl ApprovalRecords for DynamoApprovals {
                 message: format!("approval {} vanished while it was claimed", r.approval_id),
             }),
         }
+    }
+
+    async fn mark_slack_message(&self, approval_id: &str, at: &slack::SlackMessageRef) -> Result<(), FinopsError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .update_expression("SET slackMessage = :at")
+            .condition_expression("attribute_exists(approvalId)")
+            .expression_attribute_values(":at", s(&serde_json::to_string(at).expect("strings serialise")))
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("DynamoDB", "UpdateItem", e))?;
+        Ok(())
     }
 
     async fn mark_email(&self, approval_id: &str, status: EmailStatus) -> Result<(), FinopsError> {
@@ -625,6 +694,13 @@ impl ApprovalRecords for MemoryApprovals {
             }
             Some(existing) => Ok(Claim::Settled(existing.clone())),
         }
+    }
+
+    async fn mark_slack_message(&self, approval_id: &str, at: &slack::SlackMessageRef) -> Result<(), FinopsError> {
+        if let Some(r) = self.lock().get_mut(approval_id) {
+            r.slack = Some(at.clone());
+        }
+        Ok(())
     }
 
     async fn mark_email(&self, approval_id: &str, status: EmailStatus) -> Result<(), FinopsError> {

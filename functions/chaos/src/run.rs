@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use finops_approval_callback::ApprovalCallback;
-use finops_approval_store::StoreConfig;
 use finops_core::LookbackWindow;
 use finops_local::{approval_page, LocalFunctions};
 use finops_testkit::approvals::TABLE;
@@ -115,8 +114,8 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     let page_port = page.local_addr().expect("address").port();
     let base_url = format!("http://127.0.0.1:{page_port}");
     let vars = env.function_vars(&base_url);
-    let store = StoreConfig::from_vars(vars.clone()).expect("store settings");
-    let page_task = tokio::spawn(approval_page::serve(page, Arc::new(ApprovalCallback::new(&h.faulty, store))));
+    let callback = ApprovalCallback::from_vars(&h.faulty, &vars).expect("callback settings");
+    let page_task = tokio::spawn(approval_page::serve(page, Arc::new(callback)));
     let functions = LocalFunctions::new(&h.faulty, &vars).expect("the functions' environment");
     h.functions.install(functions, plan.steps.clone(), seed ^ 0x5EED);
 

@@ -16,6 +16,7 @@ pub mod regions;
 pub mod resources;
 pub mod run_cost;
 pub mod savings;
+pub mod slack;
 pub mod steps;
 pub mod tags;
 pub mod untrusted;

@@ -340,6 +340,9 @@ pub struct ApprovalRouting {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub default: Vec<String>,
+    /// The default approvers' Slack channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_slack_channel: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,6 +356,9 @@ pub struct Route {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     pub approvers: Vec<String>,
+    /// The Slack channel of this group of approvers (`C...`), where the deployment asks in Slack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_channel: Option<String>,
 }
 
 /// The approvers of one account and the route that chose them (for the report and the approval record).
@@ -361,6 +367,9 @@ pub struct Route {
 pub struct Routed {
     pub approvers: Vec<String>,
     pub because: String,
+    /// The route's Slack channel, where the deployment asks in Slack: only a click there decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack_channel: Option<String>,
 }
 
 impl Routed {
@@ -471,13 +480,27 @@ impl ApprovalRouting {
                 return Err(OrganizationError::BadRouting(format!("route {n} names no approver")));
             }
             route.approvers.iter().try_for_each(|a| check_email(a))?;
+            if let Some(c) = route.slack_channel.as_deref().filter(|c| !crate::slack::is_slack_id(c)) {
+                return Err(OrganizationError::BadRouting(format!(
+                    "route {n}: slackChannel {c:?} is not a Slack channel id (like C0123ABCD)"
+                )));
+            }
+        }
+        if let Some(c) = self.default_slack_channel.as_deref().filter(|c| !crate::slack::is_slack_id(c)) {
+            return Err(OrganizationError::BadRouting(format!(
+                "defaultSlackChannel {c:?} is not a Slack channel id (like C0123ABCD)"
+            )));
         }
         self.default.iter().try_for_each(|a| check_email(a))
     }
 
     /// The approvers for an account (None: nobody may approve anything there).
     pub fn approvers_for(&self, account: &Account) -> Option<Routed> {
-        let routed = |route: &Route, because: String| Routed { approvers: route.approvers.clone(), because };
+        let routed = |route: &Route, because: String| Routed {
+            approvers: route.approvers.clone(),
+            because,
+            slack_channel: route.slack_channel.clone(),
+        };
         if let Some(route) = self.routes.iter().find(|r| r.account.as_deref() == Some(account.id.as_str())) {
             return Some(routed(route, format!("account {}", account.id)));
         }
@@ -495,8 +518,11 @@ impl ApprovalRouting {
         if let Some(route) = tag_route {
             return Some(routed(route, format!("account tag {}", route.tag.as_deref().unwrap_or_default())));
         }
-        (!self.default.is_empty())
-            .then(|| Routed { approvers: self.default.clone(), because: "default approvers".into() })
+        (!self.default.is_empty()).then(|| Routed {
+            approvers: self.default.clone(),
+            because: "default approvers".into(),
+            slack_channel: self.default_slack_channel.clone(),
+        })
     }
 }
 
@@ -708,7 +734,7 @@ mod tests {
         assert_eq!(routing.approvers_for(&tagged).unwrap().because, "account tag team=data");
         tagged.tags.insert("team".into(), "data-science".into());
         assert_eq!(routing.approvers_for(&tagged).unwrap().because, "default approvers", "tags match exactly");
-        let nobody = ApprovalRouting { routes: vec![], default: vec![] };
+        let nobody = ApprovalRouting { routes: vec![], default: vec![], default_slack_channel: None };
         assert_eq!(nobody.approvers_for(&tagged), None);
     }
 

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use finops_approval_callback::ApprovalCallback;
-use finops_approval_store::StoreConfig;
 use finops_core::LookbackWindow;
 use finops_local::xray_daemon::XrayDaemon;
 use finops_local::{approval_page, serve, LocalFunctions};
@@ -172,12 +171,11 @@ async fn main() {
         _ => say("reasoning: the deterministic rules backend (no model)"),
     }
     tokio::spawn(serve(listener, functions.clone(), ([127, 0, 0, 1], moto_port).into()));
-    let store = StoreConfig::from_vars(vars.clone()).expect("approval store settings");
-    let approval_page =
-        approval_page::start(args.approval_port, ApprovalCallback::new(&config, store)).await.unwrap_or_else(|e| {
-            eprintln!("finops-demo: cannot serve the approval page on port {}: {e}", args.approval_port);
-            std::process::exit(2);
-        });
+    let callback = ApprovalCallback::from_vars(&config, &vars).expect("approval callback settings");
+    let approval_page = approval_page::start(args.approval_port, callback).await.unwrap_or_else(|e| {
+        eprintln!("finops-demo: cannot serve the approval page on port {}: {e}", args.approval_port);
+        std::process::exit(2);
+    });
     say(format!("approval page served at {base_url}/approvals/..."));
 
     if !args.no_seed {

@@ -19,12 +19,15 @@ pub async fn serve(listener: tokio::net::TcpListener, callback: Arc<ApprovalCall
                     let (parts, body) = req.into_parts();
                     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                     let ip = peer.ip().to_string();
+                    let headers =
+                        parts.headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))).collect();
                     let request = HttpRequest {
                         method: parts.method.as_str(),
                         path: parts.uri.path(),
                         query: parts.uri.query().unwrap_or(""),
                         body: &body,
                         source_ip: Some(&ip),
+                        headers,
                     };
                     let r = callback.respond(request, chrono::Utc::now()).await;
                     let mut builder = hyper::Response::builder().status(r.status);

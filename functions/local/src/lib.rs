@@ -83,7 +83,7 @@ impl LocalFunctions {
             metrics: MetricsStep::new(sdk, DetectionConfig::from_vars(vars())?)?,
             reasoning: ReasoningStep::new(sdk, ReasoningConfig::from_vars(vars())?)?,
             policy: PolicyStep::new(sdk, PolicyStepConfig::from_vars(vars())?),
-            request_approval: RequestApprovalStep::new(sdk, RequestApprovalConfig::from_vars(vars())?),
+            request_approval: RequestApprovalStep::new(sdk, RequestApprovalConfig::from_vars(vars())?)?,
             actions: ActionsStep::new(sdk, ActionsConfig::from_vars(vars())?),
             run_cost: RunCostStep::new(sdk, CostConfig::from_vars(vars())?),
             savings: SavingsStep::new(sdk, SavingsConfig::from_vars(vars())?),

@@ -211,11 +211,9 @@ async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_the
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
     let o = organization("act", 20, &base).await;
-    let store = finops_approval_store::StoreConfig::from_vars(o.env.function_vars(&base)).expect("store settings");
-    let _page =
-        finops_local::approval_page::start(port, finops_approval_callback::ApprovalCallback::new(&o.hub, store))
-            .await
-            .expect("the approval page");
+    let callback = finops_approval_callback::ApprovalCallback::from_vars(&o.hub, &o.env.function_vars(&base))
+        .expect("callback settings");
+    let _page = finops_local::approval_page::start(port, callback).await.expect("the approval page");
     let execution = o.env.start("org-act", &REGIONS, "act").await;
     // data-dev's etl-idle and its old unattached volume go to the data team; the hub's hub-idle (and anything else
     // of the hub's) to the platform team. Approve the member's two; leave the hub's unanswered.

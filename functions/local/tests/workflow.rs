@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use finops_approval_callback::ApprovalCallback;
-use finops_approval_store::StoreConfig;
 use finops_core::LookbackWindow;
 use finops_local::xray_daemon::XrayDaemon;
 use finops_local::{approval_page, serve, LocalFunctions};
@@ -302,6 +301,7 @@ async fn answer_emails(
                 query,
                 body: body.as_bytes(),
                 source_ip: Some("127.0.0.1"),
+                headers: Vec::new(),
             },
             &records,
             &key,
@@ -524,6 +524,7 @@ async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
             query,
             body: b"decision=undo&approver=ops%40example.com",
             source_ip: Some("127.0.0.1"),
+            headers: Vec::new(),
         };
         finops_approval_callback::handle(request, &records, &key, &callback, Utc::now())
     };
@@ -678,8 +679,8 @@ async fn the_agent_tools_single_instance_entry_keeps_the_policy_check() {
 impl Workflow {
     /// The approval page on 127.0.0.1:`port`, served by the callback the Lambda runs.
     async fn approval_page(&self, port: u16) -> approval_page::ServerHandle {
-        let store = StoreConfig::from_vars(self.vars.clone()).expect("approval store settings");
-        approval_page::start(port, ApprovalCallback::new(&self.config, store)).await.expect("serve the approval page")
+        let callback = ApprovalCallback::from_vars(&self.config, &self.vars).expect("approval callback settings");
+        approval_page::start(port, callback).await.expect("serve the approval page")
     }
 }
 

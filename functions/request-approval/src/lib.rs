@@ -9,9 +9,10 @@
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use finops_approval_store::email::{execution_console_url, render, trace_console_url, EmailLinks};
+use finops_approval_store::slack::{SecretsManagerSlack, SlackApi, SlackConfig, SlackMessageRef, SlackWebApi};
 use finops_approval_store::{
-    required_var, ApprovalRecord, ApprovalRecords, Claim, DynamoApprovals, EmailStatus, Notifier, SecretsManagerKey,
-    SigningKey, SnsNotifier, StoreConfig,
+    required_var, ApprovalRecord, ApprovalRecords, ApprovalState, Claim, DynamoApprovals, EmailStatus, Notifier,
+    SecretsManagerKey, SigningKey, SnsNotifier, StoreConfig,
 };
 use finops_aws::{validate_run_id, FinopsError};
 use finops_core::approval::{approval_id_for, undo_id_for, ApprovalAction, ApprovalLink};
@@ -358,6 +359,96 @@ pub async fn offer_undo<R: ApprovalRecords, K: SigningKey>(
     Ok(OfferUndoOutput { summary, links })
 }
 
+/// Asks the approval in Slack too, once: the proposal as a Block Kit message in the approvers' channel (the routed
+/// group's `slackChannel`, or the deployment's `FINOPS_SLACK_CHANNEL` where approvals are not routed), its three
+/// buttons carrying the same signed links as the email, then the message's place on the record (a click decides
+/// only from there). A record that is decided, expired, an undo or already posted gets nothing; a routed group
+/// without a channel is asked by email only. Ok(None): not asked in Slack.
+pub async fn ask_in_slack<R: ApprovalRecords, K: SigningKey, S: SlackApi>(
+    records: &R,
+    key: &K,
+    slack: &S,
+    deployment_channel: Option<&str>,
+    config: &RequestConfig,
+    approval_id: &str,
+) -> Result<Option<SlackMessageRef>, FinopsError> {
+    let Some(record) = records.get(approval_id).await? else { return Ok(None) };
+    if record.state != ApprovalState::Pending || record.undo.is_some() || record.slack.is_some() {
+        return Ok(record.slack);
+    }
+    let channel = match &record.routed {
+        Some(routed) => routed.slack_channel.clone(),
+        None => deployment_channel.map(str::to_owned),
+    };
+    let Some(channel) = channel else { return Ok(None) };
+    let key = key.key().await?;
+    let sign = |action| ApprovalLink::sign(&key, &record.approval_id, action, record.expires_at);
+    let (approve, deny, snooze) =
+        (sign(ApprovalAction::Approve), sign(ApprovalAction::Deny), sign(ApprovalAction::Snooze));
+    let expires_utc = DateTime::<Utc>::from_timestamp(record.expires_at, 0)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    let chart = record.proposal.daily.as_ref().map(|d| {
+        format!(
+            "{:<20} {}\n{:<20} {}",
+            format!("{} per day:", d.cpu_label),
+            finops_approval_store::email::spark(&d.cpu_percent, d.cpu_limit_percent, "%"),
+            "network per day:",
+            finops_approval_store::email::spark(&d.network_mb, d.network_limit_mb, "MB")
+        )
+    });
+    let message = finops_core::slack::ask_message(&finops_core::slack::AskMessage {
+        proposal: &record.proposal,
+        approve: &approve,
+        deny: &deny,
+        snooze: &snooze,
+        snooze_days: config.snooze_days,
+        expires_at_utc: &expires_utc,
+        chart,
+        page_url: &approve.url(&config.base_url),
+    });
+    let at = slack.post(&channel, &message).await?;
+    records.mark_slack_message(&record.approval_id, &at).await?;
+    tracing::info!(approval_id, channel, ts = at.ts, "approval asked in Slack");
+    Ok(Some(at))
+}
+
+/// After the approval map: each approval asked in Slack gets its message updated with what came of it (stopped,
+/// denied, no answer, failed and why). How many were updated; a message Slack refuses to update is logged and left.
+pub async fn tell_outcomes_in_slack<R: ApprovalRecords, K: SigningKey, S: SlackApi>(
+    request: &OfferUndoRequest,
+    records: &R,
+    key: &K,
+    slack: &S,
+) -> Result<usize, FinopsError> {
+    let key = key.key().await?;
+    let mut updated = 0;
+    for outcome in &request.outcomes {
+        let text = |k: &str| outcome.get(k).and_then(serde_json::Value::as_str).unwrap_or_default();
+        let resource_id = text("resourceId");
+        if resource_id.is_empty() {
+            continue;
+        }
+        let approval_id = approval_id_for(&key, &request.run_id, resource_id);
+        let Some(record) = records.get(&approval_id).await? else { continue };
+        let Some(at) = &record.slack else { continue };
+        let decided = match (record.decision, &record.approver, &record.decided_at) {
+            (Some(d), Some(who), Some(at)) => format!("{} by {who} at {at}", d.as_str()),
+            _ => "No decision in time".to_owned(),
+        };
+        let said = match text("detail") {
+            "" => text("outcome").to_owned(),
+            detail => format!("{}: {detail}", text("outcome")),
+        };
+        let message = finops_core::slack::outcome_message(&record.proposal, &decided, &said);
+        match slack.update(at, &message).await {
+            Ok(()) => updated += 1,
+            Err(e) => tracing::warn!(approval_id, error = %e, "could not update the Slack message with the outcome"),
+        }
+    }
+    Ok(updated)
+}
+
 /// What the request step reads from its environment: its behaviour ([`RequestConfig`]), where the records and the
 /// signing key are, and the approvals topic (`FINOPS_APPROVAL_TOPIC_ARN`).
 #[derive(Debug, Clone, PartialEq)]
@@ -367,6 +458,8 @@ pub struct RequestApprovalConfig {
     pub topic_arn: String,
     /// Where the runs' approver directories are (`FINOPS_RUN_BUCKET`), when approvals are routed.
     pub run_bucket: Option<String>,
+    /// Slack, where set up (`FINOPS_SLACK_*`).
+    pub slack: Option<SlackConfig>,
 }
 
 impl RequestApprovalConfig {
@@ -384,6 +477,7 @@ impl RequestApprovalConfig {
                 true => Some(required_var(&vars, "FINOPS_RUN_BUCKET")?),
                 false => None,
             },
+            slack: SlackConfig::from_vars(&vars)?,
         })
     }
 }
@@ -394,18 +488,27 @@ pub struct RequestApprovalStep {
     key: SecretsManagerKey,
     notifier: SnsNotifier,
     routing: Option<RunApprovers<finops_aws::S3RunStore>>,
+    slack: Option<SlackWebApi<SecretsManagerSlack>>,
+    slack_channel: Option<String>,
     config: RequestConfig,
 }
 
 impl RequestApprovalStep {
-    pub fn new(sdk: &aws_config::SdkConfig, config: RequestApprovalConfig) -> Self {
-        Self {
+    pub fn new(sdk: &aws_config::SdkConfig, config: RequestApprovalConfig) -> Result<Self, FinopsError> {
+        let slack = config
+            .slack
+            .as_ref()
+            .map(|s| SlackWebApi::new(&s.api_url, SecretsManagerSlack::new(sdk, &s.secret_id)))
+            .transpose()?;
+        Ok(Self {
             records: DynamoApprovals::new(sdk, config.store.approvals_table),
             key: SecretsManagerKey::new(sdk, config.store.signing_secret_id),
             notifier: SnsNotifier::new(sdk, config.topic_arn),
             routing: config.run_bucket.map(|bucket| RunApprovers(finops_aws::S3RunStore::new(sdk, bucket))),
+            slack,
+            slack_channel: config.slack.and_then(|s| s.channel),
             config: config.request,
-        }
+        })
     }
 
     /// Either request the state machine sends this function: an approval (with a task token), or the undo offer
@@ -418,6 +521,13 @@ impl RequestApprovalStep {
     ) -> Result<serde_json::Value, FinopsError> {
         let json = |v: Result<serde_json::Value, serde_json::Error>| v.expect("plain data serialises");
         if event.get("outcomes").is_some() {
+            if let (Some(slack), Ok(request)) = (&self.slack, serde_json::from_value::<OfferUndoRequest>(event.clone()))
+            {
+                // Slack is a second place to read it: a message that cannot be updated does not fail the run.
+                if let Err(e) = tell_outcomes_in_slack(&request, &self.records, &self.key, slack).await {
+                    tracing::warn!(error = %e, "the outcomes were not told in Slack");
+                }
+            }
             let offered = offer_undo(event, &self.records, &self.key, &self.config, now).await?;
             return Ok(json(serde_json::to_value(offered)));
         }
@@ -434,7 +544,7 @@ impl RequestApprovalStep {
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|e| FinopsError::Configuration(format!("no randomness: {e}")))?;
         let claim_id = hex::encode(random);
-        handle(
+        let requested = handle(
             event,
             &self.records,
             &self.key,
@@ -445,7 +555,24 @@ impl RequestApprovalStep {
             &claim_id,
             trace_header,
         )
-        .await
+        .await?;
+        if let Some(slack) = &self.slack {
+            // The email is the approval's channel of record: Slack down or misconfigured asks by email only (a retried
+            // request posts what an earlier delivery could not).
+            let asked = ask_in_slack(
+                &self.records,
+                &self.key,
+                slack,
+                self.slack_channel.as_deref(),
+                &self.config,
+                &requested.approval_id,
+            )
+            .await;
+            if let Err(e) = asked {
+                tracing::warn!(approval_id = requested.approval_id, error = %e, "the approval was not asked in Slack");
+            }
+        }
+        Ok(requested)
     }
 }
 
@@ -523,7 +650,11 @@ mod tests {
         ])
         .unwrap();
         assert!(config.routed);
-        let routed = Routed { approvers: vec!["Data@example.com".into()], because: "account 111111111111".into() };
+        let routed = Routed {
+            approvers: vec!["Data@example.com".into()],
+            because: "account 111111111111".into(),
+            slack_channel: None,
+        };
         let directory = Some(Directory(ApproverDirectory {
             accounts: [("111111111111".to_owned(), routed.clone())].into_iter().collect(),
         }));
