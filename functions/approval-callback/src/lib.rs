@@ -696,19 +696,19 @@ mod tests {
         let record = r.get_now(ID).unwrap();
         assert_eq!(record.state, ApprovalState::Decided);
         assert_eq!(record.decision, Some(ApprovalAction::Approve));
-        assert_eq!(record.approver.as_deref(), Some("slack:U0ALICE (alice)"));
+        assert_eq!(record.approver.as_deref(), Some("slack:U0ALICE/alice"));
         assert_eq!(record.decided_via.as_deref(), Some(finops_approval_store::DECIDED_VIA_SLACK));
         assert_eq!(record.decision_is_authentic(), Ok(()));
         let sent = sfn.sent.lock().unwrap().clone();
         assert_eq!(sent.len(), 1);
-        assert!(sent[0].contains("\"approver\":\"slack:U0ALICE (alice)\""), "{}", sent[0]);
+        assert!(sent[0].contains("\"approver\":\"slack:U0ALICE/alice\""), "{}", sent[0]);
         // The message now says who approved, and has no buttons left.
         let message = slack.message().to_string();
-        assert!(message.contains("Approved by slack:U0ALICE (alice)") && !message.contains("\"actions\""), "{message}");
+        assert!(message.contains("Approved by slack:U0ALICE/alice") && !message.contains("\"actions\""), "{message}");
         // The email's link of any decision now finds it decided.
         let page = call("GET", ApprovalAction::Deny, "", &r, &sfn).await;
         assert_eq!(page.status, 409);
-        assert!(page.body.contains("approve by slack:U0ALICE (alice)"), "{}", page.body);
+        assert!(page.body.contains("approve by slack:U0ALICE/alice"), "{}", page.body);
         // The same signed request again (a replay within the five minutes) changes nothing, and says why.
         let replay = post_click(&body, &slack.secret, now().timestamp() - 2, &r, &sfn, &slack).await;
         assert_eq!((replay.status, replay.body.as_str()), (200, "already decided"));

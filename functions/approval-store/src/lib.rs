@@ -1008,6 +1008,44 @@ mod undo_tests {
     use super::*;
 
     #[test]
+    fn a_decision_is_authentic_by_post_or_by_a_click_in_the_channel_it_was_asked_in() {
+        let proposal: Proposal = serde_json::from_value(serde_json::json!({
+            "resourceId": "i-0abc", "region": "eu-west-1", "resourceType": "t3.large", "action": "snapshot-and-stop",
+            "confidence": 0.9, "justification": "idle", "backend": "rules", "priceSource": "embedded",
+            "evidence": [], "volumeIds": [], "measuredUntil": "2026-11-28T00:00:00Z"
+        }))
+        .unwrap();
+        let decided = |via: &str, approver: &str| {
+            ApprovalRecord::pending("a", "t", proposal.clone(), "run-1", "arn", 0, 10).decided(&Decision {
+                action: ApprovalAction::Approve,
+                approver,
+                source_ip: None,
+                decided_at: "2026-11-30T10:00:00Z",
+                via,
+            })
+        };
+        assert_eq!(decided(DECIDED_VIA_POST, "ops@example.com").decision_is_authentic(), Ok(()));
+        assert!(decided("GET", "ops@example.com").decision_is_authentic().is_err());
+        // A Slack decision needs the message it was asked in.
+        let mut slack = decided(DECIDED_VIA_SLACK, "slack:U0ALICE/alice");
+        assert!(slack.decision_is_authentic().unwrap_err().contains("never asked there"));
+        slack.slack = Some(slack::SlackMessageRef { channel: "C0DATATEAM".into(), ts: "1.2".into() });
+        assert_eq!(slack.decision_is_authentic(), Ok(()));
+        // Routed: the route's channel, and for a page decision one of its addresses.
+        let route = |channel: Option<&str>| finops_core::organization::Routed {
+            approvers: vec!["data@example.com".into()],
+            because: "account 111111111111".into(),
+            slack_channel: channel.map(str::to_owned),
+        };
+        slack.routed = Some(route(Some("C0DATATEAM")));
+        assert_eq!(slack.decision_is_authentic(), Ok(()));
+        slack.routed = Some(route(Some("C0OTHER")));
+        assert!(slack.decision_is_authentic().unwrap_err().contains("not the channel of its route"));
+        let post = decided(DECIDED_VIA_POST, "ops@example.com").routed_to(Some(route(None)));
+        assert!(post.decision_is_authentic().unwrap_err().contains("not routed to"));
+    }
+
+    #[test]
     fn an_undo_starts_an_execution_of_the_machine_that_acted() {
         let arn = "arn:aws:states:us-east-1:123456789012:execution:finops-workflow:run-2026-11-30";
         assert_eq!(

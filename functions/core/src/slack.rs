@@ -86,7 +86,7 @@ pub struct Interaction {
 impl Interaction {
     /// How the approver is named in the record, the task output and the instance's tags.
     pub fn approver(&self) -> String {
-        format!("slack:{} ({})", self.user_id, self.user_name)
+        format!("slack:{}/{}", self.user_id, self.user_name)
     }
 }
 
@@ -291,6 +291,25 @@ pub fn outcome_message(p: &Proposal, decided: &str, outcome: &str) -> Value {
     m
 }
 
+/// A run's outcome of one approval (`outcome` and `operation` as the workflow records them) in words.
+pub fn outcome_words(outcome: &str, operation: &str) -> &'static str {
+    match (outcome, operation) {
+        ("done" | "already_done", "stop") => "snapshotted and stopped",
+        ("done" | "already_done", "tag") => "snoozed: tagged and left alone until the snooze ends",
+        ("done" | "already_done", "delete_volume") => "snapshotted and deleted (the snapshot is kept)",
+        ("done" | "already_done", "release_address") => "released",
+        ("done" | "already_done", "delete_instance_volumes") => "volumes snapshotted, detached and deleted",
+        ("done" | "already_done", _) => "done",
+        ("denied", _) => "denied: nothing was done",
+        ("no_answer", _) => "no answer in time: nothing was done",
+        ("refused", _) => "not done: the live re-check refused it",
+        ("snapshot_failed", _) => "the snapshot failed: nothing was stopped or deleted",
+        ("failed", _) => "failed",
+        ("pending", _) => "still waiting for its snapshots",
+        _ => "outcome unknown: check the resource",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,7 +368,7 @@ mod tests {
         let link = ApprovalLink::sign(KEY, "00112233445566778899aabbccddeeff", ApprovalAction::Deny, 2_000_000_000);
         let i = parse_interaction(&click("deny", &button_value(&link))).unwrap();
         assert_eq!((i.user_id.as_str(), i.channel_id.as_str(), &i.link), ("U024BE7LH", "C0FINOPS1", &link));
-        assert_eq!(i.approver(), "slack:U024BE7LH (alice)");
+        assert_eq!(i.approver(), "slack:U024BE7LH/alice");
         assert!(i.link.verify(KEY, 1_900_000_000).is_ok());
         // The approve button's id with the deny link (or the reverse) decides nothing.
         assert!(matches!(
@@ -425,10 +444,9 @@ mod tests {
 
     #[test]
     fn the_decided_message_has_no_buttons_and_names_the_approver() {
-        let m =
-            decided_message(&proposal(), ApprovalAction::Approve, "slack:U024BE7LH (alice)", "2026-11-30T10:00:00Z");
+        let m = decided_message(&proposal(), ApprovalAction::Approve, "slack:U024BE7LH/alice", "2026-11-30T10:00:00Z");
         assert!(!m.to_string().contains("\"actions\""));
-        assert!(m.to_string().contains("Approved by slack:U024BE7LH (alice) at 2026-11-30T10:00:00Z"));
+        assert!(m.to_string().contains("Approved by slack:U024BE7LH/alice at 2026-11-30T10:00:00Z"));
         let o = outcome_message(&proposal(), "Approved by alice", "snapshotted and stopped");
         assert!(o.to_string().contains("Outcome: snapshotted and stopped"));
     }

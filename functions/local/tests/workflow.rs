@@ -731,6 +731,94 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_slack_click_approves_an_instance_and_its_message_tells_the_decision_and_the_outcome() {
+    use finops_testkit::slack::{click_payload, post_signed, LocalSlack, SIGNING_SECRET};
+    let slack = LocalSlack::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let settings = [
+        ("FINOPS_SLACK_SECRET_ID", "finops/slack"),
+        ("FINOPS_SLACK_CHANNEL", "C0FINOPS"),
+        ("FINOPS_SLACK_API_URL", slack.api_url.as_str()),
+    ];
+    let w = deployment_with(120, &base, 10, "act", &settings).await;
+    finops_testkit::aws_sdk_secretsmanager::Client::new(&w.config)
+        .create_secret()
+        .name("finops/slack")
+        .secret_string(LocalSlack::secret_string())
+        .send()
+        .await
+        .expect("the Slack app's secret");
+    let _server = w.approval_page(port).await;
+    let dev = by_name(&w, "dev-raj-sandbox");
+    let input = serde_json::json!({
+        "entry": "single-instance", "mode": "act", "regions": ["ap-southeast-2"], "lookbackDays": 14,
+        "instanceId": dev.instance_id, "requestedAction": "snapshot_and_stop", "requestedBy": "agent", "justification": "idle"
+    });
+    let execution = w.env.start_with("slack-run", &input).await;
+    let email = w.env.plumbing.next_email().await;
+    let (channel, ts, message) =
+        slack.wait_for_message(&dev.instance_id, Duration::from_secs(30)).await.expect("asked in Slack");
+    assert_eq!(channel, "C0FINOPS");
+    assert!(message.to_string().contains("dev-raj-sandbox") && message.to_string().contains("/month"));
+
+    // Someone replays a click signed six minutes ago, and someone else posts one signed with another secret: both
+    // refused before anything is read.
+    let interactions = format!("{base}/slack/interactions");
+    let click = click_payload(&channel, &ts, &message, "approve", "U0RAJ");
+    let now = Utc::now().timestamp();
+    assert_eq!(post_signed(&interactions, &click, SIGNING_SECRET, now - 360).await.0, 401);
+    assert_eq!(post_signed(&interactions, &click, "not-the-apps-secret-0123456789", now).await.0, 401);
+    assert_eq!(w.env.plumbing.status(&execution).await, "RUNNING");
+
+    // Raj clicks Approve in the channel.
+    let clicked = std::time::Instant::now();
+    let (status, body) = post_signed(&interactions, &click, SIGNING_SECRET, Utc::now().timestamp()).await;
+    let answered_in = clicked.elapsed();
+    assert_eq!(status, 200, "{body}");
+    eprintln!("the Slack click was answered in {} ms (Slack waits 3,000)", answered_in.as_millis());
+    let (status, states, output) = finished(&w, &execution).await;
+    assert_eq!(status, "SUCCEEDED", "{states:?}");
+    assert!(states.contains(&"Stop Instance".to_string()), "{states:?}");
+    let (state, tags) = instance_state(&w, dev).await;
+    assert_eq!(state, "stopped");
+    assert_eq!(tags.get("finops:approved-by").map(String::as_str), Some("slack:U0RAJ/u0raj"), "{tags:?}");
+    let outcome = &output["outcomes"][0];
+    assert_eq!((outcome["operation"].as_str(), outcome["outcome"].as_str()), (Some("stop"), Some("done")), "{outcome}");
+
+    // The email's link now says it was decided in Slack; the message says who and what came of it, buttons gone.
+    let approve =
+        email.lines().find(|l| l.trim_start().starts_with("Approve")).unwrap().split_whitespace().last().unwrap();
+    let (path, query) = approve.strip_prefix(base.as_str()).unwrap().split_once('?').unwrap();
+    let records = finops_approval_store::DynamoApprovals::new(&w.config, TABLE);
+    let key = finops_approval_store::SecretsManagerKey::new(&w.config, SECRET);
+    let callback = finops_approval_store::SfnCallback::new(&w.config);
+    let request = finops_approval_callback::HttpRequest {
+        method: "GET",
+        path,
+        query,
+        body: b"",
+        source_ip: None,
+        headers: Vec::new(),
+    };
+    let page = finops_approval_callback::handle(request, &records, &key, &callback, Utc::now()).await;
+    assert_eq!(page.status, 409);
+    assert!(page.body.contains("approve by slack:U0RAJ/u0raj"), "{}", page.body);
+    let told = slack.messages().into_iter().find(|(c, t, _)| *c == channel && *t == ts).unwrap().2.to_string();
+    assert!(
+        told.contains("approve by slack:U0RAJ/u0raj") && told.contains("Outcome: snapshotted and stopped"),
+        "{told}"
+    );
+    assert!(!told.contains("\"actions\""), "no buttons left: {told}");
+    // The same click again: nothing changes, and only the clicker is told why.
+    let (status, _) = post_signed(&interactions, &click, SIGNING_SECRET, Utc::now().timestamp()).await;
+    assert_eq!(status, 200);
+    assert!(slack.notes().iter().any(|n| n.starts_with("Already decided")), "{:?}", slack.notes());
+    // Every Web API call carried the bot token from Secrets Manager.
+    assert!(slack.state.lock().unwrap().calls.iter().all(|(_, authorised)| *authorised));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recommend_deployment_asks_nobody_even_when_the_run_says_act() {
     let w = deployment(60, "http://127.0.0.1:9", 10, "recommend").await;
     let execution = w.start("run-says-act", "act").await;

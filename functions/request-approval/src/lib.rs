@@ -264,7 +264,7 @@ pub async fn handle<R: ApprovalRecords, K: SigningKey, N: Notifier, A: RoutedApp
 
 /// "Offer Undo", after the approval map: for each stop and deletion the run's outcomes record, an undo record (the
 /// approval's proposal, routing and run, waiting for its one decision) and a signed, single-use link to it, valid
-/// for the undo window. Only what a person approved by POST gets one; a release cannot be undone and gets none. A
+/// for the undo window. Only what a person approved (by POST on its page, or a signed click in its Slack channel) gets one; a release cannot be undone and gets none. A
 /// retried offer finds the same records (the undo id is derived from the run and the resource) and gives the same
 /// links.
 pub async fn offer_undo<R: ApprovalRecords, K: SigningKey>(
@@ -296,7 +296,7 @@ pub async fn offer_undo<R: ApprovalRecords, K: SigningKey>(
             Some(a)
                 if a.undo.is_none()
                     && a.decision == Some(ApprovalAction::Approve)
-                    && a.decided_via.as_deref() == Some(finops_approval_store::DECIDED_VIA_POST) =>
+                    && a.decision_is_authentic().is_ok() =>
             {
                 a
             }
@@ -436,9 +436,10 @@ pub async fn tell_outcomes_in_slack<R: ApprovalRecords, K: SigningKey, S: SlackA
             (Some(d), Some(who), Some(at)) => format!("{} by {who} at {at}", d.as_str()),
             _ => "No decision in time".to_owned(),
         };
+        let words = finops_core::slack::outcome_words(text("outcome"), text("operation"));
         let said = match text("detail") {
-            "" => text("outcome").to_owned(),
-            detail => format!("{}: {detail}", text("outcome")),
+            "" => words.to_owned(),
+            detail => format!("{words} ({detail})"),
         };
         let message = finops_core::slack::outcome_message(&record.proposal, &decided, &said);
         match slack.update(at, &message).await {
@@ -692,6 +693,100 @@ mod tests {
             ("FINOPS_APPROVAL_ROUTING".to_string(), "{\"default\": []}".to_string()),
         ]);
         assert!(bad.unwrap_err().to_string().contains("FINOPS_APPROVAL_ROUTING"));
+    }
+
+    #[tokio::test]
+    async fn an_approval_is_asked_in_slack_once_with_the_emails_signed_decisions_and_told_its_outcome() {
+        let (records, outbox, slack) =
+            (MemoryApprovals::default(), Outbox::default(), finops_approval_store::slack::MemorySlack::default());
+        let key = StaticKey(KEY.to_vec());
+        let first = deliver("token-attempt-1", &records, &outbox).await.unwrap();
+        let at = ask_in_slack(&records, &key, &slack, Some("C0APPROVE"), &act_config(), &first.approval_id)
+            .await
+            .unwrap()
+            .expect("asked");
+        assert_eq!(at.channel, "C0APPROVE");
+        assert_eq!(records.get(&first.approval_id).await.unwrap().unwrap().slack, Some(at.clone()));
+        // Its buttons carry the same links the email has (each verifies, for its own decision).
+        let message = slack.message(&at).unwrap();
+        let email = outbox.0.lock().unwrap()[0].1.clone();
+        let values: Vec<String> = message
+            .pointer("/blocks")
+            .and_then(|b| b.as_array())
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "actions")
+            .flat_map(|b| b["elements"].as_array().unwrap().iter().map(|e| e["value"].as_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(values.len(), 3);
+        for value in &values {
+            assert!(email.contains(&format!("https://approve.example.com{value}")), "{value} not in the email");
+        }
+        // A redelivered request, or the step retried, posts nothing more.
+        deliver("token-attempt-2", &records, &outbox).await.unwrap();
+        ask_in_slack(&records, &key, &slack, Some("C0APPROVE"), &act_config(), &first.approval_id).await.unwrap();
+        assert_eq!(slack.messages.lock().unwrap().len(), 1);
+        // Without a channel (an unrouted deployment without FINOPS_SLACK_CHANNEL): email only.
+        let (other, outbox2) = (MemoryApprovals::default(), Outbox::default());
+        let out = deliver("t", &other, &outbox2).await.unwrap();
+        assert_eq!(ask_in_slack(&other, &key, &slack, None, &act_config(), &out.approval_id).await.unwrap(), None);
+
+        // Decided and acted on: the outcome replaces the decision line.
+        records
+            .decide(
+                &first.approval_id,
+                &finops_approval_store::Decision {
+                    action: ApprovalAction::Approve,
+                    approver: "slack:U0ALICE/alice",
+                    source_ip: None,
+                    decided_at: "2026-11-30T10:00:00Z",
+                    via: finops_approval_store::DECIDED_VIA_SLACK,
+                },
+                Utc::now().timestamp(),
+            )
+            .await
+            .unwrap();
+        let request: OfferUndoRequest = serde_json::from_value(serde_json::json!({
+            "runId": "run-1",
+            "executionArn": "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1",
+            "outcomes": [
+                {"resourceId": "i-0abc", "decision": "approve", "operation": "stop", "outcome": "done", "detail": "snapshots snap-1 completed"},
+                {"resourceId": "i-never-asked", "decision": "deny", "outcome": "denied"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(tell_outcomes_in_slack(&request, &records, &key, &slack).await.unwrap(), 1);
+        let told = slack.message(&at).unwrap().to_string();
+        assert!(told.contains("approve by slack:U0ALICE/alice at 2026-11-30T10:00:00Z"), "{told}");
+        assert!(told.contains("Outcome: snapshotted and stopped (snapshots snap-1 completed)"), "{told}");
+    }
+
+    #[tokio::test]
+    async fn a_routed_approval_is_asked_in_its_groups_channel_only() {
+        let (records, slack) = (MemoryApprovals::default(), finops_approval_store::slack::MemorySlack::default());
+        let key = StaticKey(KEY.to_vec());
+        for (id, channel) in
+            [("00000000000000000000000000000001", Some("C0DATATEAM")), ("00000000000000000000000000000002", None)]
+        {
+            let mut record = ApprovalRecord::pending(
+                id,
+                "t",
+                serde_json::from_value(event()["proposal"].clone()).unwrap(),
+                "run-1",
+                "arn",
+                0,
+                Utc::now().timestamp() + 3600,
+            );
+            record.routed = Some(Routed {
+                approvers: vec!["data@example.com".into()],
+                because: "account 111111111111".into(),
+                slack_channel: channel.map(str::to_owned),
+            });
+            records.insert(record);
+            let asked = ask_in_slack(&records, &key, &slack, Some("C0DEFAULT"), &act_config(), id).await.unwrap();
+            // Never the deployment's channel for a routed approval: its buttons could not decide there.
+            assert_eq!(asked.map(|a| a.channel), channel.map(str::to_owned));
+        }
     }
 
     fn act_config() -> RequestConfig {

@@ -13,6 +13,7 @@ pub mod moto;
 pub mod organization;
 pub mod scripted_model;
 pub mod seed;
+pub mod slack;
 pub mod workflow;
 
 pub use aws_smithy_mocks::{mock, mock_client, RuleMode};
