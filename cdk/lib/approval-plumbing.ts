@@ -10,7 +10,9 @@ import { acknowledge } from "./nag.ts";
 export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "resourceId", "createdAt", "expiresAt", "ttl", "state", "emailStatus", "claimId", "routedApprovers", "undoOf"] as const;
 /// What a retried or redelivered request may change in an existing record: the task token it waits on, and whether
 /// its email went out. Never the state or a decision.
-export const RENEWED_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "emailStatus"] as const;
+/// Where Slack asked it (`slackMessage`) is set once the message is posted: it decides nothing (a click must come from
+/// there, and the acting step checks the route's channel itself).
+export const RENEWED_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "emailStatus", "slackMessage"] as const;
 
 export interface ApprovalPlumbingProps {
   config: FinopsConfig;
@@ -71,6 +73,16 @@ export class ApprovalPlumbing extends Construct {
     }
     requestApproval.addEnvironment("FINOPS_APPROVAL_TOPIC_ARN", approvalTopic.topicArn);
     requestApproval.addEnvironment("FINOPS_APPROVAL_WINDOW_SECONDS", String(config.approvalWindowHours * 3600));
+    if (config.slack !== undefined) {
+      // Slack: the request step posts each approval to the approvers' channel with the bot token; the callback
+      // verifies Slack's signature on every click with the signing secret. Both read the one secret, nothing else.
+      const slackSecret = secretsmanager.Secret.fromSecretCompleteArn(this, "SlackSecret", config.slack.secretArn);
+      for (const fn of [requestApproval, approvalCallback]) {
+        fn.addEnvironment("FINOPS_SLACK_SECRET_ID", config.slack.secretArn);
+        if (config.slack.channel !== undefined) fn.addEnvironment("FINOPS_SLACK_CHANNEL", config.slack.channel);
+        slackSecret.grantRead(fn);
+      }
+    }
     actions.addEnvironment("FINOPS_APPROVALS_TABLE", approvals.tableName);
 
     // The callback is public (a Function URL; the signed link is the credential, approvers click from their mail

@@ -33,11 +33,20 @@ export interface FinopsConfig {
   costExplorerCheck: boolean;
   /** Whether a long-stopped instance's volumes may be proposed for deletion (snapshot, then delete); off by default. */
   deleteStoppedInstanceVolumes: boolean;
+  /** Slack approvals (context `slackSecretArn`, `slackChannel`); undefined: email only. */
+  slack?: SlackSettings;
   assetsDir: string;
   /** The functions' architecture: `auto` follows the bootstraps `make package` built (arm64 unless built otherwise). */
   architecture: "auto" | "arm64" | "x86_64";
   /** The accounts a run covers beyond the hub's own (context `accounts`); undefined: this account only. */
   organization?: OrganizationSettings;
+}
+
+export interface SlackSettings {
+  /** A Secrets Manager secret (complete ARN) of JSON {"signingSecret": "...", "botToken": "xoxb-..."}. */
+  secretArn: string;
+  /** The approvers' channel id (C...) where approvals are not routed (routes name their own `slackChannel`). */
+  channel?: string;
 }
 
 export interface OrganizationSettings {
@@ -65,10 +74,14 @@ export interface OrganizationSettings {
 export interface ApprovalRouting {
   routes: RouteEntry[];
   default: string[];
+  defaultSlackChannel?: string;
 }
 
 /** One route: exactly one of account, ou or tag, and its approvers. */
-export type RouteEntry = { account?: string; ou?: string; tag?: string; approvers: string[] };
+export type RouteEntry = { account?: string; ou?: string; tag?: string; approvers: string[]; slackChannel?: string };
+
+/** A Slack channel id, as finops_core::slack::is_slack_id checks it. */
+const SLACK_ID = /^[A-Z0-9]{2,32}$/;
 
 /** Every address that may be asked to approve: the subscriptions of the approvals topic (lowercase, once each). */
 export function approvalAddresses(config: Pick<FinopsConfig, "approvers" | "organization">): string[] {
@@ -180,7 +193,30 @@ export function readConfig(get: (key: string) => unknown): FinopsConfig {
     assetsDir: text("assetsDir"),
     architecture: get("architecture") === undefined ? "auto" : oneOf("architecture", ["auto", "arm64", "x86_64"] as const),
     organization,
+    slack: readSlack(get, organization),
   };
+}
+
+/** Slack, where `slackSecretArn` is set: a complete Secrets Manager ARN (the functions get exactly that secret), and
+ * a channel id unless every approval is routed to a group with its own channel. */
+function readSlack(get: (key: string) => unknown, organization: OrganizationSettings | undefined): SlackSettings | undefined {
+  const raw = get("slackSecretArn");
+  const channel = get("slackChannel") === undefined || String(get("slackChannel")).trim() === "" ? undefined : String(get("slackChannel")).trim();
+  if (raw === undefined || raw === null || String(raw).trim() === "") {
+    if (channel !== undefined) throw new ConfigError("context slackChannel needs slackSecretArn (the Slack app's signing secret and bot token)");
+    return undefined;
+  }
+  const secretArn = String(raw).trim();
+  if (!/^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[\w/+=.@-]+-[A-Za-z0-9]{6}$/.test(secretArn)) {
+    throw new ConfigError(`context slackSecretArn=${JSON.stringify(secretArn)}: the complete ARN of a Secrets Manager secret (ending in its 6-character suffix)`);
+  }
+  if (channel !== undefined && !SLACK_ID.test(channel)) throw new ConfigError(`context slackChannel=${JSON.stringify(channel)}: a Slack channel id such as C0123ABCD (not its #name)`);
+  const routing = organization?.approvalRouting;
+  const routedChannels = routing === undefined ? [] : [routing.defaultSlackChannel, ...routing.routes.map((r) => r.slackChannel)];
+  if (channel === undefined && !routedChannels.some((c) => c !== undefined)) {
+    throw new ConfigError("context slackSecretArn: name the approvers' channel with -c slackChannel=C0123ABCD (or slackChannel in the approval routes)");
+  }
+  return { secretArn, channel };
 }
 
 interface Readers {
@@ -257,7 +293,7 @@ function readApprovalRouting(raw: unknown, approvers: string[]): ApprovalRouting
   }
   if (table === null || typeof table !== "object" || Array.isArray(table)) fail('expected a JSON object {"routes": [...], "default": [...]}');
   const t = table as Record<string, unknown>;
-  const unknownKey = Object.keys(t).find((k) => k !== "routes" && k !== "default");
+  const unknownKey = Object.keys(t).find((k) => k !== "routes" && k !== "default" && k !== "defaultSlackChannel");
   if (unknownKey !== undefined) fail(`unknown field ${JSON.stringify(unknownKey)}`);
   const emails = (where: string, value: unknown): string[] => {
     if (!Array.isArray(value) || value.some((a) => typeof a !== "string" || !EMAIL.test(a))) fail(`${where}: a list of email addresses`);
@@ -267,7 +303,7 @@ function readApprovalRouting(raw: unknown, approvers: string[]): ApprovalRouting
     const n = i + 1;
     if (r === null || typeof r !== "object" || Array.isArray(r)) fail(`route ${n}: an object`);
     const route = r as Record<string, unknown>;
-    const bad = Object.keys(route).find((k) => !["account", "ou", "tag", "approvers"].includes(k));
+    const bad = Object.keys(route).find((k) => !["account", "ou", "tag", "approvers", "slackChannel"].includes(k));
     if (bad !== undefined) fail(`route ${n}: unknown field ${JSON.stringify(bad)}`);
     const matchers = ["account", "ou", "tag"].filter((k) => route[k] !== undefined);
     if (matchers.length !== 1) fail(`route ${n} must match on exactly one of account, ou or tag`);
@@ -276,10 +312,12 @@ function readApprovalRouting(raw: unknown, approvers: string[]): ApprovalRouting
     if (route.tag !== undefined && !/^[^=]*[^=\s][^=]*=/.test(String(route.tag))) fail(`route ${n}: tag must be key=value`);
     const list = emails(`route ${n} approvers`, route.approvers);
     if (list.length === 0) fail(`route ${n} names no approver`);
+    if (route.slackChannel !== undefined && !SLACK_ID.test(String(route.slackChannel))) fail(`route ${n}: slackChannel ${JSON.stringify(route.slackChannel)} is not a Slack channel id (like C0123ABCD)`);
     const [key] = matchers;
-    return { [key]: String(route[key]), approvers: list } as RouteEntry;
+    return { [key]: String(route[key]), approvers: list, ...(route.slackChannel === undefined ? {} : { slackChannel: String(route.slackChannel) }) } as RouteEntry;
   });
   const ownDefault = t.default === undefined ? [] : emails("default", t.default);
-  return { routes, default: ownDefault.length > 0 ? ownDefault : approvers };
+  if (t.defaultSlackChannel !== undefined && !SLACK_ID.test(String(t.defaultSlackChannel))) fail(`defaultSlackChannel ${JSON.stringify(t.defaultSlackChannel)} is not a Slack channel id (like C0123ABCD)`);
+  return { routes, default: ownDefault.length > 0 ? ownDefault : approvers, ...(t.defaultSlackChannel === undefined ? {} : { defaultSlackChannel: String(t.defaultSlackChannel) }) };
 }
 

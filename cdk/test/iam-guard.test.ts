@@ -204,7 +204,8 @@ test("the approval request step can create pending records and renew their task 
   assert.deepEqual(new Set(pending), new Set(PENDING_APPROVAL_ATTRIBUTES));
   assert.equal(await write("dynamodb:PutItem", pending), "Allowed");
   // What a retry changes: the task token (claim_pending) and the email's status (mark_email, reclaim_unsent_email).
-  for (const update of [["approvalId", "taskToken"], ["approvalId", "emailStatus"]]) {
+  // And where Slack asked it (mark_slack_message).
+  for (const update of [["approvalId", "taskToken"], ["approvalId", "emailStatus"], ["approvalId", "slackMessage"]]) {
     assert.equal(await write("dynamodb:UpdateItem", update), "Allowed", update.join());
   }
   for (const forged of ["decision", "approver", "decidedAt", "decidedVia", "state"]) {

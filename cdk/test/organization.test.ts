@@ -194,8 +194,18 @@ test("a bad routing table fails the synth with what is wrong", () => {
     [JSON.stringify({ routes: [{ tag: "team", approvers: ["a@example.com"] }] }), /tag must be key=value/],
     [JSON.stringify({ routes: [{ account: "111111111111", approvers: [] }] }), /names no approver/],
     [JSON.stringify({ routes: [], default: ["nope"] }), /default: a list of email addresses/],
+    [JSON.stringify({ routes: [{ account: "111111111111", approvers: ["a@example.com"], slackChannel: "#data" }] }), /slackChannel "#data" is not a Slack channel id/],
+    [JSON.stringify({ routes: [], default: ["a@example.com"], defaultSlackChannel: "finops" }), /defaultSlackChannel "finops" is not a Slack channel id/],
   ];
   for (const [approvalRouting, message] of cases) assert.throws(() => synth({ ...ORG, approvalRouting }), message, String(approvalRouting));
   const routing = JSON.stringify({ routes: [], default: ["a@example.com"] });
   assert.throws(() => synth({ approvalRouting: routing }), /approvalRouting routes approvals by account: it needs an organization deployment/);
+  // A Slack channel per group travels to the functions with the table (the request step posts there, the callback
+  // and the actions step accept a click from there only); Slack with routes that all name a channel needs no other.
+  const withChannels = { routes: [{ account: "111111111111", approvers: ["data@example.com"], slackChannel: "C0DATA" }], default: ["a@example.com"], defaultSlackChannel: "C0FINOPS" };
+  const secretArn = "arn:aws:secretsmanager:ap-southeast-2:123456789012:secret:finops/slack-AbC123";
+  const { template } = synth({ ...ORG, approvalRouting: JSON.stringify(withChannels), slackSecretArn: secretArn });
+  const request = Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent request-approval")!;
+  assert.deepEqual(JSON.parse(request.Properties.Environment.Variables.FINOPS_APPROVAL_ROUTING), withChannels);
+  assert.equal(request.Properties.Environment.Variables.FINOPS_SLACK_CHANNEL, undefined);
 });

@@ -103,6 +103,27 @@ test("the Cost Explorer check is off by default; turned on, the savings step may
   assert.throws(() => synth({ costExplorerCheck: "yes" }), /costExplorerCheck/);
 });
 
+test("Slack approvals are off by default; with the app's secret, only the request step and the callback read it and know the channel", () => {
+  const env = (template: ReturnType<typeof synth>["template"], key: string) =>
+    Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === `finops-agent ${key}`)!.Properties.Environment.Variables;
+  const off = synth().template;
+  for (const key of ["request-approval", "approval-callback"]) assert.equal(env(off, key).FINOPS_SLACK_SECRET_ID, undefined);
+  const secretArn = `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:finops/slack-AbC123`;
+  const on = synth({ slackSecretArn: secretArn, slackChannel: "C0FINOPS" }).template;
+  for (const key of Object.keys(FUNCTIONS)) {
+    const reads = roleStatements(on, `finops-agent ${key}`).filter((s) => JSON.stringify(s.Resource) === JSON.stringify(secretArn));
+    const asks = key === "request-approval" || key === "approval-callback";
+    assert.equal(reads.length > 0, asks, `${key} reads the Slack secret: ${asks}`);
+    assert.equal(env(on, key).FINOPS_SLACK_SECRET_ID, asks ? secretArn : undefined, key);
+    assert.equal(env(on, key).FINOPS_SLACK_CHANNEL, asks ? "C0FINOPS" : undefined, key);
+    if (asks) assert.ok(reads.every((s) => [s.Action].flat().every((a) => String(a).startsWith("secretsmanager:"))), JSON.stringify(reads));
+  }
+  assert.throws(() => synth({ slackSecretArn: secretArn, slackChannel: "#finops" }), /slackChannel="#finops": a Slack channel id/);
+  assert.throws(() => synth({ slackSecretArn: "finops/slack", slackChannel: "C0FINOPS" }), /complete ARN/);
+  assert.throws(() => synth({ slackSecretArn: secretArn }), /name the approvers' channel/);
+  assert.throws(() => synth({ slackChannel: "C0FINOPS" }), /slackChannel needs slackSecretArn/);
+});
+
 test("deleting long-stopped instances' volumes is off by default; turned on, the policy and actions steps know it and only the actions role may detach", () => {
   const env = (template: ReturnType<typeof synth>["template"], key: string) =>
     Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === `finops-agent ${key}`)!.Properties.Environment.Variables;

@@ -454,9 +454,6 @@ impl ApprovalRecords for DynamoApprovals {
             // Routed approvals only: who may decide (the approval page checks the decider against it).
             put = put.item("routedApprovers", s(&json));
         }
-        if let Some(at) = &r.slack {
-            put = put.item("slackMessage", s(&serde_json::to_string(at).expect("strings serialise")));
-        }
         if let Some(undo) = &r.undo {
             // Undo records only: what the record's one decision undoes.
             put = put.item("undoOf", s(&serde_json::to_string(undo).expect("strings serialise")));

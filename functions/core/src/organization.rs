@@ -530,6 +530,21 @@ impl ApprovalRouting {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_route_may_name_its_groups_slack_channel() {
+        let routing = ApprovalRouting::parse(
+            r#"{"routes": [{"account": "111111111111", "approvers": ["a@example.com"], "slackChannel": "C0DATA"}],
+                "default": ["b@example.com"], "defaultSlackChannel": "C0FINOPS"}"#,
+        )
+        .unwrap();
+        let data = routing.approvers_for(&account("111111111111", "data", &[])).unwrap();
+        assert_eq!(data.slack_channel.as_deref(), Some("C0DATA"));
+        let other = routing.approvers_for(&account("222222222222", "web", &[])).unwrap();
+        assert_eq!(other.slack_channel.as_deref(), Some("C0FINOPS"));
+        let named = r##"{"routes": [], "default": ["b@example.com"], "defaultSlackChannel": "#finops"}"##;
+        assert!(ApprovalRouting::parse(named).unwrap_err().to_string().contains("not a Slack channel id"));
+    }
+
     fn account(id: &str, name: &str, ous: &[&str]) -> Account {
         Account {
             id: id.into(),
