@@ -18,6 +18,7 @@ use finops_local::{approval_page, serve, LocalFunctions};
 use finops_testkit::moto::{http, sdk_config, MotoServer};
 use finops_testkit::scripted_model;
 use finops_testkit::seed::{sample_fleet, sample_resources};
+use finops_testkit::slack::{click_payload, post_signed, LocalSlack, SIGNING_SECRET};
 use finops_testkit::workflow::{set_var, WorkflowEnv, WorkflowTimings, RUN_BUCKET};
 use serde_json::{json, Value};
 
@@ -68,6 +69,9 @@ const MEMBER_NAMES: [&str; 5] = ["data-dev", "web-staging", "ml-sandbox", "analy
 /// The two approver groups of an organization demo: the workloads OU's accounts, and everyone else (the hub).
 const WORKLOADS_APPROVERS: &str = "workloads@example.com";
 const PLATFORM_APPROVERS: &str = "platform@example.com";
+/// The approvers' Slack channel of the single-account demo, and who clicks there.
+const DEMO_SLACK_CHANNEL: &str = "C0FINOPSDEMO";
+const DEMO_SLACK_USER: &str = "U0DEMO";
 
 /// The organization the demo builds: the members' ids and names, and the approver groups' mailboxes.
 struct DemoOrganization {
@@ -151,6 +155,29 @@ async fn main() {
         ));
     }
     set_var(&mut vars, "FINOPS_REASONER", &args.reasoner);
+    // Slack, played locally: the approvers' channel gets every approval as a message with buttons (and, where the
+    // demo answers by script, one approval is decided there by a signed click instead of the email's link).
+    let slack = match organization {
+        None => {
+            let slack = LocalSlack::start().await;
+            finops_testkit::aws_sdk_secretsmanager::Client::new(&config)
+                .create_secret()
+                .name("finops/slack")
+                .secret_string(LocalSlack::secret_string())
+                .send()
+                .await
+                .expect("the Slack app's secret");
+            set_var(&mut vars, "FINOPS_SLACK_SECRET_ID", "finops/slack");
+            set_var(&mut vars, "FINOPS_SLACK_CHANNEL", DEMO_SLACK_CHANNEL);
+            set_var(&mut vars, "FINOPS_SLACK_API_URL", &slack.api_url);
+            say(format!(
+                "Slack (played locally at {}): approvals also go to channel {DEMO_SLACK_CHANNEL}",
+                slack.api_url
+            ));
+            Some(slack)
+        }
+        Some(_) => None,
+    };
     // The audit trail: the functions send their X-Ray segments to a local daemon, as Lambda's would.
     let xray = XrayDaemon::start().await.expect("the local X-Ray daemon");
     set_var(&mut vars, "AWS_XRAY_DAEMON_ADDRESS", &xray.addr().to_string());
@@ -211,6 +238,8 @@ async fn main() {
     let mut answered: HashSet<String> = HashSet::new();
     // Scripted answers the page refused (a routed approval asked of the wrong group, say): the demo fails.
     let mut refused: Vec<String> = Vec::new();
+    // The approval decided in Slack: its message (channel, ts) and how long the callback took to answer the click.
+    let mut slack_click: Option<(String, String, u128)> = None;
     let (status, output) = loop {
         let history = env.plumbing.sfn.get_execution_history().execution_arn(&execution).send().await.expect("history");
         let entered: Vec<String> = history
@@ -237,6 +266,30 @@ async fn main() {
         };
         for (approver, email) in emails {
             println!("\n----- approval email to {approver} -----\n{email}--------------------------");
+            // The first approval is answered in Slack instead: its message's button, clicked by a Slack user.
+            if let (Some(slack), "approve", None) = (&slack, auto.as_str(), &slack_click) {
+                let approve = email
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("Approve"))
+                    .and_then(|l| l.split_whitespace().last())
+                    .unwrap_or_default();
+                let value = approve.strip_prefix(&base_url).unwrap_or(approve).to_owned();
+                if let Some((channel, ts, message)) = slack.wait_for_message(&value, Duration::from_secs(5)).await {
+                    let click = click_payload(&channel, &ts, &message, "approve", DEMO_SLACK_USER);
+                    let clicked = Instant::now();
+                    let url = format!("{base_url}/slack/interactions");
+                    let (status, _) = post_signed(&url, &click, SIGNING_SECRET, chrono::Utc::now().timestamp()).await;
+                    let took = clicked.elapsed().as_millis();
+                    say(format!(
+                        "slack: {DEMO_SLACK_USER} clicked Approve in {channel} (a signed interaction) -> HTTP {status} in {took} ms"
+                    ));
+                    if status != 200 {
+                        refused.push(format!("the Slack click -> HTTP {status}"));
+                    }
+                    slack_click = Some((channel, ts, took));
+                    continue;
+                }
+            }
             if auto != "none" {
                 let link = email
                     .lines()
@@ -262,6 +315,27 @@ async fn main() {
     };
 
     let mut report = run_report(&run_id, &execution, &status, &output);
+    if let Some(slack) = &slack {
+        let messages = slack.messages();
+        let clicked = slack_click.as_ref().and_then(|(c, t, _)| messages.iter().find(|(mc, mt, _)| mc == c && mt == t));
+        let told = clicked.map(|(_, _, m)| m["text"].as_str().unwrap_or_default().to_owned());
+        if let Some(told) = &told {
+            say(format!("slack: the clicked message now reads: {told}"));
+        }
+        if auto == "approve"
+            && status == "SUCCEEDED"
+            && !told.as_deref().is_some_and(|t| ["snapshotted and", "released"].iter().any(|done| t.contains(done)))
+        {
+            refused.push(format!("the Slack message was not updated with the outcome: {told:?}"));
+        }
+        report["slack"] = json!({
+            "channel": DEMO_SLACK_CHANNEL,
+            "messagesPosted": messages.len(),
+            "decidedInSlackBy": slack_click.as_ref().map(|_| DEMO_SLACK_USER),
+            "clickAnsweredInMs": slack_click.as_ref().map(|(_, _, ms)| *ms),
+            "clickedMessageNow": told,
+        });
+    }
     if let Some(org) = &organization {
         report["accounts"] = per_account(&output, &config, org).await;
     }
