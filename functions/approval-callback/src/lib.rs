@@ -208,7 +208,7 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback + Und
             "Enter your name or email on the confirmation page: it goes into the audit trail.",
         ));
     }
-    if let Some(routed) = record.routed.as_ref().filter(|r| !r.allows(&approver)) {
+    if let Some(routed) = record.routed.as_ref().filter(|_| !record.may_decide(&approver, link.action)) {
         // Routed approvals: only the approvers the routing table names for this account decide, with the address
         // they were asked at. Someone else's answer (a forwarded email, another account's approver) changes nothing.
         let account = record.proposal.account.as_ref().map_or_else(|| "this account".to_owned(), |a| a.id.clone());
@@ -1025,6 +1025,40 @@ mod tests {
             call("POST", ApprovalAction::Approve, "decision=approve&approver=Data-Team%40example.com", &r, &sfn).await;
         assert_eq!(approved.status, 200, "{}", approved.body);
         assert_eq!(r.get(ID).await.unwrap().unwrap().decision, Some(ApprovalAction::Approve));
+    }
+
+    #[tokio::test]
+    async fn a_routed_approvals_owner_may_snooze_it_but_never_approve_or_deny_it() {
+        let r = records();
+        let mut record = r.get(ID).await.unwrap().unwrap();
+        record.proposal.owner = Some("raj@example.com".into());
+        record.routed = Some(finops_core::organization::Routed {
+            approvers: vec!["data-team@example.com".into()],
+            because: "account 111111111111".into(),
+            slack_channel: None,
+        });
+        r.insert(record);
+        let sfn = ScriptedSfn::default();
+        // With a link someone forwarded, the owner's address does not approve or deny.
+        for action in [ApprovalAction::Approve, ApprovalAction::Deny] {
+            let body = format!("decision={action}&approver=raj%40example.com");
+            assert_eq!(call("POST", action, &body, &r, &sfn).await.status, 403, "{action}");
+        }
+        assert_eq!(r.get(ID).await.unwrap().unwrap().state, ApprovalState::Pending);
+        // Their notice's snooze link does, as them; and the acting step accepts that snooze as authentic.
+        let snoozed =
+            call("POST", ApprovalAction::Snooze, "decision=snooze&approver=Raj%40example.com", &r, &sfn).await;
+        assert_eq!(snoozed.status, 200, "{}", snoozed.body);
+        let record = r.get(ID).await.unwrap().unwrap();
+        assert_eq!(
+            (record.decision, record.approver.as_deref()),
+            (Some(ApprovalAction::Snooze), Some("Raj@example.com"))
+        );
+        assert_eq!(record.decision_is_authentic(), Ok(()));
+        // A record that says the owner approved (however it got there) is not authentic.
+        let mut forged = record.clone();
+        forged.decision = Some(ApprovalAction::Approve);
+        assert!(forged.decision_is_authentic().is_err());
     }
 
     #[tokio::test]

@@ -119,6 +119,71 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
     (subject, body)
 }
 
+/// The owner's notice of a proposal: what is proposed and why, that the approvers decide, and one link, to keep the
+/// resource for a while (Snooze). No link that approves or denies: an owner keeps their resource, they do not decide
+/// its stop.
+pub fn render_owner_notice(
+    proposal: &Proposal,
+    snooze: &str,
+    snooze_days: i64,
+    expires_at_utc: &str,
+) -> (String, String) {
+    let verb = proposal.action.verb();
+    let name = proposal.name.as_deref().map(|n| format!(" {}", quoted(n, 60))).unwrap_or_default();
+    let what = format!("{}{name} ({})", proposal.action.resource_label().to_lowercase(), proposal.resource_id);
+    let saving = proposal.monthly_saving_usd.map_or_else(|| "unknown".to_string(), |s| format!("${s:.2}/month"));
+    let subject = format!(
+        "finops: your {} {} {}",
+        proposal.action.resource_label().to_lowercase(),
+        proposal.resource_id,
+        may_be(proposal.action)
+    );
+    let mut body = format!(
+        "You are the owner of {what} in {} (its owner tag names you).\n\n\
+         finops-agent found it idle and proposes to {verb} it, saving {saving}. The approvers have been asked; \
+         nothing happens unless one of them approves before {expires_at_utc}.\n\nWhy:\n",
+        proposal.region
+    );
+    for e in &proposal.evidence {
+        body.push_str(&format!("  - {}\n", untrusted::display(e, 300)));
+    }
+    body.push_str(&format!(
+        "\nIf you still need it, keep it: this link opens a page with one button that snoozes it for {snooze_days} days \
+         (nothing is stopped; the approvers see it was snoozed).\n  Keep it ({snooze_days} days): {snooze}\n\n\
+         You will hear what was decided after the run.\n"
+    ));
+    (subject, body)
+}
+
+/// The owner's notice of what came of it: the decision (by whom) and the outcome, in words.
+pub fn render_owner_outcome(proposal: &Proposal, decided: &str, outcome: &str) -> (String, String) {
+    let name = proposal.name.as_deref().map(|n| format!(" {}", quoted(n, 60))).unwrap_or_default();
+    let what = format!("{}{name} ({})", proposal.action.resource_label().to_lowercase(), proposal.resource_id);
+    let subject = format!(
+        "finops: your {} {}: {}",
+        proposal.action.resource_label().to_lowercase(),
+        proposal.resource_id,
+        untrusted::display(outcome, 60)
+    );
+    let body = format!(
+        "About {what} in {}:\n\n  Decision: {}\n  Outcome:  {}\n\n\
+         A stopped instance's snapshots are kept; the approvers' run report has a link to start it again.\n",
+        proposal.region,
+        untrusted::display(decided, 200),
+        untrusted::display(outcome, 500)
+    );
+    (subject, body)
+}
+
+fn may_be(action: ProposedAction) -> &'static str {
+    match action {
+        ProposedAction::SnapshotAndStop => "may be stopped",
+        ProposedAction::SnapshotAndDelete => "may be deleted",
+        ProposedAction::SnapshotAndDeleteVolumes => "may have its volumes deleted",
+        ProposedAction::Release => "may be released",
+    }
+}
+
 /// The action each link of the email is for, in the order shown.
 pub const EMAIL_ACTIONS: [ApprovalAction; 3] = [ApprovalAction::Approve, ApprovalAction::Deny, ApprovalAction::Snooze];
 

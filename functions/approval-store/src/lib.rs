@@ -3,6 +3,7 @@
 //! the SNS notifier, and the text of the approval email.
 
 pub mod email;
+pub mod owner;
 pub mod slack;
 
 use std::collections::HashMap;
@@ -107,6 +108,9 @@ pub struct ApprovalRecord {
     /// from there, and the message is updated with the decision and the outcome.
     #[serde(default)]
     pub slack: Option<slack::SlackMessageRef>,
+    /// Which notice its owner got (`asked`, then `told`), where the resource's owner tag is an address.
+    #[serde(default)]
+    pub owner_notice: Option<String>,
 }
 
 /// What an undo record offers to undo: the action its proposal's approval authorised, and when it was done.
@@ -158,6 +162,7 @@ impl ApprovalRecord {
             routed: None,
             undo: None,
             slack: None,
+            owner_notice: None,
         }
     }
 
@@ -220,6 +225,16 @@ pub const DECIDED_VIA_POST: &str = "POST";
 pub const DECIDED_VIA_SLACK: &str = "slack-signed-click";
 
 impl ApprovalRecord {
+    /// Whether `who` (as typed on the page) may make `action` here: anyone with the link where approvals are not
+    /// routed; where they are, the routed approvers, and the resource's owner (its owner tag's address) for a snooze
+    /// only: an owner keeps their resource, they never approve or deny its stop.
+    pub fn may_decide(&self, who: &str, action: ApprovalAction) -> bool {
+        let Some(routed) = &self.routed else { return true };
+        let owner = self.proposal.owner.as_deref().map(str::trim).filter(|o| owner::is_email_address(o));
+        routed.allows(who)
+            || (action == ApprovalAction::Snooze && owner.is_some_and(|o| o.eq_ignore_ascii_case(who.trim())))
+    }
+
     /// Whether the decision on record was made as a person makes one: by POST on the page (by a routed approver,
     /// where approvals are routed), or by a signed click in the Slack channel the approval was asked in (the routed
     /// group's channel, where approvals are routed). The acting steps check it for themselves: `Err` says why not.
@@ -227,12 +242,12 @@ impl ApprovalRecord {
         let id = &self.approval_id;
         let approver = self.approver.as_deref().unwrap_or_default();
         match self.decided_via.as_deref() {
-            Some(DECIDED_VIA_POST) => match self.routed.as_ref().filter(|r| !r.allows(approver)) {
+            Some(DECIDED_VIA_POST) => match self.routed.as_ref() {
                 // Routed approvals: the page refuses anyone else; the acting step checks the record for itself.
-                Some(routed) => {
+                Some(routed) if !self.decision.is_some_and(|d| self.may_decide(approver, d)) => {
                     Err(format!("approval {id} was decided by someone it was not routed to ({})", routed.because))
                 }
-                None => Ok(()),
+                _ => Ok(()),
             },
             Some(DECIDED_VIA_SLACK) => {
                 let Some(asked) = &self.slack else {
@@ -325,6 +340,13 @@ pub trait ApprovalRecords: ApprovalReader {
     /// The workflow stopped waiting: the record is `expired`, and a decision that came too late is kept as a late
     /// answer, not as the decision.
     fn mark_expired(&self, approval_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// Claims the owner's notice of `stage` (`asked` once; `told` once, after `asked`): true for the one call that
+    /// may now send it.
+    fn claim_owner_notice(
+        &self,
+        approval_id: &str,
+        stage: owner::OwnerNotice,
+    ) -> impl Future<Output = Result<bool, FinopsError>> + Send;
     /// Where the approval was asked in Slack (once posted).
     fn mark_slack_message(
         &self,
@@ -412,6 +434,7 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<ApprovalRecord, F
             None => None,
             Some(json) => Some(serde_json::from_str(&json).map_err(|_| bad("slackMessage"))?),
         },
+        owner_notice: text("ownerNotice"),
     })
 }
 
@@ -499,6 +522,29 @@ impl ApprovalRecords for DynamoApprovals {
                 operation: "GetItem",
                 message: format!("approval {} vanished while it was claimed", r.approval_id),
             }),
+        }
+    }
+
+    async fn claim_owner_notice(&self, approval_id: &str, stage: owner::OwnerNotice) -> Result<bool, FinopsError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .update_expression("SET ownerNotice = :stage")
+            .expression_attribute_values(":stage", s(stage.as_str()));
+        let update = match stage {
+            owner::OwnerNotice::Asked => {
+                update.condition_expression("attribute_exists(approvalId) AND attribute_not_exists(ownerNotice)")
+            }
+            owner::OwnerNotice::Told => update
+                .condition_expression("ownerNotice = :asked")
+                .expression_attribute_values(":asked", s(owner::OwnerNotice::Asked.as_str())),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(FinopsError::from_sdk("DynamoDB", "UpdateItem", e)),
         }
     }
 
@@ -691,6 +737,19 @@ impl ApprovalRecords for MemoryApprovals {
             }
             Some(existing) => Ok(Claim::Settled(existing.clone())),
         }
+    }
+
+    async fn claim_owner_notice(&self, approval_id: &str, stage: owner::OwnerNotice) -> Result<bool, FinopsError> {
+        let mut records = self.lock();
+        let Some(r) = records.get_mut(approval_id) else { return Ok(false) };
+        let claimable = match stage {
+            owner::OwnerNotice::Asked => r.owner_notice.is_none(),
+            owner::OwnerNotice::Told => r.owner_notice.as_deref() == Some(owner::OwnerNotice::Asked.as_str()),
+        };
+        if claimable {
+            r.owner_notice = Some(stage.as_str().to_owned());
+        }
+        Ok(claimable)
     }
 
     async fn mark_slack_message(&self, approval_id: &str, at: &slack::SlackMessageRef) -> Result<(), FinopsError> {

@@ -378,6 +378,14 @@ pub struct PolicyConfig {
     /// off by default: they are reported only.
     #[serde(default)]
     pub delete_stopped_instance_volumes: bool,
+    /// The tag whose value names a resource's owner (`FINOPS_OWNER_TAG_KEY`, default `Owner`, any case): an email
+    /// address there gets the owner's notices.
+    #[serde(default = "default_owner_tag_key")]
+    pub owner_tag_key: String,
+}
+
+fn default_owner_tag_key() -> String {
+    "Owner".into()
 }
 
 /// A production word right after one of these, with at most one character between, and nothing else in the
@@ -402,6 +410,7 @@ impl Default for PolicyConfig {
             max_monthly_usd_per_account: None,
             act_only_on_environments: None,
             delete_stopped_instance_volumes: false,
+            owner_tag_key: default_owner_tag_key(),
         }
     }
 }
@@ -464,6 +473,12 @@ impl PolicyConfig {
                 return Err(ConfigError::new("FINOPS_STOPPED_VOLUMES", format!("{other:?} is not report or delete")))
             }
         }
+        if let Some(key) = vars.get("FINOPS_OWNER_TAG_KEY").map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            if tags::has_invisible(key) {
+                return Err(ConfigError::new("FINOPS_OWNER_TAG_KEY", format!("{key:?} is not a usable tag key")));
+            }
+            c.owner_tag_key = key.to_owned();
+        }
         // A setting that used to exist: refuse it loudly rather than let someone believe terminate is on.
         if vars.get("FINOPS_TERMINATE_ENABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Err(ConfigError::new(
@@ -472,6 +487,12 @@ impl PolicyConfig {
             ));
         }
         Ok(c)
+    }
+
+    /// The owner a resource's tags name (the owner tag key, compared as [`tags::normalise`] reads keys).
+    pub fn owner_of<'a, I: IntoIterator<Item = (&'a String, &'a String)>>(&self, tags: I) -> Option<String> {
+        let key = tags::normalise(&self.owner_tag_key);
+        tags.into_iter().find(|(k, _)| tags::normalise(k) == key).map(|(_, v)| v.clone())
     }
 
     fn production_words(&self) -> Vec<String> {
@@ -735,7 +756,7 @@ pub fn evaluate(
             resource_type: instance.instance_type.clone(),
             name: instance.name().map(str::to_owned),
             environment: env,
-            owner: instance.tags.iter().find(|(k, _)| tags::normalise(k) == "owner").map(|(_, v)| v.clone()),
+            owner: config.owner_of(instance.tags.iter().map(|(k, v)| (k, v))),
             account: instance.account.clone(),
             action,
             recommended: Some(rec.action),

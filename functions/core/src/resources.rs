@@ -603,7 +603,7 @@ pub fn proposals(
         resource_type,
         name: resource_tags.get("Name").cloned(),
         environment: resource_tags.iter().find(|(k, _)| policy.is_environment_key(k)).map(|(_, v)| v.clone()),
-        owner: resource_tags.iter().find(|(k, _)| tags::normalise(k) == "owner").map(|(_, v)| v.clone()),
+        owner: policy.owner_of(resource_tags.iter()),
         account: f.account.clone(),
         action,
         recommended: None,

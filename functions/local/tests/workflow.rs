@@ -731,7 +731,7 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scripted_slack_click_approves_an_instance_and_its_message_tells_the_decision_and_the_outcome() {
+async fn a_scripted_slack_click_approves_an_instance_and_its_message_and_its_owner_hear_the_outcome() {
     use finops_testkit::slack::{click_payload, post_signed, LocalSlack, SIGNING_SECRET};
     let slack = LocalSlack::start().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -740,8 +740,12 @@ async fn a_scripted_slack_click_approves_an_instance_and_its_message_tells_the_d
         ("FINOPS_SLACK_SECRET_ID", "finops/slack"),
         ("FINOPS_SLACK_CHANNEL", "C0FINOPS"),
         ("FINOPS_SLACK_API_URL", slack.api_url.as_str()),
+        ("FINOPS_OWNER_NOTICES_FROM", "finops@example.com"),
     ];
     let w = deployment_with(120, &base, 10, "act", &settings).await;
+    // Owner notices come from an address SES has verified (moto refuses any other sender, as SES does).
+    let ses = finops_testkit::aws_sdk_sesv2::Client::new(&w.config);
+    ses.create_email_identity().email_identity("finops@example.com").send().await.expect("verified sender");
     finops_testkit::aws_sdk_secretsmanager::Client::new(&w.config)
         .create_secret()
         .name("finops/slack")
@@ -816,6 +820,22 @@ async fn a_scripted_slack_click_approves_an_instance_and_its_message_tells_the_d
     assert!(slack.notes().iter().any(|n| n.starts_with("Already decided")), "{:?}", slack.notes());
     // Every Web API call carried the bot token from Secrets Manager.
     assert!(slack.state.lock().unwrap().calls.iter().all(|(_, authorised)| *authorised));
+
+    // Its owner (Owner tag raj@example.com) heard of the proposal with the Snooze link only, then of the outcome.
+    let moto_port: u16 = w.config.endpoint_url().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+    let to_raj: Vec<_> =
+        finops_testkit::moto::ses_sent(moto_port).into_iter().filter(|m| m.to == ["raj@example.com"]).collect();
+    assert_eq!(to_raj.len(), 2, "{to_raj:?}");
+    assert!(to_raj.iter().all(|m| m.source == "finops@example.com"));
+    let snooze =
+        email.lines().find(|l| l.trim_start().starts_with("Snooze")).unwrap().split_whitespace().last().unwrap();
+    assert!(to_raj[0].subject.contains("may be stopped") && to_raj[0].body.contains(snooze), "{:?}", to_raj[0]);
+    assert!(!to_raj[0].body.contains(approve) && !to_raj[0].body.contains("action=approve"), "{:?}", to_raj[0]);
+    assert!(
+        to_raj[1].body.contains("approve by slack:U0RAJ/u0raj") && to_raj[1].body.contains("snapshotted and stopped"),
+        "{:?}",
+        to_raj[1]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,3 +181,36 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<
     }
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// One email SES sent (moto keeps them; `/moto-api/data.json` lists them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentEmail {
+    pub source: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub body: String,
+}
+
+/// Every email SES (v1 or v2) has sent on the moto at `port`, in order.
+pub fn ses_sent(port: u16) -> Vec<SentEmail> {
+    let (status, body) = http(port, "GET", "/moto-api/data.json", "").expect("moto's data");
+    assert_eq!(status, 200, "{body}");
+    let data: serde_json::Value = serde_json::from_str(&body).expect("moto's data is JSON");
+    let text = |m: &serde_json::Value, k: &str| m[k].as_str().unwrap_or_default().to_owned();
+    data["ses"]["Message"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| SentEmail {
+            source: text(m, "source"),
+            to: m["destinations"]["ToAddresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
+            subject: text(m, "subject"),
+            body: text(m, "body"),
+        })
+        .collect()
+}

@@ -1,0 +1,120 @@
+//! Owner notices: the person a resource's owner tag names (an email address) hears about a proposal at the same time
+//! as the approvers, with a Snooze link only (they can keep their resource; they cannot approve its stop), and hears
+//! what came of it afterwards. Sent with SES from the deployment's verified sender address, at most once each: the
+//! record claims the notice before it goes out.
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use aws_config::SdkConfig;
+use finops_aws::FinopsError;
+
+/// `FINOPS_OWNER_NOTICES_FROM`: the SES-verified address owner notices come from; unset: no owner notices.
+pub fn from_address(vars: &[(String, String)]) -> Result<Option<String>, FinopsError> {
+    let Some(from) = vars.iter().find(|(k, _)| k == "FINOPS_OWNER_NOTICES_FROM").map(|(_, v)| v.trim()) else {
+        return Ok(None);
+    };
+    match from {
+        "" => Ok(None),
+        f if is_email_address(f) => Ok(Some(f.to_owned())),
+        f => Err(FinopsError::Configuration(format!("FINOPS_OWNER_NOTICES_FROM {f:?} is not an email address"))),
+    }
+}
+
+/// Whether an owner tag's value is an address a notice can go to: one `@`, a dotted domain, no spaces or controls,
+/// at most 254 characters. Anything else (a team name, "SYSTEM: approve all") gets no mail.
+pub fn is_email_address(s: &str) -> bool {
+    let s = s.trim();
+    let Some((local, domain)) = s.split_once('@') else { return false };
+    s.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && s.chars().all(|c| c.is_ascii_graphic() && !"<>()[],;:\"\\".contains(c))
+}
+
+/// Which notice of an approval went to its owner (`ownerNotice` on the record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerNotice {
+    /// The proposal, with its Snooze link.
+    Asked,
+    /// What came of it.
+    Told,
+}
+
+impl OwnerNotice {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Asked => "asked",
+            Self::Told => "told",
+        }
+    }
+}
+
+/// Sends one plain-text email to one address.
+pub trait Mailer: Send + Sync {
+    fn send(&self, to: &str, subject: &str, body: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
+}
+
+/// SES v2 `SendEmail` from the deployment's verified address.
+pub struct SesMailer {
+    client: aws_sdk_sesv2::Client,
+    from: String,
+}
+
+impl SesMailer {
+    pub fn new(config: &SdkConfig, from: impl Into<String>) -> Self {
+        Self { client: aws_sdk_sesv2::Client::new(config), from: from.into() }
+    }
+}
+
+impl Mailer for SesMailer {
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), FinopsError> {
+        use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+        let text = |t: &str| Content::builder().data(t).charset("UTF-8").build().expect("data is set");
+        let message = Message::builder().subject(text(subject)).body(Body::builder().text(text(body)).build()).build();
+        self.client
+            .send_email()
+            .from_email_address(&self.from)
+            .destination(Destination::builder().to_addresses(to).build())
+            .content(EmailContent::builder().simple(message).build())
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("SES", "SendEmail", e))?;
+        Ok(())
+    }
+}
+
+/// Mail in memory: (to, subject, body) of every message sent.
+#[derive(Default)]
+pub struct MemoryMailer(pub Mutex<Vec<(String, String, String)>>);
+
+impl Mailer for MemoryMailer {
+    async fn send(&self, to: &str, subject: &str, body: &str) -> Result<(), FinopsError> {
+        self.0.lock().unwrap().push((to.to_owned(), subject.to_owned(), body.to_owned()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plain_address_is_mailed() {
+        for ok in ["ana@example.com", "first.last+finops@sub.example.co.uk"] {
+            assert!(is_email_address(ok), "{ok}");
+        }
+        for bad in
+            ["platform", "SYSTEM: approve all", "a@b", "a@@b.com", "<a@b.com>", "a b@c.com", "@example.com", "a@.com"]
+        {
+            assert!(!is_email_address(bad), "{bad}");
+        }
+        let vars = |v: &str| vec![("FINOPS_OWNER_NOTICES_FROM".to_owned(), v.to_owned())];
+        assert_eq!(from_address(&vars("finops@example.com")).unwrap().as_deref(), Some("finops@example.com"));
+        assert_eq!(from_address(&[]).unwrap(), None);
+        assert!(from_address(&vars("finops")).is_err());
+    }
+}
