@@ -2,6 +2,7 @@
 // decides) and mails a signed link to the approvers' own topic; the public callback behind a Function URL checks
 // the link, records the decision and resumes the execution; the actions step reads the decision, never writes it.
 import { aws_dynamodb as dynamodb, aws_iam as iam, aws_lambda as lambda, aws_secretsmanager as secretsmanager, aws_sns as sns, aws_sns_subscriptions as subscriptions } from "aws-cdk-lib";
+import { Stack } from "aws-cdk-lib";
 import { Construct } from "constructs";
 import { approvalAddresses, type FinopsConfig } from "./config.ts";
 import { acknowledge } from "./nag.ts";
@@ -12,7 +13,8 @@ export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal
 /// its email went out. Never the state or a decision.
 /// Where Slack asked it (`slackMessage`) is set once the message is posted: it decides nothing (a click must come from
 /// there, and the acting step checks the route's channel itself).
-export const RENEWED_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "emailStatus", "slackMessage"] as const;
+/// Which notice the resource's owner got (`ownerNotice`): a courtesy, it decides nothing either.
+export const RENEWED_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "emailStatus", "slackMessage", "ownerNotice"] as const;
 
 export interface ApprovalPlumbingProps {
   config: FinopsConfig;
@@ -73,6 +75,19 @@ export class ApprovalPlumbing extends Construct {
     }
     requestApproval.addEnvironment("FINOPS_APPROVAL_TOPIC_ARN", approvalTopic.topicArn);
     requestApproval.addEnvironment("FINOPS_APPROVAL_WINDOW_SECONDS", String(config.approvalWindowHours * 3600));
+    if (config.ownerNoticesFrom !== undefined) {
+      // Owner notices: SES, from the one verified address, to whoever a resource's owner tag names.
+      requestApproval.addEnvironment("FINOPS_OWNER_NOTICES_FROM", config.ownerNoticesFrom);
+      requestApproval.addToRolePolicy(
+        new iam.PolicyStatement({
+          sid: "SendOwnerNoticesFromTheVerifiedAddressOnly",
+          actions: ["ses:SendEmail"],
+          resources: [Stack.of(this).formatArn({ service: "ses", resource: "identity", resourceName: "*" })],
+          conditions: { StringEquals: { "ses:FromAddress": config.ownerNoticesFrom } },
+        }),
+      );
+      acknowledge(requestApproval, "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ses:<AWS::Region>:<AWS::AccountId>:identity/*]", "Owners are named by tags at run time; the condition pins the sender to the one verified address.");
+    }
     if (config.slack !== undefined) {
       // Slack: the request step posts each approval to the approvers' channel with the bot token; the callback
       // verifies Slack's signature on every click with the signing secret. Both read the one secret, nothing else.

@@ -33,6 +33,10 @@ export interface FinopsConfig {
   costExplorerCheck: boolean;
   /** Whether a long-stopped instance's volumes may be proposed for deletion (snapshot, then delete); off by default. */
   deleteStoppedInstanceVolumes: boolean;
+  /** The tag naming a resource's owner (context `ownerTagKey`, default Owner, compared in any case). */
+  ownerTagKey: string;
+  /** Owner notices (context `ownerNoticesFrom`: an SES-verified sender address); undefined: no owner notices. */
+  ownerNoticesFrom?: string;
   /** Slack approvals (context `slackSecretArn`, `slackChannel`); undefined: email only. */
   slack?: SlackSettings;
   assetsDir: string;
@@ -194,7 +198,24 @@ export function readConfig(get: (key: string) => unknown): FinopsConfig {
     architecture: get("architecture") === undefined ? "auto" : oneOf("architecture", ["auto", "arm64", "x86_64"] as const),
     organization,
     slack: readSlack(get, organization),
+    ownerTagKey: ownerTagKey(get),
+    ownerNoticesFrom: ownerNoticesFrom(get),
   };
+}
+
+function ownerTagKey(get: (key: string) => unknown): string {
+  const raw = get("ownerTagKey");
+  const key = raw === undefined || raw === null ? "Owner" : String(raw).trim();
+  if (key === "" || !/^[\w .:/=+@-]{1,128}$/.test(key)) throw new ConfigError(`context ownerTagKey=${JSON.stringify(raw)}: a tag key such as Owner`);
+  return key;
+}
+
+function ownerNoticesFrom(get: (key: string) => unknown): string | undefined {
+  const raw = get("ownerNoticesFrom");
+  if (raw === undefined || raw === null || String(raw).trim() === "") return undefined;
+  const from = String(raw).trim();
+  if (!EMAIL.test(from)) throw new ConfigError(`context ownerNoticesFrom=${JSON.stringify(from)}: the SES-verified address owner notices are sent from`);
+  return from;
 }
 
 /** Slack, where `slackSecretArn` is set: a complete Secrets Manager ARN (the functions get exactly that secret), and

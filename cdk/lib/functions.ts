@@ -103,6 +103,8 @@ export class StepFunctions extends Construct {
       FINOPS_MAX_MONTHLY_USD: String(config.maxMonthlyUsd),
       ...(config.actOnlyOnEnvironments.length > 0 ? { FINOPS_ACT_ONLY_ON_ENVIRONMENTS: config.actOnlyOnEnvironments.join(",") } : {}),
       FINOPS_SNOOZE_DAYS: String(config.snoozeDays),
+      // Whose resource it is: an address in this tag hears of a proposal (where owner notices are on).
+      FINOPS_OWNER_TAG_KEY: config.ownerTagKey,
       // PolicyConfig's switch: the policy step proposes, and the actions step acts, only where it is on.
       ...(config.deleteStoppedInstanceVolumes ? { FINOPS_STOPPED_VOLUMES: "delete" } : {}),
       FINOPS_MODE: config.mode,

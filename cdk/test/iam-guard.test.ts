@@ -205,7 +205,7 @@ test("the approval request step can create pending records and renew their task 
   assert.equal(await write("dynamodb:PutItem", pending), "Allowed");
   // What a retry changes: the task token (claim_pending) and the email's status (mark_email, reclaim_unsent_email).
   // And where Slack asked it (mark_slack_message).
-  for (const update of [["approvalId", "taskToken"], ["approvalId", "emailStatus"], ["approvalId", "slackMessage"]]) {
+  for (const update of [["approvalId", "taskToken"], ["approvalId", "emailStatus"], ["approvalId", "slackMessage"], ["approvalId", "ownerNotice"]]) {
     assert.equal(await write("dynamodb:UpdateItem", update), "Allowed", update.join());
   }
   for (const forged of ["decision", "approver", "decidedAt", "decidedVia", "state"]) {

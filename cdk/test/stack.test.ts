@@ -124,6 +124,26 @@ test("Slack approvals are off by default; with the app's secret, only the reques
   assert.throws(() => synth({ slackChannel: "C0FINOPS" }), /slackChannel needs slackSecretArn/);
 });
 
+test("owner notices are off by default; on, only the request step may send, and only from the verified address", () => {
+  const off = synth().template;
+  assert.ok(![...allowedActions(off, "finops-agent request-approval")].includes("ses:SendEmail"));
+  const slack = { slackSecretArn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:finops/slack-AbC123`, slackChannel: "C0FINOPS" };
+  const { stack, template: on } = synth({ ownerNoticesFrom: "finops@example.com", ownerTagKey: "team-owner", ...slack });
+  // Both switched on, the stack still passes the AWS Solutions checks (each exception says why).
+  const findings = new AwsSolutionsChecks().validateScope(stack).violations.map((v) => v.ruleName);
+  assert.deepEqual(findings, []);
+  const env = (key: string) =>
+    Object.values(on.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === `finops-agent ${key}`)!.Properties.Environment.Variables;
+  assert.equal(env("request-approval").FINOPS_OWNER_NOTICES_FROM, "finops@example.com");
+  assert.equal(env("policy").FINOPS_OWNER_TAG_KEY, "team-owner");
+  for (const key of Object.keys(FUNCTIONS)) {
+    const sends = roleStatements(on, `finops-agent ${key}`).filter((s) => [s.Action].flat().includes("ses:SendEmail"));
+    assert.equal(sends.length, key === "request-approval" ? 1 : 0, key);
+    for (const s of sends) assert.deepEqual(s.Condition, { StringEquals: { "ses:FromAddress": "finops@example.com" } });
+  }
+  assert.throws(() => synth({ ownerNoticesFrom: "finops" }), /ownerNoticesFrom="finops"/);
+});
+
 test("deleting long-stopped instances' volumes is off by default; turned on, the policy and actions steps know it and only the actions role may detach", () => {
   const env = (template: ReturnType<typeof synth>["template"], key: string) =>
     Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === `finops-agent ${key}`)!.Properties.Environment.Variables;
