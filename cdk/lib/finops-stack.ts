@@ -34,6 +34,7 @@ import { acknowledge } from "./nag.ts";
 import { REPO_ROOT } from "./paths.ts";
 import { ReasoningBackend } from "./reasoning-backend.ts";
 import { ScheduleAndAlarms } from "./schedule-and-alarms.ts";
+import { SavingsDashboard } from "./dashboard.ts";
 
 export { ConfigError, MAX_CONCURRENT_APPROVALS, readConfig, type FinopsConfig } from "./config.ts";
 export { PENDING_APPROVAL_ATTRIBUTES } from "./approval-plumbing.ts";
@@ -202,9 +203,12 @@ export class FinopsStack extends Stack {
     acknowledge(stateMachine, "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]", "The run report is published to the KMS-encrypted topic.");
 
     new ScheduleAndAlarms(this, "ScheduleAndAlarms", { config, stateMachine, functions: fns, reports });
+    // What the runs did and saved, from the metrics the functions emit in their logs (Embedded Metric Format).
+    const dashboard = new SavingsDashboard(this, "SavingsDashboard");
 
     new CfnOutput(this, "ApprovalUrl", { value: approval.url.url });
     new CfnOutput(this, "StateMachineArn", { value: stateMachine.stateMachineArn });
+    new CfnOutput(this, "DashboardName", { value: dashboard.dashboard.dashboardName });
     new CfnOutput(this, "ReportTopicArn", { value: reports.topicArn });
     new CfnOutput(this, "ApprovalTopicArn", { value: approvalTopic.topicArn });
   }

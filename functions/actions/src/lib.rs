@@ -1176,6 +1176,16 @@ impl ActionsStep {
     /// account as the member's actions role (which carries the same guard). The decision is verified in the hub's
     /// approvals table either way.
     pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<ActionOutcome, FinopsError> {
+        let outcome = self.act_in_its_account(event, now).await?;
+        finops_aws::metrics::emit(&finops_core::metrics::action_metric(&outcome));
+        Ok(outcome)
+    }
+
+    async fn act_in_its_account(
+        &self,
+        event: serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<ActionOutcome, FinopsError> {
         let own = Actions {
             live: &self.instances,
             ec2: &self.ec2,

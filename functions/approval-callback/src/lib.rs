@@ -355,6 +355,9 @@ pub async fn deliver_decision<R: ApprovalRecords, C: TaskCallback>(
                 via = decision.via,
                 "decision recorded"
             );
+            if let Some(metric) = finops_core::metrics::decision_metric(decision.action) {
+                finops_aws::metrics::emit(&metric);
+            }
             Ok(Delivered::Accepted)
         }
         CallbackResult::TimedOut | CallbackResult::Invalid => {

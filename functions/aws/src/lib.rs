@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod lambda;
+pub mod metrics;
 pub mod organization;
 pub mod pricing;
 pub mod sdk;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod criteria;
 pub mod daily;
 pub mod inventory;
+pub mod metrics;
 pub mod organization;
 pub mod policy;
 pub mod pricing;

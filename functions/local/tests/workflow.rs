@@ -331,6 +331,7 @@ async fn instance_state(w: &Workflow, i: &SeededInstance) -> (String, HashMap<St
 async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
     // A cap of 12: the 10 idle instances, the old unattached volume and the spare Elastic IP are all asked about.
     let w = deployment(120, "http://127.0.0.1:9", 12, "act").await;
+    finops_aws::metrics::capture();
     let started = std::time::Instant::now();
     let execution = w.start("run-act", "act").await;
     let mut answered = answer_emails(&w, 12, |name| match name {
@@ -343,6 +344,19 @@ async fn act_mode_snapshots_and_stops_only_what_humans_approved() {
     eprintln!("act run with 12 approvals: {:?}", started.elapsed());
     assert_eq!(status, "SUCCEEDED", "{states:?}");
     assert_eq!(output["outcomes"].as_array().unwrap().len(), 12);
+    // Every metric of the catalogue (what the CDK app's dashboard may name) was emitted by this run's functions as
+    // Embedded Metric Format, with the decisions and the outcome the run had.
+    let emitted: Vec<(String, Option<(String, String)>)> =
+        finops_aws::metrics::captured().iter().flat_map(|l| finops_core::metrics::names_in_line(l)).collect();
+    for metric in finops_core::metrics::CATALOGUE {
+        assert!(emitted.iter().any(|(name, _)| name == metric.name), "{} was not emitted: {emitted:?}", metric.name);
+    }
+    for decision in ["approve", "deny", "snooze"] {
+        let seen =
+            emitted.iter().any(|(n, d)| n == "ApprovalDecisions" && d.as_ref().is_some_and(|(_, v)| v == decision));
+        assert!(seen, "ApprovalDecisions {decision}");
+    }
+    assert!(emitted.iter().any(|(n, d)| n == "Actions" && d.as_ref().is_some_and(|(_, v)| v == "done")));
     for s in ["Delete Volume", "Release Address", "Record Cleanup"] {
         assert!(states.contains(&s.to_string()), "{s} missing");
     }

@@ -165,6 +165,8 @@ impl PolicyStep {
     }
 
     pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<PolicyOutput, FinopsError> {
-        handle(event, &self.store, &self.policy, now).await
+        let out = handle(event, &self.store, &self.policy, now).await?;
+        finops_aws::metrics::emit(&finops_core::metrics::policy_metrics(&out));
+        Ok(out)
     }
 }

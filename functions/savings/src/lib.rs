@@ -458,7 +458,9 @@ impl SavingsStep {
     }
 
     pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<SavingsOutput, FinopsError> {
-        handle(event, &self.ledger, &self.accounts, self.costs.as_ref(), now).await
+        let out = handle(event, &self.ledger, &self.accounts, self.costs.as_ref(), now).await?;
+        finops_aws::metrics::emit(&finops_core::metrics::savings_metrics(&out));
+        Ok(out)
     }
 }
 
