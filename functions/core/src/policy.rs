@@ -756,7 +756,7 @@ pub fn evaluate(
             resource_type: instance.instance_type.clone(),
             name: instance.name().map(str::to_owned),
             environment: env,
-            owner: config.owner_of(instance.tags.iter().map(|(k, v)| (k, v))),
+            owner: config.owner_of(instance.tags.iter()),
             account: instance.account.clone(),
             action,
             recommended: Some(rec.action),
@@ -848,6 +848,19 @@ fn cap(config: &PolicyConfig, mut eligible: Vec<Proposal>) -> (Vec<Proposal>, Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_owner_tag_key_is_configurable_and_read_in_any_case() {
+        let tags: BTreeMap<String, String> = [
+            ("owner".to_owned(), "ana@example.com".to_owned()),
+            ("Team-Owner".to_owned(), "data@example.com".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(PolicyConfig::default().owner_of(tags.iter()).as_deref(), Some("ana@example.com"));
+        let team = PolicyConfig::from_vars([("FINOPS_OWNER_TAG_KEY".to_owned(), "team-owner".to_owned())]).unwrap();
+        assert_eq!(team.owner_of(tags.iter()).as_deref(), Some("data@example.com"));
+    }
     use crate::criteria::{CriteriaPreset, IdleCriteria};
     use crate::daily::{DailyUtilisation, LookbackWindow};
     use crate::inventory::InstanceStorage;
