@@ -841,17 +841,24 @@ impl SecretsManagerKey {
 /// Keys shorter than this are refused: a guessable key makes every link forgeable.
 pub const MIN_KEY_BYTES: usize = 32;
 
+/// One secret's current value (the link-signing key, the Slack app's secrets).
+pub(crate) async fn secret_value(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueOutput, FinopsError> {
+    client
+        .get_secret_value()
+        .secret_id(secret_id)
+        .send()
+        .await
+        .map_err(|e| FinopsError::from_sdk("SecretsManager", "GetSecretValue", e))
+}
+
 impl SigningKey for SecretsManagerKey {
     async fn key(&self) -> Result<Vec<u8>, FinopsError> {
         self.cached
             .get_or_try_init(|| async {
-                let out = self
-                    .client
-                    .get_secret_value()
-                    .secret_id(&self.secret_id)
-                    .send()
-                    .await
-                    .map_err(|e| FinopsError::from_sdk("SecretsManager", "GetSecretValue", e))?;
+                let out = secret_value(&self.client, &self.secret_id).await?;
                 let key = out
                     .secret_string()
                     .map(|s| s.as_bytes().to_vec())

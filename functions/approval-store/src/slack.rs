@@ -95,13 +95,7 @@ impl SlackSecrets for SecretsManagerSlack {
     async fn credentials(&self) -> Result<SlackCredentials, FinopsError> {
         self.cached
             .get_or_try_init(|| async {
-                let out = self
-                    .client
-                    .get_secret_value()
-                    .secret_id(&self.secret_id)
-                    .send()
-                    .await
-                    .map_err(|e| FinopsError::from_sdk("SecretsManager", "GetSecretValue", e))?;
+                let out = crate::secret_value(&self.client, &self.secret_id).await?;
                 let bad = |why: &str| {
                     FinopsError::Configuration(format!(
                         "Slack secret {}: {why} (expected JSON {{\"signingSecret\": ..., \"botToken\": \"xoxb-...\"}})",

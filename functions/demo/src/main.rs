@@ -160,16 +160,9 @@ async fn main() {
     let slack = match organization {
         None => {
             let slack = LocalSlack::start().await;
-            finops_testkit::aws_sdk_secretsmanager::Client::new(&config)
-                .create_secret()
-                .name("finops/slack")
-                .secret_string(LocalSlack::secret_string())
-                .send()
-                .await
-                .expect("the Slack app's secret");
-            set_var(&mut vars, "FINOPS_SLACK_SECRET_ID", "finops/slack");
-            set_var(&mut vars, "FINOPS_SLACK_CHANNEL", DEMO_SLACK_CHANNEL);
-            set_var(&mut vars, "FINOPS_SLACK_API_URL", &slack.api_url);
+            for (name, value) in slack.deploy(&config, "finops/slack", DEMO_SLACK_CHANNEL).await {
+                set_var(&mut vars, &name, &value);
+            }
             say(format!(
                 "Slack (played locally at {}): approvals also go to channel {DEMO_SLACK_CHANNEL}",
                 slack.api_url

@@ -760,13 +760,9 @@ async fn a_scripted_slack_click_approves_an_instance_and_its_message_and_its_own
     // Owner notices come from an address SES has verified (moto refuses any other sender, as SES does).
     let ses = finops_testkit::aws_sdk_sesv2::Client::new(&w.config);
     ses.create_email_identity().email_identity("finops@example.com").send().await.expect("verified sender");
-    finops_testkit::aws_sdk_secretsmanager::Client::new(&w.config)
-        .create_secret()
-        .name("finops/slack")
-        .secret_string(LocalSlack::secret_string())
-        .send()
-        .await
-        .expect("the Slack app's secret");
+    // The app's secret, as the functions' settings above name it.
+    let deployed = slack.deploy(&w.config, "finops/slack", "C0FINOPS").await;
+    assert!(deployed.iter().all(|(k, v)| settings.iter().any(|(n, s)| n == k && s == v)), "{deployed:?}");
     let _server = w.approval_page(port).await;
     let dev = by_name(&w, "dev-raj-sandbox");
     let input = serde_json::json!({

@@ -120,6 +120,21 @@ impl LocalSlack {
         json!({"signingSecret": SIGNING_SECRET, "botToken": BOT_TOKEN}).to_string()
     }
 
+    /// Stores the app's secret as `name` and returns the functions' Slack settings (`FINOPS_SLACK_*`) for `channel`.
+    pub async fn deploy(&self, config: &aws_config::SdkConfig, name: &str, channel: &str) -> Vec<(String, String)> {
+        aws_sdk_secretsmanager::Client::new(config)
+            .create_secret()
+            .name(name)
+            .secret_string(Self::secret_string())
+            .send()
+            .await
+            .expect("the Slack app's secret");
+        [("FINOPS_SLACK_SECRET_ID", name), ("FINOPS_SLACK_CHANNEL", channel), ("FINOPS_SLACK_API_URL", &self.api_url)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
     /// The messages posted so far: (channel, ts, message).
     pub fn messages(&self) -> Vec<(String, String, Value)> {
         self.state.lock().unwrap().messages.clone()
