@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
 use finops_testkit::moto::http;
+use finops_testkit::slack::{click_payload, post_signed, LocalSlack, SIGNING_SECRET};
 use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2};
 
 use crate::invariants::Post;
@@ -34,10 +35,17 @@ pub enum Behaviour {
     ProductionThenApprove,
     /// The instance gets busy again while it waits; then it is approved.
     BusyThenApprove,
+    /// Approve with the Slack message's button (a signed interaction).
+    SlackApprove,
+    /// Approve in Slack and deny by the email's link at the same moment: one decision wins, everywhere.
+    SlackRaceEmailDeny,
+    /// A click forged with another signing secret (refused), then a replay of a real click signed six minutes ago
+    /// (refused); nobody answers after that.
+    SlackForgedAndStale,
 }
 
 impl Behaviour {
-    const WEIGHTED: [(Behaviour, u32); 11] = [
+    const WEIGHTED: [(Behaviour, u32); 14] = [
         (Behaviour::Approve, 30),
         (Behaviour::Deny, 6),
         (Behaviour::Snooze, 6),
@@ -49,6 +57,9 @@ impl Behaviour {
         (Behaviour::AfterRunEnds, 6),
         (Behaviour::ProductionThenApprove, 7),
         (Behaviour::BusyThenApprove, 7),
+        (Behaviour::SlackApprove, 8),
+        (Behaviour::SlackRaceEmailDeny, 6),
+        (Behaviour::SlackForgedAndStale, 4),
     ];
 
     pub fn draw(rng: &mut Rng) -> Self {
@@ -76,6 +87,9 @@ impl Behaviour {
             Behaviour::AfterRunEnds => crate::invariants::AFTER_RUN_ENDED,
             Behaviour::ProductionThenApprove => "tagged production, then approve",
             Behaviour::BusyThenApprove => "busy again, then approve",
+            Behaviour::SlackApprove => "approve in Slack",
+            Behaviour::SlackRaceEmailDeny => "approve in Slack and deny by email at once",
+            Behaviour::SlackForgedAndStale => "forged and stale Slack clicks",
         }
     }
 }
@@ -142,6 +156,7 @@ pub struct Approvers {
     pub scanner_changes: Arc<Mutex<Vec<String>>>,
     later: Vec<tokio::task::JoinHandle<()>>,
     after_end: Vec<Email>,
+    slack: Arc<LocalSlack>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -164,6 +179,31 @@ async fn post(port: u16, path: String, decision: &'static str) -> u16 {
     502
 }
 
+/// The interaction of a click on Approve in the approval's Slack message (waits a moment for the message).
+async fn slack_click(slack: &LocalSlack, email: &Email) -> Option<String> {
+    let (channel, ts, message) = slack.wait_for_message(&email.approve, Duration::from_secs(3)).await?;
+    Some(click_payload(&channel, &ts, &message, "approve", "U0CHAOS"))
+}
+
+/// Posts a signed click to the callback as Slack does; its answer as the page's status would say it (Slack is
+/// always answered 200: what happened is in the body), so the invariants read both the same way. Retries on 502.
+async fn click_in_slack(port: u16, click: &str) -> u16 {
+    let url = format!("http://127.0.0.1:{port}/slack/interactions");
+    for _ in 0..4 {
+        let (status, body) = post_signed(&url, click, SIGNING_SECRET, chrono::Utc::now().timestamp()).await;
+        match (status, body.as_str()) {
+            (200, "") => return 200,
+            (200, b) if b.starts_with("Your decision is recorded") => return 202,
+            (200, b) if b.contains("already decided") || b.starts_with("Someone answered") => return 409,
+            (200, b) if b.contains("expired") || b.contains("timed out") => return 410,
+            (200, _) => return 400,
+            (502 | 0, _) => tokio::time::sleep(Duration::from_millis(400)).await,
+            (other, _) => return other,
+        }
+    }
+    502
+}
+
 async fn get(port: u16, path: String) -> u16 {
     tokio::task::spawn_blocking(move || http(port, "GET", &path, "").map(|(s, _)| s).unwrap_or(0)).await.unwrap_or(0)
 }
@@ -176,6 +216,7 @@ impl Approvers {
         rng: Rng,
         ec2: aws_sdk_ec2::Client,
         cw: aws_sdk_cloudwatch::Client,
+        slack: Arc<LocalSlack>,
     ) -> Self {
         Self {
             page_port,
@@ -191,6 +232,7 @@ impl Approvers {
             scanner_changes: Arc::default(),
             later: Vec::new(),
             after_end: Vec::new(),
+            slack,
         }
     }
 
@@ -257,6 +299,30 @@ impl Approvers {
             Behaviour::BusyThenApprove => {
                 busy_now(&self.cw, &email.instance_id).await;
                 record(&posts, "approve", post(port, approve, "approve").await);
+            }
+            Behaviour::SlackApprove | Behaviour::SlackRaceEmailDeny | Behaviour::SlackForgedAndStale => {
+                // Posted right after the email by the same request; under faults it may never be (email only).
+                let Some(click) = slack_click(&self.slack, &email).await else {
+                    *self.behaviours.entry("(not asked in Slack: approved by email)").or_default() += 1;
+                    record(&posts, "approve", post(port, approve, "approve").await);
+                    return;
+                };
+                match behaviour {
+                    Behaviour::SlackApprove => record(&posts, "approve", click_in_slack(port, &click).await),
+                    Behaviour::SlackRaceEmailDeny => {
+                        let (a, d) = tokio::join!(click_in_slack(port, &click), post(port, email.deny.clone(), "deny"));
+                        record(&posts, "approve", a);
+                        record(&posts, "deny", d);
+                    }
+                    _ => {
+                        let url = format!("http://127.0.0.1:{port}/slack/interactions");
+                        let now = chrono::Utc::now().timestamp();
+                        let (forged, _) = post_signed(&url, &click, "not-the-apps-signing-secret-0123", now).await;
+                        record(&posts, "approve", forged);
+                        let (stale, _) = post_signed(&url, &click, SIGNING_SECRET, now - 360).await;
+                        record(&posts, "approve", stale);
+                    }
+                }
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::proxy::StopCall;
 
 /// What the issue calls the invariants, by number.
 pub const INVARIANTS: [&str; 8] = [
-    "1 no stop or deletion without a POSTed approve of this run",
+    "1 no stop or deletion without a POSTed or signed Slack approve of this run",
     "2 no stop or deletion before completed snapshots",
     "3 nothing done twice (snapshots, stops, emails)",
     "4 no lost approval",
@@ -156,7 +156,9 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         // 1. A decided approve record of this run, made by POST, and an approver's POST the page accepted.
         let record = e.records.iter().find(|r| r.instance_id == *id && r.run_id == e.run_id && !r.undo);
         let by_post = record.is_some_and(|r| {
-            r.state == "decided" && r.decision.as_deref() == Some("approve") && r.via.as_deref() == Some("POST")
+            r.state == "decided"
+                && r.decision.as_deref() == Some("approve")
+                && matches!(r.via.as_deref(), Some("POST" | "slack-signed-click"))
         });
         if !by_post || !accepted_approve(id) {
             violation(

@@ -26,6 +26,9 @@ use crate::proxy::{FaultProxy, Outage};
 use crate::rng::Rng;
 
 /// What every run shares: one moto, the proxy in front of it, the Lambda endpoint's functions.
+/// The approvers' Slack channel in every chaos run.
+pub const CHAOS_SLACK_CHANNEL: &str = "C0CHAOS";
+
 pub struct Harness {
     pub moto_port: u16,
     /// Straight to moto: setting up and gathering evidence, never faulted.
@@ -113,7 +116,10 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     let page = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the approval page");
     let page_port = page.local_addr().expect("address").port();
     let base_url = format!("http://127.0.0.1:{page_port}");
-    let vars = env.function_vars(&base_url);
+    let mut vars = env.function_vars(&base_url);
+    // Slack, played locally, beside the email: some approvers answer there (its secret is read through the faults).
+    let slack = finops_testkit::slack::LocalSlack::start().await;
+    vars.extend(slack.deploy(&h.direct, &format!("finops/slack-{seed:016x}"), CHAOS_SLACK_CHANNEL).await);
     let callback = ApprovalCallback::from_vars(&h.faulty, &vars).expect("callback settings");
     let page_task = tokio::spawn(approval_page::serve(page, Arc::new(callback)));
     let functions = LocalFunctions::new(&h.faulty, &vars).expect("the functions' environment");
@@ -143,7 +149,8 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     let run_id = format!("chaos-{seed:016x}");
     let execution = env.start_with(&run_id, &json!({"regions": plan.regions, "mode": "act", "lookbackDays": 14})).await;
     let timeout = Duration::from_secs(u64::from(h.timings.approval_timeout_seconds));
-    let mut approvers = Approvers::new(page_port, base_url, timeout, approver_rng, ec2.clone(), cw.clone());
+    let mut approvers =
+        Approvers::new(page_port, base_url, timeout, approver_rng, ec2.clone(), cw.clone(), Arc::new(slack));
     let deadline = Instant::now() + h.deadline;
     let (status, output) = loop {
         while let Some(email) = env.plumbing.try_next_email().await {
