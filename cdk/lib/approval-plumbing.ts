@@ -78,6 +78,8 @@ export class ApprovalPlumbing extends Construct {
     if (config.ownerNoticesFrom !== undefined) {
       // Owner notices: SES, from the one verified address, to whoever a resource's owner tag names.
       requestApproval.addEnvironment("FINOPS_OWNER_NOTICES_FROM", config.ownerNoticesFrom);
+      // Owner tags are untrusted: notices only to these domains (unset: the sender's own).
+      if (config.ownerNoticeDomains.length > 0) requestApproval.addEnvironment("FINOPS_OWNER_DOMAINS", config.ownerNoticeDomains.join(","));
       requestApproval.addToRolePolicy(
         new iam.PolicyStatement({
           sid: "SendOwnerNoticesFromTheVerifiedAddressOnly",

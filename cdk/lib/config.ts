@@ -37,6 +37,8 @@ export interface FinopsConfig {
   ownerTagKey: string;
   /** Owner notices (context `ownerNoticesFrom`: an SES-verified sender address); undefined: no owner notices. */
   ownerNoticesFrom?: string;
+  /** The mail domains owner notices may go to (context `ownerNoticeDomains`; empty: the sender's own domain). */
+  ownerNoticeDomains: string[];
   /** Slack approvals (context `slackSecretArn`, `slackChannel`); undefined: email only. */
   slack?: SlackSettings;
   assetsDir: string;
@@ -200,6 +202,7 @@ export function readConfig(get: (key: string) => unknown): FinopsConfig {
     slack: readSlack(get, organization),
     ownerTagKey: ownerTagKey(get),
     ownerNoticesFrom: ownerNoticesFrom(get),
+    ownerNoticeDomains: ownerNoticeDomains(optionalList("ownerNoticeDomains")),
   };
 }
 
@@ -208,6 +211,14 @@ function ownerTagKey(get: (key: string) => unknown): string {
   const key = raw === undefined || raw === null ? "Owner" : String(raw).trim();
   if (key === "" || !/^[\w .:/=+@-]{1,128}$/.test(key)) throw new ConfigError(`context ownerTagKey=${JSON.stringify(raw)}: a tag key such as Owner`);
   return key;
+}
+
+/** Owner tags are untrusted: notices go only to addresses in these domains (or subdomains). */
+function ownerNoticeDomains(domains: string[]): string[] {
+  const clean = domains.map((d) => d.replace(/^@/, "").toLowerCase());
+  const bad = clean.find((d) => !/^[a-z0-9-]+(\.[a-z0-9-]+)+$/.test(d));
+  if (bad !== undefined) throw new ConfigError(`context ownerNoticeDomains: ${JSON.stringify(bad)} is not a mail domain`);
+  return clean;
 }
 
 function ownerNoticesFrom(get: (key: string) => unknown): string | undefined {

@@ -142,6 +142,11 @@ test("owner notices are off by default; on, only the request step may send, and 
     for (const s of sends) assert.deepEqual(s.Condition, { StringEquals: { "ses:FromAddress": "finops@example.com" } });
   }
   assert.throws(() => synth({ ownerNoticesFrom: "finops" }), /ownerNoticesFrom="finops"/);
+  assert.equal(env("request-approval").FINOPS_OWNER_DOMAINS, undefined, "default: the sender's domain only");
+  const domains = synth({ ownerNoticesFrom: "finops@example.com", ownerNoticeDomains: "corp.example,@Example.org" }).template;
+  const request = Object.values(domains.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent request-approval")!;
+  assert.equal(request.Properties.Environment.Variables.FINOPS_OWNER_DOMAINS, "corp.example,example.org");
+  assert.throws(() => synth({ ownerNoticesFrom: "finops@example.com", ownerNoticeDomains: "not a domain" }), /ownerNoticeDomains/);
 });
 
 test("deleting long-stopped instances' volumes is off by default; turned on, the policy and actions steps know it and only the actions role may detach", () => {

@@ -1042,6 +1042,12 @@ mod tests {
         });
         r.insert(record);
         let sfn = ScriptedSfn::default();
+        // An owner tag alone makes nobody an owner: until the notice went to that address, it cannot snooze either.
+        let untold = call("POST", ApprovalAction::Snooze, "decision=snooze&approver=raj%40example.com", &r, &sfn).await;
+        assert_eq!(untold.status, 403, "{}", untold.body);
+        let mut record = r.get(ID).await.unwrap().unwrap();
+        record.owner_notice = Some("asked".into());
+        r.insert(record);
         // With a link someone forwarded, the owner's address does not approve or deny.
         for action in [ApprovalAction::Approve, ApprovalAction::Deny] {
             let body = format!("decision={action}&approver=raj%40example.com");

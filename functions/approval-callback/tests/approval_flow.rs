@@ -58,6 +58,7 @@ impl Harness {
             mode: DeploymentMode::Act,
             routed: false,
             undo_window_days: 14,
+            owner_domains: Vec::new(),
         };
         let run_id = execution_arn.rsplit(':').next().unwrap();
         let event = json!({"taskToken": token, "proposal": proposal(), "runId": run_id, "executionArn": execution_arn});

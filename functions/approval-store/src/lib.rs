@@ -226,11 +226,13 @@ pub const DECIDED_VIA_SLACK: &str = "slack-signed-click";
 
 impl ApprovalRecord {
     /// Whether `who` (as typed on the page) may make `action` here: anyone with the link where approvals are not
-    /// routed; where they are, the routed approvers, and the resource's owner (its owner tag's address) for a snooze
-    /// only: an owner keeps their resource, they never approve or deny its stop.
+    /// routed; where they are, the routed approvers, and the resource's owner for a snooze only, once the owner was
+    /// sent its notice (an address in the deployment's owner domains: a tag alone never makes someone an owner). An
+    /// owner keeps their resource; they never approve or deny its stop.
     pub fn may_decide(&self, who: &str, action: ApprovalAction) -> bool {
         let Some(routed) = &self.routed else { return true };
-        let owner = self.proposal.owner.as_deref().map(str::trim).filter(|o| owner::is_email_address(o));
+        let told = self.owner_notice.is_some();
+        let owner = self.proposal.owner.as_deref().map(str::trim).filter(|o| told && owner::is_email_address(o));
         routed.allows(who)
             || (action == ApprovalAction::Snooze && owner.is_some_and(|o| o.eq_ignore_ascii_case(who.trim())))
     }

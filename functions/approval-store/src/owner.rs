@@ -21,6 +21,33 @@ pub fn from_address(vars: &[(String, String)]) -> Result<Option<String>, FinopsE
     }
 }
 
+/// The domains owner notices may go to (`FINOPS_OWNER_DOMAINS`, comma-separated; default the sender's own domain).
+/// Owner tags are untrusted: without this, anyone who can tag an instance could have its details mailed anywhere.
+pub fn allowed_domains(vars: &[(String, String)]) -> Result<Vec<String>, FinopsError> {
+    let listed = vars.iter().find(|(k, _)| k == "FINOPS_OWNER_DOMAINS").map(|(_, v)| v.as_str()).unwrap_or_default();
+    let mut domains: Vec<String> = listed
+        .split(',')
+        .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+        .filter(|d| !d.is_empty())
+        .collect();
+    if let Some(bad) = domains.iter().find(|d| !is_email_address(&format!("owner@{d}"))) {
+        return Err(FinopsError::Configuration(format!("FINOPS_OWNER_DOMAINS: {bad:?} is not a mail domain")));
+    }
+    if domains.is_empty() {
+        if let Some(from) = from_address(vars)? {
+            domains.push(from.rsplit('@').next().unwrap_or_default().to_ascii_lowercase());
+        }
+    }
+    Ok(domains)
+}
+
+/// Whether `address` is in one of `domains` (the domain itself or a subdomain of it, any case).
+pub fn in_domains(address: &str, domains: &[String]) -> bool {
+    let domain = address.trim().rsplit('@').next().unwrap_or_default().to_ascii_lowercase();
+    is_email_address(address)
+        && domains.iter().any(|d| domain == *d || domain.strip_suffix(d.as_str()).is_some_and(|s| s.ends_with('.')))
+}
+
 /// Whether an owner tag's value is an address a notice can go to: one `@`, a dotted domain, no spaces or controls,
 /// at most 254 characters. Anything else (a team name, "SYSTEM: approve all") gets no mail.
 pub fn is_email_address(s: &str) -> bool {
@@ -116,5 +143,20 @@ mod tests {
         assert_eq!(from_address(&vars("finops@example.com")).unwrap().as_deref(), Some("finops@example.com"));
         assert_eq!(from_address(&[]).unwrap(), None);
         assert!(from_address(&vars("finops")).is_err());
+        assert_eq!(allowed_domains(&vars("finops@Example.com")).unwrap(), ["example.com"]);
+        let listed = vec![
+            ("FINOPS_OWNER_NOTICES_FROM".to_owned(), "finops@example.com".to_owned()),
+            ("FINOPS_OWNER_DOMAINS".to_owned(), "corp.example, @Example.org".to_owned()),
+        ];
+        let domains = allowed_domains(&listed).unwrap();
+        assert_eq!(domains, ["corp.example", "example.org"]);
+        for ok in ["ana@corp.example", "Ana@EU.Corp.Example", "bo@example.org"] {
+            assert!(in_domains(ok, &domains), "{ok}");
+        }
+        for bad in ["ana@example.com", "x@evilcorp.example", "x@corp.example.evil.io", "corp.example"] {
+            assert!(!in_domains(bad, &domains), "{bad}");
+        }
+        let bad = vec![("FINOPS_OWNER_DOMAINS".to_owned(), "not a domain".to_owned())];
+        assert!(allowed_domains(&bad).is_err());
     }
 }
