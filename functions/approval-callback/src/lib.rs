@@ -463,9 +463,7 @@ impl ApprovalCallback {
             records: DynamoApprovals::new(sdk, config.approvals_table),
             key: SecretsManagerKey::new(sdk, config.signing_secret_id),
             callback: SfnCallback::new(sdk),
-            slack: slack
-                .map(|s| SlackWebApi::new(&s.api_url, SecretsManagerSlack::new(sdk, &s.secret_id)))
-                .transpose()?,
+            slack: slack.map(|s| SlackWebApi::new(&s.api_url, SecretsManagerSlack::new(sdk, &s.secret_id))),
         })
     }
 

@@ -140,23 +140,31 @@ type HttpsClient = hyper_util::client::legacy::Client<
     Full<Bytes>,
 >;
 
-/// Slack's Web API over HTTPS with the bot token.
+/// Slack's Web API over HTTPS with the bot token. The client (and the system's TLS roots it loads) is built on the
+/// first call, not at the function's cold start: most invocations of the callback are pages, not Slack.
 pub struct SlackWebApi<S> {
     api_url: String,
     secrets: S,
-    client: HttpsClient,
+    client: tokio::sync::OnceCell<HttpsClient>,
 }
 
 impl<S: SlackSecrets> SlackWebApi<S> {
-    pub fn new(api_url: impl Into<String>, secrets: S) -> Result<Self, FinopsError> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map_err(|e| FinopsError::Configuration(format!("no TLS root certificates for Slack: {e}")))?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-        Ok(Self { api_url: api_url.into(), secrets, client })
+    pub fn new(api_url: impl Into<String>, secrets: S) -> Self {
+        Self { api_url: api_url.into(), secrets, client: tokio::sync::OnceCell::new() }
+    }
+
+    async fn client(&self) -> Result<&HttpsClient, FinopsError> {
+        self.client
+            .get_or_try_init(|| async {
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_native_roots()
+                    .map_err(|e| FinopsError::Configuration(format!("no TLS root certificates for Slack: {e}")))?
+                    .https_or_http()
+                    .enable_http1()
+                    .build();
+                Ok(hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
+            })
+            .await
     }
 
     pub fn secrets(&self) -> &S {
@@ -171,7 +179,8 @@ impl<S: SlackSecrets> SlackWebApi<S> {
             .header("content-type", "application/json; charset=utf-8")
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| failed(e.to_string()))?;
-        let response = tokio::time::timeout(std::time::Duration::from_secs(5), self.client.request(request))
+        let client = self.client().await?;
+        let response = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(request))
             .await
             .map_err(|_| failed("no answer within 5 s".into()))?
             .map_err(|e| failed(e.to_string()))?;

@@ -567,11 +567,8 @@ pub struct RequestApprovalStep {
 
 impl RequestApprovalStep {
     pub fn new(sdk: &aws_config::SdkConfig, config: RequestApprovalConfig) -> Result<Self, FinopsError> {
-        let slack = config
-            .slack
-            .as_ref()
-            .map(|s| SlackWebApi::new(&s.api_url, SecretsManagerSlack::new(sdk, &s.secret_id)))
-            .transpose()?;
+        let slack =
+            config.slack.as_ref().map(|s| SlackWebApi::new(&s.api_url, SecretsManagerSlack::new(sdk, &s.secret_id)));
         Ok(Self {
             records: DynamoApprovals::new(sdk, config.store.approvals_table),
             key: SecretsManagerKey::new(sdk, config.store.signing_secret_id),
