@@ -47,8 +47,8 @@ if (definition) {
     const tasks = Object.entries(JSON.parse(raw).States).filter(([, s]) => s.Type === "Task" && s.Parameters?.FunctionName === `\${${fn}}`);
     if (tasks.length !== 1) failures.push(`${fn} is invoked by ${tasks.length} states (one entry path: exactly one)`);
   }
-  const map = definition.States["Ask Approvers And Act"];
-  const request = map?.ItemProcessor?.States?.["Request Approval"];
+  const map = definition.States["Await Decisions And Act"];
+  const request = map?.ItemProcessor?.States?.["Wait For Decision"];
   if (request?.Resource !== "arn:aws:states:::lambda:invoke.waitForTaskToken") failures.push("no waitForTaskToken approval task");
   if (!request?.TimeoutSeconds) failures.push("the approval task has no TimeoutSeconds");
   const timeout = request?.Catch?.find((c) => c.ErrorEquals.includes("States.Timeout"));

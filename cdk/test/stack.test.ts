@@ -205,7 +205,7 @@ test("no approval is ever lost to the map's concurrency or the execution timeout
   const { template } = synth({ maxProposals: 12, approvalWindowHours: 72 });
   const [machine] = Object.values(template.findResources("AWS::StepFunctions::StateMachine"));
   const definition = JSON.parse(machine.Properties.DefinitionString);
-  assert.equal(definition.States["Ask Approvers And Act"].MaxConcurrency, 12, "every proposal waits at once");
+  assert.equal(definition.States["Await Decisions And Act"].MaxConcurrency, 12, "every proposal waits at once");
   // The execution's own timeout is in the ASL (a string definition gets nothing from the CDK's `timeout` prop).
   const seconds = definition.TimeoutSeconds;
   assert.ok(seconds >= 72 * 3600 + 60 * 120, `execution timeout ${seconds} s covers the window and the snapshot wait`);

@@ -8,7 +8,9 @@ use aws_sdk_ec2::types::{Filter, InstanceSpecification, ResourceType, Snapshot, 
 use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
 
-use crate::{Ec2Actions, RecreatedVolume, SnapshotInfo, SnapshotOf, TAG_RUN_ID, TAG_UNDO_ID};
+use crate::{
+    Ec2Actions, RecreatedVolume, SnapshotInfo, SnapshotOf, TAG_ACTION, TAG_RUN_ID, TAG_UNDO_ID, TAG_VOLUME_ID,
+};
 
 pub struct SdkEc2Actions {
     clients: RegionalClient<aws_sdk_ec2::Client>,
@@ -236,6 +238,18 @@ impl Ec2Actions for SdkEc2Actions {
             .await
             .map_err(|e| FinopsError::from_sdk("EC2", "StartInstances", e))?;
         Ok(())
+    }
+
+    async fn recreated_volumes(&self, region: &str, volume_id: &str) -> Result<Vec<String>, FinopsError> {
+        let out = self
+            .client(region)
+            .describe_volumes()
+            .filters(Filter::builder().name(format!("tag:{TAG_VOLUME_ID}")).values(volume_id).build())
+            .filters(Filter::builder().name(format!("tag:{TAG_ACTION}")).values(crate::RECREATED_VOLUME).build())
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "DescribeVolumes", e))?;
+        Ok(out.volumes().iter().filter_map(|v| v.volume_id().map(str::to_owned)).collect())
     }
 
     async fn undo_volume(&self, region: &str, undo_id: &str) -> Result<Option<String>, FinopsError> {

@@ -35,7 +35,7 @@ use finops_core::criteria::DailyRule;
 use finops_core::policy::{PolicyConfig, ProposedAction};
 use finops_core::resources::{resource_block, ResourceKind};
 pub use finops_core::steps::{ActionOutcome, ActionRequest, DecisionRef, Outcome, Target};
-use finops_core::{DetectionConfig, InstanceRecord, LookbackWindow};
+use finops_core::{DeploymentMode, DetectionConfig, InstanceRecord, LookbackWindow};
 use finops_inventory::{InstanceLookup, ResourceLookup};
 use finops_metrics::MetricsApi;
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,13 @@ pub trait Ec2Actions: Send + Sync {
     ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     /// StartInstances: only an undo, of an instance this deployment stopped (IAM allows it on nothing else).
     fn start(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
+    /// The volumes recreated from `volume_id`'s deletion (by their `finops:volume-id` and `finops:action` tags), by
+    /// any undo.
+    fn recreated_volumes(
+        &self,
+        region: &str,
+        volume_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, FinopsError>> + Send;
     /// The volume an undo recreated (by its `finops:undo-id` tag), if there is one.
     fn undo_volume(
         &self,
@@ -178,6 +185,8 @@ pub struct ActionsConfig {
     /// The member accounts' actions role (`FINOPS_MEMBER_ACTIONS_ROLE`), when the deployment covers an organization
     /// (`FINOPS_ACCOUNTS`); None: this step acts in its own account only, and refuses a proposal that names another.
     pub member_actions_role: Option<String>,
+    /// The deployment's mode (`FINOPS_MODE`; unset is recommend): in recommend mode nothing is changed, undo included.
+    pub mode: DeploymentMode,
 }
 
 impl ActionsConfig {
@@ -200,10 +209,11 @@ impl ActionsConfig {
         };
         let idle_rule = detection.criteria.idle.unwrap_or_else(DailyRule::strict_idle);
         let approvals_table = finops_approval_store::required_var(&vars, "FINOPS_APPROVALS_TABLE")?;
+        let mode = DeploymentMode::from_vars(vars.clone())?;
         let member_actions_role = finops_core::organization::OrganizationConfig::from_vars(vars)
             .map_err(|e| FinopsError::Configuration(e.to_string()))?
             .map(|organization| organization.actions_role);
-        Ok(Self { policy, snooze_days, idle_rule, approvals_table, member_actions_role })
+        Ok(Self { policy, snooze_days, idle_rule, approvals_table, member_actions_role, mode })
     }
 }
 
@@ -243,6 +253,9 @@ fn acted(mut outcome: ActionOutcome, target: &Target, now: DateTime<Utc>) -> Act
 /// `finops:action` on a stopped instance whose volumes were deleted.
 pub const VOLUMES_DELETED: &str = "volumes-deleted";
 
+/// `finops:action` on a volume an undo recreated from its deletion's snapshot.
+pub const RECREATED_VOLUME: &str = "recreated-volume";
+
 /// Checks (a second apart) that a detached volume is `available` before the step fails as transient.
 const DETACH_CHECKS: u32 = 10;
 
@@ -261,6 +274,9 @@ fn snapshot_ids(snaps: &[SnapshotInfo]) -> Vec<String> {
     snaps.iter().map(|s| s.snapshot_id.clone()).collect()
 }
 
+/// The approval record an operation names, read once, or why there is none.
+pub type Approval = Result<ApprovalRecord, String>;
+
 /// The step with what it reads and what it changes: instances, volumes and addresses as they are now (read), EC2
 /// (act), approval records (read) and CloudWatch (read, to measure again).
 pub struct Actions<'a, L, E, A, M> {
@@ -274,7 +290,7 @@ pub struct Actions<'a, L, E, A, M> {
 impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: MetricsApi> Actions<'_, L, E, A, M> {
     /// The Lambda handler.
     pub async fn handle(&self, event: serde_json::Value, now: DateTime<Utc>) -> Result<ActionOutcome, FinopsError> {
-        let request: ActionRequest = serde_json::from_value(event).map_err(|e| {
+        let mut request: ActionRequest = serde_json::from_value(event).map_err(|e| {
             FinopsError::InvalidInput(format!(
                 "actions expects {{operation: snapshot|snapshot_status|stop|stop_status|delete_volume|release_address|tag|undo, \
                  runId, proposal, ...}}: {e}"
@@ -283,50 +299,61 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         let run_id = request.run_id().to_owned();
         validate_run_id(&run_id)?;
         let account_id = request.target().account.as_ref().map(|a| a.id.clone());
+        let approval = match request.decision() {
+            // The kill switch: a recommend deployment changes nothing, whatever reaches this step (an undo execution
+            // started from a link offered before the switch, a hand-made execution).
+            Some(_) if self.config.mode == DeploymentMode::Recommend => {
+                let detail = "not done: this deployment is in recommend mode, which changes nothing (undo included)";
+                return Ok(outcome_of(request.operation(), request.target(), Outcome::Refused, detail, vec![]));
+            }
+            Some(decision) => self.approval(decision).await?,
+            None => Err("a read-only operation".into()),
+        };
+        // An operation that acts takes its target from the approval record a person decided, never from the payload:
+        // the payload only names which record (and must name the same resource, or the operation is refused).
+        if let Ok(record) = &approval {
+            let recorded = Target::of(&record.proposal);
+            let target = request.target_mut();
+            let same_account = recorded.account.as_ref().map(|a| &a.id) == target.account.as_ref().map(|a| &a.id);
+            if recorded.resource_id == target.resource_id && recorded.region == target.region && same_account {
+                *target = recorded;
+            }
+        }
+        let approval = &approval;
         let outcome = match request {
-            ActionRequest::Snapshot { run_id, proposal, decision } => match proposal.action {
-                ProposedAction::SnapshotAndDelete => {
-                    self.snapshot_volume(&run_id, &proposal, decision.as_ref(), now).await?
-                }
+            ActionRequest::Snapshot { run_id, proposal, .. } => match proposal.action {
+                ProposedAction::SnapshotAndDelete => self.snapshot_volume(&run_id, &proposal, approval, now).await?,
                 ProposedAction::SnapshotAndStop
                 | ProposedAction::Release
-                | ProposedAction::SnapshotAndDeleteVolumes => {
-                    self.snapshot(&run_id, &proposal, decision.as_ref()).await?
-                }
+                | ProposedAction::SnapshotAndDeleteVolumes => self.snapshot(&run_id, &proposal, approval).await?,
             },
             ActionRequest::SnapshotStatus { proposal, snapshot_ids, .. } => {
                 let snaps = self.ec2.describe_snapshots(&proposal.region, &snapshot_ids).await?;
                 let (outcome, detail) = snapshot_state(&snaps, &snapshot_ids);
                 outcome_of("snapshot_status", &proposal, outcome, detail, snapshot_ids)
             }
-            ActionRequest::Stop { run_id, proposal, snapshot_ids, decision } => {
-                acted(self.stop(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?, &proposal, now)
+            ActionRequest::Stop { run_id, proposal, snapshot_ids, .. } => {
+                acted(self.stop(&run_id, &proposal, &snapshot_ids, approval, now).await?, &proposal, now)
             }
-            ActionRequest::Tag { run_id, proposal, decision } => {
-                self.tag(&run_id, &proposal, decision.as_ref(), now).await?
-            }
+            ActionRequest::Tag { run_id, proposal, .. } => self.tag(&run_id, &proposal, approval, now).await?,
             ActionRequest::StopStatus { run_id, proposal } => {
                 acted(self.stop_status(&run_id, &proposal).await?, &proposal, now)
             }
-            ActionRequest::DeleteVolume { run_id, proposal, snapshot_ids, decision } => acted(
-                self.delete_volume(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?,
+            ActionRequest::DeleteVolume { run_id, proposal, snapshot_ids, .. } => {
+                acted(self.delete_volume(&run_id, &proposal, &snapshot_ids, approval, now).await?, &proposal, now)
+            }
+            ActionRequest::DeleteInstanceVolumes { run_id, proposal, snapshot_ids, .. } => acted(
+                self.delete_instance_volumes(&run_id, &proposal, &snapshot_ids, approval, now).await?,
                 &proposal,
                 now,
             ),
-            ActionRequest::DeleteInstanceVolumes { run_id, proposal, snapshot_ids, decision } => acted(
-                self.delete_instance_volumes(&run_id, &proposal, &snapshot_ids, decision.as_ref(), now).await?,
-                &proposal,
-                now,
-            ),
-            ActionRequest::ReleaseAddress { run_id, proposal, decision } => {
-                acted(self.release_address(&run_id, &proposal, decision.as_ref(), now).await?, &proposal, now)
+            ActionRequest::ReleaseAddress { run_id, proposal, .. } => {
+                acted(self.release_address(&run_id, &proposal, approval, now).await?, &proposal, now)
             }
             ActionRequest::CleanupStatus { run_id, proposal } => {
                 acted(self.cleanup_status(&run_id, &proposal).await?, &proposal, now)
             }
-            ActionRequest::Undo { run_id, proposal, decision } => {
-                self.undo(&run_id, &proposal, decision.as_ref(), now).await?
-            }
+            ActionRequest::Undo { run_id, proposal, .. } => self.undo(&run_id, &proposal, approval, now).await?,
         };
         let decision = format!("{}:{:?}", outcome.operation, outcome.outcome);
         finops_aws::xray::record_decision_in(
@@ -348,26 +375,31 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         Ok(outcome)
     }
 
-    /// The approval record behind an operation, if it authorises one of `wanted` for this run and this resource,
-    /// and the action the person was shown is one of `actions` (an approved release never deletes a volume, an
-    /// approved stop never releases anything); otherwise why not, in words for the report.
-    async fn verified(
-        &self,
-        run_id: &str,
-        target: &Target,
-        decision: Option<&DecisionRef>,
-        wanted: &[ApprovalAction],
-        actions: &[ProposedAction],
-    ) -> Result<Result<ApprovalRecord, String>, FinopsError> {
+    /// The approval record an acting operation names (read once), or why there is none to act on.
+    async fn approval(&self, decision: Option<&DecisionRef>) -> Result<Approval, FinopsError> {
         let Some(id) = decision.and_then(|d| d.approval_id.as_deref()) else {
             return Ok(Err("no approval id: only a decision recorded in the approvals table authorises this".into()));
         };
         if !finops_core::approval::is_approval_id(id) {
             return Ok(Err(format!("{id:?} is not an approval id")));
         }
-        let Some(record) = self.approvals.get(id).await? else {
-            return Ok(Err(format!("approval {id} is not in the approvals table")));
-        };
+        Ok(self.approvals.get(id).await?.ok_or_else(|| format!("approval {id} is not in the approvals table")))
+    }
+
+    /// The approval record behind an operation, if it authorises one of `wanted` for this run and this resource,
+    /// made as the deployment allows (by someone its audience names), and the action the person was shown is one of
+    /// `actions` (an approved release never deletes a volume, an approved stop never releases anything); otherwise
+    /// why not, in words for the report.
+    fn verified(
+        &self,
+        run_id: &str,
+        target: &Target,
+        approval: &Approval,
+        wanted: &[ApprovalAction],
+        actions: &[ProposedAction],
+    ) -> Result<ApprovalRecord, String> {
+        let record = approval.as_ref().map_err(Clone::clone)?;
+        let id = &record.approval_id;
         let why_not = if record.undo.is_some() != wanted.contains(&ApprovalAction::Undo) {
             // An undo record authorises its undo only; a proposal's approval never an undo.
             Some(format!("approval {id} is not a record of this kind of decision"))
@@ -376,7 +408,7 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         } else if !record.decision.is_some_and(|d| wanted.contains(&d)) {
             Some(format!("approval {id} decided {:?}, not {wanted:?}", record.decision))
         } else if let Err(why) = record.decision_is_authentic() {
-            // By POST on its page or a signed click in its Slack channel, by someone it was routed to.
+            // By its recipient's own link, or a signed click by a Slack user its audience names.
             Some(why)
         } else if record.run_id != run_id {
             Some(format!("approval {id} belongs to run {:?}, not {run_id:?}", record.run_id))
@@ -403,7 +435,7 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         } else {
             None
         };
-        Ok(match why_not {
+        match why_not {
             Some(why) => {
                 tracing::warn!(
                     run_id,
@@ -414,16 +446,11 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 );
                 Err(why)
             }
-            None => Ok(record),
-        })
+            None => Ok(record.clone()),
+        }
     }
 
-    async fn snapshot(
-        &self,
-        run_id: &str,
-        target: &Target,
-        decision: Option<&DecisionRef>,
-    ) -> Result<ActionOutcome, FinopsError> {
+    async fn snapshot(&self, run_id: &str, target: &Target, approval: &Approval) -> Result<ActionOutcome, FinopsError> {
         let refuse = |detail: String| Ok(outcome_of("snapshot", target, Outcome::Refused, detail, vec![]));
         let of = SnapshotOf::Instance(&target.resource_id);
         // The approval record decides which: a payload saying "volumes" for an approved stop is refused.
@@ -431,7 +458,7 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             ProposedAction::SnapshotAndDeleteVolumes => (target.action, "stopped instance's volumes, to delete"),
             _ => (ProposedAction::SnapshotAndStop, "idle stop"),
         };
-        if let Some(settled) = self.snapshot_settled(run_id, target, decision, action, of).await? {
+        if let Some(settled) = self.snapshot_settled(run_id, target, approval, action, of).await? {
             return Ok(settled);
         }
         let Some(live) = self.live.describe_instance(&target.region, &target.resource_id).await? else {
@@ -484,14 +511,14 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         run_id: &str,
         target: &Target,
         snapshot_ids: &[String],
-        decision: Option<&DecisionRef>,
+        approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
         let refuse = |detail: String| {
             Ok(outcome_of("stop", target, Outcome::Refused, format!("not stopped: {detail}"), snapshot_ids.to_vec()))
         };
         let stop = [ProposedAction::SnapshotAndStop];
-        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Approve], &stop).await? {
+        let record = match self.verified(run_id, target, approval, &[ApprovalAction::Approve], &stop) {
             Ok(record) => record,
             Err(why) => return refuse(why),
         };
@@ -607,11 +634,11 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         &self,
         run_id: &str,
         target: &Target,
-        decision: Option<&DecisionRef>,
+        approval: &Approval,
         action: ProposedAction,
         of: SnapshotOf<'_>,
     ) -> Result<Option<ActionOutcome>, FinopsError> {
-        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &[action]).await? {
+        if let Err(why) = self.verified(run_id, target, approval, &[ApprovalAction::Approve], &[action]) {
             let detail = format!("not snapshotted: {why}");
             return Ok(Some(outcome_of("snapshot", target, Outcome::Refused, detail, vec![])));
         }
@@ -634,13 +661,13 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         &self,
         run_id: &str,
         target: &Target,
-        decision: Option<&DecisionRef>,
+        approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
         let refuse = |detail: String| Ok(outcome_of("snapshot", target, Outcome::Refused, detail, vec![]));
         let of = SnapshotOf::Volume(&target.resource_id);
         if let Some(settled) =
-            self.snapshot_settled(run_id, target, decision, ProposedAction::SnapshotAndDelete, of).await?
+            self.snapshot_settled(run_id, target, approval, ProposedAction::SnapshotAndDelete, of).await?
         {
             return Ok(settled);
         }
@@ -671,14 +698,14 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         run_id: &str,
         target: &Target,
         snapshot_ids: &[String],
-        decision: Option<&DecisionRef>,
+        approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
         let outcome = |outcome: Outcome, detail: String| {
             Ok(outcome_of("delete_volume", target, outcome, detail, snapshot_ids.to_vec()))
         };
         let delete = [ProposedAction::SnapshotAndDelete];
-        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Approve], &delete).await? {
+        let record = match self.verified(run_id, target, approval, &[ApprovalAction::Approve], &delete) {
             Ok(record) => record,
             Err(why) => return outcome(Outcome::Refused, format!("not deleted: {why}")),
         };
@@ -742,7 +769,7 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         run_id: &str,
         target: &Target,
         snapshot_ids: &[String],
-        decision: Option<&DecisionRef>,
+        approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
         let outcome = |outcome: Outcome, detail: String| {
@@ -754,7 +781,7 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             return outcome(Outcome::Refused, why.into());
         }
         let wanted = [ProposedAction::SnapshotAndDeleteVolumes];
-        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Approve], &wanted).await? {
+        let record = match self.verified(run_id, target, approval, &[ApprovalAction::Approve], &wanted) {
             Ok(record) => record,
             Err(why) => return outcome(Outcome::Refused, format!("not deleted: {why}")),
         };
@@ -933,13 +960,13 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         &self,
         run_id: &str,
         target: &Target,
-        decision: Option<&DecisionRef>,
+        approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
         let outcome =
             |outcome: Outcome, detail: String| Ok(outcome_of("release_address", target, outcome, detail, vec![]));
         let release = [ProposedAction::Release];
-        if let Err(why) = self.verified(run_id, target, decision, &[ApprovalAction::Approve], &release).await? {
+        if let Err(why) = self.verified(run_id, target, approval, &[ApprovalAction::Approve], &release) {
             return outcome(Outcome::Refused, format!("not released: {why}"));
         }
         let Some(live) = self.live.describe_address(&target.region, &target.resource_id).await? else {
@@ -968,14 +995,14 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         &self,
         run_id: &str,
         target: &Target,
-        decision: Option<&DecisionRef>,
+        approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
         let outcome = |outcome: Outcome, detail: String, snaps: Vec<String>| {
             Ok(outcome_of("undo", target, outcome, detail, snaps))
         };
         let undoable = [ProposedAction::SnapshotAndStop, ProposedAction::SnapshotAndDelete];
-        let record = match self.verified(run_id, target, decision, &[ApprovalAction::Undo], &undoable).await? {
+        let record = match self.verified(run_id, target, approval, &[ApprovalAction::Undo], &undoable) {
             Ok(record) => record,
             Err(why) => return outcome(Outcome::Refused, format!("not undone: {why}"), vec![]),
         };
@@ -986,7 +1013,8 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             (TAG_UNDONE_AT.to_owned(), now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         ];
         let (region, id) = (target.region.as_str(), target.resource_id.as_str());
-        match target.action {
+        // What was done, and so what is undone, is the record's (its proposal's action), never the payload's.
+        match record.proposal.action {
             ProposedAction::SnapshotAndStop => {
                 let Some(live) = self.live.describe_instance(region, id).await? else {
                     return outcome(Outcome::Refused, "not started: the instance no longer exists".into(), vec![]);
@@ -995,15 +1023,13 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 if running && live.tags.get(TAG_UNDO_ID).map(String::as_str) == Some(undo_id) {
                     return outcome(Outcome::AlreadyDone, format!("{} again by this undo", live.state), vec![]);
                 }
-                if live.state != "stopped" {
-                    let why = format!("not started: it is {} (changed since, not by this undo)", live.state);
-                    return outcome(Outcome::Refused, why, vec![]);
+                if let Some(why) = changed_since_stopped(&live, &record, run_id) {
+                    return outcome(Outcome::Refused, format!("not started: {why}"), vec![]);
                 }
-                if live.tags.get(TAG_RUN_ID).map(String::as_str) != Some(run_id)
-                    || live.tags.get(TAG_ACTION).map(String::as_str) != Some("stopped")
-                {
-                    let why = "not started: stopped since by another run or by hand, not the stop this undoes";
-                    return outcome(Outcome::Refused, why.into(), vec![]);
+                // What a person changed since wins: tagged production or protected, snoozed, now in a cluster.
+                if let Some((reason, detail)) = self.config.policy.start_block(&live, now) {
+                    let why = format!("not started: policy re-check on the live instance: {reason}: {detail}");
+                    return outcome(Outcome::Refused, why, vec![]);
                 }
                 // The undo id first (a retry after a crash knows the start was ours), the start, then the action tag
                 // (IAM lets StartInstances touch only instances still tagged as stopped by finops).
@@ -1016,6 +1042,13 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 if let Some(volume) = self.ec2.undo_volume(region, undo_id).await? {
                     return outcome(Outcome::AlreadyDone, format!("recreated as {volume} by this undo"), vec![]);
                 }
+                // One volume from one deletion: a volume already recreated from it (by hand, or another undo) is
+                // not made twice.
+                let recreated = self.ec2.recreated_volumes(region, id).await?;
+                if let Some(other) = recreated.first() {
+                    let why = format!("not recreated: {id} was recreated already, as {other}");
+                    return outcome(Outcome::Refused, why, vec![]);
+                }
                 let snapshot = self
                     .ec2
                     .run_snapshots(region, run_id, SnapshotOf::Volume(id))
@@ -1026,6 +1059,15 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                     let why = format!("not recreated: no completed snapshot of {id} from run {run_id}");
                     return outcome(Outcome::Refused, why, vec![]);
                 };
+                // The snapshot is what is left of the volume: tagged production or protected since, it stays as is.
+                if let Some(blocked) = resource_block(ResourceKind::EbsVolume, &snapshot.tags, &self.config.policy, now)
+                {
+                    let why = format!(
+                        "not recreated: policy re-check on the snapshot: {}: {}",
+                        blocked.reason, blocked.detail
+                    );
+                    return outcome(Outcome::Refused, why, vec![snapshot.snapshot_id]);
+                }
                 let Some(zone) = snapshot.tags.get(TAG_VOLUME_ZONE).filter(|z| !z.is_empty()) else {
                     let why =
                         format!("not recreated: snapshot {} does not say the volume's zone", snapshot.snapshot_id);
@@ -1038,7 +1080,7 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 };
                 let mut tags = audit;
                 tags.push((TAG_VOLUME_ID.to_owned(), id.to_owned()));
-                tags.push((TAG_ACTION.to_owned(), "recreated-volume".to_owned()));
+                tags.push((TAG_ACTION.to_owned(), RECREATED_VOLUME.to_owned()));
                 if let Some(name) = snapshot.tags.get(TAG_VOLUME_NAME) {
                     tags.push(("Name".to_owned(), name.clone()));
                 }
@@ -1047,7 +1089,7 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 outcome(Outcome::Done, detail, vec![snapshot.snapshot_id])
             }
             ProposedAction::Release | ProposedAction::SnapshotAndDeleteVolumes => {
-                outcome(Outcome::Refused, format!("not undone: {}", target.action.undo_explained()), vec![])
+                outcome(Outcome::Refused, format!("not undone: {}", record.proposal.action.undo_explained()), vec![])
             }
         }
     }
@@ -1087,12 +1129,18 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         &self,
         run_id: &str,
         target: &Target,
-        decision: Option<&DecisionRef>,
+        approval: &Approval,
         now: DateTime<Utc>,
     ) -> Result<ActionOutcome, FinopsError> {
-        let wanted = [ApprovalAction::Snooze, ApprovalAction::Deny];
-        let any = [ProposedAction::SnapshotAndStop, ProposedAction::SnapshotAndDelete, ProposedAction::Release];
-        let record = match self.verified(run_id, target, decision, &wanted, &any).await? {
+        // A snooze (an approver's, or its owner's) or a denial is recorded on every kind of resource proposed.
+        let wanted = [ApprovalAction::Snooze, ApprovalAction::OwnerSnooze, ApprovalAction::Deny];
+        let any = [
+            ProposedAction::SnapshotAndStop,
+            ProposedAction::SnapshotAndDelete,
+            ProposedAction::Release,
+            ProposedAction::SnapshotAndDeleteVolumes,
+        ];
+        let record = match self.verified(run_id, target, approval, &wanted, &any) {
             Ok(record) => record,
             Err(why) => return Ok(outcome_of("tag", target, Outcome::Refused, format!("not tagged: {why}"), vec![])),
         };
@@ -1104,7 +1152,7 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         if let Some(who) = record.approver.as_deref().map(tag_value).filter(|w| !w.is_empty()) {
             tags.push(("finops:decided-by".to_owned(), who));
         }
-        let detail = if decided == ApprovalAction::Snooze {
+        let detail = if decided.is_snooze() {
             let until =
                 (now + Duration::days(self.config.snooze_days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             tags.push((self.config.policy.snooze_tag_key.clone(), until.clone()));
@@ -1114,6 +1162,49 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         };
         self.ec2.tag_resource(&target.region, &target.resource_id, &tags).await?;
         Ok(outcome_of("tag", target, Outcome::Done, detail, vec![]))
+    }
+}
+
+/// How long after the stop was requested EC2 may say it stopped (the stop's own transition), before a later stop
+/// counts as someone else's.
+const STOP_SETTLES_WITHIN_SECONDS: i64 = 3_600;
+
+/// Why a stopped instance is not as the stop an undo record undoes left it, if it is not: not stopped, stopped by
+/// another run or by hand, started since (its launch time moved on: a start and a stop by a person), or stopped at
+/// another time than that stop (EC2's state transition says when).
+fn changed_since_stopped(live: &InstanceRecord, record: &ApprovalRecord, run_id: &str) -> Option<String> {
+    if live.state != "stopped" {
+        return Some(format!("it is {} (changed since, not by this undo)", live.state));
+    }
+    if live.tags.get(TAG_RUN_ID).map(String::as_str) != Some(run_id)
+        || live.tags.get(TAG_ACTION).map(String::as_str) != Some("stopped")
+    {
+        return Some("stopped since by another run or by hand, not the stop this undoes".into());
+    }
+    match record.proposal.launch_time {
+        Some(launched) if launched.timestamp() == live.launch_time.timestamp() => {}
+        Some(launched) => {
+            return Some(format!(
+                "started since the stop this undoes (launch time {} then, {} now): someone else runs it now",
+                launched.to_rfc3339(),
+                live.launch_time.to_rfc3339()
+            ))
+        }
+        None => return Some("the approval does not say when the instance was launched".into()),
+    }
+    let acted = record.undo.as_ref().and_then(|u| DateTime::parse_from_rfc3339(&u.acted_at).ok());
+    match (live.stopped_since, acted) {
+        (Some(stopped), Some(acted))
+            if (stopped - acted.with_timezone(&Utc)).num_seconds() > STOP_SETTLES_WITHIN_SECONDS
+                || (acted.with_timezone(&Utc) - stopped).num_seconds() > STOP_SETTLES_WITHIN_SECONDS =>
+        {
+            Some(format!(
+                "stopped at {} by EC2's account of it, not at {} by the stop this undoes",
+                stopped.to_rfc3339(),
+                acted.to_rfc3339()
+            ))
+        }
+        _ => None,
     }
 }
 

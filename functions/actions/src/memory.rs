@@ -10,7 +10,9 @@ use finops_core::resources::ElasticAddress;
 use finops_core::InstanceRecord;
 use finops_inventory::{InstanceLookup, LiveVolume, ResourceLookup};
 
-use crate::{Ec2Actions, RecreatedVolume, SnapshotInfo, SnapshotOf, TAG_RUN_ID, TAG_UNDO_ID};
+use crate::{
+    Ec2Actions, RecreatedVolume, SnapshotInfo, SnapshotOf, TAG_ACTION, TAG_RUN_ID, TAG_UNDO_ID, TAG_VOLUME_ID,
+};
 
 #[derive(Default)]
 pub struct MemoryEc2 {
@@ -294,6 +296,17 @@ impl Ec2Actions for MemoryEc2 {
         }
         lock(&self.started).push(instance_id.to_owned());
         Ok(())
+    }
+
+    async fn recreated_volumes(&self, _: &str, volume_id: &str) -> Result<Vec<String>, FinopsError> {
+        Ok(lock(&self.volumes)
+            .values()
+            .filter(|v| {
+                v.record.tags.get(TAG_VOLUME_ID).map(String::as_str) == Some(volume_id)
+                    && v.record.tags.get(TAG_ACTION).map(String::as_str) == Some(crate::RECREATED_VOLUME)
+            })
+            .map(|v| v.record.volume_id.clone())
+            .collect())
     }
 
     async fn undo_volume(&self, _: &str, undo_id: &str) -> Result<Option<String>, FinopsError> {

@@ -46,13 +46,14 @@ fn proposal() -> Value {
 fn decided(decision: ApprovalAction) -> ApprovalRecord {
     ApprovalRecord::pending(
         APPROVAL,
-        "token",
         serde_json::from_value(proposal()).unwrap(),
         "run-1",
         "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1",
+        finops_testkit::fixtures::audience(&["ana@example.com", "bo@example.com"]),
         now().timestamp() - 86_400 * 4,
         now().timestamp() + 3_600,
     )
+    .waiting_on("token")
     .decided(&Decision {
         action: decision,
         approver: "ana@example.com",
@@ -115,8 +116,11 @@ impl World {
             ec2: MemoryEc2::with([instance]),
             approvals: MemoryApprovals::default(),
             metrics,
-            config: ActionsConfig::from_vars([("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string())])
-                .unwrap(),
+            config: ActionsConfig::from_vars([
+                ("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string()),
+                ("FINOPS_MODE".to_string(), "act".to_string()),
+            ])
+            .unwrap(),
         }
     }
 
@@ -183,13 +187,10 @@ async fn a_hand_written_payload_snapshots_and_stops_nothing() {
     let mut not_post = decided(ApprovalAction::Approve);
     not_post.decided_via = None;
     // Approved for the same instance id in another account: not this stop (the account acted in is the approved one).
-    // Routed to the data team, decided by someone else (the page refuses that; the acting step checks again).
+    // Asked of the data team, decided by someone else (the page refuses that; the acting step checks again).
     let mut not_routed = decided(ApprovalAction::Approve);
-    not_routed.routed = Some(finops_core::organization::Routed {
-        approvers: vec!["data-team@example.com".into()],
-        because: "account 111111111111".into(),
-        slack_channel: None,
-    });
+    not_routed.audience.approvers = vec!["data-team@example.com".into()];
+    not_routed.audience.because = "account 111111111111".into();
     let mut other_account = decided(ApprovalAction::Approve);
     other_account.proposal.account = Some(finops_core::organization::AccountRef::new("111111111111", "data-dev"));
     for (record, needle) in [
@@ -200,7 +201,7 @@ async fn a_hand_written_payload_snapshots_and_stops_nothing() {
         (other_run, "belongs to run"),
         (other_instance, "is for i-0fffffffffffffff0"),
         (not_post, "not decided by POST"),
-        (not_routed, "decided by someone it was not routed to (account 111111111111)"),
+        (not_routed, "ana@example.com is not an approver of this resource (account 111111111111)"),
         (other_account, "is for an instance in account 111111111111, not in account this one"),
     ] {
         w.approvals.insert(record);
@@ -413,6 +414,95 @@ async fn an_undo_leaves_an_instance_stopped_since_by_someone_else() {
     assert!(w.ec2.started.lock().unwrap().is_empty());
 }
 
+/// Finding 4 of the "who decides" review: an undo started an instance a person had started and stopped again since,
+/// and one retagged production or protected since. The undo acts only on the stop it undoes, and the live policy wins.
+#[tokio::test]
+async fn an_undo_leaves_an_instance_a_person_changed_since_the_stop() {
+    let stopped_world = || async {
+        let w = World::new(instance(), IDLE);
+        let snaps = w.snapshotted().await;
+        assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::Done);
+        w.approvals.insert(undo_decided(ApprovalAction::Undo));
+        w
+    };
+    let changes: [(&str, fn(&mut InstanceRecord)); 5] = [
+        ("started since the stop", |i| i.launch_time = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap()),
+        ("stopped at", |i| i.stopped_since = Some(Utc.with_ymd_and_hms(2026, 12, 2, 14, 0, 0).unwrap())),
+        ("production instance", |i| {
+            i.tags.insert("Environment".into(), "production".into());
+        }),
+        ("finops:protect", |i| {
+            i.tags.insert("finops:protect".into(), "true".into());
+        }),
+        ("snoozed until", |i| {
+            i.tags.insert("finops:snooze-until".into(), "2027-01-01T00:00:00Z".into());
+        }),
+    ];
+    for (why, change) in changes {
+        let w = stopped_world().await;
+        change(w.ec2.instances.lock().unwrap().get_mut(ID).unwrap());
+        let refused = w.undo(UNDO).await;
+        assert_eq!(refused.outcome, Outcome::Refused, "{why}: {}", refused.detail);
+        assert!(refused.detail.contains(why), "{why}: {}", refused.detail);
+        assert!(w.ec2.started.lock().unwrap().is_empty(), "{why}: nothing started");
+    }
+    // Stopped at the time of the stop it undoes (EC2's account of it), nothing changed since: started.
+    let w = stopped_world().await;
+    w.ec2.instances.lock().unwrap().get_mut(ID).unwrap().stopped_since =
+        Some(Utc.with_ymd_and_hms(2026, 12, 2, 9, 20, 30).unwrap());
+    assert_eq!(w.undo(UNDO).await.outcome, Outcome::Done);
+}
+
+/// Finding 7: an acting operation takes its target from the approval record, never from the payload. A payload
+/// that names the approved instance but another action, launch time or measurement window changes nothing of what is
+/// checked.
+#[tokio::test]
+async fn an_acting_operation_takes_its_target_from_the_approval_record() {
+    let w = World::new(instance(), IDLE);
+    let snaps = w.snapshotted().await;
+    let mut forged = proposal();
+    // A launch time that matches nothing (the stop would refuse "restarted since" if it read it), and a window that
+    // ends today (so no re-measurement would happen).
+    forged["launchTime"] = json!("2020-01-01T00:00:00Z");
+    forged["measuredUntil"] = json!(now().to_rfc3339());
+    forged["justification"] = json!("payload text");
+    let out = w
+        .call(json!({"operation": "stop", "runId": "run-1", "proposal": forged, "snapshotIds": snaps, "decision": approval()}))
+        .await
+        .unwrap();
+    assert_eq!(out.outcome, Outcome::Done, "the record's launch time holds: {}", out.detail);
+    assert_eq!(w.ec2.instance(ID).unwrap().tags["finops:reason"], "idle 14 days", "the record's justification");
+    // An undo payload that says "recreate a volume" for a stop's undo undoes the stop.
+    w.approvals.insert(undo_decided(ApprovalAction::Undo));
+    let mut other_action = proposal();
+    other_action["action"] = json!("snapshot-and-delete");
+    let undone = w
+        .call(
+            json!({"operation": "undo", "runId": "run-1", "proposal": other_action, "decision": {"approvalId": UNDO}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(undone.outcome, Outcome::Done, "{}", undone.detail);
+    assert_eq!(*w.ec2.started.lock().unwrap(), [ID]);
+}
+
+/// The kill switch: a recommend deployment changes nothing, an undo included, whatever reaches the step.
+#[tokio::test]
+async fn a_recommend_deployment_changes_nothing_undo_included() {
+    let mut w = World::new(instance(), IDLE);
+    let snaps = w.snapshotted().await;
+    assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::Done);
+    w.approvals.insert(undo_decided(ApprovalAction::Undo));
+    w.config = ActionsConfig::from_vars([("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string())]).unwrap();
+    let refused = w.undo(UNDO).await;
+    assert_eq!(refused.outcome, Outcome::Refused);
+    assert!(refused.detail.contains("recommend mode"), "{}", refused.detail);
+    assert!(w.ec2.started.lock().unwrap().is_empty());
+    let before = w.ec2.snapshot_count();
+    assert_eq!(w.snapshot(json!({"approvalId": APPROVAL})).await.outcome, Outcome::Refused);
+    assert_eq!(w.ec2.snapshot_count(), before);
+}
+
 /// The long-stopped dev box, as the inventory lists it, proposed for deleting its volumes.
 fn stopped_proposal() -> Value {
     let mut p = proposal();
@@ -429,7 +519,10 @@ fn stopped_world(on: bool) -> World {
     let mut i = instance();
     i.state = "stopped".into();
     let mut w = World::new(i, IDLE);
-    let mut vars = vec![("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string())];
+    let mut vars = vec![
+        ("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string()),
+        ("FINOPS_MODE".to_string(), "act".to_string()),
+    ];
     if on {
         vars.push(("FINOPS_STOPPED_VOLUMES".to_string(), "delete".to_string()));
     }
@@ -523,5 +616,30 @@ async fn a_stopped_instances_volumes_are_kept_unless_everything_still_says_delet
     for world in [&off, &w, &running] {
         assert!(world.ec2.deletions().is_empty(), "nothing deleted");
         assert_eq!(world.ec2.instance(ID).unwrap().volumes.len(), 1, "nothing detached");
+    }
+}
+
+/// Finding 7: a snooze of a long-stopped instance's volumes was refused by the tag step, so it was proposed again next
+/// run. Every kind of proposal can be snoozed, by an approver or by its owner.
+#[tokio::test]
+async fn a_snooze_of_a_stopped_instances_volumes_is_tagged_like_any_other() {
+    for (decision, approver) in
+        [(ApprovalAction::Snooze, "ana@example.com"), (ApprovalAction::OwnerSnooze, "raj@example.com")]
+    {
+        let w = stopped_world(true);
+        let mut record = w.approvals.get(VOLUMES_APPROVAL).await.unwrap().unwrap();
+        record.proposal.owner = Some("raj@example.com".into());
+        record.owner_notice = Some("asked".into());
+        (record.decision, record.approver) = (Some(decision), Some(approver.into()));
+        w.approvals.insert(record);
+        let out = w
+            .call(json!({"operation": "tag", "runId": "run-1", "proposal": stopped_proposal(), "decision": {"approvalId": VOLUMES_APPROVAL}}))
+            .await
+            .unwrap();
+        assert_eq!(out.outcome, Outcome::Done, "{decision}: {}", out.detail);
+        let tags = w.ec2.instance(ID).unwrap().tags;
+        assert!(tags.contains_key("finops:snooze-until"), "{decision}: {tags:?}");
+        assert_eq!(tags["finops:decided-by"], approver);
+        assert!(w.ec2.deletions().is_empty(), "a snooze deletes nothing");
     }
 }

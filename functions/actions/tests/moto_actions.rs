@@ -37,9 +37,10 @@ async fn harness(moto: &finops_testkit::MotoSession, vars: Vec<(String, String)>
         ec2: SdkEc2Actions::new(config.clone()),
         approvals: MemoryApprovals::default(),
         metrics: CloudWatchMetrics::new(config),
-        config: ActionsConfig::from_vars(
-            vars.into_iter().chain([("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string())]),
-        )
+        config: ActionsConfig::from_vars(vars.into_iter().chain([
+            ("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string()),
+            ("FINOPS_MODE".to_string(), "act".to_string()),
+        ]))
         .unwrap(),
         client,
         image,
@@ -69,13 +70,14 @@ impl Harness {
         self.approvals.insert(
             ApprovalRecord::pending(
                 approval_id.clone(),
-                "token",
                 serde_json::from_value(self.proposal(id).await).unwrap(),
                 run_id,
                 format!("arn:aws:states:{REGION}:123456789012:execution:finops:{run_id}"),
+                finops_testkit::fixtures::audience(&["ana@example.com", "bo@example.com"]),
                 Utc::now().timestamp(),
                 Utc::now().timestamp() + 3600,
             )
+            .waiting_on("token")
             .decided(&Decision {
                 action: decision,
                 approver: "ana@example.com",
@@ -315,13 +317,14 @@ fn approve(h: &Harness, proposal: &Value, n: char) -> Value {
     h.approvals.insert(
         ApprovalRecord::pending(
             approval_id.clone(),
-            "token",
             serde_json::from_value(proposal.clone()).unwrap(),
             "run-1",
             format!("arn:aws:states:{REGION}:123456789012:execution:finops:run-1"),
+            finops_testkit::fixtures::audience(&["ana@example.com", "bo@example.com"]),
             Utc::now().timestamp(),
             Utc::now().timestamp() + 3600,
         )
+        .waiting_on("token")
         .decided(&Decision {
             action: ApprovalAction::Approve,
             approver: "ana@example.com",

@@ -75,13 +75,14 @@ fn address_proposal() -> Value {
 fn decided(id: &str, proposal: Value, decision: ApprovalAction) -> ApprovalRecord {
     ApprovalRecord::pending(
         id,
-        "token",
         serde_json::from_value(proposal).unwrap(),
         "run-1",
         "arn:aws:states:ap-southeast-2:123456789012:execution:finops:run-1",
+        finops_testkit::fixtures::audience(&["ana@example.com", "bo@example.com"]),
         now().timestamp() - 86_400,
         now().timestamp() + 3_600,
     )
+    .waiting_on("token")
     .decided(&Decision {
         action: decision,
         approver: "ana@example.com",
@@ -137,8 +138,11 @@ impl World {
             ec2: MemoryEc2::default().with_resources(vec![volume], vec![address]),
             approvals: MemoryApprovals::default(),
             metrics: VolumeIo { used: false },
-            config: ActionsConfig::from_vars([("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string())])
-                .unwrap(),
+            config: ActionsConfig::from_vars([
+                ("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string()),
+                ("FINOPS_MODE".to_string(), "act".to_string()),
+            ])
+            .unwrap(),
         }
     }
 

@@ -40,15 +40,11 @@ pub fn notice(title: &str, message: &str) -> String {
     layout(title, &format!("<h1>{}</h1><p id=\"message\">{}</p>", esc(title), esc(message)))
 }
 
-/// The confirmation page of one link: it can only record the decision of the link that was followed. Its one button
-/// submits that decision (so Enter in the name field does too); the other decisions are plain links to their own
-/// pages. `post_to` is the followed link's own path and query.
-pub fn confirmation(
-    record: &ApprovalRecord,
-    chosen: ApprovalAction,
-    post_to: &str,
-    others: &[(ApprovalAction, String)],
-) -> String {
+/// The confirmation page of one link: it can only record the decision of the link that was followed, as the
+/// person the link was sent to. Its one button submits that decision; it shows no other decision's link (each person
+/// has their own in their email), and asks for no name (the link says who decides). `post_to` is the followed link's
+/// own path and query.
+pub fn confirmation(record: &ApprovalRecord, chosen: ApprovalAction, post_to: &str, recipient: &str) -> String {
     let p = &record.proposal;
     let saving = p.monthly_saving_usd.map_or_else(|| "unknown".into(), |s| format!("${s:.2} per month"));
     let row = |k: &str, v: &str| format!("<tr><td>{}</td><td>{}</td></tr>", esc(k), esc(&untrusted::display(v, 300)));
@@ -78,6 +74,12 @@ pub fn confirmation(
             format!("Snooze {who}?"),
             "It will be tagged and left alone until the snooze ends. Nothing has happened yet.",
             "Snooze: leave it alone for now".to_owned(),
+        ),
+        ApprovalAction::OwnerSnooze => (
+            format!("Keep {who}?"),
+            "As its owner, you can keep it: it will be tagged and left alone until the snooze ends, and the \
+             approvers see that its owner kept it. Nothing has happened yet.",
+            "Keep it: snooze it for now".to_owned(),
         ),
         ApprovalAction::Undo => (
             match action {
@@ -116,22 +118,16 @@ pub fn confirmation(
             }
         },
     };
-    let other_links: String = others
-        .iter()
-        .filter(|(a, _)| *a != chosen)
-        .map(|(a, href)| format!("<a id=\"{0}-instead\" href=\"{1}\">{0} instead</a>", a.as_str(), esc(href)))
-        .collect::<Vec<_>>()
-        .join(" · ");
     let body = format!(
         "<h1>{question}</h1>\
          <p>{explain}</p>\
          <table>{rows}</table>\
          <h2>Evidence</h2><ul class=\"evidence\">{evidence}</ul>{chart}{why}\
          <form method=\"post\" action=\"{post_to}\"><input type=\"hidden\" name=\"decision\" value=\"{decision}\">\
-         {routed}<p><label>Your name or email (for the audit trail) \
-         <input name=\"approver\" id=\"approver\" required maxlength=\"200\" autocomplete=\"email\"></label></p>\
-         <p><button type=\"submit\" id=\"{decision}\" class=\"primary\">{button}</button></p></form>\
-         {others}",
+         <p class=\"decider\">You decide as <strong id=\"decider\">{recipient}</strong>: this link was sent to that \
+         address, and the audit trail records the decision as theirs (a forwarded email still decides as its \
+         recipient). It records this one decision only.</p>\
+         <p><button type=\"submit\" id=\"{decision}\" class=\"primary\">{button}</button></p></form>",
         rows = [
             row(action.resource_label(), &format!("{} ({})", p.resource_id, p.region)),
             p.account.as_ref().map_or_else(String::new, |a| row("Account", &format!("{} ({})", a.id, a.name))),
@@ -146,17 +142,7 @@ pub fn confirmation(
         chart = p.daily.as_ref().map_or_else(String::new, chart),
         post_to = esc(post_to),
         decision = chosen.as_str(),
-        others = if other_links.is_empty() {
-            String::new()
-        } else {
-            format!("<p class=\"others\">Not what you meant? {other_links}</p>")
-        },
-        routed = record.routed.as_ref().map_or_else(String::new, |r| format!(
-            "<p class=\"routed\">Only the approvers of this account decide ({}): {}. Enter the address this email \
-             was sent to.</p>",
-            esc(&r.because),
-            esc(&r.approvers.join(", "))
-        )),
+        recipient = esc(recipient),
     );
     layout(&question, &body)
 }

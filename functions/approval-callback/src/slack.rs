@@ -2,16 +2,17 @@
 //! decides it, so a click makes the email's link "already decided" and the reverse.
 //!
 //! Nothing is read before Slack's signature is checked (the app's signing secret, constant time, at most five
-//! minutes old), and nothing is decided unless the button's own signed link verifies, the click came from the channel
-//! the approval was posted to (the routed group's, where approvals are routed) and the record is still pending. The
-//! clicking Slack user is the approver of record. Slack waits three seconds for the answer: the decision is one
-//! DynamoDB write and one SendTaskSuccess, then the message is updated in place; a click that changes nothing gets
-//! a note only the clicker sees.
+//! minutes old), and nothing is decided unless the button's own signed link verifies (a link made for a Slack
+//! button), the click was made on the approval's own message (the workspace, channel and ts the request step recorded
+//! when it posted it) by a Slack user the approval's audience names, and the record is still pending. The clicking
+//! user is the approver of record. Slack waits three seconds for the answer: the decision is one DynamoDB write and
+//! one SendTaskSuccess, then the message is updated in place; a click that changes nothing gets a note only the
+//! clicker sees.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use finops_approval_store::slack::{SlackApi, SlackSecrets};
 use finops_approval_store::{
-    ApprovalRecord, ApprovalRecords, ApprovalState, Decision, SigningKey, TaskCallback, DECIDED_VIA_SLACK,
+    ApprovalRecord, ApprovalRecords, ApprovalState, Decision, SigningKey, SlackClick, TaskCallback, DECIDED_VIA_SLACK,
 };
 use finops_core::approval::{ApprovalAction, LinkError};
 use finops_core::slack::{decided_message, parse_interaction, verify_request};
@@ -101,8 +102,20 @@ async fn decide<R: ApprovalRecords, K: SigningKey, C: TaskCallback, S: SlackApi 
     if record.undo.is_some() {
         return Ok(answer(400, "an undo is confirmed on its page, not in Slack"));
     }
-    if let Some(why) = wrong_channel(&record, &click.channel_id) {
-        tracing::warn!(approval_id = link.id, decision = "REJECTED_SLACK_CHANNEL", why, "a click from elsewhere");
+    let at = SlackClick {
+        team: &click.team_id,
+        channel: &click.channel_id,
+        message_ts: &click.message_ts,
+        user: &click.user_id,
+    };
+    if let Err(why) = record.may_decide_in_slack(link.action, &at) {
+        tracing::warn!(
+            approval_id = link.id,
+            user = click.user_id,
+            decision = "REJECTED_SLACK_CLICK",
+            why,
+            "a click that may not decide"
+        );
         tell(format!("{why} Nothing was changed.")).await;
         return Ok(answer(403, &why));
     }
@@ -140,6 +153,9 @@ async fn decide<R: ApprovalRecords, K: SigningKey, C: TaskCallback, S: SlackApi 
         Delivered::AlreadyUsed => "Someone answered this approval first. Nothing was changed now.",
         Delivered::Expired | Delivered::TimedOut => "This approval timed out before your answer. No action was taken.",
         Delivered::Missing => "There is no such approval. Nothing was changed.",
+        Delivered::NotWaiting => {
+            "The workflow is not waiting for this yet. Nothing was changed: click again in a minute."
+        }
         Delivered::Unconfirmed => {
             "Your decision is recorded, but the workflow's answer was lost. If it did not get it, nothing is done and \
              the approval times out. Do not click again."
@@ -149,28 +165,11 @@ async fn decide<R: ApprovalRecords, K: SigningKey, C: TaskCallback, S: SlackApi 
     Ok(answer(200, said))
 }
 
-/// Why a click from `channel` cannot decide `record` (None: it can): it was never asked in Slack, or asked in another
-/// channel (a copied message, another workspace's app), or its route's channel is not where it was asked.
-fn wrong_channel(record: &ApprovalRecord, channel: &str) -> Option<String> {
-    let Some(asked) = &record.slack else {
-        return Some("This approval was not asked in Slack.".into());
-    };
-    if asked.channel != channel {
-        return Some(format!("This approval was asked in another channel ({}).", asked.channel));
-    }
-    match &record.routed {
-        Some(routed) if routed.slack_channel.as_deref() != Some(channel) => {
-            Some(format!("Only the approvers of {} decide this approval.", routed.because))
-        }
-        _ => None,
-    }
-}
-
 /// The approval's Slack message, if it has one, says who decided what (its buttons gone). A message Slack refuses to
 /// update is logged: the decision stands either way.
 pub async fn show_decision<S: SlackApi>(slack: &S, record: &ApprovalRecord, decision: &Decision<'_>) {
     let Some(at) = &record.slack else { return };
-    if decision.action == ApprovalAction::Undo {
+    if !ApprovalAction::ALL.contains(&decision.action) && decision.action != ApprovalAction::OwnerSnooze {
         return;
     }
     let message = decided_message(&record.proposal, decision.action, decision.approver, decision.decided_at);

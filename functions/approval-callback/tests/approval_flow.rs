@@ -1,6 +1,6 @@
 //! The approval round trip on a real moto server: a Step Functions execution really waiting on a task token, the
-//! approval request storing the record in DynamoDB and emailing through SNS (read back from an SQS subscription),
-//! the signing key from Secrets Manager, and the callback's GET and POST.
+//! request step storing the record in DynamoDB, mailing its digest through SNS (read back from an SQS subscription)
+//! and attaching the wait's task token, the signing key from Secrets Manager, and the callback's GET and POST.
 
 use chrono::{Duration, Utc};
 use finops_approval_callback::{handle, HttpRequest, HttpResponse};
@@ -9,7 +9,8 @@ use finops_approval_store::{
     SecretsManagerKey, SfnCallback, SnsNotifier,
 };
 use finops_core::approval::{ApprovalAction, ApprovalLink};
-use finops_request_approval::{DeploymentMode, RequestConfig};
+use finops_core::organization::Audience;
+use finops_request_approval::{RequestConfig, RequestStep};
 use finops_testkit::approvals::{approval_plumbing, ApprovalPlumbing, SECRET, SIGNING_KEY, TABLE};
 use finops_testkit::moto;
 use serde_json::json;
@@ -28,13 +29,26 @@ fn proposal() -> serde_json::Value {
     })
 }
 
+/// The request step as a deployment builds it, on moto: DynamoDB, Secrets Manager and SNS, without Slack or owners.
+type MotoRequestStep = RequestStep<
+    DynamoApprovals,
+    SecretsManagerKey,
+    SnsNotifier,
+    Option<finops_aws::ListedAccounts>,
+    finops_approval_store::slack::MemorySlack,
+    finops_approval_store::owner::MemoryMailer,
+>;
+
 struct Harness {
     plumbing: ApprovalPlumbing,
     records: DynamoApprovals,
     key: SecretsManagerKey,
     callback: SfnCallback,
-    notifier: SnsNotifier,
+    config: aws_config::SdkConfig,
 }
+
+/// The approver the deployment names: every digest goes to them, and their links decide as them.
+const ANA: &str = "ana@example.com";
 
 async fn harness(moto: &finops_testkit::MotoSession) -> Harness {
     let config = moto.sdk_config("ap-southeast-2").await;
@@ -43,40 +57,49 @@ async fn harness(moto: &finops_testkit::MotoSession) -> Harness {
         records: DynamoApprovals::new(&config, TABLE),
         key: SecretsManagerKey::new(&config, SECRET),
         callback: SfnCallback::new(&config),
-        notifier: SnsNotifier::new(&config, plumbing.topic_arn.clone()),
         plumbing,
+        config,
     }
 }
 
 impl Harness {
-    /// Requests an approval for the execution; its name is the run id, as the state machine passes it.
-    async fn request(&self, token: &str, execution_arn: &str, window: i64) -> String {
-        let config = RequestConfig {
-            base_url: BASE.into(),
-            window_seconds: window,
-            snooze_days: 7,
-            mode: DeploymentMode::Act,
-            routed: false,
-            undo_window_days: 14,
-            owner_domains: Vec::new(),
-        };
+    fn step(&self, window: i64) -> MotoRequestStep {
+        let vars = [
+            ("FINOPS_APPROVAL_BASE_URL", BASE.to_owned()),
+            ("FINOPS_MODE", "act".to_owned()),
+            ("FINOPS_APPROVERS", ANA.to_owned()),
+            ("FINOPS_APPROVAL_WINDOW_SECONDS", window.to_string()),
+        ];
+        RequestStep {
+            records: DynamoApprovals::new(&self.config, TABLE),
+            key: SecretsManagerKey::new(&self.config, SECRET),
+            mail: SnsNotifier::new(&self.config, self.plumbing.topic_arn.clone()),
+            facts: None,
+            slack: None,
+            owners: None,
+            config: RequestConfig::from_vars(vars.map(|(k, v)| (k.to_owned(), v))).unwrap(),
+        }
+    }
+
+    /// Asks the approvers about the proposal of the execution's run (its name is the run id, as the state machine
+    /// passes it), then attaches each of `tokens` as the approval map's wait would (a retried wait comes with a new
+    /// one). The approval id.
+    async fn request(&self, tokens: &[&str], execution_arn: &str, window: i64) -> String {
+        let step = self.step(window);
         let run_id = execution_arn.rsplit(':').next().unwrap();
-        let event = json!({"taskToken": token, "proposal": proposal(), "runId": run_id, "executionArn": execution_arn});
+        let ask = json!({"runId": run_id, "executionArn": execution_arn, "proposals": [proposal()]});
         let trace = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1";
-        let out = finops_request_approval::handle(
-            event,
-            &self.records,
-            &self.key,
-            &self.notifier,
-            &finops_request_approval::NotRouted,
-            &config,
-            Utc::now(),
-            token,
-            Some(trace),
-        )
-        .await
-        .expect("approval request");
-        out.approval_id
+        // Each delivery of the step has its own claim id.
+        let claim = format!("claim-{}", tokens.first().unwrap_or(&"none"));
+        let asked = step.ask(ask, Utc::now(), &claim, Some(trace)).await.expect("ask approvers");
+        assert_eq!((asked.asked, asked.recipients), (1, 1), "{asked:?}");
+        let mut id = String::new();
+        for token in tokens {
+            let wait =
+                json!({"taskToken": token, "proposal": proposal(), "runId": run_id, "executionArn": execution_arn});
+            id = step.wait(wait).await.expect("the wait").approval_id;
+        }
+        id
     }
 
     async fn call(&self, method: &str, url: &str, body: &str) -> HttpResponse {
@@ -115,7 +138,7 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
     let h = harness(&moto).await;
     let sm = h.plumbing.waiting_state_machine("approval-wait", 120).await;
     let (execution, token) = h.plumbing.start_waiting(&sm, "run-1-i-0abc").await;
-    let id = h.request(&token, &execution, 3600).await;
+    let id = h.request(&[&token], &execution, 3600).await;
     let key = finops_testkit::approvals::SIGNING_KEY.as_bytes();
     assert_eq!(id, finops_core::approval::approval_id_for(key, "run-1-i-0abc", "i-0abc"));
 
@@ -137,7 +160,11 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
     assert!(email.contains("#xray:traces/1-5759e988-bd862e3fe1be46a994272793"), "X-Ray trace link");
     let approve = link_for(&email, "Approve");
     let deny = link_for(&email, "Deny:");
-    assert!(approve.starts_with(&format!("{BASE}/approvals/{id}?action=approve&exp=")), "{approve}");
+    assert!(
+        approve.starts_with(&format!("{BASE}/approvals/{id}?action=approve&to=ana%40example.com&exp=")),
+        "{approve}"
+    );
+    assert!(email.contains("This email was sent to ana@example.com"), "{email}");
     assert!(deny.contains("action=deny"));
 
     // A mail scanner's GET (twice, even): a page, nothing else.
@@ -151,7 +178,8 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
         assert_eq!(page.body.matches("<form").count(), 1, "one form, for the decision of the link");
         assert_eq!(page.body.matches("type=\"submit\"").count(), 1, "one button");
         assert!(page.body.contains("name=\"decision\" value=\"approve\""));
-        assert!(page.body.contains("id=\"deny-instead\" href=\"/approvals/"), "other decisions are plain links");
+        assert!(!page.body.contains("-instead"), "no other decision's link: each is in the email");
+        assert!(page.body.contains("You decide as <strong id=\"decider\">ana@example.com</strong>"));
         let header = |k: &str| page.headers.iter().find(|(h, _)| *h == k).map(|(_, v)| v.clone()).unwrap();
         assert_eq!(header("cache-control"), "no-store");
         assert!(header("content-security-policy").contains("default-src 'none'"));
@@ -159,13 +187,14 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
     assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Pending);
     assert_eq!(h.plumbing.status(&execution).await, "RUNNING", "GET moved nothing");
 
-    // A POST without an approver name, or for another decision than its link's, is refused and changes nothing.
-    assert_eq!(h.call("POST", &approve, "decision=approve").await.status, 400);
+    // A POST without the link's decision, or for another decision than its link's, is refused and changes nothing.
+    assert_eq!(h.call("POST", &approve, "").await.status, 400);
     assert_eq!(h.call("POST", &approve, "approver=ana").await.status, 400);
-    assert_eq!(h.call("POST", &deny, "decision=approve&approver=ana").await.status, 400);
+    assert_eq!(h.call("POST", &deny, "decision=approve").await.status, 400);
     assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Pending);
 
-    let done = h.call("POST", &approve, "decision=approve&approver=ana%40example.com").await;
+    // Whatever name a forwarded email's reader types, the link's recipient decides.
+    let done = h.call("POST", &approve, "decision=approve&approver=mallory%40example.com").await;
     assert_eq!(done.status, 200, "{}", done.body);
     assert!(done.body.contains("Approved."));
     let (status, states) = h.plumbing.finished(&execution).await;
@@ -184,7 +213,7 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
         .to_owned();
     let output: serde_json::Value = serde_json::from_str(&output).unwrap();
     assert_eq!(output["approval"]["decision"], "approve");
-    assert_eq!(output["approval"]["approver"], "ana@example.com", "the name, never the address it came from");
+    assert_eq!(output["approval"]["approver"], "ana@example.com", "the recipient, never the address it came from");
     assert_eq!(output["approval"]["approvalId"], id.as_str());
     let record = h.records.get(&id).await.unwrap().unwrap();
     assert_eq!(record.state, ApprovalState::Decided);
@@ -201,24 +230,25 @@ async fn email_link_get_changes_nothing_and_post_approves_once() {
     assert_eq!(h.records.get(&id).await.unwrap().unwrap().approver.as_deref(), Some("ana@example.com"));
 }
 
-/// Step Functions retried the request step (its first answer was lost): the retry waits on a new task token. The
-/// table keeps one record and the approvers one email, whose link answers the task the execution waits on now.
+/// Step Functions retried the request step and the wait (their first answers were lost): the retried wait comes with
+/// a new task token. The table keeps one record and the approver one email, whose link answers the task the
+/// execution waits on now.
 #[tokio::test]
 async fn a_retried_request_keeps_one_email_and_its_link_reaches_the_live_task() {
     let moto = moto().await;
     let h = harness(&moto).await;
     let sm = h.plumbing.waiting_state_machine("approval-wait", 120).await;
     let (execution, token) = h.plumbing.start_waiting(&sm, "run-retried").await;
-    let first = h.request("token-of-the-attempt-that-failed", &execution, 3600).await;
+    let first = h.request(&["token-of-the-attempt-that-failed"], &execution, 3600).await;
     let email = h.plumbing.next_email().await;
-    let retry = h.request(&token, &execution, 3600).await;
+    let retry = h.request(&[&token], &execution, 3600).await;
     assert_eq!(retry, first, "one record");
     let record = h.records.get(&first).await.unwrap().unwrap();
-    assert_eq!(record.task_token, token, "the live task's token");
+    assert_eq!(record.task_token.as_deref(), Some(token.as_str()), "the live task's token");
     let out = h.plumbing.sqs.receive_message().queue_url(&h.plumbing.email_queue_url).wait_time_seconds(1).send().await;
     assert!(out.unwrap().messages().is_empty(), "no second email");
 
-    let done = h.call("POST", &link_for(&email, "Approve"), "decision=approve&approver=ana").await;
+    let done = h.call("POST", &link_for(&email, "Approve"), "decision=approve").await;
     assert_eq!(done.status, 200, "{}", done.body);
     let (status, states) = h.plumbing.finished(&execution).await;
     assert_eq!(status, "SUCCEEDED");
@@ -235,15 +265,22 @@ async fn two_decisions_at_the_same_moment_record_exactly_one() {
     let mut both = 0;
     for n in 0..150 {
         let id = finops_core::approval::approval_id_for(key, &format!("run-race-{n}"), "i-0abc");
+        let audience = Audience {
+            approvers: vec![ANA.into()],
+            because: "the deployment's approvers".into(),
+            slack_channel: None,
+            slack_users: vec![],
+        };
         let record = ApprovalRecord::pending(
             &id,
-            "token",
             serde_json::from_value(proposal()).unwrap(),
             "run",
             "arn",
+            audience,
             0,
             i64::MAX,
-        );
+        )
+        .waiting_on("token");
         assert_eq!(h.records.claim_pending(&record).await.unwrap(), finops_approval_store::Claim::Created);
         let decision = |action| Decision { action, approver: "ana", source_ip: None, decided_at: "t", via: "POST" };
         let (approve, deny) = (decision(ApprovalAction::Approve), decision(ApprovalAction::Deny));
@@ -261,7 +298,7 @@ async fn bad_links_get_4xx_pages_and_change_nothing() {
     let h = harness(&moto).await;
     let sm = h.plumbing.waiting_state_machine("approval-bad", 120).await;
     let (execution, token) = h.plumbing.start_waiting(&sm, "run-1-bad").await;
-    let id = h.request(&token, &execution, 3600).await;
+    let id = h.request(&[&token], &execution, 3600).await;
     let email = h.plumbing.next_email().await;
     let approve = link_for(&email, "Approve");
     let key = SIGNING_KEY.as_bytes();
@@ -271,12 +308,19 @@ async fn bad_links_get_4xx_pages_and_change_nothing() {
     let mut flipped = approve.clone();
     let last = flipped.pop().unwrap();
     flipped.push(if last == '0' { '1' } else { '0' });
-    let expired = ApprovalLink::sign(key, &id, ApprovalAction::Approve, Utc::now().timestamp() - 1).url(BASE);
-    let unknown = ApprovalLink::sign(key, &"f".repeat(32), ApprovalAction::Approve, future).url(BASE);
+    let expired = ApprovalLink::sign(key, &id, ApprovalAction::Approve, Utc::now().timestamp() - 1, ANA).url(BASE);
+    let unknown = ApprovalLink::sign(key, &"f".repeat(32), ApprovalAction::Approve, future, ANA).url(BASE);
     let foreign_key =
-        ApprovalLink::sign(b"not-the-deployment-key-at-all-0000000", &id, ApprovalAction::Approve, future).url(BASE);
+        ApprovalLink::sign(b"not-the-deployment-key-at-all-0000000", &id, ApprovalAction::Approve, future, ANA)
+            .url(BASE);
+    // The approver's link with its recipient swapped for someone else's (a forwarded email "made theirs").
+    let forwarded = approve.replace("to=ana%40example.com", "to=mallory%40example.com");
+    // A link genuinely signed for someone the approval's audience does not name.
+    let not_theirs = ApprovalLink::sign(key, &id, ApprovalAction::Approve, future, "mallory@example.com").url(BASE);
     for (url, status) in [
         (tampered.as_str(), 403),
+        (forwarded.as_str(), 403),
+        (not_theirs.as_str(), 403),
         (flipped.as_str(), 403),
         (foreign_key.as_str(), 403),
         (expired.as_str(), 410),
@@ -301,13 +345,13 @@ async fn an_answer_after_the_timeout_is_refused_and_nothing_happens() {
     let h = harness(&moto).await;
     let sm = h.plumbing.waiting_state_machine("approval-timeout", 2).await;
     let (execution, token) = h.plumbing.start_waiting(&sm, "run-1-late").await;
-    let id = h.request(&token, &execution, 3600).await;
+    let id = h.request(&[&token], &execution, 3600).await;
     let email = h.plumbing.next_email().await;
     let (status, states) = h.plumbing.finished(&execution).await;
     assert_eq!(status, "SUCCEEDED");
     assert!(states.contains(&"NoAction".to_string()), "a timeout takes the no-action path: {states:?}");
 
-    let late = h.call("POST", &link_for(&email, "Approve"), "decision=approve&approver=ana").await;
+    let late = h.call("POST", &link_for(&email, "Approve"), "decision=approve").await;
     assert_eq!(late.status, 410, "{}", late.body);
     assert!(late.body.contains("No action was taken"));
     let record = h.records.get(&id).await.unwrap().unwrap();
@@ -326,9 +370,9 @@ async fn deny_and_snooze_are_decisions_not_failures() {
         [("Deny:", "Denied", "deny"), ("Snooze", "Snoozed", "snooze")].into_iter().enumerate()
     {
         let (execution, token) = h.plumbing.start_waiting(&sm, &format!("run-1-{n}")).await;
-        h.request(&token, &execution, 3600).await;
+        h.request(&[&token], &execution, 3600).await;
         let email = h.plumbing.next_email().await;
-        let r = h.call("POST", &link_for(&email, label), &format!("decision={decision}&approver=raj")).await;
+        let r = h.call("POST", &link_for(&email, label), &format!("decision={decision}")).await;
         assert_eq!(r.status, 200, "{}", r.body);
         let (status, states) = h.plumbing.finished(&execution).await;
         assert_eq!(status, "SUCCEEDED", "a deny is a decision, not a task failure");

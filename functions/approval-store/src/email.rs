@@ -3,6 +3,7 @@
 //! invisible or bidi characters, and links defanged so a mail client does not make them clickable.
 
 use finops_core::approval::ApprovalAction;
+use finops_core::organization::Audience;
 use finops_core::policy::{Proposal, ProposedAction};
 use finops_core::untrusted;
 
@@ -26,30 +27,42 @@ pub fn trace_console_url(region: &str, trace_header: &str) -> Option<String> {
         .then(|| format!("https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#xray:traces/{root}"))
 }
 
-pub struct EmailLinks<'a> {
-    pub approve: &'a str,
-    pub deny: &'a str,
-    pub snooze: &'a str,
+/// One proposal of a digest, with the links signed for the digest's recipient.
+pub struct DigestItem<'a> {
+    pub proposal: &'a Proposal,
+    pub audience: &'a Audience,
+    pub approve: String,
+    pub deny: String,
+    pub snooze: String,
+}
+
+/// One approver's message of a run: every proposal they are asked about, each with its own links, evidence and
+/// saving. One message per recipient per run: an approver gets one mail a day whatever the fleet, and nobody nears
+/// SNS's email delivery rate.
+pub struct Digest<'a> {
+    pub recipient: &'a str,
+    pub run_id: &'a str,
+    pub items: Vec<DigestItem<'a>>,
     pub snooze_days: i64,
     pub execution_console: &'a str,
     pub trace_console: Option<&'a str>,
     pub expires_at_utc: &'a str,
-    /// Routed approvals: who was asked and why (only they may decide).
-    pub routed: Option<&'a finops_core::organization::Routed>,
 }
 
-pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
+/// The heading that starts each proposal's section of a digest: `=== 2 of 5: stop instance i-0abc ===`.
+pub fn section_heading(n: usize, of: usize, proposal: &Proposal) -> String {
+    format!("=== {n} of {of}: {} {} ===", proposal.action.verb(), proposal.resource_id)
+}
+
+fn saving_of(proposal: &Proposal) -> String {
+    proposal.monthly_saving_usd.map_or_else(|| "unknown".to_string(), |s| format!("${s:.2}/month"))
+}
+
+/// What a proposal is, as a section of a message: the resource, its facts (untrusted text quoted), the evidence and
+/// why it is proposed.
+fn proposal_facts(proposal: &Proposal, body: &mut String) {
     let name = proposal.name.as_deref().unwrap_or("(no Name tag)");
     let action = proposal.action;
-    let verb = action.verb();
-    let saving = proposal.monthly_saving_usd.map_or_else(|| "unknown".to_string(), |s| format!("${s:.2}/month"));
-    let subject =
-        format!("finops: approve {verb} {} ({}), saves {saving}?", proposal.resource_id, proposal.resource_type);
-    let mut body = String::new();
-    body.push_str(&format!(
-        "finops-agent proposes to {verb} {}. Nothing happens unless you approve.\n\n",
-        action.subject()
-    ));
     body.push_str(&format!(
         "{:<15}{} in {}\n",
         format!("{}:", action.resource_label()),
@@ -70,7 +83,7 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
         "Owner:         {}\n",
         proposal.owner.as_deref().map_or_else(|| "(not tagged)".into(), |o| quoted(o, 120))
     ));
-    body.push_str(&format!("Saving:        {saving} (prices: {})\n", proposal.price_source));
+    body.push_str(&format!("Saving:        {} (prices: {})\n", saving_of(proposal), proposal.price_source));
     body.push_str("\nEvidence (CloudWatch):\n");
     for e in &proposal.evidence {
         body.push_str(&format!("  - {e}\n"));
@@ -97,61 +110,151 @@ pub fn render(proposal: &Proposal, links: &EmailLinks<'_>) -> (String, String) {
             body.push_str(&format!("\nProposed by {}.\n", proposal.backend))
         }
     }
-    if let Some(routed) = links.routed {
+}
+
+/// The digest: (subject, body).
+pub fn render_digest(d: &Digest<'_>) -> (String, String) {
+    let total: f64 = d.items.iter().filter_map(|i| i.proposal.monthly_saving_usd).sum();
+    let count = d.items.len();
+    let subject =
+        format!("finops: {count} proposal{} to decide, saves ${total:.2}/month", if count == 1 { "" } else { "s" });
+    let mut body = format!(
+        "finops-agent's run {} proposes {count} change{} that you may decide. Nothing happens unless an approver \
+         approves.\n\n\
+         This email was sent to {}. Its links are yours: each opens a page that records your decision as {} \
+         (a forwarded email still decides as you, and the audit trail says so). Each link records only its own \
+         decision.\n\n",
+        d.run_id,
+        if count == 1 { "" } else { "s" },
+        d.recipient,
+        d.recipient
+    );
+    body.push_str(&format!("Proposed ({count}, ${total:.2}/month in all):\n"));
+    for (i, item) in d.items.iter().enumerate() {
+        let p = item.proposal;
+        let name = p.name.as_deref().map(|n| format!(" {}", quoted(n, 40))).unwrap_or_default();
         body.push_str(&format!(
-            "\nAsked:         {} ({}); only they can decide, with the address they were asked at.\n",
-            routed.approvers.join(", "),
-            routed.because
+            "  {}. {} {}{name} ({}) in {}, saves {}\n",
+            i + 1,
+            p.action.verb(),
+            p.action.resource_label().to_lowercase(),
+            p.resource_id,
+            p.region,
+            saving_of(p)
         ));
     }
-    body.push_str("\nEach link opens a confirmation page; nothing changes until you press its button.\n");
-    let approve = format!("Approve ({}):", action.approve_steps());
-    let snooze = format!("Snooze {} days:", links.snooze_days);
-    // Aligned, and always a space before the link (a mail client must not join a label and its link).
-    body.push_str(&format!("  {approve:<36} {}\n", links.approve));
-    body.push_str(&format!("  {:<36} {}\n", "Deny:", links.deny));
-    body.push_str(&format!("  {snooze:<36} {}\n", links.snooze));
-    body.push_str(&format!("\nThe links expire at {}; no answer means no action.\n", links.expires_at_utc));
-    body.push_str(&format!("\nExecution: {}\n", links.execution_console));
-    if let Some(trace) = links.trace_console {
+    for (i, item) in d.items.iter().enumerate() {
+        let p = item.proposal;
+        body.push_str(&format!("\n{}\n", section_heading(i + 1, count, p)));
+        body.push_str(&format!(
+            "finops-agent proposes to {} {}. Nothing happens unless you approve.\n\n",
+            p.action.verb(),
+            p.action.subject()
+        ));
+        proposal_facts(p, &mut body);
+        body.push_str(&format!(
+            "\nAsked:         {} ({}); only they decide, each with their own links.\n",
+            item.audience.approvers.join(", "),
+            item.audience.because
+        ));
+        body.push_str("Each link opens a confirmation page; nothing changes until you press its button.\n");
+        let approve = format!("Approve ({}):", p.action.approve_steps());
+        let snooze = format!("Snooze {} days:", d.snooze_days);
+        // Aligned, and always a space before the link (a mail client must not join a label and its link).
+        body.push_str(&format!("  {approve:<36} {}\n", item.approve));
+        body.push_str(&format!("  {:<36} {}\n", "Deny:", item.deny));
+        body.push_str(&format!("  {snooze:<36} {}\n", item.snooze));
+    }
+    body.push_str(&format!("\nThe links expire at {}; no answer means no action.\n", d.expires_at_utc));
+    body.push_str(&format!("\nExecution: {}\n", d.execution_console));
+    if let Some(trace) = d.trace_console {
         body.push_str(&format!("X-Ray trace: {trace}\n"));
     }
     (subject, body)
 }
 
-/// The owner's notice of a proposal: what is proposed and why, that the approvers decide, and one link, to keep the
-/// resource for a while (Snooze). No link that approves or denies: an owner keeps their resource, they do not decide
-/// its stop.
+/// One resource of an owner's notice, with its owner-snooze link (signed for the owner).
+pub struct OwnerItem<'a> {
+    pub proposal: &'a Proposal,
+    pub keep: String,
+}
+
+/// The owner's notice of a run's proposals about their resources: what is proposed and why, that the approvers
+/// decide, and one link each, to keep the resource for a while (an owner's snooze, a link of its own kind). No link
+/// that approves or denies: an owner keeps their resource, they do not decide its stop.
 pub fn render_owner_notice(
-    proposal: &Proposal,
-    snooze: &str,
+    owner: &str,
+    items: &[OwnerItem<'_>],
     snooze_days: i64,
     expires_at_utc: &str,
 ) -> (String, String) {
-    let verb = proposal.action.verb();
-    let name = proposal.name.as_deref().map(|n| format!(" {}", quoted(n, 60))).unwrap_or_default();
-    let what = format!("{}{name} ({})", proposal.action.resource_label().to_lowercase(), proposal.resource_id);
-    let saving = proposal.monthly_saving_usd.map_or_else(|| "unknown".to_string(), |s| format!("${s:.2}/month"));
-    let subject = format!(
-        "finops: your {} {} {}",
-        proposal.action.resource_label().to_lowercase(),
-        proposal.resource_id,
-        may_be(proposal.action)
-    );
+    let subject = match items {
+        [one] => format!(
+            "finops: your {} {} {}",
+            one.proposal.action.resource_label().to_lowercase(),
+            one.proposal.resource_id,
+            may_be(one.proposal.action)
+        ),
+        many => format!("finops: {} of your resources may be stopped or cleaned up", many.len()),
+    };
     let mut body = format!(
-        "You are the owner of {what} in {} (its owner tag names you).\n\n\
-         finops-agent found it idle and proposes to {verb} it, saving {saving}. The approvers have been asked; \
-         nothing happens unless one of them approves before {expires_at_utc}.\n\nWhy:\n",
-        proposal.region
+        "This email was sent to {owner}: the owner tag of these resources names you.\n\n\
+         finops-agent found them idle. The approvers have been asked; nothing happens unless one of them approves \
+         before {expires_at_utc}. If you still need one, keep it: its link opens a page with one button that snoozes \
+         it for {snooze_days} days (nothing is stopped; the approvers see it was kept by its owner).\n"
     );
-    for e in &proposal.evidence {
-        body.push_str(&format!("  - {}\n", untrusted::display(e, 300)));
+    for item in items {
+        let p = item.proposal;
+        let name = p.name.as_deref().map(|n| format!(" {}", quoted(n, 60))).unwrap_or_default();
+        let what = format!("{}{name} ({})", p.action.resource_label().to_lowercase(), p.resource_id);
+        body.push_str(&format!(
+            "\n--- {what} in {}: proposed to {} it, saving {} ---\nWhy:\n",
+            p.region,
+            p.action.verb(),
+            saving_of(p)
+        ));
+        for e in &p.evidence {
+            body.push_str(&format!("  - {}\n", untrusted::display(e, 300)));
+        }
+        body.push_str(&format!("  Keep it ({snooze_days} days): {}\n", item.keep));
     }
-    body.push_str(&format!(
-        "\nIf you still need it, keep it: this link opens a page with one button that snoozes it for {snooze_days} days \
-         (nothing is stopped; the approvers see it was snoozed).\n  Keep it ({snooze_days} days): {snooze}\n\n\
-         You will hear what was decided after the run.\n"
-    ));
+    body.push_str("\nYou will hear what was decided after the run.\n");
+    (subject, body)
+}
+
+/// One undo a run offers a recipient.
+pub struct UndoItem<'a> {
+    pub proposal: &'a Proposal,
+    /// "Start it again", "Recreate from snapshot".
+    pub label: &'a str,
+    pub url: String,
+    pub approved_by: &'a str,
+}
+
+/// What a run did that the recipient may undo, with one single-use link each (signed for them), valid for the undo
+/// window. Sent only to the approval's own audience: undo links never go to the run report, the execution's
+/// history or a log.
+pub fn render_undo_offer(recipient: &str, run_id: &str, items: &[UndoItem<'_>], window_days: i64) -> (String, String) {
+    let subject = format!("finops: run {run_id} acted on {} resource(s); undo links inside", items.len());
+    let mut body = format!(
+        "finops-agent's run {run_id} did what was approved. This email was sent to {recipient}; each link below is \
+         yours, single use and valid {window_days} days, and opens a page whose button undoes that one action as \
+         {recipient}. An undo acts only if the resource is still as finops-agent left it.\n"
+    );
+    for item in items {
+        let p = item.proposal;
+        let name = p.name.as_deref().map(|n| format!(" {}", quoted(n, 60))).unwrap_or_default();
+        body.push_str(&format!(
+            "\n- {} {}{name} ({}) in {}, approved by {}\n  {}: {}\n",
+            p.action.verb(),
+            p.action.resource_label().to_lowercase(),
+            p.resource_id,
+            p.region,
+            untrusted::display(item.approved_by, 120),
+            item.label,
+            item.url
+        ));
+    }
     (subject, body)
 }
 
@@ -167,7 +270,7 @@ pub fn render_owner_outcome(proposal: &Proposal, decided: &str, outcome: &str) -
     );
     let body = format!(
         "About {what} in {}:\n\n  Decision: {}\n  Outcome:  {}\n\n\
-         A stopped instance's snapshots are kept; the approvers' run report has a link to start it again.\n",
+         A stopped instance's snapshots are kept; its approvers were sent a link to start it again.\n",
         proposal.region,
         untrusted::display(decided, 200),
         untrusted::display(outcome, 500)
@@ -239,32 +342,56 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn each_kind_is_asked_about_in_its_own_words_and_every_link_stands_apart() {
-        let links = EmailLinks {
-            approve: "https://a.example/approve",
-            deny: "https://a.example/deny",
-            snooze: "https://a.example/snooze",
+    fn audience() -> Audience {
+        Audience {
+            approvers: vec!["ana@example.com".into(), "bo@example.com".into()],
+            because: "account 111111111111".into(),
+            slack_channel: None,
+            slack_users: vec![],
+        }
+    }
+
+    fn digest<'a>(items: Vec<DigestItem<'a>>) -> Digest<'a> {
+        Digest {
+            recipient: "ana@example.com",
+            run_id: "run-1",
+            items,
             snooze_days: 7,
             execution_console: "https://console",
             trace_console: None,
             expires_at_utc: "2026-12-01T00:00:00Z",
-            routed: None,
-        };
+        }
+    }
+
+    fn item<'a>(proposal: &'a Proposal, audience: &'a Audience, tag: &str) -> DigestItem<'a> {
+        DigestItem {
+            proposal,
+            audience,
+            approve: format!("https://a.example/approve-{tag}"),
+            deny: format!("https://a.example/deny-{tag}"),
+            snooze: format!("https://a.example/snooze-{tag}"),
+        }
+    }
+
+    #[test]
+    fn each_kind_is_asked_about_in_its_own_words_and_every_link_stands_apart() {
+        let audience = audience();
         for (action, id, kind, label, steps) in [
             ("snapshot-and-delete", "vol-0abc", "an unattached EBS volume", "Volume:", "snapshot first, then delete"),
             ("release", "eipalloc-0abc", "an unassociated Elastic IP address", "Address:", "release the address"),
             ("snapshot-and-stop", "i-0abc", "an idle EC2 instance", "Instance:", "snapshot first, then stop"),
         ] {
-            let (subject, body) = render(&proposal(action, id, "gp3 volume, 100 GiB"), &links);
+            let p = proposal(action, id, "gp3 volume, 100 GiB");
+            let (subject, body) = render_digest(&digest(vec![item(&p, &audience, "x")]));
             let verb = serde_json::from_value::<ProposedAction>(serde_json::json!(action)).unwrap().verb();
-            assert!(subject.contains(&format!("{verb} {id}")), "{subject}");
+            assert_eq!(subject, "finops: 1 proposal to decide, saves $3.75/month");
+            assert!(body.contains(&format!("=== 1 of 1: {verb} {id} ===")), "{body}");
             assert!(body.contains(&format!("proposes to {verb} {kind}.")), "{body}");
             assert!(body.lines().any(|l| l.starts_with(label) && l.contains(id)), "{body}");
             let approve = body.lines().find(|l| l.trim_start().starts_with(&format!("Approve ({steps}):")));
-            assert!(approve.is_some_and(|l| l.ends_with(" https://a.example/approve")), "{body}");
-            for link in [links.approve, links.deny, links.snooze] {
-                assert!(body.lines().any(|l| l.ends_with(&format!(" {link}"))), "{link} stands apart: {body}");
+            assert!(approve.is_some_and(|l| l.ends_with(" https://a.example/approve-x")), "{body}");
+            for link in ["approve-x", "deny-x", "snooze-x"] {
+                assert!(body.lines().any(|l| l.ends_with(&format!(" https://a.example/{link}"))), "{link}: {body}");
             }
             // Only a model's text is presented as a recommendation to be read as data.
             assert_eq!(body.contains("Why the agent recommends it"), action == "snapshot-and-stop", "{body}");
@@ -279,9 +406,55 @@ mod tests {
             cpu_limit_percent: 5.0,
             network_limit_mb: 5.0,
         });
-        let (_, body) = render(&instance, &links);
+        let (_, body) = render_digest(&digest(vec![item(&instance, &audience, "x")]));
         let cpu = body.lines().find(|l| l.trim_start().starts_with("peak CPU per day:")).expect(&body);
         assert!(cpu.contains("(limit 5 %, highest 2 %)") && cpu.contains('.'), "{cpu}");
         assert!(body.lines().any(|l| l.trim_start().starts_with("network per day:")), "{body}");
+    }
+
+    #[test]
+    fn a_digest_names_its_recipient_and_keeps_each_proposals_links_in_its_own_section() {
+        let audience = audience();
+        let (a, b) = (proposal("snapshot-and-stop", "i-0aaa", "t3.large"), proposal("release", "eipalloc-0bbb", "ip"));
+        let (subject, body) = render_digest(&digest(vec![item(&a, &audience, "a"), item(&b, &audience, "b")]));
+        assert_eq!(subject, "finops: 2 proposals to decide, saves $7.50/month");
+        assert!(body.contains("This email was sent to ana@example.com"), "{body}");
+        assert!(body.contains("records your decision as ana@example.com"), "{body}");
+        assert!(body.contains("Asked:         ana@example.com, bo@example.com (account 111111111111)"), "{body}");
+        let sections: Vec<&str> = body.split("\n=== ").skip(1).collect();
+        assert_eq!(sections.len(), 2, "{body}");
+        assert!(sections[0].starts_with("1 of 2: snapshot and stop i-0aaa ===") && sections[0].contains("approve-a"));
+        assert!(!sections[0].contains("approve-b") && sections[1].contains("approve-b"), "{body}");
+    }
+
+    #[test]
+    fn an_owner_gets_only_keep_links_and_undo_links_go_only_in_their_own_message() {
+        let (a, b) =
+            (proposal("snapshot-and-stop", "i-0aaa", "t3.large"), proposal("snapshot-and-delete", "vol-0b", "gp3"));
+        let items = [OwnerItem { proposal: &a, keep: "https://a.example/keep-a".into() }];
+        let (subject, body) = render_owner_notice("raj@example.com", &items, 7, "2026-12-01T00:00:00Z");
+        assert_eq!(subject, "finops: your instance i-0aaa may be stopped");
+        assert!(
+            body.contains("sent to raj@example.com") && body.contains("Keep it (7 days): https://a.example/keep-a")
+        );
+        assert!(!body.contains("Approve") && !body.contains("Deny"), "{body}");
+        let both = [
+            OwnerItem { proposal: &a, keep: "https://a.example/keep-a".into() },
+            OwnerItem { proposal: &b, keep: "https://a.example/keep-b".into() },
+        ];
+        assert_eq!(
+            render_owner_notice("raj@example.com", &both, 7, "x").0,
+            "finops: 2 of your resources may be stopped or cleaned up"
+        );
+        let undo = [UndoItem {
+            proposal: &a,
+            label: "Start it again",
+            url: "https://a.example/undo-a".into(),
+            approved_by: "ana@example.com",
+        }];
+        let (subject, body) = render_undo_offer("ana@example.com", "run-1", &undo, 14);
+        assert!(subject.contains("run run-1 acted on 1 resource(s)"), "{subject}");
+        assert!(body.contains("Start it again: https://a.example/undo-a") && body.contains("valid 14 days"), "{body}");
+        assert!(body.contains("sent to ana@example.com"), "{body}");
     }
 }

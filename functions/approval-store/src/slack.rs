@@ -1,6 +1,6 @@
-//! Slack, where it is optional: the app's two secrets from Secrets Manager, and the three Web API methods the
-//! approvals use (`chat.postMessage`, `chat.update`, `chat.postEphemeral`) behind one narrow trait, with an
-//! in-memory Slack beside the real one. The messages themselves are plain data ([`finops_core::slack`]).
+//! Slack, where it is optional: the app's two secrets from Secrets Manager, and the Web API methods the approvals
+//! use (`chat.postMessage`, `chat.update`, `chat.postEphemeral`, and `auth.test` once for the workspace's id) behind
+//! one narrow trait, with an in-memory Slack beside the real one. The messages themselves are plain data ([`finops_core::slack`]).
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -12,10 +12,12 @@ use hyper::body::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// Where a posted message is: what `chat.update` needs, and where a click must come from to decide.
+/// Where a posted message is: what `chat.update` needs, and where a click must come from to decide (the workspace,
+/// the channel and the message itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlackMessageRef {
+    pub team: String,
     pub channel: String,
     pub ts: String,
 }
@@ -95,7 +97,7 @@ impl SlackSecrets for SecretsManagerSlack {
     async fn credentials(&self) -> Result<SlackCredentials, FinopsError> {
         self.cached
             .get_or_try_init(|| async {
-                let out = crate::secret_value(&self.client, &self.secret_id).await?;
+                let out = crate::key::secret_value(&self.client, &self.secret_id).await?;
                 let bad = |why: &str| {
                     FinopsError::Configuration(format!(
                         "Slack secret {}: {why} (expected JSON {{\"signingSecret\": ..., \"botToken\": \"xoxb-...\"}})",
@@ -146,11 +148,38 @@ pub struct SlackWebApi<S> {
     api_url: String,
     secrets: S,
     client: tokio::sync::OnceCell<HttpsClient>,
+    /// The bot's workspace (`auth.test`'s `team_id`), asked once per container.
+    team: tokio::sync::OnceCell<String>,
 }
 
 impl<S: SlackSecrets> SlackWebApi<S> {
     pub fn new(api_url: impl Into<String>, secrets: S) -> Self {
-        Self { api_url: api_url.into(), secrets, client: tokio::sync::OnceCell::new() }
+        Self {
+            api_url: api_url.into(),
+            secrets,
+            client: tokio::sync::OnceCell::new(),
+            team: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The workspace the bot token belongs to: where every message is posted, and where a click must come from.
+    async fn team(&self) -> Result<String, FinopsError> {
+        self.team
+            .get_or_try_init(|| async {
+                let answer = self.call("auth.test", json!({})).await?;
+                answer
+                    .get("team_id")
+                    .and_then(Value::as_str)
+                    .filter(|t| finops_core::slack::is_slack_id(t))
+                    .map(str::to_owned)
+                    .ok_or_else(|| FinopsError::Transient {
+                        service: "Slack",
+                        operation: "auth.test",
+                        message: "the answer names no workspace".into(),
+                    })
+            })
+            .await
+            .cloned()
     }
 
     async fn client(&self) -> Result<&HttpsClient, FinopsError> {
@@ -214,10 +243,11 @@ impl<S: SlackSecrets> SlackApi for SlackWebApi<S> {
         let mut body = message.clone();
         body["channel"] = json!(channel);
         body["unfurl_links"] = json!(false);
+        let team = self.team().await?;
         let answer = self.call("chat.postMessage", body).await?;
         let text = |k: &str| answer.get(k).and_then(Value::as_str).map(str::to_owned);
         match (text("channel"), text("ts")) {
-            (Some(channel), Some(ts)) => Ok(SlackMessageRef { channel, ts }),
+            (Some(channel), Some(ts)) => Ok(SlackMessageRef { team, channel, ts }),
             _ => Err(FinopsError::Transient {
                 service: "Slack",
                 operation: "chat.postMessage",
@@ -237,6 +267,9 @@ impl<S: SlackSecrets> SlackApi for SlackWebApi<S> {
         self.call("chat.postEphemeral", json!({"channel": channel, "user": user, "text": text})).await.map(drop)
     }
 }
+
+/// The workspace of [`MemorySlack`]'s messages.
+pub const MEMORY_TEAM: &str = "T0MEMORY";
 
 /// Slack in memory: every message as last posted or updated, and every note.
 #[derive(Default)]
@@ -259,7 +292,11 @@ impl SlackApi for MemorySlack {
             return Err(e);
         }
         let mut messages = self.messages.lock().unwrap();
-        let at = SlackMessageRef { channel: channel.to_owned(), ts: format!("1700000000.{:06}", messages.len() + 1) };
+        let at = SlackMessageRef {
+            team: MEMORY_TEAM.to_owned(),
+            channel: channel.to_owned(),
+            ts: format!("1700000000.{:06}", messages.len() + 1),
+        };
         messages.push((at.clone(), message.clone()));
         Ok(at)
     }

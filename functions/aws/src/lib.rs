@@ -12,7 +12,9 @@ pub mod store;
 pub mod xray;
 
 pub use error::{ErrorName, FinopsError};
-pub use organization::{caller_account, AccountDirectory, ListedAccounts, MemberSessions, SdkOrganization};
+pub use organization::{
+    caller_account, AccountDirectory, AccountFacts, ListedAccounts, MemberSessions, SdkOrganization,
+};
 pub use pricing::{HourlyProduct, PriceBook, PriceListApi, SdkPriceList};
 pub use sdk::{init_logging, load_sdk_config, AwsSettings};
 pub use store::{get_json, put_json, put_json_sized, validate_run_id, MemoryRunStore, RunStore, S3RunStore};

@@ -104,12 +104,82 @@ impl AccountDirectory for SdkOrganization {
     }
 }
 
+/// One account's place in the organization as it is now: what an approval's audience is computed from (the OUs above
+/// it and its tags, for OU and tag routes). Read live by the request step, never from a file a run wrote.
+pub trait AccountFacts: Send + Sync {
+    /// The account with its OUs (outermost first) and tags; None: not a member of the organization.
+    fn account(&self, account_id: &str) -> impl Future<Output = Result<Option<Account>, FinopsError>> + Send;
+}
+
+/// A deployment whose routes need no account facts: none are read.
+impl<T: AccountFacts> AccountFacts for Option<T> {
+    async fn account(&self, account_id: &str) -> Result<Option<Account>, FinopsError> {
+        match self {
+            Some(facts) => facts.account(account_id).await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// OUs nest at most five deep under a root; a longer walk means something is wrong.
+const MAX_OU_DEPTH: usize = 8;
+
+impl AccountFacts for SdkOrganization {
+    async fn account(&self, account_id: &str) -> Result<Option<Account>, FinopsError> {
+        let described = match self.client.describe_account().account_id(account_id).send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_account_not_found_exception()) => return Ok(None),
+            Err(e) => return Err(FinopsError::from_sdk("organizations", "DescribeAccount", e)),
+        };
+        let Some(a) = described.account() else { return Ok(None) };
+        let mut ous = Vec::new();
+        let mut child = account_id.to_owned();
+        for _ in 0..MAX_OU_DEPTH {
+            let parents = self
+                .client
+                .list_parents()
+                .child_id(&child)
+                .send()
+                .await
+                .map_err(|e| FinopsError::from_sdk("organizations", "ListParents", e))?;
+            let Some(parent) = parents.parents().first() else { break };
+            let (Some(id), Some(kind)) = (parent.id(), parent.r#type()) else { break };
+            if *kind != aws_sdk_organizations::types::ParentType::OrganizationalUnit {
+                break;
+            }
+            ous.push(id.to_owned());
+            child = id.to_owned();
+        }
+        ous.reverse();
+        let mut tags = BTreeMap::new();
+        let mut pages = self.client.list_tags_for_resource().resource_id(account_id).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for tag in page.map_err(|e| FinopsError::from_sdk("organizations", "ListTagsForResource", e))?.tags() {
+                tags.insert(tag.key().to_owned(), tag.value().to_owned());
+            }
+        }
+        Ok(Some(Account {
+            id: account_id.to_owned(),
+            name: a.name().unwrap_or(account_id).to_owned(),
+            status: status_of(a),
+            ous,
+            tags,
+        }))
+    }
+}
+
 /// The account list of a run that does not read Organizations, or of a test.
 pub struct ListedAccounts(pub Vec<Account>);
 
 impl AccountDirectory for ListedAccounts {
     async fn accounts(&self) -> Result<Vec<Account>, FinopsError> {
         Ok(self.0.clone())
+    }
+}
+
+impl AccountFacts for ListedAccounts {
+    async fn account(&self, account_id: &str) -> Result<Option<Account>, FinopsError> {
+        Ok(self.0.iter().find(|a| a.id == account_id).cloned())
     }
 }
 

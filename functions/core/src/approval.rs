@@ -1,6 +1,12 @@
-//! Signed approval links. An email carries `<base>/approvals/<id>?action=<a>&exp=<unix>&sig=<hex>`: an unguessable
-//! 128-bit id ([`approval_id_for`]; never the Step Functions task token), the action, an expiry, and an HMAC-SHA256 over all three with a
-//! key the deployment keeps in Secrets Manager. The callback verifies in constant time before it looks anything up.
+//! Signed approval links. An email carries `<base>/approvals/<id>?action=<a>&to=<recipient>&exp=<unix>&sig=<hex>`:
+//! an unguessable 128-bit id ([`approval_id_for`]; never the Step Functions task token), the one decision the link
+//! records, the person it was sent to, an expiry, and an HMAC-SHA256 over all four with a key the deployment keeps in
+//! Secrets Manager. The callback verifies in constant time before it looks anything up.
+//!
+//! The recipient is what makes a decision someone's: every person in a proposal's audience gets their own links, so
+//! the page records the link's recipient as the approver, never a name typed on it. A forwarded email still decides
+//! as its recipient. A Slack button's link is signed for [`SLACK_RECIPIENT`]: it decides only through a Slack click
+//! by an allowed user, never on a page.
 
 use std::fmt;
 
@@ -11,18 +17,25 @@ use sha2::Sha256;
 type HmacSha256 = Hmac<Sha256>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum ApprovalAction {
+    #[serde(rename = "approve")]
     Approve,
+    #[serde(rename = "deny")]
     Deny,
+    #[serde(rename = "snooze")]
     Snooze,
+    /// The resource owner's one power: keep their resource for a while. A link of its own kind, sent only to the
+    /// address the owner tag names (in the deployment's owner domains); no page or step turns it into anything else.
+    #[serde(rename = "owner-snooze")]
+    OwnerSnooze,
     /// Undo what an approved action did (start the instance again, recreate the volume): the one decision of an undo
     /// record, never of a proposal's approval.
+    #[serde(rename = "undo")]
     Undo,
 }
 
 impl ApprovalAction {
-    /// The decisions on a proposal (the email's links, the page's other decisions).
+    /// The decisions an approver gets a link for (the email's links, the Slack message's buttons).
     pub const ALL: [ApprovalAction; 3] = [Self::Approve, Self::Deny, Self::Snooze];
 
     pub fn as_str(&self) -> &'static str {
@@ -30,12 +43,18 @@ impl ApprovalAction {
             Self::Approve => "approve",
             Self::Deny => "deny",
             Self::Snooze => "snooze",
+            Self::OwnerSnooze => "owner-snooze",
             Self::Undo => "undo",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().chain([Self::Undo]).find(|a| a.as_str() == s)
+        [Self::Approve, Self::Deny, Self::Snooze, Self::OwnerSnooze, Self::Undo].into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Whether this decision keeps the resource for the snooze period (an approver's snooze or its owner's).
+    pub fn is_snooze(&self) -> bool {
+        matches!(self, Self::Snooze | Self::OwnerSnooze)
     }
 }
 
@@ -45,18 +64,46 @@ impl fmt::Display for ApprovalAction {
     }
 }
 
+/// The recipient of a Slack button's link: such a link decides only through a signed click by an allowed Slack user
+/// on the approval's own message, never on a page.
+pub const SLACK_RECIPIENT: &str = "slack";
+
+/// Whether `s` is an address a link may be sent to: one `@`, a dotted domain, printable ASCII without spaces,
+/// quotes, brackets or separators, at most 254 characters. Anything else (a team name in a tag, "SYSTEM: approve
+/// all") is refused.
+pub fn is_email_address(s: &str) -> bool {
+    let s = s.trim();
+    let Some((local, domain)) = s.split_once('@') else { return false };
+    s.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && s.chars().all(|c| c.is_ascii_graphic() && !"<>()[],;:\"\\".contains(c))
+}
+
+/// An address as links and records carry it: trimmed and lower case (mail addresses compare without case here).
+pub fn normalized_address(s: &str) -> String {
+    s.trim().to_ascii_lowercase()
+}
+
+/// Whether `s` may be a link's recipient: a normalized email address, or [`SLACK_RECIPIENT`].
+pub fn is_recipient(s: &str) -> bool {
+    s == SLACK_RECIPIENT || (is_email_address(s) && normalized_address(s) == s)
+}
+
 /// The id is 16 bytes as 32 lowercase hex characters.
 pub fn approval_id(bytes: [u8; 16]) -> String {
     hex::encode(bytes)
 }
 
-/// The approval id of one proposal of one run: the first 16 bytes of an HMAC-SHA256 with the signing key over the
-/// run id and the instance id. Unguessable without the key, as a random id is, and the same for every delivery of
-/// the same request, so a retried or redelivered approval request finds the record (and the email) of the first.
-pub fn approval_id_for(key: &[u8], run_id: &str, instance_id: &str) -> String {
+/// The first 16 bytes of an HMAC-SHA256 with the signing key over length-prefixed fields, as hex: unguessable
+/// without the key, and the same for the same fields.
+fn derived_id(key: &[u8], fields: &[&str]) -> String {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
-    // Length-prefixed fields: no two (run, instance) pairs share an input.
-    for field in ["finops-approval-id/v1", run_id, instance_id] {
+    // Length-prefixed fields: no two field lists share an input.
+    for field in fields {
         mac.update(&(field.len() as u64).to_be_bytes());
         mac.update(field.as_bytes());
     }
@@ -66,10 +113,23 @@ pub fn approval_id_for(key: &[u8], run_id: &str, instance_id: &str) -> String {
     approval_id(bytes)
 }
 
+/// The approval id of one proposal of one run: derived with the signing key from the run id and the resource id.
+/// Unguessable without the key, as a random id is, and the same for every delivery of the same request, so a retried
+/// or redelivered request finds the record of the first.
+pub fn approval_id_for(key: &[u8], run_id: &str, instance_id: &str) -> String {
+    derived_id(key, &["finops-approval-id/v1", run_id, instance_id])
+}
+
 /// The id of the undo offered for what one run did to one resource: derived as [`approval_id_for`] is, from a
 /// field no resource id has (`undo:` prefix), so it never equals the approval id of a proposal.
 pub fn undo_id_for(key: &[u8], run_id: &str, resource_id: &str) -> String {
     approval_id_for(key, run_id, &format!("undo:{resource_id}"))
+}
+
+/// The key of the one message a run sends one recipient (`kind`: the approvals digest, the undo offer, an owner's
+/// notice): what keeps a retried step from mailing anyone twice. Not an approval id: no link ever carries it.
+pub fn message_id_for(key: &[u8], run_id: &str, kind: &str, recipient: &str) -> String {
+    format!("message-{}", derived_id(key, &["finops-message-id/v1", run_id, kind, recipient]))
 }
 
 /// 32 lowercase hex characters: the only shape an approval id has (links, records and the actions step check it).
@@ -82,6 +142,8 @@ pub struct ApprovalLink {
     pub id: String,
     pub action: ApprovalAction,
     pub expires: i64,
+    /// Who the link was sent to (a normalized address, or [`SLACK_RECIPIENT`]): the decider of record.
+    pub recipient: String,
     pub sig: String,
 }
 
@@ -95,42 +157,86 @@ pub enum LinkError {
     Expired(i64),
 }
 
-fn mac(key: &[u8], id: &str, action: ApprovalAction, expires: i64) -> HmacSha256 {
+fn mac(key: &[u8], id: &str, action: ApprovalAction, expires: i64, recipient: &str) -> HmacSha256 {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
-    // Versioned and newline-separated: no field can be shifted into another.
-    mac.update(format!("finops-approval-v1\n{id}\n{}\n{expires}", action.as_str()).as_bytes());
+    // Versioned and newline-separated (no field holds a newline): no field can be shifted into another.
+    mac.update(format!("finops-approval-v2\n{id}\n{}\n{expires}\n{recipient}", action.as_str()).as_bytes());
     mac
 }
 
+/// `to=` as a URL carries it: every byte but letters, digits and `-._` percent-encoded (`@` as `%40`, `+` as `%2B`).
+fn encode_recipient(recipient: &str) -> String {
+    recipient
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The inverse of [`encode_recipient`], strictly: `%XX` escapes and plain ASCII only (a `+` is not a space here).
+fn decode_recipient(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = text.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b if b.is_ascii_graphic() => {
+                out.push(b);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 impl ApprovalLink {
-    pub fn sign(key: &[u8], id: &str, action: ApprovalAction, expires: i64) -> Self {
-        let sig = hex::encode(mac(key, id, action, expires).finalize().into_bytes());
-        Self { id: id.to_owned(), action, expires, sig }
+    /// The link of `action` on approval `id` for `recipient` (an address, normalized here, or [`SLACK_RECIPIENT`]).
+    pub fn sign(key: &[u8], id: &str, action: ApprovalAction, expires: i64, recipient: &str) -> Self {
+        let recipient = if recipient == SLACK_RECIPIENT { recipient.to_owned() } else { normalized_address(recipient) };
+        let sig = hex::encode(mac(key, id, action, expires, &recipient).finalize().into_bytes());
+        Self { id: id.to_owned(), action, expires, recipient, sig }
     }
 
     pub fn url(&self, base_url: &str) -> String {
         format!(
-            "{}/approvals/{}?action={}&exp={}&sig={}",
+            "{}/approvals/{}?action={}&to={}&exp={}&sig={}",
             base_url.trim_end_matches('/'),
             self.id,
             self.action.as_str(),
+            encode_recipient(&self.recipient),
             self.expires,
             self.sig
         )
     }
 
+    /// Whether the link was sent to a person's mailbox (its page may record its decision), rather than put on a
+    /// Slack button.
+    pub fn is_for_a_mailbox(&self) -> bool {
+        self.recipient != SLACK_RECIPIENT
+    }
+
     /// Parses the path (`/approvals/<id>`) and query string of a request. Anything unexpected is refused: unknown
-    /// or repeated parameters, a wrong id shape, a non-numeric expiry.
+    /// or repeated parameters, a wrong id shape, a recipient that is not a normalized address (or `slack`), a
+    /// non-numeric expiry.
     pub fn parse(path: &str, query: &str) -> Result<Self, LinkError> {
         let id = path.strip_prefix("/approvals/").ok_or(LinkError::Malformed("path"))?;
         if !is_approval_id(id) {
             return Err(LinkError::Malformed("id"));
         }
-        let (mut action, mut exp, mut sig) = (None, None, None);
+        let (mut action, mut to, mut exp, mut sig) = (None, None, None, None);
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').ok_or(LinkError::Malformed("query"))?;
             let slot = match k {
                 "action" => &mut action,
+                "to" => &mut to,
                 "exp" => &mut exp,
                 "sig" => &mut sig,
                 _ => return Err(LinkError::Malformed("unknown parameter")),
@@ -141,6 +247,8 @@ impl ApprovalLink {
         }
         let action = ApprovalAction::parse(action.ok_or(LinkError::Malformed("action"))?)
             .ok_or(LinkError::Malformed("action"))?;
+        let to = to.ok_or(LinkError::Malformed("to"))?;
+        let recipient = decode_recipient(to).filter(|r| is_recipient(r)).ok_or(LinkError::Malformed("to"))?;
         let exp = exp.ok_or(LinkError::Malformed("exp"))?;
         if exp.is_empty() || exp.len() > 12 || !exp.bytes().all(|b| b.is_ascii_digit()) {
             return Err(LinkError::Malformed("exp"));
@@ -150,22 +258,19 @@ impl ApprovalLink {
         if sig.len() != 64 || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(LinkError::Malformed("sig"));
         }
-        Ok(Self { id: id.to_owned(), action, expires, sig: sig.to_ascii_lowercase() })
+        Ok(Self { id: id.to_owned(), action, expires, recipient, sig: sig.to_ascii_lowercase() })
     }
 
     /// Checks the signature (constant time) and then the expiry.
     pub fn verify(&self, key: &[u8], now_unix: i64) -> Result<(), LinkError> {
         let given = hex::decode(&self.sig).map_err(|_| LinkError::Malformed("sig"))?;
-        mac(key, &self.id, self.action, self.expires).verify_slice(&given).map_err(|_| LinkError::BadSignature)?;
+        mac(key, &self.id, self.action, self.expires, &self.recipient)
+            .verify_slice(&given)
+            .map_err(|_| LinkError::BadSignature)?;
         if now_unix >= self.expires {
             return Err(LinkError::Expired(self.expires));
         }
         Ok(())
-    }
-
-    /// The same link for another action: the confirmation page's buttons post these.
-    pub fn for_action(&self, key: &[u8], action: ApprovalAction) -> Self {
-        Self::sign(key, &self.id, action, self.expires)
     }
 }
 
@@ -176,6 +281,7 @@ mod tests {
 
     const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
     const ID: &str = "00112233445566778899aabbccddeeff";
+    const ANA: &str = "ana@example.com";
 
     fn split(url: &str) -> (String, String) {
         let path_and_query = url.strip_prefix("https://approve.example.com").unwrap();
@@ -184,34 +290,74 @@ mod tests {
     }
 
     #[test]
-    fn round_trip_verifies_until_expiry() {
-        let link = ApprovalLink::sign(KEY, ID, ApprovalAction::Approve, 2_000);
+    fn round_trip_verifies_until_expiry_and_names_its_recipient() {
+        let link = ApprovalLink::sign(KEY, ID, ApprovalAction::Approve, 2_000, " Ana@Example.com");
+        assert_eq!(link.recipient, ANA, "addresses are carried normalized");
         let url = link.url("https://approve.example.com/");
-        assert_eq!(url, format!("https://approve.example.com/approvals/{ID}?action=approve&exp=2000&sig={}", link.sig));
+        assert_eq!(
+            url,
+            format!(
+                "https://approve.example.com/approvals/{ID}?action=approve&to=ana%40example.com&exp=2000&sig={}",
+                link.sig
+            )
+        );
         let (p, q) = split(&url);
         let parsed = ApprovalLink::parse(&p, &q).unwrap();
         assert_eq!(parsed, link);
+        assert!(parsed.is_for_a_mailbox());
         assert_eq!(parsed.verify(KEY, 1_999), Ok(()));
         assert_eq!(parsed.verify(KEY, 2_000), Err(LinkError::Expired(2_000)));
     }
 
     #[test]
-    fn any_change_breaks_the_signature() {
-        let link = ApprovalLink::sign(KEY, ID, ApprovalAction::Deny, 2_000);
+    fn plus_addresses_and_slack_buttons_survive_the_url() {
+        let plus = ApprovalLink::sign(KEY, ID, ApprovalAction::Deny, 2_000, "ops+finops@example.co.uk");
+        let (p, q) = split(&plus.url("https://approve.example.com"));
+        assert!(q.contains("to=ops%2Bfinops%40example.co.uk"), "{q}");
+        assert_eq!(ApprovalLink::parse(&p, &q).unwrap().recipient, "ops+finops@example.co.uk");
+        let slack = ApprovalLink::sign(KEY, ID, ApprovalAction::Approve, 2_000, SLACK_RECIPIENT);
+        let (p, q) = split(&slack.url("https://approve.example.com"));
+        let parsed = ApprovalLink::parse(&p, &q).unwrap();
+        assert_eq!((parsed.recipient.as_str(), parsed.is_for_a_mailbox()), ("slack", false));
+        assert_eq!(parsed.verify(KEY, 1_000), Ok(()));
+    }
+
+    #[test]
+    fn any_change_breaks_the_signature_the_recipient_included() {
+        let link = ApprovalLink::sign(KEY, ID, ApprovalAction::Deny, 2_000, ANA);
         let mut other_action = link.clone();
         other_action.action = ApprovalAction::Approve;
         let mut later = link.clone();
         later.expires = 9_999;
         let mut other_id = link.clone();
         other_id.id = "ffffffffffffffffffffffffffffffff".into();
-        for tampered in [other_action, later, other_id] {
-            assert_eq!(tampered.verify(KEY, 1_000), Err(LinkError::BadSignature));
+        let mut forwarded = link.clone();
+        forwarded.recipient = "mallory@example.com".into();
+        let mut to_slack = link.clone();
+        to_slack.recipient = SLACK_RECIPIENT.into();
+        for tampered in [other_action, later, other_id, forwarded, to_slack] {
+            assert_eq!(tampered.verify(KEY, 1_000), Err(LinkError::BadSignature), "{tampered:?}");
         }
         assert_eq!(link.verify(b"another key", 1_000), Err(LinkError::BadSignature));
-        // A signature for another action of the same approval does not transfer.
-        let approve = link.for_action(KEY, ApprovalAction::Approve);
-        assert_ne!(approve.sig, link.sig);
-        assert_eq!(approve.verify(KEY, 1_000), Ok(()));
+        // The same decision for another recipient is another signature.
+        let bob = ApprovalLink::sign(KEY, ID, ApprovalAction::Deny, 2_000, "bob@example.com");
+        assert_ne!(bob.sig, link.sig);
+    }
+
+    #[test]
+    fn an_owners_snooze_is_a_kind_of_its_own() {
+        assert_eq!(ApprovalAction::parse("owner-snooze"), Some(ApprovalAction::OwnerSnooze));
+        assert!(!ApprovalAction::ALL.contains(&ApprovalAction::OwnerSnooze), "approvers get no owner link");
+        assert!(ApprovalAction::OwnerSnooze.is_snooze() && ApprovalAction::Snooze.is_snooze());
+        assert!(!ApprovalAction::Approve.is_snooze());
+        assert_eq!(serde_json::to_string(&ApprovalAction::OwnerSnooze).unwrap(), "\"owner-snooze\"");
+        let owner = ApprovalLink::sign(KEY, ID, ApprovalAction::OwnerSnooze, 2_000, "raj@example.com");
+        let mut approve = owner.clone();
+        approve.action = ApprovalAction::Approve;
+        assert_eq!(approve.verify(KEY, 1_000), Err(LinkError::BadSignature), "an owner's link never approves");
+        let mut snooze = owner.clone();
+        snooze.action = ApprovalAction::Snooze;
+        assert_eq!(snooze.verify(KEY, 1_000), Err(LinkError::BadSignature), "nor becomes an approver's snooze");
     }
 
     #[test]
@@ -231,6 +377,20 @@ mod tests {
     }
 
     #[test]
+    fn a_message_key_is_per_run_kind_and_recipient_and_never_an_approval_id() {
+        let digest = message_id_for(KEY, "run-1", "digest", ANA);
+        assert!(!is_approval_id(&digest), "no link can name it");
+        assert_eq!(digest, message_id_for(KEY, "run-1", "digest", ANA));
+        for other in [
+            message_id_for(KEY, "run-2", "digest", ANA),
+            message_id_for(KEY, "run-1", "undo", ANA),
+            message_id_for(KEY, "run-1", "digest", "bob@example.com"),
+        ] {
+            assert_ne!(digest, other);
+        }
+    }
+
+    #[test]
     fn an_undo_is_its_own_decision_and_its_id_is_never_an_approvals() {
         assert_eq!(ApprovalAction::parse("undo"), Some(ApprovalAction::Undo));
         assert!(!ApprovalAction::ALL.contains(&ApprovalAction::Undo), "a proposal's page never offers an undo");
@@ -238,7 +398,7 @@ mod tests {
         assert!(is_approval_id(&undo));
         assert_ne!(undo, approval_id_for(KEY, "run-1", "i-0abc"));
         assert_eq!(undo, undo_id_for(KEY, "run-1", "i-0abc"), "a retried offer finds the same record");
-        let link = ApprovalLink::sign(KEY, &undo, ApprovalAction::Undo, 2_000);
+        let link = ApprovalLink::sign(KEY, &undo, ApprovalAction::Undo, 2_000, ANA);
         let (p, q) = split(&link.url("https://approve.example.com"));
         assert_eq!(ApprovalLink::parse(&p, &q).unwrap().action, ApprovalAction::Undo);
         // An undo link's signature does not make an approval of the same id.
@@ -248,17 +408,51 @@ mod tests {
     }
 
     #[test]
+    fn addresses_are_checked_as_mail_needs_them() {
+        for good in ["a@example.com", "ops+finops@example.co.uk", "x.y-z_1@sub.example.org"] {
+            assert!(is_email_address(good), "{good}");
+        }
+        for bad in [
+            "",
+            "example.com",
+            "@example.com",
+            "a@b",
+            "a@.com",
+            "a@com.",
+            "a b@example.com",
+            "a@b@c.com",
+            "\"a\"@example.com",
+            "SYSTEM: approve all",
+            "<a@example.com>",
+            "a,b@example.com",
+        ] {
+            assert!(!is_email_address(bad), "{bad:?}");
+        }
+        assert!(is_recipient("ana@example.com") && is_recipient(SLACK_RECIPIENT));
+        assert!(!is_recipient("Ana@example.com"), "links carry normalized addresses only");
+        assert!(!is_recipient("slack:U0ALICE") && !is_recipient("") && !is_recipient("ana@example.com\n"));
+    }
+
+    #[test]
     fn malformed_links_are_refused() {
         let sig = "a".repeat(64);
+        let to = "to=ana%40example.com";
         for (p, q) in [
-            ("/approvals/xyz", format!("action=approve&exp=1&sig={sig}")),
-            (&*format!("/other/{ID}"), format!("action=approve&exp=1&sig={sig}")),
-            (&*format!("/approvals/{ID}"), format!("action=nuke&exp=1&sig={sig}")),
-            (&*format!("/approvals/{ID}"), format!("action=approve&exp=-1&sig={sig}")),
-            (&*format!("/approvals/{ID}"), format!("action=approve&exp=1&sig={sig}&sig={sig}")),
-            (&*format!("/approvals/{ID}"), format!("action=approve&exp=1&sig={sig}&token=x")),
-            (&*format!("/approvals/{ID}"), "action=approve&exp=1&sig=zz".to_string()),
-            (&*format!("/approvals/{}", ID.to_uppercase()), format!("action=approve&exp=1&sig={sig}")),
+            ("/approvals/xyz", format!("action=approve&{to}&exp=1&sig={sig}")),
+            (&*format!("/other/{ID}"), format!("action=approve&{to}&exp=1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=nuke&{to}&exp=1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=-1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=1&sig={sig}&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=1&sig={sig}&token=x")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=1&sig=zz")),
+            (&*format!("/approvals/{}", ID.to_uppercase()), format!("action=approve&{to}&exp=1&sig={sig}")),
+            // No recipient, two, one that is not an address, one not normalized, one broken in its escapes.
+            (&*format!("/approvals/{ID}"), format!("action=approve&exp=1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&{to}&{to}&exp=1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&to=ana&exp=1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&to=Ana%40example.com&exp=1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&to=ana%4&exp=1&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&to=ana%40example.com%0A&exp=1&sig={sig}")),
         ] {
             assert!(matches!(ApprovalLink::parse(p, &q), Err(LinkError::Malformed(_))), "{p}?{q}");
         }
@@ -272,14 +466,25 @@ mod tests {
         #[test]
         fn fuzz_parser_and_verifier_accept_only_signed_links(path in ".{0,80}", query in ".{0,200}", now in 0i64..4_000_000_000) {
             if let Ok(link) = ApprovalLink::parse(&path, &query) {
-                let genuine = ApprovalLink::sign(KEY, &link.id, link.action, link.expires);
+                let genuine = ApprovalLink::sign(KEY, &link.id, link.action, link.expires, &link.recipient);
                 prop_assert_eq!(link.verify(KEY, now).is_ok(), genuine.sig == link.sig && now < link.expires);
             }
         }
 
+        /// Any recipient survives its URL exactly, or is refused when signed.
+        #[test]
+        fn fuzz_recipients_round_trip(local in "[a-z0-9.+_%-]{1,20}", domain in "[a-z0-9-]{1,12}\\.[a-z]{2,6}") {
+            let address = format!("{local}@{domain}");
+            prop_assume!(is_email_address(&address));
+            let link = ApprovalLink::sign(KEY, ID, ApprovalAction::Approve, 10, &address);
+            let url = link.url("https://approve.example.com");
+            let (p, q) = split(&url);
+            prop_assert_eq!(ApprovalLink::parse(&p, &q).unwrap(), link);
+        }
+
         #[test]
         fn fuzz_flipping_any_signature_character_fails(pos in 0usize..64, exp in 1i64..4_000_000_000, action in 0usize..3) {
-            let link = ApprovalLink::sign(KEY, ID, ApprovalAction::ALL[action], exp);
+            let link = ApprovalLink::sign(KEY, ID, ApprovalAction::ALL[action], exp, ANA);
             let mut sig: Vec<u8> = link.sig.clone().into_bytes();
             sig[pos] = if sig[pos] == b'0' { b'1' } else { b'0' };
             let tampered = ApprovalLink { sig: String::from_utf8(sig).unwrap(), ..link };

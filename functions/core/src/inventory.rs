@@ -139,6 +139,10 @@ pub struct InstanceRecord {
     /// The account it runs in, when the run covers more than its own account (absent: the run's own account).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<crate::organization::AccountRef>,
+    /// When a stopped instance was stopped (EC2's StateTransitionReason), where EC2 says: an undo checks that it is
+    /// still the stop it undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_since: Option<DateTime<Utc>>,
 }
 
 impl InstanceRecord {
@@ -171,6 +175,7 @@ impl InstanceRecord {
             volumes,
             instance_storage: InstanceStorage::None,
             account: None,
+            stopped_since: None,
         }
     }
 

@@ -120,7 +120,13 @@ pub fn policy_metrics(out: &PolicyOutput) -> Emf {
 
 /// A decision delivered to the workflow (an undo is not an approval decision: none).
 pub fn decision_metric(action: ApprovalAction) -> Option<Emf> {
-    (action != ApprovalAction::Undo).then(|| Emf::one("ApprovalDecisions", 1.0, action.as_str()))
+    // An owner keeping their resource is a snooze on the dashboard.
+    let decision = match action {
+        ApprovalAction::Undo => return None,
+        ApprovalAction::OwnerSnooze => ApprovalAction::Snooze,
+        other => other,
+    };
+    Some(Emf::one("ApprovalDecisions", 1.0, decision.as_str()))
 }
 
 /// One operation of the actions step.

@@ -81,6 +81,17 @@ impl Account {
     pub fn reference(&self) -> AccountRef {
         AccountRef::new(&self.id, &self.name)
     }
+
+    /// An account known by its id alone (no OUs or tags known: only account routes and the default apply).
+    pub fn bare(id: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: id.to_owned(),
+            status: AccountStatus::Active,
+            ous: vec![],
+            tags: BTreeMap::new(),
+        }
+    }
 }
 
 /// Which accounts a run covers.
@@ -326,13 +337,18 @@ pub struct UnreachableItem {
     pub reason: String,
 }
 
-/// Who is asked to approve what is proposed in an account.
+/// Who is asked to approve what is proposed in an account, and who may decide it: the deployment's configuration,
+/// written by the CDK app into the request step's environment (`FINOPS_APPROVAL_ROUTING`) and read-only to every
+/// function. The request step applies it to the account's live facts (its OUs and tags in Organizations) for each
+/// proposal; nothing a detection step writes takes part.
 ///
 /// Written as JSON (CDK context `approvalRouting`, env `FINOPS_APPROVAL_ROUTING`):
-/// `{"routes": [{"account": "111111111111", "approvers": ["a@example.com"]}, {"ou": "ou-ab12-cd34ef56",
-/// "approvers": [...]}, {"tag": "team=data", "approvers": [...]}], "default": ["finops@example.com"]}`.
-/// The most specific route wins: the account's own, then its innermost OU's, then the first matching tag route,
-/// then the default. An account no route and no default covers has no approver, and nothing in it is proposed.
+/// `{"routes": [{"account": "111111111111", "approvers": ["a@example.com"], "slackChannel": "C0DATA",
+/// "slackUsers": ["U0ANA"]}, {"ou": "ou-ab12-cd34ef56", "approvers": [...]}, {"tag": "team=data", "approvers": [...]}],
+/// "default": ["finops@example.com"]}`. The most specific route wins: the account's own, then its innermost OU's, then
+/// the first matching tag route, then the default. An account no route and no default covers has no approver, and
+/// nothing in it is proposed. A deployment that does not route has one audience for everything
+/// ([`ApprovalRouting::everyone`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApprovalRouting {
@@ -343,6 +359,9 @@ pub struct ApprovalRouting {
     /// The default approvers' Slack channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_slack_channel: Option<String>,
+    /// The Slack users (`U...`) whose clicks decide for the default approvers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_slack_users: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -359,78 +378,68 @@ pub struct Route {
     /// The Slack channel of this group of approvers (`C...`), where the deployment asks in Slack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack_channel: Option<String>,
+    /// The Slack users (`U...`) of this group: only their clicks decide (anyone else in the channel is told no).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slack_users: Vec<String>,
 }
 
-/// The approvers of one account and the route that chose them (for the report and the approval record).
+/// Who is asked about one proposal and who may decide it, and the route that chose them: stored on the approval
+/// record when it is created (only the request step writes it) and checked by the page, the Slack callback and the
+/// acting step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Routed {
+pub struct Audience {
+    /// Each gets their own message with links signed for them; a link decides as its recipient.
     pub approvers: Vec<String>,
     pub because: String,
-    /// The route's Slack channel, where the deployment asks in Slack: only a click there decides.
+    /// The group's Slack channel, where the deployment asks in Slack.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack_channel: Option<String>,
+    /// The Slack users whose click in that channel decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slack_users: Vec<String>,
 }
 
-impl Routed {
-    /// Whether `who` (as typed on the approval page) is one of these approvers: addresses compare without case.
-    pub fn allows(&self, who: &str) -> bool {
-        let who = who.trim();
-        self.approvers.iter().any(|a| a.eq_ignore_ascii_case(who))
-    }
-}
-
-/// The run's approvers per account, routed once when the run is planned (the organization's OUs and tags as they
-/// were then) and read by the approval request of each proposal: `runs/{runId}/approvers.json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ApproverDirectory {
-    /// By account id; an account without an entry has no approver, and nobody is asked about it.
-    pub accounts: BTreeMap<String, Routed>,
-}
-
-impl ApproverDirectory {
-    /// Where a run's directory is stored.
-    pub fn key(run_id: &str) -> String {
-        format!("runs/{run_id}/approvers.json")
+impl Audience {
+    /// Whether `address` (a link's recipient) is one of these approvers: addresses compare without case.
+    pub fn allows(&self, address: &str) -> bool {
+        let who = address.trim();
+        !who.is_empty() && self.approvers.iter().any(|a| a.trim().eq_ignore_ascii_case(who))
     }
 
-    /// Routes every selected account. `known`: the organization's accounts with their OUs and tags, when it could
-    /// be read (a listed scope without Organizations access routes by account id and the default only).
-    pub fn route(routing: &ApprovalRouting, selected: &[AccountRef], known: Option<&[Account]>) -> Self {
-        let accounts = selected
-            .iter()
-            .filter_map(|a| {
-                let full = known.and_then(|k| k.iter().find(|k| k.id == a.id)).cloned().unwrap_or_else(|| Account {
-                    id: a.id.clone(),
-                    name: a.name.clone(),
-                    status: AccountStatus::Active,
-                    ous: vec![],
-                    tags: BTreeMap::new(),
-                });
-                routing.approvers_for(&full).map(|r| (a.id.clone(), r))
-            })
-            .collect();
-        Self { accounts }
+    /// Whether a click by Slack user `user_id` decides for this audience.
+    pub fn allows_slack_user(&self, user_id: &str) -> bool {
+        self.slack_users.iter().any(|u| u == user_id)
+    }
+
+    /// The channel to ask in: only where someone there may decide (a channel without allowed users is asked by
+    /// email only).
+    pub fn slack_ask_channel(&self) -> Option<&str> {
+        self.slack_channel.as_deref().filter(|_| !self.slack_users.is_empty())
     }
 }
 
 fn check_email(address: &str) -> Result<(), OrganizationError> {
-    let ok = match address.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !address.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '<' || c == '>')
-                && !domain.contains('@')
-        }
-        None => false,
-    };
-    if ok {
+    if crate::approval::is_email_address(address) {
         Ok(())
     } else {
         Err(OrganizationError::BadEmail(address.to_owned()))
+    }
+}
+
+fn check_slack_users(users: &[String], what: &str) -> Result<(), OrganizationError> {
+    match users.iter().find(|u| !crate::slack::is_slack_id(u) || !u.starts_with(['U', 'W'])) {
+        Some(u) => Err(OrganizationError::BadRouting(format!("{what}: {u:?} is not a Slack user id (like U0123ABCD)"))),
+        None => Ok(()),
+    }
+}
+
+fn check_slack_channel(channel: Option<&str>, what: &str) -> Result<(), OrganizationError> {
+    match channel.filter(|c| !crate::slack::is_slack_id(c)) {
+        Some(c) => {
+            Err(OrganizationError::BadRouting(format!("{what} {c:?} is not a Slack channel id (like C0123ABCD)")))
+        }
+        None => Ok(()),
     }
 }
 
@@ -451,6 +460,26 @@ impl ApprovalRouting {
         if routing.routes.is_empty() && routing.default.is_empty() {
             return Err(OrganizationError::BadRouting("it names no approver at all".into()));
         }
+        routing.validate()?;
+        Ok(routing)
+    }
+
+    /// A deployment that does not route: everyone it names approves everything (`FINOPS_APPROVERS`, and in Slack
+    /// `FINOPS_SLACK_CHANNEL` with `FINOPS_SLACK_APPROVERS`).
+    pub fn everyone(
+        approvers: Vec<String>,
+        slack_channel: Option<String>,
+        slack_users: Vec<String>,
+    ) -> Result<Self, OrganizationError> {
+        if approvers.is_empty() {
+            return Err(OrganizationError::BadRouting("it names no approver at all".into()));
+        }
+        let routing = Self {
+            routes: vec![],
+            default: approvers,
+            default_slack_channel: slack_channel,
+            default_slack_users: slack_users,
+        };
         routing.validate()?;
         Ok(routing)
     }
@@ -480,26 +509,21 @@ impl ApprovalRouting {
                 return Err(OrganizationError::BadRouting(format!("route {n} names no approver")));
             }
             route.approvers.iter().try_for_each(|a| check_email(a))?;
-            if let Some(c) = route.slack_channel.as_deref().filter(|c| !crate::slack::is_slack_id(c)) {
-                return Err(OrganizationError::BadRouting(format!(
-                    "route {n}: slackChannel {c:?} is not a Slack channel id (like C0123ABCD)"
-                )));
-            }
+            check_slack_channel(route.slack_channel.as_deref(), &format!("route {n}: slackChannel"))?;
+            check_slack_users(&route.slack_users, &format!("route {n}: slackUsers"))?;
         }
-        if let Some(c) = self.default_slack_channel.as_deref().filter(|c| !crate::slack::is_slack_id(c)) {
-            return Err(OrganizationError::BadRouting(format!(
-                "defaultSlackChannel {c:?} is not a Slack channel id (like C0123ABCD)"
-            )));
-        }
+        check_slack_channel(self.default_slack_channel.as_deref(), "defaultSlackChannel")?;
+        check_slack_users(&self.default_slack_users, "defaultSlackUsers")?;
         self.default.iter().try_for_each(|a| check_email(a))
     }
 
-    /// The approvers for an account (None: nobody may approve anything there).
-    pub fn approvers_for(&self, account: &Account) -> Option<Routed> {
-        let routed = |route: &Route, because: String| Routed {
+    /// The audience of a proposal in `account` (None: nobody may approve anything there).
+    pub fn approvers_for(&self, account: &Account) -> Option<Audience> {
+        let routed = |route: &Route, because: String| Audience {
             approvers: route.approvers.clone(),
             because,
             slack_channel: route.slack_channel.clone(),
+            slack_users: route.slack_users.clone(),
         };
         if let Some(route) = self.routes.iter().find(|r| r.account.as_deref() == Some(account.id.as_str())) {
             return Some(routed(route, format!("account {}", account.id)));
@@ -518,11 +542,18 @@ impl ApprovalRouting {
         if let Some(route) = tag_route {
             return Some(routed(route, format!("account tag {}", route.tag.as_deref().unwrap_or_default())));
         }
-        (!self.default.is_empty()).then(|| Routed {
+        (!self.default.is_empty()).then(|| Audience {
             approvers: self.default.clone(),
-            because: "default approvers".into(),
+            because: if self.routes.is_empty() { "the deployment's approvers" } else { "default approvers" }.into(),
             slack_channel: self.default_slack_channel.clone(),
+            slack_users: self.default_slack_users.clone(),
         })
+    }
+
+    /// Whether any route needs the account's place in the organization (an OU or tag route): only then is
+    /// Organizations read.
+    pub fn needs_account_facts(&self) -> bool {
+        self.routes.iter().any(|r| r.ou.is_some() || r.tag.is_some())
     }
 }
 
@@ -749,31 +780,53 @@ mod tests {
         assert_eq!(routing.approvers_for(&tagged).unwrap().because, "account tag team=data");
         tagged.tags.insert("team".into(), "data-science".into());
         assert_eq!(routing.approvers_for(&tagged).unwrap().because, "default approvers", "tags match exactly");
-        let nobody = ApprovalRouting { routes: vec![], default: vec![], default_slack_channel: None };
+        let nobody = ApprovalRouting::default();
         assert_eq!(nobody.approvers_for(&tagged), None);
     }
 
     #[test]
-    fn a_run_routes_each_selected_account_once_and_only_the_routed_may_decide() {
+    fn only_the_audience_may_decide_and_slack_only_where_someone_may_click() {
+        let only_web = ApprovalRouting::parse(
+            r#"{"routes": [{"account": "222222222222", "approvers": ["web@example.com"], "slackChannel": "C0WEB"}]}"#,
+        )
+        .unwrap();
         let org = organization();
-        let selected: Vec<AccountRef> =
-            ["222222222222", "111111111111", "555555555555"].iter().map(|id| AccountRef::new(*id, *id)).collect();
-        let only_web =
-            ApprovalRouting::parse(r#"{"routes": [{"account": "222222222222", "approvers": ["web@example.com"]}]}"#)
-                .unwrap();
-        let directory = ApproverDirectory::route(&only_web, &selected, Some(&org));
-        assert_eq!(directory.accounts.keys().collect::<Vec<_>>(), ["222222222222"], "no route, no default: nobody");
-        let routed = &directory.accounts["222222222222"];
-        assert!(routed.allows(" WEB@example.com ") && !routed.allows("finops@example.com") && !routed.allows(""));
-        // The OU routes need the organization's tree; without it (a listed scope) the default answers.
-        let full = ApproverDirectory::route(&routing(), &selected, Some(&org));
-        assert_eq!(full.accounts["111111111111"].approvers, ["data-platform@example.com"]);
-        let blind = ApproverDirectory::route(&routing(), &selected, None);
-        assert_eq!(blind.accounts["111111111111"].because, "default approvers");
-        assert_eq!(blind.accounts["222222222222"].because, "account 222222222222");
-        let json = serde_json::to_string(&full).unwrap();
-        assert_eq!(serde_json::from_str::<ApproverDirectory>(&json).unwrap(), full);
-        assert_eq!(ApproverDirectory::key("run-1"), "runs/run-1/approvers.json");
+        assert_eq!(only_web.approvers_for(&org[0]), None, "no route, no default: nobody");
+        let web = only_web.approvers_for(org.iter().find(|a| a.id == "222222222222").unwrap()).unwrap();
+        assert!(web.allows(" WEB@example.com ") && !web.allows("finops@example.com") && !web.allows(""));
+        assert!(!web.allows("web@example.com.evil.io"));
+        assert_eq!(web.slack_ask_channel(), None, "a channel where nobody may click is not asked");
+        assert!(!web.allows_slack_user("U0ANYONE"));
+        let with_users = ApprovalRouting::parse(
+            r#"{"routes": [{"account": "222222222222", "approvers": ["web@example.com"], "slackChannel": "C0WEB",
+                "slackUsers": ["U0ANA", "W0BOB"]}]}"#,
+        )
+        .unwrap()
+        .approvers_for(org.iter().find(|a| a.id == "222222222222").unwrap())
+        .unwrap();
+        assert_eq!(with_users.slack_ask_channel(), Some("C0WEB"));
+        assert!(with_users.allows_slack_user("U0ANA") && with_users.allows_slack_user("W0BOB"));
+        assert!(!with_users.allows_slack_user("U0MALLORY") && !with_users.allows_slack_user("u0ana"));
+        // The OU routes need the organization's tree: only they make the request step read Organizations.
+        assert!(routing().needs_account_facts() && !only_web.needs_account_facts());
+    }
+
+    #[test]
+    fn a_deployment_that_does_not_route_has_one_audience() {
+        let everyone = ApprovalRouting::everyone(
+            vec!["ops@example.com".into(), "finops@example.com".into()],
+            Some("C0FINOPS".into()),
+            vec!["U0OPS".into()],
+        )
+        .unwrap();
+        let audience = everyone.approvers_for(&organization()[0]).unwrap();
+        assert_eq!(audience.approvers, ["ops@example.com", "finops@example.com"]);
+        assert_eq!(audience.because, "the deployment's approvers");
+        assert_eq!((audience.slack_ask_channel(), audience.allows_slack_user("U0OPS")), (Some("C0FINOPS"), true));
+        assert!(ApprovalRouting::everyone(vec![], None, vec![]).is_err());
+        assert!(ApprovalRouting::everyone(vec!["not an address".into()], None, vec![]).is_err());
+        let bad_user = ApprovalRouting::everyone(vec!["ops@example.com".into()], None, vec!["C0CHANNEL".into()]);
+        assert!(bad_user.unwrap_err().to_string().contains("not a Slack user id"));
     }
 
     #[test]
@@ -808,6 +861,7 @@ mod tests {
             (r#"{"routes": [{"account": "111111111111", "approvers": []}]}"#, "no approver"),
             (r#"{"routes": [], "default": ["not-an-address"]}"#, "email"),
             (r#"{"routes": [], "default": ["a@example.com, b@example.com"]}"#, "email"),
+            (r#"{"routes": [], "default": ["a@example.com"], "defaultSlackUsers": ["alice"]}"#, "Slack user id"),
             ("[]", "JSON object"),
             ("{", "not valid JSON"),
             (r#"{"routes": []}"#, "no approver at all"),

@@ -627,6 +627,22 @@ impl PolicyConfig {
         self.not_allow_listed_in(tags).map(|why| (DenialReason::NotAllowListed, why))
     }
 
+    /// Why a stopped instance may not be started again by an undo, from its live tags and membership: protected,
+    /// production, not on the allow-list, snoozed since, or managed by a cluster (which starts and stops its own).
+    /// What a person changed since the stop wins over the undo link.
+    pub fn start_block(&self, instance: &InstanceRecord, now: DateTime<Utc>) -> Option<(DenialReason, String)> {
+        self.tag_guard(&instance.tags, "production instance")
+            .or_else(|| {
+                self.snoozed_until(instance, now).map(|until| (DenialReason::Snoozed, format!("snoozed until {until}")))
+            })
+            .or_else(|| {
+                instance
+                    .membership
+                    .describe()
+                    .map(|what| (DenialReason::Managed, format!("{what}: its cluster starts and stops it")))
+            })
+    }
+
     /// Why this instance may not be stopped right now, from its own state and tags: the check the actions step
     /// repeats on the live instance right before it stops anything.
     pub fn instance_block(&self, instance: &InstanceRecord, now: DateTime<Utc>) -> Option<(DenialReason, String)> {

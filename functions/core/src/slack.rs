@@ -11,7 +11,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::approval::{ApprovalAction, ApprovalLink, LinkError};
+use crate::approval::{ApprovalAction, ApprovalLink, LinkError, SLACK_RECIPIENT};
 use crate::policy::{Proposal, ProposedAction};
 
 /// How old (or how far ahead) a signed request's timestamp may be: Slack's own recommendation.
@@ -73,11 +73,14 @@ fn request_mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
 /// One button click (a `block_actions` interaction), as far as a decision needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interaction {
-    /// The Slack user who clicked: the approver of record.
+    /// The Slack user who clicked: the approver of record, if the approval's audience names them.
     pub user_id: String,
     pub user_name: String,
-    /// Where the clicked message is: only a click in the channel the approval was posted to decides it.
+    /// The workspace, channel and message clicked: only a click on the approval's own message (the workspace,
+    /// channel and ts the request step recorded when it posted it) decides it.
+    pub team_id: String,
     pub channel_id: String,
+    pub message_ts: String,
     pub action_id: String,
     /// The button's value: the signed link of its one decision.
     pub link: ApprovalLink,
@@ -86,8 +89,18 @@ pub struct Interaction {
 impl Interaction {
     /// How the approver is named in the record, the task output and the instance's tags.
     pub fn approver(&self) -> String {
-        format!("slack:{}/{}", self.user_id, self.user_name)
+        slack_approver(&self.user_id, &self.user_name)
     }
+}
+
+/// How a Slack decider is named on a record: `slack:<user id>/<name>`.
+pub fn slack_approver(user_id: &str, user_name: &str) -> String {
+    format!("slack:{user_id}/{user_name}")
+}
+
+/// The Slack user id of a record's approver, if a click decided.
+pub fn slack_user_of(approver: &str) -> Option<&str> {
+    approver.strip_prefix("slack:")?.split('/').next().filter(|u| is_slack_id(u))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +119,8 @@ pub enum InteractionError {
     BadLink(LinkError),
     #[error("the button {action_id:?} carries a link for {link}")]
     ActionMismatch { action_id: String, link: ApprovalAction },
+    #[error("the button's link was not made for a Slack button")]
+    NotASlackButton,
 }
 
 /// Parses a `application/x-www-form-urlencoded` body of one `payload` field holding a `block_actions` interaction
@@ -128,20 +143,37 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, InteractionError> {
         .or_else(|| text(&v, "/user/name"))
         .map(|n| crate::untrusted::display(&n, 80))
         .unwrap_or_default();
+    let team_id = text(&v, "/team/id").filter(|t| is_slack_id(t)).ok_or(InteractionError::Missing("team"))?;
     let channel_id = text(&v, "/channel/id")
         .or_else(|| text(&v, "/container/channel_id"))
         .filter(|c| is_slack_id(c))
         .ok_or(InteractionError::Missing("channel"))?;
+    let message_ts = text(&v, "/container/message_ts")
+        .or_else(|| text(&v, "/message/ts"))
+        .filter(|ts| is_message_ts(ts))
+        .ok_or(InteractionError::Missing("message ts"))?;
     let actions = v.get("actions").and_then(Value::as_array).ok_or(InteractionError::Missing("actions"))?;
     let [action] = actions.as_slice() else { return Err(InteractionError::ActionCount(actions.len())) };
     let action_id = text(action, "/action_id").ok_or(InteractionError::Missing("action id"))?;
     let value = text(action, "/value").ok_or(InteractionError::Missing("button value"))?;
     let (path, query) = value.split_once('?').unwrap_or((&value, ""));
     let link = ApprovalLink::parse(path, query).map_err(InteractionError::BadLink)?;
-    if ApprovalAction::parse(&action_id) != Some(link.action) || link.action == ApprovalAction::Undo {
+    if ApprovalAction::parse(&action_id) != Some(link.action) || !ApprovalAction::ALL.contains(&link.action) {
         return Err(InteractionError::ActionMismatch { action_id, link: link.action });
     }
-    Ok(Interaction { user_id, user_name, channel_id, action_id, link })
+    if link.recipient != SLACK_RECIPIENT {
+        // An email's link pasted into a button decides nothing here: its recipient is a mailbox, not a Slack user.
+        return Err(InteractionError::NotASlackButton);
+    }
+    Ok(Interaction { user_id, user_name, team_id, channel_id, message_ts, action_id, link })
+}
+
+/// A message's timestamp as Slack writes it (`1700000000.000100`): digits, one dot, digits.
+pub fn is_message_ts(s: &str) -> bool {
+    let Some((secs, frac)) = s.split_once('.') else { return false };
+    (1..=12).contains(&secs.len())
+        && (1..=9).contains(&frac.len())
+        && secs.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
 }
 
 /// Slack's user, channel and team ids: upper-case letters and digits.
@@ -176,8 +208,6 @@ pub struct AskMessage<'a> {
     pub expires_at_utc: &'a str,
     /// The day chart as text (one bar a day), when the proposal has days.
     pub chart: Option<String>,
-    /// The approval page of the same decision, for anyone who prefers it (the email's links are the same).
-    pub page_url: &'a str,
 }
 
 fn headline(p: &Proposal) -> String {
@@ -199,13 +229,19 @@ fn facts(p: &Proposal) -> Value {
     if let Some(account) = &p.account {
         fields.push(format!("*Account*\n{} ({})", account.id, quoted(&account.name, 60)));
     }
-    json!({"type": "section", "fields": fields.into_iter().map(|t| json!({"type": "mrkdwn", "text": t})).collect::<Vec<_>>()})
+    json!({"type": "section", "fields": fields.into_iter().map(|t| text_object(&t)).collect::<Vec<_>>()})
+}
+
+/// A mrkdwn text object with `verbatim: true`: Slack links, mentions and channel names only what the text marks up
+/// itself (already escaped out of untrusted text by [`quoted`]), never a URL or `@here` that a tag spelled out.
+fn text_object(text: &str) -> Value {
+    json!({"type": "mrkdwn", "text": text, "verbatim": true})
 }
 
 fn mrkdwn(text: String) -> Value {
     // Block Kit refuses a section text over 3,000 characters.
     let text: String = text.chars().take(2_900).collect();
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": text}})
+    json!({"type": "section", "text": text_object(&text)})
 }
 
 /// The message that asks: `{text, blocks}` for `chat.postMessage` (text is the notification's fallback).
@@ -260,10 +296,11 @@ pub fn ask_message(m: &AskMessage<'_>) -> Value {
         button("Deny", m.deny, Some("danger")),
         button(&format!("Snooze {} days", m.snooze_days), m.snooze, None),
     ]}));
-    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": format!(
-        "The buttons expire at {}; no answer means no action. The email's links decide the same approval: <{}|open the page>.",
-        m.expires_at_utc, m.page_url
-    )}]}));
+    blocks.push(json!({"type": "context", "elements": [text_object(&format!(
+        "The buttons expire at {}; no answer means no action. Only the approvers this deployment names for it decide \
+         here; each approver's email has their own links to the same approval.",
+        m.expires_at_utc
+    ))]}));
     json!({"text": format!("finops: {}? saves {}", headline(p), saving(p)), "blocks": blocks})
 }
 
@@ -273,6 +310,7 @@ pub fn decided_message(p: &Proposal, action: ApprovalAction, approver: &str, at:
         ApprovalAction::Approve => "Approved",
         ApprovalAction::Deny => "Denied",
         ApprovalAction::Snooze => "Snoozed",
+        ApprovalAction::OwnerSnooze => "Snoozed by its owner",
         ApprovalAction::Undo => "Undo started",
     };
     let line = format!("{said} by {} at {at}.", quoted(approver, 120));
@@ -353,8 +391,10 @@ mod tests {
     fn click(action_id: &str, value: &str) -> Vec<u8> {
         let payload = json!({
             "type": "block_actions",
+            "team": {"id": "T0FINOPS", "domain": "finops"},
             "user": {"id": "U024BE7LH", "username": "alice"},
             "channel": {"id": "C0FINOPS1"},
+            "container": {"type": "message", "channel_id": "C0FINOPS1", "message_ts": "1700000000.000100"},
             "actions": [{"action_id": action_id, "value": value, "type": "button"}],
         });
         url::form_urlencoded::Serializer::new(String::new())
@@ -363,11 +403,14 @@ mod tests {
             .into_bytes()
     }
 
+    const ID: &str = "00112233445566778899aabbccddeeff";
+
     #[test]
     fn a_click_carries_its_decisions_signed_link_and_nothing_else() {
-        let link = ApprovalLink::sign(KEY, "00112233445566778899aabbccddeeff", ApprovalAction::Deny, 2_000_000_000);
+        let link = ApprovalLink::sign(KEY, ID, ApprovalAction::Deny, 2_000_000_000, SLACK_RECIPIENT);
         let i = parse_interaction(&click("deny", &button_value(&link))).unwrap();
         assert_eq!((i.user_id.as_str(), i.channel_id.as_str(), &i.link), ("U024BE7LH", "C0FINOPS1", &link));
+        assert_eq!((i.team_id.as_str(), i.message_ts.as_str()), ("T0FINOPS", "1700000000.000100"));
         assert_eq!(i.approver(), "slack:U024BE7LH/alice");
         assert!(i.link.verify(KEY, 1_900_000_000).is_ok());
         // The approve button's id with the deny link (or the reverse) decides nothing.
@@ -379,11 +422,33 @@ mod tests {
             parse_interaction(&click("deny", "/approvals/xyz?action=deny")),
             Err(InteractionError::BadLink(_))
         ));
-        let undo = ApprovalLink::sign(KEY, "00112233445566778899aabbccddeeff", ApprovalAction::Undo, 2_000_000_000);
-        assert!(matches!(
-            parse_interaction(&click("undo", &button_value(&undo))),
-            Err(InteractionError::ActionMismatch { .. })
-        ));
+        // Neither an undo nor an owner's snooze is ever a button.
+        for action in [ApprovalAction::Undo, ApprovalAction::OwnerSnooze] {
+            let link = ApprovalLink::sign(KEY, ID, action, 2_000_000_000, SLACK_RECIPIENT);
+            assert!(matches!(
+                parse_interaction(&click(action.as_str(), &button_value(&link))),
+                Err(InteractionError::ActionMismatch { .. })
+            ));
+        }
+        // An email's link (signed for its recipient) in a button decides nothing in Slack.
+        let emailed = ApprovalLink::sign(KEY, ID, ApprovalAction::Deny, 2_000_000_000, "ana@example.com");
+        assert_eq!(parse_interaction(&click("deny", &button_value(&emailed))), Err(InteractionError::NotASlackButton));
+        // Without its workspace or its message's ts, a click cannot be tied to the message it was made on.
+        let strip = |pointer: &str| {
+            let mut payload: Value = serde_json::from_str(
+                &url::form_urlencoded::parse(&click("deny", &button_value(&link))).next().unwrap().1,
+            )
+            .unwrap();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            payload.pointer_mut(parent).unwrap().as_object_mut().unwrap().remove(key);
+            url::form_urlencoded::Serializer::new(String::new()).append_pair("payload", &payload.to_string()).finish()
+        };
+        assert_eq!(parse_interaction(strip("/team/id").as_bytes()), Err(InteractionError::Missing("team")));
+        assert_eq!(
+            parse_interaction(strip("/container/message_ts").as_bytes()),
+            Err(InteractionError::Missing("message ts"))
+        );
+        assert!(is_message_ts("1700000000.000100") && !is_message_ts("1700000000") && !is_message_ts("1.2.3"));
         assert_eq!(parse_interaction(b"token=x"), Err(InteractionError::NotAPayload));
         assert_eq!(parse_interaction(b"payload=%7B%7D&payload=%7B%7D"), Err(InteractionError::NotAPayload));
         let mut two = click("deny", &button_value(&link));
@@ -412,7 +477,7 @@ mod tests {
     #[test]
     fn the_ask_has_three_signed_buttons_and_quotes_tags_and_the_model_as_data() {
         let p = proposal();
-        let sign = |a| ApprovalLink::sign(KEY, "00112233445566778899aabbccddeeff", a, 2_000_000_000);
+        let sign = |a| ApprovalLink::sign(KEY, ID, a, 2_000_000_000, SLACK_RECIPIENT);
         let (approve, deny, snooze) =
             (sign(ApprovalAction::Approve), sign(ApprovalAction::Deny), sign(ApprovalAction::Snooze));
         let m = ask_message(&AskMessage {
@@ -423,7 +488,6 @@ mod tests {
             snooze_days: 7,
             expires_at_utc: "2026-12-01T00:00:00Z",
             chart: Some("▁▁▂ (limit 5 %)".into()),
-            page_url: "https://example.lambda-url.aws/approvals/x",
         });
         let buttons = m.pointer("/blocks/5/elements").and_then(Value::as_array).unwrap();
         let ids: Vec<&str> = buttons.iter().map(|b| b["action_id"].as_str().unwrap()).collect();
@@ -434,8 +498,22 @@ mod tests {
             let link = ApprovalLink::parse(path, query).unwrap();
             assert_eq!(link.action.as_str(), b["action_id"]);
             assert!(link.verify(KEY, 1_900_000_000).is_ok());
+            assert_eq!(link.recipient, SLACK_RECIPIENT, "a button's link decides in Slack only");
         }
         assert!(buttons[0].get("confirm").is_some(), "approving asks once more");
+        // Every text object is verbatim: Slack links or mentions nothing the text did not mark up itself.
+        fn texts(v: &Value, out: &mut Vec<Value>) {
+            match v {
+                Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("mrkdwn") => out.push(v.clone()),
+                Value::Object(o) => o.values().for_each(|v| texts(v, out)),
+                Value::Array(a) => a.iter().for_each(|v| texts(v, out)),
+                _ => {}
+            }
+        }
+        let mut mrkdwn = Vec::new();
+        texts(&m, &mut mrkdwn);
+        assert!(mrkdwn.len() > 5 && mrkdwn.iter().all(|t| t["verbatim"] == true), "{mrkdwn:?}");
+        assert!(!m.to_string().contains("open the page"), "no page link in the channel: every email has its own");
         let text = m.to_string();
         assert!(!text.contains("<!channel>") && !text.contains("<https://evil"), "{text}");
         assert!(text.contains("&lt;!channel&gt;") && text.contains("$70.08/month") && text.contains("▁▁▂"));

@@ -474,7 +474,33 @@ pub struct PolicyOutput {
 
 // ---- request-approval step ----
 
-/// What the approval map passes the request-approval step (a `waitForTaskToken` task).
+/// What the state machine passes the request step before the approval map ("Ask Approvers"): the run's proposals.
+/// Each gets an approval record with its audience; each person in an audience gets one message for the run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AskApproversRequest {
+    pub run_id: String,
+    pub execution_arn: String,
+    pub proposals: Vec<Proposal>,
+}
+
+/// What "Ask Approvers" returns: counts and one line for the report (no link, no address of an approver).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AskApproversOutput {
+    /// Proposals with an approval record someone was asked about.
+    pub asked: usize,
+    /// Proposals nobody may approve (no route and no default for their account): nothing is done about them.
+    pub unasked: Vec<String>,
+    /// People each sent one message (a digest of what they may decide).
+    pub recipients: usize,
+    pub slack_messages: usize,
+    pub owners_told: usize,
+    pub summary: String,
+}
+
+/// What the approval map passes the request step (a `waitForTaskToken` task): the wait attaches its task token to
+/// the proposal's approval record, which "Ask Approvers" created.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRequestEvent {
@@ -484,20 +510,18 @@ pub struct ApprovalRequestEvent {
     pub execution_arn: String,
 }
 
-/// What the request-approval step returns (the task itself ends with the callback's decision).
+/// What the wait returns (the task itself ends with the callback's decision).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalRequestOutput {
     pub approval_id: String,
     pub expires_at: i64,
-    /// The email's SNS message id; none when a redelivered request found the email already sent.
-    pub message_id: Option<String>,
 }
 
 // ---- undo ----
 
 /// What the state machine passes the request step after the approval map ("Offer Undo"): the run's outcomes. Each
-/// stop and deletion in them gets a signed, single-use undo link.
+/// approved stop and deletion in them gets a signed, single-use undo link, mailed to its approval's audience only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OfferUndoRequest {
@@ -506,26 +530,16 @@ pub struct OfferUndoRequest {
     pub outcomes: Vec<serde_json::Value>,
 }
 
-/// One undo link, for the run report.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UndoLinkOffer {
-    pub resource_id: String,
-    /// The member account it is in (absent: the hub's own); in a routed deployment, only its approvers may undo.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account: Option<String>,
-    /// "Start it again", "Recreate from snapshot".
-    pub label: String,
-    pub url: String,
-    pub expires_at: i64,
-}
-
-/// What "Offer Undo" returns: the links, and one line for the report.
+/// What "Offer Undo" returns: counts and one line for the report. The links themselves went by email to the
+/// approvers: never into the execution's output or history, a log or the report topic.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OfferUndoOutput {
     pub summary: String,
-    pub links: Vec<UndoLinkOffer>,
+    /// Actions an undo was offered for.
+    pub offered: usize,
+    /// Approvers the offer was mailed to.
+    pub recipients: usize,
 }
 
 /// The input of an undo execution, as the callback starts it once a person confirmed an undo link by POST: the
@@ -703,6 +717,51 @@ impl ActionRequest {
             | Self::CleanupStatus { run_id, .. }
             | Self::StopStatus { run_id, .. }
             | Self::Undo { run_id, .. } => run_id,
+        }
+    }
+
+    /// The operation's name, as the outcome reports it.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            Self::Snapshot { .. } => "snapshot",
+            Self::SnapshotStatus { .. } => "snapshot_status",
+            Self::Stop { .. } => "stop",
+            Self::Tag { .. } => "tag",
+            Self::DeleteVolume { .. } => "delete_volume",
+            Self::DeleteInstanceVolumes { .. } => "delete_instance_volumes",
+            Self::ReleaseAddress { .. } => "release_address",
+            Self::CleanupStatus { .. } => "cleanup_status",
+            Self::StopStatus { .. } => "stop_status",
+            Self::Undo { .. } => "undo",
+        }
+    }
+
+    /// The decision an operation that changes something acts on (None: a read-only operation, which needs none).
+    pub fn decision(&self) -> Option<Option<&DecisionRef>> {
+        match self {
+            Self::Snapshot { decision, .. }
+            | Self::Stop { decision, .. }
+            | Self::Tag { decision, .. }
+            | Self::DeleteVolume { decision, .. }
+            | Self::DeleteInstanceVolumes { decision, .. }
+            | Self::ReleaseAddress { decision, .. }
+            | Self::Undo { decision, .. } => Some(decision.as_ref()),
+            Self::SnapshotStatus { .. } | Self::CleanupStatus { .. } | Self::StopStatus { .. } => None,
+        }
+    }
+
+    pub fn target_mut(&mut self) -> &mut Target {
+        match self {
+            Self::Snapshot { proposal, .. }
+            | Self::SnapshotStatus { proposal, .. }
+            | Self::Stop { proposal, .. }
+            | Self::Tag { proposal, .. }
+            | Self::DeleteVolume { proposal, .. }
+            | Self::DeleteInstanceVolumes { proposal, .. }
+            | Self::ReleaseAddress { proposal, .. }
+            | Self::CleanupStatus { proposal, .. }
+            | Self::StopStatus { proposal, .. }
+            | Self::Undo { proposal, .. } => proposal,
         }
     }
 

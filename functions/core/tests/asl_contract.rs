@@ -333,20 +333,19 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
             resources: Default::default(),
         }),
         "RequestApprovalFunctionArn" if payload.get("outcomes").is_some() => to_value(OfferUndoOutput {
-            summary: "1 (each link single use, valid 14 days): Start it again (i-1): https://x/approvals/a".into(),
-            links: vec![UndoLinkOffer {
-                resource_id: "i-0123456789abcdef0".into(),
-                account: None,
-                label: "Start it again".into(),
-                url: "https://x/approvals/a".into(),
-                expires_at: 0,
-            }],
+            summary: "offered for 1 action(s) to 2 approver(s), by email only".into(),
+            offered: 1,
+            recipients: 2,
         }),
-        "RequestApprovalFunctionArn" => to_value(ApprovalRequestOutput {
-            approval_id: "a".repeat(32),
-            expires_at: 0,
-            message_id: Some("m-1".into()),
+        "RequestApprovalFunctionArn" if payload.get("proposals").is_some() => to_value(AskApproversOutput {
+            asked: 3,
+            unasked: vec![],
+            recipients: 2,
+            slack_messages: 0,
+            owners_told: 0,
+            summary: "3 of 3 proposal(s) asked: one message each to 2 approver(s)".into(),
         }),
+        "RequestApprovalFunctionArn" => to_value(ApprovalRequestOutput { approval_id: "a".repeat(32), expires_at: 0 }),
         "ActionsFunctionArn" => {
             let operation = payload["operation"].as_str().unwrap().to_owned();
             let proposal: Target = serde_json::from_value(payload["proposal"].clone()).unwrap();
@@ -420,6 +419,9 @@ fn check_payload(function: &str, payload: &Value, listed: bool) -> Result<(), St
         "PolicyFunctionArn" => accepts::<PolicyRequest>(payload, listed),
         "RequestApprovalFunctionArn" if payload.get("outcomes").is_some() => {
             accepts::<OfferUndoRequest>(payload, listed)
+        }
+        "RequestApprovalFunctionArn" if payload.get("proposals").is_some() => {
+            accepts::<AskApproversRequest>(payload, listed)
         }
         "RequestApprovalFunctionArn" => accepts::<ApprovalRequestEvent>(payload, listed),
         "ActionsFunctionArn" => accepts::<ActionRequest>(payload, listed),
@@ -731,14 +733,51 @@ fn the_undo_entry_only_asks_the_actions_step_to_undo_and_records_it() {
 }
 
 #[test]
-fn every_run_offers_undo_links_in_its_report() {
+fn every_run_asks_its_approvers_once_before_the_waits_and_offers_undo_after() {
     let walk = walk(scheduled());
-    let offer = walk
+    let requests: Vec<&str> = walk
         .payloads
         .iter()
-        .find(|(f, p)| f == "RequestApprovalFunctionArn" && p.get("outcomes").is_some())
-        .expect("the approval map is followed by the undo offer");
-    assert!(offer.1["outcomes"].is_array());
+        .filter(|(f, _)| f == "RequestApprovalFunctionArn")
+        .map(|(_, p)| match (p.get("proposals"), p.get("taskToken"), p.get("outcomes")) {
+            (Some(_), None, None) => "ask",
+            (None, Some(_), None) => "wait",
+            (None, None, Some(_)) => "offer undo",
+            _ => "unknown",
+        })
+        .collect();
+    assert_eq!(requests.first(), Some(&"ask"), "one ask before any wait: {requests:?}");
+    assert_eq!(requests.iter().filter(|r| **r == "ask").count(), 1, "{requests:?}");
+    assert!(requests.contains(&"wait") && requests.last() == Some(&"offer undo"), "{requests:?}");
+    assert!(!requests.contains(&"unknown"), "{requests:?}");
+}
+
+/// Finding 7: a recommend deployment (the kill switch) ran undo executions. Now its undo entry calls no step: the
+/// undo is reported and recorded as refused.
+#[test]
+fn a_recommend_deployment_undoes_nothing() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../statemachine/finops.asl.json");
+    let raw = std::fs::read_to_string(path).unwrap();
+    let recommend: Value =
+        serde_json::from_str(&raw.replace("${DeploymentMode}", "recommend").replace("${FanOut}", "off")).unwrap();
+    let walk = walk_definition(recommend, undo_entry());
+    assert!(walk.failures.is_empty(), "{}", walk.failures.join("\n"));
+    assert!(walk.payloads.is_empty(), "no step is invoked: {:?}", walk.payloads);
+    assert!(walk.visits.contains_key("Undo Refused In Recommend Mode"), "{:?}", walk.visits.keys());
+    assert!(walk.visits.contains_key("Record Undo In Ledger"), "and it says so");
+}
+
+/// Finding 5: undo links were in the execution's output and history. Nothing the run keeps holds one: the undo
+/// offer's output is counts, and the report says how many were offered to how many approvers.
+#[test]
+fn no_undo_link_reaches_the_execution_or_the_report() {
+    let definition = asl();
+    let offer = &definition["States"]["Offer Undo"]["ResultSelector"];
+    let selected: HashSet<&str> = offer.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(selected, HashSet::from(["summary.$", "offered.$", "recipients.$"]), "{offer}");
+    let typed = serde_json::to_value(OfferUndoOutput::default()).unwrap();
+    let fields: HashSet<&str> = typed.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(fields, HashSet::from(["summary", "offered", "recipients"]), "no link field in the step's output");
 }
 
 #[test]

@@ -69,7 +69,10 @@ const MEMBER_NAMES: [&str; 5] = ["data-dev", "web-staging", "ml-sandbox", "analy
 /// The two approver groups of an organization demo: the workloads OU's accounts, and everyone else (the hub).
 const WORKLOADS_APPROVERS: &str = "workloads@example.com";
 const PLATFORM_APPROVERS: &str = "platform@example.com";
-/// The approvers' Slack channel of the single-account demo, and who clicks there.
+/// The approvers of the single-account demo: each gets one digest a run, with links signed for them. The scripted
+/// answers are the first one's.
+const DEMO_APPROVERS: [&str; 2] = [finops_testkit::workflow::APPROVER, "finops-lead@example.com"];
+/// The approvers' Slack channel of the single-account demo, and who may click there.
 const DEMO_SLACK_CHANNEL: &str = "C0FINOPSDEMO";
 const DEMO_SLACK_USER: &str = "U0DEMO";
 
@@ -79,6 +82,17 @@ struct DemoOrganization {
     workloads_ou: String,
     /// (address, mailbox queue URL)
     mailboxes: Vec<(&'static str, String)>,
+}
+
+/// Everything the approvers' mailboxes received, as (recipient, message).
+async fn read_mail(env: &WorkflowEnv, mailboxes: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut mail = Vec::new();
+    for (address, mailbox) in mailboxes {
+        for message in env.plumbing.drain(mailbox, Duration::ZERO).await {
+            mail.push((*address, message));
+        }
+    }
+    mail
 }
 
 fn say(line: impl AsRef<str>) {
@@ -143,6 +157,23 @@ async fn main() {
     };
     // The functions' environment, as the CDK app sets it: every step is built from it by the Lambdas' constructors.
     let mut vars = env.function_vars(&base_url);
+    // Each approver's mailbox: a queue subscribed with the filter policy the CDK app gives their address.
+    let mailboxes: Vec<(&'static str, String)> = match &organization {
+        Some(org) => org.mailboxes.clone(),
+        None => {
+            set_var(&mut vars, "FINOPS_APPROVERS", &DEMO_APPROVERS.join(","));
+            let sns = finops_testkit::aws_sdk_sns::Client::new(&config);
+            let mut mailboxes = Vec::new();
+            for address in DEMO_APPROVERS {
+                mailboxes.push((address, env.plumbing.subscribe_approver(&sns, address).await));
+            }
+            say(format!(
+                "approvers: {} (each gets one digest a run, with links of their own)",
+                DEMO_APPROVERS.join(", ")
+            ));
+            mailboxes
+        }
+    };
     if let Some(org) = &organization {
         let routing = json!({
             "routes": [{"ou": org.workloads_ou, "approvers": [WORKLOADS_APPROVERS]}],
@@ -156,11 +187,12 @@ async fn main() {
     }
     set_var(&mut vars, "FINOPS_REASONER", &args.reasoner);
     // Slack, played locally: the approvers' channel gets every approval as a message with buttons (and, where the
-    // demo answers by script, one approval is decided there by a signed click instead of the email's link).
+    // demo answers by script, one approval is decided there by a signed click, by the one Slack user the deployment
+    // names, instead of the email's link).
     let slack = match organization {
         None => {
             let slack = LocalSlack::start().await;
-            for (name, value) in slack.deploy(&config, "finops/slack", DEMO_SLACK_CHANNEL).await {
+            for (name, value) in slack.deploy(&config, "finops/slack", DEMO_SLACK_CHANNEL, &[DEMO_SLACK_USER]).await {
                 set_var(&mut vars, &name, &value);
             }
             say(format!(
@@ -228,11 +260,16 @@ async fn main() {
     }
 
     let mut shown = 0usize;
-    let mut answered: HashSet<String> = HashSet::new();
-    // Scripted answers the page refused (a routed approval asked of the wrong group, say): the demo fails.
+    // Scripted answers the page refused (an approval asked of another group, say): the demo fails.
     let mut refused: Vec<String> = Vec::new();
     // The approval decided in Slack: its message (channel, ts) and how long the callback took to answer the click.
     let mut slack_click: Option<(String, String, u128)> = None;
+    // Digests received, by recipient; approvals answered (by approval id); answers waiting for the workflow to wait.
+    let mut digests: std::collections::BTreeMap<&str, usize> = Default::default();
+    let mut answered: HashSet<String> = HashSet::new();
+    let mut waiting: Vec<(&str, finops_testkit::mail::Offer)> = Vec::new();
+    // The undo offers that arrive before the run ends (Offer Undo comes before the report): read after it.
+    let mut undo_mail: Vec<(&str, String)> = Vec::new();
     let (status, output) = loop {
         let history = env.plumbing.sfn.get_execution_history().execution_arn(&execution).send().await.expect("history");
         let entered: Vec<String> = history
@@ -244,35 +281,38 @@ async fn main() {
             eprintln!("  -> {name}");
         }
         shown = entered.len();
-        let emails: Vec<(&str, String)> = match &organization {
-            // Each approver group reads its own mailbox (the topic's subscriptions filter on the routed addresses).
-            Some(org) => {
-                let mut emails = Vec::new();
-                for (address, mailbox) in &org.mailboxes {
-                    for email in env.plumbing.drain(mailbox, Duration::ZERO).await {
-                        emails.push((*address, email));
-                    }
-                }
-                emails
+        for (approver, digest) in read_mail(&env, &mailboxes).await {
+            if !finops_testkit::mail::undo_offers(&digest).is_empty() {
+                undo_mail.push((approver, digest));
+                continue;
             }
-            None => env.plumbing.try_next_email().await.map(|e| ("demo@example.com", e)).into_iter().collect(),
-        };
-        for (approver, email) in emails {
-            println!("\n----- approval email to {approver} -----\n{email}--------------------------");
-            // The first approval is answered in Slack instead: its message's button, clicked by a Slack user.
+            println!("\n----- the run's digest for {approver} -----\n{digest}--------------------------");
+            *digests.entry(approver).or_default() += 1;
+            // Each approval is answered once, by the first of its approvers whose digest arrives (in the
+            // single-account demo, the first approver: the second one's digest is shown, not answered).
+            for offer in finops_testkit::mail::offers(&digest) {
+                if answered.insert(offer.approval_id.clone()) {
+                    waiting.push((approver, offer));
+                }
+            }
+        }
+        let mut still_waiting = Vec::new();
+        for (approver, offer) in waiting.drain(..) {
+            // The first approval is answered in Slack instead: its message's button, clicked by the named Slack user.
             if let (Some(slack), "approve", None) = (&slack, auto.as_str(), &slack_click) {
-                let approve = email
-                    .lines()
-                    .find(|l| l.trim_start().starts_with("Approve"))
-                    .and_then(|l| l.split_whitespace().last())
-                    .unwrap_or_default();
-                let value = approve.strip_prefix(&base_url).unwrap_or(approve).to_owned();
-                if let Some((channel, ts, message)) = slack.wait_for_message(&value, Duration::from_secs(5)).await {
+                if let Some((channel, ts, message)) =
+                    slack.wait_for_message(&offer.resource_id, Duration::from_secs(5)).await
+                {
                     let click = click_payload(&channel, &ts, &message, "approve", DEMO_SLACK_USER);
                     let clicked = Instant::now();
                     let url = format!("{base_url}/slack/interactions");
-                    let (status, _) = post_signed(&url, &click, SIGNING_SECRET, chrono::Utc::now().timestamp()).await;
+                    let (status, body) =
+                        post_signed(&url, &click, SIGNING_SECRET, chrono::Utc::now().timestamp()).await;
                     let took = clicked.elapsed().as_millis();
+                    if status == 200 && body.contains("not waiting for this yet") {
+                        still_waiting.push((approver, offer));
+                        continue;
+                    }
                     say(format!(
                         "slack: {DEMO_SLACK_USER} clicked Approve in {channel} (a signed interaction) -> HTTP {status} in {took} ms"
                     ));
@@ -283,22 +323,21 @@ async fn main() {
                     continue;
                 }
             }
-            if auto != "none" {
-                let link = email
-                    .lines()
-                    .find(|l| l.trim_start().starts_with(if auto == "approve" { "Approve" } else { "Deny:" }));
-                if let Some(url) = link.and_then(|l| l.split_whitespace().last()) {
-                    let path = url.strip_prefix(&base_url).unwrap_or(url);
-                    let body = format!("decision={auto}&approver={}", approver.replace('@', "%40"));
-                    let (status, _) = http(args.approval_port, "POST", path, &body).expect("approval page");
-                    if status != 200 {
-                        refused.push(format!("{approver}: POST {path} -> HTTP {status}"));
-                    }
-                    answered.insert(url.to_owned());
-                    say(format!("--auto {auto}: POST {path} -> HTTP {status}"));
-                }
+            if auto == "none" {
+                continue;
+            }
+            let url = if auto == "approve" { &offer.approve } else { &offer.deny };
+            let path = finops_testkit::mail::path_and_query(url);
+            let (status, _) =
+                http(args.approval_port, "POST", path, &format!("decision={auto}")).expect("approval page");
+            match status {
+                // The approval map's wait had not attached its task token yet: the same link, a moment later.
+                503 => still_waiting.push((approver, offer)),
+                200 => say(format!("--auto {auto}: {approver} decided {} -> HTTP 200", offer.resource_id)),
+                other => refused.push(format!("{approver}: POST {path} -> HTTP {other}")),
             }
         }
+        waiting = still_waiting;
         let d = env.plumbing.sfn.describe_execution().execution_arn(&execution).send().await.expect("describe");
         if d.status().as_str() != "RUNNING" {
             let output: Value = d.output().and_then(|o| serde_json::from_str(o).ok()).unwrap_or(Value::Null);
@@ -306,8 +345,17 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(400)).await;
     };
+    say(format!(
+        "digests: {} (one per approver: {})",
+        digests.values().sum::<usize>(),
+        digests.iter().map(|(a, n)| format!("{a} {n}")).collect::<Vec<_>>().join(", ")
+    ));
+    if args.mode == "act" && digests.values().any(|n| *n != 1) {
+        refused.push(format!("an approver got other than one digest: {digests:?}"));
+    }
 
     let mut report = run_report(&run_id, &execution, &status, &output);
+    report["digests"] = json!(digests);
     if let Some(slack) = &slack {
         let messages = slack.messages();
         let clicked = slack_click.as_ref().and_then(|(c, t, _)| messages.iter().find(|(mc, mt, _)| mc == c && mt == t));
@@ -358,33 +406,44 @@ async fn main() {
     if let Some(summary) = env.next_report(Duration::from_secs(5)).await {
         println!("\n----- report published to SNS -----\n{}", summary.replace(" | ", "\n"));
     }
-    // One-click undo: the report's links (Start it again, Recreate from snapshot). The demo's approver changes their
-    // mind about one stopped instance and the deleted volume: the page, its button, then the undo execution.
+    // One-click undo: each approver was mailed their own links (Start it again, Recreate from snapshot); the run's
+    // report says only how many. The demo's approver changes their mind about one stopped instance and the deleted
+    // volume: the page, its button, then the undo execution.
     if args.mode == "act" && auto == "approve" && status == "SUCCEEDED" {
-        let links = output["undo"]["links"].as_array().cloned().unwrap_or_default();
-        // A member account's, where there is one (the undo then acts through that member's actions role).
+        let mut offers: Vec<(&str, finops_testkit::mail::UndoOffer)> = Vec::new();
+        undo_mail.extend(read_mail(&env, &mailboxes).await);
+        for (approver, message) in undo_mail {
+            println!("\n----- the run's undo offer for {approver} -----\n{message}--------------------------");
+            offers.extend(finops_testkit::mail::undo_offers(&message).into_iter().map(|o| (approver, o)));
+        }
+        let account_of = |resource: &str| {
+            output["policy"]["proposals"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["resourceId"] == resource)
+                .and_then(|p| p["account"]["id"].as_str())
+                .map(str::to_owned)
+        };
+        // A member account's, where there is one (the undo then acts through that member's actions role); the
+        // scripted approver's own links (each approver has their own).
         let first = |prefix: &str| {
-            let kind = |l: &&Value| l["resourceId"].as_str().is_some_and(|id| id.starts_with(prefix));
-            let in_member = |l: &&Value| {
-                let account = l["account"].as_str().unwrap_or_default();
-                organization.as_ref().is_some_and(|org| org.members.iter().any(|(m, _)| m == account))
+            let kind = |(who, o): &&(&str, finops_testkit::mail::UndoOffer)| {
+                o.resource_id.starts_with(prefix) && (organization.is_some() || *who == DEMO_APPROVERS[0])
             };
-            links.iter().filter(kind).find(in_member).or_else(|| links.iter().find(kind))
+            let in_member = |(_, o): &&(&str, finops_testkit::mail::UndoOffer)| {
+                let account = account_of(&o.resource_id).unwrap_or_default();
+                organization.as_ref().is_some_and(|org| org.members.iter().any(|(m, _)| *m == account))
+            };
+            offers.iter().filter(kind).find(in_member).or_else(|| offers.iter().find(kind)).cloned()
         };
         let (instance, volume) = (first("i-"), first("vol-"));
         let mut undone = Vec::new();
-        for link in [instance, volume].into_iter().flatten() {
-            let (resource, label) = (link["resourceId"].as_str().unwrap_or("?"), link["label"].as_str().unwrap_or("?"));
-            let url = link["url"].as_str().unwrap_or_default();
-            // In an organization demo, only the approvers routed for the resource's account may undo (as approve).
-            let approver = match (&organization, link["account"].as_str()) {
-                (Some(org), Some(account)) if org.members.iter().any(|(m, _)| m == account) => WORKLOADS_APPROVERS,
-                (Some(_), _) => PLATFORM_APPROVERS,
-                (None, _) => "demo-approver@example.com",
-            };
-            let (page, execution) = env.follow_undo_link(args.approval_port, url, approver).await;
-            let account = link["account"].as_str().map_or_else(String::new, |a| format!(" in account {a}"));
-            say(format!("undo: {label}{account}, as {approver}: POST -> HTTP {page}"));
+        for (approver, link) in [instance, volume].into_iter().flatten() {
+            let resource = link.resource_id.as_str();
+            let (page, execution) = env.follow_undo_link(args.approval_port, &link.url).await;
+            let account = account_of(resource).map_or_else(String::new, |a| format!(" in account {a}"));
+            say(format!("undo: {}{account}, by {approver}'s link: POST -> HTTP {page}", link.label));
             let Some((undo_status, undo_output)) = execution else {
                 refused.push(format!("undo of {resource}: the page answered HTTP {page}"));
                 continue;
@@ -398,12 +457,13 @@ async fn main() {
             if undo_status != "SUCCEEDED" || outcome["outcome"] != "done" {
                 refused.push(format!("undo of {resource}: {undo_status} {outcome} {}", undo_output["undoError"]));
             }
-            undone.push(json!({"resourceId": resource, "label": label, "status": undo_status, "undone": outcome}));
+            undone.push(json!({"resourceId": resource, "label": link.label, "by": approver, "status": undo_status, "undone": outcome}));
         }
-        if links.is_empty() {
+        if offers.is_empty() {
             refused.push("the run offered no undo link".into());
         }
-        report["undoLinksOffered"] = json!(links.len());
+        report["undoOffered"] = output["undo"].clone();
+        report["undoLinksMailed"] = json!(offers.len());
         report["undone"] = json!(undone);
     }
     // The next scheduled run proves what this one did: every stop, deletion and release checked against the live

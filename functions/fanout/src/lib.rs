@@ -21,8 +21,8 @@ use finops_aws::{
     PriceListApi, RunStore, S3RunStore, SdkOrganization, SdkPriceList,
 };
 use finops_core::organization::{
-    plan_work_items, select_accounts, Account, AccountRef, AccountScope, ApproverDirectory, OrganizationConfig,
-    SelectedAccounts, UnreachableItem, WorkItem,
+    plan_work_items, select_accounts, Account, AccountRef, AccountScope, OrganizationConfig, SelectedAccounts,
+    UnreachableItem, WorkItem,
 };
 use finops_core::steps::{
     InventoryDocument, InventoryRequest, MergeRequest, MetricsOutput, OrganizationSummary, PlanOutput, PlanRequest,
@@ -181,10 +181,16 @@ pub async fn plan<D: AccountDirectory, R: RunStore>(
         .collect();
     let stored = put_json(store, &format!("runs/{}/items.json", request.run_id), &items).await?;
     if let Some(routing) = &organization.approval_routing {
-        // Routed once per run, with the OUs and tags read just now: each proposal's approval request reads it.
-        let directory = ApproverDirectory::route(routing, &accounts, known.as_deref());
-        let unrouted: Vec<&str> =
-            accounts.iter().filter(|a| !directory.accounts.contains_key(&a.id)).map(|a| a.id.as_str()).collect();
+        // Who approves is the request step's to work out, from the deployment's routing and each account as it is
+        // then; nothing the run writes takes part. Said here too, so an operator sees it at the start of the run.
+        let unrouted: Vec<&str> = accounts
+            .iter()
+            .filter(|a| {
+                let found = known.as_deref().and_then(|k| k.iter().find(|k| k.id == a.id));
+                routing.approvers_for(&found.cloned().unwrap_or_else(|| Account::bare(&a.id))).is_none()
+            })
+            .map(|a| a.id.as_str())
+            .collect();
         if !unrouted.is_empty() {
             tracing::warn!(
                 run_id = request.run_id,
@@ -192,7 +198,6 @@ pub async fn plan<D: AccountDirectory, R: RunStore>(
                 "no approver is routed for these accounts: nobody is asked about them"
             );
         }
-        put_json(store, &ApproverDirectory::key(&request.run_id), &directory).await?;
     }
     tracing::info!(
         run_id = request.run_id,

@@ -111,8 +111,11 @@ async fn organization(mode: &'static str, approval_timeout: u32, approval_base_u
     let xray = XrayDaemon::start().await.expect("the local X-Ray daemon");
     let mut vars = env.function_vars(approval_base_url);
     set_var(&mut vars, "AWS_XRAY_DAEMON_ADDRESS", &xray.addr().to_string());
-    // Approvals routed by account: data-dev's approvers, and the platform team for every other account.
-    let routing = serde_json::json!({"routes": [{"account": data, "approvers": [DATA_TEAM]}], "default": [PLATFORM]});
+    // Approvals routed by the account's tag in Organizations (read live by the request step): data-dev's approvers,
+    // and the platform team for every other account.
+    org.tag_account(&data, "team", "data").await;
+    let routing =
+        serde_json::json!({"routes": [{"tag": "team=data", "approvers": [DATA_TEAM]}], "default": [PLATFORM]});
     set_var(&mut vars, "FINOPS_APPROVAL_ROUTING", &routing.to_string());
     let sns = finops_testkit::aws_sdk_sns::Client::new(&hub);
     let data_team_mailbox = env.plumbing.subscribe_approver(&sns, DATA_TEAM).await;
@@ -215,39 +218,59 @@ async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_the
         .expect("callback settings");
     let _page = finops_local::approval_page::start(port, callback).await.expect("the approval page");
     let execution = o.env.start("org-act", &REGIONS, "act").await;
-    // data-dev's etl-idle and its old unattached volume go to the data team; the hub's hub-idle (and anything else
-    // of the hub's) to the platform team. Approve the member's two; leave the hub's unanswered.
+    // Finding 3 of the "who decides" review: the run's approver directory in the run bucket decided who was asked,
+    // and detection functions may write there. Once the run is planned, a forged directory sends data-dev's
+    // approvals to the platform team. It decides nothing now: the request step routes from the deployment's table
+    // and the account's live tags only.
+    for _ in 0..200 {
+        if o.env.plumbing.entered_states(&execution).await.iter().any(|s| s == "Scan Accounts") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let forged = json!({"accounts": {o.data.clone(): {"approvers": [PLATFORM], "because": "forged"}}});
+    finops_testkit::aws_sdk_s3::Client::new(&o.hub)
+        .put_object()
+        .bucket(finops_testkit::workflow::RUN_BUCKET)
+        .key("runs/org-act/approvers.json")
+        .body(forged.to_string().into_bytes().into())
+        .send()
+        .await
+        .expect("a detection role's write to the run bucket");
+    // data-dev's etl-idle and its old unattached volume go to the data team, in one digest; the hub's hub-idle (and
+    // anything else of the hub's) to the platform team, in one digest. Approve the member's two; leave the hub's
+    // unanswered.
     let wait = Duration::from_secs(10);
     let data_team = o.env.plumbing.drain(&o.data_team_mailbox, wait).await;
     let platform = o.env.plumbing.drain(&o.platform_mailbox, wait).await;
-    assert_eq!(data_team.len(), 2, "{data_team:?}");
-    for email in &data_team {
-        assert!(email.contains(&format!("Account:       {} (\"data-dev\")", o.data)), "{email}");
-        assert!(email.contains(&format!("Asked:         {DATA_TEAM}")), "{email}");
-    }
-    let email = data_team.iter().find(|e| e.contains(&o.data_ids[0])).expect("data-dev's idle instance");
-    let volume_email = data_team.iter().find(|e| e.contains("Volume:")).expect("data-dev's unattached volume");
-    let volume_id = volume_email
-        .lines()
-        .find_map(|l| l.strip_prefix("Volume:"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .to_owned();
-    assert!(!platform.is_empty() && platform.iter().any(|e| e.contains(&o.hub_ids[0])), "{platform:?}");
-    assert!(platform.iter().all(|e| !e.contains(&o.data)), "{platform:?}");
-    let approve_path = |email: &str| {
-        let link =
-            email.lines().find(|l| l.trim_start().starts_with("Approve")).unwrap().split_whitespace().last().unwrap();
-        link.strip_prefix(&base).unwrap().to_owned()
-    };
-    let path = approve_path(email);
-    // The platform team's approver cannot decide for data-dev, even with its link in hand: nothing changes.
-    let (status, page) =
-        finops_testkit::moto::http(port, "POST", &path, "decision=approve&approver=platform%40example.com").unwrap();
+    assert_eq!((data_team.len(), platform.len()), (1, 1), "one digest per approver: {data_team:?} {platform:?}");
+    let (data_digest, platform_digest) = (&data_team[0], &platform[0]);
+    assert!(data_digest.contains(&format!("Account:       {} (\"data-dev\")", o.data)), "{data_digest}");
+    assert!(data_digest.contains(&format!("Asked:         {DATA_TEAM} (account tag team=data)")), "{data_digest}");
+    let data_offers = finops_testkit::mail::offers(data_digest);
+    assert_eq!(data_offers.len(), 2, "{data_digest}");
+    let idle = data_offers.iter().find(|o2| o2.resource_id == o.data_ids[0]).expect("data-dev's idle instance");
+    let volume = data_offers.iter().find(|o2| o2.resource_id.starts_with("vol-")).expect("data-dev's volume");
+    let volume_id = volume.resource_id.clone();
+    let platform_offers = finops_testkit::mail::offers(platform_digest);
+    assert!(platform_offers.iter().any(|o2| o2.resource_id == o.hub_ids[0]), "{platform_digest}");
+    assert!(!platform_digest.contains(&o.data), "the platform team is asked nothing of data-dev: {platform_digest}");
+    let path = |url: &str| url.strip_prefix(&base).unwrap().to_owned();
+    // A data-team link "made" the platform approver's (its recipient swapped) is refused: the signature covers it.
+    let swapped = path(&idle.approve).replace("to=data-team%40example.com", "to=platform%40example.com");
+    let (status, page) = finops_testkit::moto::http(port, "POST", &swapped, "decision=approve").unwrap();
     assert_eq!(status, 403, "{page}");
-    for path in [path, approve_path(volume_email)] {
-        let body = "decision=approve&approver=data-team%40example.com";
-        let (status, _) = finops_testkit::moto::http(port, "POST", &path, body).unwrap();
+    for url in [&idle.approve, &volume.approve] {
+        let mut status = 503;
+        for _ in 0..100 {
+            // A name typed in the form is nobody's identity: the data team's link decides as the data team.
+            let body = "decision=approve&approver=platform%40example.com";
+            status = finops_testkit::moto::http(port, "POST", &path(url), body).unwrap().0;
+            if status != 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert_eq!(status, 200);
     }
     let (status, output) = finished(&o.env, &execution).await;
@@ -278,7 +301,10 @@ async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_the
         "the volume's snapshot is kept in the member account"
     );
     let outcomes = output["outcomes"].as_array().unwrap();
-    assert_eq!(outcomes.len(), data_team.len() + platform.len(), "{outcomes:?}");
+    assert_eq!(outcomes.len(), data_offers.len() + platform_offers.len(), "{outcomes:?}");
+    let approved = finops_approval_store::DynamoApprovals::new(&o.hub, finops_testkit::approvals::TABLE);
+    let record = finops_approval_store::ApprovalReader::get(&approved, &idle.approval_id).await.unwrap().unwrap();
+    assert_eq!(record.approver.as_deref(), Some(DATA_TEAM), "the link's recipient decided");
     let deleted = outcomes.iter().find(|o| o["resourceId"] == volume_id.as_str()).unwrap();
     assert_eq!((&deleted["operation"], &deleted["outcome"]), (&json!("delete_volume"), &json!("done")), "{deleted}");
     // The audit trail names the account of what was proposed and done, the hub's own included.

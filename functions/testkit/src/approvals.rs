@@ -197,8 +197,8 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> String {
 }
 
 impl ApprovalPlumbing {
-    /// One approver's mailbox when approvals are routed: a queue subscribed to the approvals topic with the filter
-    /// policy the CDK app gives that address's email subscription (`{"approvers": [address]}`). Its URL.
+    /// One approver's mailbox: a queue subscribed to the approvals topic with the filter policy the CDK app gives that
+    /// address's email subscription (`{"recipient": [address]}`), so it gets that person's messages only. Its URL.
     pub async fn subscribe_approver(&self, sns: &aws_sdk_sns::Client, address: &str) -> String {
         let name = format!("mailbox-{}", address.replace(['@', '.'], "-"));
         let url = self.sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url().unwrap().to_owned();
@@ -208,7 +208,7 @@ impl ApprovalPlumbing {
             .protocol("sqs")
             .endpoint(arn)
             .attributes("RawMessageDelivery", "true")
-            .attributes("FilterPolicy", serde_json::json!({"approvers": [address]}).to_string())
+            .attributes("FilterPolicy", serde_json::json!({"recipient": [address.to_ascii_lowercase()]}).to_string())
             .send()
             .await
             .unwrap();

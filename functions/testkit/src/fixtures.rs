@@ -45,3 +45,13 @@ pub fn summary(instance: &InstanceRecord, idle: bool) -> UtilisationSummary {
         days,
     }
 }
+
+/// The audience of a deployment that names these approvers (no Slack): what a test's approval record is asked of.
+pub fn audience(approvers: &[&str]) -> finops_core::organization::Audience {
+    finops_core::organization::Audience {
+        approvers: approvers.iter().map(|a| a.to_string()).collect(),
+        because: "the deployment's approvers".into(),
+        slack_channel: None,
+        slack_users: Vec::new(),
+    }
+}

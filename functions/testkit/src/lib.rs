@@ -9,6 +9,7 @@ pub mod approvals;
 pub mod browser;
 pub mod eventstream;
 pub mod fixtures;
+pub mod mail;
 pub mod moto;
 pub mod organization;
 pub mod scripted_model;

@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 
 pub const SIGNING_SECRET: &str = "local-slack-signing-secret-0123456789";
 pub const BOT_TOKEN: &str = "xoxb-local-0000-finops";
+/// The workspace of the local Slack (`auth.test`'s `team_id`, and every click's `team`).
+pub const TEAM: &str = "T0LOCAL";
 
 /// Every message as last posted or updated (channel, ts, message), and the notes only one user saw.
 #[derive(Default)]
@@ -73,6 +75,7 @@ fn web_api(state: &Mutex<SlackState>, method: &str, authorised: bool, body: &[u8
                 None => json!({"ok": false, "error": "message_not_found"}),
             }
         }
+        "auth.test" => json!({"ok": true, "team_id": TEAM, "user_id": "U0FINOPSBOT"}),
         "chat.postEphemeral" => {
             let note = (channel, text(&m, "user"), text(&m, "text"));
             s.notes.push(note);
@@ -120,8 +123,15 @@ impl LocalSlack {
         json!({"signingSecret": SIGNING_SECRET, "botToken": BOT_TOKEN}).to_string()
     }
 
-    /// Stores the app's secret as `name` and returns the functions' Slack settings (`FINOPS_SLACK_*`) for `channel`.
-    pub async fn deploy(&self, config: &aws_config::SdkConfig, name: &str, channel: &str) -> Vec<(String, String)> {
+    /// Stores the app's secret as `name` and returns the functions' Slack settings (`FINOPS_SLACK_*`) for `channel`,
+    /// where the Slack users `approvers` decide.
+    pub async fn deploy(
+        &self,
+        config: &aws_config::SdkConfig,
+        name: &str,
+        channel: &str,
+        approvers: &[&str],
+    ) -> Vec<(String, String)> {
         aws_sdk_secretsmanager::Client::new(config)
             .create_secret()
             .name(name)
@@ -129,10 +139,16 @@ impl LocalSlack {
             .send()
             .await
             .expect("the Slack app's secret");
-        [("FINOPS_SLACK_SECRET_ID", name), ("FINOPS_SLACK_CHANNEL", channel), ("FINOPS_SLACK_API_URL", &self.api_url)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect()
+        let approvers = approvers.join(",");
+        [
+            ("FINOPS_SLACK_SECRET_ID", name),
+            ("FINOPS_SLACK_CHANNEL", channel),
+            ("FINOPS_SLACK_API_URL", &self.api_url),
+            ("FINOPS_SLACK_APPROVERS", &approvers),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
     }
 
     /// The messages posted so far: (channel, ts, message).
@@ -169,8 +185,8 @@ pub fn click_payload(channel: &str, ts: &str, message: &Value, action_id: &str, 
         .unwrap_or_else(|| panic!("no {action_id} button in {message}"));
     let payload = json!({
         "type": "block_actions",
-        "user": {"id": user, "username": user.to_lowercase(), "team_id": "T0LOCAL"},
-        "team": {"id": "T0LOCAL"},
+        "user": {"id": user, "username": user.to_lowercase(), "team_id": TEAM},
+        "team": {"id": TEAM},
         "channel": {"id": channel},
         "container": {"type": "message", "channel_id": channel, "message_ts": ts},
         "response_url": "https://hooks.slack.com/actions/T0LOCAL/1/local",

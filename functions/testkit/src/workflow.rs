@@ -30,6 +30,10 @@ pub struct WorkflowEnv {
     pub timings: WorkflowTimings,
 }
 
+/// The approver the local deployment names (`FINOPS_APPROVERS`): each run mails them one digest, and their links
+/// decide as them.
+pub const APPROVER: &str = "ops@example.com";
+
 /// The model id the local functions are configured with: what reaches the scripted model.
 pub const LOCAL_MODEL_ID: &str = "scripted.local-model";
 
@@ -194,6 +198,7 @@ impl WorkflowEnv {
             ("FINOPS_MODE", t.deployment_mode.to_owned()),
             ("FINOPS_MAX_PROPOSALS", t.max_proposals.to_string()),
             ("FINOPS_SNOOZE_DAYS", "7".to_owned()),
+            ("FINOPS_APPROVERS", APPROVER.to_owned()),
         ]
         .into_iter()
         .chain(t.fan_out.then(|| ("FINOPS_ACCOUNTS", "organization".to_owned())))
@@ -258,20 +263,14 @@ impl WorkflowEnv {
         }
     }
 
-    /// A person following an undo link of a run report: the page (GET, which changes nothing), then its button (POST
-    /// with their name). The POST's status, and the undo execution's status and output once it ended (none if the
-    /// page refused).
-    pub async fn follow_undo_link(
-        &self,
-        approval_port: u16,
-        url: &str,
-        approver: &str,
-    ) -> (u16, Option<(String, serde_json::Value)>) {
+    /// A person following an undo link they were mailed: the page (GET, which changes nothing), then its button
+    /// (POST; the link says who they are). The POST's status, and the undo execution's status and output once it
+    /// ended (none if the page refused).
+    pub async fn follow_undo_link(&self, approval_port: u16, url: &str) -> (u16, Option<(String, serde_json::Value)>) {
         let path = &url[url.find("/approvals/").expect("an approval page link")..];
         let (shown, _) = crate::moto::http(approval_port, "GET", path, "").expect("the approval page");
         assert_eq!(shown, 200, "GET {path}");
-        let body = format!("decision=undo&approver={}", approver.replace('@', "%40"));
-        let (status, _) = crate::moto::http(approval_port, "POST", path, &body).expect("the approval page");
+        let (status, _) = crate::moto::http(approval_port, "POST", path, "decision=undo").expect("the approval page");
         if status != 200 {
             return (status, None);
         }
