@@ -13,11 +13,15 @@ import sys
 
 # Crates allowed to depend on the stop-capable crate: the Lambda itself and the local runner that hosts it.
 ALLOWED_DEPENDENTS = {"finops-local"}
-# Test harnesses that play a person acting on emulated AWS, and the one call each may make. finops-chaos tags an
-# instance production while its approval waits (what a colleague might do), to check the stop is then refused.
+# Test harnesses that play a person acting on emulated AWS, and the calls each may make. finops-chaos tags an
+# instance production while its approval waits (what a colleague might do), to check the stop is then refused, and
+# starts and stops a stopped instance again before its undo (a person who took it back), to check the undo refuses.
 # finops-testkit seeds the sample fleet as its people left it: two instances someone stopped (one weeks ago). Both
 # create the unattached volumes of their fleets (seeding: a new volume, nothing existing is changed).
-HARNESS_CALLS = {"finops-chaos": {"create_tags", "create_volume"}, "finops-testkit": {"stop_instances", "create_volume"}}
+HARNESS_CALLS = {
+    "finops-chaos": {"create_tags", "create_volume", "start_instances", "stop_instances"},
+    "finops-testkit": {"stop_instances", "create_volume"},
+}
 # SDK operations that change an instance or its disks, as the Rust SDK spells the calls (an undo's start and its
 # volume recreated from a snapshot included).
 ACTING_CALLS = re.compile(r"\.(stop_instances|terminate_instances|create_snapshots|create_snapshot|create_tags|reboot_instances|modify_instance_attribute|delete_volume|release_address|disassociate_address|detach_volume|delete_snapshot|start_instances|create_volume)\(\)")

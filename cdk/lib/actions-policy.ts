@@ -12,22 +12,34 @@ export const ACT_ON = ["ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstanc
 /** The only calls that change an unattached volume (snapshot it, then delete it) or an unassociated Elastic IP (release
  * it); CreateTags records a snooze or a decision on them. Snapshots are never deleted: they are what recreates a volume. */
 export const ACT_ON_RESOURCES = ["ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress", "ec2:CreateTags"];
-/** What the guard refuses on a production or protected instance: its own calls, and detaching its volumes (allowed
- * only where the deployment deletes long-stopped instances' volumes; denied on a production instance either way). */
-export const GUARDED_INSTANCE_ACTIONS = [...ACT_ON, "ec2:DetachVolume"];
-/** What the guard refuses on a production or protected volume or address (tagging one stays possible). */
-export const GUARDED_RESOURCE_ACTIONS = ["ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress"];
+/** What the guard refuses on a production or protected instance: its own calls, detaching its volumes (allowed
+ * only where the deployment deletes long-stopped instances' volumes; denied on a production instance either way),
+ * and starting it again (an undo of a stop, when someone has tagged it production or protected since). */
+export const GUARDED_INSTANCE_ACTIONS = [...ACT_ON, "ec2:DetachVolume", "ec2:StartInstances"];
+/** What the guard refuses on a production or protected volume or address (tagging one stays possible), and
+ * recreating a volume from a snapshot someone has tagged production or protected since (an undo of a deletion). */
+export const GUARDED_RESOURCE_ACTIONS = ["ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress", "ec2:CreateVolume"];
 
-/** One-click undo, and only that: StartInstances on an instance this deployment stopped (still tagged so), and
- * CreateVolume from a snapshot a run took (tagged with its run id), the new volume tagged with the undo's id. */
-export function undoStatements(instances: string, volumes: string, snapshots: string): iam.PolicyStatement[] {
+/** One-click undo, and only that: StartInstances on an instance this deployment stopped (still tagged so; in
+ * allow-list mode only in a listed environment, as every other call), and CreateVolume from a snapshot a run took
+ * (tagged with its run id), the new volume tagged with the undo's id. The guard's Deny statements hold over both. */
+export function undoStatements(instances: string, volumes: string, snapshots: string, rules?: Parameters<typeof allowListedStatements>[0]): iam.PolicyStatement[] {
+  const stopped = { "aws:ResourceTag/finops:action": "stopped" };
+  const allowed = rules?.actOnlyOnEnvironments ?? [];
+  const starts =
+    rules !== undefined && allowed.length > 0
+      ? rules.environmentTagKeys.map(
+          (key) =>
+            new iam.PolicyStatement({
+              sid: `UndoStopsOnlyListed${key.replace(/[^A-Za-z0-9]/g, "")}`,
+              actions: ["ec2:StartInstances"],
+              resources: [instances],
+              conditions: { StringEquals: stopped, StringEqualsIgnoreCase: { [`ec2:ResourceTag/${key}`]: allowed } },
+            }),
+        )
+      : [new iam.PolicyStatement({ sid: "UndoStopsOnly", actions: ["ec2:StartInstances"], resources: [instances], conditions: { StringEquals: stopped } })];
   return [
-    new iam.PolicyStatement({
-      sid: "UndoStopsOnly",
-      actions: ["ec2:StartInstances"],
-      resources: [instances],
-      conditions: { StringEquals: { "aws:ResourceTag/finops:action": "stopped" } },
-    }),
+    ...starts,
     new iam.PolicyStatement({
       sid: "RecreateVolumesOnlyFromRunSnapshots",
       actions: ["ec2:CreateVolume"],
@@ -75,7 +87,7 @@ export class ActionsPolicy extends Construct {
     // The snapshot a volume's deletion waits for is created without a tag check (a new snapshot has no tags yet; the
     // volume it is taken of is checked by the guard).
     actions.addToRolePolicy(new iam.PolicyStatement({ sid: "SnapshotBeforeDelete", actions: ["ec2:CreateSnapshot"], resources: [snapshots] }));
-    for (const statement of undoStatements(instances, volumes, snapshots)) actions.addToRolePolicy(statement);
+    for (const statement of undoStatements(instances, volumes, snapshots, rules)) actions.addToRolePolicy(statement);
     if (config.actOnlyOnEnvironments.length > 0) {
       for (const statement of allowListedStatements(rules, ACT_ON, instances)) actions.addToRolePolicy(statement);
       for (const statement of allowListedStatements(rules, ACT_ON_RESOURCES, [volumes, addresses], "Resources")) actions.addToRolePolicy(statement);
@@ -91,7 +103,7 @@ export class ActionsPolicy extends Construct {
     }
     // Each guard in a managed policy of its own: a role's inline policies share one size limit, managed ones do not.
     // The same tag rules on instances and on volumes and addresses, one managed policy per rule.
-    const onResources = tagGuardStatements(rules, GUARDED_RESOURCE_ACTIONS, [volumes, addresses], "Resources");
+    const onResources = tagGuardStatements(rules, GUARDED_RESOURCE_ACTIONS, [volumes, addresses, snapshots], "Resources");
     const guards = [
       ...tagGuardStatements(rules, GUARDED_INSTANCE_ACTIONS, instances).map((statement, i) => ({ id: `Guard${statement.sid}`, statements: [statement, onResources[i]] })),
       { id: "GuardInstanceStorage", statements: [instanceStorageStatement(instances)] },

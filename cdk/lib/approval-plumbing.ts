@@ -6,11 +6,16 @@ import { Stack } from "aws-cdk-lib";
 import { Construct } from "constructs";
 import { approvalAddresses, type FinopsConfig } from "./config.ts";
 import { acknowledge } from "./nag.ts";
+import { guardSubscriptions } from "./topic-guard.ts";
 
-/** The attributes of a pending approval record (functions/approval-store: DynamoApprovals::put_pending). */
-export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "resourceId", "createdAt", "expiresAt", "ttl", "state", "emailStatus", "claimId", "routedApprovers", "undoOf"] as const;
-/// What a retried or redelivered request may change in an existing record: the task token it waits on, and whether
-/// its email went out. Never the state or a decision.
+/** The message attribute each approver's subscription filters on (functions/approval-store: notify::RECIPIENT_ATTRIBUTE). */
+export const RECIPIENT_ATTRIBUTE = "recipient";
+
+/** The attributes of a pending approval record (functions/approval-store: DynamoApprovals::claim_pending) and of a
+ * message's claim (claim_message): the audience is written here, once, by the request step only. */
+export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "resourceId", "createdAt", "expiresAt", "ttl", "state", "audience", "undoOf", "emailStatus", "claimId"] as const;
+/// What the request step may change in an existing record: the task token the approval map's wait attaches, and
+/// whether a message went out. Never the state, the audience or a decision.
 /// Where Slack asked it (`slackMessage`) is set once the message is posted: it decides nothing (a click must come from
 /// there, and the acting step checks the route's channel itself).
 /// Which notice the resource's owner got (`ownerNotice`): a courtesy, it decides nothing either.
@@ -36,37 +41,18 @@ export class ApprovalPlumbing extends Construct {
     super(scope, id);
     const { config, approvals, approvalTopic, signingKey, requestApproval, approvalCallback, actions } = props;
 
-    // Approval emails carry links that decide: they go to their own topic, which only the configured approvers can
-    // ever be subscribed to, and by email only.
-    // With approvals routed by account, each address gets only the proposals it is routed (request-approval sets the
-    // message attribute `approvers`; each subscription's filter policy names its own address).
+    // Approval emails carry links that decide as their recipient: they go to their own topic, which only the
+    // configured approvers can ever be subscribed to, by email only, and each address gets only the messages made
+    // out to it (request-approval sets the message attribute `recipient`; each subscription's filter policy names
+    // its own address).
     const routed = config.organization?.approvalRouting !== undefined;
     const addresses = approvalAddresses(config);
     for (const email of addresses) {
       approvalTopic.addSubscription(
-        new subscriptions.EmailSubscription(email, routed ? { filterPolicy: { approvers: sns.SubscriptionFilter.stringFilter({ allowlist: [email] }) } } : {}),
+        new subscriptions.EmailSubscription(email, { filterPolicy: { [RECIPIENT_ATTRIBUTE]: sns.SubscriptionFilter.stringFilter({ allowlist: [email.toLowerCase()] }) } }),
       );
     }
-    approvalTopic.addToResourcePolicy(
-      new iam.PolicyStatement({
-        sid: "SubscribeOnlyTheConfiguredApprovers",
-        effect: iam.Effect.DENY,
-        principals: [new iam.AnyPrincipal()],
-        actions: ["sns:Subscribe"],
-        resources: [approvalTopic.topicArn],
-        conditions: { StringNotEqualsIgnoreCase: { "sns:Endpoint": addresses.length > 0 ? addresses : ["nobody@invalid"] } },
-      }),
-    );
-    approvalTopic.addToResourcePolicy(
-      new iam.PolicyStatement({
-        sid: "SubscribeByEmailOnly",
-        effect: iam.Effect.DENY,
-        principals: [new iam.AnyPrincipal()],
-        actions: ["sns:Subscribe"],
-        resources: [approvalTopic.topicArn],
-        conditions: { StringNotEquals: { "sns:Protocol": "email" } },
-      }),
-    );
+    guardSubscriptions(approvalTopic, addresses, "Approval");
 
     const store = { FINOPS_APPROVALS_TABLE: approvals.tableName, FINOPS_SIGNING_SECRET_ID: signingKey.secretArn };
     for (const [key, value] of Object.entries(store)) {
@@ -74,6 +60,9 @@ export class ApprovalPlumbing extends Construct {
       approvalCallback.addEnvironment(key, value);
     }
     requestApproval.addEnvironment("FINOPS_APPROVAL_TOPIC_ARN", approvalTopic.topicArn);
+    // Who may decide, where approvals are not routed (routes name their own): the request step writes it into each
+    // record's audience. Read-only to every function: only a deployment changes a function's environment.
+    if (!routed) requestApproval.addEnvironment("FINOPS_APPROVERS", config.approvers.map((a) => a.toLowerCase()).join(","));
     requestApproval.addEnvironment("FINOPS_APPROVAL_WINDOW_SECONDS", String(config.approvalWindowHours * 3600));
     if (config.ownerNoticesFrom !== undefined) {
       // Owner notices: SES, from the one verified address, to whoever a resource's owner tag names.
@@ -99,6 +88,7 @@ export class ApprovalPlumbing extends Construct {
         if (config.slack.channel !== undefined) fn.addEnvironment("FINOPS_SLACK_CHANNEL", config.slack.channel);
         slackSecret.grantRead(fn);
       }
+      if (!routed && config.slack.approvers.length > 0) requestApproval.addEnvironment("FINOPS_SLACK_APPROVERS", config.slack.approvers.join(","));
     }
     actions.addEnvironment("FINOPS_APPROVALS_TABLE", approvals.tableName);
 

@@ -53,6 +53,8 @@ export interface SlackSettings {
   secretArn: string;
   /** The approvers' channel id (C...) where approvals are not routed (routes name their own `slackChannel`). */
   channel?: string;
+  /** The Slack users (U... or W...) whose clicks in that channel decide (context `slackApprovers`). */
+  approvers: string[];
 }
 
 export interface OrganizationSettings {
@@ -81,10 +83,14 @@ export interface ApprovalRouting {
   routes: RouteEntry[];
   default: string[];
   defaultSlackChannel?: string;
+  defaultSlackUsers?: string[];
 }
 
-/** One route: exactly one of account, ou or tag, and its approvers. */
-export type RouteEntry = { account?: string; ou?: string; tag?: string; approvers: string[]; slackChannel?: string };
+/** One route: exactly one of account, ou or tag, its approvers, and in Slack its channel and the users who decide there. */
+export type RouteEntry = { account?: string; ou?: string; tag?: string; approvers: string[]; slackChannel?: string; slackUsers?: string[] };
+
+/** A Slack user id, as finops_core's routing checks it. */
+const SLACK_USER = /^[UW][A-Z0-9]{1,31}$/;
 
 /** A Slack channel id, as finops_core::slack::is_slack_id checks it. */
 const SLACK_ID = /^[A-Z0-9]{2,32}$/;
@@ -248,7 +254,15 @@ function readSlack(get: (key: string) => unknown, organization: OrganizationSett
   if (channel === undefined && !routedChannels.some((c) => c !== undefined)) {
     throw new ConfigError("context slackSecretArn: name the approvers' channel with -c slackChannel=C0123ABCD (or slackChannel in the approval routes)");
   }
-  return { secretArn, channel };
+  const rawUsers = get("slackApprovers");
+  const approvers = rawUsers === undefined || rawUsers === null ? [] : String(rawUsers).split(",").map((u) => u.trim()).filter((u) => u.length > 0);
+  const badUser = approvers.find((u) => !SLACK_USER.test(u));
+  if (badUser !== undefined) throw new ConfigError(`context slackApprovers: ${JSON.stringify(badUser)} is not a Slack user id (like U0123ABCD)`);
+  // A channel where nobody is named to decide would be asked in vain: who decides in Slack is the deployment's.
+  if (channel !== undefined && routing === undefined && approvers.length === 0) {
+    throw new ConfigError("context slackChannel needs slackApprovers: the Slack user ids (U0123ABCD,...) whose clicks decide there");
+  }
+  return { secretArn, channel, approvers };
 }
 
 interface Readers {
@@ -325,17 +339,21 @@ function readApprovalRouting(raw: unknown, approvers: string[]): ApprovalRouting
   }
   if (table === null || typeof table !== "object" || Array.isArray(table)) fail('expected a JSON object {"routes": [...], "default": [...]}');
   const t = table as Record<string, unknown>;
-  const unknownKey = Object.keys(t).find((k) => k !== "routes" && k !== "default" && k !== "defaultSlackChannel");
+  const unknownKey = Object.keys(t).find((k) => !["routes", "default", "defaultSlackChannel", "defaultSlackUsers"].includes(k));
   if (unknownKey !== undefined) fail(`unknown field ${JSON.stringify(unknownKey)}`);
   const emails = (where: string, value: unknown): string[] => {
     if (!Array.isArray(value) || value.some((a) => typeof a !== "string" || !EMAIL.test(a))) fail(`${where}: a list of email addresses`);
+    return value as string[];
+  };
+  const slackUsers = (where: string, value: unknown): string[] => {
+    if (!Array.isArray(value) || value.some((u) => typeof u !== "string" || !SLACK_USER.test(u))) fail(`${where}: a list of Slack user ids (like U0123ABCD)`);
     return value as string[];
   };
   const routes = (t.routes === undefined ? [] : Array.isArray(t.routes) ? t.routes : fail("routes: a list")).map((r: unknown, i: number) => {
     const n = i + 1;
     if (r === null || typeof r !== "object" || Array.isArray(r)) fail(`route ${n}: an object`);
     const route = r as Record<string, unknown>;
-    const bad = Object.keys(route).find((k) => !["account", "ou", "tag", "approvers", "slackChannel"].includes(k));
+    const bad = Object.keys(route).find((k) => !["account", "ou", "tag", "approvers", "slackChannel", "slackUsers"].includes(k));
     if (bad !== undefined) fail(`route ${n}: unknown field ${JSON.stringify(bad)}`);
     const matchers = ["account", "ou", "tag"].filter((k) => route[k] !== undefined);
     if (matchers.length !== 1) fail(`route ${n} must match on exactly one of account, ou or tag`);
@@ -345,11 +363,25 @@ function readApprovalRouting(raw: unknown, approvers: string[]): ApprovalRouting
     const list = emails(`route ${n} approvers`, route.approvers);
     if (list.length === 0) fail(`route ${n} names no approver`);
     if (route.slackChannel !== undefined && !SLACK_ID.test(String(route.slackChannel))) fail(`route ${n}: slackChannel ${JSON.stringify(route.slackChannel)} is not a Slack channel id (like C0123ABCD)`);
+    const users = route.slackUsers === undefined ? [] : slackUsers(`route ${n} slackUsers`, route.slackUsers);
+    if (route.slackChannel !== undefined && users.length === 0) fail(`route ${n}: slackChannel needs slackUsers (the Slack user ids whose clicks decide there)`);
     const [key] = matchers;
-    return { [key]: String(route[key]), approvers: list, ...(route.slackChannel === undefined ? {} : { slackChannel: String(route.slackChannel) }) } as RouteEntry;
+    return {
+      [key]: String(route[key]),
+      approvers: list,
+      ...(route.slackChannel === undefined ? {} : { slackChannel: String(route.slackChannel) }),
+      ...(users.length === 0 ? {} : { slackUsers: users }),
+    } as RouteEntry;
   });
   const ownDefault = t.default === undefined ? [] : emails("default", t.default);
   if (t.defaultSlackChannel !== undefined && !SLACK_ID.test(String(t.defaultSlackChannel))) fail(`defaultSlackChannel ${JSON.stringify(t.defaultSlackChannel)} is not a Slack channel id (like C0123ABCD)`);
-  return { routes, default: ownDefault.length > 0 ? ownDefault : approvers, ...(t.defaultSlackChannel === undefined ? {} : { defaultSlackChannel: String(t.defaultSlackChannel) }) };
+  const defaultUsers = t.defaultSlackUsers === undefined ? [] : slackUsers("defaultSlackUsers", t.defaultSlackUsers);
+  if (t.defaultSlackChannel !== undefined && defaultUsers.length === 0) fail("defaultSlackChannel needs defaultSlackUsers (the Slack user ids whose clicks decide there)");
+  return {
+    routes,
+    default: ownDefault.length > 0 ? ownDefault : approvers,
+    ...(t.defaultSlackChannel === undefined ? {} : { defaultSlackChannel: String(t.defaultSlackChannel) }),
+    ...(defaultUsers.length === 0 ? {} : { defaultSlackUsers: defaultUsers }),
+  };
 }
 

@@ -34,6 +34,7 @@ import { acknowledge } from "./nag.ts";
 import { REPO_ROOT } from "./paths.ts";
 import { ReasoningBackend } from "./reasoning-backend.ts";
 import { ScheduleAndAlarms } from "./schedule-and-alarms.ts";
+import { guardSubscriptions } from "./topic-guard.ts";
 import { SavingsDashboard } from "./dashboard.ts";
 
 export { ConfigError, MAX_CONCURRENT_APPROVALS, readConfig, type FinopsConfig } from "./config.ts";
@@ -102,6 +103,8 @@ export class FinopsStack extends Stack {
     const approvalTopic = new sns.Topic(this, "ApprovalRequests", { masterKey: topicKey, enforceSSL: true, displayName: "finops-agent approvals" });
     const reports = new sns.Topic(this, "Reports", { masterKey: topicKey, enforceSSL: true, displayName: "finops-agent reports" });
     for (const email of config.reportRecipients) reports.addSubscription(new subscriptions.EmailSubscription(email));
+    // The report names what was done and where: only the configured recipients may ever subscribe, by email.
+    guardSubscriptions(reports, config.reportRecipients, "Report");
     const signingKey = new secretsmanager.Secret(this, "ApprovalSigningKey", {
       description: "HMAC key of finops-agent approval links",
       generateSecretString: { passwordLength: 64, excludePunctuation: true },
@@ -126,11 +129,13 @@ export class FinopsStack extends Stack {
       actions: fns.actions,
       stateMachineArn,
     });
-    if (config.organization?.approvalRouting !== undefined) {
-      // Routed approvals: the request step reads who approves each account from the run's plan, and nothing else.
-      fns["request-approval"].addToRolePolicy(new iam.PolicyStatement({ actions: ["s3:GetObject"], resources: [runBucket.arnForObjects("runs/*/approvers.json")] }));
-      const bucketId = this.getLogicalId(runBucket.node.defaultChild as s3.CfnBucket);
-      acknowledge(fns["request-approval"], `AwsSolutions-IAM5[Resource::<${bucketId}.Arn>/runs/*/approvers.json]`, "Each run's approver directory, by its one key pattern: the run id is known only when the run starts.");
+    const routing = config.organization?.approvalRouting;
+    if (routing !== undefined && routing.routes.some((r) => r.ou !== undefined || r.tag !== undefined)) {
+      // Routes by OU or account tag: the request step reads the account's place in the organization as it is when it
+      // asks (read-only; no file a run writes takes part in who decides).
+      fns["request-approval"].addToRolePolicy(
+        new iam.PolicyStatement({ sid: "ReadWhereAnAccountIs", actions: ["organizations:DescribeAccount", "organizations:ListParents", "organizations:ListTagsForResource"], resources: ["*"] }),
+      );
     }
     new ActionsPolicy(this, "ActionsPolicy", { config, actions: fns.actions });
     grantRunCost(this, fns, stepFunctions.architecture);
@@ -276,14 +281,19 @@ function grantMemberAccess(stack: Stack, fns: Record<FunctionKey, lambda.Functio
       resources: ["*"],
     }),
   );
+  // Member roles are assumed only inside the deployment's reach: the hub's own organization, or the listed accounts.
+  const inReach =
+    org.accounts === "organization"
+      ? { StringEquals: { "aws:ResourceOrgID": "${aws:PrincipalOrgID}" } }
+      : { StringEquals: { "aws:ResourceAccount": org.accounts } };
   const memberRead = stack.formatArn({ service: "iam", region: "", account: "*", resource: "role", resourceName: org.readRole });
   for (const reader of memberReaders(fns)) {
-    reader.addToRolePolicy(new iam.PolicyStatement({ actions: ["sts:AssumeRole"], resources: [memberRead] }));
+    reader.addToRolePolicy(new iam.PolicyStatement({ actions: ["sts:AssumeRole"], resources: [memberRead], conditions: inReach }));
     acknowledge(reader, `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/${org.readRole}]`, "The read-only role the member StackSet deploys in every account of the organization, by its one name.");
   }
   // The actions step acts in a member account as the member's guarded actions role, and as nothing else there.
   const memberActions = stack.formatArn({ service: "iam", region: "", account: "*", resource: "role", resourceName: org.actionsRole });
-  fns.actions.addToRolePolicy(new iam.PolicyStatement({ actions: ["sts:AssumeRole"], resources: [memberActions] }));
+  fns.actions.addToRolePolicy(new iam.PolicyStatement({ sid: "ActInMembersOnly", actions: ["sts:AssumeRole"], resources: [memberActions], conditions: inReach }));
   acknowledge(fns.actions, `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iam::*:role/${org.actionsRole}]`, "The guarded actions role the member StackSet deploys in every account of the organization, by its one name.");
 }
 

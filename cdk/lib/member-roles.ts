@@ -64,7 +64,7 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
           new iam.PolicyStatement({ sid: "ActOnUnusedResources", actions: ACT_ON_RESOURCES, resources: [VOLUMES, ADDRESSES] }),
         ];
   // As in the hub: the same tag rules on instances and on volumes and addresses, one managed policy per rule.
-  const onResources = tagGuardStatements(rules, GUARDED_RESOURCE_ACTIONS, [VOLUMES, ADDRESSES], "Resources");
+  const onResources = tagGuardStatements(rules, GUARDED_RESOURCE_ACTIONS, [VOLUMES, ADDRESSES, SNAPSHOTS], "Resources");
   const guards = [...tagGuardStatements(rules, GUARDED_INSTANCE_ACTIONS, INSTANCES).map((statement, i) => [statement, onResources[i]]), [instanceStorageStatement(INSTANCES)]];
   const resources: Record<string, Json> = {
     ReadOnlyRole: {
@@ -89,7 +89,7 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
               new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] }),
               new iam.PolicyStatement({ sid: "SnapshotVolumes", actions: ["ec2:CreateSnapshots", "ec2:CreateTags"], resources: [VOLUMES, SNAPSHOTS] }),
               new iam.PolicyStatement({ sid: "SnapshotBeforeDelete", actions: ["ec2:CreateSnapshot"], resources: [SNAPSHOTS] }),
-              ...undoStatements(INSTANCES, VOLUMES, SNAPSHOTS),
+              ...undoStatements(INSTANCES, VOLUMES, SNAPSHOTS, rules),
               ...(config.deleteStoppedInstanceVolumes ? detachStatements(rules, INSTANCES, VOLUMES) : []),
               ...act,
             ]),

@@ -1,7 +1,8 @@
 // The IAM backstop, evaluated by an IAM policy simulator (@cloud-copilot/iam-simulate) on the synthesized template:
-// the actions role's policies as CloudFormation would create them, asked whether StopInstances, CreateSnapshots and
-// CreateTags are allowed on an instance, CreateSnapshot and DeleteVolume on a volume and ReleaseAddress on an Elastic
-// IP, each carrying each tag set of the table that the policy code generates
+// the actions role's policies as CloudFormation would create them, asked whether StopInstances, CreateSnapshots,
+// CreateTags and an undo's StartInstances are allowed on an instance, CreateSnapshot and DeleteVolume on a volume,
+// ReleaseAddress on an Elastic IP and an undo's CreateVolume from a snapshot, each carrying each tag set of the table
+// that the policy code generates
 // (fixtures/tag-spellings.json, from functions/core/tests/tag_spellings.rs). Wherever the code denies, IAM must deny
 // explicitly; where the code allows, IAM must allow. In allow-list mode the same, including the spellings that only
 // the allow-list's exact Allow can refuse (Unicode look-alikes, padded keys).
@@ -27,14 +28,18 @@ const table = JSON.parse(readFileSync(new URL("./fixtures/tag-spellings.json", i
 const INSTANCE = `arn:aws:ec2:${REGION}:${ACCOUNT}:instance/i-0123456789abcdef0`;
 const VOLUME = `arn:aws:ec2:${REGION}:${ACCOUNT}:volume/vol-0123456789abcdef0`;
 const ADDRESS = `arn:aws:ec2:${REGION}:${ACCOUNT}:elastic-ip/eipalloc-0123456789abcdef0`;
-/** Every call that changes something, on the resource it changes: the tag rules are the same for each kind. */
-const ACTIONS: [string, string][] = [
-  ["ec2:StopInstances", INSTANCE],
-  ["ec2:CreateSnapshots", INSTANCE],
-  ["ec2:CreateTags", INSTANCE],
-  ["ec2:CreateSnapshot", VOLUME],
-  ["ec2:DeleteVolume", VOLUME],
-  ["ec2:ReleaseAddress", ADDRESS],
+const SNAPSHOT = `arn:aws:ec2:${REGION}::snapshot/snap-0123456789abcdef0`;
+/** Every call that changes something, on the resource it changes, with the tags finops itself put there (an undo
+ * starts only what finops stopped, and recreates only from a run's snapshot): the tag rules are the same for each. */
+const ACTIONS: [string, string, [string, string][]][] = [
+  ["ec2:StopInstances", INSTANCE, []],
+  ["ec2:CreateSnapshots", INSTANCE, []],
+  ["ec2:CreateTags", INSTANCE, []],
+  ["ec2:StartInstances", INSTANCE, [["finops:action", "stopped"]]],
+  ["ec2:CreateSnapshot", VOLUME, []],
+  ["ec2:DeleteVolume", VOLUME, []],
+  ["ec2:ReleaseAddress", ADDRESS, []],
+  ["ec2:CreateVolume", SNAPSHOT, [["finops:run-id", "run-1"]]],
 ];
 
 type Policies = { name: string; policy: unknown }[];
@@ -75,8 +80,8 @@ test("default deployment: IAM explicitly denies every tag set the code denies, a
   const wrong: string[] = [];
   let checked = 0;
   for (const row of table.rows.filter((r) => r.layer === "guard")) {
-    for (const [action, resource] of ACTIONS) {
-      const result = await decide(policies, action, row.tags, "t3.large", resource);
+    for (const [action, resource, own] of ACTIONS) {
+      const result = await decide(policies, action, [...row.tags, ...own], "t3.large", resource);
       const expected = row.denied ? "ExplicitlyDenied" : "Allowed";
       checked++;
       if (result !== expected) wrong.push(`${action} ${show(row.tags)}: IAM ${result}, code ${row.denied ? `denies (${row.reason})` : "allows"}`);
@@ -92,10 +97,14 @@ test("allow-list mode: IAM allows exactly the instances the code may act on", as
   const wrong: string[] = [];
   let checked = 0;
   for (const row of table.rows.filter((r) => r.layer !== "code")) {
-    for (const [action, resource] of ACTIONS) {
-      const result = await decide(policies, action, row.tags, "t3.large", resource);
+    for (const [action, resource, own] of ACTIONS) {
+      // A run's snapshot carries no environment tag (the allow-list has nothing to read there): only the guard's
+      // production and protect rules hold over recreating a volume from it, as in a default deployment.
+      if (action === "ec2:CreateVolume" && row.layer !== "guard") continue;
+      const result = await decide(policies, action, [...row.tags, ...own], "t3.large", resource);
       checked++;
-      if ((result === "Allowed") !== !row.deniedInAllowListMode) wrong.push(`${action} ${show(row.tags)}: IAM ${result}, code ${row.deniedInAllowListMode ? "denies" : "allows"}`);
+      const denied = action === "ec2:CreateVolume" ? row.denied : row.deniedInAllowListMode;
+      if ((result === "Allowed") !== !denied) wrong.push(`${action} ${show(row.tags)}: IAM ${result}, code ${denied ? "denies" : "allows"}`);
     }
   }
   console.log(`iam guard (allow-list): ${checked} simulations, ${wrong.length} disagreements`);
@@ -118,7 +127,6 @@ test("IAM denies stopping every instance family with instance-store disks", asyn
 });
 
 test("IAM lets an undo start only what finops stopped, and recreate a volume only from a run's snapshot, tagged with the undo", async () => {
-  const SNAPSHOT = `arn:aws:ec2:${REGION}::snapshot/snap-0123456789abcdef0`;
   for (const policies of [rolePolicies(synth().template, "finops-agent actions"), rolePolicies(synth({ actOnlyOnEnvironments: "dev" }).template, "finops-agent actions")]) {
     const start = (tags: [string, string][]) => decide(policies, "ec2:StartInstances", tags);
     assert.equal(await start([["finops:action", "stopped"], ["Environment", "dev"]]), "Allowed");
@@ -154,7 +162,7 @@ test("IAM lets a long-stopped instance's volumes be detached only where the depl
 test("only the configured approvers can ever be subscribed to the approval topic", async () => {
   const { template } = synth();
   const resources = template.toJSON().Resources as Record<string, { Type: string; Properties: Record<string, unknown> }>;
-  const topicPolicy = Object.values(resources).find((r) => r.Type === "AWS::SNS::TopicPolicy" && JSON.stringify(r.Properties.PolicyDocument).includes("SubscribeOnlyTheConfiguredApprovers"));
+  const topicPolicy = Object.values(resources).find((r) => r.Type === "AWS::SNS::TopicPolicy" && JSON.stringify(r.Properties.PolicyDocument).includes("SubscribeOnlyTheConfiguredApprovalRecipients"));
   assert.ok(topicPolicy, "approval topic policy");
   const approvalTopicId = ((topicPolicy.Properties.Topics as { Ref: string }[])[0]).Ref;
   const document = JSON.parse(JSON.stringify(topicPolicy.Properties.PolicyDocument).replaceAll(JSON.stringify({ Ref: approvalTopicId }), JSON.stringify(`arn:aws:sns:${REGION}:${ACCOUNT}:approvals`)));
@@ -197,19 +205,29 @@ test("the approval request step can create pending records and renew their task 
     assert.notEqual(result.resultType, "error", JSON.stringify(result));
     return (result as { overallResult: string }).overallResult;
   };
-  // The attributes the Rust code writes when it creates a record: exactly those IAM allows.
-  const source = readFileSync(new URL("../../functions/approval-store/src/lib.rs", import.meta.url), "utf8");
-  const claim = source.slice(source.indexOf("async fn claim_pending"), source.indexOf(".condition_expression(\"attribute_not_exists"));
-  const pending = [...claim.matchAll(/\.item\("([A-Za-z]+)"/g)].map((m) => m[1]);
-  assert.deepEqual(new Set(pending), new Set(PENDING_APPROVAL_ATTRIBUTES));
-  assert.equal(await write("dynamodb:PutItem", pending), "Allowed");
-  // What a retry changes: the task token (claim_pending) and the email's status (mark_email, reclaim_unsent_email).
-  // And where Slack asked it (mark_slack_message).
+  // The attributes the Rust code writes when it creates a record (with its audience) or claims a message: exactly
+  // those IAM allows.
+  const source = readFileSync(new URL("../../functions/approval-store/src/dynamo.rs", import.meta.url), "utf8");
+  const written = (fn: string) => {
+    const body = source.slice(source.indexOf(`async fn ${fn}`));
+    return [...body.slice(0, body.indexOf("attribute_not_exists(approvalId)")).matchAll(/\.item\("([A-Za-z]+)"/g)].map((m) => m[1]);
+  };
+  const [record, message] = [written("claim_pending"), written("claim_message")];
+  assert.ok(record.includes("audience") && record.includes("proposal") && message.includes("emailStatus"), `${record} ${message}`);
+  assert.deepEqual(new Set([...record, ...message]), new Set(PENDING_APPROVAL_ATTRIBUTES));
+  const pending = record;
+  assert.equal(await write("dynamodb:PutItem", record), "Allowed");
+  assert.equal(await write("dynamodb:PutItem", message), "Allowed");
+  // What it changes later: the task token the approval map's wait attaches (attach_task), a message's status
+  // (mark_message, claim_message), where Slack asked it (mark_slack_message), the owner's notice.
   for (const update of [["approvalId", "taskToken"], ["approvalId", "emailStatus"], ["approvalId", "slackMessage"], ["approvalId", "ownerNotice"]]) {
     assert.equal(await write("dynamodb:UpdateItem", update), "Allowed", update.join());
   }
-  for (const forged of ["decision", "approver", "decidedAt", "decidedVia", "state"]) {
-    assert.equal(await write("dynamodb:PutItem", [...pending, forged === "state" ? "lateAnswer" : forged]), "ImplicitlyDenied", forged);
+  // Never a decision, and never who may decide once a record exists.
+  for (const forged of ["decision", "approver", "decidedAt", "decidedVia", "state", "audience"]) {
+    if (forged !== "audience") {
+      assert.equal(await write("dynamodb:PutItem", [...pending, forged === "state" ? "lateAnswer" : forged]), "ImplicitlyDenied", forged);
+    }
     assert.equal(await write("dynamodb:UpdateItem", ["approvalId", "taskToken", forged]), "ImplicitlyDenied", forged);
   }
   assert.equal(await write("dynamodb:DeleteItem", ["approvalId"]), "ImplicitlyDenied", "it never removes a record");
@@ -226,4 +244,100 @@ test("every policy document IAM will receive holds only Latin-1 and fits IAM's s
       assert.ok(chars < (r.Type === "AWS::IAM::ManagedPolicy" ? 6_144 : 10_240), `${id}: ${chars} characters`);
     }
   }
+});
+
+/** Every role of the stack's functions, by function description. */
+function functionRoles(template: ReturnType<typeof synth>["template"]): string[] {
+  return Object.values(template.findResources("AWS::Lambda::Function"))
+    .filter((f) => f.Properties.Handler === "bootstrap")
+    .map((f) => String(f.Properties.Description));
+}
+
+test("finding 3: who may decide lives where no function can write it (the request step's environment)", async () => {
+  const routing = JSON.stringify({ routes: [{ ou: "ou-ab12-workload1", approvers: ["workloads@example.com"] }], default: ["ops@example.com"] });
+  for (const context of [{}, { accounts: "organization", organizationOus: "ou-ab12-workload1", memberStackSetTargets: "ou-ab12-workload1", approvalRouting: routing }]) {
+    const { template } = synth(context);
+    const requestFunction = `arn:aws:lambda:${REGION}:${ACCOUNT}:function:finops-request-approval`;
+    const wrong: string[] = [];
+    for (const description of functionRoles(template)) {
+      const policies = rolePolicies(template, description);
+      for (const action of ["lambda:UpdateFunctionConfiguration", "lambda:UpdateFunctionCode", "lambda:PublishVersion", "lambda:CreateAlias", "lambda:UpdateAlias"]) {
+        const result = await runSimulation(
+          {
+            identityPolicies: policies as never,
+            serviceControlPolicies: [],
+            resourceControlPolicies: [],
+            request: { action, principal: `arn:aws:iam::${ACCOUNT}:role/${description.replace(/ /g, "-")}`, resource: { resource: requestFunction, accountId: ACCOUNT }, contextVariables: {} },
+          },
+          {},
+        );
+        if (result.resultType === "error") throw new Error(JSON.stringify(result.errors).slice(0, 300));
+        if (result.overallResult === "Allowed") wrong.push(`${description} may ${action}`);
+      }
+    }
+    assert.ok(functionRoles(template).length >= 11, "every function's role was asked");
+    assert.deepEqual(wrong, [], JSON.stringify(context));
+  }
+});
+
+test("finding 7: the hub's roles assume member roles only by their one name, and only inside the organization or the listed accounts", async () => {
+  // The member role trusts the hub's role (the StackSet's trust policy): what IAM then asks is the hub's own policy.
+  const principal = `arn:aws:iam::${ACCOUNT}:role/finops-actions`;
+  const trust = { Version: "2012-10-17", Statement: [{ Effect: "Allow", Principal: { AWS: principal }, Action: "sts:AssumeRole" }] };
+  const assume = async (policies: Policies, role: string, account: string, context: Record<string, string>) => {
+    const result = await runSimulation(
+      {
+        identityPolicies: policies as never,
+        serviceControlPolicies: [],
+        resourceControlPolicies: [],
+        resourcePolicy: trust,
+        request: { action: "sts:AssumeRole", principal: `arn:aws:iam::${ACCOUNT}:role/finops-actions`, resource: { resource: `arn:aws:iam::${account}:role/${role}`, accountId: account }, contextVariables: context },
+      },
+      {},
+    );
+    if (result.resultType === "error") throw new Error(JSON.stringify(result.errors).slice(0, 300));
+    return result.overallResult;
+  };
+  const org = synth({ accounts: "organization", memberStackSetTargets: "r-ab12" }).template;
+  const inside = { "aws:PrincipalOrgID": "o-finops12345", "aws:ResourceOrgID": "o-finops12345", "aws:ResourceAccount": "111111111111" };
+  const outside = { "aws:PrincipalOrgID": "o-finops12345", "aws:ResourceOrgID": "o-someoneelse", "aws:ResourceAccount": "999988887777" };
+  for (const [description, role] of [["finops-agent actions", "finops-agent-actions"], ["finops-agent scan-account", "finops-agent-read-only"]]) {
+    const policies = rolePolicies(org, description);
+    assert.equal(await assume(policies, role, "111111111111", inside), "Allowed", description);
+    assert.notEqual(await assume(policies, role, "999988887777", outside), "Allowed", `${description}: another organization's account`);
+    assert.notEqual(await assume(policies, "OrganizationAccountAccessRole", "111111111111", inside), "Allowed", `${description}: another role`);
+  }
+  assert.notEqual(await assume(rolePolicies(org, "finops-agent actions"), "finops-agent-read-only", "111111111111", inside), "Allowed", "the actions role acts, it does not read through the detection role");
+  const listed = synth({ accounts: "111111111111,222222222222", memberStackSetTargets: "r-ab12" }).template;
+  const actions = rolePolicies(listed, "finops-agent actions");
+  assert.equal(await assume(actions, "finops-agent-actions", "222222222222", { "aws:ResourceAccount": "222222222222" }), "Allowed");
+  assert.notEqual(await assume(actions, "finops-agent-actions", "333333333333", { "aws:ResourceAccount": "333333333333" }), "Allowed", "an account the deployment does not list");
+});
+
+test("finding 5: only the configured recipients can ever be subscribed to the report topic", async () => {
+  const { template } = synth({ reportRecipients: "finops-team@example.com" });
+  const resources = template.toJSON().Resources as Record<string, { Type: string; Properties: Record<string, unknown> }>;
+  const topicPolicy = Object.values(resources).find((r) => r.Type === "AWS::SNS::TopicPolicy" && JSON.stringify(r.Properties.PolicyDocument).includes("SubscribeOnlyTheConfiguredReportRecipients"));
+  assert.ok(topicPolicy, "report topic policy");
+  const topicId = ((topicPolicy.Properties.Topics as { Ref: string }[])[0]).Ref;
+  const topic = `arn:aws:sns:${REGION}:${ACCOUNT}:reports`;
+  const document = JSON.parse(JSON.stringify(topicPolicy.Properties.PolicyDocument).replaceAll(JSON.stringify({ Ref: topicId }), JSON.stringify(topic)));
+  const admin = [{ name: "admin", policy: { Version: "2012-10-17", Statement: [{ Effect: "Allow", Action: "sns:*", Resource: "*" }] } }];
+  const subscribe = async (protocol: string, endpoint: string) => {
+    const result = await runSimulation(
+      {
+        identityPolicies: admin as never,
+        serviceControlPolicies: [],
+        resourceControlPolicies: [],
+        resourcePolicy: document,
+        request: { action: "sns:Subscribe", principal: `arn:aws:iam::${ACCOUNT}:role/admin`, resource: { resource: topic, accountId: ACCOUNT }, contextVariables: { "sns:Protocol": protocol, "sns:Endpoint": endpoint } },
+      },
+      {},
+    );
+    assert.notEqual(result.resultType, "error", JSON.stringify(result));
+    return (result as { overallResult: string }).overallResult;
+  };
+  assert.equal(await subscribe("email", "finops-team@example.com"), "Allowed");
+  assert.equal(await subscribe("email", "mallory@evil.example"), "ExplicitlyDenied");
+  assert.equal(await subscribe("sqs", `arn:aws:sqs:${REGION}:${ACCOUNT}:tap`), "ExplicitlyDenied");
 });

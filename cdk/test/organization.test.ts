@@ -137,7 +137,8 @@ test("each member role trusts only its hub functions' roles; the read role reads
     const member = denies.find((d: any) => d.Sid === hub.Sid);
     assert.deepEqual(member.Condition, hub.Condition, `${hub.Sid}: the member's condition is the hub's`);
     assert.deepEqual(member.Action, hub.Action, `${hub.Sid}: the member's actions are the hub's`);
-    const expected = String(hub.Sid).endsWith("Resources") ? [own("volume"), own("elastic-ip")] : own("instance");
+    const snapshots = { "Fn::Join": ["", ["arn:", { Ref: "AWS::Partition" }, ":ec2:*::snapshot/*"]] };
+    const expected = String(hub.Sid).endsWith("Resources") ? [own("volume"), own("elastic-ip"), snapshots] : own("instance");
     assert.deepEqual(member.Resource, expected, `${hub.Sid}: the member's own resources`);
   }
 });
@@ -149,7 +150,7 @@ test("an organization deployment needs somewhere to put the member roles, or to 
   assert.throws(() => synth({ ...ORG, memberStackSetTargets: "workloads" }), /memberStackSetTargets: "workloads"/);
 });
 
-test("routed approvals: each address is subscribed with its own filter, the request step reads only the run's routing", () => {
+test("routed approvals: each address is subscribed with its own filter, and who decides is no file a run writes", () => {
   const routing = {
     routes: [
       { account: "111111111111", approvers: ["Data-Team@example.com"] },
@@ -170,19 +171,26 @@ test("routed approvals: each address is subscribed with its own filter, the requ
   const emails = approvalEmails(template);
   const byAddress = Object.fromEntries(emails.map((s) => [s.Properties.Endpoint, s.Properties.FilterPolicy]));
   assert.deepEqual(Object.keys(byAddress).sort(), ["ana@example.com", "data-team@example.com", "raj@example.com", "workloads@example.com"], "every address once, lowercase");
-  for (const [address, filter] of Object.entries(byAddress)) assert.deepEqual(filter, { approvers: [address] }, address);
-  const [topicPolicy] = Object.values(template.findResources("AWS::SNS::TopicPolicy")).filter((p) => JSON.stringify(p).includes("SubscribeOnlyTheConfiguredApprovers"));
-  const deny = topicPolicy.Properties.PolicyDocument.Statement.find((s: { Sid: string }) => s.Sid === "SubscribeOnlyTheConfiguredApprovers");
+  for (const [address, filter] of Object.entries(byAddress)) assert.deepEqual(filter, { recipient: [address] }, address);
+  const [topicPolicy] = Object.values(template.findResources("AWS::SNS::TopicPolicy")).filter((p) => JSON.stringify(p).includes("SubscribeOnlyTheConfiguredApprovalRecipients"));
+  const deny = topicPolicy.Properties.PolicyDocument.Statement.find((s: { Sid: string }) => s.Sid === "SubscribeOnlyTheConfiguredApprovalRecipients");
   assert.deepEqual(new Set(deny.Condition.StringNotEqualsIgnoreCase["sns:Endpoint"]), new Set(Object.keys(byAddress)));
-  const reads = roleStatements(template, "finops-agent request-approval").filter((s) => [s.Action].flat().some((a) => String(a).startsWith("s3:")));
-  assert.ok(reads.length > 0 && reads.every((s) => [s.Resource].flat().every((r) => JSON.stringify(r).includes("runs/*/approvers.json"))), JSON.stringify(reads));
-  assert.ok(!reads.some((s) => [s.Action].flat().includes("s3:PutObject")), "it reads, never writes");
+  // Finding 3: the request step read who may decide from the run bucket, which detection steps write. It reads
+  // nothing of the run bucket now; where a route needs an account's OU or tags, it reads Organizations, read-only.
+  assert.ok(![...allowedActions(template, "finops-agent request-approval")].some((a) => a.startsWith("s3:")));
+  const organizations = [...allowedActions(template, "finops-agent request-approval")].filter((a) => a.startsWith("organizations:"));
+  assert.deepEqual(new Set(organizations), new Set(["organizations:DescribeAccount", "organizations:ListParents", "organizations:ListTagsForResource"]));
 
-  // Unrouted: one unfiltered subscription per approver, and no run bucket access for the request step.
+  // Unrouted: each approver's subscription filtered on their own address too (each gets their own links), no run
+  // bucket and no Organizations access for the request step, and the approvers in its environment.
   const plain = synth(ORG).template;
   const plainEmails = approvalEmails(plain);
-  assert.ok(plainEmails.length === 2 && plainEmails.every((s) => s.Properties.FilterPolicy === undefined));
-  assert.ok(![...allowedActions(plain, "finops-agent request-approval")].some((a) => a.startsWith("s3:")));
+  assert.equal(plainEmails.length, 2);
+  for (const s of plainEmails) assert.deepEqual(s.Properties.FilterPolicy, { recipient: [s.Properties.Endpoint] });
+  const plainActions = [...allowedActions(plain, "finops-agent request-approval")];
+  assert.ok(!plainActions.some((a) => a.startsWith("s3:") || a.startsWith("organizations:")), plainActions.join());
+  const request = Object.values(plain.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent request-approval")!;
+  assert.equal(request.Properties.Environment.Variables.FINOPS_APPROVERS, "ana@example.com,raj@example.com");
 });
 
 test("a bad routing table fails the synth with what is wrong", () => {
@@ -196,13 +204,21 @@ test("a bad routing table fails the synth with what is wrong", () => {
     [JSON.stringify({ routes: [], default: ["nope"] }), /default: a list of email addresses/],
     [JSON.stringify({ routes: [{ account: "111111111111", approvers: ["a@example.com"], slackChannel: "#data" }] }), /slackChannel "#data" is not a Slack channel id/],
     [JSON.stringify({ routes: [], default: ["a@example.com"], defaultSlackChannel: "finops" }), /defaultSlackChannel "finops" is not a Slack channel id/],
+    [JSON.stringify({ routes: [{ account: "111111111111", approvers: ["a@example.com"], slackChannel: "C0DATA" }] }), /slackChannel needs slackUsers/],
+    [JSON.stringify({ routes: [{ account: "111111111111", approvers: ["a@example.com"], slackChannel: "C0DATA", slackUsers: ["#data"] }] }), /slackUsers: a list of Slack user ids/],
+    [JSON.stringify({ routes: [], default: ["a@example.com"], defaultSlackChannel: "C0FINOPS" }), /defaultSlackChannel needs defaultSlackUsers/],
   ];
   for (const [approvalRouting, message] of cases) assert.throws(() => synth({ ...ORG, approvalRouting }), message, String(approvalRouting));
   const routing = JSON.stringify({ routes: [], default: ["a@example.com"] });
   assert.throws(() => synth({ approvalRouting: routing }), /approvalRouting routes approvals by account: it needs an organization deployment/);
   // A Slack channel per group travels to the functions with the table (the request step posts there, the callback
   // and the actions step accept a click from there only); Slack with routes that all name a channel needs no other.
-  const withChannels = { routes: [{ account: "111111111111", approvers: ["data@example.com"], slackChannel: "C0DATA" }], default: ["a@example.com"], defaultSlackChannel: "C0FINOPS" };
+  const withChannels = {
+    routes: [{ account: "111111111111", approvers: ["data@example.com"], slackChannel: "C0DATA", slackUsers: ["U0DATA"] }],
+    default: ["a@example.com"],
+    defaultSlackChannel: "C0FINOPS",
+    defaultSlackUsers: ["U0FINOPS"],
+  };
   const secretArn = "arn:aws:secretsmanager:ap-southeast-2:123456789012:secret:finops/slack-AbC123";
   const { template } = synth({ ...ORG, approvalRouting: JSON.stringify(withChannels), slackSecretArn: secretArn });
   const request = Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent request-approval")!;

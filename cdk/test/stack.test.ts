@@ -9,6 +9,7 @@ import { Match } from "aws-cdk-lib/assertions";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { ConfigError, executionBudget, MAX_CONCURRENT_APPROVALS, REPO_ROOT } from "../lib/finops-stack.ts";
 import { FUNCTIONS } from "../lib/functions.ts";
+import { RECIPIENT_ATTRIBUTE } from "../lib/approval-plumbing.ts";
 import { ACCOUNT, allowedActions, REGION, roleStatements, synth } from "./support.ts";
 
 test("every function runs on provided.al2023 with active tracing and log retention", () => {
@@ -109,25 +110,30 @@ test("Slack approvals are off by default; with the app's secret, only the reques
   const off = synth().template;
   for (const key of ["request-approval", "approval-callback"]) assert.equal(env(off, key).FINOPS_SLACK_SECRET_ID, undefined);
   const secretArn = `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:finops/slack-AbC123`;
-  const on = synth({ slackSecretArn: secretArn, slackChannel: "C0FINOPS" }).template;
+  const on = synth({ slackSecretArn: secretArn, slackChannel: "C0FINOPS", slackApprovers: "U0ANA,W0BOB" }).template;
   for (const key of Object.keys(FUNCTIONS)) {
     const reads = roleStatements(on, `finops-agent ${key}`).filter((s) => JSON.stringify(s.Resource) === JSON.stringify(secretArn));
     const asks = key === "request-approval" || key === "approval-callback";
     assert.equal(reads.length > 0, asks, `${key} reads the Slack secret: ${asks}`);
     assert.equal(env(on, key).FINOPS_SLACK_SECRET_ID, asks ? secretArn : undefined, key);
     assert.equal(env(on, key).FINOPS_SLACK_CHANNEL, asks ? "C0FINOPS" : undefined, key);
+    // Who decides in Slack is the request step's to write into each approval's audience.
+    assert.equal(env(on, key).FINOPS_SLACK_APPROVERS, key === "request-approval" ? "U0ANA,W0BOB" : undefined, key);
     if (asks) assert.ok(reads.every((s) => [s.Action].flat().every((a) => String(a).startsWith("secretsmanager:"))), JSON.stringify(reads));
   }
   assert.throws(() => synth({ slackSecretArn: secretArn, slackChannel: "#finops" }), /slackChannel="#finops": a Slack channel id/);
   assert.throws(() => synth({ slackSecretArn: "finops/slack", slackChannel: "C0FINOPS" }), /complete ARN/);
   assert.throws(() => synth({ slackSecretArn: secretArn }), /name the approvers' channel/);
   assert.throws(() => synth({ slackChannel: "C0FINOPS" }), /slackChannel needs slackSecretArn/);
+  // A channel where nobody is named to decide, or a name that is not a user id, fails the synth.
+  assert.throws(() => synth({ slackSecretArn: secretArn, slackChannel: "C0FINOPS" }), /slackChannel needs slackApprovers/);
+  assert.throws(() => synth({ slackSecretArn: secretArn, slackChannel: "C0FINOPS", slackApprovers: "ana" }), /slackApprovers: "ana" is not a Slack user id/);
 });
 
 test("owner notices are off by default; on, only the request step may send, and only from the verified address", () => {
   const off = synth().template;
   assert.ok(![...allowedActions(off, "finops-agent request-approval")].includes("ses:SendEmail"));
-  const slack = { slackSecretArn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:finops/slack-AbC123`, slackChannel: "C0FINOPS" };
+  const slack = { slackSecretArn: `arn:aws:secretsmanager:${REGION}:${ACCOUNT}:secret:finops/slack-AbC123`, slackChannel: "C0FINOPS", slackApprovers: "U0ANA" };
   const { stack, template: on } = synth({ ownerNoticesFrom: "finops@example.com", ownerTagKey: "team-owner", ...slack });
   // Both switched on, the stack still passes the AWS Solutions checks (each exception says why).
   const findings = new AwsSolutionsChecks().validateScope(stack).violations.map((v) => v.ruleName);
@@ -297,4 +303,14 @@ test("a bad context value fails with its key and what is allowed", () => {
   ] as const) {
     assert.throws(() => synth({ [key]: value }), (e: Error) => e instanceof ConfigError && e.message.includes(key) && e.message.includes(needle), `${key}=${value}`);
   }
+});
+
+test("the approvals topic's filter attribute is the one the request step sets on every message", () => {
+  const source = readFileSync(new URL("../../functions/approval-store/src/notify.rs", import.meta.url), "utf8");
+  const rust = /pub const RECIPIENT_ATTRIBUTE: &str = "([^"]+)";/.exec(source);
+  assert.equal(rust?.[1], RECIPIENT_ATTRIBUTE);
+  const { template } = synth();
+  const subscriptions = Object.values(template.findResources("AWS::SNS::Subscription")).filter((s) => JSON.stringify(s.Properties.TopicArn).includes("ApprovalRequests"));
+  assert.ok(subscriptions.length > 0);
+  for (const s of subscriptions) assert.deepEqual(Object.keys(s.Properties.FilterPolicy), [RECIPIENT_ATTRIBUTE]);
 });

@@ -55,6 +55,9 @@ pub const TAG_VOLUME_TYPE: &str = "finops:volume-type";
 pub const TAG_VOLUME_NAME: &str = "finops:volume-name";
 /// On the snapshot of a stopped instance's volume: the device it was attached at.
 pub const TAG_DEVICE: &str = "finops:device";
+/// On an instance finops stopped: when EC2 says the stop happened (its StateTransitionReason), so an undo can tell
+/// that stop from a later one by a person.
+pub const TAG_STOPPED_AT: &str = "finops:stopped-at";
 /// On what an undo started again or recreated: the undo record's id, who asked and when.
 pub const TAG_UNDO_ID: &str = "finops:undo-id";
 pub const TAG_UNDONE_BY: &str = "finops:undone-by";
@@ -527,6 +530,10 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         };
         let ours = live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id);
         if ours && ["stopping", "stopped"].contains(&live.state.as_str()) {
+            // A retry after the note below failed: an undo needs it, so this retry writes it.
+            if !live.tags.contains_key(TAG_STOPPED_AT) {
+                self.note_when_stopped(target, live.stopped_since).await?;
+            }
             return Ok(outcome_of(
                 "stop",
                 target,
@@ -569,6 +576,9 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         }
         self.ec2.tag_resource(&target.region, &target.resource_id, &tags).await?;
         self.ec2.stop(&target.region, &target.resource_id).await?;
+        let stopped =
+            self.live.describe_instance(&target.region, &target.resource_id).await?.and_then(|l| l.stopped_since);
+        self.note_when_stopped(target, stopped).await?;
         Ok(outcome_of(
             "stop",
             target,
@@ -576,6 +586,21 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             format!("stop requested after {} completed snapshot(s)", snapshot_ids.len()),
             snapshot_ids.to_vec(),
         ))
+    }
+
+    /// Tags the stopped instance with when EC2 says it stopped: an undo starts it only while that is still so, and
+    /// refuses without it. Not yet known (EC2 has not said) is a transient error: the step's retry lands in the
+    /// already-stopped path above, which writes the note then.
+    async fn note_when_stopped(&self, target: &Target, stopped: Option<DateTime<Utc>>) -> Result<(), FinopsError> {
+        let Some(stopped) = stopped else {
+            return Err(FinopsError::Transient {
+                service: "ec2",
+                operation: "DescribeInstances",
+                message: format!("{} was stopped but EC2 does not yet say when", target.resource_id),
+            });
+        };
+        let tag = [(TAG_STOPPED_AT.to_owned(), stopped.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))];
+        self.ec2.tag_resource(&target.region, &target.resource_id, &tag).await
     }
 
     /// The snapshots an acting operation waits for, if every one of them completed and this run took it of `of` (by
@@ -1059,13 +1084,10 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                     let why = format!("not recreated: no completed snapshot of {id} from run {run_id}");
                     return outcome(Outcome::Refused, why, vec![]);
                 };
-                // The snapshot is what is left of the volume: tagged production or protected since, it stays as is.
-                if let Some(blocked) = resource_block(ResourceKind::EbsVolume, &snapshot.tags, &self.config.policy, now)
-                {
-                    let why = format!(
-                        "not recreated: policy re-check on the snapshot: {}: {}",
-                        blocked.reason, blocked.detail
-                    );
+                // The snapshot is what is left of the volume: tagged production or protected since, it stays as is (the
+                // guard IAM enforces on CreateVolume from it too).
+                if let Some((reason, detail)) = self.config.policy.production_or_protected(&snapshot.tags) {
+                    let why = format!("not recreated: the snapshot is {reason} now: {detail}");
                     return outcome(Outcome::Refused, why, vec![snapshot.snapshot_id]);
                 }
                 let Some(zone) = snapshot.tags.get(TAG_VOLUME_ZONE).filter(|z| !z.is_empty()) else {
@@ -1165,10 +1187,6 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
     }
 }
 
-/// How long after the stop was requested EC2 may say it stopped (the stop's own transition), before a later stop
-/// counts as someone else's.
-const STOP_SETTLES_WITHIN_SECONDS: i64 = 3_600;
-
 /// Why a stopped instance is not as the stop an undo record undoes left it, if it is not: not stopped, stopped by
 /// another run or by hand, started since (its launch time moved on: a start and a stop by a person), or stopped at
 /// another time than that stop (EC2's state transition says when).
@@ -1192,19 +1210,19 @@ fn changed_since_stopped(live: &InstanceRecord, record: &ApprovalRecord, run_id:
         }
         None => return Some("the approval does not say when the instance was launched".into()),
     }
-    let acted = record.undo.as_ref().and_then(|u| DateTime::parse_from_rfc3339(&u.acted_at).ok());
-    match (live.stopped_since, acted) {
-        (Some(stopped), Some(acted))
-            if (stopped - acted.with_timezone(&Utc)).num_seconds() > STOP_SETTLES_WITHIN_SECONDS
-                || (acted.with_timezone(&Utc) - stopped).num_seconds() > STOP_SETTLES_WITHIN_SECONDS =>
-        {
-            Some(format!(
-                "stopped at {} by EC2's account of it, not at {} by the stop this undoes",
-                stopped.to_rfc3339(),
-                acted.to_rfc3339()
-            ))
-        }
-        _ => None,
+    // EC2's account of the stop, as the stop step read it right after stopping: a later stop by a person differs.
+    // Without that note this is not known to be the stop it undoes (a stop step that never finished), so no start.
+    let Some(noted) = live.tags.get(TAG_STOPPED_AT).and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else {
+        return Some(format!("no {TAG_STOPPED_AT} note from the stop: not known to be the stop this undoes"));
+    };
+    match live.stopped_since {
+        Some(stopped) if stopped.timestamp() == noted.timestamp() => None,
+        Some(stopped) => Some(format!(
+            "stopped at {} by EC2's account of it, not at {} by the stop this undoes: stopped again since",
+            stopped.to_rfc3339(),
+            noted.to_rfc3339()
+        )),
+        None => Some("EC2 does not say when it stopped: not known to be the stop this undoes".into()),
     }
 }
 

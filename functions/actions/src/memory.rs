@@ -245,6 +245,8 @@ impl Ec2Actions for MemoryEc2 {
     async fn stop(&self, _: &str, instance_id: &str) -> Result<(), FinopsError> {
         if let Some(i) = self.instances.lock().unwrap_or_else(|p| p.into_inner()).get_mut(instance_id) {
             i.state = "stopped".into();
+            // EC2's StateTransitionReason says when, to the second.
+            i.stopped_since = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0);
         }
         self.stopped.lock().unwrap_or_else(|p| p.into_inner()).push(instance_id.to_owned());
         Ok(())
@@ -293,6 +295,7 @@ impl Ec2Actions for MemoryEc2 {
     async fn start(&self, _: &str, instance_id: &str) -> Result<(), FinopsError> {
         if let Some(i) = lock(&self.instances).get_mut(instance_id) {
             i.state = "pending".into();
+            i.stopped_since = None;
         }
         lock(&self.started).push(instance_id.to_owned());
         Ok(())

@@ -425,7 +425,8 @@ async fn an_undo_leaves_an_instance_a_person_changed_since_the_stop() {
         w.approvals.insert(undo_decided(ApprovalAction::Undo));
         w
     };
-    let changes: [(&str, fn(&mut InstanceRecord)); 5] = [
+    type Change = (&'static str, fn(&mut InstanceRecord));
+    let changes: [Change; 5] = [
         ("started since the stop", |i| i.launch_time = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap()),
         ("stopped at", |i| i.stopped_since = Some(Utc.with_ymd_and_hms(2026, 12, 2, 14, 0, 0).unwrap())),
         ("production instance", |i| {
@@ -446,11 +447,38 @@ async fn an_undo_leaves_an_instance_a_person_changed_since_the_stop() {
         assert!(refused.detail.contains(why), "{why}: {}", refused.detail);
         assert!(w.ec2.started.lock().unwrap().is_empty(), "{why}: nothing started");
     }
-    // Stopped at the time of the stop it undoes (EC2's account of it), nothing changed since: started.
+    // Stopped when the stop it undoes stopped it (EC2's account, noted at the stop), nothing changed since: started.
     let w = stopped_world().await;
-    w.ec2.instances.lock().unwrap().get_mut(ID).unwrap().stopped_since =
-        Some(Utc.with_ymd_and_hms(2026, 12, 2, 9, 20, 30).unwrap());
+    let noted = w.ec2.instance(ID).unwrap().tags["finops:stopped-at"].clone();
+    assert!(noted.starts_with("20"), "{noted}");
     assert_eq!(w.undo(UNDO).await.outcome, Outcome::Done);
+    // Without the note (a stop step that never finished), it is not known to be the stop this undoes: no start.
+    let w = stopped_world().await;
+    w.ec2.instances.lock().unwrap().get_mut(ID).unwrap().tags.remove("finops:stopped-at");
+    let refused = w.undo(UNDO).await;
+    assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
+    assert!(refused.detail.contains("not known to be the stop this undoes"), "{}", refused.detail);
+    assert!(w.ec2.started.lock().unwrap().is_empty());
+}
+
+/// Chaos seed 7007: the note of when EC2 stopped the instance was best effort, so an undo without it started an
+/// instance a person had restarted and stopped since. A stop step that cannot note it fails transiently, and its retry
+/// (which finds the instance stopped by this run) writes the note.
+#[tokio::test]
+async fn a_stop_retry_writes_the_note_an_undo_needs() {
+    let w = World::new(instance(), IDLE);
+    let snaps = w.snapshotted().await;
+    assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::Done);
+    // As if the note had failed: the retry finds the instance stopped by this run and writes it.
+    let stopped_at = {
+        let mut instances = w.ec2.instances.lock().unwrap();
+        let i = instances.get_mut(ID).unwrap();
+        i.tags.remove("finops:stopped-at");
+        i.stopped_since.unwrap()
+    };
+    assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::AlreadyDone);
+    let noted = w.ec2.instance(ID).unwrap().tags["finops:stopped-at"].clone();
+    assert_eq!(chrono::DateTime::parse_from_rfc3339(&noted).unwrap().timestamp(), stopped_at.timestamp());
 }
 
 /// Finding 7: an acting operation takes its target from the approval record, never from the payload. A payload

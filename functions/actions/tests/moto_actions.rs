@@ -185,8 +185,30 @@ async fn snapshot_then_stop_once_even_when_every_step_is_invoked_twice() {
     assert_eq!(tags["finops:approved-by"], "ana@example.com", "the recorded approver, not the payload's");
     assert_eq!(tags["finops:run-id"], "run-1");
 
-    // One-click undo through the SDK: StartInstances once, the instance tagged with the undo.
+    // EC2's account of the stop (its StateTransitionReason) is noted on the instance: what an undo checks.
+    assert!(tags.get("finops:stopped-at").is_some_and(|t| t.starts_with("20")), "{tags:?}");
+    // Someone starts it and stops it again (a second later, as EC2 counts): the undo leaves it as they left it.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    h.client.start_instances().instance_ids(&id).send().await.unwrap();
+    h.client.stop_instances().instance_ids(&id).send().await.unwrap();
     let undo_id = h.undo_decided('a', 'c');
+    let undo =
+        json!({"operation": "undo", "runId": "run-1", "proposal": proposal, "decision": {"approvalId": undo_id}});
+    let refused = h.run(undo.clone()).await;
+    assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
+    assert!(refused.detail.contains("stopped again since"), "{}", refused.detail);
+    assert_eq!(h.state_and_tags(&id).await.0, "stopped");
+    // Put back as finops left it (the note says the new stop): the undo starts it.
+    let stopped_again = h.instances.describe_instance(REGION, &id).await.unwrap().unwrap().stopped_since.unwrap();
+    h.client
+        .create_tags()
+        .resources(&id)
+        .tags(aws_sdk_ec2::types::Tag::builder().key("finops:stopped-at").value(stopped_again.to_rfc3339()).build())
+        .send()
+        .await
+        .unwrap();
+
+    // One-click undo through the SDK: StartInstances once, the instance tagged with the undo.
     let undo =
         json!({"operation": "undo", "runId": "run-1", "proposal": proposal, "decision": {"approvalId": undo_id}});
     let undone = h.run(undo.clone()).await;

@@ -106,6 +106,24 @@ impl ApprovalReader for DynamoApprovals {
 }
 
 impl DynamoApprovals {
+    /// The task token of a decided record, and whether the decision is the one written with `nonce`.
+    async fn decided_by(&self, approval_id: &str, nonce: &str) -> Result<Option<(String, bool)>, FinopsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("approvalId", s(approval_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("DynamoDB", "GetItem", e))?;
+        Ok(out.item().and_then(|item| {
+            let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str);
+            let decided = text("state") == Some(ApprovalState::Decided.as_str());
+            decided.then(|| (text("taskToken").unwrap_or_default().to_owned(), text("decisionNonce") == Some(nonce)))
+        }))
+    }
+
     /// A message's claim item, as it is now.
     async fn message_status(&self, message_id: &str) -> Result<Option<(EmailStatus, String)>, FinopsError> {
         let out = self
@@ -302,6 +320,11 @@ impl ApprovalRecords for DynamoApprovals {
         decision: &Decision<'_>,
         now_unix: i64,
     ) -> Result<DecideResult, FinopsError> {
+        // This write's own mark: its SDK retry after a lost answer finds its own decision, where a second person's
+        // (or a second click's) finds another.
+        let mut random = [0u8; 16];
+        getrandom::fill(&mut random).map_err(|e| FinopsError::Configuration(format!("no randomness: {e}")))?;
+        let nonce = hex::encode(random);
         let result = self
             .client
             .update_item()
@@ -309,8 +332,9 @@ impl ApprovalRecords for DynamoApprovals {
             .key("approvalId", s(approval_id))
             .update_expression(
                 "SET #state = :decided, decision = :decision, approver = :approver, decidedAt = :at, \
-                 decidedVia = :via, sourceIp = :ip",
+                 decidedVia = :via, sourceIp = :ip, decisionNonce = :nonce",
             )
+            .expression_attribute_values(":nonce", s(&nonce))
             .condition_expression("#state = :pending AND expiresAt > :now AND attribute_exists(taskToken)")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":decided", s(ApprovalState::Decided.as_str()))
@@ -330,6 +354,10 @@ impl ApprovalRecords for DynamoApprovals {
                 Ok(DecideResult::Decided { task_token: decided.task_token.unwrap_or_default() })
             }
             Err(e) if conditional_check_failed(&e) => {
+                // This very write, retried by the SDK after its answer was lost: the decision is ours.
+                if let Some((token, true)) = self.decided_by(approval_id, &nonce).await? {
+                    return Ok(DecideResult::Decided { task_token: token });
+                }
                 // Which condition failed decides the page the person sees.
                 Ok(match self.get(approval_id).await? {
                     None => DecideResult::Missing,
@@ -349,7 +377,9 @@ impl ApprovalRecords for DynamoApprovals {
             .update_item()
             .table_name(&self.table)
             .key("approvalId", s(approval_id))
-            .update_expression("SET #state = :pending REMOVE decision, approver, decidedAt, decidedVia, sourceIp")
+            .update_expression(
+                "SET #state = :pending REMOVE decision, approver, decidedAt, decidedVia, sourceIp, decisionNonce",
+            )
             .condition_expression("#state = :decided AND decidedAt = :at")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":pending", s(ApprovalState::Pending.as_str()))

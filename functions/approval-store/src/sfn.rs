@@ -120,8 +120,6 @@ impl UndoStarter for SfnCallback {
     }
 }
 
-/// Sends the approval email. `Err(FinopsError::Throttled)` means nothing was sent (the service refused the
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
-//! Simulated approvers: each approval email gets a behaviour drawn from the run's seed, and every answer goes to
-//! the real approval page over HTTP (GET shows, POST decides), as a person's browser would send it. A person whose
-//! POST gets "something went wrong, try again" tries again a few times.
+//! Simulated approvers: each proposal of the run's digest gets a behaviour drawn from the run's seed, and every
+//! answer goes to the real approval page over HTTP (GET shows, POST decides), as a person's browser would send it. A
+//! person whose POST gets "something went wrong, try again" (or "not ready yet") tries again a few times. Some are
+//! not who the deployment allows: someone the digest was forwarded to, a Slack member nobody named, an owner trying
+//! to turn their keep-it link into an approval.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -42,10 +44,19 @@ pub enum Behaviour {
     /// A click forged with another signing secret (refused), then a replay of a real click signed six minutes ago
     /// (refused); nobody answers after that.
     SlackForgedAndStale,
+    /// The digest was forwarded: someone else types their own name and approves (it counts as the recipient's), and
+    /// tries the link made out to themselves (refused: the signature covers the recipient).
+    Forwarded,
+    /// A channel member the deployment does not name clicks Approve (refused, and told); then the approver approves
+    /// by email.
+    SlackOutsiderThenApprove,
+    /// The resource's owner tries to approve with their keep-it link (its action changed: refused; another decision
+    /// posted to its page: refused), then keeps it. Without an owner, an approve.
+    OwnerTriesToApprove,
 }
 
 impl Behaviour {
-    const WEIGHTED: [(Behaviour, u32); 14] = [
+    const WEIGHTED: [(Behaviour, u32); 17] = [
         (Behaviour::Approve, 30),
         (Behaviour::Deny, 6),
         (Behaviour::Snooze, 6),
@@ -60,6 +71,9 @@ impl Behaviour {
         (Behaviour::SlackApprove, 8),
         (Behaviour::SlackRaceEmailDeny, 6),
         (Behaviour::SlackForgedAndStale, 4),
+        (Behaviour::Forwarded, 6),
+        (Behaviour::SlackOutsiderThenApprove, 5),
+        (Behaviour::OwnerTriesToApprove, 6),
     ];
 
     pub fn draw(rng: &mut Rng) -> Self {
@@ -90,23 +104,26 @@ impl Behaviour {
             Behaviour::SlackApprove => "approve in Slack",
             Behaviour::SlackRaceEmailDeny => "approve in Slack and deny by email at once",
             Behaviour::SlackForgedAndStale => "forged and stale Slack clicks",
+            Behaviour::Forwarded => "forwarded: someone else approves",
+            Behaviour::SlackOutsiderThenApprove => "a Slack member nobody named clicks, then approve",
+            Behaviour::OwnerTriesToApprove => "the owner tries to approve with the keep-it link",
         }
     }
 }
 
-/// What an approval email offers.
+/// One proposal of the approver's digest: the resource, its approval, and the paths (with query) of its approve,
+/// deny and snooze links on the approval page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Email {
     pub instance_id: String,
     pub approval_id: String,
-    /// Paths (with query) of the approve, deny and snooze links on the approval page.
     pub approve: String,
     pub deny: String,
     pub snooze: String,
 }
 
 impl Email {
-    /// An answer to this email, as the evidence records it.
+    /// An answer to this proposal, as the evidence records it.
     fn answer(&self, decision: &'static str, status: u16, behaviour: Behaviour) -> Post {
         Post {
             instance_id: self.instance_id.clone(),
@@ -118,32 +135,24 @@ impl Email {
     }
 }
 
-pub fn parse_email(email: &str, base_url: &str) -> Option<Email> {
-    // An instance's email names it on its "Instance:" line, an unattached volume's on "Volume:".
-    let instance_id = email
-        .lines()
-        .find_map(|l| ["Instance:", "Volume:"].iter().find_map(|p| l.trim().strip_prefix(p)))?
-        .split_whitespace()
-        .next()?;
-    let link = |label: &str| -> Option<String> {
-        let url = email.lines().find(|l| l.trim_start().starts_with(label))?.split_whitespace().last()?;
-        Some(url.strip_prefix(base_url).unwrap_or(url).to_owned())
-    };
-    let approve = link("Approve")?;
-    let approval_id = approve.strip_prefix("/approvals/")?.split('?').next()?.to_owned();
-    Some(Email {
-        instance_id: instance_id.to_owned(),
-        approval_id,
-        approve,
-        deny: link("Deny:")?,
-        snooze: link("Snooze")?,
-    })
+/// The proposals of a digest, as its recipient's mail client shows them.
+pub fn parse_digest(digest: &str) -> Vec<Email> {
+    finops_testkit::mail::offers(digest)
+        .into_iter()
+        .map(|o| Email {
+            instance_id: o.resource_id,
+            approval_id: o.approval_id,
+            approve: finops_testkit::mail::path_and_query(&o.approve).to_owned(),
+            deny: finops_testkit::mail::path_and_query(&o.deny).to_owned(),
+            snooze: finops_testkit::mail::path_and_query(&o.snooze).to_owned(),
+        })
+        .collect()
 }
 
 /// The approvers of one run.
 pub struct Approvers {
     page_port: u16,
-    base_url: String,
+    moto_port: u16,
     timeout: Duration,
     rng: Rng,
     ec2: aws_sdk_ec2::Client,
@@ -163,26 +172,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// POSTs one decision as the page's form does; retries a few times on "try again" (502) as a person would.
+/// POSTs one decision as the page's form does (the link says who decides); retries a few times on "try again"
+/// (502) as a person would, and on "not ready yet" (503: the workflow does not wait for it yet).
 async fn post(port: u16, path: String, decision: &'static str) -> u16 {
-    let body = format!("decision={decision}&approver=chaos-{decision}%40example.com");
-    for _ in 0..4 {
+    post_as(port, path, format!("decision={decision}")).await
+}
+
+/// [`post`] with any form body (a forwarded email's reader may type a name).
+async fn post_as(port: u16, path: String, body: String) -> u16 {
+    for attempt in 0..12 {
         let (path, body) = (path.clone(), body.clone());
         let status = tokio::task::spawn_blocking(move || http(port, "POST", &path, &body).map(|(s, _)| s).unwrap_or(0))
             .await
             .unwrap_or(0);
-        if status != 502 && status != 0 {
-            return status;
+        match status {
+            503 if attempt < 11 => tokio::time::sleep(Duration::from_millis(250)).await,
+            502 | 0 if attempt < 3 => tokio::time::sleep(Duration::from_millis(400)).await,
+            502 | 0 => return 502,
+            other => return other,
         }
-        tokio::time::sleep(Duration::from_millis(400)).await;
     }
-    502
+    503
 }
 
-/// The interaction of a click on Approve in the approval's Slack message (waits a moment for the message).
-async fn slack_click(slack: &LocalSlack, email: &Email) -> Option<String> {
-    let (channel, ts, message) = slack.wait_for_message(&email.approve, Duration::from_secs(3)).await?;
-    Some(click_payload(&channel, &ts, &message, "approve", "U0CHAOS"))
+/// The Slack user the chaos deployment names: the only one whose click decides.
+pub const CHAOS_SLACK_USER: &str = "U0CHAOS";
+
+/// The interaction of a click on Approve in the approval's Slack message by `user` (waits a moment for the message).
+async fn slack_click(slack: &LocalSlack, email: &Email, user: &str) -> Option<String> {
+    let (channel, ts, message) = slack.wait_for_message(&email.instance_id, Duration::from_secs(3)).await?;
+    Some(click_payload(&channel, &ts, &message, "approve", user))
 }
 
 /// Posts a signed click to the callback as Slack does; its answer as the page's status would say it (Slack is
@@ -196,6 +215,7 @@ async fn click_in_slack(port: u16, click: &str) -> u16 {
             (200, b) if b.starts_with("Your decision is recorded") => return 202,
             (200, b) if b.contains("already decided") || b.starts_with("Someone answered") => return 409,
             (200, b) if b.contains("expired") || b.contains("timed out") => return 410,
+            (200, b) if b.contains("not waiting for this yet") => tokio::time::sleep(Duration::from_millis(250)).await,
             (200, _) => return 400,
             (502 | 0, _) => tokio::time::sleep(Duration::from_millis(400)).await,
             (other, _) => return other,
@@ -211,7 +231,7 @@ async fn get(port: u16, path: String) -> u16 {
 impl Approvers {
     pub fn new(
         page_port: u16,
-        base_url: String,
+        moto_port: u16,
         timeout: Duration,
         rng: Rng,
         ec2: aws_sdk_ec2::Client,
@@ -220,7 +240,7 @@ impl Approvers {
     ) -> Self {
         Self {
             page_port,
-            base_url,
+            moto_port,
             timeout,
             rng,
             ec2,
@@ -236,12 +256,20 @@ impl Approvers {
         }
     }
 
-    /// Counts the email and answers it (some answers run on their own task: races, answers at the timeout).
-    pub async fn on_email(&mut self, email: &str) {
-        let Some(email) = parse_email(email, &self.base_url) else {
+    /// Counts the digest's proposals and answers each (some answers run on their own task: races, answers at the
+    /// timeout).
+    pub async fn on_digest(&mut self, digest: &str) {
+        let proposals = parse_digest(digest);
+        if proposals.is_empty() {
             *self.behaviours.entry("unreadable email").or_default() += 1;
             return;
-        };
+        }
+        for email in proposals {
+            self.on_proposal(email).await;
+        }
+    }
+
+    async fn on_proposal(&mut self, email: Email) {
         *self.emails.entry(email.instance_id.clone()).or_default() += 1;
         let behaviour = Behaviour::draw(&mut self.rng);
         *self.behaviours.entry(behaviour.label()).or_default() += 1;
@@ -300,9 +328,36 @@ impl Approvers {
                 busy_now(&self.cw, &email.instance_id).await;
                 record(&posts, "approve", post(port, approve, "approve").await);
             }
+            Behaviour::Forwarded => {
+                // Someone the digest was forwarded to: their own link would be another signature (refused), and the
+                // name they type is nobody's identity (the decision is the recipient's, as the record must say).
+                let theirs = approve.replace("to=ops%40example.com", "to=mallory%40example.net");
+                record(&posts, "approve", post(port, theirs, "approve").await);
+                let body = "decision=approve&approver=mallory%40example.net".to_owned();
+                record(&posts, "approve", post_as(port, approve, body).await);
+            }
+            Behaviour::SlackOutsiderThenApprove => {
+                if let Some(click) = slack_click(&self.slack, &email, "U0OUTSIDER").await {
+                    record(&posts, "approve", click_in_slack(port, &click).await);
+                }
+                record(&posts, "approve", post(port, approve, "approve").await);
+            }
+            Behaviour::OwnerTriesToApprove => {
+                let Some(keep) = owner_keep_link(self.moto_port, &email.instance_id).await else {
+                    *self.behaviours.entry("(no owner told: approved)").or_default() += 1;
+                    record(&posts, "approve", post(port, approve, "approve").await);
+                    return;
+                };
+                // The keep-it link made into an approval, then another decision posted to its page: both refused.
+                let made_approve = keep.replace("action=owner-snooze", "action=approve");
+                record(&posts, "approve", post(port, made_approve, "approve").await);
+                record(&posts, "approve", post(port, keep.clone(), "approve").await);
+                // What the link is for: keep it (a snooze, recorded as the owner's).
+                record(&posts, "owner-snooze", post(port, keep, "owner-snooze").await);
+            }
             Behaviour::SlackApprove | Behaviour::SlackRaceEmailDeny | Behaviour::SlackForgedAndStale => {
-                // Posted right after the email by the same request; under faults it may never be (email only).
-                let Some(click) = slack_click(&self.slack, &email).await else {
+                // Posted by the same step as the digest; under faults it may never be (email only).
+                let Some(click) = slack_click(&self.slack, &email, CHAOS_SLACK_USER).await else {
                     *self.behaviours.entry("(not asked in Slack: approved by email)").or_default() += 1;
                     record(&posts, "approve", post(port, approve, "approve").await);
                     return;
@@ -339,6 +394,16 @@ impl Approvers {
     }
 }
 
+/// The keep-it link the owner of `resource_id` was mailed (SES, as moto kept it), if an owner was told: its path and
+/// query.
+async fn owner_keep_link(moto_port: u16, resource_id: &str) -> Option<String> {
+    let sent = tokio::task::spawn_blocking(move || finops_testkit::moto::ses_sent(moto_port)).await.ok()?;
+    sent.iter()
+        .flat_map(|m| finops_testkit::mail::keep_links(&m.body))
+        .find(|(id, _)| id == resource_id)
+        .map(|(_, url)| finops_testkit::mail::path_and_query(&url).to_owned())
+}
+
 /// A busy datapoint from a few minutes ago: what the actions step's re-measure must see before a stop (CPU), or
 /// before a volume's deletion (its I/O: it was attached and used again).
 async fn busy_now(cw: &aws_sdk_cloudwatch::Client, resource_id: &str) {
@@ -371,15 +436,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn emails_give_the_instance_and_the_three_links() {
-        let email = "Instance:      i-0abc in ap-southeast-2\n\
-                     \x20 Approve (snapshot first, then stop): http://127.0.0.1:9/approvals/0123?action=approve&exp=1&sig=a\n\
-                     \x20 Deny:                                http://127.0.0.1:9/approvals/0123?action=deny&exp=1&sig=b\n\
-                     \x20 Snooze 7 days:                       http://127.0.0.1:9/approvals/0123?action=snooze&exp=1&sig=c\n";
-        let e = parse_email(email, "http://127.0.0.1:9").unwrap();
+    fn a_digest_gives_each_proposal_and_its_three_links() {
+        let digest = "This email was sent to ops@example.com.\n\n=== 1 of 1: snapshot and stop i-0abc ===\n\
+                     Instance:      i-0abc in ap-southeast-2\n\
+                     \x20 Approve (snapshot first, then stop): http://127.0.0.1:9/approvals/0123?action=approve&to=x&exp=1&sig=a\n\
+                     \x20 Deny:                                http://127.0.0.1:9/approvals/0123?action=deny&to=x&exp=1&sig=b\n\
+                     \x20 Snooze 7 days:                       http://127.0.0.1:9/approvals/0123?action=snooze&to=x&exp=1&sig=c\n";
+        let proposals = parse_digest(digest);
+        assert_eq!(proposals.len(), 1);
+        let e = &proposals[0];
         assert_eq!((e.instance_id.as_str(), e.approval_id.as_str()), ("i-0abc", "0123"));
-        assert_eq!(e.deny, "/approvals/0123?action=deny&exp=1&sig=b");
-        assert!(parse_email("no links here", "x").is_none());
+        assert_eq!(e.deny, "/approvals/0123?action=deny&to=x&exp=1&sig=b");
+        assert!(parse_digest("no links here").is_empty());
     }
 
     #[test]

@@ -15,14 +15,14 @@ use crate::proxy::StopCall;
 
 /// What the issue calls the invariants, by number.
 pub const INVARIANTS: [&str; 8] = [
-    "1 no stop or deletion without a POSTed or signed Slack approve of this run",
+    "1 nothing acted on without an approve of this run by someone the deployment allows (their own link, or a click by a named Slack user)",
     "2 no stop or deletion before completed snapshots",
     "3 nothing done twice (snapshots, stops, emails)",
     "4 no lost approval",
     "5 a report and a ledger record that match",
     "6 no trap proposed or stopped",
     "7 a model failure falls back and says so",
-    "8 an undo acts once, only after its POST, only on what its run did",
+    "8 an undo acts once, only after its POST by someone allowed, only on what its run did and nobody changed since",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -43,9 +43,24 @@ pub struct Record {
     pub state: String,
     pub decision: Option<String>,
     pub via: Option<String>,
+    /// Who the record says decided (a link's recipient, or `slack:<user>/<name>`).
+    pub approver: Option<String>,
     /// An undo record (offered after the run), not a proposal's approval.
     pub undo: bool,
 }
+
+impl Record {
+    /// Whether the record's decider is one the deployment allows (`allowed`: addresses, and `slack:<user>/`
+    /// prefixes).
+    fn decided_by_one_of(&self, allowed: &[String]) -> bool {
+        let who = self.approver.as_deref().unwrap_or_default();
+        !who.is_empty() && allowed.iter().any(|a| if a.ends_with('/') { who.starts_with(a.as_str()) } else { who == a })
+    }
+}
+
+/// What a person changed about a stopped instance before following its undo link.
+pub const CHANGED_SINCE_RESTARTED: &str = "started and stopped again by a person";
+pub const CHANGED_SINCE_PRODUCTION: &str = "tagged production by a person";
 
 /// One undo link a simulated approver followed: the page's answer to its POST, and the undo execution's end.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +70,8 @@ pub struct UndoPost {
     pub status: u16,
     /// The undo execution's status and its outcome (`done`, `refused`, ...), when one ran.
     pub execution: Option<(String, String)>,
+    /// What a person changed since the action (then the undo must start nothing), if anything.
+    pub changed_since: Option<&'static str>,
 }
 
 /// A volume an undo created from a snapshot (tagged with the undo's id and the volume it recreates).
@@ -113,6 +130,8 @@ pub struct RunEvidence {
     pub undo_posts: Vec<UndoPost>,
     pub starts: Vec<StopCall>,
     pub recreated: Vec<Recreated>,
+    /// Who the deployment allows to decide: addresses, and `slack:<user id>/` for the Slack users it names.
+    pub allowed_deciders: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +186,14 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
                     "{id} was stopped; its approval record is {record:?} and the approvers' POSTs were {:?}",
                     e.posts.iter().filter(|p| p.instance_id == *id).map(|p| (p.decision, p.status)).collect::<Vec<_>>()
                 ),
+            );
+        }
+        // ... decided by someone the deployment allows: never a forwarded email's reader, a Slack member nobody
+        // named, or an owner.
+        if let Some(r) = record.filter(|r| !r.decided_by_one_of(&e.allowed_deciders)) {
+            violation(
+                1,
+                format!("{id} was stopped on a decision by {:?}, whom the deployment does not allow", r.approver),
             );
         }
         // 2. Completed snapshots of every attached volume, made by this run, started before the stop.
@@ -295,6 +322,21 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
     // 8. An undo: a StartInstances that changed anything, or a volume recreated, only for a resource this run stopped
     //    or deleted, only after a POST the undo page accepted, and once; every undo execution ends.
     let undone = |id: &str| e.undo_posts.iter().any(|p| p.resource_id == id && p.status == 200);
+    for p in e.undo_posts.iter().filter(|p| p.status == 200) {
+        let undo_record = e.records.iter().find(|r| r.approval_id == p.undo_id && r.undo);
+        if !undo_record.is_some_and(|r| r.decided_by_one_of(&e.allowed_deciders)) {
+            violation(8, format!("the undo of {} was accepted; its record says {undo_record:?}", p.resource_id));
+        }
+        if let Some(changed) = p.changed_since {
+            let started = e.starts.iter().any(|s| {
+                s.instance_id == p.resource_id && s.previous_state == "stopped" && s.current_state != "stopped"
+            });
+            let outcome = p.execution.as_ref().map(|(_, o)| o.as_str());
+            if started || matches!(outcome, Some("done" | "already_done")) {
+                violation(8, format!("{} was {changed}, and its undo started it ({outcome:?})", p.resource_id));
+            }
+        }
+    }
     let mut starts_per_instance: BTreeMap<&str, u32> = BTreeMap::new();
     for s in e.starts.iter().filter(|s| s.previous_state == "stopped" && s.current_state != "stopped") {
         *starts_per_instance.entry(s.instance_id.as_str()).or_default() += 1;
@@ -398,6 +440,7 @@ mod tests {
                 state: "decided".into(),
                 decision: Some("approve".into()),
                 via: Some("POST".into()),
+                approver: Some("ops@example.com".into()),
                 undo: false,
             }],
             posts: vec![Post {
@@ -415,8 +458,65 @@ mod tests {
                 json!({"resourceId": "i-1", "operation": "stop", "outcome": "done", "detail": "stopped"}),
             ]),
             ledger_status: Some("completed".into()),
+            allowed_deciders: vec!["ops@example.com".into(), "slack:U0CHAOS/".into()],
             ..RunEvidence::default()
         }
+    }
+
+    #[test]
+    fn a_stop_on_a_decision_by_someone_the_deployment_does_not_allow_breaks_invariant_1() {
+        for (who, allowed) in [
+            ("ops@example.com", true),
+            ("slack:U0CHAOS/u0chaos", true),
+            ("mallory@example.net", false),
+            ("slack:U0OUTSIDER/eve", false),
+            ("owner-3@example.com", false),
+            ("", false),
+        ] {
+            let mut e = clean();
+            e.records[0].approver = Some(who.into());
+            let broken: Vec<usize> = check(&e).iter().map(|v| v.invariant).collect();
+            assert_eq!(broken.is_empty(), allowed, "{who}: {:?}", check(&e));
+            if !allowed {
+                assert_eq!(broken, [1], "{who}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_undo_of_what_a_person_changed_since_that_starts_it_breaks_invariant_8() {
+        let mut e = clean();
+        e.records.push(Record {
+            approval_id: "u".repeat(32),
+            run_id: "run-1".into(),
+            instance_id: "i-1".into(),
+            state: "decided".into(),
+            decision: Some("undo".into()),
+            via: Some("POST".into()),
+            approver: Some("ops@example.com".into()),
+            undo: true,
+        });
+        e.undo_posts = vec![UndoPost {
+            resource_id: "i-1".into(),
+            undo_id: "u".repeat(32),
+            status: 200,
+            execution: Some(("SUCCEEDED".into(), "refused".into())),
+            changed_since: Some(CHANGED_SINCE_PRODUCTION),
+        }];
+        assert!(check(&e).is_empty(), "refused: {:?}", check(&e));
+        e.undo_posts[0].execution = Some(("SUCCEEDED".into(), "done".into()));
+        e.starts = vec![StopCall {
+            instance_id: "i-1".into(),
+            at: at("2026-11-29T01:00:00Z"),
+            previous_state: "stopped".into(),
+            current_state: "pending".into(),
+        }];
+        let broken: Vec<usize> = check(&e).iter().map(|v| v.invariant).collect();
+        assert_eq!(broken, [8], "{:?}", check(&e));
+        // An undo decided by someone the deployment does not allow is a violation whatever it did.
+        e.undo_posts[0].changed_since = None;
+        e.records[1].approver = Some("mallory@example.net".into());
+        assert!(check(&e).iter().any(|v| v.invariant == 8 && v.what.contains("record says")), "{:?}", check(&e));
     }
 
     fn broken(e: &RunEvidence) -> Vec<usize> {
@@ -436,6 +536,7 @@ mod tests {
             undo_id: "u".repeat(32),
             status,
             execution: (status == 200).then(|| ("SUCCEEDED".to_owned(), "done".to_owned())),
+            changed_since: None,
         };
         let mut undone = clean();
         undone.undo_posts = vec![post(200), post(409)];
@@ -448,6 +549,7 @@ mod tests {
             state: "decided".into(),
             decision: Some("undo".into()),
             via: Some("POST".into()),
+            approver: Some("ops@example.com".into()),
             undo: true,
         });
         undone.records.reverse();
@@ -520,6 +622,7 @@ mod tests {
             state: "decided".into(),
             decision: Some("approve".into()),
             via: Some("POST".into()),
+            approver: Some("ops@example.com".into()),
             undo: false,
         });
         e.posts.push(Post {

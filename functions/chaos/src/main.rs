@@ -56,7 +56,8 @@ async fn harness(proxy_seed: u64) -> (Harness, MotoServer) {
         proxy,
         functions,
         timings: WorkflowTimings {
-            approval_timeout_seconds: 3,
+            // Long enough for the approval map to start waiting after the digest, under faults.
+            approval_timeout_seconds: 5,
             snapshot_poll_seconds: 1,
             max_snapshot_checks: 5,
             max_proposals: 10,

@@ -28,6 +28,8 @@ use crate::rng::Rng;
 /// What every run shares: one moto, the proxy in front of it, the Lambda endpoint's functions.
 /// The approvers' Slack channel in every chaos run.
 pub const CHAOS_SLACK_CHANNEL: &str = "C0CHAOS";
+/// The verified sender of owner notices (its domain is the owner domain).
+const OWNER_NOTICES_FROM: &str = "finops@example.com";
 
 pub struct Harness {
     pub moto_port: u16,
@@ -119,7 +121,16 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     let mut vars = env.function_vars(&base_url);
     // Slack, played locally, beside the email: some approvers answer there (its secret is read through the faults).
     let slack = finops_testkit::slack::LocalSlack::start().await;
-    vars.extend(slack.deploy(&h.direct, &format!("finops/slack-{seed:016x}"), CHAOS_SLACK_CHANNEL).await);
+    let slack_users = [crate::approver::CHAOS_SLACK_USER];
+    vars.extend(slack.deploy(&h.direct, &format!("finops/slack-{seed:016x}"), CHAOS_SLACK_CHANNEL, &slack_users).await);
+    // Owners named by an owner tag in the deployment's domain hear of their resources, with a keep-it link.
+    vars.push(("FINOPS_OWNER_NOTICES_FROM".into(), OWNER_NOTICES_FROM.into()));
+    finops_testkit::aws_sdk_sesv2::Client::new(&h.direct)
+        .create_email_identity()
+        .email_identity(OWNER_NOTICES_FROM)
+        .send()
+        .await
+        .expect("the verified sender of owner notices");
     let callback = ApprovalCallback::from_vars(&h.faulty, &vars).expect("callback settings");
     let page_task = tokio::spawn(approval_page::serve(page, Arc::new(callback)));
     let functions = LocalFunctions::new(&h.faulty, &vars).expect("the functions' environment");
@@ -150,11 +161,16 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     let execution = env.start_with(&run_id, &json!({"regions": plan.regions, "mode": "act", "lookbackDays": 14})).await;
     let timeout = Duration::from_secs(u64::from(h.timings.approval_timeout_seconds));
     let mut approvers =
-        Approvers::new(page_port, base_url, timeout, approver_rng, ec2.clone(), cw.clone(), Arc::new(slack));
+        Approvers::new(page_port, h.moto_port, timeout, approver_rng, ec2.clone(), cw.clone(), Arc::new(slack));
     let deadline = Instant::now() + h.deadline;
+    // The approver's mail: the run's digest (answered as it comes), then the undo offer (followed after the run).
+    let mut undo_offers = Vec::new();
     let (status, output) = loop {
         while let Some(email) = env.plumbing.try_next_email().await {
-            approvers.on_email(&email).await;
+            match finops_testkit::mail::undo_offers(&email) {
+                offers if !offers.is_empty() => undo_offers.extend(offers),
+                _ => approvers.on_digest(&email).await,
+            }
         }
         let d = env.plumbing.sfn.describe_execution().execution_arn(&execution).send().await.expect("describe");
         if d.status().as_str() != "RUNNING" {
@@ -168,8 +184,11 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     };
     let execution_seconds = started.elapsed().as_secs_f64() - setup_seconds;
     // Someone changes their mind, under the same faults: undo links of the report, followed and replayed.
-    let undo_posts = match (&status[..], &output) {
-        ("SUCCEEDED", Some(output)) => follow_undo_links(&env, page_port, output, &mut undo_rng).await,
+    while let Some(email) = env.plumbing.try_next_email().await {
+        undo_offers.extend(finops_testkit::mail::undo_offers(&email));
+    }
+    let undo_posts = match &status[..] {
+        "SUCCEEDED" => follow_undo_links(&env, &ec2, page_port, &undo_offers, &mut undo_rng).await,
         _ => Vec::new(),
     };
     h.proxy.calm();
@@ -177,7 +196,7 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     // Anything still on its way: an email sent late, a stop after the end (neither should happen).
     tokio::time::sleep(Duration::from_millis(300)).await;
     while let Some(email) = env.plumbing.try_next_email().await {
-        approvers.on_email(&email).await;
+        approvers.on_digest(&email).await;
     }
     approvers.after_run().await;
     page_task.abort();
@@ -223,34 +242,74 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
             .count(),
         outcomes,
         faults,
-        behaviours: approvers.behaviours.clone(),
+        behaviours: {
+            let mut behaviours = approvers.behaviours.clone();
+            // The undo links followed (a POST and its replay each), and what a person changed before some.
+            for p in evidence.undo_posts.iter().step_by(2) {
+                let label = match p.changed_since {
+                    Some(invariants::CHANGED_SINCE_RESTARTED) => "undo after a person restarted and stopped it",
+                    Some(_) => "undo after a person tagged it production",
+                    None => "undo",
+                };
+                *behaviours.entry(label).or_default() += 1;
+            }
+            behaviours
+        },
         failure: (evidence.status != "SUCCEEDED").then(|| evidence.reports.join(" / ")),
         violations,
     }
 }
 
-/// Each undo link of the run's report followed with a chance of one in three (a person's GET, then the button's
+/// Each undo link the approver was mailed, followed with a chance of one in three (a person's GET, then the button's
 /// POST, then the same POST again, as a double click or a replayed request would), and each undo execution waited
-/// for.
-async fn follow_undo_links(env: &WorkflowEnv, page_port: u16, output: &Value, rng: &mut Rng) -> Vec<UndoPost> {
-    let links = output["undo"]["links"].as_array().cloned().unwrap_or_default();
+/// for. Before some, a person changed the stopped instance since finops stopped it: started and stopped it again,
+/// or tagged it production; such an undo must start nothing.
+async fn follow_undo_links(
+    env: &WorkflowEnv,
+    ec2: &aws_sdk_ec2::Client,
+    page_port: u16,
+    offers: &[finops_testkit::mail::UndoOffer],
+    rng: &mut Rng,
+) -> Vec<UndoPost> {
     let mut posts = Vec::new();
-    for link in links {
+    for offer in offers {
         if !rng.chance(1.0 / 3.0) {
             continue;
         }
-        let (Some(url), Some(resource)) = (link["url"].as_str(), link["resourceId"].as_str()) else { continue };
-        let Some(at) = url.find("/approvals/") else { continue };
-        let path = &url[at..];
-        let undo_id = path.trim_start_matches("/approvals/").split('?').next().unwrap_or_default().to_owned();
-        let _ = http(page_port, "GET", path, "");
+        let path = finops_testkit::mail::path_and_query(&offer.url).to_owned();
+        let Some(undo_id) = finops_testkit::mail::approval_id(&offer.url) else { continue };
+        let changed = match (offer.resource_id.starts_with("i-"), rng.below(4)) {
+            (true, 0) => {
+                // A second later (as EC2 counts), someone starts it and stops it again.
+                tokio::time::sleep(Duration::from_millis(1_100)).await;
+                let started = ec2.start_instances().instance_ids(&offer.resource_id).send().await;
+                let stopped = ec2.stop_instances().instance_ids(&offer.resource_id).send().await;
+                (started.is_ok() && stopped.is_ok()).then_some(invariants::CHANGED_SINCE_RESTARTED)
+            }
+            (true, 1) => {
+                let tag = aws_sdk_ec2::types::Tag::builder().key("Environment").value("production").build();
+                let tagged = ec2.create_tags().resources(&offer.resource_id).tags(tag).send().await;
+                tagged.is_ok().then_some(invariants::CHANGED_SINCE_PRODUCTION)
+            }
+            _ => None,
+        };
+        let _ = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || http(page_port, "GET", &path, "")
+        })
+        .await;
         for _ in 0..2 {
-            let status = http(page_port, "POST", path, "decision=undo&approver=chaos%40example.com").map_or(0, |r| r.0);
+            let path = path.clone();
+            let status =
+                tokio::task::spawn_blocking(move || http(page_port, "POST", &path, "decision=undo").map_or(0, |r| r.0))
+                    .await
+                    .unwrap_or(0);
             posts.push(UndoPost {
-                resource_id: resource.to_owned(),
+                resource_id: offer.resource_id.clone(),
                 undo_id: undo_id.clone(),
                 status,
                 execution: None,
+                changed_since: changed,
             });
         }
     }
@@ -340,6 +399,7 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
             state: text(item, "state").unwrap_or_default(),
             decision: text(item, "decision"),
             via: text(item, "decidedVia"),
+            approver: text(item, "approver"),
             undo: item.contains_key("undoOf"),
         })
         .collect();
@@ -392,6 +452,11 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
             output["reasoning"]["output"]["backend"].as_str().map(str::to_owned),
             output["reasoning"]["output"]["fallbacks"].as_u64(),
         ),
+        // Who the chaos deployment allows to decide: its one approver by their links, its one Slack user by a click.
+        allowed_deciders: vec![
+            finops_testkit::workflow::APPROVER.to_owned(),
+            format!("slack:{}/", crate::approver::CHAOS_SLACK_USER),
+        ],
         ..RunEvidence::default()
     }
 }

@@ -615,6 +615,15 @@ impl PolicyConfig {
         })
     }
 
+    /// Whether these tags make a resource protected or production (the rules IAM's guard enforces on every kind,
+    /// whatever the allow-list says).
+    pub fn production_or_protected(&self, tags: &BTreeMap<String, String>) -> Option<(DenialReason, String)> {
+        if let Some(v) = self.protect_tag_in(tags) {
+            return Some((DenialReason::Protected, format!("tagged {}={v:?}", self.protect_tag_key)));
+        }
+        self.production_tag_in(tags).map(|(k, v, why)| (DenialReason::Production, format!("tag {k}={v:?}: {why}")))
+    }
+
     /// The tag rules IAM enforces again (protected, production, allow-list), in that order; `production` names the
     /// thing in the production denial ("production instance", "production").
     fn tag_guard(&self, tags: &BTreeMap<String, String>, production: &str) -> Option<(DenialReason, String)> {

@@ -494,7 +494,9 @@ pub fn to_record(
     let mut attached = volumes.get(&instance_id).cloned().unwrap_or_default();
     attached.sort_by(|a, b| a.device_name.cmp(&b.device_name).then_with(|| a.volume_id.cmp(&b.volume_id)));
     let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_else(|| "unknown".into());
-    let stopped_since = (state == "stopped")
+    // A stop's transition reason says when it began, from "stopping" on.
+    let stopped_since = ["stopping", "stopped"]
+        .contains(&state.as_str())
         .then(|| i.state_transition_reason().and_then(finops_core::resources::stopped_since))
         .flatten();
     Some(InstanceRecord {
