@@ -75,7 +75,7 @@ export class ActionsPolicy extends Construct {
     const snapshots = stack.formatArn({ service: "ec2", region: "*", account: "", resource: "snapshot", resourceName: "*" });
     const addresses = stack.formatArn({ service: "ec2", region: "*", resource: "elastic-ip", resourceName: "*" });
     // Re-reading the instance, volume or address and re-measuring it before acting.
-    actions.addToRolePolicy(new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses"], resources: ["*"] }));
+    actions.addToRolePolicy(new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses"], resources: ["*"] }));
     actions.addToRolePolicy(new iam.PolicyStatement({ actions: ["cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] }));
     actions.addToRolePolicy(new iam.PolicyStatement({ sid: "SnapshotVolumes", actions: ["ec2:CreateSnapshots", "ec2:CreateTags"], resources: [volumes, snapshots] }));
     const rules = {

@@ -16,8 +16,8 @@ export const RECIPIENT_ATTRIBUTE = "recipient";
 export const PENDING_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "proposal", "runId", "executionArn", "resourceId", "createdAt", "expiresAt", "ttl", "state", "audience", "undoOf", "emailStatus", "claimId"] as const;
 /// What the request step may change in an existing record: the task token the approval map's wait attaches, and
 /// whether a message went out. Never the state, the audience or a decision.
-/// Where Slack asked it (`slackMessage`) is set once the message is posted: it decides nothing (a click must come from
-/// there, and the acting step checks the route's channel itself).
+/// Where Slack asked it (`slackMessage`: team, channel, message ts) is set once the message is posted: a click decides
+/// only on that message, in the channel the audience names (the callback and the acting step check both).
 /// Which notice the resource's owner got (`ownerNotice`): a courtesy, it decides nothing either.
 export const RENEWED_APPROVAL_ATTRIBUTES = ["approvalId", "taskToken", "emailStatus", "slackMessage", "ownerNotice"] as const;
 
@@ -85,10 +85,11 @@ export class ApprovalPlumbing extends Construct {
       const slackSecret = secretsmanager.Secret.fromSecretCompleteArn(this, "SlackSecret", config.slack.secretArn);
       for (const fn of [requestApproval, approvalCallback]) {
         fn.addEnvironment("FINOPS_SLACK_SECRET_ID", config.slack.secretArn);
-        if (config.slack.channel !== undefined) fn.addEnvironment("FINOPS_SLACK_CHANNEL", config.slack.channel);
         slackSecret.grantRead(fn);
       }
-      if (!routed && config.slack.approvers.length > 0) requestApproval.addEnvironment("FINOPS_SLACK_APPROVERS", config.slack.approvers.join(","));
+      // Where and by whom (unrouted approvals; routes name their own): the request step stores it on each record.
+      if (config.slack.channel !== undefined) requestApproval.addEnvironment("FINOPS_SLACK_CHANNEL", config.slack.channel);
+      if (config.slack.approvers.length > 0) requestApproval.addEnvironment("FINOPS_SLACK_APPROVERS", config.slack.approvers.join(","));
     }
     actions.addEnvironment("FINOPS_APPROVALS_TABLE", approvals.tableName);
 

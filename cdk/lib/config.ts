@@ -258,8 +258,12 @@ function readSlack(get: (key: string) => unknown, organization: OrganizationSett
   const approvers = rawUsers === undefined || rawUsers === null ? [] : String(rawUsers).split(",").map((u) => u.trim()).filter((u) => u.length > 0);
   const badUser = approvers.find((u) => !SLACK_USER.test(u));
   if (badUser !== undefined) throw new ConfigError(`context slackApprovers: ${JSON.stringify(badUser)} is not a Slack user id (like U0123ABCD)`);
+  // Routed approvals name each group's channel and users in the routes: a deployment-wide one would be ignored.
+  if (routing !== undefined && (channel !== undefined || approvers.length > 0)) {
+    throw new ConfigError("context slackChannel and slackApprovers are for unrouted approvals: with approvalRouting, name the channels and users in its routes (slackChannel, slackUsers, defaultSlackChannel, defaultSlackUsers)");
+  }
   // A channel where nobody is named to decide would be asked in vain: who decides in Slack is the deployment's.
-  if (channel !== undefined && routing === undefined && approvers.length === 0) {
+  if (channel !== undefined && approvers.length === 0) {
     throw new ConfigError("context slackChannel needs slackApprovers: the Slack user ids (U0123ABCD,...) whose clicks decide there");
   }
   return { secretArn, channel, approvers };

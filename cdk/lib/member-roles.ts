@@ -86,7 +86,7 @@ export function memberTemplate(config: FinopsConfig, org: OrganizationSettings, 
           {
             PolicyName: "act-on-approved-instances",
             PolicyDocument: document([
-              new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] }),
+              new iam.PolicyStatement({ actions: ["ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics"], resources: ["*"] }),
               new iam.PolicyStatement({ sid: "SnapshotVolumes", actions: ["ec2:CreateSnapshots", "ec2:CreateTags"], resources: [VOLUMES, SNAPSHOTS] }),
               new iam.PolicyStatement({ sid: "SnapshotBeforeDelete", actions: ["ec2:CreateSnapshot"], resources: [SNAPSHOTS] }),
               ...undoStatements(INSTANCES, VOLUMES, SNAPSHOTS, rules),

@@ -224,4 +224,8 @@ test("a bad routing table fails the synth with what is wrong", () => {
   const request = Object.values(template.findResources("AWS::Lambda::Function")).find((f) => f.Properties.Description === "finops-agent request-approval")!;
   assert.deepEqual(JSON.parse(request.Properties.Environment.Variables.FINOPS_APPROVAL_ROUTING), withChannels);
   assert.equal(request.Properties.Environment.Variables.FINOPS_SLACK_CHANNEL, undefined);
+  // A deployment-wide channel or users beside routes would be ignored: refused, so nobody believes them in force.
+  for (const extra of [{ slackChannel: "C0OTHER", slackApprovers: "U0OTHER" }, { slackApprovers: "U0OTHER" }]) {
+    assert.throws(() => synth({ ...ORG, approvalRouting: JSON.stringify(withChannels), slackSecretArn: secretArn, ...extra }), /with approvalRouting, name the channels and users in its routes/);
+  }
 });

@@ -63,7 +63,7 @@ test("the state machine is the ASL file with the contract's substitutions, numbe
 test("each role is granted what its code calls and nothing more; terminate is nowhere", () => {
   const { template } = synth();
   const expected: Record<string, string[]> = {
-    actions: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress", "ec2:StartInstances", "ec2:CreateVolume", "dynamodb:GetItem"],
+    actions: ["ec2:DescribeInstances", "ec2:DescribeInstanceAttribute", "ec2:DescribeVolumes", "ec2:DescribeSnapshots", "ec2:DescribeInstanceTypes", "ec2:DescribeAddresses", "cloudwatch:GetMetricData", "cloudwatch:ListMetrics", "ec2:CreateSnapshots", "ec2:CreateTags", "ec2:StopInstances", "ec2:CreateSnapshot", "ec2:DeleteVolume", "ec2:ReleaseAddress", "ec2:StartInstances", "ec2:CreateVolume", "dynamodb:GetItem"],
     "approval-callback": ["dynamodb:GetItem", "dynamodb:UpdateItem", "states:SendTaskSuccess", "states:StartExecution", "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
     inventory: ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeAddresses", "ec2:DescribeNatGateways", "elasticloadbalancing:DescribeLoadBalancers", "elasticloadbalancing:DescribeTags", "elasticloadbalancing:DescribeTargetGroups", "elasticloadbalancing:DescribeTargetHealth", "ec2:DescribeInstanceTypes"],
     "run-cost": ["states:GetExecutionHistory"],
@@ -116,8 +116,8 @@ test("Slack approvals are off by default; with the app's secret, only the reques
     const asks = key === "request-approval" || key === "approval-callback";
     assert.equal(reads.length > 0, asks, `${key} reads the Slack secret: ${asks}`);
     assert.equal(env(on, key).FINOPS_SLACK_SECRET_ID, asks ? secretArn : undefined, key);
-    assert.equal(env(on, key).FINOPS_SLACK_CHANNEL, asks ? "C0FINOPS" : undefined, key);
-    // Who decides in Slack is the request step's to write into each approval's audience.
+    // Where and who decides in Slack is the request step's to write into each approval's audience.
+    assert.equal(env(on, key).FINOPS_SLACK_CHANNEL, key === "request-approval" ? "C0FINOPS" : undefined, key);
     assert.equal(env(on, key).FINOPS_SLACK_APPROVERS, key === "request-approval" ? "U0ANA,W0BOB" : undefined, key);
     if (asks) assert.ok(reads.every((s) => [s.Action].flat().every((a) => String(a).startsWith("secretsmanager:"))), JSON.stringify(reads));
   }

@@ -9,7 +9,8 @@ use finops_aws::sdk::RegionalClient;
 use finops_aws::FinopsError;
 
 use crate::{
-    Ec2Actions, RecreatedVolume, SnapshotInfo, SnapshotOf, TAG_ACTION, TAG_RUN_ID, TAG_UNDO_ID, TAG_VOLUME_ID,
+    Ec2Actions, RecreatedBy, RecreatedVolume, SnapshotInfo, SnapshotOf, StartConfiguration, TAG_ACTION, TAG_RUN_ID,
+    TAG_UNDO_ID, TAG_VOLUME_ID,
 };
 
 pub struct SdkEc2Actions {
@@ -240,7 +241,39 @@ impl Ec2Actions for SdkEc2Actions {
         Ok(())
     }
 
-    async fn recreated_volumes(&self, region: &str, volume_id: &str) -> Result<Vec<String>, FinopsError> {
+    async fn start_configuration(
+        &self,
+        region: &str,
+        instance_id: &str,
+    ) -> Result<Option<StartConfiguration>, FinopsError> {
+        let client = self.client(region);
+        let described = match client.describe_instances().instance_ids(instance_id).send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().and_then(|se| se.meta().code()) == Some("InvalidInstanceID.NotFound") => {
+                return Ok(None)
+            }
+            Err(e) => return Err(FinopsError::from_sdk("EC2", "DescribeInstances", e)),
+        };
+        let Some(instance) = described.reservations().iter().flat_map(|r| r.instances()).next() else {
+            return Ok(None);
+        };
+        let user_data = client
+            .describe_instance_attribute()
+            .instance_id(instance_id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .map_err(|e| FinopsError::from_sdk("EC2", "DescribeInstanceAttribute", e))?;
+        Ok(Some(StartConfiguration::new(
+            instance.instance_type().map(|t| t.as_str()).unwrap_or_default(),
+            user_data.user_data().and_then(|u| u.value()),
+            instance.iam_instance_profile().and_then(|p| p.arn()).map(str::to_owned),
+            instance.security_groups().iter().filter_map(|g| g.group_id()).map(str::to_owned).collect(),
+            instance.block_device_mappings().iter().filter_map(|m| m.ebs()?.volume_id()).map(str::to_owned).collect(),
+        )))
+    }
+
+    async fn recreated_volumes(&self, region: &str, volume_id: &str) -> Result<Vec<RecreatedBy>, FinopsError> {
         let out = self
             .client(region)
             .describe_volumes()
@@ -249,18 +282,14 @@ impl Ec2Actions for SdkEc2Actions {
             .send()
             .await
             .map_err(|e| FinopsError::from_sdk("EC2", "DescribeVolumes", e))?;
-        Ok(out.volumes().iter().filter_map(|v| v.volume_id().map(str::to_owned)).collect())
-    }
-
-    async fn undo_volume(&self, region: &str, undo_id: &str) -> Result<Option<String>, FinopsError> {
-        let out = self
-            .client(region)
-            .describe_volumes()
-            .filters(Filter::builder().name(format!("tag:{TAG_UNDO_ID}")).values(undo_id).build())
-            .send()
-            .await
-            .map_err(|e| FinopsError::from_sdk("EC2", "DescribeVolumes", e))?;
-        Ok(out.volumes().iter().find_map(|v| v.volume_id().map(str::to_owned)))
+        Ok(out
+            .volumes()
+            .iter()
+            .filter_map(|v| {
+                let undo_id = v.tags().iter().find(|t| t.key() == Some(TAG_UNDO_ID)).and_then(|t| t.value());
+                Some(RecreatedBy { volume_id: v.volume_id()?.to_owned(), undo_id: undo_id.map(str::to_owned) })
+            })
+            .collect())
     }
 
     async fn create_volume_from_snapshot(

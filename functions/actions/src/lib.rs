@@ -55,9 +55,6 @@ pub const TAG_VOLUME_TYPE: &str = "finops:volume-type";
 pub const TAG_VOLUME_NAME: &str = "finops:volume-name";
 /// On the snapshot of a stopped instance's volume: the device it was attached at.
 pub const TAG_DEVICE: &str = "finops:device";
-/// On an instance finops stopped: when EC2 says the stop happened (its StateTransitionReason), so an undo can tell
-/// that stop from a later one by a person.
-pub const TAG_STOPPED_AT: &str = "finops:stopped-at";
 /// On what an undo started again or recreated: the undo record's id, who asked and when.
 pub const TAG_UNDO_ID: &str = "finops:undo-id";
 pub const TAG_UNDONE_BY: &str = "finops:undone-by";
@@ -146,19 +143,20 @@ pub trait Ec2Actions: Send + Sync {
     ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     /// StartInstances: only an undo, of an instance this deployment stopped (IAM allows it on nothing else).
     fn start(&self, region: &str, instance_id: &str) -> impl Future<Output = Result<(), FinopsError>> + Send;
-    /// The volumes recreated from `volume_id`'s deletion (by their `finops:volume-id` and `finops:action` tags), by
-    /// any undo.
+    /// What starting the instance would run (DescribeInstances and its user data, DescribeInstanceAttribute), if it
+    /// exists.
+    fn start_configuration(
+        &self,
+        region: &str,
+        instance_id: &str,
+    ) -> impl Future<Output = Result<Option<StartConfiguration>, FinopsError>> + Send;
+    /// The volumes recreated from `volume_id`'s deletion (by their `finops:volume-id` and `finops:action` tags), each
+    /// with the undo that made it.
     fn recreated_volumes(
         &self,
         region: &str,
         volume_id: &str,
-    ) -> impl Future<Output = Result<Vec<String>, FinopsError>> + Send;
-    /// The volume an undo recreated (by its `finops:undo-id` tag), if there is one.
-    fn undo_volume(
-        &self,
-        region: &str,
-        undo_id: &str,
-    ) -> impl Future<Output = Result<Option<String>, FinopsError>> + Send;
+    ) -> impl Future<Output = Result<Vec<RecreatedBy>, FinopsError>> + Send;
     /// CreateVolume from a snapshot, tagged at creation (`client_token`: the undo id, so EC2 creates it once).
     fn create_volume_from_snapshot(
         &self,
@@ -167,6 +165,13 @@ pub trait Ec2Actions: Send + Sync {
         tags: &[(String, String)],
         client_token: &str,
     ) -> impl Future<Output = Result<String, FinopsError>> + Send;
+}
+
+/// A volume recreated from a deleted one, and the undo that made it (its `finops:undo-id` tag).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecreatedBy {
+    pub volume_id: String,
+    pub undo_id: Option<String>,
 }
 
 /// A deleted volume as its snapshot describes it: what CreateVolume needs to bring it back.
@@ -248,6 +253,7 @@ fn acted(mut outcome: ActionOutcome, target: &Target, now: DateTime<Utc>) -> Act
             account: target.account.clone(),
             monthly_saving_usd: target.monthly_saving_usd,
             acted_at: now,
+            stopped_as: None,
         });
     }
     outcome
@@ -280,6 +286,8 @@ fn snapshot_ids(snaps: &[SnapshotInfo]) -> Vec<String> {
 /// The approval record an operation names, read once, or why there is none.
 pub type Approval = Result<ApprovalRecord, String>;
 
+pub use finops_core::undo::{StartConfiguration, StoppedAs};
+
 /// The step with what it reads and what it changes: instances, volumes and addresses as they are now (read), EC2
 /// (act), approval records (read) and CloudWatch (read, to measure again).
 pub struct Actions<'a, L, E, A, M> {
@@ -302,26 +310,28 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         let run_id = request.run_id().to_owned();
         validate_run_id(&run_id)?;
         let account_id = request.target().account.as_ref().map(|a| a.id.clone());
-        let approval = match request.decision() {
+        let approval = if request.is_read_only() {
+            Err("a read-only operation".into())
+        } else if self.config.mode == DeploymentMode::Recommend {
             // The kill switch: a recommend deployment changes nothing, whatever reaches this step (an undo execution
             // started from a link offered before the switch, a hand-made execution).
-            Some(_) if self.config.mode == DeploymentMode::Recommend => {
-                let detail = "not done: this deployment is in recommend mode, which changes nothing (undo included)";
-                return Ok(outcome_of(request.operation(), request.target(), Outcome::Refused, detail, vec![]));
-            }
-            Some(decision) => self.approval(decision).await?,
-            None => Err("a read-only operation".into()),
+            let detail = "not done: this deployment is in recommend mode, which changes nothing (undo included)";
+            return Ok(outcome_of(request.operation(), request.target(), Outcome::Refused, detail, vec![]));
+        } else {
+            self.approval(request.decision_ref()).await?
         };
         // An operation that acts takes its target from the approval record a person decided, never from the payload:
-        // the payload only names which record (and must name the same resource, or the operation is refused).
-        if let Ok(record) = &approval {
-            let recorded = Target::of(&record.proposal);
+        // the payload only names which record, and must name the same resource, region and account, or nothing is
+        // approved for it.
+        let approval = approval.and_then(|record| {
             let target = request.target_mut();
-            let same_account = recorded.account.as_ref().map(|a| &a.id) == target.account.as_ref().map(|a| &a.id);
-            if recorded.resource_id == target.resource_id && recorded.region == target.region && same_account {
-                *target = recorded;
+            if let Some(why) = names_another_target(&record, target) {
+                tracing::warn!(resource_id = target.resource_id, why, decision = "REFUSED", "unverified action");
+                return Err(why);
             }
-        }
+            *target = Target::of(&record.proposal);
+            Ok(record)
+        });
         let approval = &approval;
         let outcome = match request {
             ActionRequest::Snapshot { run_id, proposal, .. } => match proposal.action {
@@ -336,7 +346,12 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 outcome_of("snapshot_status", &proposal, outcome, detail, snapshot_ids)
             }
             ActionRequest::Stop { run_id, proposal, snapshot_ids, .. } => {
-                acted(self.stop(&run_id, &proposal, &snapshot_ids, approval, now).await?, &proposal, now)
+                let (outcome, stopped_as) = self.stop(&run_id, &proposal, &snapshot_ids, approval, now).await?;
+                let mut outcome = acted(outcome, &proposal, now);
+                if let Some(acted) = outcome.acted.as_mut() {
+                    acted.stopped_as = stopped_as;
+                }
+                outcome
             }
             ActionRequest::Tag { run_id, proposal, .. } => self.tag(&run_id, &proposal, approval, now).await?,
             ActionRequest::StopStatus { run_id, proposal } => {
@@ -415,25 +430,11 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             Some(why)
         } else if record.run_id != run_id {
             Some(format!("approval {id} belongs to run {:?}, not {run_id:?}", record.run_id))
-        } else if record.proposal.resource_id != target.resource_id || record.proposal.region != target.region {
-            Some(format!(
-                "approval {id} is for {} in {}, not {} in {}",
-                record.proposal.resource_id, record.proposal.region, target.resource_id, target.region
-            ))
         } else if !actions.contains(&record.proposal.action) {
             Some(format!(
                 "approval {id} is for {} {}, not for this operation",
                 record.proposal.action.verb(),
                 record.proposal.resource_id
-            ))
-        } else if record.proposal.account.as_ref().map(|a| &a.id) != target.account.as_ref().map(|a| &a.id) {
-            // The account the step is about to act in is the one the approver was shown, never the payload's own.
-            let show =
-                |a: Option<&finops_core::organization::AccountRef>| a.map_or("this one".into(), |a| a.id.clone());
-            Some(format!(
-                "approval {id} is for an instance in account {}, not in account {}",
-                show(record.proposal.account.as_ref()),
-                show(target.account.as_ref())
             ))
         } else {
             None
@@ -516,9 +517,10 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         snapshot_ids: &[String],
         approval: &Approval,
         now: DateTime<Utc>,
-    ) -> Result<ActionOutcome, FinopsError> {
+    ) -> Result<(ActionOutcome, Option<StoppedAs>), FinopsError> {
         let refuse = |detail: String| {
-            Ok(outcome_of("stop", target, Outcome::Refused, format!("not stopped: {detail}"), snapshot_ids.to_vec()))
+            let refused = format!("not stopped: {detail}");
+            Ok((outcome_of("stop", target, Outcome::Refused, refused, snapshot_ids.to_vec()), None))
         };
         let stop = [ProposedAction::SnapshotAndStop];
         let record = match self.verified(run_id, target, approval, &[ApprovalAction::Approve], &stop) {
@@ -530,17 +532,10 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         };
         let ours = live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id);
         if ours && ["stopping", "stopped"].contains(&live.state.as_str()) {
-            // A retry after the note below failed: an undo needs it, so this retry writes it.
-            if !live.tags.contains_key(TAG_STOPPED_AT) {
-                self.note_when_stopped(target, live.stopped_since).await?;
-            }
-            return Ok(outcome_of(
-                "stop",
-                target,
-                Outcome::AlreadyDone,
-                format!("already {} by this run", live.state),
-                snapshot_ids.to_vec(),
-            ));
+            // A retry or a duplicate: how the stop left it, for an undo, if the stop EC2 reports is this run's.
+            let stopped_as = self.stopped_as(target, &live).await?;
+            let detail = format!("already {} by this run", live.state);
+            return Ok((outcome_of("stop", target, Outcome::AlreadyDone, detail, snapshot_ids.to_vec()), stopped_as));
         }
         // The live instance, not the inventory: tags added, storage or state changed since the scan count now.
         if let Some((reason, detail)) = self.config.policy.instance_block(&live, now) {
@@ -576,31 +571,39 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         }
         self.ec2.tag_resource(&target.region, &target.resource_id, &tags).await?;
         self.ec2.stop(&target.region, &target.resource_id).await?;
-        let stopped =
-            self.live.describe_instance(&target.region, &target.resource_id).await?.and_then(|l| l.stopped_since);
-        self.note_when_stopped(target, stopped).await?;
-        Ok(outcome_of(
-            "stop",
-            target,
-            Outcome::Done,
-            format!("stop requested after {} completed snapshot(s)", snapshot_ids.len()),
-            snapshot_ids.to_vec(),
-        ))
-    }
-
-    /// Tags the stopped instance with when EC2 says it stopped: an undo starts it only while that is still so, and
-    /// refuses without it. Not yet known (EC2 has not said) is a transient error: the step's retry lands in the
-    /// already-stopped path above, which writes the note then.
-    async fn note_when_stopped(&self, target: &Target, stopped: Option<DateTime<Utc>>) -> Result<(), FinopsError> {
-        let Some(stopped) = stopped else {
+        let live = self.live.describe_instance(&target.region, &target.resource_id).await?;
+        let Some(stopped_as) = (match &live {
+            Some(live) => self.stopped_as(target, live).await?,
+            None => None,
+        }) else {
+            // EC2 does not say yet when it stopped: the step's retry (the already-stopped path above) reads it again.
             return Err(FinopsError::Transient {
-                service: "ec2",
+                service: "EC2",
                 operation: "DescribeInstances",
                 message: format!("{} was stopped but EC2 does not yet say when", target.resource_id),
             });
         };
-        let tag = [(TAG_STOPPED_AT.to_owned(), stopped.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))];
-        self.ec2.tag_resource(&target.region, &target.resource_id, &tag).await
+        let detail = format!("stop requested after {} completed snapshot(s)", snapshot_ids.len());
+        Ok((outcome_of("stop", target, Outcome::Done, detail, snapshot_ids.to_vec()), Some(stopped_as)))
+    }
+
+    /// How this run's stop left `live`, for an undo: when EC2 says it stopped and what starting it would run. None if
+    /// EC2 does not say when, or says another time than this run's request (`finops:acted-at`, tagged just before
+    /// StopInstances): that stop may be a person's, after this run's request failed, and no undo starts it.
+    async fn stopped_as(&self, target: &Target, live: &InstanceRecord) -> Result<Option<StoppedAs>, FinopsError> {
+        let requested = live.tags.get(TAG_ACTED_AT).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+        let (Some(requested), Some(stopped)) = (requested, live.stopped_since) else { return Ok(None) };
+        if !stop_is_the_request(requested.to_utc(), stopped) {
+            tracing::warn!(
+                resource_id = target.resource_id,
+                %requested,
+                %stopped,
+                "stopped at another time than this run's request: no undo will start it"
+            );
+            return Ok(None);
+        }
+        let configuration = self.ec2.start_configuration(&target.region, &target.resource_id).await?;
+        Ok(configuration.map(|configuration| StoppedAs { stopped_at: stopped, configuration }))
     }
 
     /// The snapshots an acting operation waits for, if every one of them completed and this run took it of `of` (by
@@ -1048,7 +1051,8 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 if running && live.tags.get(TAG_UNDO_ID).map(String::as_str) == Some(undo_id) {
                     return outcome(Outcome::AlreadyDone, format!("{} again by this undo", live.state), vec![]);
                 }
-                if let Some(why) = changed_since_stopped(&live, &record, run_id) {
+                let configuration = self.ec2.start_configuration(region, id).await?;
+                if let Some(why) = changed_since_stopped(&live, configuration.as_ref(), &record, run_id) {
                     return outcome(Outcome::Refused, format!("not started: {why}"), vec![]);
                 }
                 // What a person changed since wins: tagged production or protected, snoozed, now in a cluster.
@@ -1064,14 +1068,15 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
                 outcome(Outcome::Done, format!("started again (stopped by run {run_id})"), vec![])
             }
             ProposedAction::SnapshotAndDelete => {
-                if let Some(volume) = self.ec2.undo_volume(region, undo_id).await? {
-                    return outcome(Outcome::AlreadyDone, format!("recreated as {volume} by this undo"), vec![]);
-                }
-                // One volume from one deletion: a volume already recreated from it (by hand, or another undo) is
-                // not made twice.
+                // One volume from one deletion: this undo's own is a retry's answer; another undo's is not made
+                // twice.
                 let recreated = self.ec2.recreated_volumes(region, id).await?;
+                if let Some(ours) = recreated.iter().find(|v| v.undo_id.as_deref() == Some(undo_id)) {
+                    let detail = format!("recreated as {} by this undo", ours.volume_id);
+                    return outcome(Outcome::AlreadyDone, detail, vec![]);
+                }
                 if let Some(other) = recreated.first() {
-                    let why = format!("not recreated: {id} was recreated already, as {other}");
+                    let why = format!("not recreated: {id} was recreated already, as {}", other.volume_id);
                     return outcome(Outcome::Refused, why, vec![]);
                 }
                 let snapshot = self
@@ -1187,10 +1192,47 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
     }
 }
 
+/// The longest an acting invocation runs (the actions Lambda's timeout, cdk/lib/functions.ts) plus clock skew: a stop
+/// EC2 reports this long after the request's `finops:acted-at` is not that request's.
+const STOP_REQUEST_SPAN_SECONDS: i64 = 180;
+
+/// Whether EC2's stop time can be the stop this run requested at `requested` (tagged just before StopInstances).
+fn stop_is_the_request(requested: DateTime<Utc>, stopped: DateTime<Utc>) -> bool {
+    let after = (stopped - requested).num_seconds();
+    (-STOP_REQUEST_SPAN_SECONDS..=STOP_REQUEST_SPAN_SECONDS).contains(&after)
+}
+
+/// Why the payload's target is not the one the approval record is for (resource, region or account), if it is not: the
+/// account the step acts in is the one the approver was shown, never the payload's own.
+fn names_another_target(record: &ApprovalRecord, target: &Target) -> Option<String> {
+    let id = &record.approval_id;
+    let account = |a: Option<&finops_core::organization::AccountRef>| a.map_or("this one".into(), |a| a.id.clone());
+    if record.proposal.resource_id != target.resource_id || record.proposal.region != target.region {
+        Some(format!(
+            "approval {id} is for {} in {}, not {} in {}",
+            record.proposal.resource_id, record.proposal.region, target.resource_id, target.region
+        ))
+    } else if record.proposal.account.as_ref().map(|a| &a.id) != target.account.as_ref().map(|a| &a.id) {
+        Some(format!(
+            "approval {id} is for a resource in account {}, not in account {}",
+            account(record.proposal.account.as_ref()),
+            account(target.account.as_ref())
+        ))
+    } else {
+        None
+    }
+}
+
 /// Why a stopped instance is not as the stop an undo record undoes left it, if it is not: not stopped, stopped by
-/// another run or by hand, started since (its launch time moved on: a start and a stop by a person), or stopped at
-/// another time than that stop (EC2's state transition says when).
-fn changed_since_stopped(live: &InstanceRecord, record: &ApprovalRecord, run_id: &str) -> Option<String> {
+/// another run or by hand, started since (its launch time moved on: a start and a stop by a person), stopped at
+/// another time than that stop (EC2's state transition says when), or changed while stopped (what starting it would
+/// run: its type, boot code, role, security groups or disks).
+fn changed_since_stopped(
+    live: &InstanceRecord,
+    configuration: Option<&StartConfiguration>,
+    record: &ApprovalRecord,
+    run_id: &str,
+) -> Option<String> {
     if live.state != "stopped" {
         return Some(format!("it is {} (changed since, not by this undo)", live.state));
     }
@@ -1210,20 +1252,26 @@ fn changed_since_stopped(live: &InstanceRecord, record: &ApprovalRecord, run_id:
         }
         None => return Some("the approval does not say when the instance was launched".into()),
     }
-    // EC2's account of the stop, as the stop step read it right after stopping: a later stop by a person differs.
-    // Without that note this is not known to be the stop it undoes (a stop step that never finished), so no start.
-    let Some(noted) = live.tags.get(TAG_STOPPED_AT).and_then(|t| DateTime::parse_from_rfc3339(t).ok()) else {
-        return Some(format!("no {TAG_STOPPED_AT} note from the stop: not known to be the stop this undoes"));
+    // How the stop left it, as the stop step read it right after stopping and the undo record keeps it.
+    let Some(stopped_as) = record.undo.as_ref().and_then(|u| u.stopped_as.as_ref()) else {
+        return Some("the stop did not record how it left the instance: not known to be the stop this undoes".into());
     };
     match live.stopped_since {
-        Some(stopped) if stopped.timestamp() == noted.timestamp() => None,
-        Some(stopped) => Some(format!(
-            "stopped at {} by EC2's account of it, not at {} by the stop this undoes: stopped again since",
-            stopped.to_rfc3339(),
-            noted.to_rfc3339()
-        )),
-        None => Some("EC2 does not say when it stopped: not known to be the stop this undoes".into()),
+        Some(stopped) if stopped.timestamp() == stopped_as.stopped_at.timestamp() => {}
+        Some(stopped) => {
+            return Some(format!(
+                "stopped at {} by EC2's account of it, not at {} by the stop this undoes: stopped again since",
+                stopped.to_rfc3339(),
+                stopped_as.stopped_at.to_rfc3339()
+            ))
+        }
+        None => return Some("EC2 does not say when it stopped: not known to be the stop this undoes".into()),
     }
+    let Some(configuration) = configuration else {
+        return Some("EC2 does not describe how it would start".into());
+    };
+    let changes = configuration.changes_since(&stopped_as.configuration);
+    (!changes.is_empty()).then(|| format!("changed while stopped ({}): someone else's to start", changes.join("; ")))
 }
 
 fn snapshot_state(snaps: &[SnapshotInfo], requested: &[String]) -> (Outcome, String) {

@@ -11,7 +11,8 @@ use finops_core::InstanceRecord;
 use finops_inventory::{InstanceLookup, LiveVolume, ResourceLookup};
 
 use crate::{
-    Ec2Actions, RecreatedVolume, SnapshotInfo, SnapshotOf, TAG_ACTION, TAG_RUN_ID, TAG_UNDO_ID, TAG_VOLUME_ID,
+    Ec2Actions, RecreatedBy, RecreatedVolume, SnapshotInfo, SnapshotOf, StartConfiguration, TAG_ACTION, TAG_RUN_ID,
+    TAG_UNDO_ID, TAG_VOLUME_ID,
 };
 
 #[derive(Default)]
@@ -34,6 +35,10 @@ pub struct MemoryEc2 {
     pub started: Mutex<Vec<String>>,
     /// Volumes CreateVolume made from snapshots (also in `volumes`), in order, with their client token.
     pub recreated: Mutex<Vec<(String, String)>>,
+    /// User data (base64) by instance id: what a person may change while an instance is stopped.
+    pub user_data: Mutex<HashMap<String, String>>,
+    /// EC2's clock for when a stop happened (None: the wall clock), for tests that run at a fixed time.
+    pub clock: Mutex<Option<chrono::DateTime<chrono::Utc>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -246,7 +251,8 @@ impl Ec2Actions for MemoryEc2 {
         if let Some(i) = self.instances.lock().unwrap_or_else(|p| p.into_inner()).get_mut(instance_id) {
             i.state = "stopped".into();
             // EC2's StateTransitionReason says when, to the second.
-            i.stopped_since = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0);
+            let now = lock(&self.clock).unwrap_or_else(chrono::Utc::now);
+            i.stopped_since = chrono::DateTime::from_timestamp(now.timestamp(), 0);
         }
         self.stopped.lock().unwrap_or_else(|p| p.into_inner()).push(instance_id.to_owned());
         Ok(())
@@ -301,22 +307,26 @@ impl Ec2Actions for MemoryEc2 {
         Ok(())
     }
 
-    async fn recreated_volumes(&self, _: &str, volume_id: &str) -> Result<Vec<String>, FinopsError> {
+    async fn start_configuration(&self, _: &str, instance_id: &str) -> Result<Option<StartConfiguration>, FinopsError> {
+        let user_data = lock(&self.user_data).get(instance_id).cloned();
+        Ok(lock(&self.instances).get(instance_id).map(|i| {
+            let volumes = i.volumes.iter().map(|v| v.volume_id.clone()).collect();
+            StartConfiguration::new(&i.instance_type, user_data.as_deref(), None, vec![], volumes)
+        }))
+    }
+
+    async fn recreated_volumes(&self, _: &str, volume_id: &str) -> Result<Vec<RecreatedBy>, FinopsError> {
         Ok(lock(&self.volumes)
             .values()
             .filter(|v| {
                 v.record.tags.get(TAG_VOLUME_ID).map(String::as_str) == Some(volume_id)
                     && v.record.tags.get(TAG_ACTION).map(String::as_str) == Some(crate::RECREATED_VOLUME)
             })
-            .map(|v| v.record.volume_id.clone())
+            .map(|v| RecreatedBy {
+                volume_id: v.record.volume_id.clone(),
+                undo_id: v.record.tags.get(TAG_UNDO_ID).cloned(),
+            })
             .collect())
-    }
-
-    async fn undo_volume(&self, _: &str, undo_id: &str) -> Result<Option<String>, FinopsError> {
-        Ok(lock(&self.volumes)
-            .values()
-            .find(|v| v.record.tags.get(TAG_UNDO_ID).map(String::as_str) == Some(undo_id))
-            .map(|v| v.record.volume_id.clone()))
     }
 
     async fn create_volume_from_snapshot(

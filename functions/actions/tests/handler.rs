@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use finops_actions::memory::MemoryEc2;
-use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome};
+use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome, StoppedAs};
 use finops_approval_store::{
     ApprovalReader, ApprovalRecord, ApprovalState, Decision, MemoryApprovals, DECIDED_VIA_POST,
 };
@@ -108,12 +108,19 @@ struct World {
     approvals: MemoryApprovals,
     metrics: Constant,
     config: ActionsConfig,
+    /// How the last stop left the instance, as its outcome said (what the offer keeps in the undo record): `call`
+    /// keeps it.
+    stopped_as: std::sync::Mutex<Option<StoppedAs>>,
 }
 
 impl World {
     fn new(instance: InstanceRecord, metrics: Constant) -> Self {
+        let ec2 = MemoryEc2::with([instance]);
+        // EC2 stops seconds after the step's clock reads.
+        *ec2.clock.lock().unwrap() = Some(now() + chrono::Duration::seconds(3));
         Self {
-            ec2: MemoryEc2::with([instance]),
+            stopped_as: Default::default(),
+            ec2,
             approvals: MemoryApprovals::default(),
             metrics,
             config: ActionsConfig::from_vars([
@@ -132,7 +139,11 @@ impl World {
             metrics: &self.metrics,
             config: &self.config,
         };
-        actions.handle(event, now()).await
+        let out = actions.handle(event, now()).await;
+        if let Some(stopped_as) = out.as_ref().ok().and_then(|o| o.acted.as_ref()).and_then(|a| a.stopped_as.clone()) {
+            *self.stopped_as.lock().unwrap() = Some(stopped_as);
+        }
+        out
     }
 
     async fn snapshot(&self, decision: Value) -> ActionOutcome {
@@ -145,6 +156,12 @@ impl World {
         self.call(json!({"operation": "stop", "runId": "run-1", "proposal": proposal(), "snapshotIds": snapshot_ids, "decision": decision}))
             .await
             .unwrap()
+    }
+
+    /// The undo record the offer writes for the last approved stop (with how it left the instance), decided
+    /// `decision` by POST.
+    fn undo_decided(&self, decision: ApprovalAction) -> ApprovalRecord {
+        undo_record(decision, self.stopped_as.lock().unwrap().clone())
     }
 
     /// Snapshots made under a genuine approval, for the stop tests.
@@ -202,7 +219,7 @@ async fn a_hand_written_payload_snapshots_and_stops_nothing() {
         (other_instance, "is for i-0fffffffffffffff0"),
         (not_post, "not decided by POST"),
         (not_routed, "ana@example.com is not an approver of this resource (account 111111111111)"),
-        (other_account, "is for an instance in account 111111111111, not in account this one"),
+        (other_account, "is for a resource in account 111111111111, not in account this one"),
     ] {
         w.approvals.insert(record);
         let stop = w.stop(&["snap-1".to_string()], approval()).await;
@@ -340,17 +357,24 @@ async fn a_snooze_is_tagged_from_the_recorded_decision() {
 
 const UNDO: &str = "0000111122223333444455556666777a";
 
-/// The undo record the offer writes for the approved stop, decided `decision` by POST.
-fn undo_decided(decision: ApprovalAction) -> ApprovalRecord {
+/// The undo record of the approved stop, as it left the instance (`stopped_as`), decided `decision` by POST.
+fn undo_record(decision: ApprovalAction, stopped_as: Option<StoppedAs>) -> ApprovalRecord {
     let approval = decided(ApprovalAction::Approve);
-    ApprovalRecord::undo_of(&approval, UNDO, "2026-12-02T09:20:00Z", now().timestamp(), now().timestamp() + 14 * 86_400)
-        .decided(&Decision {
-            action: decision,
-            approver: "bo@example.com",
-            source_ip: None,
-            decided_at: "2026-12-03T10:00:00Z",
-            via: DECIDED_VIA_POST,
-        })
+    ApprovalRecord::undo_of(
+        &approval,
+        UNDO,
+        "2026-12-02T09:20:00Z",
+        stopped_as,
+        now().timestamp(),
+        now().timestamp() + 14 * 86_400,
+    )
+    .decided(&Decision {
+        action: decision,
+        approver: "bo@example.com",
+        source_ip: None,
+        decided_at: "2026-12-03T10:00:00Z",
+        via: DECIDED_VIA_POST,
+    })
 }
 
 impl World {
@@ -374,12 +398,12 @@ async fn an_undo_starts_the_instance_this_run_stopped_once_and_nothing_else() {
     // The stop's own approval is not an undo, and an undo record not yet decided (or decided otherwise) is nothing.
     let refused = w.undo(APPROVAL).await;
     assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
-    let pending = undo_decided(ApprovalAction::Undo);
+    let pending = w.undo_decided(ApprovalAction::Undo);
     w.approvals.insert(ApprovalRecord { state: finops_approval_store::ApprovalState::Pending, ..pending });
     assert_eq!(w.undo(UNDO).await.outcome, Outcome::Refused);
     assert!(w.ec2.started.lock().unwrap().is_empty());
     // An undo record can never stop anything either.
-    w.approvals.insert(undo_decided(ApprovalAction::Undo));
+    w.approvals.insert(w.undo_decided(ApprovalAction::Undo));
     let stop_with_undo = w.stop(&snaps, json!({"approvalId": UNDO})).await;
     assert_eq!(stop_with_undo.outcome, Outcome::Refused, "{}", stop_with_undo.detail);
 
@@ -399,7 +423,7 @@ async fn an_undo_starts_the_instance_this_run_stopped_once_and_nothing_else() {
 #[tokio::test]
 async fn an_undo_leaves_an_instance_stopped_since_by_someone_else() {
     let w = World::new(instance(), IDLE);
-    w.approvals.insert(undo_decided(ApprovalAction::Undo));
+    w.approvals.insert(w.undo_decided(ApprovalAction::Undo));
     // Stopped, but not by run-1 (by hand, or another run): not this undo's to start.
     {
         let mut instances = w.ec2.instances.lock().unwrap();
@@ -416,17 +440,19 @@ async fn an_undo_leaves_an_instance_stopped_since_by_someone_else() {
 
 /// Finding 4 of the "who decides" review: an undo started an instance a person had started and stopped again since,
 /// and one retagged production or protected since. The undo acts only on the stop it undoes, and the live policy wins.
+/// The attacker's review after it: an undo started an instance whose type and boot code were changed while it was
+/// stopped (someone who may modify but not start it ran their code with the undo's start). Changed: not started.
 #[tokio::test]
 async fn an_undo_leaves_an_instance_a_person_changed_since_the_stop() {
     let stopped_world = || async {
         let w = World::new(instance(), IDLE);
         let snaps = w.snapshotted().await;
         assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::Done);
-        w.approvals.insert(undo_decided(ApprovalAction::Undo));
+        w.approvals.insert(w.undo_decided(ApprovalAction::Undo));
         w
     };
     type Change = (&'static str, fn(&mut InstanceRecord));
-    let changes: [Change; 5] = [
+    let changes: [Change; 7] = [
         ("started since the stop", |i| i.launch_time = Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).unwrap()),
         ("stopped at", |i| i.stopped_since = Some(Utc.with_ymd_and_hms(2026, 12, 2, 14, 0, 0).unwrap())),
         ("production instance", |i| {
@@ -438,6 +464,8 @@ async fn an_undo_leaves_an_instance_a_person_changed_since_the_stop() {
         ("snoozed until", |i| {
             i.tags.insert("finops:snooze-until".into(), "2027-01-01T00:00:00Z".into());
         }),
+        ("then, m5.24xlarge now", |i| i.instance_type = "m5.24xlarge".into()),
+        ("changed while stopped (volumes", |i| i.volumes.clear()),
     ];
     for (why, change) in changes {
         let w = stopped_world().await;
@@ -447,38 +475,54 @@ async fn an_undo_leaves_an_instance_a_person_changed_since_the_stop() {
         assert!(refused.detail.contains(why), "{why}: {}", refused.detail);
         assert!(w.ec2.started.lock().unwrap().is_empty(), "{why}: nothing started");
     }
-    // Stopped when the stop it undoes stopped it (EC2's account, noted at the stop), nothing changed since: started.
+    // New boot code while stopped (ModifyInstanceAttribute UserData): not started.
     let w = stopped_world().await;
-    let noted = w.ec2.instance(ID).unwrap().tags["finops:stopped-at"].clone();
-    assert!(noted.starts_with("20"), "{noted}");
+    w.ec2.user_data.lock().unwrap().insert(ID.into(), "I2Nsb3VkLWJvb3Rob29rCmN1cmwgZXZpbC5leGFtcGxl".into());
+    let refused = w.undo(UNDO).await;
+    assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
+    assert!(refused.detail.contains("user data (boot code) changed"), "{}", refused.detail);
+    // Stopped when the stop it undoes stopped it, nothing changed since: started.
+    let w = stopped_world().await;
     assert_eq!(w.undo(UNDO).await.outcome, Outcome::Done);
-    // Without the note (a stop step that never finished), it is not known to be the stop this undoes: no start.
+    // An undo record without how the stop left it (the stop never said: its step failed), is not known to be the stop
+    // this undoes: no start.
     let w = stopped_world().await;
-    w.ec2.instances.lock().unwrap().get_mut(ID).unwrap().tags.remove("finops:stopped-at");
+    w.approvals.insert(undo_record(ApprovalAction::Undo, None));
     let refused = w.undo(UNDO).await;
     assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
     assert!(refused.detail.contains("not known to be the stop this undoes"), "{}", refused.detail);
     assert!(w.ec2.started.lock().unwrap().is_empty());
 }
 
-/// Chaos seed 7007: the note of when EC2 stopped the instance was best effort, so an undo without it started an
-/// instance a person had restarted and stopped since. A stop step that cannot note it fails transiently, and its retry
-/// (which finds the instance stopped by this run) writes the note.
+/// Chaos seed 7007: how the stop left the instance was a best-effort tag, so an undo without it started an instance
+/// a person had restarted and stopped since. Now the stop's outcome says it, and a retry (which finds the instance
+/// stopped by this run) says it again, only if EC2's stop is this run's request's.
 #[tokio::test]
-async fn a_stop_retry_writes_the_note_an_undo_needs() {
+async fn a_stop_retry_says_how_the_stop_left_the_instance_only_for_this_runs_stop() {
     let w = World::new(instance(), IDLE);
     let snaps = w.snapshotted().await;
-    assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::Done);
-    // As if the note had failed: the retry finds the instance stopped by this run and writes it.
-    let stopped_at = {
+    let first = w.stop(&snaps, approval()).await;
+    let stopped_as = first.acted.and_then(|a| a.stopped_as).expect("the stop says how it left the instance");
+    assert_eq!(stopped_as.stopped_at, now() + chrono::Duration::seconds(3), "EC2's time of the stop");
+    assert_eq!(stopped_as.configuration.instance_type, instance().instance_type);
+    let retry = w.stop(&snaps, approval()).await;
+    assert_eq!(retry.outcome, Outcome::AlreadyDone);
+    assert_eq!(retry.acted.and_then(|a| a.stopped_as), Some(stopped_as));
+
+    // Stopped an hour after this run's request (its StopInstances failed, a person stopped it later): the retry
+    // reports it, says nothing of how, and an undo then refuses to start what the person stopped.
+    {
         let mut instances = w.ec2.instances.lock().unwrap();
         let i = instances.get_mut(ID).unwrap();
-        i.tags.remove("finops:stopped-at");
-        i.stopped_since.unwrap()
-    };
-    assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::AlreadyDone);
-    let noted = w.ec2.instance(ID).unwrap().tags["finops:stopped-at"].clone();
-    assert_eq!(chrono::DateTime::parse_from_rfc3339(&noted).unwrap().timestamp(), stopped_at.timestamp());
+        i.stopped_since = Some(i.stopped_since.unwrap() + chrono::Duration::hours(1));
+    }
+    let retry = w.stop(&snaps, approval()).await;
+    assert_eq!(retry.outcome, Outcome::AlreadyDone);
+    assert_eq!(retry.acted.and_then(|a| a.stopped_as), None);
+    w.approvals.insert(undo_record(ApprovalAction::Undo, None));
+    let refused = w.undo(UNDO).await;
+    assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
+    assert!(w.ec2.started.lock().unwrap().is_empty());
 }
 
 /// Finding 7: an acting operation takes its target from the approval record, never from the payload. A payload
@@ -501,7 +545,7 @@ async fn an_acting_operation_takes_its_target_from_the_approval_record() {
     assert_eq!(out.outcome, Outcome::Done, "the record's launch time holds: {}", out.detail);
     assert_eq!(w.ec2.instance(ID).unwrap().tags["finops:reason"], "idle 14 days", "the record's justification");
     // An undo payload that says "recreate a volume" for a stop's undo undoes the stop.
-    w.approvals.insert(undo_decided(ApprovalAction::Undo));
+    w.approvals.insert(w.undo_decided(ApprovalAction::Undo));
     let mut other_action = proposal();
     other_action["action"] = json!("snapshot-and-delete");
     let undone = w
@@ -520,7 +564,7 @@ async fn a_recommend_deployment_changes_nothing_undo_included() {
     let mut w = World::new(instance(), IDLE);
     let snaps = w.snapshotted().await;
     assert_eq!(w.stop(&snaps, approval()).await.outcome, Outcome::Done);
-    w.approvals.insert(undo_decided(ApprovalAction::Undo));
+    w.approvals.insert(w.undo_decided(ApprovalAction::Undo));
     w.config = ActionsConfig::from_vars([("FINOPS_APPROVALS_TABLE".to_string(), "approvals".to_string())]).unwrap();
     let refused = w.undo(UNDO).await;
     assert_eq!(refused.outcome, Outcome::Refused);

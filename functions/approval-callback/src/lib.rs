@@ -1,10 +1,12 @@
 //! The approval callback. Approvers reach it from the email's links.
 //!
-//! - `GET /approvals/<id>?action&exp&sig` shows what is proposed and why, with one button per decision, and changes
-//!   nothing: mail security scanners fetch every link before a person sees it.
-//! - `POST` (a button) verifies the signature in constant time and the expiry, flips the record from `pending` to
-//!   `decided` with a conditional write (single use), then sends the decision to the waiting execution with
-//!   SendTaskSuccess (deny and snooze are decisions too, not task failures).
+//! - `GET /approvals/<id>?action&to&exp&sig` shows what is proposed and why, and the one decision its link is for, as
+//!   its recipient (`to`, signed with the rest), and changes nothing: mail security scanners fetch every link before a
+//!   person sees it. It shows no other link.
+//! - `POST` (its button) verifies the signature in constant time and the expiry, checks that the record's audience
+//!   allows the recipient this decision, flips the record from `pending` to `decided` with a conditional write
+//!   (single use), then sends the decision to the waiting execution with SendTaskSuccess (deny and snooze are
+//!   decisions too, not task failures).
 //!
 //! Tampered, expired, reused or unknown links, and a task Step Functions reports as timed out or gone, get a clear
 //! page with a 4xx status and change nothing. Every response has `Cache-Control: no-store` and a restrictive CSP.
@@ -156,24 +158,6 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback + Und
     let Some(record) = records.get(&link.id).await? else {
         return Ok(notice(404, "Unknown approval", "There is no such approval. Nothing was changed."));
     };
-    match record.state {
-        ApprovalState::Decided => {
-            let detail = format!(
-                "It was already answered: {} by {} at {}. Nothing was changed now.",
-                record.decision.map_or("?", |d| d.as_str()),
-                record.approver.as_deref().unwrap_or("someone"),
-                record.decided_at.as_deref().unwrap_or("?")
-            );
-            return Ok(notice(409, "Already decided", &detail));
-        }
-        ApprovalState::Expired => {
-            return Ok(notice(410, "This approval has expired", "The workflow stopped waiting. No action was taken."))
-        }
-        ApprovalState::Pending if now.timestamp() >= record.expires_at => {
-            return Ok(notice(410, "This approval has expired", "The workflow stopped waiting. No action was taken."))
-        }
-        ApprovalState::Pending => {}
-    }
     // The link was signed for its recipient: they decide, if the record's audience (or, for an owner's link, the
     // owner it was sent to) allows them this decision. A link of one kind never decides another kind's record.
     if let Err(why) = record.may_decide(link.action, &link.recipient) {
@@ -184,6 +168,18 @@ async fn decide_or_show<R: ApprovalRecords, K: SigningKey, C: TaskCallback + Und
             "a link that does not fit its record"
         );
         return Ok(notice(403, "Not yours to decide", &format!("{why}. Nothing was changed.")));
+    }
+    // Who decided is said only to the approval's audience (an owner's link reads "one of its approvers").
+    if record.state == ApprovalState::Decided {
+        let decided = match record.decision_summary() {
+            Some(summary) if record.audience.allows(&link.recipient) => summary,
+            _ => format!("{}, by one of its approvers", record.decision.map_or("?", |d| d.as_str())),
+        };
+        let detail = format!("It was already answered: {decided}. Nothing was changed now.");
+        return Ok(notice(409, "Already decided", &detail));
+    }
+    if record.state != ApprovalState::Pending || now.timestamp() >= record.expires_at {
+        return Ok(notice(410, "This approval has expired", "The workflow stopped waiting. No action was taken."));
     }
     if method != "POST" {
         return Ok(respond(200, page::confirmation(&record, link.action, &link.url(""), &link.recipient)));

@@ -121,13 +121,8 @@ async fn decide<R: ApprovalRecords, K: SigningKey, C: TaskCallback, S: SlackApi 
     }
     match record.state {
         ApprovalState::Decided => {
-            tell(format!(
-                "Already decided: {} by {} at {}. Nothing was changed now.",
-                record.decision.map_or("?", |d| d.as_str()),
-                record.approver.as_deref().unwrap_or("someone"),
-                record.decided_at.as_deref().unwrap_or("?")
-            ))
-            .await;
+            let decided = record.decision_summary().unwrap_or_else(|| "?".into());
+            tell(format!("Already decided: {decided}. Nothing was changed now.")).await;
             return Ok(answer(200, "already decided"));
         }
         ApprovalState::Pending if now.timestamp() < record.expires_at => {}
@@ -169,7 +164,8 @@ async fn decide<R: ApprovalRecords, K: SigningKey, C: TaskCallback, S: SlackApi 
 /// update is logged: the decision stands either way.
 pub async fn show_decision<S: SlackApi>(slack: &S, record: &ApprovalRecord, decision: &Decision<'_>) {
     let Some(at) = &record.slack else { return };
-    if !ApprovalAction::ALL.contains(&decision.action) && decision.action != ApprovalAction::OwnerSnooze {
+    // An undo record has no Slack message of its own.
+    if decision.action == ApprovalAction::Undo {
         return;
     }
     let message = decided_message(&record.proposal, decision.action, decision.approver, decision.decided_at);

@@ -380,7 +380,7 @@ async fn a_click_decides_only_in_its_audiences_channel_and_a_page_decision_updat
 
 #[tokio::test]
 async fn each_page_can_submit_only_its_own_decision() {
-    for action in ApprovalAction::ALL {
+    for action in ApprovalAction::APPROVER_DECISIONS {
         let page = call("GET", action, "", &records(), &ScriptedSfn::default()).await;
         assert_eq!(page.status, 200);
         assert_eq!(page.body.matches("<button").count(), 1, "{action}: one button, so Enter submits it");
@@ -395,7 +395,7 @@ async fn each_page_can_submit_only_its_own_decision() {
         // must not lead to an approve link).
         assert_eq!(page.body.matches("/approvals/").count(), 1, "{action}: only its own link, to post to");
         assert!(!page.body.contains("-instead") && !page.body.contains("<a "), "{action}: {}", page.body);
-        for other in ApprovalAction::ALL.into_iter().filter(|o| *o != action) {
+        for other in ApprovalAction::APPROVER_DECISIONS.into_iter().filter(|o| *o != action) {
             assert!(!page.body.contains(&format!("value=\"{other}\"")), "{action} page cannot submit {other}");
         }
         // It says who decides, and asks for no name.
@@ -425,6 +425,7 @@ fn undo_records() -> MemoryApprovals {
         &approval,
         UNDO,
         "2027-01-15T00:20:00Z",
+        None,
         now().timestamp() - 60,
         now().timestamp() + 14 * 86_400,
     ));
@@ -495,7 +496,7 @@ async fn an_undo_link_shows_what_was_done_and_starts_one_undo_execution_on_post_
 async fn an_undo_link_never_decides_an_approval_and_an_approval_link_never_an_undo() {
     let (r, sfn) = (undo_records(), ScriptedSfn::default());
     // The undo id signed for approve (a key holder's mistake, or a forged record) decides nothing.
-    for action in ApprovalAction::ALL.into_iter().chain([ApprovalAction::OwnerSnooze]) {
+    for action in ApprovalAction::APPROVER_DECISIONS.into_iter().chain([ApprovalAction::OwnerSnooze]) {
         let body = format!("decision={action}");
         assert_eq!(call_undo("POST", action, &body, &r, &sfn).await.status, 403, "{action}");
     }
@@ -628,6 +629,22 @@ async fn a_decision_is_its_links_recipients_and_nothing_typed_makes_anyone_else_
     assert_eq!(record.decision_is_authentic(), Ok(()));
     let output: serde_json::Value = serde_json::from_str(&sfn.sent.lock().unwrap()[0]).unwrap();
     assert_eq!(output["approver"], "data-team@example.com");
+    // Who decided is said to the audience only: someone else's link is refused before the record says anything, and
+    // the owner (told of it) reads "one of its approvers" (the attacker's review: any valid link showed the address).
+    let again = call_as("data-team@example.com", "GET", ApprovalAction::Deny, "", &r, &sfn).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+    assert!(again.body.contains("approve by data-team@example.com"), "{}", again.body);
+    let outsider = call_as("platform@example.com", "GET", ApprovalAction::Approve, "", &r, &sfn).await;
+    assert_eq!(outsider.status, 403, "{}", outsider.body);
+    let mut record = r.get(ID).await.unwrap().unwrap();
+    (record.proposal.owner, record.owner_notice) = (Some("raj@example.com".into()), Some("asked".into()));
+    r.insert(record);
+    let owner = call_as("raj@example.com", "GET", ApprovalAction::OwnerSnooze, "", &r, &sfn).await;
+    assert_eq!(owner.status, 409, "{}", owner.body);
+    assert!(owner.body.contains("approve, by one of its approvers"), "{}", owner.body);
+    for shown in [&outsider.body, &owner.body] {
+        assert!(!shown.contains("data-team@example.com"), "{shown}");
+    }
     // A Slack button's link is no page link.
     let slack =
         call_as(finops_core::approval::SLACK_RECIPIENT, "GET", ApprovalAction::Deny, "", &records(), &sfn).await;
@@ -661,7 +678,7 @@ async fn an_owners_link_only_keeps_the_resource_and_never_leads_to_an_approval()
         let refused = call_as("raj@example.com", "POST", ApprovalAction::OwnerSnooze, &body, &r, &sfn).await;
         assert_eq!(refused.status, 400, "{action}");
     }
-    for action in ApprovalAction::ALL {
+    for action in ApprovalAction::APPROVER_DECISIONS {
         let refused = call_as("raj@example.com", "POST", action, &format!("decision={action}"), &r, &sfn).await;
         assert_eq!(refused.status, 403, "{action}");
     }

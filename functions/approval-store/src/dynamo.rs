@@ -92,32 +92,28 @@ fn from_item(item: &HashMap<String, AttributeValue>) -> Result<ApprovalRecord, F
 
 impl ApprovalReader for DynamoApprovals {
     async fn get(&self, approval_id: &str) -> Result<Option<ApprovalRecord>, FinopsError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("approvalId", s(approval_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| FinopsError::from_sdk("DynamoDB", "GetItem", e))?;
-        out.item().map(from_item).transpose()
+        self.item(approval_id).await?.as_ref().map(from_item).transpose()
     }
 }
 
 impl DynamoApprovals {
-    /// The task token of a decided record, and whether the decision is the one written with `nonce`.
-    async fn decided_by(&self, approval_id: &str, nonce: &str) -> Result<Option<(String, bool)>, FinopsError> {
+    /// The item under `key` (a record or a message claim), read consistently.
+    async fn item(&self, key: &str) -> Result<Option<HashMap<String, AttributeValue>>, FinopsError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("approvalId", s(approval_id))
+            .key("approvalId", s(key))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| FinopsError::from_sdk("DynamoDB", "GetItem", e))?;
-        Ok(out.item().and_then(|item| {
+        Ok(out.item)
+    }
+
+    /// The task token of a decided record, and whether the decision is the one written with `nonce`.
+    async fn decided_by(&self, approval_id: &str, nonce: &str) -> Result<Option<(String, bool)>, FinopsError> {
+        Ok(self.item(approval_id).await?.and_then(|item| {
             let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str);
             let decided = text("state") == Some(ApprovalState::Decided.as_str());
             decided.then(|| (text("taskToken").unwrap_or_default().to_owned(), text("decisionNonce") == Some(nonce)))
@@ -126,16 +122,7 @@ impl DynamoApprovals {
 
     /// A message's claim item, as it is now.
     async fn message_status(&self, message_id: &str) -> Result<Option<(EmailStatus, String)>, FinopsError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("approvalId", s(message_id))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| FinopsError::from_sdk("DynamoDB", "GetItem", e))?;
-        Ok(out.item().map(|item| {
+        Ok(self.item(message_id).await?.map(|item| {
             let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
             (EmailStatus::parse(&text("emailStatus")).unwrap_or(EmailStatus::Sending), text("claimId"))
         }))
@@ -397,14 +384,8 @@ impl ApprovalRecords for DynamoApprovals {
 
     async fn mark_expired(&self, approval_id: &str) -> Result<(), FinopsError> {
         let Some(record) = self.get(approval_id).await? else { return Ok(()) };
-        let late = record.decision.map(|d| {
-            format!(
-                "{} by {} at {} (after the workflow stopped waiting; nothing was done)",
-                d.as_str(),
-                record.approver.as_deref().unwrap_or("someone"),
-                record.decided_at.as_deref().unwrap_or("?")
-            )
-        });
+        let late =
+            record.decision_summary().map(|d| format!("{d} (after the workflow stopped waiting; nothing was done)"));
         let mut update = self
             .client
             .update_item()

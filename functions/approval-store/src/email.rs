@@ -147,7 +147,7 @@ pub fn render_digest(d: &Digest<'_>) -> (String, String) {
         let p = item.proposal;
         body.push_str(&format!("\n{}\n", section_heading(i + 1, count, p)));
         body.push_str(&format!(
-            "finops-agent proposes to {} {}. Nothing happens unless you approve.\n\n",
+            "finops-agent proposes to {} {}. Nothing happens unless one of its approvers approves.\n\n",
             p.action.verb(),
             p.action.subject()
         ));

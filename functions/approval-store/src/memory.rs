@@ -146,14 +146,9 @@ impl ApprovalRecords for MemoryApprovals {
 
     async fn mark_expired(&self, approval_id: &str) -> Result<(), FinopsError> {
         if let Some(r) = self.lock().get_mut(approval_id) {
-            if let Some(d) = r.decision.take() {
-                r.late_answer = Some(format!(
-                    "{} by {} at {} (after the workflow stopped waiting; nothing was done)",
-                    d.as_str(),
-                    r.approver.as_deref().unwrap_or("someone"),
-                    r.decided_at.as_deref().unwrap_or("?")
-                ));
-                r.decided_via = None;
+            if let Some(d) = r.decision_summary() {
+                r.late_answer = Some(format!("{d} (after the workflow stopped waiting; nothing was done)"));
+                (r.decision, r.decided_via) = (None, None);
             }
             r.state = ApprovalState::Expired;
         }

@@ -15,17 +15,12 @@ pub trait Notifier: Send + Sync {
         recipient: &str,
         subject: &str,
         body: &str,
-    ) -> impl Future<Output = Result<String, FinopsError>> + Send;
+    ) -> impl Future<Output = Result<(), FinopsError>> + Send;
 }
 
 /// The message attribute the approval topic's subscriptions filter on: the one address a message is for, matched by
 /// that address's filter policy `{"recipient": ["<address>"]}`.
 pub const RECIPIENT_ATTRIBUTE: &str = "recipient";
-
-/// The filter policy of `address`'s subscription to the approvals topic (the CDK app's, and the local mailboxes').
-pub fn recipient_filter_policy(address: &str) -> serde_json::Value {
-    serde_json::json!({ RECIPIENT_ATTRIBUTE: [finops_core::approval::normalized_address(address)] })
-}
 
 pub struct SnsNotifier {
     client: aws_sdk_sns::Client,
@@ -48,7 +43,7 @@ impl SnsNotifier {
 }
 
 impl Notifier for SnsNotifier {
-    async fn publish(&self, recipient: &str, subject: &str, body: &str) -> Result<String, FinopsError> {
+    async fn publish(&self, recipient: &str, subject: &str, body: &str) -> Result<(), FinopsError> {
         let recipient = aws_sdk_sns::types::MessageAttributeValue::builder()
             .data_type("String")
             .string_value(finops_core::approval::normalized_address(recipient))
@@ -70,7 +65,7 @@ impl Notifier for SnsNotifier {
                 .send()
                 .await;
             match sent.map_err(|e| FinopsError::from_sdk("SNS", "Publish", e)) {
-                Ok(out) => return Ok(out.message_id().unwrap_or_default().to_owned()),
+                Ok(_) => return Ok(()),
                 Err(FinopsError::Throttled { .. }) if attempt < PUBLISH_ATTEMPTS => {
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
                 }
@@ -112,7 +107,7 @@ impl MemoryMail {
 }
 
 impl Notifier for MemoryMail {
-    async fn publish(&self, recipient: &str, subject: &str, body: &str) -> Result<String, FinopsError> {
+    async fn publish(&self, recipient: &str, subject: &str, body: &str) -> Result<(), FinopsError> {
         let next = {
             let mut next = self.next.lock().unwrap();
             (!next.is_empty()).then(|| next.remove(0))
@@ -125,6 +120,6 @@ impl Notifier for MemoryMail {
         if next == Some(NextPublish::LoseAnswer) {
             return Err(FinopsError::Transient { service: "SNS", operation: "Publish", message: "timeout".into() });
         }
-        Ok(format!("message-{}", sent.len()))
+        Ok(())
     }
 }

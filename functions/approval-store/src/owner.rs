@@ -48,9 +48,9 @@ pub fn in_domains(address: &str, domains: &[String]) -> bool {
         && domains.iter().any(|d| domain == *d || domain.strip_suffix(d.as_str()).is_some_and(|s| s.ends_with('.')))
 }
 
-/// Whether an owner tag's value is an address a notice can go to (anything else, a team name or "SYSTEM: approve
-/// all", gets no mail): the one check links' recipients pass too.
-pub use finops_core::approval::is_email_address;
+// Whether an owner tag's value is an address a notice can go to (anything else, a team name or "SYSTEM: approve all",
+// gets no mail): the one check links' recipients pass too.
+use finops_core::approval::is_email_address;
 
 /// Which notice of an approval went to its owner (`ownerNotice` on the record).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

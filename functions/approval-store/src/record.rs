@@ -81,6 +81,9 @@ pub struct UndoOf {
     pub approved_by: Option<String>,
     /// RFC 3339.
     pub acted_at: String,
+    /// A stop's: how it left the instance. An undo starts it only while it is still so (none: no start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_as: Option<finops_core::undo::StoppedAs>,
 }
 
 /// The task token of an undo record: nothing waits on an undo (a confirmed undo starts its own execution).
@@ -112,9 +115,21 @@ pub struct SlackClick<'a> {
     pub user: &'a str,
 }
 
-pub use finops_core::slack::{slack_approver, slack_user_of};
+use finops_core::slack::slack_user_of;
 
 impl ApprovalRecord {
+    /// "approve by ana@example.com at 2026-12-02T09:00:00Z": who decided what and when, for pages, Slack and the late
+    /// answer an expired record keeps. None while undecided.
+    pub fn decision_summary(&self) -> Option<String> {
+        self.decision.map(|d| {
+            format!(
+                "{d} by {} at {}",
+                self.approver.as_deref().unwrap_or("someone"),
+                self.decided_at.as_deref().unwrap_or("?")
+            )
+        })
+    }
+
     /// A record waiting for its audience's decision, as the request step creates it (the wait's task token comes
     /// later).
     pub fn pending(
@@ -161,6 +176,7 @@ impl ApprovalRecord {
         approval: &ApprovalRecord,
         undo_id: impl Into<String>,
         acted_at: impl Into<String>,
+        stopped_as: Option<finops_core::undo::StoppedAs>,
         created_at: i64,
         expires_at: i64,
     ) -> Self {
@@ -178,6 +194,7 @@ impl ApprovalRecord {
             approval_id: approval.approval_id.clone(),
             approved_by: approval.approver.clone(),
             acted_at: acted_at.into(),
+            stopped_as,
         });
         record
     }
@@ -226,7 +243,7 @@ impl ApprovalRecord {
     /// audience names. `Err` says why not, for the clicker.
     pub fn may_decide_in_slack(&self, action: ApprovalAction, click: &SlackClick<'_>) -> Result<(), String> {
         let Some(asked) = &self.slack else { return Err("This approval was not asked in Slack.".into()) };
-        if self.undo.is_some() || !ApprovalAction::ALL.contains(&action) {
+        if self.undo.is_some() || !ApprovalAction::APPROVER_DECISIONS.contains(&action) {
             return Err("Only an approver's approve, deny or snooze is decided in Slack.".into());
         }
         if asked.team != click.team || asked.channel != click.channel || asked.ts != click.message_ts {
@@ -259,7 +276,7 @@ impl ApprovalRecord {
                 let Some(asked) = &self.slack else {
                     return Err(format!("approval {id} was decided in Slack but never asked there"));
                 };
-                if !ApprovalAction::ALL.contains(&decision) || self.undo.is_some() {
+                if !ApprovalAction::APPROVER_DECISIONS.contains(&decision) || self.undo.is_some() {
                     return Err(format!("approval {id}: a {decision} is never made in Slack"));
                 }
                 if self.audience.slack_ask_channel() != Some(asked.channel.as_str()) {
@@ -314,7 +331,7 @@ mod tests {
     #[test]
     fn only_the_audience_decides_by_its_links_and_the_owner_snoozes_only_once_told() {
         let r = record();
-        for action in ApprovalAction::ALL {
+        for action in ApprovalAction::APPROVER_DECISIONS {
             assert_eq!(r.may_decide(action, "DATA@example.com"), Ok(()), "{action}");
             assert!(r.may_decide(action, "mallory@example.com").is_err(), "{action}");
             assert!(r.may_decide(action, "raj@example.com").is_err(), "the owner is no approver: {action}");
@@ -330,6 +347,7 @@ mod tests {
             &decided(r, ApprovalAction::Approve, DECIDED_VIA_POST, "ops@example.com"),
             "u",
             "t",
+            None,
             0,
             10,
         );
@@ -367,7 +385,7 @@ mod tests {
             .decision_is_authentic()
             .is_err());
         // Slack: asked there, in the audience's channel, by a user it names.
-        let alice = slack_approver("U0ALICE", "alice");
+        let alice = finops_core::slack::slack_approver("U0ALICE", "alice");
         let mut slack = decided(r.clone(), ApprovalAction::Approve, DECIDED_VIA_SLACK, &alice);
         assert!(slack.decision_is_authentic().unwrap_err().contains("never asked there"));
         slack.slack = Some(SlackMessageRef { team: "T0FINOPS".into(), channel: "C0DATATEAM".into(), ts: "1.2".into() });
@@ -376,7 +394,7 @@ mod tests {
         elsewhere.slack.as_mut().unwrap().channel = "C0OTHER".into();
         assert!(elsewhere.decision_is_authentic().unwrap_err().contains("not the channel of its audience"));
         let mut mallory = slack.clone();
-        mallory.approver = Some(slack_approver("U0MALLORY", "alice"));
+        mallory.approver = Some(finops_core::slack::slack_approver("U0MALLORY", "alice"));
         assert!(mallory.decision_is_authentic().unwrap_err().contains("does not name"));
         let mut snooze_by_owner = slack;
         snooze_by_owner.decision = Some(ApprovalAction::OwnerSnooze);

@@ -22,13 +22,12 @@ pub struct SlackMessageRef {
     pub ts: String,
 }
 
-/// What a deployment with Slack sets: `FINOPS_SLACK_SECRET_ID` (a secret of JSON `{"signingSecret", "botToken"}`),
-/// `FINOPS_SLACK_CHANNEL` (the approvers' channel where approvals are not routed, or routes name none), and
-/// `FINOPS_SLACK_API_URL` (Slack's Web API; a local stand-in in tests).
+/// What a deployment with Slack sets: `FINOPS_SLACK_SECRET_ID` (a secret of JSON `{"signingSecret", "botToken"}`) and
+/// `FINOPS_SLACK_API_URL` (Slack's Web API; a local stand-in in tests). Where approvals are asked is the routing's
+/// (request-approval's config).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlackConfig {
     pub secret_id: String,
-    pub channel: Option<String>,
     pub api_url: String,
 }
 
@@ -41,18 +40,12 @@ impl SlackConfig {
         let Some(secret_id) = get("FINOPS_SLACK_SECRET_ID") else {
             return Ok(None);
         };
-        let channel = get("FINOPS_SLACK_CHANNEL").map(str::to_owned);
-        if let Some(c) = channel.as_deref().filter(|c| !finops_core::slack::is_slack_id(c)) {
-            return Err(FinopsError::Configuration(format!(
-                "FINOPS_SLACK_CHANNEL {c:?} is not a Slack channel id (like C0123ABCD)"
-            )));
-        }
         let api_url = get("FINOPS_SLACK_API_URL").unwrap_or(SLACK_API_URL).trim_end_matches('/').to_owned();
         let local = api_url.starts_with("http://127.0.0.1:") || api_url.starts_with("http://localhost:");
         if !api_url.starts_with("https://") && !local {
             return Err(FinopsError::Configuration(format!("FINOPS_SLACK_API_URL {api_url:?} must be https://")));
         }
-        Ok(Some(Self { secret_id: secret_id.to_owned(), channel, api_url }))
+        Ok(Some(Self { secret_id: secret_id.to_owned(), api_url }))
     }
 }
 
@@ -383,16 +376,15 @@ mod tests {
     }
 
     #[test]
-    fn slack_is_off_without_a_secret_and_refuses_a_bad_channel_or_a_plain_http_api() {
-        assert_eq!(SlackConfig::from_vars(&vars(&[("FINOPS_SLACK_CHANNEL", "C0123ABCD")])).unwrap(), None);
+    fn slack_is_off_without_a_secret_and_refuses_a_plain_http_api() {
+        assert_eq!(SlackConfig::from_vars(&vars(&[("FINOPS_SLACK_API_URL", SLACK_API_URL)])).unwrap(), None);
         let on = SlackConfig::from_vars(&vars(&[("FINOPS_SLACK_SECRET_ID", "finops/slack")])).unwrap().unwrap();
-        assert_eq!((on.api_url.as_str(), on.channel), (SLACK_API_URL, None));
+        assert_eq!(on.api_url, SLACK_API_URL);
         let bad = |pairs: &[(&str, &str)]| {
             let mut all = vars(&[("FINOPS_SLACK_SECRET_ID", "finops/slack")]);
             all.extend(vars(pairs));
             SlackConfig::from_vars(&all).unwrap_err().to_string()
         };
-        assert!(bad(&[("FINOPS_SLACK_CHANNEL", "#finops")]).contains("not a Slack channel id"));
         assert!(bad(&[("FINOPS_SLACK_API_URL", "http://slack.example")]).contains("must be https://"));
     }
 }

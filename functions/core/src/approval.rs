@@ -36,7 +36,7 @@ pub enum ApprovalAction {
 
 impl ApprovalAction {
     /// The decisions an approver gets a link for (the email's links, the Slack message's buttons).
-    pub const ALL: [ApprovalAction; 3] = [Self::Approve, Self::Deny, Self::Snooze];
+    pub const APPROVER_DECISIONS: [ApprovalAction; 3] = [Self::Approve, Self::Deny, Self::Snooze];
 
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -347,7 +347,10 @@ mod tests {
     #[test]
     fn an_owners_snooze_is_a_kind_of_its_own() {
         assert_eq!(ApprovalAction::parse("owner-snooze"), Some(ApprovalAction::OwnerSnooze));
-        assert!(!ApprovalAction::ALL.contains(&ApprovalAction::OwnerSnooze), "approvers get no owner link");
+        assert!(
+            !ApprovalAction::APPROVER_DECISIONS.contains(&ApprovalAction::OwnerSnooze),
+            "approvers get no owner link"
+        );
         assert!(ApprovalAction::OwnerSnooze.is_snooze() && ApprovalAction::Snooze.is_snooze());
         assert!(!ApprovalAction::Approve.is_snooze());
         assert_eq!(serde_json::to_string(&ApprovalAction::OwnerSnooze).unwrap(), "\"owner-snooze\"");
@@ -393,7 +396,10 @@ mod tests {
     #[test]
     fn an_undo_is_its_own_decision_and_its_id_is_never_an_approvals() {
         assert_eq!(ApprovalAction::parse("undo"), Some(ApprovalAction::Undo));
-        assert!(!ApprovalAction::ALL.contains(&ApprovalAction::Undo), "a proposal's page never offers an undo");
+        assert!(
+            !ApprovalAction::APPROVER_DECISIONS.contains(&ApprovalAction::Undo),
+            "a proposal's page never offers an undo"
+        );
         let undo = undo_id_for(KEY, "run-1", "i-0abc");
         assert!(is_approval_id(&undo));
         assert_ne!(undo, approval_id_for(KEY, "run-1", "i-0abc"));
@@ -471,7 +477,7 @@ mod tests {
             }
         }
 
-        /// Any recipient survives its URL exactly, or is refused when signed.
+        /// Any address a link may be sent to survives its URL exactly.
         #[test]
         fn fuzz_recipients_round_trip(local in "[a-z0-9.+_%-]{1,20}", domain in "[a-z0-9-]{1,12}\\.[a-z]{2,6}") {
             let address = format!("{local}@{domain}");
@@ -484,7 +490,7 @@ mod tests {
 
         #[test]
         fn fuzz_flipping_any_signature_character_fails(pos in 0usize..64, exp in 1i64..4_000_000_000, action in 0usize..3) {
-            let link = ApprovalLink::sign(KEY, ID, ApprovalAction::ALL[action], exp, ANA);
+            let link = ApprovalLink::sign(KEY, ID, ApprovalAction::APPROVER_DECISIONS[action], exp, ANA);
             let mut sig: Vec<u8> = link.sig.clone().into_bytes();
             sig[pos] = if sig[pos] == b'0' { b'1' } else { b'0' };
             let tampered = ApprovalLink { sig: String::from_utf8(sig).unwrap(), ..link };

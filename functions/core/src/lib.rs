@@ -20,6 +20,7 @@ pub mod savings;
 pub mod slack;
 pub mod steps;
 pub mod tags;
+pub mod undo;
 pub mod untrusted;
 pub mod utilisation;
 pub mod verdict;

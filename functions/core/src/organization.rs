@@ -386,7 +386,7 @@ pub struct Route {
 /// Who is asked about one proposal and who may decide it, and the route that chose them: stored on the approval
 /// record when it is created (only the request step writes it) and checked by the page, the Slack callback and the
 /// acting step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Audience {
     /// Each gets their own message with links signed for them; a link decides as its recipient.
@@ -434,12 +434,16 @@ fn check_slack_users(users: &[String], what: &str) -> Result<(), OrganizationErr
     }
 }
 
-fn check_slack_channel(channel: Option<&str>, what: &str) -> Result<(), OrganizationError> {
-    match channel.filter(|c| !crate::slack::is_slack_id(c)) {
-        Some(c) => {
+/// A channel must be an id, and name who decides there: a channel where nobody may click would be asked in vain.
+fn check_slack_channel(channel: Option<&str>, users: &[String], what: &str) -> Result<(), OrganizationError> {
+    match channel {
+        Some(c) if !crate::slack::is_slack_id(c) => {
             Err(OrganizationError::BadRouting(format!("{what} {c:?} is not a Slack channel id (like C0123ABCD)")))
         }
-        None => Ok(()),
+        Some(_) if users.is_empty() => {
+            Err(OrganizationError::BadRouting(format!("{what} needs the Slack user ids whose clicks decide there")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -509,16 +513,20 @@ impl ApprovalRouting {
                 return Err(OrganizationError::BadRouting(format!("route {n} names no approver")));
             }
             route.approvers.iter().try_for_each(|a| check_email(a))?;
-            check_slack_channel(route.slack_channel.as_deref(), &format!("route {n}: slackChannel"))?;
+            check_slack_channel(
+                route.slack_channel.as_deref(),
+                &route.slack_users,
+                &format!("route {n}: slackChannel"),
+            )?;
             check_slack_users(&route.slack_users, &format!("route {n}: slackUsers"))?;
         }
-        check_slack_channel(self.default_slack_channel.as_deref(), "defaultSlackChannel")?;
+        check_slack_channel(self.default_slack_channel.as_deref(), &self.default_slack_users, "defaultSlackChannel")?;
         check_slack_users(&self.default_slack_users, "defaultSlackUsers")?;
         self.default.iter().try_for_each(|a| check_email(a))
     }
 
     /// The audience of a proposal in `account` (None: nobody may approve anything there).
-    pub fn approvers_for(&self, account: &Account) -> Option<Audience> {
+    pub fn audience_for(&self, account: &Account) -> Option<Audience> {
         let routed = |route: &Route, because: String| Audience {
             approvers: route.approvers.clone(),
             because,
@@ -564,15 +572,17 @@ mod tests {
     #[test]
     fn a_route_may_name_its_groups_slack_channel() {
         let routing = ApprovalRouting::parse(
-            r#"{"routes": [{"account": "111111111111", "approvers": ["a@example.com"], "slackChannel": "C0DATA"}],
-                "default": ["b@example.com"], "defaultSlackChannel": "C0FINOPS"}"#,
+            r#"{"routes": [{"account": "111111111111", "approvers": ["a@example.com"], "slackChannel": "C0DATA",
+                "slackUsers": ["U0DATA"]}], "default": ["b@example.com"], "defaultSlackChannel": "C0FINOPS",
+                "defaultSlackUsers": ["U0OPS"]}"#,
         )
         .unwrap();
-        let data = routing.approvers_for(&account("111111111111", "data", &[])).unwrap();
+        let data = routing.audience_for(&account("111111111111", "data", &[])).unwrap();
         assert_eq!(data.slack_channel.as_deref(), Some("C0DATA"));
-        let other = routing.approvers_for(&account("222222222222", "web", &[])).unwrap();
+        let other = routing.audience_for(&account("222222222222", "web", &[])).unwrap();
         assert_eq!(other.slack_channel.as_deref(), Some("C0FINOPS"));
-        let named = r##"{"routes": [], "default": ["b@example.com"], "defaultSlackChannel": "#finops"}"##;
+        let named = r##"{"routes": [], "default": ["b@example.com"], "defaultSlackChannel": "#finops",
+            "defaultSlackUsers": ["U0OPS"]}"##;
         assert!(ApprovalRouting::parse(named).unwrap_err().to_string().contains("not a Slack channel id"));
     }
 
@@ -770,39 +780,44 @@ mod tests {
         let routing = routing();
         let org = organization();
         let by_id = |id: &str| org.iter().find(|a| a.id == id).unwrap().clone();
-        let web = routing.approvers_for(&by_id("222222222222")).unwrap();
+        let web = routing.audience_for(&by_id("222222222222")).unwrap();
         assert_eq!(web.approvers, ["web@example.com", "web-oncall@example.com"]);
         assert_eq!(web.because, "account 222222222222");
-        let data = routing.approvers_for(&by_id("111111111111")).unwrap();
+        let data = routing.audience_for(&by_id("111111111111")).unwrap();
         assert_eq!(data.approvers, ["data-platform@example.com"], "the innermost OU beats the outer one");
         let mut tagged = by_id("444444444444");
         tagged.tags.insert("team".into(), "data".into());
-        assert_eq!(routing.approvers_for(&tagged).unwrap().because, "account tag team=data");
+        assert_eq!(routing.audience_for(&tagged).unwrap().because, "account tag team=data");
         tagged.tags.insert("team".into(), "data-science".into());
-        assert_eq!(routing.approvers_for(&tagged).unwrap().because, "default approvers", "tags match exactly");
+        assert_eq!(routing.audience_for(&tagged).unwrap().because, "default approvers", "tags match exactly");
         let nobody = ApprovalRouting::default();
-        assert_eq!(nobody.approvers_for(&tagged), None);
+        assert_eq!(nobody.audience_for(&tagged), None);
     }
 
     #[test]
     fn only_the_audience_may_decide_and_slack_only_where_someone_may_click() {
-        let only_web = ApprovalRouting::parse(
-            r#"{"routes": [{"account": "222222222222", "approvers": ["web@example.com"], "slackChannel": "C0WEB"}]}"#,
-        )
-        .unwrap();
+        let only_web =
+            ApprovalRouting::parse(r#"{"routes": [{"account": "222222222222", "approvers": ["web@example.com"]}]}"#)
+                .unwrap();
+        // A channel where nobody is named to click is a setting error, and an audience stored without its users (an
+        // older record) is not asked in Slack.
+        let no_users =
+            r#"{"routes": [{"account": "222222222222", "approvers": ["w@example.com"], "slackChannel": "C0WEB"}]}"#;
+        assert!(ApprovalRouting::parse(no_users).unwrap_err().to_string().contains("Slack user ids"));
+        let stored = Audience { slack_channel: Some("C0WEB".into()), ..Audience::default() };
+        assert_eq!(stored.slack_ask_channel(), None, "a channel where nobody may click is not asked");
         let org = organization();
-        assert_eq!(only_web.approvers_for(&org[0]), None, "no route, no default: nobody");
-        let web = only_web.approvers_for(org.iter().find(|a| a.id == "222222222222").unwrap()).unwrap();
+        assert_eq!(only_web.audience_for(&org[0]), None, "no route, no default: nobody");
+        let web = only_web.audience_for(org.iter().find(|a| a.id == "222222222222").unwrap()).unwrap();
         assert!(web.allows(" WEB@example.com ") && !web.allows("finops@example.com") && !web.allows(""));
         assert!(!web.allows("web@example.com.evil.io"));
-        assert_eq!(web.slack_ask_channel(), None, "a channel where nobody may click is not asked");
         assert!(!web.allows_slack_user("U0ANYONE"));
         let with_users = ApprovalRouting::parse(
             r#"{"routes": [{"account": "222222222222", "approvers": ["web@example.com"], "slackChannel": "C0WEB",
                 "slackUsers": ["U0ANA", "W0BOB"]}]}"#,
         )
         .unwrap()
-        .approvers_for(org.iter().find(|a| a.id == "222222222222").unwrap())
+        .audience_for(org.iter().find(|a| a.id == "222222222222").unwrap())
         .unwrap();
         assert_eq!(with_users.slack_ask_channel(), Some("C0WEB"));
         assert!(with_users.allows_slack_user("U0ANA") && with_users.allows_slack_user("W0BOB"));
@@ -819,7 +834,7 @@ mod tests {
             vec!["U0OPS".into()],
         )
         .unwrap();
-        let audience = everyone.approvers_for(&organization()[0]).unwrap();
+        let audience = everyone.audience_for(&organization()[0]).unwrap();
         assert_eq!(audience.approvers, ["ops@example.com", "finops@example.com"]);
         assert_eq!(audience.because, "the deployment's approvers");
         assert_eq!((audience.slack_ask_channel(), audience.allows_slack_user("U0OPS")), (Some("C0FINOPS"), true));

@@ -28,6 +28,9 @@ pub struct ActedOn {
     #[serde(default)]
     pub monthly_saving_usd: Option<f64>,
     pub acted_at: DateTime<Utc>,
+    /// A stop's: how it left the instance, which an undo of it checks before starting it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_as: Option<crate::undo::StoppedAs>,
 }
 
 impl ActedOn {
@@ -276,6 +279,7 @@ mod tests {
             account: None,
             monthly_saving_usd: monthly,
             acted_at: at(day),
+            stopped_as: None,
         }
     }
 

@@ -158,7 +158,9 @@ pub fn parse_interaction(body: &[u8]) -> Result<Interaction, InteractionError> {
     let value = text(action, "/value").ok_or(InteractionError::Missing("button value"))?;
     let (path, query) = value.split_once('?').unwrap_or((&value, ""));
     let link = ApprovalLink::parse(path, query).map_err(InteractionError::BadLink)?;
-    if ApprovalAction::parse(&action_id) != Some(link.action) || !ApprovalAction::ALL.contains(&link.action) {
+    if ApprovalAction::parse(&action_id) != Some(link.action)
+        || !ApprovalAction::APPROVER_DECISIONS.contains(&link.action)
+    {
         return Err(InteractionError::ActionMismatch { action_id, link: link.action });
     }
     if link.recipient != SLACK_RECIPIENT {

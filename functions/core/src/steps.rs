@@ -736,8 +736,13 @@ impl ActionRequest {
         }
     }
 
-    /// The decision an operation that changes something acts on (None: a read-only operation, which needs none).
-    pub fn decision(&self) -> Option<Option<&DecisionRef>> {
+    /// Whether the operation only reads (a status check): it needs no decision and changes nothing.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, Self::SnapshotStatus { .. } | Self::CleanupStatus { .. } | Self::StopStatus { .. })
+    }
+
+    /// The decision the payload names for an operation that changes something (None: none named, or read-only).
+    pub fn decision_ref(&self) -> Option<&DecisionRef> {
         match self {
             Self::Snapshot { decision, .. }
             | Self::Stop { decision, .. }
@@ -745,7 +750,7 @@ impl ActionRequest {
             | Self::DeleteVolume { decision, .. }
             | Self::DeleteInstanceVolumes { decision, .. }
             | Self::ReleaseAddress { decision, .. }
-            | Self::Undo { decision, .. } => Some(decision.as_ref()),
+            | Self::Undo { decision, .. } => decision.as_ref(),
             Self::SnapshotStatus { .. } | Self::CleanupStatus { .. } | Self::StopStatus { .. } => None,
         }
     }

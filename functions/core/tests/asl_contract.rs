@@ -366,6 +366,7 @@ fn step_output(function: &str, payload: &Value, snapshots: Outcome) -> Value {
                 account: proposal.account.clone(),
                 monthly_saving_usd: proposal.monthly_saving_usd,
                 acted_at: Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap(),
+                stopped_as: None,
             });
             to_value(ActionOutcome {
                 resource_id: proposal.resource_id,
@@ -579,7 +580,7 @@ impl Walk {
                         Ok(item) => item,
                         Err(e) => return fail(self, format!("ItemSelector: {e}")),
                     };
-                    for decision in ApprovalAction::ALL {
+                    for decision in ApprovalAction::APPROVER_DECISIONS {
                         for snapshots in [Outcome::Done, Outcome::Pending, Outcome::Failed, Outcome::Refused] {
                             (self.decision, self.snapshots) = (decision, snapshots);
                             let scope = format!("{key} [item {index}, {decision}, snapshots {snapshots:?}] > ");

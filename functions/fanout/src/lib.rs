@@ -187,7 +187,7 @@ pub async fn plan<D: AccountDirectory, R: RunStore>(
             .iter()
             .filter(|a| {
                 let found = known.as_deref().and_then(|k| k.iter().find(|k| k.id == a.id));
-                routing.approvers_for(&found.cloned().unwrap_or_else(|| Account::bare(&a.id))).is_none()
+                routing.audience_for(&found.cloned().unwrap_or_else(|| Account::bare(&a.id))).is_none()
             })
             .map(|a| a.id.as_str())
             .collect();

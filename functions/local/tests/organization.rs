@@ -218,25 +218,6 @@ async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_the
         .expect("callback settings");
     let _page = finops_local::approval_page::start(port, callback).await.expect("the approval page");
     let execution = o.env.start("org-act", &REGIONS, "act").await;
-    // Finding 3 of the "who decides" review: the run's approver directory in the run bucket decided who was asked,
-    // and detection functions may write there. Once the run is planned, a forged directory sends data-dev's
-    // approvals to the platform team. It decides nothing now: the request step routes from the deployment's table
-    // and the account's live tags only.
-    for _ in 0..200 {
-        if o.env.plumbing.entered_states(&execution).await.iter().any(|s| s == "Scan Accounts") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let forged = json!({"accounts": {o.data.clone(): {"approvers": [PLATFORM], "because": "forged"}}});
-    finops_testkit::aws_sdk_s3::Client::new(&o.hub)
-        .put_object()
-        .bucket(finops_testkit::workflow::RUN_BUCKET)
-        .key("runs/org-act/approvers.json")
-        .body(forged.to_string().into_bytes().into())
-        .send()
-        .await
-        .expect("a detection role's write to the run bucket");
     // data-dev's etl-idle and its old unattached volume go to the data team, in one digest; the hub's hub-idle (and
     // anything else of the hub's) to the platform team, in one digest. Approve the member's two; leave the hub's
     // unanswered.

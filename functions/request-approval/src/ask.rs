@@ -14,7 +14,7 @@ use finops_approval_store::email::{
 };
 use finops_approval_store::owner::{self, Mailer, OwnerNotice};
 use finops_approval_store::slack::{SlackApi, SlackMessageRef};
-use finops_approval_store::{ApprovalRecord, ApprovalRecords, Claim, EmailStatus, MessageClaim, Notifier, SigningKey};
+use finops_approval_store::{ApprovalRecord, ApprovalRecords, Claim, MessageClaim, Notifier, SigningKey};
 use finops_aws::{validate_run_id, AccountFacts, FinopsError};
 use finops_core::approval::{approval_id_for, message_id_for, ApprovalAction, ApprovalLink, SLACK_RECIPIENT};
 use finops_core::organization::{Account, Audience};
@@ -39,16 +39,13 @@ pub(crate) async fn audience_for<F: AccountFacts>(
     facts: &F,
     cache: &mut FactsCache,
 ) -> Result<Option<Audience>, FinopsError> {
-    let Some(routing) = &config.routing else {
-        return Err(FinopsError::InvalidInput(
-            "this deployment is in recommend mode: nobody is asked to approve anything".into(),
-        ));
-    };
-    let bare = Account::bare;
-    if !config.routed {
-        return Ok(routing.approvers_for(&bare("")));
-    }
+    // No routing: recommend mode, where nobody is asked (and `ask` refuses before it gets here).
+    let Some(routing) = &config.routing else { return Ok(None) };
     let Some(account) = &proposal.account else {
+        if routing.routes.is_empty() {
+            // The deployment's approvers for everything: no account needed.
+            return Ok(routing.audience_for(&Account::bare("")));
+        }
         tracing::warn!(
             resource_id = proposal.resource_id,
             "approvals are routed by account, and this proposal names none: nobody is asked, nothing is done"
@@ -64,7 +61,7 @@ pub(crate) async fn audience_for<F: AccountFacts>(
     } else {
         None
     };
-    Ok(routing.approvers_for(&live.unwrap_or_else(|| bare(&account.id))))
+    Ok(routing.audience_for(&live.unwrap_or_else(|| Account::bare(&account.id))))
 }
 
 impl<R, K, N, F, S, M> RequestStep<R, K, N, F, S, M>
@@ -135,13 +132,8 @@ where
         let execution_console = execution_console_url(&request.execution_arn);
         let region = asked.first().map_or("us-east-1", |r| r.proposal.region.as_str());
         let trace = trace_header.and_then(|h| trace_console_url(region, h));
-        let mut by_recipient: BTreeMap<String, Vec<&ApprovalRecord>> = BTreeMap::new();
-        for record in &asked {
-            for approver in &record.audience.approvers {
-                by_recipient.entry(finops_core::approval::normalized_address(approver)).or_default().push(record);
-            }
-        }
         let mut refused = None;
+        let by_recipient = crate::by_recipient(&asked);
         for (recipient, records) in &by_recipient {
             let claim = MessageClaim {
                 message_id: message_id_for(&key, &request.run_id, DIGEST, recipient),
@@ -149,53 +141,32 @@ where
                 expires_at: records.iter().map(|r| r.expires_at).max().unwrap_or(now.timestamp()),
                 claim_id: claim_id.to_owned(),
             };
-            if !self.records.claim_message(&claim).await? {
-                continue;
-            }
-            let link = |r: &ApprovalRecord, action| {
-                ApprovalLink::sign(&key, &r.approval_id, action, r.expires_at, recipient).url(&self.config.base_url)
-            };
-            let items = records
-                .iter()
-                .map(|r| DigestItem {
-                    proposal: &r.proposal,
-                    audience: &r.audience,
-                    approve: link(r, ApprovalAction::Approve),
-                    deny: link(r, ApprovalAction::Deny),
-                    snooze: link(r, ApprovalAction::Snooze),
+            let digest = || {
+                let link = |r: &ApprovalRecord, action| {
+                    ApprovalLink::sign(&key, &r.approval_id, action, r.expires_at, recipient).url(&self.config.base_url)
+                };
+                let items = records
+                    .iter()
+                    .map(|r| DigestItem {
+                        proposal: &r.proposal,
+                        audience: &r.audience,
+                        approve: link(r, ApprovalAction::Approve),
+                        deny: link(r, ApprovalAction::Deny),
+                        snooze: link(r, ApprovalAction::Snooze),
+                    })
+                    .collect();
+                let expires = records.iter().map(|r| r.expires_at).min().unwrap_or(now.timestamp());
+                render_digest(&Digest {
+                    recipient,
+                    run_id: &request.run_id,
+                    items,
+                    snooze_days: self.config.snooze_days,
+                    execution_console: &execution_console,
+                    trace_console: trace.as_deref(),
+                    expires_at_utc: &utc(expires, now),
                 })
-                .collect();
-            let expires = records.iter().map(|r| r.expires_at).min().unwrap_or(now.timestamp());
-            let expires_at_utc = utc(expires, now);
-            let (subject, body) = render_digest(&Digest {
-                recipient,
-                run_id: &request.run_id,
-                items,
-                snooze_days: self.config.snooze_days,
-                execution_console: &execution_console,
-                trace_console: trace.as_deref(),
-                expires_at_utc: &expires_at_utc,
-            });
-            match self.mail.publish(recipient, &subject, &body).await {
-                Ok(_) => {
-                    if let Err(e) = self.records.mark_message(&claim.message_id, EmailStatus::Sent).await {
-                        // Only the audit of the message is missing: `sending` already keeps a retry from resending.
-                        tracing::warn!(error = %e, "could not record that a digest was sent");
-                    }
-                }
-                Err(e @ FinopsError::Throttled { .. }) => {
-                    // SNS refused it, so it did not go out: the step's retry may send it.
-                    if let Err(mark) = self.records.mark_message(&claim.message_id, EmailStatus::Unsent).await {
-                        tracing::error!(error = %mark, "could not record that a digest was not sent");
-                    }
-                    refused = Some(e);
-                }
-                Err(e) => {
-                    // It may have gone out (SNS took it and the answer was lost): it stays `sending`, never sent
-                    // twice. If it did not, nobody answers and those approvals time out: no action.
-                    tracing::warn!(error = %e, "a digest not confirmed; it is not sent again");
-                }
-            }
+            };
+            refused = self.mail_once(&claim, recipient, digest, "digest").await?.or(refused);
         }
         let slack_messages = self.ask_in_slack(&key, &asked).await;
         let owners_told = self.tell_owners(&key, &asked, now).await;

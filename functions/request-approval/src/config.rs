@@ -19,8 +19,6 @@ pub struct RequestConfig {
     /// deployment's approvers for everything (`FINOPS_APPROVERS`, with `FINOPS_SLACK_CHANNEL` and
     /// `FINOPS_SLACK_APPROVERS` in Slack). None only in recommend mode, where nobody is asked anything.
     pub routing: Option<ApprovalRouting>,
-    /// Whether `routing` routes by account (then every proposal must name its account).
-    pub routed: bool,
     /// How long an undo link stays valid (`FINOPS_UNDO_WINDOW_DAYS`, default 14).
     pub undo_window_days: i64,
     /// Where owner notices may go ([`owner::allowed_domains`]); empty: nowhere.
@@ -89,7 +87,6 @@ impl RequestConfig {
                 &vars.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>(),
             )?,
             mode,
-            routed: table.is_some(),
             routing,
         })
     }
@@ -147,7 +144,7 @@ mod tests {
         ]))
         .unwrap();
         let routing = everyone.routing.unwrap();
-        assert!(!everyone.routed);
+        assert!(routing.routes.is_empty());
         assert_eq!(routing.default, ["ops@example.com", "finops@example.com"]);
         assert_eq!(
             (routing.default_slack_channel.as_deref(), routing.default_slack_users.len()),
@@ -158,11 +155,14 @@ mod tests {
             r#"{"routes": [{"account": "111111111111", "approvers": ["data@example.com"]}]}"#,
         )]))
         .unwrap();
-        assert!(routed.routed && routed.routing.is_some());
+        assert_eq!(routed.routing.unwrap().routes.len(), 1);
         for (pairs, why) in [
             (vec![], "names nobody"),
             (vec![("FINOPS_APPROVERS", "not an address")], "FINOPS_APPROVERS"),
             (vec![("FINOPS_APPROVERS", "ops@example.com"), ("FINOPS_SLACK_APPROVERS", "ops")], "Slack user id"),
+            (vec![("FINOPS_APPROVERS", "ops@example.com"), ("FINOPS_SLACK_CHANNEL", "#finops")], "channel id"),
+            // A channel where nobody is named to click would be asked in vain.
+            (vec![("FINOPS_APPROVERS", "ops@example.com"), ("FINOPS_SLACK_CHANNEL", "C0FINOPS")], "user ids"),
             (vec![("FINOPS_APPROVAL_ROUTING", r#"{"routes": []}"#)], "FINOPS_APPROVAL_ROUTING"),
         ] {
             let err = RequestConfig::from_vars(vars(&pairs)).unwrap_err().to_string();

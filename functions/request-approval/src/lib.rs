@@ -15,11 +15,14 @@ pub mod ask;
 pub mod config;
 pub mod undo;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use finops_approval_store::owner::{Mailer, OwnerNotice, SesMailer};
 use finops_approval_store::slack::{SecretsManagerSlack, SlackApi, SlackWebApi};
 use finops_approval_store::{
-    ApprovalRecords, Attach, DynamoApprovals, Notifier, SecretsManagerKey, SigningKey, SnsNotifier,
+    ApprovalRecord, ApprovalRecords, Attach, DynamoApprovals, EmailStatus, MessageClaim, Notifier, SecretsManagerKey,
+    SigningKey, SnsNotifier,
 };
 use finops_aws::{validate_run_id, AccountFacts, FinopsError, SdkOrganization};
 use finops_core::approval::approval_id_for;
@@ -39,6 +42,18 @@ pub struct RequestStep<R, K, N, F, S, M> {
     pub slack: Option<S>,
     pub owners: Option<M>,
     pub config: RequestConfig,
+}
+
+/// Each person in the records' audiences (by normalised address) with the records they are asked about: one message
+/// each, whatever the number of records.
+fn by_recipient(records: &[ApprovalRecord]) -> BTreeMap<String, Vec<&ApprovalRecord>> {
+    let mut by_recipient: BTreeMap<String, Vec<&ApprovalRecord>> = BTreeMap::new();
+    for record in records {
+        for approver in &record.audience.approvers {
+            by_recipient.entry(finops_core::approval::normalized_address(approver)).or_default().push(record);
+        }
+    }
+    by_recipient
 }
 
 /// What [`RequestStep::tell_outcomes`] told.
@@ -65,22 +80,60 @@ where
         trace_header: Option<&str>,
     ) -> Result<serde_json::Value, FinopsError> {
         let json = |v: Result<serde_json::Value, serde_json::Error>| v.expect("plain data serialises");
-        let mut random = [0u8; 16];
-        getrandom::fill(&mut random).map_err(|e| FinopsError::Configuration(format!("no randomness: {e}")))?;
-        let claim_id = hex::encode(random);
+        // This delivery's claim on the messages it sends (random), so the SDK's retry of a claim finds it its own.
+        let claim_id = || {
+            let mut random = [0u8; 16];
+            getrandom::fill(&mut random).map_err(|e| FinopsError::Configuration(format!("no randomness: {e}")))?;
+            Ok::<_, FinopsError>(hex::encode(random))
+        };
         if event.get("outcomes").is_some() {
-            if let Ok(request) = serde_json::from_value::<OfferUndoRequest>(event.clone()) {
-                // Slack and the owners are told as a courtesy: a message or notice that fails does not fail the run.
-                if let Err(e) = self.tell_outcomes(&request).await {
-                    tracing::warn!(error = %e, "the outcomes were not told in Slack or to the owners");
-                }
+            let request = undo::offer_request(event)?;
+            // Slack and the owners are told as a courtesy: a message or notice that fails does not fail the run.
+            if let Err(e) = self.tell_outcomes(&request).await {
+                tracing::warn!(error = %e, "the outcomes were not told in Slack or to the owners");
             }
-            return Ok(json(serde_json::to_value(self.offer_undo(event, now, &claim_id).await?)));
+            return Ok(json(serde_json::to_value(self.offer_undo(&request, now, &claim_id()?).await?)));
         }
         if event.get("taskToken").is_some() {
             return Ok(json(serde_json::to_value(self.wait(event).await?)));
         }
-        Ok(json(serde_json::to_value(self.ask(event, now, &claim_id, trace_header).await?)))
+        Ok(json(serde_json::to_value(self.ask(event, now, &claim_id()?, trace_header).await?)))
+    }
+
+    /// Mails `recipient` the message `claim` names, at most once: a retried step that finds the claim taken sends
+    /// nothing. The message (subject, body) is rendered only when claimed. `Ok(Some(refusal))` when SNS refused it, so
+    /// it did not go out and the step's retry may send it; a send not confirmed (SNS may have taken it and the answer
+    /// was lost) stays claimed and is never sent twice: if it did not go out, nobody answers and nothing is done.
+    async fn mail_once(
+        &self,
+        claim: &MessageClaim,
+        recipient: &str,
+        message: impl FnOnce() -> (String, String),
+        what: &str,
+    ) -> Result<Option<FinopsError>, FinopsError> {
+        if !self.records.claim_message(claim).await? {
+            return Ok(None);
+        }
+        let (subject, body) = message();
+        match self.mail.publish(recipient, &subject, &body).await {
+            Ok(_) => {
+                if let Err(e) = self.records.mark_message(&claim.message_id, EmailStatus::Sent).await {
+                    // Only the audit of the message is missing: `sending` already keeps a retry from resending.
+                    tracing::warn!(error = %e, "could not record that a {what} was sent");
+                }
+                Ok(None)
+            }
+            Err(e @ FinopsError::Throttled { .. }) => {
+                if let Err(mark) = self.records.mark_message(&claim.message_id, EmailStatus::Unsent).await {
+                    tracing::error!(error = %mark, "could not record that a {what} was not sent");
+                }
+                Ok(Some(e))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a {what} not confirmed; it is not sent again");
+                Ok(None)
+            }
+        }
     }
 
     /// The approval map's wait for one proposal: its record now answers this task token. A record already decided or
@@ -185,12 +238,8 @@ pub type RequestApprovalStep = RequestStep<
 impl RequestApprovalStep {
     pub fn new(sdk: &aws_config::SdkConfig, config: RequestApprovalConfig) -> Result<Self, FinopsError> {
         // Organizations is read only where a route needs an account's OUs or tags.
-        let facts = config
-            .request
-            .routing
-            .as_ref()
-            .is_some_and(|r| config.request.routed && r.needs_account_facts())
-            .then(|| SdkOrganization::new(sdk));
+        let facts =
+            config.request.routing.as_ref().is_some_and(|r| r.needs_account_facts()).then(|| SdkOrganization::new(sdk));
         Ok(Self {
             records: DynamoApprovals::new(sdk, config.store.approvals_table),
             key: SecretsManagerKey::new(sdk, config.store.signing_secret_id),

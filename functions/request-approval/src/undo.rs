@@ -3,13 +3,11 @@
 //! their own signed, single-use links to it. The links go by email only: the step's output (the execution's history,
 //! the run report) says how many were offered to how many people, never a link.
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use finops_approval_store::email::{render_undo_offer, UndoItem};
 use finops_approval_store::owner::Mailer;
 use finops_approval_store::slack::SlackApi;
-use finops_approval_store::{ApprovalRecord, ApprovalRecords, Claim, EmailStatus, MessageClaim, Notifier, SigningKey};
+use finops_approval_store::{ApprovalRecord, ApprovalRecords, Claim, MessageClaim, Notifier, SigningKey};
 use finops_aws::{validate_run_id, AccountFacts, FinopsError};
 use finops_core::approval::{approval_id_for, message_id_for, undo_id_for, ApprovalAction, ApprovalLink};
 use finops_core::policy::ProposedAction;
@@ -20,6 +18,14 @@ use crate::RequestStep;
 
 /// The message kind of an undo offer ([`message_id_for`]).
 pub const UNDO_OFFER: &str = "undo-offer";
+
+/// The "Offer Undo" request (the map's outcomes), checked before anything is told or offered.
+pub fn offer_request(event: serde_json::Value) -> Result<OfferUndoRequest, FinopsError> {
+    let request: OfferUndoRequest = serde_json::from_value(event)
+        .map_err(|e| FinopsError::InvalidInput(format!("offer undo expects {{runId, executionArn, outcomes}}: {e}")))?;
+    validate_run_id(&request.run_id)?;
+    Ok(request)
+}
 
 impl<R, K, N, F, S, M> RequestStep<R, K, N, F, S, M>
 where
@@ -35,14 +41,10 @@ where
     /// is derived from the run and the resource) and sends nobody a second message.
     pub async fn offer_undo(
         &self,
-        event: serde_json::Value,
+        request: &OfferUndoRequest,
         now: DateTime<Utc>,
         claim_id: &str,
     ) -> Result<OfferUndoOutput, FinopsError> {
-        let request: OfferUndoRequest = serde_json::from_value(event).map_err(|e| {
-            FinopsError::InvalidInput(format!("offer undo expects {{runId, executionArn, outcomes}}: {e}"))
-        })?;
-        validate_run_id(&request.run_id)?;
         let key = self.key.key().await?;
         let mut offered: Vec<ApprovalRecord> = Vec::new();
         let (mut released, mut volumes_deleted) = (0, 0);
@@ -79,7 +81,8 @@ where
             let undo_id = undo_id_for(&key, &request.run_id, &acted.resource_id);
             let expires_at = (now + Duration::days(self.config.undo_window_days)).timestamp();
             let acted_at = acted.acted_at.to_rfc3339_opts(SecondsFormat::Secs, true);
-            let record = ApprovalRecord::undo_of(&approval, undo_id, acted_at, now.timestamp(), expires_at);
+            let record =
+                ApprovalRecord::undo_of(&approval, undo_id, acted_at, acted.stopped_as, now.timestamp(), expires_at);
             match self.records.claim_pending(&record).await? {
                 Claim::Created => offered.push(record),
                 Claim::Renewed(existing) => offered.push(existing),
@@ -87,13 +90,8 @@ where
                 Claim::Settled(_) => continue,
             }
         }
-        let mut by_recipient: BTreeMap<String, Vec<&ApprovalRecord>> = BTreeMap::new();
-        for record in &offered {
-            for approver in &record.audience.approvers {
-                by_recipient.entry(finops_core::approval::normalized_address(approver)).or_default().push(record);
-            }
-        }
         let mut refused = None;
+        let by_recipient = crate::by_recipient(&offered);
         for (recipient, records) in &by_recipient {
             let claim = MessageClaim {
                 message_id: message_id_for(&key, &request.run_id, UNDO_OFFER, recipient),
@@ -101,34 +99,20 @@ where
                 expires_at: records.iter().map(|r| r.expires_at).max().unwrap_or(now.timestamp()),
                 claim_id: claim_id.to_owned(),
             };
-            if !self.records.claim_message(&claim).await? {
-                continue;
-            }
-            let items: Vec<UndoItem<'_>> = records
-                .iter()
-                .map(|r| UndoItem {
-                    proposal: &r.proposal,
-                    label: r.proposal.action.undo_label().unwrap_or("Undo"),
-                    url: ApprovalLink::sign(&key, &r.approval_id, ApprovalAction::Undo, r.expires_at, recipient)
-                        .url(&self.config.base_url),
-                    approved_by: r.undo.as_ref().and_then(|u| u.approved_by.as_deref()).unwrap_or("someone"),
-                })
-                .collect();
-            let (subject, body) = render_undo_offer(recipient, &request.run_id, &items, self.config.undo_window_days);
-            match self.mail.publish(recipient, &subject, &body).await {
-                Ok(_) => {
-                    if let Err(e) = self.records.mark_message(&claim.message_id, EmailStatus::Sent).await {
-                        tracing::warn!(error = %e, "could not record that an undo offer was sent");
-                    }
-                }
-                Err(e @ FinopsError::Throttled { .. }) => {
-                    if let Err(mark) = self.records.mark_message(&claim.message_id, EmailStatus::Unsent).await {
-                        tracing::error!(error = %mark, "could not record that an undo offer was not sent");
-                    }
-                    refused = Some(e);
-                }
-                Err(e) => tracing::warn!(error = %e, "an undo offer not confirmed; it is not sent again"),
-            }
+            let offer = || {
+                let items: Vec<UndoItem<'_>> = records
+                    .iter()
+                    .map(|r| UndoItem {
+                        proposal: &r.proposal,
+                        label: r.proposal.action.undo_label().unwrap_or("Undo"),
+                        url: ApprovalLink::sign(&key, &r.approval_id, ApprovalAction::Undo, r.expires_at, recipient)
+                            .url(&self.config.base_url),
+                        approved_by: r.undo.as_ref().and_then(|u| u.approved_by.as_deref()).unwrap_or("someone"),
+                    })
+                    .collect();
+                render_undo_offer(recipient, &request.run_id, &items, self.config.undo_window_days)
+            };
+            refused = self.mail_once(&claim, recipient, offer, "undo offer").await?.or(refused);
         }
         if let Some(e) = refused {
             return Err(e);
