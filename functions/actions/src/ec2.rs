@@ -264,12 +264,39 @@ impl Ec2Actions for SdkEc2Actions {
             .send()
             .await
             .map_err(|e| FinopsError::from_sdk("EC2", "DescribeInstanceAttribute", e))?;
+        let network = instance
+            .network_interfaces()
+            .iter()
+            .map(|eni| {
+                let groups: Vec<&str> = eni.groups().iter().filter_map(|g| g.group_id()).collect();
+                let check = eni.source_dest_check().map_or("?".into(), |c| c.to_string());
+                format!("{} {} check={check}", eni.network_interface_id().unwrap_or("?"), groups.join(","))
+            })
+            .collect();
+        let disks = instance
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| {
+                let ebs = m.ebs()?;
+                let attached = ebs.attach_time().map_or("?".into(), |t| t.to_string());
+                Some(format!("{} {} {attached}", m.device_name().unwrap_or("?"), ebs.volume_id()?))
+            })
+            .collect();
+        let metadata = instance.metadata_options().map_or(String::new(), |m| {
+            format!(
+                "tokens={} endpoint={} hops={}",
+                m.http_tokens().map_or("?", |t| t.as_str()),
+                m.http_endpoint().map_or("?", |e| e.as_str()),
+                m.http_put_response_hop_limit().unwrap_or_default()
+            )
+        });
         Ok(Some(StartConfiguration::new(
             instance.instance_type().map(|t| t.as_str()).unwrap_or_default(),
             user_data.user_data().and_then(|u| u.value()),
-            instance.iam_instance_profile().and_then(|p| p.arn()).map(str::to_owned),
-            instance.security_groups().iter().filter_map(|g| g.group_id()).map(str::to_owned).collect(),
-            instance.block_device_mappings().iter().filter_map(|m| m.ebs()?.volume_id()).map(str::to_owned).collect(),
+            instance.iam_instance_profile().and_then(|p| p.id()).map(str::to_owned),
+            network,
+            disks,
+            metadata,
         )))
     }
 

@@ -532,10 +532,10 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
         };
         let ours = live.tags.get(TAG_RUN_ID).map(String::as_str) == Some(run_id);
         if ours && ["stopping", "stopped"].contains(&live.state.as_str()) {
-            // A retry or a duplicate: how the stop left it, for an undo, if the stop EC2 reports is this run's.
-            let stopped_as = self.stopped_as(target, &live).await?;
+            // A retry or a duplicate. How the stop left it was the first answer's (lost): the tags that say "ours"
+            // anyone who may tag could have written, after stopping and changing it. So no undo starts it.
             let detail = format!("already {} by this run", live.state);
-            return Ok((outcome_of("stop", target, Outcome::AlreadyDone, detail, snapshot_ids.to_vec()), stopped_as));
+            return Ok((outcome_of("stop", target, Outcome::AlreadyDone, detail, snapshot_ids.to_vec()), None));
         }
         // The live instance, not the inventory: tags added, storage or state changed since the scan count now.
         if let Some((reason, detail)) = self.config.policy.instance_block(&live, now) {
@@ -570,40 +570,43 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
             tags.push((TAG_REASON.to_owned(), tag_value(&target.justification)));
         }
         self.ec2.tag_resource(&target.region, &target.resource_id, &tags).await?;
+        // What starting it again would run, read while it runs (a type or user data can change only once stopped).
+        let configuration = self.ec2.start_configuration(&target.region, &target.resource_id).await?;
         self.ec2.stop(&target.region, &target.resource_id).await?;
-        let live = self.live.describe_instance(&target.region, &target.resource_id).await?;
-        let Some(stopped_as) = (match &live {
-            Some(live) => self.stopped_as(target, live).await?,
+        let stopped_as = match configuration {
+            Some(configuration) => {
+                self.stopped_at(target, now).await?.map(|at| StoppedAs { stopped_at: at, configuration })
+            }
             None => None,
-        }) else {
-            // EC2 does not say yet when it stopped: the step's retry (the already-stopped path above) reads it again.
-            return Err(FinopsError::Transient {
-                service: "EC2",
-                operation: "DescribeInstances",
-                message: format!("{} was stopped but EC2 does not yet say when", target.resource_id),
-            });
         };
         let detail = format!("stop requested after {} completed snapshot(s)", snapshot_ids.len());
-        Ok((outcome_of("stop", target, Outcome::Done, detail, snapshot_ids.to_vec()), Some(stopped_as)))
+        Ok((outcome_of("stop", target, Outcome::Done, detail, snapshot_ids.to_vec()), stopped_as))
     }
 
-    /// How this run's stop left `live`, for an undo: when EC2 says it stopped and what starting it would run. None if
-    /// EC2 does not say when, or says another time than this run's request (`finops:acted-at`, tagged just before
-    /// StopInstances): that stop may be a person's, after this run's request failed, and no undo starts it.
-    async fn stopped_as(&self, target: &Target, live: &InstanceRecord) -> Result<Option<StoppedAs>, FinopsError> {
-        let requested = live.tags.get(TAG_ACTED_AT).and_then(|t| DateTime::parse_from_rfc3339(t).ok());
-        let (Some(requested), Some(stopped)) = (requested, live.stopped_since) else { return Ok(None) };
-        if !stop_is_the_request(requested.to_utc(), stopped) {
-            tracing::warn!(
-                resource_id = target.resource_id,
-                %requested,
-                %stopped,
-                "stopped at another time than this run's request: no undo will start it"
-            );
-            return Ok(None);
+    /// When EC2 says the stop this step requested at `requested` happened (its StateTransitionReason, from
+    /// `stopping` on), read a few times while EC2 catches up. None (no undo will start it): EC2 does not say, or says
+    /// another time, a stop that may be someone else's.
+    async fn stopped_at(
+        &self,
+        target: &Target,
+        requested: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, FinopsError> {
+        for attempt in 0..STOPPED_AT_READS {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            let live = self.live.describe_instance(&target.region, &target.resource_id).await?;
+            match live.and_then(|l| l.stopped_since) {
+                Some(stopped) if stop_is_the_request(requested, stopped) => return Ok(Some(stopped)),
+                Some(stopped) => {
+                    tracing::warn!(resource_id = target.resource_id, %requested, %stopped, "stopped at another time than this request: no undo will start it");
+                    return Ok(None);
+                }
+                None => {}
+            }
         }
-        let configuration = self.ec2.start_configuration(&target.region, &target.resource_id).await?;
-        Ok(configuration.map(|configuration| StoppedAs { stopped_at: stopped, configuration }))
+        tracing::warn!(resource_id = target.resource_id, "EC2 does not say when it stopped: no undo will start it");
+        Ok(None)
     }
 
     /// The snapshots an acting operation waits for, if every one of them completed and this run took it of `of` (by
@@ -1193,10 +1196,13 @@ impl<L: InstanceLookup + ResourceLookup, E: Ec2Actions, A: ApprovalReader, M: Me
 }
 
 /// The longest an acting invocation runs (the actions Lambda's timeout, cdk/lib/functions.ts) plus clock skew: a stop
-/// EC2 reports this long after the request's `finops:acted-at` is not that request's.
+/// EC2 reports this long from the step's clock is not its request's.
 const STOP_REQUEST_SPAN_SECONDS: i64 = 180;
 
-/// Whether EC2's stop time can be the stop this run requested at `requested` (tagged just before StopInstances).
+/// Reads of the instance after StopInstances, a second apart, before the stop step gives up on knowing when.
+const STOPPED_AT_READS: u32 = 3;
+
+/// Whether EC2's stop time can be the stop this step requested at `requested` (its clock when it was invoked).
 fn stop_is_the_request(requested: DateTime<Utc>, stopped: DateTime<Utc>) -> bool {
     let after = (stopped - requested).num_seconds();
     (-STOP_REQUEST_SPAN_SECONDS..=STOP_REQUEST_SPAN_SECONDS).contains(&after)

@@ -310,8 +310,12 @@ impl Ec2Actions for MemoryEc2 {
     async fn start_configuration(&self, _: &str, instance_id: &str) -> Result<Option<StartConfiguration>, FinopsError> {
         let user_data = lock(&self.user_data).get(instance_id).cloned();
         Ok(lock(&self.instances).get(instance_id).map(|i| {
-            let volumes = i.volumes.iter().map(|v| v.volume_id.clone()).collect();
-            StartConfiguration::new(&i.instance_type, user_data.as_deref(), None, vec![], volumes)
+            let disks = i
+                .volumes
+                .iter()
+                .map(|v| format!("{} {}", v.device_name.as_deref().unwrap_or("?"), v.volume_id))
+                .collect();
+            StartConfiguration::new(&i.instance_type, user_data.as_deref(), None, vec![], disks, "")
         }))
     }
 

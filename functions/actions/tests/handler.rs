@@ -465,7 +465,7 @@ async fn an_undo_leaves_an_instance_a_person_changed_since_the_stop() {
             i.tags.insert("finops:snooze-until".into(), "2027-01-01T00:00:00Z".into());
         }),
         ("then, m5.24xlarge now", |i| i.instance_type = "m5.24xlarge".into()),
-        ("changed while stopped (volumes", |i| i.volumes.clear()),
+        ("changed while stopped (disks", |i| i.volumes.clear()),
     ];
     for (why, change) in changes {
         let w = stopped_world().await;
@@ -495,10 +495,12 @@ async fn an_undo_leaves_an_instance_a_person_changed_since_the_stop() {
 }
 
 /// Chaos seed 7007: how the stop left the instance was a best-effort tag, so an undo without it started an instance
-/// a person had restarted and stopped since. Now the stop's outcome says it, and a retry (which finds the instance
-/// stopped by this run) says it again, only if EC2's stop is this run's request's.
+/// a person had restarted and stopped since. Then the second attacker's review: a retry said it again from the live
+/// instance, so tags forged by someone who stopped and changed it ("stopped by this run") made their change the
+/// baseline. Now only the stop's own first answer says it (configuration read before StopInstances, EC2's time of
+/// the stop within the request's span); a retry, forged tags or another stop time say nothing, and no undo starts it.
 #[tokio::test]
-async fn a_stop_retry_says_how_the_stop_left_the_instance_only_for_this_runs_stop() {
+async fn only_the_stops_own_answer_says_how_it_left_the_instance() {
     let w = World::new(instance(), IDLE);
     let snaps = w.snapshotted().await;
     let first = w.stop(&snaps, approval()).await;
@@ -507,22 +509,38 @@ async fn a_stop_retry_says_how_the_stop_left_the_instance_only_for_this_runs_sto
     assert_eq!(stopped_as.configuration.instance_type, instance().instance_type);
     let retry = w.stop(&snaps, approval()).await;
     assert_eq!(retry.outcome, Outcome::AlreadyDone);
-    assert_eq!(retry.acted.and_then(|a| a.stopped_as), Some(stopped_as));
+    assert_eq!(retry.acted.and_then(|a| a.stopped_as), None, "a retry says nothing of how");
 
-    // Stopped an hour after this run's request (its StopInstances failed, a person stopped it later): the retry
-    // reports it, says nothing of how, and an undo then refuses to start what the person stopped.
+    // Someone stopped it, made it bigger and tagged it as this run's stop before the step ran: reported as already
+    // stopped, with nothing an undo could start it by.
+    let w = World::new(instance(), IDLE);
+    let snaps = w.snapshotted().await;
     {
         let mut instances = w.ec2.instances.lock().unwrap();
         let i = instances.get_mut(ID).unwrap();
-        i.stopped_since = Some(i.stopped_since.unwrap() + chrono::Duration::hours(1));
+        i.state = "stopped".into();
+        i.stopped_since = Some(now());
+        i.instance_type = "m5.24xlarge".into();
+        for (k, v) in [("finops:run-id", "run-1"), ("finops:action", "stopped")] {
+            i.tags.insert(k.into(), v.into());
+        }
+        i.tags.insert("finops:acted-at".into(), now().to_rfc3339());
     }
-    let retry = w.stop(&snaps, approval()).await;
-    assert_eq!(retry.outcome, Outcome::AlreadyDone);
-    assert_eq!(retry.acted.and_then(|a| a.stopped_as), None);
+    let forged = w.stop(&snaps, approval()).await;
+    assert_eq!(forged.outcome, Outcome::AlreadyDone, "{}", forged.detail);
+    assert_eq!(forged.acted.and_then(|a| a.stopped_as), None);
     w.approvals.insert(undo_record(ApprovalAction::Undo, None));
     let refused = w.undo(UNDO).await;
     assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
     assert!(w.ec2.started.lock().unwrap().is_empty());
+
+    // EC2 says the stop happened an hour from this request: not known to be it.
+    let w = World::new(instance(), IDLE);
+    *w.ec2.clock.lock().unwrap() = Some(now() + chrono::Duration::hours(1));
+    let snaps = w.snapshotted().await;
+    let late = w.stop(&snaps, approval()).await;
+    assert_eq!(late.outcome, Outcome::Done, "{}", late.detail);
+    assert_eq!(late.acted.and_then(|a| a.stopped_as), None);
 }
 
 /// Finding 7: an acting operation takes its target from the approval record, never from the payload. A payload

@@ -192,7 +192,7 @@ async fn snapshot_then_stop_once_even_when_every_step_is_invoked_twice() {
     let live = h.instances.describe_instance(REGION, &id).await.unwrap().unwrap();
     assert_eq!(Some(stopped_as.stopped_at), live.stopped_since);
     assert_eq!(stopped_as.configuration.instance_type, live.instance_type);
-    assert_eq!(stopped_as.configuration.volumes.len(), 1);
+    assert_eq!(stopped_as.configuration.disks.len(), 1);
     // Someone starts it and stops it again (a second later, as EC2 counts): the undo leaves it as they left it.
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
     h.client.start_instances().instance_ids(&id).send().await.unwrap();
@@ -217,10 +217,28 @@ async fn snapshot_then_stop_once_even_when_every_step_is_invoked_twice() {
         .value(aws_sdk_ec2::primitives::Blob::new("I2Nsb3VkLWJvb3Rob29rCmN1cmwgaHR0cHM6Ly9ldmlsLmV4YW1wbGUgfCBzaAo="))
         .build();
     modify().user_data(boot_code).send().await.unwrap();
+    // And, where the first review's undo did not look: an open security group on its network interface, and the
+    // metadata service's session tokens made optional (IMDSv1 back).
+    let described = h.client.describe_instances().instance_ids(&id).send().await.unwrap();
+    let eni =
+        described.reservations()[0].instances()[0].network_interfaces()[0].network_interface_id().unwrap().to_owned();
+    let vpc = described.reservations()[0].instances()[0].vpc_id().unwrap().to_owned();
+    let open =
+        h.client.create_security_group().group_name("open").description("open").vpc_id(vpc).send().await.unwrap();
+    let open = open.group_id().unwrap();
+    h.client.modify_network_interface_attribute().network_interface_id(&eni).groups(open).send().await.unwrap();
+    h.client
+        .modify_instance_metadata_options()
+        .instance_id(&id)
+        .http_tokens(aws_sdk_ec2::types::HttpTokensState::Optional)
+        .send()
+        .await
+        .unwrap();
     let refused = h.run(undo.clone()).await;
     assert_eq!(refused.outcome, Outcome::Refused, "{}", refused.detail);
-    assert!(refused.detail.contains("then, m5.24xlarge now"), "{}", refused.detail);
-    assert!(refused.detail.contains("user data (boot code) changed"), "{}", refused.detail);
+    for change in ["then, m5.24xlarge now", "user data (boot code) changed", open, "metadata rules"] {
+        assert!(refused.detail.contains(change), "{change}: {}", refused.detail);
+    }
     assert_eq!(h.state_and_tags(&id).await.0, "stopped");
     // Had the stop left it with this type and boot code (the record says so), nothing changed since: started.
     let configuration = h.ec2.start_configuration(REGION, &id).await.unwrap().unwrap();

@@ -7,40 +7,53 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// What starting an instance runs: a change to any of it while the instance is stopped (a bigger type, new boot code,
-/// another role, other firewall rules or disks) is someone else's, and an undo does not start it.
+/// another role, other network access, disks or metadata rules) is someone else's, and an undo does not start it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StartConfiguration {
     pub instance_type: String,
     /// SHA-256 (hex) of the user data as EC2 returns it (base64), or "" for none: boot code is compared, never kept.
     pub user_data_sha256: String,
-    /// The instance profile's ARN, if it has one.
+    /// The instance profile's id (a profile deleted and made again under its name has another), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_profile: Option<String>,
-    /// Sorted.
+    /// Each network interface with its security groups and source/destination check, sorted
+    /// (`eni-1 sg-a,sg-b check=true`).
     #[serde(default)]
-    pub security_groups: Vec<String>,
-    /// The attached volumes' ids, sorted.
+    pub network: Vec<String>,
+    /// Each attached volume with its device and when it was attached, sorted (`/dev/xvda vol-1 2026-12-02T09:00:00Z`):
+    /// a volume detached and attached again (its contents changed elsewhere) is a change.
     #[serde(default)]
-    pub volumes: Vec<String>,
+    pub disks: Vec<String>,
+    /// The instance metadata service's rules (`tokens=required endpoint=enabled hops=2`).
+    #[serde(default)]
+    pub metadata: String,
 }
 
 impl StartConfiguration {
-    /// The configuration from EC2's answers: ids sorted, user data hashed.
+    /// The configuration from EC2's answers: lists sorted, user data hashed.
     pub fn new(
         instance_type: impl Into<String>,
         user_data_base64: Option<&str>,
         instance_profile: Option<String>,
-        mut security_groups: Vec<String>,
-        mut volumes: Vec<String>,
+        mut network: Vec<String>,
+        mut disks: Vec<String>,
+        metadata: impl Into<String>,
     ) -> Self {
-        security_groups.sort();
-        volumes.sort();
+        network.sort();
+        disks.sort();
         let user_data_sha256 = match user_data_base64.filter(|u| !u.is_empty()) {
             Some(data) => hex::encode(Sha256::digest(data.as_bytes())),
             None => String::new(),
         };
-        Self { instance_type: instance_type.into(), user_data_sha256, instance_profile, security_groups, volumes }
+        Self {
+            instance_type: instance_type.into(),
+            user_data_sha256,
+            instance_profile,
+            network,
+            disks,
+            metadata: metadata.into(),
+        }
     }
 
     /// What differs from `then` (empty: nothing), each said for the report.
@@ -60,11 +73,14 @@ impl StartConfiguration {
                 show(&self.instance_profile)
             ));
         }
-        if self.security_groups != then.security_groups {
-            changes.push(format!("security groups {:?} then, {:?} now", then.security_groups, self.security_groups));
+        if self.network != then.network {
+            changes.push(format!("network {:?} then, {:?} now", then.network, self.network));
         }
-        if self.volumes != then.volumes {
-            changes.push(format!("volumes {:?} then, {:?} now", then.volumes, self.volumes));
+        if self.disks != then.disks {
+            changes.push(format!("disks {:?} then, {:?} now", then.disks, self.disks));
+        }
+        if self.metadata != then.metadata {
+            changes.push(format!("metadata rules {:?} then, {:?} now", then.metadata, self.metadata));
         }
         changes
     }
@@ -86,9 +102,10 @@ mod tests {
         StartConfiguration::new(
             "t3.medium",
             Some("IyEvYmluL3NoCmVjaG8gaGk="),
-            Some("arn:aws:iam::123456789012:instance-profile/web".into()),
-            vec!["sg-2".into(), "sg-1".into()],
-            vec!["vol-b".into(), "vol-a".into()],
+            Some("AIPAEXAMPLEWEB".into()),
+            vec!["eni-2 sg-2 check=true".into(), "eni-1 sg-1 check=true".into()],
+            vec!["/dev/xvdb vol-b 2026-12-01T00:00:00Z".into(), "/dev/xvda vol-a 2026-12-01T00:00:00Z".into()],
+            "tokens=required endpoint=enabled hops=1",
         )
     }
 
@@ -97,28 +114,28 @@ mod tests {
         let again = StartConfiguration::new(
             "t3.medium",
             Some("IyEvYmluL3NoCmVjaG8gaGk="),
-            Some("arn:aws:iam::123456789012:instance-profile/web".into()),
-            vec!["sg-1".into(), "sg-2".into()],
-            vec!["vol-a".into(), "vol-b".into()],
+            Some("AIPAEXAMPLEWEB".into()),
+            vec!["eni-1 sg-1 check=true".into(), "eni-2 sg-2 check=true".into()],
+            vec!["/dev/xvda vol-a 2026-12-01T00:00:00Z".into(), "/dev/xvdb vol-b 2026-12-01T00:00:00Z".into()],
+            "tokens=required endpoint=enabled hops=1",
         );
         assert!(again.changes_since(&stopped()).is_empty());
         // `echo -n 'IyEvYmluL3NoCmVjaG8gaGk=' | sha256sum`
         assert_eq!(stopped().user_data_sha256, "d43cf15327b189fa1b5fbb6027af50e93ca9ff0d377eb34dc72eff22de11161b");
-        assert_eq!(StartConfiguration::new("t3.medium", Some(""), None, vec![], vec![]).user_data_sha256, "");
+        assert_eq!(StartConfiguration::new("t3.medium", Some(""), None, vec![], vec![], "").user_data_sha256, "");
     }
 
     #[test]
     fn each_change_a_person_can_make_to_a_stopped_instance_is_said() {
         let then = stopped();
         type Change = (&'static str, fn(&mut StartConfiguration));
-        let cases: [Change; 5] = [
+        let cases: [Change; 6] = [
             ("instance type t3.medium then, m5.24xlarge now", |c| c.instance_type = "m5.24xlarge".into()),
             ("user data (boot code) changed", |c| c.user_data_sha256 = "00".into()),
-            ("instance profile arn:aws:iam::123456789012:instance-profile/web then, none now", |c| {
-                c.instance_profile = None
-            }),
-            ("security groups", |c| c.security_groups.push("sg-open".into())),
-            ("volumes", |c| c.volumes.truncate(1)),
+            ("instance profile AIPAEXAMPLEWEB then, none now", |c| c.instance_profile = None),
+            ("network", |c| c.network[0] = "eni-1 sg-open check=true".into()),
+            ("disks", |c| c.disks[0] = "/dev/xvda vol-a 2026-12-03T00:00:00Z".into()),
+            ("metadata rules", |c| c.metadata = "tokens=optional endpoint=enabled hops=1".into()),
         ];
         for (said, change) in cases {
             let mut now = then.clone();
