@@ -95,7 +95,10 @@ test: venv browser statemachine/node_modules/.package-lock.json cdk-test
 	$(VENV)/bin/python tests/check_openapi.py openapi-schema.yaml
 	$(VENV)/bin/python tests/moto/instance_storage_families.py --check cdk/lib/instance-storage-families.json
 	$(PYTHON) tests/check_capabilities.py
-	$(CARGO) test --workspace --no-fail-fast
+	# Every Rust test: one build of every test binary, then the binaries a few at a time (tests/run_tests.py: most
+	# wait on moto, so running them one after another, as `cargo test` does, leaves a core idle).
+	CARGO=$(CARGO) $(PYTHON) tests/run_tests.py
+	$(CARGO) test --workspace --doc --quiet
 
 lint: cdk/node_modules/.package-lock.json
 	$(CARGO) fmt --all -- --check
@@ -114,7 +117,9 @@ CHAOS_RUNS ?= 50
 FUZZ_CASES ?= 50000
 chaos: venv
 	FINOPS_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -q --workspace --lib fuzz
-	CHAOS_RUNS=$(CHAOS_RUNS) $(CARGO) run -q -p finops-chaos
+	@# The whole workspace, as the tests build it: one set of features, so nothing compiles twice.
+	$(CARGO) build -q --workspace
+	CHAOS_RUNS=$(CHAOS_RUNS) ./target/debug/finops-chaos
 
 clean:
 	$(CARGO) clean

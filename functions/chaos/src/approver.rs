@@ -181,10 +181,7 @@ async fn post(port: u16, path: String, decision: &'static str) -> u16 {
 /// [`post`] with any form body (a forwarded email's reader may type a name).
 async fn post_as(port: u16, path: String, body: String) -> u16 {
     for attempt in 0..12 {
-        let (path, body) = (path.clone(), body.clone());
-        let status = tokio::task::spawn_blocking(move || http(port, "POST", &path, &body).map(|(s, _)| s).unwrap_or(0))
-            .await
-            .unwrap_or(0);
+        let status = http(port, "POST", &path, &body).await.map_or(0, |(s, _)| s);
         match status {
             503 if attempt < 11 => tokio::time::sleep(Duration::from_millis(250)).await,
             502 | 0 if attempt < 3 => tokio::time::sleep(Duration::from_millis(400)).await,
@@ -225,7 +222,14 @@ async fn click_in_slack(port: u16, click: &str) -> u16 {
 }
 
 async fn get(port: u16, path: String) -> u16 {
-    tokio::task::spawn_blocking(move || http(port, "GET", &path, "").map(|(s, _)| s).unwrap_or(0)).await.unwrap_or(0)
+    http(port, "GET", &path, "").await.map_or(0, |(s, _)| s)
+}
+
+impl Drop for Approvers {
+    /// Answers still waiting for their moment end with the run (one the watchdog gave up on included).
+    fn drop(&mut self) {
+        self.later.iter().for_each(tokio::task::JoinHandle::abort);
+    }
 }
 
 impl Approvers {
@@ -397,7 +401,7 @@ impl Approvers {
 /// The keep-it link the owner of `resource_id` was mailed (SES, as moto kept it), if an owner was told: its path and
 /// query.
 async fn owner_keep_link(moto_port: u16, resource_id: &str) -> Option<String> {
-    let sent = tokio::task::spawn_blocking(move || finops_testkit::moto::ses_sent(moto_port)).await.ok()?;
+    let sent = finops_testkit::moto::ses_sent(moto_port).await;
     sent.iter()
         .flat_map(|m| finops_testkit::mail::keep_links(&m.body))
         .find(|(id, _)| id == resource_id)

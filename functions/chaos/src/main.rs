@@ -23,7 +23,7 @@ use finops_testkit::workflow::WorkflowTimings;
 use crate::functions::ChaosFunctions;
 use crate::invariants::INVARIANTS;
 use crate::proxy::FaultProxy;
-use crate::run::{run_one, Harness, RunResult};
+use crate::run::{run_watched, Harness, RunResult, HUNG};
 
 fn env_number(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
@@ -42,9 +42,11 @@ fn env_number(name: &str) -> Option<u64> {
 /// One worker's AWS: a moto whose Step Functions interpreter calls this worker's Lambda endpoint, the fault proxy in
 /// front of it, and the functions that endpoint runs.
 async fn harness(proxy_seed: u64) -> (Harness, MotoServer) {
+    // An execution is stopped past 150 s; setup, undo links and the evidence take well under a minute more.
+    let deadline = Duration::from_secs(150);
     let lambda = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the Lambda endpoint");
     let lambda_port = lambda.local_addr().expect("address").port();
-    let moto = MotoServer::start_with_env(&[("MOTO_PORT", lambda_port.to_string())]);
+    let moto = MotoServer::start_with_env(&[("MOTO_PORT", lambda_port.to_string())]).await;
     let moto_addr = ([127, 0, 0, 1], moto.port).into();
     let proxy = FaultProxy::start(moto_addr, proxy_seed).await;
     let functions = Arc::new(ChaosFunctions::default());
@@ -64,7 +66,10 @@ async fn harness(proxy_seed: u64) -> (Harness, MotoServer) {
             deployment_mode: "act",
             fan_out: false,
         },
-        deadline: Duration::from_secs(150),
+        deadline,
+        budget: deadline * 2,
+        calm: false,
+        undo_chance: 1.0 / 3.0,
     };
     (harness, moto)
 }
@@ -88,7 +93,7 @@ async fn main() {
             let mut results = Vec::new();
             for n in (worker..runs).step_by(workers as usize) {
                 let seed = first_seed.wrapping_add(n);
-                let r = run_one(&harness, seed, &mut image_id).await;
+                let r = run_watched(&harness, seed, &mut image_id).await;
                 eprintln!(
                     "run {:>4} seed {seed}: {:>5.1}s (setup {:.1}s, execution {:.1}s) {:<9} fleet {} proposed {} approved {} stopped {} undone {} {:?}{} | {}",
                     n + 1,
@@ -125,7 +130,11 @@ async fn main() {
     let results: Vec<RunResult> = results.into_iter().map(|(_, r)| r).collect();
     let total = started.elapsed().as_secs_f64();
     print_table(&results, total, first_seed, workers);
-    if results.iter().any(|r| !r.violations.is_empty()) {
+    let hung: Vec<u64> = results.iter().filter(|r| r.status == HUNG).map(|r| r.seed).collect();
+    if !hung.is_empty() {
+        println!("\nharness failures: runs that did not end within their budget (replay with CHAOS_SEED=<seed> CHAOS_RUNS=1): {hung:?}");
+    }
+    if results.iter().any(|r| !r.violations.is_empty()) || !hung.is_empty() {
         std::process::exit(1);
     }
 }
@@ -186,5 +195,51 @@ fn print_table(results: &[RunResult], seconds: f64, first_seed: u64, workers: u6
     let failing: Vec<u64> = results.iter().filter(|r| !r.violations.is_empty()).map(|r| r.seed).collect();
     if !failing.is_empty() {
         println!("\nruns with violations (replay with CHAOS_SEED=<seed> CHAOS_RUNS=1): {failing:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One calm worker (no faults; every undo link mailed is followed): its runs' results, in order, each under the
+    /// watchdog with the budget given.
+    async fn calm_worker(worker: u64, runs: Vec<(u64, Duration)>) -> Vec<RunResult> {
+        let (mut harness, moto) = harness(worker).await;
+        harness.calm = true;
+        harness.undo_chance = 1.0;
+        // Long enough that approvers answer in time on a loaded machine (the test binaries run side by side).
+        harness.timings.approval_timeout_seconds = 15;
+        let mut image_id = None;
+        let mut results = Vec::new();
+        for (seed, budget) in runs {
+            harness.budget = budget;
+            results.push(run_watched(&harness, seed, &mut image_id).await);
+        }
+        drop(moto);
+        results
+    }
+
+    /// Two runs at once on the two worker threads this 2-core machine gives a runtime, each following every undo link
+    /// it was mailed: approval pages, approvers and undo posts share the one runtime, and neither run may wait on the
+    /// other (a blocking HTTP client here once held both threads while the page it waited for needed one: a batch
+    /// hung). Then a run past its budget: reported as a harness failure with its seed, and the worker goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_runs_at_once_follow_their_undo_links_and_a_run_past_its_budget_is_a_harness_failure() {
+        let generous = Duration::from_secs(240);
+        let first = tokio::spawn(calm_worker(1, vec![(11, generous)]));
+        let second =
+            tokio::spawn(calm_worker(2, vec![(12, generous), (13, Duration::from_millis(200)), (14, generous)]));
+        let (first, second) = (first.await.expect("worker 1"), second.await.expect("worker 2"));
+        for r in [&first[0], &second[0], &second[2]] {
+            assert_eq!(r.status, "SUCCEEDED", "seed {}: {:?}", r.seed, r.failure);
+            assert!(r.violations.is_empty(), "seed {}: {:?}", r.seed, r.violations);
+        }
+        for r in [&first[0], &second[0]] {
+            assert!(r.undone > 0, "seed {}: no undo link was followed to its end ({} stopped)", r.seed, r.stopped);
+        }
+        let hung = &second[1];
+        assert_eq!(hung.status, HUNG);
+        assert!(hung.failure.as_deref().is_some_and(|f| f.contains("CHAOS_SEED=13")), "{:?}", hung.failure);
     }
 }

@@ -99,6 +99,19 @@ impl FaultPlan {
         }
     }
 
+    /// No fault at all, the scripted model: a run where what the approvers do is all that happens (the harness's own
+    /// tests).
+    pub fn calm(fleet_size: usize) -> Self {
+        Self {
+            api: Vec::new(),
+            steps: Vec::new(),
+            model: ModelBehaviour::Script,
+            secret_outage: None,
+            fleet_size,
+            regions: vec!["ap-southeast-2"],
+        }
+    }
+
     /// One line: what this run will suffer.
     pub fn describe(&self) -> String {
         let mut parts: Vec<String> = self

@@ -40,8 +40,45 @@ pub struct Harness {
     pub proxy: FaultProxy,
     pub functions: Arc<ChaosFunctions>,
     pub timings: WorkflowTimings,
-    /// Longest a run may take before it counts as stuck.
+    /// Longest an execution may take before it counts as stuck (and is stopped).
     pub deadline: Duration,
+    /// Longest a whole run may take (setup, execution, undo links, evidence) before the watchdog ends it as a hang
+    /// of the harness: see [`run_watched`].
+    pub budget: Duration,
+    /// No faults (a [`FaultPlan::calm`] run) when set: the harness's own tests.
+    pub calm: bool,
+    /// How likely an undo link the approvers were mailed is followed (a third in the batches).
+    pub undo_chance: f64,
+}
+
+/// A task that ends with its owner: a run the watchdog gave up on takes its approval page with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The status of a run the watchdog ended.
+pub const HUNG: &str = "HUNG";
+
+/// [`run_one`] under a watchdog: a run past the harness's budget is dropped (its page and answers with it) and
+/// reported as a harness failure with its seed, so that a batch goes on instead of waiting for ever.
+pub async fn run_watched(h: &Harness, seed: u64, image_id: &mut Option<String>) -> RunResult {
+    match tokio::time::timeout(h.budget, run_one(h, seed, image_id)).await {
+        Ok(result) => result,
+        Err(_) => RunResult {
+            seed,
+            seconds: h.budget.as_secs_f64(),
+            status: HUNG.to_owned(),
+            failure: Some(format!(
+                "harness failure: the run did not end within its budget of {} s (replay with CHAOS_SEED={seed} CHAOS_RUNS=1)",
+                h.budget.as_secs()
+            )),
+            ..RunResult::default()
+        },
+    }
 }
 
 /// What one run did and broke.
@@ -72,8 +109,8 @@ pub struct RunResult {
     pub failure: Option<String>,
 }
 
-/// The state machine as `make demo` runs it, with every retry's first wait cut to one second (the same attempts
-/// and backoff): the faults make Step Functions retry often, and runs must stay short.
+/// The state machine as `make demo` runs it, with every retry's wait cut to at most one second (the same errors and
+/// attempts; no backoff): the faults make Step Functions retry often, and a thousand runs must fit in 45 minutes.
 fn quick_retries(definition: &str) -> String {
     fn walk(v: &mut Value) {
         match v {
@@ -81,6 +118,7 @@ fn quick_retries(definition: &str) -> String {
                 if let Some(Value::Array(retries)) = map.get_mut("Retry") {
                     for r in retries {
                         r["IntervalSeconds"] = json!(1);
+                        r["BackoffRate"] = json!(1.0);
                     }
                 }
                 map.values_mut().for_each(walk);
@@ -99,8 +137,8 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     let mut rng = Rng::new(seed);
     let (mut fleet_rng, mut plan_rng, approver_rng) = (rng.fork(1), rng.fork(2), rng.fork(3));
     let mut undo_rng = rng.fork(4);
-    let plan = FaultPlan::draw(&mut plan_rng);
-    let (status, body) = http(h.moto_port, "POST", "/moto-api/reset", "").expect("reset moto");
+    let plan = if h.calm { FaultPlan::calm(4 + plan_rng.below(5) as usize) } else { FaultPlan::draw(&mut plan_rng) };
+    let (status, body) = http(h.moto_port, "POST", "/moto-api/reset", "").await.expect("reset moto");
     assert_eq!(status, 200, "moto reset: {body}");
 
     let env = WorkflowEnv::create(h.moto_port, &h.direct, &h.timings).await;
@@ -132,7 +170,7 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
         .await
         .expect("the verified sender of owner notices");
     let callback = ApprovalCallback::from_vars(&h.faulty, &vars).expect("callback settings");
-    let page_task = tokio::spawn(approval_page::serve(page, Arc::new(callback)));
+    let page_task = AbortOnDrop(tokio::spawn(approval_page::serve(page, Arc::new(callback))));
     let functions = LocalFunctions::new(&h.faulty, &vars).expect("the functions' environment");
     h.functions.install(functions, plan.steps.clone(), seed ^ 0x5EED);
 
@@ -188,7 +226,7 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
         undo_offers.extend(finops_testkit::mail::undo_offers(&email));
     }
     let undo_posts = match &status[..] {
-        "SUCCEEDED" => follow_undo_links(&env, &ec2, page_port, &undo_offers, &mut undo_rng).await,
+        "SUCCEEDED" => follow_undo_links(&env, &ec2, page_port, &undo_offers, h.undo_chance, &mut undo_rng).await,
         _ => Vec::new(),
     };
     h.proxy.calm();
@@ -199,7 +237,7 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
         approvers.on_digest(&email).await;
     }
     approvers.after_run().await;
-    page_task.abort();
+    drop(page_task);
 
     let output = output.unwrap_or(Value::Null);
     let mut evidence = gather(h, &env, &run_id, &fleet, &output).await;
@@ -269,11 +307,12 @@ async fn follow_undo_links(
     ec2: &aws_sdk_ec2::Client,
     page_port: u16,
     offers: &[finops_testkit::mail::UndoOffer],
+    chance: f64,
     rng: &mut Rng,
 ) -> Vec<UndoPost> {
     let mut posts = Vec::new();
     for offer in offers {
-        if !rng.chance(1.0 / 3.0) {
+        if !rng.chance(chance) {
             continue;
         }
         let path = finops_testkit::mail::path_and_query(&offer.url).to_owned();
@@ -293,17 +332,9 @@ async fn follow_undo_links(
             }
             _ => None,
         };
-        let _ = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || http(page_port, "GET", &path, "")
-        })
-        .await;
+        let _ = http(page_port, "GET", &path, "").await;
         for _ in 0..2 {
-            let path = path.clone();
-            let status =
-                tokio::task::spawn_blocking(move || http(page_port, "POST", &path, "decision=undo").map_or(0, |r| r.0))
-                    .await
-                    .unwrap_or(0);
+            let status = http(page_port, "POST", &path, "decision=undo").await.map_or(0, |r| r.0);
             posts.push(UndoPost {
                 resource_id: offer.resource_id.clone(),
                 undo_id: undo_id.clone(),

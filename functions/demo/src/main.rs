@@ -125,7 +125,7 @@ async fn main() {
         }
         None => {
             say("starting moto (emulated AWS) on 127.0.0.1 ...");
-            let server = MotoServer::start_with_env(&[("MOTO_PORT", lambda_port.to_string())]);
+            let server = MotoServer::start_with_env(&[("MOTO_PORT", lambda_port.to_string())]).await;
             let endpoint = server.endpoint.clone();
             say(format!("moto is up at {endpoint}; its Lambda calls go to the local endpoint on port {lambda_port}"));
             (Some(server), endpoint)
@@ -329,7 +329,7 @@ async fn main() {
             let url = if auto == "approve" { &offer.approve } else { &offer.deny };
             let path = finops_testkit::mail::path_and_query(url);
             let (status, _) =
-                http(args.approval_port, "POST", path, &format!("decision={auto}")).expect("approval page");
+                http(args.approval_port, "POST", path, &format!("decision={auto}")).await.expect("approval page");
             match status {
                 // The approval map's wait had not attached its task token yet: the same link, a moment later.
                 503 => still_waiting.push((approver, offer)),

@@ -64,7 +64,7 @@ const PLATFORM: &str = "platform@example.com";
 async fn organization(mode: &'static str, approval_timeout: u32, approval_base_url: &str) -> Organization {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
-    let moto = MotoServer::start_with_env(&[("MOTO_PORT", router_port.to_string())]);
+    let moto = MotoServer::start_with_env(&[("MOTO_PORT", router_port.to_string())]).await;
     let hub = sdk_config(&moto.endpoint, REGIONS[0]).await;
     let timings = WorkflowTimings {
         approval_timeout_seconds: approval_timeout,
@@ -239,14 +239,14 @@ async fn an_approved_proposal_in_a_member_account_is_snapshotted_and_stopped_the
     let path = |url: &str| url.strip_prefix(&base).unwrap().to_owned();
     // A data-team link "made" the platform approver's (its recipient swapped) is refused: the signature covers it.
     let swapped = path(&idle.approve).replace("to=data-team%40example.com", "to=platform%40example.com");
-    let (status, page) = finops_testkit::moto::http(port, "POST", &swapped, "decision=approve").unwrap();
+    let (status, page) = finops_testkit::moto::http(port, "POST", &swapped, "decision=approve").await.unwrap();
     assert_eq!(status, 403, "{page}");
     for url in [&idle.approve, &volume.approve] {
         let mut status = 503;
         for _ in 0..100 {
             // A name typed in the form is nobody's identity: the data team's link decides as the data team.
             let body = "decision=approve&approver=platform%40example.com";
-            status = finops_testkit::moto::http(port, "POST", &path(url), body).unwrap().0;
+            status = finops_testkit::moto::http(port, "POST", &path(url), body).await.unwrap().0;
             if status != 503 {
                 break;
             }

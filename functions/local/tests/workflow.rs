@@ -61,7 +61,7 @@ async fn deployment_with(
 ) -> Workflow {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let router_port = listener.local_addr().unwrap().port();
-    let moto = MotoServer::start_with_env(&[("MOTO_PORT", router_port.to_string())]);
+    let moto = MotoServer::start_with_env(&[("MOTO_PORT", router_port.to_string())]).await;
     let config = sdk_config(&moto.endpoint, "ap-southeast-2").await;
     let timings = WorkflowTimings {
         approval_timeout_seconds: approval_timeout,
@@ -726,13 +726,13 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let browser = finops_testkit::browser::Browser::start();
-    browser.goto(&approve);
-    browser.wait_for("Approve stopping dev-raj-sandbox");
+    let browser = finops_testkit::browser::Browser::start().await;
+    browser.goto(&approve).await;
+    browser.wait_for("Approve stopping dev-raj-sandbox").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(w.env.plumbing.status(&execution).await, "RUNNING", "the page alone decided nothing");
     assert_eq!(instance_state(&w, dev).await.0, "running");
-    let page = browser.source();
+    let page = browser.source().await;
     assert!(page.contains("t3.xlarge") && page.contains("per month"), "the evidence and the saving are on the page");
     // The lookback as a picture, as Chromium renders it: 14 days of each series and the rule's limits.
     assert_eq!(page.matches("<svg").count(), 2, "the chart is on the page");
@@ -740,15 +740,15 @@ async fn a_person_follows_the_emailed_link_in_chromium_during_a_full_run() {
     // Who decides is the link's recipient, named on the page; nothing to type, and no link to another decision.
     assert!(page.contains(&format!("<strong id=\"decider\">{APPROVER}</strong>")), "{page}");
     assert!(!page.contains("id=\"approver\"") && !page.contains("<a "), "{page}");
-    browser.click("#approve");
-    browser.wait_for("Decision recorded");
+    browser.click("#approve").await;
+    browser.wait_for("Decision recorded").await;
     let (status, states, _) = finished(&w, &execution).await;
     assert_eq!(status, "SUCCEEDED");
     assert!(states.contains(&"Stop Instance".to_string()), "{states:?}");
     assert_eq!(instance_state(&w, dev).await.0, "stopped");
     // Back and reload: the page now says it was decided, with a 4xx, and nothing more happens.
-    browser.goto(&approve);
-    browser.wait_for("Already decided");
+    browser.goto(&approve).await;
+    browser.wait_for("Already decided").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -849,7 +849,7 @@ async fn a_scripted_slack_click_approves_an_instance_and_its_message_and_its_own
     // Its owner (Owner tag raj@example.com) heard of the proposal with the Snooze link only, then of the outcome.
     let moto_port: u16 = w.config.endpoint_url().unwrap().rsplit(':').next().unwrap().parse().unwrap();
     let to_raj: Vec<_> =
-        finops_testkit::moto::ses_sent(moto_port).into_iter().filter(|m| m.to == ["raj@example.com"]).collect();
+        finops_testkit::moto::ses_sent(moto_port).await.into_iter().filter(|m| m.to == ["raj@example.com"]).collect();
     assert_eq!(to_raj.len(), 2, "{to_raj:?}");
     assert!(to_raj.iter().all(|m| m.source == "finops@example.com"));
     // The owner's link is their own kind (an owner's keep-it, signed for them), never an approver's link.
@@ -1013,11 +1013,11 @@ async fn pressing_enter_on_the_deny_page_denies() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // The page's one button is its own decision: Enter on it denies, as the person the link was sent to.
-    let browser = finops_testkit::browser::Browser::start();
-    browser.goto(&deny);
-    browser.wait_for("Deny stopping qa-perf-rig");
-    browser.press_enter("#deny");
-    browser.wait_for("Decision recorded");
+    let browser = finops_testkit::browser::Browser::start().await;
+    browser.goto(&deny).await;
+    browser.wait_for("Deny stopping qa-perf-rig").await;
+    browser.press_enter("#deny").await;
+    browser.wait_for("Decision recorded").await;
     let (status, states, output) = finished(&w, &execution).await;
     assert_eq!(status, "SUCCEEDED");
     assert!(states.contains(&"Record Denial".to_string()), "{states:?}");

@@ -17,6 +17,7 @@ async fn daily_costs_are_read_from_get_cost_and_usage() {
         })).collect::<Vec<_>>()
     }]});
     let (status, body) = http(moto.port, "POST", "/moto-api/static/ce/cost-and-usage-results", &results.to_string())
+        .await
         .expect("moto's API");
     assert_eq!(status, 201, "{body}");
     let config = moto.sdk_config("ap-southeast-2").await;

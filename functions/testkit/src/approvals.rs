@@ -33,6 +33,7 @@ pub async fn approval_plumbing_on(moto_port: u16, config: &SdkConfig) -> Approva
         "/moto-api/config",
         r#"{"stepfunctions": {"execute_state_machine": true}}"#,
     )
+    .await
     .expect("moto config");
     assert!((200..300).contains(&status), "{status}: {body}");
     let ddb = aws_sdk_dynamodb::Client::new(config);

@@ -4,11 +4,10 @@
 //! `FINOPS_MOTO_PYTHON`). It exits when the test binary's end closes its standard input, so no server outlives
 //! the tests. Tests share the server one at a time: [`moto`] takes a lock and resets moto's state first.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
@@ -20,7 +19,7 @@ pub struct MotoServer {
     _child: Mutex<Child>,
 }
 
-static SERVER: OnceLock<MotoServer> = OnceLock::new();
+static SERVER: tokio::sync::OnceCell<MotoServer> = tokio::sync::OnceCell::const_new();
 static EXCLUSIVE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Exclusive use of the shared moto server, freshly reset.
@@ -53,13 +52,13 @@ fn free_port() -> u16 {
 
 impl MotoServer {
     /// Starts a server on a free port and waits until it answers.
-    pub fn start() -> Self {
-        Self::start_with_env(&[])
+    pub async fn start() -> Self {
+        Self::start_with_env(&[]).await
     }
 
     /// Starts a server with extra environment, for example `MOTO_PORT` pointing its Step Functions interpreter's
     /// Lambda calls at a local Lambda endpoint.
-    pub fn start_with_env(env: &[(&str, String)]) -> Self {
+    pub async fn start_with_env(env: &[(&str, String)]) -> Self {
         let port = free_port();
         let launcher = workspace_root().join("tests/moto/launcher.py");
         let log = std::env::temp_dir().join(format!("finops-moto-{port}.log"));
@@ -75,11 +74,11 @@ impl MotoServer {
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok((200, _)) = http(port, "GET", "/moto-api/data.json", "") {
+            if let Ok((200, _)) = http(port, "GET", "/moto-api/data.json", "").await {
                 break;
             }
             assert!(Instant::now() < deadline, "moto did not start on port {port}; see {}", log.display());
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Self { endpoint, port, _child: Mutex::new(child) }
     }
@@ -96,8 +95,8 @@ impl Drop for MotoServer {
 /// Takes the shared server (starting it on first use) and resets every service's state.
 pub async fn moto() -> MotoSession {
     let guard = EXCLUSIVE.lock().await;
-    let server = SERVER.get_or_init(MotoServer::start);
-    let (status, body) = http(server.port, "POST", "/moto-api/reset", "").expect("reset moto");
+    let server = SERVER.get_or_init(MotoServer::start).await;
+    let (status, body) = http(server.port, "POST", "/moto-api/reset", "").await.expect("reset moto");
     assert_eq!(status, 200, "moto reset failed: {body}");
     MotoSession { endpoint: server.endpoint.clone(), port: server.port, _guard: guard }
 }
@@ -109,8 +108,8 @@ impl MotoSession {
     }
 
     /// POSTs JSON to a moto control endpoint (`/moto-api/config`, ...).
-    pub fn control(&self, path: &str, json: &str) -> (u16, String) {
-        http(self.port, "POST", path, json).expect("moto control call")
+    pub async fn control(&self, path: &str, json: &str) -> (u16, String) {
+        http(self.port, "POST", path, json).await.expect("moto control call")
     }
 }
 
@@ -130,26 +129,34 @@ pub async fn sdk_config(endpoint: &str, region: &str) -> SdkConfig {
         .build()
 }
 
-/// Minimal HTTP/1.1 client for moto's control API and ChromeDriver (no dependency for a few calls). Reads the
-/// body by Content-Length: some servers keep the connection open despite `Connection: close`.
-pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-    let stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut writer = &stream;
-    write!(
-        writer,
+/// Minimal HTTP/1.1 client for moto's control API, ChromeDriver and the local approval page (no dependency for a
+/// few calls). Async on purpose: the harnesses call it from the runtime that also serves the pages they ask, and a
+/// blocking read there can hold both worker threads while the answer waits for one of them. Reads the body by
+/// Content-Length: some servers keep the connection open despite `Connection: close`. Gives up after 60 s.
+pub async fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    match tokio::time::timeout(Duration::from_secs(60), exchange(port, method, path, body)).await {
+        Ok(answer) => answer,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{method} {path}: no answer in 60 s"))),
+    }
+}
+
+async fn exchange(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    )?;
-    let mut reader = std::io::BufReader::new(&stream);
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut reader = tokio::io::BufReader::new(stream);
     let mut status_line = String::new();
-    std::io::BufRead::read_line(&mut reader, &mut status_line)?;
+    reader.read_line(&mut status_line).await?;
     let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let mut length: Option<usize> = None;
     let mut chunked = false;
     loop {
         let mut line = String::new();
-        if std::io::BufRead::read_line(&mut reader, &mut line)? == 0 || line == "\r\n" {
+        if reader.read_line(&mut line).await? == 0 || line == "\r\n" {
             break;
         }
         let lower = line.to_ascii_lowercase();
@@ -164,20 +171,20 @@ pub fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<
     if chunked {
         loop {
             let mut size_line = String::new();
-            std::io::BufRead::read_line(&mut reader, &mut size_line)?;
+            reader.read_line(&mut size_line).await?;
             let size = usize::from_str_radix(size_line.trim(), 16).unwrap_or(0);
             if size == 0 {
                 break;
             }
             let mut chunk = vec![0; size + 2];
-            reader.read_exact(&mut chunk)?;
+            reader.read_exact(&mut chunk).await?;
             body.extend_from_slice(&chunk[..size]);
         }
     } else if let Some(n) = length {
         body.resize(n, 0);
-        reader.read_exact(&mut body)?;
+        reader.read_exact(&mut body).await?;
     } else {
-        reader.read_to_end(&mut body)?;
+        reader.read_to_end(&mut body).await?;
     }
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
@@ -192,8 +199,8 @@ pub struct SentEmail {
 }
 
 /// Every email SES (v1 or v2) has sent on the moto at `port`, in order.
-pub fn ses_sent(port: u16) -> Vec<SentEmail> {
-    let (status, body) = http(port, "GET", "/moto-api/data.json", "").expect("moto's data");
+pub async fn ses_sent(port: u16) -> Vec<SentEmail> {
+    let (status, body) = http(port, "GET", "/moto-api/data.json", "").await.expect("moto's data");
     assert_eq!(status, 200, "{body}");
     let data: serde_json::Value = serde_json::from_str(&body).expect("moto's data is JSON");
     let text = |m: &serde_json::Value, k: &str| m[k].as_str().unwrap_or_default().to_owned();

@@ -268,9 +268,10 @@ impl WorkflowEnv {
     /// ended (none if the page refused).
     pub async fn follow_undo_link(&self, approval_port: u16, url: &str) -> (u16, Option<(String, serde_json::Value)>) {
         let path = &url[url.find("/approvals/").expect("an approval page link")..];
-        let (shown, _) = crate::moto::http(approval_port, "GET", path, "").expect("the approval page");
+        let (shown, _) = crate::moto::http(approval_port, "GET", path, "").await.expect("the approval page");
         assert_eq!(shown, 200, "GET {path}");
-        let (status, _) = crate::moto::http(approval_port, "POST", path, "decision=undo").expect("the approval page");
+        let (status, _) =
+            crate::moto::http(approval_port, "POST", path, "decision=undo").await.expect("the approval page");
         if status != 200 {
             return (status, None);
         }

@@ -1,0 +1,160 @@
+//! The metrics handler's CPU against a floor measured on the same data, so that the figure means the same on any
+//! machine: the handler is fed GetMetricData answers as CloudWatch sends them (JSON, recorded once from the
+//! synthetic fleet), and the floor is the CPU of only reading those same answers into the step's types. The handler
+//! cannot do less than read its input; the ratio says how much more it does (target: at most 2x).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use finops_aws::FinopsError;
+use finops_core::LookbackWindow;
+use finops_metrics::synthetic::SyntheticMetrics;
+use finops_metrics::{MetricDataPage, MetricQuery, MetricSeries, MetricsApi};
+use finops_testkit::process_cpu_time;
+use serde::{Deserialize, Serialize};
+
+/// GetMetricData's answer in CloudWatch's JSON protocol (the fields the step reads; timestamps in epoch seconds).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Answer {
+    metric_data_results: Vec<AnswerSeries>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_token: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AnswerSeries {
+    id: String,
+    label: String,
+    timestamps: Vec<f64>,
+    values: Vec<f64>,
+    status_code: String,
+}
+
+/// One call's key: the ids of its queries, in order (the handler's calls run concurrently, so order of calls is not
+/// a key).
+fn key(queries: &[MetricQuery], next_token: &Option<String>) -> String {
+    let mut key = next_token.clone().unwrap_or_default();
+    for q in queries {
+        key.push(',');
+        key.push_str(&q.id);
+    }
+    key
+}
+
+/// Reads one recorded answer into the step's types: what any CloudWatch client must do at the least.
+fn read(bytes: &[u8]) -> MetricDataPage {
+    let answer: Answer = serde_json::from_slice(bytes).expect("a recorded GetMetricData answer");
+    MetricDataPage {
+        series: answer
+            .metric_data_results
+            .into_iter()
+            .map(|s| MetricSeries {
+                id: s.id,
+                timestamps: s.timestamps.into_iter().map(|t| t as i64).collect(),
+                values: s.values,
+            })
+            .collect(),
+        next_token: answer.next_token,
+    }
+}
+
+/// The synthetic CloudWatch, with every answer it gives written down as CloudWatch would send it.
+pub struct Recorder {
+    pub inner: SyntheticMetrics,
+    answers: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl Recorder {
+    pub fn new(inner: SyntheticMetrics) -> Self {
+        Self { inner, answers: Mutex::default() }
+    }
+
+    pub fn into_replay(self) -> Replay {
+        Replay { answers: self.answers.into_inner().unwrap_or_else(|p| p.into_inner()) }
+    }
+}
+
+impl MetricsApi for Recorder {
+    async fn memory_dimensions(&self, region: &str) -> Result<HashMap<String, Vec<(String, String)>>, FinopsError> {
+        self.inner.memory_dimensions(region).await
+    }
+
+    async fn get_metric_data(
+        &self,
+        region: &str,
+        queries: &[MetricQuery],
+        window: &LookbackWindow,
+        next_token: Option<String>,
+    ) -> Result<MetricDataPage, FinopsError> {
+        let k = key(queries, &next_token);
+        let page = self.inner.get_metric_data(region, queries, window, next_token).await?;
+        let answer = Answer {
+            metric_data_results: page
+                .series
+                .iter()
+                .map(|s| AnswerSeries {
+                    id: s.id.clone(),
+                    label: s.id.clone(),
+                    timestamps: s.timestamps.iter().map(|&t| t as f64).collect(),
+                    values: s.values.clone(),
+                    status_code: "Complete".into(),
+                })
+                .collect(),
+            next_token: page.next_token.clone(),
+        };
+        let bytes = serde_json::to_vec(&answer).expect("an answer");
+        self.answers.lock().unwrap_or_else(|p| p.into_inner()).insert(k, bytes);
+        Ok(page)
+    }
+}
+
+/// A CloudWatch that answers each call with its recorded bytes, read as a client reads them.
+pub struct Replay {
+    answers: HashMap<String, Vec<u8>>,
+}
+
+impl Replay {
+    /// The answers' size, bytes, and how many.
+    pub fn size(&self) -> (usize, usize) {
+        (self.answers.values().map(Vec::len).sum(), self.answers.len())
+    }
+
+    /// The floor: the least CPU reading every recorded answer takes, over `rounds` rounds.
+    pub fn floor(&self, rounds: usize) -> Duration {
+        (0..rounds)
+            .map(|_| {
+                let before = process_cpu_time();
+                for bytes in self.answers.values() {
+                    std::hint::black_box(read(bytes));
+                }
+                process_cpu_time() - before
+            })
+            .min()
+            .unwrap_or_default()
+    }
+}
+
+impl MetricsApi for Replay {
+    async fn memory_dimensions(&self, _region: &str) -> Result<HashMap<String, Vec<(String, String)>>, FinopsError> {
+        Ok(HashMap::new())
+    }
+
+    async fn get_metric_data(
+        &self,
+        _region: &str,
+        queries: &[MetricQuery],
+        _window: &LookbackWindow,
+        next_token: Option<String>,
+    ) -> Result<MetricDataPage, FinopsError> {
+        let bytes = self.answers.get(&key(queries, &next_token)).unwrap_or_else(|| {
+            panic!(
+                "no recorded answer for a call of {} queries: the handler asked what it did not ask before",
+                queries.len()
+            )
+        });
+        Ok(read(bytes))
+    }
+}
