@@ -117,7 +117,7 @@ CHAOS_RUNS ?= 50
 FUZZ_CASES ?= 50000
 chaos: venv
 	FINOPS_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -q --workspace --lib fuzz
-	@# The whole workspace, as the tests build it: one set of features, so nothing compiles twice.
+	@# The whole workspace, as `make demo` builds it (and with the features `make test` resolves): nothing compiles twice.
 	$(CARGO) build -q --workspace
 	CHAOS_RUNS=$(CHAOS_RUNS) ./target/debug/finops-chaos
 

@@ -33,13 +33,15 @@ struct AnswerSeries {
     status_code: String,
 }
 
-/// One call's key: the ids of its queries, in order (the handler's calls run concurrently, so order of calls is not
-/// a key).
-fn key(queries: &[MetricQuery], next_token: &Option<String>) -> String {
-    let mut key = next_token.clone().unwrap_or_default();
+/// One call's key: its region, page token and every query (id, metric, dimensions). Not the order of calls (they run
+/// concurrently), nor the ids alone (each stage numbers its queries from q0 again).
+fn key(region: &str, queries: &[MetricQuery], next_token: &Option<String>) -> String {
+    let mut key = format!("{region}|{}", next_token.as_deref().unwrap_or_default());
     for q in queries {
-        key.push(',');
-        key.push_str(&q.id);
+        key.push_str(&format!("|{}:{:?}", q.id, q.kind));
+        for (name, value) in q.dimensions.iter() {
+            key.push_str(&format!(":{name}={value}"));
+        }
     }
     key
 }
@@ -61,25 +63,34 @@ fn read(bytes: &[u8]) -> MetricDataPage {
     }
 }
 
+/// ListMetrics' memory dimensions by region, then by instance id, as the handler was told them.
+type MemoryByRegion = HashMap<String, HashMap<String, Vec<(String, String)>>>;
+
 /// The synthetic CloudWatch, with every answer it gives written down as CloudWatch would send it.
 pub struct Recorder {
     pub inner: SyntheticMetrics,
     answers: Mutex<HashMap<String, Vec<u8>>>,
+    memory: Mutex<MemoryByRegion>,
 }
 
 impl Recorder {
     pub fn new(inner: SyntheticMetrics) -> Self {
-        Self { inner, answers: Mutex::default() }
+        Self { inner, answers: Mutex::default(), memory: Mutex::default() }
     }
 
     pub fn into_replay(self) -> Replay {
-        Replay { answers: self.answers.into_inner().unwrap_or_else(|p| p.into_inner()) }
+        Replay {
+            answers: self.answers.into_inner().unwrap_or_else(|p| p.into_inner()),
+            memory: self.memory.into_inner().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 }
 
 impl MetricsApi for Recorder {
     async fn memory_dimensions(&self, region: &str) -> Result<HashMap<String, Vec<(String, String)>>, FinopsError> {
-        self.inner.memory_dimensions(region).await
+        let found = self.inner.memory_dimensions(region).await?;
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).insert(region.to_owned(), found.clone());
+        Ok(found)
     }
 
     async fn get_metric_data(
@@ -89,7 +100,7 @@ impl MetricsApi for Recorder {
         window: &LookbackWindow,
         next_token: Option<String>,
     ) -> Result<MetricDataPage, FinopsError> {
-        let k = key(queries, &next_token);
+        let k = key(region, queries, &next_token);
         let page = self.inner.get_metric_data(region, queries, window, next_token).await?;
         let answer = Answer {
             metric_data_results: page
@@ -106,7 +117,8 @@ impl MetricsApi for Recorder {
             next_token: page.next_token.clone(),
         };
         let bytes = serde_json::to_vec(&answer).expect("an answer");
-        self.answers.lock().unwrap_or_else(|p| p.into_inner()).insert(k, bytes);
+        let earlier = self.answers.lock().unwrap_or_else(|p| p.into_inner()).insert(k, bytes);
+        assert!(earlier.is_none(), "two calls with one key: the replay could not tell them apart");
         Ok(page)
     }
 }
@@ -114,6 +126,7 @@ impl MetricsApi for Recorder {
 /// A CloudWatch that answers each call with its recorded bytes, read as a client reads them.
 pub struct Replay {
     answers: HashMap<String, Vec<u8>>,
+    memory: MemoryByRegion,
 }
 
 impl Replay {
@@ -138,18 +151,18 @@ impl Replay {
 }
 
 impl MetricsApi for Replay {
-    async fn memory_dimensions(&self, _region: &str) -> Result<HashMap<String, Vec<(String, String)>>, FinopsError> {
-        Ok(HashMap::new())
+    async fn memory_dimensions(&self, region: &str) -> Result<HashMap<String, Vec<(String, String)>>, FinopsError> {
+        Ok(self.memory.get(region).cloned().unwrap_or_default())
     }
 
     async fn get_metric_data(
         &self,
-        _region: &str,
+        region: &str,
         queries: &[MetricQuery],
         _window: &LookbackWindow,
         next_token: Option<String>,
     ) -> Result<MetricDataPage, FinopsError> {
-        let bytes = self.answers.get(&key(queries, &next_token)).unwrap_or_else(|| {
+        let bytes = self.answers.get(&key(region, queries, &next_token)).unwrap_or_else(|| {
             panic!(
                 "no recorded answer for a call of {} queries: the handler asked what it did not ask before",
                 queries.len()

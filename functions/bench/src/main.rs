@@ -85,11 +85,14 @@ const ROUNDS: usize = 5;
 /// The handler's CPU on recorded CloudWatch answers, the floor on the same answers, and the ratio, for `stages`.
 async fn against_floor(store: &MemoryRunStore, event: &serde_json::Value, stages: MetricStages) -> [String; 3] {
     let recorder = floor::Recorder::new(SyntheticMetrics::with_idle_percent(CANDIDATE_PERCENT));
-    run_handler(store, event, stages, &recorder).await;
+    let recorded = run_handler(store, event, stages, &recorder).await.0;
     let replay = recorder.into_replay();
     let mut handler_cpu = std::time::Duration::MAX;
     for _ in 0..ROUNDS {
-        handler_cpu = handler_cpu.min(run_handler(store, event, stages, &replay).await.1);
+        let (out, cpu, _) = run_handler(store, event, stages, &replay).await;
+        // The same answers must give the same verdicts and shortlist, or the figure measures other work.
+        assert_eq!((&out.verdicts, &out.shortlist), (&recorded.verdicts, &recorded.shortlist), "the replay differs");
+        handler_cpu = handler_cpu.min(cpu);
     }
     let floor = replay.floor(ROUNDS);
     let (bytes, answers) = replay.size();

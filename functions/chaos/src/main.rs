@@ -74,6 +74,68 @@ async fn harness(proxy_seed: u64) -> (Harness, MotoServer) {
     (harness, moto)
 }
 
+/// One worker: its harness (rebuilt after a hang), how its harness is set, and the image its fleets boot.
+struct Worker {
+    proxy_seed: u64,
+    configure: fn(&mut Harness),
+    harness: Harness,
+    _moto: MotoServer,
+    image_id: Option<String>,
+}
+
+impl Worker {
+    async fn start(proxy_seed: u64, configure: fn(&mut Harness)) -> Self {
+        let (mut harness, moto) = harness(proxy_seed).await;
+        configure(&mut harness);
+        Self { proxy_seed, configure, harness, _moto: moto, image_id: None }
+    }
+
+    /// One run under the watchdog. After a hang, what the abandoned run left going (its execution in moto, calling
+    /// this worker's Lambda endpoint; the proxy's faults) must not reach the next run's evidence: a new moto, proxy
+    /// and endpoint.
+    async fn run(&mut self, seed: u64) -> RunResult {
+        let result = run_watched(&self.harness, seed, &mut self.image_id).await;
+        if result.status == HUNG {
+            let budget = self.harness.budget;
+            let fresh = Worker::start(self.proxy_seed ^ seed, self.configure).await;
+            *self = fresh;
+            self.harness.budget = budget;
+        }
+        result
+    }
+}
+
+/// The run each worker is on, for a watchdog outside the runtime: the runtime's own timeout (`run_watched`) cannot
+/// fire if something blocks both of its threads, so a plain thread ends the batch then, naming the run.
+#[derive(Clone, Default)]
+struct Running(Arc<std::sync::Mutex<BTreeMap<u64, RunStarted>>>);
+
+/// A worker's current run: its seed, when it started, its budget.
+type RunStarted = (u64, Instant, Duration);
+
+impl Running {
+    fn started(&self, worker: u64, seed: u64, budget: Duration) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(worker, (seed, Instant::now(), budget));
+    }
+
+    fn watch_from_outside(&self) {
+        let running = self.0.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(5));
+            let runs = running.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            // A minute past the budget: the runtime's watchdog had its chance.
+            if let Some((seed, _, _)) =
+                runs.values().find(|(_, at, budget)| at.elapsed() > *budget + Duration::from_secs(60))
+            {
+                eprintln!(
+                    "chaos: harness failure: the run of seed {seed} is past its budget and the runtime did not end it (its threads are blocked); replay with CHAOS_SEED={seed} CHAOS_RUNS=1"
+                );
+                std::process::exit(3);
+            }
+        });
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let runs = env_number("CHAOS_RUNS").unwrap_or(50);
@@ -85,15 +147,18 @@ async fn main() {
     let workers = env_number("CHAOS_WORKERS").unwrap_or(2).clamp(1, 8).min(runs.max(1));
     eprintln!("chaos: {runs} runs on {workers} workers from seed {first_seed} (run n uses seed {first_seed} + n - 1; replay one with CHAOS_SEED=<its seed> CHAOS_RUNS=1)");
     let started = Instant::now();
+    let running = Running::default();
+    running.watch_from_outside();
     let mut tasks = Vec::new();
     for worker in 0..workers {
+        let running = running.clone();
         tasks.push(tokio::spawn(async move {
-            let (harness, moto) = harness(first_seed ^ worker).await;
-            let mut image_id = None;
+            let mut chaos = Worker::start(first_seed ^ worker, |_| {}).await;
             let mut results = Vec::new();
             for n in (worker..runs).step_by(workers as usize) {
                 let seed = first_seed.wrapping_add(n);
-                let r = run_watched(&harness, seed, &mut image_id).await;
+                running.started(worker, seed, chaos.harness.budget);
+                let r = chaos.run(seed).await;
                 eprintln!(
                     "run {:>4} seed {seed}: {:>5.1}s (setup {:.1}s, execution {:.1}s) {:<9} fleet {} proposed {} approved {} stopped {} undone {} {:?}{} | {}",
                     n + 1,
@@ -118,7 +183,7 @@ async fn main() {
                 }
                 results.push((n, r));
             }
-            drop(moto);
+            drop(chaos);
             results
         }));
     }
@@ -202,28 +267,30 @@ fn print_table(results: &[RunResult], seconds: f64, first_seed: u64, workers: u6
 mod tests {
     use super::*;
 
-    /// One calm worker (no faults; every undo link mailed is followed): its runs' results, in order, each under the
-    /// watchdog with the budget given.
-    async fn calm_worker(worker: u64, runs: Vec<(u64, Duration)>) -> Vec<RunResult> {
-        let (mut harness, moto) = harness(worker).await;
+    /// No faults, every undo link mailed followed, and an approval window long enough that approvers answer in time
+    /// on a loaded machine (the test binaries run side by side).
+    fn calm(harness: &mut Harness) {
         harness.calm = true;
         harness.undo_chance = 1.0;
-        // Long enough that approvers answer in time on a loaded machine (the test binaries run side by side).
         harness.timings.approval_timeout_seconds = 15;
-        let mut image_id = None;
+    }
+
+    /// One calm worker: its runs' results, in order, each under the watchdog with the budget given.
+    async fn calm_worker(proxy_seed: u64, runs: Vec<(u64, Duration)>) -> Vec<RunResult> {
+        let mut worker = Worker::start(proxy_seed, calm).await;
         let mut results = Vec::new();
         for (seed, budget) in runs {
-            harness.budget = budget;
-            results.push(run_watched(&harness, seed, &mut image_id).await);
+            worker.harness.budget = budget;
+            results.push(worker.run(seed).await);
         }
-        drop(moto);
         results
     }
 
     /// Two runs at once on the two worker threads this 2-core machine gives a runtime, each following every undo link
     /// it was mailed: approval pages, approvers and undo posts share the one runtime, and neither run may wait on the
     /// other (a blocking HTTP client here once held both threads while the page it waited for needed one: a batch
-    /// hung). Then a run past its budget: reported as a harness failure with its seed, and the worker goes on.
+    /// hung). Then a run past its budget: reported as a harness failure with its seed, and the worker goes on, on a
+    /// new harness.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_runs_at_once_follow_their_undo_links_and_a_run_past_its_budget_is_a_harness_failure() {
         let generous = Duration::from_secs(240);

@@ -123,7 +123,7 @@ impl Drop for Browser {
         unsafe {
             libc::kill(-(self.driver.id() as i32), libc::SIGKILL);
         }
-        let _ = self.driver.try_wait();
+        let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
