@@ -173,6 +173,17 @@ impl LocalSlack {
     }
 }
 
+/// Whether `message` still shows the button `action_id` (an answered or expired approval's message has none).
+pub fn has_button(message: &Value, action_id: &str) -> bool {
+    message["blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["type"] == "actions")
+        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
+        .any(|e| e["action_id"] == action_id)
+}
+
 /// The interaction Slack posts when `user` clicks the button `action_id` of `message` (as posted in `channel`).
 pub fn click_payload(channel: &str, ts: &str, message: &Value, action_id: &str, user: &str) -> String {
     let button = message["blocks"]
