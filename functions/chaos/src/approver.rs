@@ -403,7 +403,8 @@ impl Approvers {
 /// The keep-it link the owner of `resource_id` was mailed (SES, as moto kept it), if an owner was told: its path and
 /// query.
 async fn owner_keep_link(moto_port: u16, resource_id: &str) -> Option<String> {
-    let sent = finops_testkit::moto::ses_sent(moto_port).await;
+    // Unreadable (moto's data endpoint failing): as if no owner was told; the behaviour then approves by email.
+    let sent = finops_testkit::moto::try_ses_sent(moto_port).await.ok()?;
     sent.iter()
         .flat_map(|m| finops_testkit::mail::keep_links(&m.body))
         .find(|(id, _)| id == resource_id)
