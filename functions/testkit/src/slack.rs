@@ -173,27 +173,25 @@ impl LocalSlack {
     }
 }
 
-/// Whether `message` still shows the button `action_id` (an answered or expired approval's message has none).
-pub fn has_button(message: &Value, action_id: &str) -> bool {
+/// The button `action_id` of `message`, if it still shows one (an answered or expired approval's message has none).
+fn button(message: &Value, action_id: &str) -> Option<Value> {
     message["blocks"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|b| b["type"] == "actions")
         .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
-        .any(|e| e["action_id"] == action_id)
+        .find(|e| e["action_id"] == action_id)
+}
+
+/// Whether `message` still shows the button `action_id`.
+pub fn has_button(message: &Value, action_id: &str) -> bool {
+    button(message, action_id).is_some()
 }
 
 /// The interaction Slack posts when `user` clicks the button `action_id` of `message` (as posted in `channel`).
 pub fn click_payload(channel: &str, ts: &str, message: &Value, action_id: &str, user: &str) -> String {
-    let button = message["blocks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|b| b["type"] == "actions")
-        .flat_map(|b| b["elements"].as_array().cloned().unwrap_or_default())
-        .find(|e| e["action_id"] == action_id)
-        .unwrap_or_else(|| panic!("no {action_id} button in {message}"));
+    let button = button(message, action_id).unwrap_or_else(|| panic!("no {action_id} button in {message}"));
     let payload = json!({
         "type": "block_actions",
         "user": {"id": user, "username": user.to_lowercase(), "team_id": TEAM},
