@@ -51,7 +51,6 @@ fn rusage() -> libc::rusage {
 // SDK's feature set, identical between `cargo build` and `cargo test`).
 pub use {
     aws_sdk_bedrockagentruntime, aws_sdk_bedrockruntime, aws_sdk_cloudwatch, aws_sdk_dynamodb, aws_sdk_ec2,
-    aws_sdk_iam, aws_sdk_organizations, aws_sdk_pricing, aws_sdk_s3, aws_sdk_secretsmanager, aws_sdk_sesv2,
-    aws_sdk_sfn, aws_sdk_sns, aws_sdk_sqs, aws_smithy_eventstream, aws_smithy_mocks, aws_smithy_runtime_api,
-    aws_smithy_types,
+    aws_sdk_organizations, aws_sdk_pricing, aws_sdk_s3, aws_sdk_secretsmanager, aws_sdk_sesv2, aws_sdk_sfn,
+    aws_sdk_sns, aws_sdk_sqs, aws_smithy_eventstream, aws_smithy_mocks, aws_smithy_runtime_api, aws_smithy_types,
 };

@@ -134,17 +134,35 @@ pub async fn sdk_config(endpoint: &str, region: &str) -> SdkConfig {
 /// blocking read there can hold both worker threads while the answer waits for one of them. Reads the body by
 /// Content-Length: some servers keep the connection open despite `Connection: close`. Gives up after 60 s.
 pub async fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
-    match tokio::time::timeout(Duration::from_secs(60), exchange(port, method, path, body)).await {
+    http_with_headers(port, method, path, &[("Content-Type", "application/json")], body).await
+}
+
+/// [`http`] with the request's own headers (Content-Type among them).
+pub async fn http_with_headers(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    match tokio::time::timeout(Duration::from_secs(60), exchange(port, method, path, headers, body)).await {
         Ok(answer) => answer,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{method} {path}: no answer in 60 s"))),
     }
 }
 
-async fn exchange(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+async fn exchange(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let headers: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;
