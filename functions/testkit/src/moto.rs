@@ -4,7 +4,6 @@
 //! `FINOPS_MOTO_PYTHON`). It exits when the test binary's end closes its standard input, so no server outlives
 //! the tests. Tests share the server one at a time: [`moto`] takes a lock and resets moto's state first.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -46,10 +45,6 @@ fn python() -> PathBuf {
     venv
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
-}
-
 impl MotoServer {
     /// Starts a server on a free port and waits until it answers.
     pub async fn start() -> Self {
@@ -57,30 +52,46 @@ impl MotoServer {
     }
 
     /// Starts a server with extra environment, for example `MOTO_PORT` pointing its Step Functions interpreter's
-    /// Lambda calls at a local Lambda endpoint.
+    /// Lambda calls at a local Lambda endpoint. The server binds port 0 and says which port it got (a port found
+    /// free here and bound there later could be taken in between: two chaos workers once shared one moto so).
     pub async fn start_with_env(env: &[(&str, String)]) -> Self {
-        let port = free_port();
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("finops-moto-{}-{n}", std::process::id());
         let launcher = workspace_root().join("tests/moto/launcher.py");
-        let log = std::env::temp_dir().join(format!("finops-moto-{port}.log"));
+        let log = std::env::temp_dir().join(format!("{name}.log"));
+        let port_file = std::env::temp_dir().join(format!("{name}.port"));
+        let _ = tokio::fs::remove_file(&port_file).await;
         let child = Command::new(python())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg(&launcher)
-            .arg(port.to_string())
+            .arg("0")
+            .arg(&port_file)
             .stdin(Stdio::piped())
             .stdout(std::fs::File::create(&log).expect("moto log"))
             .stderr(std::fs::File::create(&log).expect("moto log"))
             .spawn()
             .expect("start moto server");
-        let endpoint = format!("http://127.0.0.1:{port}");
+        let child = Mutex::new(child);
         let deadline = Instant::now() + Duration::from_secs(60);
+        let port = loop {
+            if let Some(port) = tokio::fs::read_to_string(&port_file).await.ok().and_then(|p| p.trim().parse().ok()) {
+                break port;
+            }
+            let exited = child.lock().unwrap_or_else(|p| p.into_inner()).try_wait().ok().flatten();
+            assert!(exited.is_none(), "moto exited ({exited:?}) before listening; see {}", log.display());
+            assert!(Instant::now() < deadline, "moto did not start; see {}", log.display());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let _ = tokio::fs::remove_file(&port_file).await;
         loop {
             if let Ok((200, _)) = http(port, "GET", "/moto-api/data.json", "").await {
                 break;
             }
-            assert!(Instant::now() < deadline, "moto did not start on port {port}; see {}", log.display());
+            assert!(Instant::now() < deadline, "moto did not answer on port {port}; see {}", log.display());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self { endpoint, port, _child: Mutex::new(child) }
+        Self { endpoint: format!("http://127.0.0.1:{port}"), port, _child: child }
     }
 }
 
