@@ -33,8 +33,9 @@ Plain `moto_server`, with these additions (transport, lifecycle, seeding, and on
   are still built fresh from it each time, since they hold an execution's state); an EC2 resource's tags are read
   from its own entry (moto scanned every tag of every resource, compiling a regex, for each resource it described:
   11 %); the list of moto's service modules is read from disk once, not on every request (5 %); a definition
-  validated once is not validated again; a JSONPath is parsed once; one botocore client per region invokes the
-  Lambdas. No request line is logged per request either (nothing reads moto's log).
+  validated once is not validated again; a JSONPath is parsed once. The kept trees, definitions and paths outlive
+  `/moto-api/reset` and are not bounded: a test run has a handful of definitions. No request line is logged per
+  request either (nothing reads moto's log).
 """
 
 import datetime
@@ -346,7 +347,7 @@ def _install_cpu_shortcuts():
     TaggedEC2Resource.get_tags = own_tags
 
     modules = tuple(backends.list_of_moto_modules())
-    backends.list_of_moto_modules = functools.lru_cache(maxsize=None)(lambda: modules)
+    backends.list_of_moto_modules = lambda: modules
 
     # A definition moto has validated once (create, update) is valid again: its text is the whole input.
     from moto.stepfunctions.parser.models import StepFunctionsParserBackend
@@ -365,24 +366,6 @@ def _install_cpu_shortcuts():
     from moto.stepfunctions.parser.asl.utils import json_path
 
     json_path.parse = functools.lru_cache(maxsize=4096)(json_path.parse)
-
-    # The interpreter built a new botocore client for every Lambda it invoked; clients are thread-safe and these
-    # differ only by region.
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
-
-    new_client = lambda_eval_utils.boto_client_for
-    clients = {}
-    clients_lock = threading.Lock()
-
-    def lambda_client(region, service, state_credentials=None):
-        if state_credentials is not None:
-            return new_client(region=region, service=service, state_credentials=state_credentials)
-        with clients_lock:
-            if (region, service) not in clients:
-                clients[(region, service)] = new_client(region=region, service=service)
-            return clients[(region, service)]
-
-    lambda_eval_utils.boto_client_for = lambda_client
 
 
 class QuietRequestHandler(MotoRequestHandler):

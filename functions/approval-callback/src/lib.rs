@@ -351,8 +351,9 @@ pub async fn deliver_decision<R: ApprovalRecords, C: TaskCallback>(
 
 /// An undo confirmed by POST: the single-use flip, then the undo execution (the actions step does the undo, after
 /// checking the record and the live resource itself; this function holds no client that acts). A start that fails
-/// is tried once more (a second start of the same undo starts nothing); if it still fails, the decision is taken
-/// back so the person can try the link again.
+/// is tried once more (a second start of the same undo starts nothing). If both were refused, the decision is taken
+/// back so the person can try the link again. If either answer may have been lost after the start went through, the
+/// decision stands: taking it back then would leave an undo running on a decision the page said was not taken.
 async fn undo_decided<R: ApprovalRecords, C: UndoStarter>(
     records: &R,
     starter: &C,
@@ -378,15 +379,34 @@ async fn undo_decided<R: ApprovalRecords, C: UndoStarter>(
         }
     }
     let decided = record.clone().decided(decision);
+    let mut may_have_started = false;
     let started = match starter.start_undo(&decided).await {
         Ok(arn) => Ok(arn),
         Err(first) => {
+            may_have_started = first.outcome_unknown();
             tracing::warn!(undo_id = id, error = %first, "the undo execution did not start; trying once more");
             starter.start_undo(&decided).await
         }
     };
     let execution = match started {
         Ok(arn) => arn,
+        Err(e) if may_have_started || e.outcome_unknown() => {
+            tracing::warn!(undo_id = id, error = %e, "the undo may have started; its decision stands");
+            finops_aws::xray::record_decision(
+                "finops.approval",
+                decision.approver,
+                &p.resource_id,
+                "undo",
+                &record.run_id,
+            );
+            return Ok(notice(
+                202,
+                "Undo asked for, not confirmed",
+                "Step Functions did not confirm that the undo started, and it may have. If it did, the workflow undoes \
+                 the change only if the resource is still as finops-agent left it. This link cannot be used again: if \
+                 nothing has changed in ten minutes, undo it by hand.",
+            ));
+        }
         Err(e) => {
             records.revert_decision(id, decision.decided_at).await?;
             return Err(e);

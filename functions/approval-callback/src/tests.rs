@@ -537,6 +537,37 @@ async fn an_undo_that_cannot_be_started_is_taken_back_so_the_link_works_again() 
     assert_eq!(sfn.undos.lock().unwrap().len(), 1);
 }
 
+/// Found by the 1,000-run chaos batch (seed 1796671457400800805): StartExecution's answer was lost twice, the page
+/// took the decision back and answered 502, and the undo execution the first call had started went on to start the
+/// instance. An answer that may have been lost says nothing about whether the undo started: the decision stands (the
+/// link is used), and the page says the start is not confirmed.
+#[tokio::test]
+async fn an_undo_whose_start_may_have_happened_keeps_its_decision_and_says_it_is_unconfirmed() {
+    let lost = || FinopsError::Transient {
+        service: "StepFunctions",
+        operation: "StartExecution",
+        message: "connection reset after the request was sent".into(),
+    };
+    let refused = || FinopsError::Throttled {
+        service: "StepFunctions",
+        operation: "StartExecution",
+        message: "slow down".into(),
+    };
+    // Lost then lost, lost then refused, refused then lost: each time the first or the second may have started it.
+    for answers in [vec![lost(), lost()], vec![lost(), refused()], vec![refused(), lost()]] {
+        let (r, sfn) = (undo_records(), ScriptedSfn::default());
+        *sfn.undo_answers.lock().unwrap() = answers;
+        let unconfirmed = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo", &r, &sfn).await;
+        assert_eq!(unconfirmed.status, 202, "{}", unconfirmed.body);
+        assert!(unconfirmed.body.contains("not confirmed"), "{}", unconfirmed.body);
+        let record = r.get_now(UNDO).unwrap();
+        assert_eq!(record.state, ApprovalState::Decided, "the decision stands: the undo may be running on it");
+        let again = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo", &r, &sfn).await;
+        assert_eq!(again.status, 409, "the link is used: {}", again.body);
+        assert!(sfn.undos.lock().unwrap().is_empty(), "no second start");
+    }
+}
+
 #[tokio::test]
 async fn an_instances_page_draws_its_lookback_with_the_rules_limits() {
     let mut proposal = serde_json::to_value(records().get_now(ID).unwrap().proposal).unwrap();

@@ -82,6 +82,13 @@ const TRANSIENT_CODES: &[&str] = &[
 ];
 
 impl FinopsError {
+    /// Whether the call may have been carried out although it failed: a timeout, a dropped connection or a 5xx can
+    /// come after AWS did the work (the answer was lost). Throttling, access denied and the other AWS errors are
+    /// refusals: nothing was done.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::Transient { .. })
+    }
+
     pub fn error_name(&self) -> &'static str {
         match self {
             Self::InvalidInput(_) => ErrorName::INVALID_INPUT,

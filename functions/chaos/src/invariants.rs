@@ -320,9 +320,11 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
     }
 
     // 8. An undo: a StartInstances that changed anything, or a volume recreated, only for a resource this run stopped
-    //    or deleted, only after a POST the undo page accepted, and once; every undo execution ends.
-    let undone = |id: &str| e.undo_posts.iter().any(|p| p.resource_id == id && p.status == 200);
-    for p in e.undo_posts.iter().filter(|p| p.status == 200) {
+    //    or deleted, only after a POST the undo page accepted (200: started; 202: asked for, its start not confirmed,
+    //    the decision kept), and once; every undo execution ends.
+    let accepted = |p: &&UndoPost| p.status == 200 || p.status == 202;
+    let undone = |id: &str| e.undo_posts.iter().filter(accepted).any(|p| p.resource_id == id);
+    for p in e.undo_posts.iter().filter(accepted) {
         let undo_record = e.records.iter().find(|r| r.approval_id == p.undo_id && r.undo);
         if !undo_record.is_some_and(|r| r.decided_by_one_of(&e.allowed_deciders)) {
             violation(8, format!("the undo of {} was accepted; its record says {undo_record:?}", p.resource_id));
@@ -365,10 +367,12 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         violation(8, format!("undo {id} created {n} volumes"));
     }
     let mut accepted_undos: BTreeMap<&str, u32> = BTreeMap::new();
-    for p in e.undo_posts.iter().filter(|p| p.status == 200) {
+    for p in e.undo_posts.iter().filter(accepted) {
         *accepted_undos.entry(p.undo_id.as_str()).or_default() += 1;
         match &p.execution {
             Some((status, _)) if status == "SUCCEEDED" => {}
+            // Not confirmed, and indeed never started.
+            None if p.status == 202 => {}
             other => violation(8, format!("the undo of {} was accepted; its execution is {other:?}", p.resource_id)),
         }
     }
@@ -560,6 +564,18 @@ mod tests {
         let mut unasked = undone.clone();
         unasked.undo_posts = vec![post(502)];
         assert_eq!(broken(&unasked), [8]);
+        // 202: asked for, not confirmed; the undo either ran to its end or never started.
+        let mut unconfirmed = undone.clone();
+        unconfirmed.undo_posts = vec![post(202), post(409)];
+        unconfirmed.undo_posts[0].execution = Some(("SUCCEEDED".to_owned(), "done".to_owned()));
+        assert_eq!(broken(&unconfirmed), Vec::<usize>::new(), "{:?}", check(&unconfirmed));
+        let mut never_started = unconfirmed.clone();
+        never_started.undo_posts[0].execution = None;
+        never_started.starts.clear();
+        assert_eq!(broken(&never_started), Vec::<usize>::new(), "{:?}", check(&never_started));
+        let mut unconfirmed_twice = unconfirmed.clone();
+        unconfirmed_twice.undo_posts[1] = unconfirmed.undo_posts[0].clone();
+        assert_eq!(broken(&unconfirmed_twice), [8], "one undo link accepted twice");
         let mut never_stopped = undone.clone();
         never_stopped.starts = vec![start("i-2")];
         assert_eq!(broken(&never_stopped), [8, 8]);

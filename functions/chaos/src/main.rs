@@ -23,7 +23,7 @@ use finops_testkit::workflow::WorkflowTimings;
 use crate::functions::ChaosFunctions;
 use crate::invariants::INVARIANTS;
 use crate::proxy::FaultProxy;
-use crate::run::{run_watched, Harness, RunResult, HUNG};
+use crate::run::{run_watched, Harness, RunResult};
 
 fn env_number(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
@@ -90,12 +90,12 @@ impl Worker {
         Self { proxy_seed, configure, harness, _moto: moto, image_id: None }
     }
 
-    /// One run under the watchdog. After a hang, what the abandoned run left going (its execution in moto, calling
-    /// this worker's Lambda endpoint; the proxy's faults) must not reach the next run's evidence: a new moto, proxy
-    /// and endpoint.
+    /// One run under the watchdog. After a hang or a panic, what the abandoned run left going (its execution in moto,
+    /// calling this worker's Lambda endpoint; the proxy's faults) must not reach the next run's evidence: a new moto,
+    /// proxy and endpoint.
     async fn run(&mut self, seed: u64) -> RunResult {
         let result = run_watched(&self.harness, seed, &mut self.image_id).await;
-        if result.status == HUNG {
+        if result.is_harness_failure() {
             let budget = self.harness.budget;
             let fresh = Worker::start(self.proxy_seed ^ seed, self.configure).await;
             *self = fresh;
@@ -197,11 +197,11 @@ async fn main() {
     let results: Vec<RunResult> = results.into_iter().map(|(_, r)| r).collect();
     let total = started.elapsed().as_secs_f64();
     print_table(&results, total, first_seed, workers);
-    let hung: Vec<u64> = results.iter().filter(|r| r.status == HUNG).map(|r| r.seed).collect();
-    if !hung.is_empty() {
-        println!("\nharness failures: runs that did not end within their budget (replay with CHAOS_SEED=<seed> CHAOS_RUNS=1): {hung:?}");
+    let harness_failures: Vec<u64> = results.iter().filter(|r| r.is_harness_failure()).map(|r| r.seed).collect();
+    if !harness_failures.is_empty() {
+        println!("\nharness failures: runs that hung past their budget or whose harness panicked (replay with CHAOS_SEED=<seed> CHAOS_RUNS=1): {harness_failures:?}");
     }
-    if results.iter().any(|r| !r.violations.is_empty()) || !hung.is_empty() {
+    if results.iter().any(|r| !r.violations.is_empty()) || !harness_failures.is_empty() {
         std::process::exit(1);
     }
 }
@@ -277,12 +277,34 @@ mod tests {
         harness.timings.approval_timeout_seconds = 15;
     }
 
-    /// One calm worker: its runs' results, in order, each under the watchdog with the budget given.
-    async fn calm_worker(proxy_seed: u64, runs: Vec<(u64, Duration)>) -> Vec<RunResult> {
+    /// How a test run is set up.
+    enum Trial {
+        /// Calm, under a budget it has time for.
+        Calm(u64),
+        /// Under a budget far too short for any run.
+        PastBudget(u64),
+        /// On a harness whose moto does not answer: its first call panics.
+        MotoGone(u64),
+    }
+
+    /// One calm worker: its runs' results, in order, each under the watchdog.
+    async fn calm_worker(proxy_seed: u64, trials: Vec<Trial>) -> Vec<RunResult> {
         let mut worker = Worker::start(proxy_seed, calm).await;
         let mut results = Vec::new();
-        for (seed, budget) in runs {
-            worker.harness.budget = budget;
+        for trial in trials {
+            worker.harness.budget = Duration::from_secs(240);
+            let seed = match trial {
+                Trial::Calm(seed) => seed,
+                Trial::PastBudget(seed) => {
+                    worker.harness.budget = Duration::from_millis(200);
+                    seed
+                }
+                Trial::MotoGone(seed) => {
+                    // Port 1: nothing listens there.
+                    worker.harness.moto_port = 1;
+                    seed
+                }
+            };
             results.push(worker.run(seed).await);
         }
         results
@@ -291,24 +313,29 @@ mod tests {
     /// Two runs at once on the two worker threads this 2-core machine gives a runtime, each following every undo link
     /// it was mailed: approval pages, approvers and undo posts share the one runtime, and neither run may wait on the
     /// other (a blocking HTTP client here once held both threads while the page it waited for needed one: a batch
-    /// hung). Then a run past its budget: reported as a harness failure with its seed, and the worker goes on, on a
-    /// new harness.
+    /// hung). Then a run past its budget and a run whose harness panics: each reported as a harness failure with its
+    /// seed, and the worker goes on, on a new harness.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_runs_at_once_follow_their_undo_links_and_a_run_past_its_budget_is_a_harness_failure() {
-        let generous = Duration::from_secs(240);
-        let first = tokio::spawn(calm_worker(1, vec![(11, generous)]));
-        let second =
-            tokio::spawn(calm_worker(2, vec![(12, generous), (13, Duration::from_millis(200)), (14, generous)]));
+    async fn two_runs_at_once_follow_their_undo_links_and_a_hang_or_a_panic_is_a_harness_failure() {
+        use Trial::{Calm, MotoGone, PastBudget};
+        let first = tokio::spawn(calm_worker(1, vec![Calm(11)]));
+        let second = tokio::spawn(calm_worker(2, vec![Calm(12), PastBudget(13), MotoGone(15), Calm(14)]));
         let (first, second) = (first.await.expect("worker 1"), second.await.expect("worker 2"));
-        for r in [&first[0], &second[0], &second[2]] {
+        for r in [&first[0], &second[0], &second[3]] {
             assert_eq!(r.status, "SUCCEEDED", "seed {}: {:?}", r.seed, r.failure);
             assert!(r.violations.is_empty(), "seed {}: {:?}", r.seed, r.violations);
         }
         for r in [&first[0], &second[0]] {
             assert!(r.undone > 0, "seed {}: no undo link was followed to its end ({} stopped)", r.seed, r.stopped);
         }
-        let hung = &second[1];
-        assert_eq!(hung.status, HUNG);
+        let (hung, panicked) = (&second[1], &second[2]);
+        assert_eq!(hung.status, run::HUNG);
         assert!(hung.failure.as_deref().is_some_and(|f| f.contains("CHAOS_SEED=13")), "{:?}", hung.failure);
+        assert_eq!(panicked.status, run::PANICKED);
+        assert!(
+            panicked.failure.as_deref().is_some_and(|f| f.contains("reset moto") && f.contains("CHAOS_SEED=15")),
+            "{:?}",
+            panicked.failure
+        );
     }
 }

@@ -62,22 +62,42 @@ impl Drop for AbortOnDrop {
 
 /// The status of a run the watchdog ended.
 pub const HUNG: &str = "HUNG";
+/// The status of a run whose harness panicked (an unexpected answer it could not read, say): like a hang, a harness
+/// failure of that seed, not the end of the batch.
+pub const PANICKED: &str = "PANICKED";
 
-/// [`run_one`] under a watchdog: a run past the harness's budget is dropped (its page and answers with it) and
-/// reported as a harness failure with its seed, so that a batch goes on instead of waiting for ever.
+/// [`run_one`] under a watchdog: a run past the harness's budget is dropped (its page and answers with it), and a run
+/// whose harness panics is caught; either is reported as a harness failure with its seed, so that a batch goes on
+/// instead of waiting for ever or ending at the first panic.
 pub async fn run_watched(h: &Harness, seed: u64, image_id: &mut Option<String>) -> RunResult {
-    match tokio::time::timeout(h.budget, run_one(h, seed, image_id)).await {
-        Ok(result) => result,
-        Err(_) => RunResult {
-            seed,
-            seconds: h.budget.as_secs_f64(),
-            status: HUNG.to_owned(),
-            failure: Some(format!(
-                "harness failure: the run did not end within its budget of {} s (replay with CHAOS_SEED={seed} CHAOS_RUNS=1)",
-                h.budget.as_secs()
-            )),
-            ..RunResult::default()
-        },
+    use futures_util::FutureExt;
+    let started = Instant::now();
+    let run = std::panic::AssertUnwindSafe(run_one(h, seed, image_id)).catch_unwind();
+    let (status, why) = match tokio::time::timeout(h.budget, run).await {
+        Ok(Ok(result)) => return result,
+        Ok(Err(panic)) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            (PANICKED, format!("the run's harness panicked: {}", message.chars().take(300).collect::<String>()))
+        }
+        Err(_) => (HUNG, format!("the run did not end within its budget of {} s", h.budget.as_secs())),
+    };
+    RunResult {
+        seed,
+        seconds: started.elapsed().as_secs_f64(),
+        status: status.to_owned(),
+        failure: Some(format!("harness failure: {why} (replay with CHAOS_SEED={seed} CHAOS_RUNS=1)")),
+        ..RunResult::default()
+    }
+}
+
+impl RunResult {
+    /// A run the harness could not finish ([`HUNG`], [`PANICKED`]): its seed fails the batch, which goes on.
+    pub fn is_harness_failure(&self) -> bool {
+        self.status == HUNG || self.status == PANICKED
     }
 }
 
@@ -343,9 +363,13 @@ async fn follow_undo_links(
             });
         }
     }
-    for post in posts.iter_mut().filter(|p| p.status == 200) {
+    for post in posts.iter_mut().filter(|p| p.status == 200 || p.status == 202) {
         let arn =
             format!("{}:undo-{}", env.state_machine_arn.replacen(":stateMachine:", ":execution:", 1), post.undo_id);
+        // 202: the page could not confirm the start; whether it happened is for moto to say.
+        if post.status == 202 && env.plumbing.sfn.describe_execution().execution_arn(&arn).send().await.is_err() {
+            continue;
+        }
         let (status, output) = env.finished(&arn, Duration::from_secs(60)).await;
         post.execution = Some((status, output["undone"]["outcome"].as_str().unwrap_or("?").to_owned()));
     }

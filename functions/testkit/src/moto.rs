@@ -59,31 +59,36 @@ impl MotoServer {
         let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = format!("finops-moto-{}-{n}", std::process::id());
         let launcher = workspace_root().join("tests/moto/launcher.py");
-        let log = std::env::temp_dir().join(format!("{name}.log"));
+        let mut log = std::env::temp_dir().join(format!("{name}.log"));
         let port_file = std::env::temp_dir().join(format!("{name}.port"));
         let _ = tokio::fs::remove_file(&port_file).await;
-        let child = Command::new(python())
+        let output = std::fs::File::create(&log).expect("moto log");
+        let mut child = Command::new(python())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .arg(&launcher)
             .arg("0")
             .arg(&port_file)
             .stdin(Stdio::piped())
-            .stdout(std::fs::File::create(&log).expect("moto log"))
-            .stderr(std::fs::File::create(&log).expect("moto log"))
+            .stdout(output.try_clone().expect("moto log"))
+            .stderr(output)
             .spawn()
             .expect("start moto server");
-        let child = Mutex::new(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         let port = loop {
             if let Some(port) = tokio::fs::read_to_string(&port_file).await.ok().and_then(|p| p.trim().parse().ok()) {
                 break port;
             }
-            let exited = child.lock().unwrap_or_else(|p| p.into_inner()).try_wait().ok().flatten();
+            let exited = child.try_wait().ok().flatten();
             assert!(exited.is_none(), "moto exited ({exited:?}) before listening; see {}", log.display());
             assert!(Instant::now() < deadline, "moto did not start; see {}", log.display());
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let _ = tokio::fs::remove_file(&port_file).await;
+        // Named by its port from now on, as before: one log per port, not one more per server ever started.
+        let by_port = std::env::temp_dir().join(format!("finops-moto-{port}.log"));
+        if tokio::fs::rename(&log, &by_port).await.is_ok() {
+            log = by_port;
+        }
         loop {
             if let Ok((200, _)) = http(port, "GET", "/moto-api/data.json", "").await {
                 break;
@@ -91,7 +96,7 @@ impl MotoServer {
             assert!(Instant::now() < deadline, "moto did not answer on port {port}; see {}", log.display());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self { endpoint: format!("http://127.0.0.1:{port}"), port, _child: child }
+        Self { endpoint: format!("http://127.0.0.1:{port}"), port, _child: Mutex::new(child) }
     }
 }
 

@@ -109,8 +109,9 @@ pub async fn create_member_role(member: &SdkConfig, role_name: &str, hub_account
         .provide_credentials()
         .await
         .expect("the member's credentials");
-    let endpoint = member.endpoint_url().expect("a moto endpoint");
-    let port = url::Url::parse(endpoint).ok().and_then(|u| u.port()).expect("moto's port in the endpoint");
+    let endpoint = member.endpoint_url().and_then(|e| url::Url::parse(e).ok()).expect("a moto endpoint");
+    assert_eq!(endpoint.host_str(), Some("127.0.0.1"), "moto on this machine");
+    let port = endpoint.port().expect("moto's port in the endpoint");
     let form = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("Action", "CreateRole")
         .append_pair("Version", "2010-05-08")
