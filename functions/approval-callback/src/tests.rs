@@ -526,7 +526,12 @@ async fn an_undo_that_cannot_be_started_is_taken_back_so_the_link_works_again() 
         operation: "StartExecution",
         message: "slow down".into(),
     };
-    *sfn.undo_answers.lock().unwrap() = vec![refused(), refused()];
+    let denied = || FinopsError::AccessDenied {
+        service: "StepFunctions",
+        operation: "StartExecution",
+        message: "not authorized".into(),
+    };
+    *sfn.undo_answers.lock().unwrap() = vec![refused(), denied()];
     let failed = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo", &r, &sfn).await;
     assert_eq!(failed.status, 502, "{}", failed.body);
     assert_eq!(r.get_now(UNDO).unwrap().state, ApprovalState::Pending, "nothing is recorded as undone");

@@ -72,7 +72,8 @@ impl TaskCallback for SfnCallback {
 /// Starts the undo of a decided undo record: an execution of the state machine that ran the action, with the
 /// undo entry. Its name is the undo id's, so a second start of the same undo starts nothing.
 pub trait UndoStarter: Send + Sync {
-    /// The execution's ARN. `Err(FinopsError::Throttled)` means it was not started.
+    /// The execution's ARN. An error that is not [`FinopsError::outcome_unknown`] (throttled, access denied, any
+    /// other refusal) means it was not started; an unknown outcome may have started it.
     fn start_undo(&self, record: &ApprovalRecord) -> impl Future<Output = Result<String, FinopsError>> + Send;
 }
 

@@ -323,7 +323,12 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
     //    or deleted, only after a POST the undo page accepted (200: started; 202: asked for, its start not confirmed,
     //    the decision kept), and once; every undo execution ends.
     let accepted = |p: &&UndoPost| p.status == 200 || p.status == 202;
-    let undone = |id: &str| e.undo_posts.iter().filter(accepted).any(|p| p.resource_id == id);
+    // What permits a start or a recreated volume: a started undo, or one not confirmed whose execution did run.
+    let undone = |id: &str| {
+        e.undo_posts
+            .iter()
+            .any(|p| p.resource_id == id && (p.status == 200 || (p.status == 202 && p.execution.is_some())))
+    };
     for p in e.undo_posts.iter().filter(accepted) {
         let undo_record = e.records.iter().find(|r| r.approval_id == p.undo_id && r.undo);
         if !undo_record.is_some_and(|r| r.decided_by_one_of(&e.allowed_deciders)) {
@@ -573,6 +578,9 @@ mod tests {
         never_started.undo_posts[0].execution = None;
         never_started.starts.clear();
         assert_eq!(broken(&never_started), Vec::<usize>::new(), "{:?}", check(&never_started));
+        let mut started_otherwise = never_started.clone();
+        started_otherwise.starts = vec![start("i-1")];
+        assert_eq!(broken(&started_otherwise), [8], "started, and its undo execution never ran");
         let mut unconfirmed_twice = unconfirmed.clone();
         unconfirmed_twice.undo_posts[1] = unconfirmed.undo_posts[0].clone();
         assert_eq!(broken(&unconfirmed_twice), [8], "one undo link accepted twice");

@@ -367,8 +367,11 @@ async fn follow_undo_links(
         let arn =
             format!("{}:undo-{}", env.state_machine_arn.replacen(":stateMachine:", ":execution:", 1), post.undo_id);
         // 202: the page could not confirm the start; whether it happened is for moto to say.
-        if post.status == 202 && env.plumbing.sfn.describe_execution().execution_arn(&arn).send().await.is_err() {
-            continue;
+        if post.status == 202 {
+            let described = env.plumbing.sfn.describe_execution().execution_arn(&arn).send().await;
+            if described.is_err_and(|e| e.as_service_error().is_some_and(|e| e.is_execution_does_not_exist())) {
+                continue;
+            }
         }
         let (status, output) = env.finished(&arn, Duration::from_secs(60)).await;
         post.execution = Some((status, output["undone"]["outcome"].as_str().unwrap_or("?").to_owned()));
