@@ -284,8 +284,8 @@ pub async fn deliver_decision<R: ApprovalRecords, C: TaskCallback>(
 ) -> Result<Delivered, finops_aws::FinopsError> {
     let id = record.approval_id.as_str();
     // The token the record held when it was decided: a redelivered request may have replaced the one read above.
-    let task_token = match records.decide(id, decision, now.timestamp()).await? {
-        DecideResult::Decided { task_token } => task_token,
+    let (task_token, revert_mark) = match records.decide(id, decision, now.timestamp()).await? {
+        DecideResult::Decided { task_token, revert_mark } => (task_token, revert_mark),
         DecideResult::AlreadyUsed => return Ok(Delivered::AlreadyUsed),
         DecideResult::Expired => return Ok(Delivered::Expired),
         DecideResult::Missing => return Ok(Delivered::Missing),
@@ -304,7 +304,7 @@ pub async fn deliver_decision<R: ApprovalRecords, C: TaskCallback>(
         Err(e @ finops_aws::FinopsError::Throttled { .. }) => {
             // Step Functions refused it, so the workflow did not get the decision: undo it, so the record never says
             // "approved" for a run that did not act, and the person can try the link again.
-            records.revert_decision(id, decision.decided_at).await?;
+            records.revert_decision(id, &revert_mark).await?;
             return Err(e);
         }
         Err(e) => match delivered_after_all(callback, &task_token, &output, record, now).await {
@@ -366,8 +366,8 @@ async fn undo_decided<R: ApprovalRecords, C: UndoStarter>(
     if p.action.undo_label().is_none() {
         return Ok(notice(400, "Nothing to undo", p.action.undo_explained()));
     }
-    match records.decide(id, decision, now.timestamp()).await? {
-        DecideResult::Decided { .. } => {}
+    let revert_mark = match records.decide(id, decision, now.timestamp()).await? {
+        DecideResult::Decided { revert_mark, .. } => revert_mark,
         DecideResult::AlreadyUsed => {
             return Ok(notice(409, "Already decided", "This undo was used already. Nothing was changed now."))
         }
@@ -377,7 +377,7 @@ async fn undo_decided<R: ApprovalRecords, C: UndoStarter>(
         DecideResult::Missing | DecideResult::NotWaiting => {
             return Ok(notice(404, "Unknown undo", "Nothing was changed."))
         }
-    }
+    };
     let decided = record.clone().decided(decision);
     let mut may_have_started = false;
     let started = match starter.start_undo(&decided).await {
@@ -408,7 +408,7 @@ async fn undo_decided<R: ApprovalRecords, C: UndoStarter>(
             ));
         }
         Err(e) => {
-            records.revert_decision(id, decision.decided_at).await?;
+            records.revert_decision(id, &revert_mark).await?;
             return Err(e);
         }
     };

@@ -292,6 +292,41 @@ async fn two_decisions_at_the_same_moment_record_exactly_one() {
     assert_eq!(both, 0, "both decisions were recorded in {both} of 150 races");
 }
 
+/// Found by review: a decision taken back (its hand-over refused) with its answer lost is taken back again by the SDK's
+/// retry; if someone decided in between, in the same second, the retry must not take their decision back. A revert
+/// takes back only the decision it was made for, whatever its time.
+#[tokio::test]
+async fn taking_a_decision_back_never_takes_back_a_later_one() {
+    let moto = moto().await;
+    let h = harness(&moto).await;
+    let id = finops_core::approval::approval_id_for(SIGNING_KEY.as_bytes(), "run-revert", "i-0abc");
+    let audience = Audience {
+        approvers: vec![ANA.into()],
+        because: "the deployment's approvers".into(),
+        slack_channel: None,
+        slack_users: vec![],
+    };
+    let record =
+        ApprovalRecord::pending(&id, serde_json::from_value(proposal()).unwrap(), "run", "arn", audience, 0, i64::MAX)
+            .waiting_on("token");
+    assert_eq!(h.records.claim_pending(&record).await.unwrap(), finops_approval_store::Claim::Created);
+    let second = "2027-01-15T00:05:00Z";
+    let first =
+        Decision { action: ApprovalAction::Approve, approver: "ana", source_ip: None, decided_at: second, via: "POST" };
+    let DecideResult::Decided { revert_mark: first_mark, .. } = h.records.decide(&id, &first, 1).await.unwrap() else {
+        panic!("the first decision is recorded")
+    };
+    h.records.revert_decision(&id, &first_mark).await.unwrap();
+    assert_eq!(h.records.get(&id).await.unwrap().unwrap().state, ApprovalState::Pending);
+    let later =
+        Decision { action: ApprovalAction::Deny, approver: "bo", source_ip: None, decided_at: second, via: "POST" };
+    assert!(matches!(h.records.decide(&id, &later, 1).await.unwrap(), DecideResult::Decided { .. }));
+    // The first revert again (an SDK retry after its answer was lost): the later decision stands.
+    h.records.revert_decision(&id, &first_mark).await.unwrap();
+    let now = h.records.get(&id).await.unwrap().unwrap();
+    assert_eq!((now.state, now.approver.as_deref()), (ApprovalState::Decided, Some("bo")), "{now:?}");
+}
+
 #[tokio::test]
 async fn bad_links_get_4xx_pages_and_change_nothing() {
     let moto = moto().await;

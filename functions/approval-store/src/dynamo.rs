@@ -338,12 +338,12 @@ impl ApprovalRecords for DynamoApprovals {
         match result {
             Ok(out) => {
                 let decided = from_item(out.attributes().unwrap_or(&HashMap::new()))?;
-                Ok(DecideResult::Decided { task_token: decided.task_token.unwrap_or_default() })
+                Ok(DecideResult::Decided { task_token: decided.task_token.unwrap_or_default(), revert_mark: nonce })
             }
             Err(e) if conditional_check_failed(&e) => {
                 // This very write, retried by the SDK after its answer was lost: the decision is ours.
                 if let Some((token, true)) = self.decided_by(approval_id, &nonce).await? {
-                    return Ok(DecideResult::Decided { task_token: token });
+                    return Ok(DecideResult::Decided { task_token: token, revert_mark: nonce });
                 }
                 // Which condition failed decides the page the person sees.
                 Ok(match self.get(approval_id).await? {
@@ -358,7 +358,7 @@ impl ApprovalRecords for DynamoApprovals {
         }
     }
 
-    async fn revert_decision(&self, approval_id: &str, decided_at: &str) -> Result<(), FinopsError> {
+    async fn revert_decision(&self, approval_id: &str, revert_mark: &str) -> Result<(), FinopsError> {
         let result = self
             .client
             .update_item()
@@ -367,11 +367,11 @@ impl ApprovalRecords for DynamoApprovals {
             .update_expression(
                 "SET #state = :pending REMOVE decision, approver, decidedAt, decidedVia, sourceIp, decisionNonce",
             )
-            .condition_expression("#state = :decided AND decidedAt = :at")
+            .condition_expression("#state = :decided AND decisionNonce = :nonce")
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":pending", s(ApprovalState::Pending.as_str()))
             .expression_attribute_values(":decided", s(ApprovalState::Decided.as_str()))
-            .expression_attribute_values(":at", s(decided_at))
+            .expression_attribute_values(":nonce", s(revert_mark))
             .send()
             .await;
         match result {

@@ -74,6 +74,9 @@ pub enum DecideResult {
     /// redelivered wait may have replaced the first attempt's token, and only the live one is answered.
     Decided {
         task_token: String,
+        /// This decision's own mark: [`ApprovalRecords::revert_decision`] with it takes back this decision and no
+        /// other (a time, to the second, could be someone else's too).
+        revert_mark: String,
     },
     /// Someone (by another link, or in Slack) decided first.
     AlreadyUsed,
@@ -140,11 +143,11 @@ pub trait ApprovalRecords: ApprovalReader {
         now_unix: i64,
     ) -> impl Future<Output = Result<DecideResult, FinopsError>> + Send;
     /// Back to `pending`, when the decision could not be handed to the workflow: the person can try again and the
-    /// audit trail never says "approved" for a run that did not act. Only the decision made at `decided_at`.
+    /// audit trail never says "approved" for a run that did not act. Only the decision `decide` marked `revert_mark`.
     fn revert_decision(
         &self,
         approval_id: &str,
-        decided_at: &str,
+        revert_mark: &str,
     ) -> impl Future<Output = Result<(), FinopsError>> + Send;
     /// The workflow stopped waiting: the record is `expired`, and a decision that came too late is kept as a late
     /// answer, not as the decision.

@@ -12,6 +12,8 @@ pub struct MemoryApprovals {
     records: std::sync::Mutex<HashMap<String, ApprovalRecord>>,
     /// Message claims: (status, claim id) by message id.
     messages: std::sync::Mutex<HashMap<String, (EmailStatus, String)>>,
+    /// The mark of each record's decision (the table's `decisionNonce`), and how many were made.
+    marks: std::sync::Mutex<(HashMap<String, String>, u64)>,
 }
 
 impl MemoryApprovals {
@@ -125,7 +127,11 @@ impl ApprovalRecords for MemoryApprovals {
             ApprovalState::Pending => match r.task_token.clone() {
                 Some(task_token) => {
                     *r = r.clone().decided(d);
-                    Ok(DecideResult::Decided { task_token })
+                    let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+                    marks.1 += 1;
+                    let revert_mark = format!("decision-{}", marks.1);
+                    marks.0.insert(approval_id.to_owned(), revert_mark.clone());
+                    Ok(DecideResult::Decided { task_token, revert_mark })
                 }
                 None => Ok(DecideResult::NotWaiting),
             },
@@ -134,9 +140,11 @@ impl ApprovalRecords for MemoryApprovals {
         }
     }
 
-    async fn revert_decision(&self, approval_id: &str, decided_at: &str) -> Result<(), FinopsError> {
+    async fn revert_decision(&self, approval_id: &str, revert_mark: &str) -> Result<(), FinopsError> {
+        let marked = self.marks.lock().unwrap_or_else(|p| p.into_inner()).0.get(approval_id).map(String::as_str)
+            == Some(revert_mark);
         if let Some(r) = self.lock().get_mut(approval_id) {
-            if r.state == ApprovalState::Decided && r.decided_at.as_deref() == Some(decided_at) {
+            if r.state == ApprovalState::Decided && marked {
                 r.state = ApprovalState::Pending;
                 (r.decision, r.approver, r.decided_at, r.source_ip, r.decided_via) = (None, None, None, None, None);
             }
