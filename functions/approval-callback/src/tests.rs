@@ -518,25 +518,38 @@ async fn an_undo_link_never_decides_an_approval_and_an_approval_link_never_an_un
     assert!(sfn.undos.lock().unwrap().is_empty() && sfn.sent.lock().unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn an_undo_that_cannot_be_started_is_taken_back_so_the_link_works_again() {
-    let (r, sfn) = (undo_records(), ScriptedSfn::default());
-    let refused = || FinopsError::Throttled {
-        service: "StepFunctions",
-        operation: "StartExecution",
-        message: "slow down".into(),
-    };
-    let denied = || FinopsError::AccessDenied {
+/// StartExecution of an undo refused (throttled): nothing started.
+fn start_refused() -> FinopsError {
+    FinopsError::Throttled { service: "StepFunctions", operation: "StartExecution", message: "slow down".into() }
+}
+
+/// StartExecution of an undo refused (access denied): nothing started.
+fn start_denied() -> FinopsError {
+    FinopsError::AccessDenied {
         service: "StepFunctions",
         operation: "StartExecution",
         message: "not authorized".into(),
-    };
-    *sfn.undo_answers.lock().unwrap() = vec![refused(), denied()];
+    }
+}
+
+/// StartExecution of an undo whose answer was lost: it may have started.
+fn start_lost() -> FinopsError {
+    FinopsError::Transient {
+        service: "StepFunctions",
+        operation: "StartExecution",
+        message: "connection reset after the request was sent".into(),
+    }
+}
+
+#[tokio::test]
+async fn an_undo_that_cannot_be_started_is_taken_back_so_the_link_works_again() {
+    let (r, sfn) = (undo_records(), ScriptedSfn::default());
+    *sfn.undo_answers.lock().unwrap() = vec![start_refused(), start_denied()];
     let failed = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo", &r, &sfn).await;
     assert_eq!(failed.status, 502, "{}", failed.body);
     assert_eq!(r.get_now(UNDO).unwrap().state, ApprovalState::Pending, "nothing is recorded as undone");
     // One refusal is tried again at once.
-    *sfn.undo_answers.lock().unwrap() = vec![refused()];
+    *sfn.undo_answers.lock().unwrap() = vec![start_refused()];
     let started = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo", &r, &sfn).await;
     assert_eq!(started.status, 200, "{}", started.body);
     assert_eq!(sfn.undos.lock().unwrap().len(), 1);
@@ -548,18 +561,10 @@ async fn an_undo_that_cannot_be_started_is_taken_back_so_the_link_works_again() 
 /// link is used), and the page says the start is not confirmed.
 #[tokio::test]
 async fn an_undo_whose_start_may_have_happened_keeps_its_decision_and_says_it_is_unconfirmed() {
-    let lost = || FinopsError::Transient {
-        service: "StepFunctions",
-        operation: "StartExecution",
-        message: "connection reset after the request was sent".into(),
-    };
-    let refused = || FinopsError::Throttled {
-        service: "StepFunctions",
-        operation: "StartExecution",
-        message: "slow down".into(),
-    };
     // Lost then lost, lost then refused, refused then lost: each time the first or the second may have started it.
-    for answers in [vec![lost(), lost()], vec![lost(), refused()], vec![refused(), lost()]] {
+    for answers in
+        [vec![start_lost(), start_lost()], vec![start_lost(), start_refused()], vec![start_refused(), start_lost()]]
+    {
         let (r, sfn) = (undo_records(), ScriptedSfn::default());
         *sfn.undo_answers.lock().unwrap() = answers;
         let unconfirmed = call_undo("POST", ApprovalAction::Undo, "decision=undo&approver=bo", &r, &sfn).await;
