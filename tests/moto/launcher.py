@@ -27,6 +27,8 @@ Plain `moto_server`, with these additions (transport, lifecycle, seeding, and on
 - Instances tagged `finops-test:stopped-days-ago=N`, once stopped, say in StateTransitionReason that they were
   stopped N days ago.
 - EC2's image catalogue is moto's default list only (see `_default_amis_only`).
+- CreateVolume with a ClientToken it has seen answers with the volume that token made, as EC2 documents (moto makes
+  another one).
 - Shortcuts that answer exactly as moto does, for CPU (measured with py-spy under four chaos workers, where moto
   is most of the machine's CPU): a state machine definition's ANTLR parse tree is kept by its text (moto parses the
   same definition at create, update and every execution start: 21 % of moto's busy time; the evaluation components
@@ -114,6 +116,35 @@ def _volume_add_tags_backdated(self, tag_map):
 
 
 Volume.add_tags = _volume_add_tags_backdated
+
+# --- CreateVolume's ClientToken ----------------------------------------------------------------------------------
+# EC2 makes CreateVolume idempotent by its ClientToken: a second call with the same token answers with the volume the
+# first made. moto ignores the token and makes another volume, so an undo whose CreateVolume answer was lost (the SDK
+# retries it, with the undo's id as the token) recreated a volume twice under the chaos faults.
+
+from moto.core.responses import ActionResult
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+_create_volume = ElasticBlockStore.create_volume
+_volume_tokens_lock = threading.Lock()
+
+
+def _create_volume_once_per_token(self):
+    token = self._get_param("ClientToken")
+    if not token:
+        return _create_volume(self)
+    backend = self.ec2_backend
+    with _volume_tokens_lock:
+        # Kept on the backend, so /moto-api/reset forgets them with the volumes.
+        made = backend.__dict__.setdefault("_finops_volume_tokens", {})
+        if made.get(token) in backend.volumes:
+            return ActionResult(backend.volumes[made[token]])
+        result = _create_volume(self)
+        made[token] = result.result.id
+        return result
+
+
+ElasticBlockStore.create_volume = _create_volume_once_per_token
 
 # NAT gateways take the same tag (an idle gateway is judged over the lookback).
 _nat_add_tags = NatGateway.add_tags

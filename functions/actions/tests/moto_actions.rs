@@ -502,11 +502,44 @@ async fn a_long_stopped_instances_volumes_are_detached_and_deleted_through_the_s
     assert_eq!(h.run(delete).await.outcome, Outcome::AlreadyDone);
     let (state, tags) = h.state_and_tags(&id).await;
     assert_eq!((state.as_str(), tags["finops:action"].as_str()), ("stopped", "volumes-deleted"));
-    let gone = h.client.describe_volumes().volume_ids(&volume).send().await;
-    assert!(gone.is_err() || gone.unwrap().volumes().is_empty(), "the volume is deleted");
+    // Deleted, not unreachable: EC2 answers a volume id it does not know with InvalidVolume.NotFound (API reference).
+    let gone = h.client.describe_volumes().volume_ids(&volume).send().await.map(|o| o.volumes().len());
+    let code = gone.as_ref().map_err(|e| aws_sdk_ec2::error::ProvideErrorMetadata::code(e));
+    assert_eq!(code, Err(Some("InvalidVolume.NotFound")), "the volume is deleted: {gone:?}");
     let kept = h.client.describe_snapshots().snapshot_ids(&snap.snapshot_ids[0]).send().await.unwrap();
     let tags: HashMap<&str, &str> =
         kept.snapshots()[0].tags().iter().map(|t| (t.key().unwrap(), t.value().unwrap())).collect();
     assert_eq!(tags["finops:volume-id"], volume.as_str());
     assert!(tags.contains_key("finops:device"), "{tags:?}");
+}
+
+/// Found by the chaos batch (seed 424242082): an undo's CreateVolume whose answer was lost was retried by the SDK and
+/// made a second volume. EC2 documents CreateVolume as idempotent by its ClientToken (the undo sends its undo id);
+/// the emulator must answer a repeated token with the volume it made, or the tests judge a product AWS does not run.
+#[tokio::test]
+async fn a_create_volume_repeated_with_its_client_token_makes_one_volume() {
+    let moto = moto().await;
+    let h = harness(&moto, vec![]).await;
+    // Tagged, so that only this test's volumes are counted (other tests may share the server).
+    let mark = aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(aws_sdk_ec2::types::ResourceType::Volume)
+        .tags(aws_sdk_ec2::types::Tag::builder().key("finops-test:client-token").value("yes").build())
+        .build();
+    let create = |token: &'static str| {
+        h.client
+            .create_volume()
+            .availability_zone(format!("{REGION}a"))
+            .size(8)
+            .client_token(token)
+            .tag_specifications(mark.clone())
+            .send()
+    };
+    let first = create("undo-0123").await.unwrap().volume_id().unwrap().to_owned();
+    let again = create("undo-0123").await.unwrap().volume_id().unwrap().to_owned();
+    let other = create("undo-4567").await.unwrap().volume_id().unwrap().to_owned();
+    assert_eq!(again, first, "the same token answers with the same volume");
+    assert_ne!(other, first, "another token makes another volume");
+    let marked = aws_sdk_ec2::types::Filter::builder().name("tag-key").values("finops-test:client-token").build();
+    let volumes = h.client.describe_volumes().filters(marked).send().await.unwrap();
+    assert_eq!(volumes.volumes().len(), 2, "{volumes:?}");
 }

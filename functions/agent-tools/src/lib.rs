@@ -25,6 +25,25 @@ use serde_json::{json, Value};
 /// Bedrock limits an action group's response body; lists are cut to stay well inside it.
 pub const MAX_LISTED: usize = 25;
 
+/// A JSON object read as `T`. Bedrock's event format is objects all the way down, and serde would also read a struct
+/// from an array of its fields (`"requestBody": []`): only an object is one here.
+#[derive(Debug)]
+struct Object<T>(T);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, Value>::deserialize(d)?;
+        serde_json::from_value(Value::Object(map)).map(Object).map_err(serde::de::Error::custom)
+    }
+}
+
+impl<T> std::ops::Deref for Object<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct Parameter {
     name: String,
@@ -35,13 +54,13 @@ struct Parameter {
 #[derive(Debug, Deserialize)]
 struct BodyContent {
     #[serde(default)]
-    properties: Vec<Parameter>,
+    properties: Vec<Object<Parameter>>,
 }
 
 #[derive(Debug, Deserialize)]
 struct RequestBody {
     #[serde(default)]
-    content: HashMap<String, BodyContent>,
+    content: HashMap<String, Object<BodyContent>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,9 +72,9 @@ struct ActionGroupEvent {
     api_path: String,
     http_method: String,
     #[serde(default)]
-    parameters: Vec<Parameter>,
+    parameters: Vec<Object<Parameter>>,
     #[serde(default)]
-    request_body: Option<RequestBody>,
+    request_body: Option<Object<RequestBody>>,
     #[serde(default)]
     session_attributes: HashMap<String, String>,
     #[serde(default)]
@@ -590,7 +609,7 @@ where
     Fut: Future<Output = Result<(u16, Value), FinopsError>>,
 {
     let raw = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let parsed: Result<ActionGroupEvent, _> = serde_json::from_value(event.clone());
+    let parsed: Result<ActionGroupEvent, _> = serde_json::from_value::<Object<_>>(event.clone()).map(|o| o.0);
     // The instance the tool is about, as asked (a path parameter); the answer's `instanceId` wins when it has one.
     let asked: Option<String> = parsed.as_ref().ok().and_then(|e| {
         e.parameters.iter().find(|p| p.name == "instance_id").and_then(|p| p.value.as_str()).map(str::to_owned)
@@ -786,8 +805,41 @@ mod fuzz {
         })
     }
 
-    /// A genuine event with fields replaced by anything: the parser's edges, not only garbage.
-    fn event() -> impl Strategy<Value = Value> {
+    /// Whether a field of an action group event holds what Bedrock's documented event format says it holds
+    /// (written from the format, not from this crate's types): `messageVersion` "1.0"; `actionGroup`, `apiPath`
+    /// and `httpMethod` strings; `parameters` a list of `{name, type, value}` with a string name; `requestBody` null
+    /// or `{content: {<media type>: {properties: [parameters]}}}`; `sessionAttributes` a map of strings.
+    fn fits_the_format(field: &str, value: &Value) -> bool {
+        let parameters = |v: &Value| {
+            v.as_array().is_some_and(|list| {
+                list.iter().all(|p| p.as_object().is_some_and(|p| p.get("name").is_some_and(Value::is_string)))
+            })
+        };
+        let absent_or = |v: Option<&Value>, f: &dyn Fn(&Value) -> bool| v.is_none_or(f);
+        match field {
+            "messageVersion" => value == "1.0",
+            "actionGroup" | "apiPath" | "httpMethod" => value.is_string(),
+            "parameters" => parameters(value),
+            "requestBody" => {
+                value.is_null()
+                    || value.as_object().is_some_and(|body| {
+                        absent_or(body.get("content"), &|content| {
+                            content.as_object().is_some_and(|media| {
+                                media
+                                    .values()
+                                    .all(|m| m.as_object().is_some_and(|m| absent_or(m.get("properties"), &parameters)))
+                            })
+                        })
+                    })
+            }
+            "sessionAttributes" => value.as_object().is_some_and(|m| m.values().all(Value::is_string)),
+            other => panic!("no rule for {other}"),
+        }
+    }
+
+    /// A genuine event with fields replaced by anything: the parser's edges, not only garbage. With it, whether it
+    /// is still a valid event, from the format (an arbitrary JSON value never is).
+    fn event() -> impl Strategy<Value = (Value, bool)> {
         let field = prop_oneof![
             Just("messageVersion"),
             Just("apiPath"),
@@ -803,12 +855,13 @@ mod fuzz {
                 "httpMethod": "GET", "sessionId": "run-1", "parameters": [{"name": "instance_id", "type": "string", "value": id}],
                 "sessionAttributes": {}, "promptSessionAttributes": {}
             });
-            for (k, v) in changes {
-                e[k] = v;
+            for (k, v) in &changes {
+                e[*k] = v.clone();
             }
-            e
+            let valid = changes.iter().all(|(k, _)| fits_the_format(k, &e[*k]));
+            (e, valid)
         });
-        prop_oneof![json_value(), genuine]
+        prop_oneof![json_value().prop_map(|v| (v, false)), genuine]
     }
 
     proptest! {
@@ -817,7 +870,7 @@ mod fuzz {
         /// Any event: no panic, always Bedrock's response envelope with a JSON body, 400 for what does not parse,
         /// and the tool reached only with a parsed event of message version 1.0.
         #[test]
-        fn any_event_gets_an_envelope_and_only_a_valid_one_reaches_a_tool(e in event()) {
+        fn any_event_gets_an_envelope_and_only_a_valid_one_reaches_a_tool((e, valid) in event()) {
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let reached = std::sync::atomic::AtomicBool::new(false);
             let response = runtime.block_on(respond(e.clone(), |parsed| {
@@ -829,8 +882,6 @@ mod fuzz {
             let status = response["response"]["httpStatusCode"].as_u64().unwrap();
             let body = response["response"]["responseBody"]["application/json"]["body"].as_str().unwrap();
             prop_assert!(serde_json::from_str::<Value>(body).is_ok());
-            let parsed = serde_json::from_value::<ActionGroupEvent>(e.clone());
-            let valid = parsed.as_ref().is_ok_and(|p| p.message_version == "1.0");
             prop_assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), valid);
             prop_assert_eq!(status, if valid { 200 } else { 400 });
             if let Some(id) = e.get("parameters").and_then(|p| p.get(0)).and_then(|p| p.get("value")) {

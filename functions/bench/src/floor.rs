@@ -1,13 +1,16 @@
 //! The metrics handler's CPU against a floor measured on the same data, so that the figure means the same on any
 //! machine: the handler is fed GetMetricData answers as CloudWatch sends them (JSON, recorded once from the
 //! synthetic fleet), and the floor is the CPU of only reading those same answers into the step's types. The handler
-//! cannot do less than read its input; the ratio says how much more it does (target: at most 2x).
+//! cannot do less than read its input; the ratio says how much more it does (target: at most 2x). A second floor
+//! adds the rest of the step's input and output (reading the inventory document, writing the utilisation document):
+//! against it, the ratio is the handler's own work.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use finops_aws::FinopsError;
+use finops_core::steps::{InventoryDocument, UtilisationDocument};
 use finops_core::LookbackWindow;
 use finops_metrics::synthetic::SyntheticMetrics;
 use finops_metrics::{MetricDataPage, MetricQuery, MetricSeries, MetricsApi};
@@ -33,11 +36,13 @@ struct AnswerSeries {
     status_code: String,
 }
 
-/// One call's key: its region, page token and every query (id, metric, dimensions). Not the order of calls (they run
-/// concurrently), nor the ids alone (each stage numbers its queries from q0 again).
+/// One call's key: its region, page token, how many queries and the first and last of them (id, metric,
+/// dimensions). Not the order of calls (they run concurrently), nor the ids alone (each stage numbers its queries
+/// from q0 again). Cheap, since the replay's lookups count in the handler's CPU; the recorder refuses two calls with
+/// one key.
 fn key(region: &str, queries: &[MetricQuery], next_token: &Option<String>) -> String {
-    let mut key = format!("{region}|{}", next_token.as_deref().unwrap_or_default());
-    for q in queries {
+    let mut key = format!("{region}|{}|{}", next_token.as_deref().unwrap_or_default(), queries.len());
+    for q in queries.first().into_iter().chain(queries.last()) {
         key.push_str(&format!("|{}:{:?}", q.id, q.kind));
         for (name, value) in q.dimensions.iter() {
             key.push_str(&format!(":{name}={value}"));
@@ -137,17 +142,38 @@ impl Replay {
 
     /// The floor: the least CPU reading every recorded answer takes, over `rounds` rounds.
     pub fn floor(&self, rounds: usize) -> Duration {
-        (0..rounds)
-            .map(|_| {
-                let before = process_cpu_time();
-                for bytes in self.answers.values() {
-                    std::hint::black_box(read(bytes));
-                }
-                process_cpu_time() - before
-            })
-            .min()
-            .unwrap_or_default()
+        least_of(rounds, || {
+            for bytes in self.answers.values() {
+                std::hint::black_box(read(bytes));
+            }
+        })
     }
+
+    /// All of the step's input and output, and nothing between: reading the inventory document and every answer,
+    /// and writing the utilisation document the handler wrote (the same bytes), over `rounds` rounds.
+    pub fn io_floor(&self, inventory: &[u8], utilisation: &[u8], rounds: usize) -> Duration {
+        let document: UtilisationDocument = serde_json::from_slice(utilisation).expect("the utilisation document");
+        let answers = self.floor(rounds);
+        let documents = least_of(rounds, || {
+            std::hint::black_box(serde_json::from_slice::<InventoryDocument>(inventory).expect("the inventory"));
+            let mut written = Vec::with_capacity(utilisation.len());
+            serde_json::to_writer(&mut written, &document).expect("a document");
+            std::hint::black_box(written);
+        });
+        answers + documents
+    }
+}
+
+/// The least CPU `work` takes over `rounds` rounds (noise only adds).
+fn least_of(rounds: usize, mut work: impl FnMut()) -> Duration {
+    (0..rounds)
+        .map(|_| {
+            let before = process_cpu_time();
+            work();
+            process_cpu_time() - before
+        })
+        .min()
+        .unwrap_or_default()
 }
 
 impl MetricsApi for Replay {

@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 
 use chrono::Utc;
-use finops_aws::{put_json, MemoryRunStore, PriceBook, SdkPriceList};
+use finops_aws::{put_json, MemoryRunStore, PriceBook, RunStore, SdkPriceList};
 use finops_core::run_cost::{Architecture, FunctionUsage, ListPrices, RunCost, RunUsage, PRICES_AS_OF};
 use finops_core::steps::InventoryDocument;
 use finops_core::{DetectionConfig, InstanceRecord, MetricStages};
@@ -79,27 +79,42 @@ async fn run_handler<M: MetricsApi>(
     (out, process_cpu_time() - cpu_before, wall.elapsed())
 }
 
-/// How many times each CPU figure against the floor is measured; the least is kept (noise only adds).
-const ROUNDS: usize = 5;
+/// How many times each CPU figure against the floor is measured; the least is kept (noise only adds). More with
+/// `FINOPS_BENCH_ROUNDS`, for a profiler to see the handler rather than the setup.
+fn rounds() -> usize {
+    std::env::var("FINOPS_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
+}
 
 /// The handler's CPU on recorded CloudWatch answers, the floor on the same answers, and the ratio, for `stages`.
-async fn against_floor(store: &MemoryRunStore, event: &serde_json::Value, stages: MetricStages) -> [String; 3] {
+async fn against_floor(store: &MemoryRunStore, event: &serde_json::Value, stages: MetricStages) -> [String; 5] {
     let recorder = floor::Recorder::new(SyntheticMetrics::with_idle_percent(CANDIDATE_PERCENT));
     let recorded = run_handler(store, event, stages, &recorder).await.0;
     let replay = recorder.into_replay();
     let mut handler_cpu = std::time::Duration::MAX;
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let (out, cpu, _) = run_handler(store, event, stages, &replay).await;
         // The same answers must give the same verdicts and shortlist, or the figure measures other work.
         assert_eq!((&out.verdicts, &out.shortlist), (&recorded.verdicts, &recorded.shortlist), "the replay differs");
         handler_cpu = handler_cpu.min(cpu);
     }
-    let floor = replay.floor(ROUNDS);
+    let floor = replay.floor(rounds());
     let (bytes, answers) = replay.size();
+    let inventory = store.get(&serde_json::from_value(event["inventory"].clone()).expect("a reference")).await;
+    let utilisation = store.get(&recorded.utilisation).await;
+    let (inventory, utilisation) = (inventory.expect("the inventory"), utilisation.expect("the utilisation"));
+    let io_floor = replay.io_floor(&inventory, &utilisation, rounds());
+    let ratio = |floor: std::time::Duration| handler_cpu.as_secs_f64() / floor.as_secs_f64().max(1e-9);
     [
         format!("{} ms", handler_cpu.as_millis()),
         format!("{} ms ({answers} answers, {:.1} MB of JSON)", floor.as_millis(), bytes as f64 / 1048576.0),
-        format!("{:.2}x", handler_cpu.as_secs_f64() / floor.as_secs_f64().max(1e-9)),
+        format!("{:.2}x", ratio(floor)),
+        format!(
+            "{} ms (+ {:.1} MB read, {:.1} MB written)",
+            io_floor.as_millis(),
+            inventory.len() as f64 / 1048576.0,
+            utilisation.len() as f64 / 1048576.0
+        ),
+        format!("{:.2}x", ratio(io_floor)),
     ]
 }
 
@@ -190,13 +205,17 @@ fn main() {
         let cost = RunCost::of(&usage, Architecture::Arm64, n, &ListPrices::LIST);
         println!("  detection cost per run   {}", cost.summary(&usage));
         // Machines differ; the handler's CPU as a multiple of only reading its input does not (much).
-        let [two_cpu, two_floor, two_ratio] = against_floor(&store, &event, MetricStages::Two).await;
-        let [one_cpu, one_floor, one_ratio] = against_floor(&store, &event, MetricStages::One).await;
-        println!("\n  against a floor: the handler fed CloudWatch's JSON answers, and only reading them (least of {ROUNDS} runs)");
+        let [two_cpu, two_floor, two_ratio, two_io, two_io_ratio] =
+            against_floor(&store, &event, MetricStages::Two).await;
+        let [one_cpu, one_floor, one_ratio, one_io, one_io_ratio] =
+            against_floor(&store, &event, MetricStages::One).await;
+        println!("\n  against a floor: the handler fed CloudWatch's JSON answers, and only reading them (least of {} runs)", rounds());
         row("", "two stages (default)".into(), "one stage".into());
         row("handler CPU", two_cpu, one_cpu);
         row("floor: reading answers", two_floor, one_floor);
         row("handler / floor", format!("{two_ratio} (target <= 2x)"), one_ratio);
+        row("floor with all its I/O", two_io, one_io);
+        row("handler / that floor", two_io_ratio, one_io_ratio);
         assert_eq!(one.calls, expected_one, "one stage: GetMetricData calls must be ceil(N*M/500)");
         assert_eq!(two.calls, expected_two, "two stages: ceil(N/500) + ceil(candidates*(M-1)/500)");
         assert_eq!(two.out.verdicts, one.out.verdicts, "two stages give the verdicts of one");

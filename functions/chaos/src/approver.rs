@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use aws_sdk_cloudwatch::primitives::DateTime as AwsDateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
+use finops_testkit::approvals::TABLE;
 use finops_testkit::moto::http;
 use finops_testkit::slack::{click_payload, has_button, post_signed, LocalSlack, SIGNING_SECRET};
-use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_ec2};
+use finops_testkit::{aws_sdk_cloudwatch, aws_sdk_dynamodb, aws_sdk_ec2};
 
 use crate::invariants::Post;
 use crate::rng::Rng;
@@ -157,12 +158,18 @@ pub struct Approvers {
     rng: Rng,
     ec2: aws_sdk_ec2::Client,
     cw: aws_sdk_cloudwatch::Client,
+    /// The approval records, read straight from moto (no faults): what a scanner's GETs may not change.
+    ddb: aws_sdk_dynamodb::Client,
     pub posts: Arc<Mutex<Vec<Post>>>,
     pub emails: BTreeMap<String, u32>,
     pub behaviours: BTreeMap<&'static str, u32>,
     pub made_production: BTreeSet<String>,
-    /// Scanner GETs that changed a record (must stay empty).
-    pub scanner_changes: Arc<Mutex<Vec<String>>>,
+    /// Instances a busy datapoint was written for before their approve.
+    pub made_busy: BTreeSet<String>,
+    /// Digests with no proposal the approvers could read.
+    pub unreadable_emails: u32,
+    /// Scanner GETs that changed a record or got no answer (must stay empty).
+    pub scanner_changes: Vec<String>,
     later: Vec<tokio::task::JoinHandle<()>>,
     after_end: Vec<Email>,
     slack: Arc<LocalSlack>,
@@ -234,16 +241,24 @@ impl Drop for Approvers {
     }
 }
 
+/// The clients the approvers use beside the page: EC2 (a person tags an instance), CloudWatch (it gets busy), and
+/// DynamoDB (to see what a scanner's GETs did to a record).
+pub struct Clients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub cw: aws_sdk_cloudwatch::Client,
+    pub ddb: aws_sdk_dynamodb::Client,
+}
+
 impl Approvers {
     pub fn new(
         page_port: u16,
         moto_port: u16,
         timeout: Duration,
         rng: Rng,
-        ec2: aws_sdk_ec2::Client,
-        cw: aws_sdk_cloudwatch::Client,
+        clients: Clients,
         slack: Arc<LocalSlack>,
     ) -> Self {
+        let Clients { ec2, cw, ddb } = clients;
         Self {
             page_port,
             moto_port,
@@ -251,11 +266,14 @@ impl Approvers {
             rng,
             ec2,
             cw,
+            ddb,
             posts: Arc::default(),
             emails: BTreeMap::new(),
             behaviours: BTreeMap::new(),
             made_production: BTreeSet::new(),
-            scanner_changes: Arc::default(),
+            made_busy: BTreeSet::new(),
+            unreadable_emails: 0,
+            scanner_changes: Vec::new(),
             later: Vec::new(),
             after_end: Vec::new(),
             slack,
@@ -267,7 +285,7 @@ impl Approvers {
     pub async fn on_digest(&mut self, digest: &str) {
         let proposals = parse_digest(digest);
         if proposals.is_empty() {
-            *self.behaviours.entry("unreadable email").or_default() += 1;
+            self.unreadable_emails += 1;
             return;
         }
         for email in proposals {
@@ -292,11 +310,19 @@ impl Approvers {
             Behaviour::Deny => record(&posts, "deny", post(port, email.deny.clone(), "deny").await),
             Behaviour::Snooze => record(&posts, "snooze", post(port, email.snooze.clone(), "snooze").await),
             Behaviour::ScannerThenApprove => {
+                let before = self.decision_of(&email.approval_id).await;
                 for path in [&email.approve, &email.deny, &email.snooze] {
                     let status = get(port, path.clone()).await;
                     if status == 0 {
-                        lock(&self.scanner_changes).push(format!("GET {path} got no answer"));
+                        self.scanner_changes.push(format!("GET {path} got no answer"));
                     }
+                }
+                let after = self.decision_of(&email.approval_id).await;
+                if after != before {
+                    self.scanner_changes.push(format!(
+                        "GETs of {}'s links changed its record's decision from {before:?} to {after:?}",
+                        email.instance_id
+                    ));
                 }
                 record(&posts, "approve", post(port, approve, "approve").await);
             }
@@ -331,7 +357,9 @@ impl Approvers {
                 record(&posts, "approve", post(port, approve, "approve").await);
             }
             Behaviour::BusyThenApprove => {
-                busy_now(&self.cw, &email.instance_id).await;
+                if busy_now(&self.cw, &email.instance_id).await {
+                    self.made_busy.insert(email.instance_id.clone());
+                }
                 record(&posts, "approve", post(port, approve, "approve").await);
             }
             Behaviour::Forwarded => {
@@ -388,6 +416,14 @@ impl Approvers {
         }
     }
 
+    /// What an approval record says was decided, by whom and when (none of it before anyone POSTs).
+    async fn decision_of(&self, approval_id: &str) -> [Option<String>; 3] {
+        let key = aws_sdk_dynamodb::types::AttributeValue::S(approval_id.to_owned());
+        let item = self.ddb.get_item().table_name(TABLE).key("approvalId", key).send().await;
+        let item = item.expect("read an approval record from moto").item.unwrap_or_default();
+        ["decision", "approver", "decidedAt"].map(|k| item.get(k).and_then(|v| v.as_s().ok()).cloned())
+    }
+
     /// Waits for the answers still on their way, then sends the ones meant for after the run.
     pub async fn after_run(&mut self) {
         for task in self.later.drain(..) {
@@ -412,16 +448,15 @@ async fn owner_keep_link(moto_port: u16, resource_id: &str) -> Option<String> {
 }
 
 /// A busy datapoint from a few minutes ago: what the actions step's re-measure must see before a stop (CPU), or
-/// before a volume's deletion (its I/O: it was attached and used again).
-async fn busy_now(cw: &aws_sdk_cloudwatch::Client, resource_id: &str) {
+/// before a volume's deletion (its I/O: it was attached and used again). Whether CloudWatch took it.
+async fn busy_now(cw: &aws_sdk_cloudwatch::Client, resource_id: &str) -> bool {
     let at = AwsDateTime::from_secs(chrono::Utc::now().timestamp() - 180);
     let (namespace, metric, dimension) = if resource_id.starts_with("vol-") {
         ("AWS/EBS", "VolumeReadOps", "VolumeId")
     } else {
         ("AWS/EC2", "CPUUtilization", "InstanceId")
     };
-    let _ = cw
-        .put_metric_data()
+    cw.put_metric_data()
         .namespace(namespace)
         .metric_data(
             MetricDatum::builder()
@@ -435,7 +470,8 @@ async fn busy_now(cw: &aws_sdk_cloudwatch::Client, resource_id: &str) {
                 .build(),
         )
         .send()
-        .await;
+        .await
+        .is_ok()
 }
 
 #[cfg(test)]

@@ -45,6 +45,8 @@ pub struct Record {
     pub via: Option<String>,
     /// Who the record says decided (a link's recipient, or `slack:<user>/<name>`).
     pub approver: Option<String>,
+    /// When the record says it was decided (whole seconds).
+    pub decided_at: Option<DateTime<Utc>>,
     /// An undo record (offered after the run), not a proposal's approval.
     pub undo: bool,
 }
@@ -132,6 +134,18 @@ pub struct RunEvidence {
     pub recreated: Vec<Recreated>,
     /// Who the deployment allows to decide: addresses, and `slack:<user id>/` for the Slack users it names.
     pub allowed_deciders: Vec<String>,
+    /// When a DescribeSnapshots answer first showed each snapshot completed to a caller (the fault proxy's log).
+    pub snapshots_seen_completed: BTreeMap<String, DateTime<Utc>>,
+    /// Instances that got busy again while they waited (a busy datapoint was written before their approve).
+    pub made_busy: BTreeSet<String>,
+    /// How many recommendations the reasoning step made (its shortlist): what a broken model leaves to the rules.
+    pub recommendation_count: u64,
+    /// Approval emails the approvers could not read a proposal from (nobody could answer them).
+    pub unreadable_emails: u32,
+    /// Scanner GETs that changed an approval record, or got no answer.
+    pub scanner_changes: Vec<String>,
+    /// The ledger's outcomes, when its record holds text that is not a list of outcomes.
+    pub ledger_unreadable: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,18 +182,21 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         .collect();
     // 200: recorded and delivered; 202: recorded, delivery not confirmed (the workflow may act on it).
     let recorded = |p: &Post| p.status == 200 || p.status == 202;
-    let accepted_approve =
-        |id: &str| e.posts.iter().any(|p| p.instance_id == id && p.decision == "approve" && recorded(p));
+    let accepted_approve = |approval_id: &str| {
+        e.posts.iter().any(|p| p.approval_id == approval_id && p.decision == "approve" && recorded(p))
+    };
 
     for id in &stopped {
-        // 1. A decided approve record of this run, made by POST, and an approver's POST the page accepted.
+        let stop_at = state_changing_stops.iter().filter(|s| s.instance_id == *id).map(|s| s.at).min();
+        // 1. A decided approve record of this run, made by POST, an approver's POST on that same approval the page
+        //    accepted, and the decision made before the stop.
         let record = e.records.iter().find(|r| r.instance_id == *id && r.run_id == e.run_id && !r.undo);
         let by_post = record.is_some_and(|r| {
             r.state == "decided"
                 && r.decision.as_deref() == Some("approve")
                 && matches!(r.via.as_deref(), Some("POST" | "slack-signed-click"))
         });
-        if !by_post || !accepted_approve(id) {
+        if !by_post || !record.is_some_and(|r| accepted_approve(&r.approval_id)) {
             violation(
                 1,
                 format!(
@@ -196,21 +213,30 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
                 format!("{id} was stopped on a decision by {:?}, whom the deployment does not allow", r.approver),
             );
         }
-        // 2. Completed snapshots of every attached volume, made by this run, started before the stop.
-        let stop_at = state_changing_stops.iter().filter(|s| s.instance_id == *id).map(|s| s.at).min();
-        let volumes = e.fleet.iter().find(|i| i.instance_id == *id).map(|i| i.volume_ids.clone()).unwrap_or_default();
-        for volume in &volumes {
+        if let Some(r) = record.filter(|r| r.decided_at.zip(stop_at).is_none_or(|(decided, stop)| decided > stop)) {
+            violation(
+                1,
+                format!("{id} was stopped at {stop_at:?}; its approve says it was decided at {:?}", r.decided_at),
+            );
+        }
+        // 2. Snapshots of every attached volume, made by this run, seen completed by the workflow before the stop.
+        let volumes =
+            e.fleet.iter().find(|i| i.instance_id == *id).map(|i| i.volume_ids.as_slice()).unwrap_or_default();
+        if volumes.is_empty() {
+            violation(2, format!("{id} was stopped, and no volume of it is known to have been snapshotted"));
+        }
+        for volume in volumes {
             let ok = e.snapshots.iter().any(|s| {
                 s.volume_id == *volume
                     && s.run_id.as_deref() == Some(e.run_id.as_str())
                     && s.state == "completed"
-                    && match (s.started, stop_at) {
-                        (Some(started), Some(stop)) => started <= stop,
+                    && match (e.snapshots_seen_completed.get(&s.snapshot_id), stop_at) {
+                        (Some(completed), Some(stop)) => completed <= &stop,
                         _ => false,
                     }
             });
             if !ok {
-                violation(2, format!("{id} was stopped (at {stop_at:?}) without a completed snapshot of {volume} made before it by this run"));
+                violation(2, format!("{id} was stopped (at {stop_at:?}) before a snapshot of {volume} by this run was seen completed"));
             }
         }
         // 6. Never a trap, nor an instance made production while it waited.
@@ -220,6 +246,9 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         }
         if e.made_production.contains(*id) {
             violation(6, format!("{id} was tagged production before its stop and was stopped anyway"));
+        }
+        if e.made_busy.contains(*id) {
+            violation(6, format!("{id} got busy again before its approve and was stopped anyway"));
         }
     }
 
@@ -251,7 +280,7 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
 
     // 4. Every approve the page accepted leads to a stop or to a reported reason; a failed run says it failed.
     let failure_noticed = e.reports.iter().any(|r| r.contains("failed") || r.contains("stopped before acting"));
-    for p in e.posts.iter().filter(|p| p.status == 200 && p.behaviour == AFTER_RUN_ENDED) {
+    for p in e.posts.iter().filter(|p| recorded(p) && p.behaviour == AFTER_RUN_ENDED) {
         violation(
             4,
             format!("{}: an answer was accepted after the run ended, and nobody will act on it", p.instance_id),
@@ -261,6 +290,8 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         let outcome = outcome_for(&e.outcomes, &p.instance_id);
         let explained = match outcome {
             Some(o) if says_stopped(o) => stopped.contains(p.instance_id.as_str()),
+            // Delivered approves are never "nobody answered" or "denied".
+            Some(o) if o["outcome"] == "no_answer" || o["outcome"] == "denied" => false,
             Some(o) => !o["detail"].as_str().unwrap_or("").trim().is_empty(),
             None => e.status == "FAILED" && failure_noticed,
         };
@@ -275,7 +306,17 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
         }
     }
 
+    if e.unreadable_emails > 0 {
+        violation(4, format!("{} approval emails had no proposal an approver could read", e.unreadable_emails));
+    }
+    for change in &e.scanner_changes {
+        violation(1, format!("a mail scanner's GET: {change}"));
+    }
+
     // 5. A report or failure notice, and a ledger record that says what happened.
+    if let Some(text) = &e.ledger_unreadable {
+        violation(5, format!("the ledger's outcomes are not a list of outcomes: {text:.200}"));
+    }
     if e.status == "STUCK" {
         violation(5, "the execution did not end".into());
     }
@@ -388,8 +429,15 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
     // 7. A broken model: the run used the rules, and its output and its report say so.
     if e.model_broken && e.status == "SUCCEEDED" {
         let (backend, fallbacks) = &e.reasoning;
-        if !(fallbacks.unwrap_or(0) > 0 || backend.as_deref() == Some("rules")) {
-            violation(7, format!("the model was broken; the output says backend {backend:?}, fallbacks {fallbacks:?}"));
+        // Down for the whole run: every recommendation is the rules', not one of them.
+        if !(fallbacks.unwrap_or(0) == e.recommendation_count || backend.as_deref() == Some("rules")) {
+            violation(
+                7,
+                format!(
+                    "the model was broken; the output says backend {backend:?}, fallbacks {fallbacks:?} of {} recommendations",
+                    e.recommendation_count
+                ),
+            );
         }
         let said = format!("{} of the shortlist decided by the rules instead of the model", fallbacks.unwrap_or(0));
         if fallbacks.unwrap_or(0) > 0 && !e.reports.iter().any(|r| r.contains(&said)) {
@@ -450,6 +498,7 @@ mod tests {
                 decision: Some("approve".into()),
                 via: Some("POST".into()),
                 approver: Some("ops@example.com".into()),
+                decided_at: Some(at("2026-11-28T23:59:58Z")),
                 undo: false,
             }],
             posts: vec![Post {
@@ -468,6 +517,8 @@ mod tests {
             ]),
             ledger_status: Some("completed".into()),
             allowed_deciders: vec!["ops@example.com".into(), "slack:U0CHAOS/".into()],
+            snapshots_seen_completed: [("snap-1".into(), at("2026-11-29T00:00:04Z"))].into(),
+            recommendation_count: 3,
             ..RunEvidence::default()
         }
     }
@@ -503,6 +554,7 @@ mod tests {
             decision: Some("undo".into()),
             via: Some("POST".into()),
             approver: Some("ops@example.com".into()),
+            decided_at: Some(at("2026-11-29T00:30:00Z")),
             undo: true,
         });
         e.undo_posts = vec![UndoPost {
@@ -559,6 +611,7 @@ mod tests {
             decision: Some("undo".into()),
             via: Some("POST".into()),
             approver: Some("ops@example.com".into()),
+            decided_at: Some(at("2026-11-29T00:30:00Z")),
             undo: true,
         });
         undone.records.reverse();
@@ -628,6 +681,7 @@ mod tests {
                 state: "completed".into(),
                 started: Some(at("2026-11-29T00:00:30Z")),
             });
+            e.snapshots_seen_completed.insert("snap-9".into(), at("2026-11-29T00:00:50Z"));
         }
         e
     }
@@ -647,6 +701,7 @@ mod tests {
             decision: Some("approve".into()),
             via: Some("POST".into()),
             approver: Some("ops@example.com".into()),
+            decided_at: Some(at("2026-11-29T00:00:40Z")),
             undo: false,
         });
         e.posts.push(Post {
@@ -662,7 +717,8 @@ mod tests {
         e.ledger_outcomes.as_mut().unwrap().push(deleted);
         assert_eq!(broken(&e), [2]);
         // The same with its snapshot: clean. A production volume deleted all the same: 6.
-        e.snapshots = with_volume(Kind::Idle, true, true).snapshots;
+        let snapshotted = with_volume(Kind::Idle, true, true);
+        (e.snapshots, e.snapshots_seen_completed) = (snapshotted.snapshots, snapshotted.snapshots_seen_completed);
         assert_eq!(check(&e), vec![]);
         e.fleet.last_mut().unwrap().kind = Kind::Production;
         assert_eq!(broken(&e), [6]);
@@ -677,13 +733,32 @@ mod tests {
         let mut e = clean();
         e.posts[0].status = 502;
         assert!(broken(&e).contains(&1), "a stop after a POST the page refused");
+        let mut e = clean();
+        e.posts[0].approval_id = "c".repeat(32);
+        assert_eq!(broken(&e), [1], "the accepted approve was another approval's");
+        let mut e = clean();
+        e.records[0].decided_at = Some(at("2026-11-29T00:00:06Z"));
+        assert_eq!(broken(&e), [1], "decided after the stop");
+        e.records[0].decided_at = None;
+        assert_eq!(broken(&e), [1], "no decision time");
+        let mut e = clean();
+        e.scanner_changes.push("GET /approvals/aaa?action=approve decided it".into());
+        assert_eq!(broken(&e), [1]);
 
         let mut e = clean();
-        e.snapshots[0].started = Some(at("2026-11-29T00:00:06Z"));
-        assert_eq!(broken(&e), [2]);
+        e.snapshots[0].state = "pending".into();
+        assert_eq!(broken(&e), [2], "still pending at the end");
         let mut e = clean();
         e.snapshots[0].run_id = Some("run-0".into());
         assert_eq!(broken(&e), [2]);
+        let mut e = clean();
+        e.snapshots_seen_completed.insert("snap-1".into(), at("2026-11-29T00:00:07Z"));
+        assert_eq!(broken(&e), [2], "seen completed only after the stop");
+        e.snapshots_seen_completed.clear();
+        assert_eq!(broken(&e), [2], "never seen completed");
+        let mut e = clean();
+        e.fleet[0].volume_ids.clear();
+        assert_eq!(broken(&e), [2], "an instance without volumes has nothing to show");
 
         let mut e = clean();
         e.snapshots.push(Snapshot { snapshot_id: "snap-2".into(), ..e.snapshots[0].clone() });
@@ -714,6 +789,20 @@ mod tests {
             behaviour: AFTER_RUN_ENDED,
         });
         assert!(broken(&e).contains(&4), "an answer accepted when no run waits for it");
+        e.posts.last_mut().unwrap().status = 202;
+        assert!(broken(&e).contains(&4), "recorded, even unconfirmed, when no run waits for it");
+
+        for nobody in ["no_answer", "denied"] {
+            let mut e = clean();
+            e.final_states.insert("i-1".into(), "running".into());
+            e.stops.clear();
+            e.outcomes = vec![json!({"resourceId": "i-1", "outcome": nobody, "detail": "nothing was done"})];
+            e.ledger_outcomes = Some(e.outcomes.clone());
+            assert_eq!(broken(&e), [4], "an approve delivered (200) and then called {nobody}");
+        }
+        let mut e = clean();
+        e.unreadable_emails = 1;
+        assert_eq!(broken(&e), [4]);
 
         let mut e = clean();
         e.final_states.insert("i-1".into(), "running".into());
@@ -724,6 +813,9 @@ mod tests {
 
         let mut e = clean();
         e.ledger_outcomes = None;
+        assert_eq!(broken(&e), [5]);
+        let mut e = clean();
+        e.ledger_unreadable = Some("not json".into());
         assert_eq!(broken(&e), [5]);
         let mut e = clean();
         e.ledger_outcomes = Some(vec![json!({"resourceId": "i-1", "operation": "stop", "outcome": "failed"})]);
@@ -745,15 +837,24 @@ mod tests {
         let mut e = clean();
         e.made_production.insert("i-1".into());
         assert_eq!(broken(&e), [6]);
+        let mut e = clean();
+        e.made_busy.insert("i-1".into());
+        assert_eq!(broken(&e), [6], "busy again before its approve, stopped all the same");
+        let mut e = clean();
+        e.fleet[0].kind = Kind::Busy;
+        assert_eq!(broken(&e), [6, 6, 6], "a busy instance stopped, proposed and asked about");
 
         let mut e = clean();
         e.model_broken = true;
         e.reasoning = (Some("converse".into()), Some(0));
         assert_eq!(broken(&e), [7]);
-        e.reasoning = (Some("converse".into()), Some(1));
+        e.reasoning = (Some("converse".into()), Some(3));
         assert_eq!(broken(&e), [7], "the report does not say so");
-        e.reports.push("Reasoning: converse, 1 of the shortlist decided by the rules instead of the model".into());
+        e.reports.push("Reasoning: converse, 3 of the shortlist decided by the rules instead of the model".into());
         assert_eq!(broken(&e), [0usize; 0]);
+        e.reasoning = (Some("converse".into()), Some(1));
+        e.reports.push("Reasoning: converse, 1 of the shortlist decided by the rules instead of the model".into());
+        assert_eq!(broken(&e), [7], "the model down for the whole run, and two of three recommendations its own");
     }
 
     #[test]

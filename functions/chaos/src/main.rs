@@ -201,9 +201,28 @@ async fn main() {
     if !harness_failures.is_empty() {
         println!("\nharness failures: runs that hung past their budget or whose harness panicked (replay with CHAOS_SEED=<seed> CHAOS_RUNS=1): {harness_failures:?}");
     }
-    if results.iter().any(|r| !r.violations.is_empty()) || !harness_failures.is_empty() {
+    let vacuous = vacuous(&results);
+    if let Some(why) = &vacuous {
+        println!("\nthe batch tested nothing: {why}");
+    }
+    if results.iter().any(|r| !r.violations.is_empty()) || !harness_failures.is_empty() || vacuous.is_some() {
         std::process::exit(1);
     }
+}
+
+/// Batches this long or longer must have approved and stopped something.
+const FLOOR_RUNS: usize = 10;
+
+/// Why a batch of at least [`FLOOR_RUNS`] runs tested nothing, if it did: no approve accepted, or nothing stopped
+/// or deleted, and every invariant about them held only because there was nothing to check.
+fn vacuous(results: &[RunResult]) -> Option<String> {
+    if results.len() < FLOOR_RUNS {
+        return None;
+    }
+    let approved: usize = results.iter().map(|r| r.approved).sum();
+    let acted: usize = results.iter().map(|r| r.stopped + r.deleted).sum();
+    (approved == 0 || acted == 0)
+        .then(|| format!("{} runs, {approved} approvals accepted, {acted} stops and deletions", results.len()))
 }
 
 fn print_table(results: &[RunResult], seconds: f64, first_seed: u64, workers: u64) {
@@ -268,6 +287,18 @@ fn print_table(results: &[RunResult], seconds: f64, first_seed: u64, workers: u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_batch_that_approved_or_stopped_nothing_fails() {
+        let run = |approved: usize, stopped: usize| RunResult { approved, stopped, ..RunResult::default() };
+        assert_eq!(vacuous(&vec![run(0, 0); FLOOR_RUNS - 1]), None, "too short to say");
+        assert!(vacuous(&vec![run(0, 0); FLOOR_RUNS]).is_some());
+        let mut some = vec![run(0, 0); FLOOR_RUNS];
+        some[3] = run(2, 0);
+        assert!(vacuous(&some).is_some(), "approved, nothing stopped");
+        some[5] = run(0, 1);
+        assert_eq!(vacuous(&some), None);
+    }
 
     /// No faults, every undo link mailed followed, and an approval window long enough that approvers answer in time
     /// on a loaded machine (the test binaries run side by side).

@@ -96,6 +96,8 @@ struct State {
     stops: Mutex<Vec<StopCall>>,
     /// Every StartInstances that reached moto (an undo's), as StopCalls: the instance, its state before and after.
     starts: Mutex<Vec<StopCall>>,
+    /// When a DescribeSnapshots answer delivered to a caller first showed each snapshot completed.
+    seen_completed: Mutex<BTreeMap<String, DateTime<Utc>>>,
 }
 
 pub struct FaultProxy {
@@ -216,6 +218,18 @@ fn cbor_text_map(entries: &[(&str, &str)]) -> Vec<u8> {
     out
 }
 
+/// The snapshots a DescribeSnapshots answer shows completed (EC2's XML: each `snapshotId`, then its `status`).
+pub fn completed_snapshots(xml: &str) -> Vec<String> {
+    xml.split("<snapshotId>")
+        .skip(1)
+        .filter_map(|item| {
+            let id = item.split("</snapshotId>").next()?;
+            let status = item.split("<status>").nth(1)?.split("</status>").next()?;
+            (status == "completed").then(|| id.to_owned())
+        })
+        .collect()
+}
+
 /// The instances of a StopInstances answer, with their state before and after (EC2's XML).
 pub fn stop_transitions(xml: &str) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
@@ -243,6 +257,7 @@ impl FaultProxy {
             injected: Mutex::default(),
             stops: Mutex::default(),
             starts: Mutex::default(),
+            seen_completed: Mutex::default(),
         });
         let served = state.clone();
         tokio::spawn(async move {
@@ -268,6 +283,7 @@ impl FaultProxy {
         lock(&self.state.injected).clear();
         lock(&self.state.stops).clear();
         lock(&self.state.starts).clear();
+        lock(&self.state.seen_completed).clear();
     }
 
     /// No more faults (checking the run's evidence goes straight through).
@@ -286,6 +302,10 @@ impl FaultProxy {
 
     pub fn starts(&self) -> Vec<StopCall> {
         lock(&self.state.starts).clone()
+    }
+
+    pub fn snapshots_seen_completed(&self) -> BTreeMap<String, DateTime<Utc>> {
+        lock(&self.state.seen_completed).clone()
     }
 }
 
@@ -364,6 +384,14 @@ async fn forward(
         let (status, headers, body) = error_response(protocol, ApiFaultKind::ServerError);
         return Ok(reply(status, headers, body));
     }
+    // Only an answer the caller gets counts as its having seen a snapshot completed.
+    if op == "DescribeSnapshots" && head.status.is_success() {
+        let seen = Utc::now();
+        let mut log = lock(&state.seen_completed);
+        for id in completed_snapshots(&String::from_utf8_lossy(&body)) {
+            log.entry(id).or_insert(seen);
+        }
+    }
     let mut r = Response::builder().status(head.status);
     for (k, v) in &head.headers {
         r = r.header(k, v);
@@ -403,6 +431,19 @@ mod tests {
         assert_eq!(body[1], 0x66);
         assert_eq!(&body[2..8], b"__type");
         assert_eq!(body[8], 0x73, "a 19-byte text string");
+    }
+
+    #[test]
+    fn snapshot_answers_give_the_completed_ones() {
+        // As EC2 writes DescribeSnapshots (the tag set comes before the id, the status after it).
+        let xml = "<DescribeSnapshotsResponse><snapshotSet>\
+                   <item><tagSet><item><key>finops:run-id</key><value>r</value></item></tagSet>\
+                   <snapshotId>snap-1</snapshotId><volumeId>vol-1</volumeId><status>completed</status></item>\
+                   <item><snapshotId>snap-2</snapshotId><volumeId>vol-2</volumeId><status>pending</status></item>\
+                   <item><snapshotId>snap-3</snapshotId><status>completed</status></item>\
+                   </snapshotSet></DescribeSnapshotsResponse>";
+        assert_eq!(completed_snapshots(xml), ["snap-1", "snap-3"]);
+        assert!(completed_snapshots("<DescribeSnapshotsResponse/>").is_empty());
     }
 
     #[test]

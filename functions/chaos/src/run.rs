@@ -217,8 +217,9 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     let run_id = format!("chaos-{seed:016x}");
     let execution = env.start_with(&run_id, &json!({"regions": plan.regions, "mode": "act", "lookbackDays": 14})).await;
     let timeout = Duration::from_secs(u64::from(h.timings.approval_timeout_seconds));
-    let mut approvers =
-        Approvers::new(page_port, h.moto_port, timeout, approver_rng, ec2.clone(), cw.clone(), Arc::new(slack));
+    let clients =
+        crate::approver::Clients { ec2: ec2.clone(), cw: cw.clone(), ddb: aws_sdk_dynamodb::Client::new(&h.direct) };
+    let mut approvers = Approvers::new(page_port, h.moto_port, timeout, approver_rng, clients, Arc::new(slack));
     let deadline = Instant::now() + h.deadline;
     // The approver's mail: the run's digest (answered as it comes), then the undo offer (followed after the run).
     let mut undo_offers = Vec::new();
@@ -264,6 +265,9 @@ pub async fn run_one(h: &Harness, seed: u64, image_id: &mut Option<String>) -> R
     evidence.posts = approvers.posts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     evidence.emails = approvers.emails.clone();
     evidence.made_production = approvers.made_production.clone();
+    evidence.made_busy = approvers.made_busy.clone();
+    evidence.unreadable_emails = approvers.unreadable_emails;
+    evidence.scanner_changes = approvers.scanner_changes.clone();
     evidence.model_broken = plan.model != ModelBehaviour::Script;
     evidence.undo_posts = undo_posts;
     let violations = invariants::check(&evidence);
@@ -414,13 +418,17 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
         let state = i.state().and_then(|s| s.name()).map(|n| n.as_str().to_owned()).unwrap_or_default();
         final_states.insert(i.instance_id().unwrap_or_default().to_owned(), state);
     }
-    // The fleet's unattached volumes: their state, or `deleted` when EC2 no longer knows them.
+    // The fleet's unattached volumes: their state, or `deleted` when EC2 says it knows no such volume
+    // (InvalidVolume.NotFound, as its API reference documents); any other error is no evidence of a deletion.
     for volume in fleet.iter().filter(|i| i.instance_id.starts_with("vol-")) {
         let state = match ec2.describe_volumes().volume_ids(&volume.instance_id).send().await {
-            Ok(out) => out.volumes().first().and_then(|v| v.state()).map(|s| s.as_str().to_owned()),
-            Err(_) => Some("deleted".to_owned()),
+            Ok(out) => out.volumes().first().and_then(|v| v.state()).map_or("deleted", |s| s.as_str()).to_owned(),
+            Err(e) if aws_sdk_ec2::error::ProvideErrorMetadata::code(&e) == Some("InvalidVolume.NotFound") => {
+                "deleted".to_owned()
+            }
+            Err(e) => panic!("describe {} (no faults here): {e:?}", volume.instance_id),
         };
-        final_states.insert(volume.instance_id.clone(), state.unwrap_or_else(|| "deleted".into()));
+        final_states.insert(volume.instance_id.clone(), state);
     }
     let snapshots = ec2
         .describe_snapshots()
@@ -457,6 +465,7 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
             decision: text(item, "decision"),
             via: text(item, "decidedVia"),
             approver: text(item, "approver"),
+            decided_at: text(item, "decidedAt").and_then(|t| t.parse().ok()),
             undo: item.contains_key("undoOf"),
         })
         .collect();
@@ -482,11 +491,17 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
         })
         .collect();
     let ledger = env.ledger(run_id).await;
-    let ledger_outcomes = ledger
-        .get("outcomes")
-        .and_then(|v| v.as_s().ok())
-        .map(|s| serde_json::from_str::<Vec<Value>>(s).unwrap_or_default())
-        .or_else(|| (!ledger.is_empty()).then(Vec::new));
+    let outcomes_text = ledger.get("outcomes").and_then(|v| v.as_s().ok());
+    let read = outcomes_text.map(|s| serde_json::from_str::<Vec<Value>>(s));
+    let ledger_unreadable = match &read {
+        Some(Err(_)) => outcomes_text.cloned(),
+        _ => None,
+    };
+    let ledger_outcomes = match read {
+        Some(Ok(outcomes)) => Some(outcomes),
+        Some(Err(_)) => Some(Vec::new()),
+        None => (!ledger.is_empty()).then(Vec::new),
+    };
     let proposed = output["policy"]["proposals"]
         .as_array()
         .map(|ps| ps.iter().filter_map(|p| p["resourceId"].as_str().map(str::to_owned)).collect())
@@ -498,6 +513,9 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
         snapshots,
         stops: h.proxy.stops(),
         starts: h.proxy.starts(),
+        snapshots_seen_completed: h.proxy.snapshots_seen_completed(),
+        ledger_unreadable,
+        recommendation_count: output["reasoning"]["output"]["recommendationCount"].as_u64().unwrap_or(0),
         recreated,
         records,
         proposed,

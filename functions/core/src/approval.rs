@@ -464,6 +464,142 @@ mod tests {
         }
     }
 
+    /// A small deterministic generator for the link mutations below (the tests need no crate for it).
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// Links a finops email could carry: every action, mailbox and Slack recipients, several expiries.
+    fn genuine_link(rng: &mut Rng) -> ApprovalLink {
+        let ids = [ID, "ffeeddccbbaa99887766554433221100", "0123456789abcdef0123456789abcdef"];
+        let recipients = [ANA, "bo+ops@example.org", "c.d_e-f%x@sub.example.co", SLACK_RECIPIENT];
+        let actions = [
+            ApprovalAction::Approve,
+            ApprovalAction::Deny,
+            ApprovalAction::Snooze,
+            ApprovalAction::OwnerSnooze,
+            ApprovalAction::Undo,
+        ];
+        let expiries = [1, 1_800_000_000, 1_800_000_001, 99_999_999_999];
+        ApprovalLink::sign(
+            KEY,
+            ids[rng.below(ids.len())],
+            actions[rng.below(actions.len())],
+            expiries[rng.below(expiries.len())],
+            recipients[rng.below(recipients.len())],
+        )
+    }
+
+    /// One to three edits an attacker holding a real link could make: a character changed, dropped or added, two
+    /// parameters swapped, one parameter's value taken from another real link, a parameter repeated.
+    fn mutate(rng: &mut Rng, path: &mut String, query: &mut String, signed: &mut Vec<ApprovalLink>) {
+        const CHARS: &[u8] = b"0123456789abcdefABCDEF%&=+-._@/?xyz";
+        for _ in 0..1 + rng.below(3) {
+            let target = if rng.below(4) == 0 { &mut *path } else { &mut *query };
+            let mut bytes = target.clone().into_bytes();
+            match rng.below(6) {
+                0 if !bytes.is_empty() => {
+                    let i = rng.below(bytes.len());
+                    bytes[i] = CHARS[rng.below(CHARS.len())];
+                }
+                1 if !bytes.is_empty() => {
+                    bytes.remove(rng.below(bytes.len()));
+                }
+                2 => bytes.insert(rng.below(bytes.len() + 1), CHARS[rng.below(CHARS.len())]),
+                3 => {
+                    let mut pairs: Vec<&str> = query.split('&').collect();
+                    let (a, b) = (rng.below(pairs.len()), rng.below(pairs.len()));
+                    pairs.swap(a, b);
+                    *query = pairs.join("&");
+                    continue;
+                }
+                4 => {
+                    let other = genuine_link(rng);
+                    signed.push(other.clone());
+                    let other = other.url("https://approve.example.com");
+                    let (_, other_query) = split(&other);
+                    let name = ["action=", "to=", "exp=", "sig="][rng.below(4)];
+                    let value = |q: &str| q.split('&').find(|p| p.starts_with(name)).map(str::to_owned);
+                    if let (Some(mine), Some(theirs)) = (value(query), value(&other_query)) {
+                        *query = query.replacen(&mine, &theirs, 1);
+                    }
+                    continue;
+                }
+                _ => {
+                    let pairs: Vec<String> = query.split('&').map(str::to_owned).collect();
+                    let repeated = pairs[rng.below(pairs.len())].clone();
+                    query.push('&');
+                    query.push_str(&repeated);
+                    continue;
+                }
+            }
+            *target = String::from_utf8_lossy(&bytes).into_owned();
+        }
+    }
+
+    /// Real links, mutated: the oracle is not `sign` but the links that were signed. A mutated link verifies exactly
+    /// when it says what one of them said (same id, action, expiry, recipient and signature, however it is spelt:
+    /// pieces of two real links can make a third real one) and has not expired; everything else is refused. The
+    /// counts show the verifier was reached, both ways.
+    #[test]
+    fn mutated_real_links_verify_only_when_they_still_say_what_was_signed() {
+        let (mut refused_unparsed, mut refused_signature, mut accepted, mut expired) = (0, 0, 0, 0);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for case in 0..20_000 {
+            let link = genuine_link(&mut rng);
+            let (mut path, mut query) = split(&link.url("https://approve.example.com"));
+            let unchanged = case % 5 == 0;
+            let mut signed = vec![link.clone()];
+            if !unchanged {
+                mutate(&mut rng, &mut path, &mut query, &mut signed);
+            }
+            let now = 1_800_000_000;
+            match ApprovalLink::parse(&path, &query) {
+                Err(LinkError::Malformed(why)) => {
+                    assert!(!unchanged, "{path}?{query}: a link as signed refused ({why})");
+                    refused_unparsed += 1;
+                }
+                Err(e) => panic!("parsing only says malformed, not {e:?}"),
+                Ok(parsed) => {
+                    let same = signed.contains(&parsed);
+                    match parsed.verify(KEY, now) {
+                        Ok(()) => {
+                            assert!(
+                                same && now < parsed.expires,
+                                "{path}?{query} verified but says {parsed:?}, not {link:?}"
+                            );
+                            accepted += 1;
+                        }
+                        Err(LinkError::Expired(at)) => {
+                            assert!(same && at == parsed.expires && now >= at, "{path}?{query}: expired but altered");
+                            expired += 1;
+                        }
+                        Err(LinkError::BadSignature) => {
+                            assert!(!same, "{path}?{query}: the signed link itself refused");
+                            refused_signature += 1;
+                        }
+                        Err(e) => panic!("{path}?{query}: {e:?}"),
+                    }
+                }
+            }
+        }
+        let counts = (refused_unparsed, refused_signature, accepted, expired);
+        eprintln!("mutated links: (malformed, bad signature, accepted, expired) = {counts:?}");
+        assert!(
+            refused_unparsed > 0 && refused_signature > 0 && accepted > 0 && expired > 0,
+            "every outcome reached: {counts:?}"
+        );
+        // The point of mutating real links: many mutants parse, so the signature check is what refuses them.
+        assert!(refused_signature * 10 > refused_unparsed, "the verifier is rarely reached: {counts:?}");
+    }
+
     proptest! {
         // Ten times the other fuzz tests' cases: parsing is fast and links are what an attacker can send.
         #![proptest_config(ProptestConfig { cases: 10 * crate::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]

@@ -23,7 +23,8 @@ fn now() -> DateTime<Utc> {
 struct Generated {
     instance: InstanceRecord,
     verdict: Option<IdleVerdict>,
-    blocked: Option<&'static str>,
+    /// Every rule the generator broke, each one reason enough to deny a stop: empty when it must be proposed.
+    blocked: Vec<DenialReason>,
 }
 
 const PROD_VALUES: &[&str] = &[
@@ -100,39 +101,39 @@ prop_compose! {
     ) -> Generated {
         let mut tags = BTreeMap::new();
         tags.insert("Name".to_string(), name.to_string());
-        let mut blocked = None;
+        let mut blocked = Vec::new();
         if let Some((key, prod, value, mask, left, right)) = env {
             let value = if prod { PROD_VALUES[value % PROD_VALUES.len()] } else { NON_PROD_VALUES[value % NON_PROD_VALUES.len()] };
             tags.insert(casing(ENV_KEYS[key], mask), format!("{}{}{}", " ".repeat(left), casing(value, mask.rotate_left(7)), " ".repeat(right)));
-            if prod { blocked = Some("production"); }
+            if prod { blocked.push(DenialReason::Production); }
         }
         if let Some((mask, value)) = protect {
             tags.insert(casing("finops:protect", mask), value.to_string());
             // Only the exact words unprotect; ` False ` with its spaces protects.
-            if !matches!(value.to_lowercase().as_str(), "false" | "no" | "0" | "off") { blocked = Some("protected"); }
+            if !matches!(value.to_lowercase().as_str(), "false" | "no" | "0" | "off") { blocked.push(DenialReason::Protected); }
         }
         match snooze {
             Some(0) => { tags.insert("finops:snooze-until".into(), "2026-01-01T00:00:00Z".into()); }
-            Some(1) => { tags.insert("finops:snooze-until".into(), "2026-12-05".into()); blocked = Some("snoozed"); }
-            Some(_) => { tags.insert("finops:snooze-until".into(), "next tuesday".into()); blocked = Some("snoozed"); }
+            Some(1) => { tags.insert("finops:snooze-until".into(), "2026-12-05".into()); blocked.push(DenialReason::Snoozed); }
+            Some(_) => { tags.insert("finops:snooze-until".into(), "next tuesday".into()); blocked.push(DenialReason::Snoozed); }
             None => {}
         }
         match managed {
-            Some(0) => { tags.insert("aws:autoscaling:groupName".into(), "asg".into()); blocked = Some("managed"); }
-            Some(1) => { tags.insert("kubernetes.io/cluster/prod".into(), "owned".into()); blocked = Some("managed"); }
-            Some(_) => { tags.insert("aws:elasticmapreduce:job-flow-id".into(), "j-1".into()); blocked = Some("managed"); }
+            Some(0) => { tags.insert("aws:autoscaling:groupName".into(), "asg".into()); blocked.push(DenialReason::Managed); }
+            Some(1) => { tags.insert("kubernetes.io/cluster/prod".into(), "owned".into()); blocked.push(DenialReason::Managed); }
+            Some(_) => { tags.insert("aws:elasticmapreduce:job-flow-id".into(), "j-1".into()); blocked.push(DenialReason::Managed); }
             None => {}
         }
-        if instance_store { blocked = Some("instance-store"); }
+        if instance_store { blocked.push(DenialReason::InstanceStoreRoot); }
         let instance_storage = match storage {
             0 => InstanceStorage::None,
             1 => InstanceStorage::Present { total_gib: 75 },
             _ => InstanceStorage::Unknown,
         };
-        if instance_storage != InstanceStorage::None { blocked = Some("instance-storage"); }
-        if no_volumes { blocked = Some("no-volumes"); }
-        if state != "running" { blocked = Some("not-running"); }
-        if verdict != Some(IdleVerdict::Idle) { blocked = Some("not-idle"); }
+        if instance_storage != InstanceStorage::None { blocked.push(DenialReason::InstanceStorage); }
+        if no_volumes { blocked.push(DenialReason::NoVolumes); }
+        if state != "running" { blocked.push(DenialReason::NotRunning); }
+        if verdict != Some(IdleVerdict::Idle) { blocked.push(DenialReason::NotIdle); }
         let id = format!("i-{index:08x}");
         Generated {
             instance: {
@@ -233,7 +234,7 @@ fn check(generated: &[Generated], recs: &[Recommendation], config: &PolicyConfig
         prop_assert!(g.is_some(), "proposal for an id outside the inventory: {}", p.resource_id);
         let g = g.unwrap();
         prop_assert!(
-            g.blocked.is_none(),
+            g.blocked.is_empty(),
             "proposed {} although {:?}: tags {:?}",
             p.resource_id,
             g.blocked,
@@ -250,10 +251,77 @@ fn check(generated: &[Generated], recs: &[Recommendation], config: &PolicyConfig
     prop_assert!(total <= config.max_monthly_usd + 1e-9);
     for d in &outcome.denials {
         prop_assert!(!d.detail.is_empty());
-        if d.reason == DenialReason::UnknownInstance {
-            prop_assert!(!truth.contains_key(d.resource_id.as_str()));
+    }
+
+    // And what must happen to each recommendation, from how the case was made (a policy that denies everything, or
+    // for the wrong reason, fails here): the first recommendation of an instance is judged, later ones are
+    // duplicates; an id outside the inventory is unknown; only a stop is automated, never a terminate; a generated
+    // block is denied for one of the rules it broke; the rest is proposed unless a cap is full.
+    let mut denied: HashMap<&str, Vec<DenialReason>> = HashMap::new();
+    for d in &outcome.denials {
+        denied.entry(d.resource_id.as_str()).or_default().push(d.reason);
+    }
+    let mut first: Vec<&Recommendation> = Vec::new();
+    let mut later: HashMap<&str, usize> = HashMap::new();
+    for r in recs {
+        match later.get_mut(r.instance_id.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                later.insert(r.instance_id.as_str(), 0);
+                first.push(r);
+            }
         }
     }
+    for r in first {
+        let id = r.instance_id.as_str();
+        let mut reasons = denied.remove(id).unwrap_or_default();
+        let duplicates = reasons.iter().filter(|&&d| d == DenialReason::Duplicate).count();
+        prop_assert_eq!(duplicates, later[id], "{}: every later recommendation is a duplicate", id);
+        reasons.retain(|&d| d != DenialReason::Duplicate);
+        let allowed = if !truth.contains_key(id) {
+            vec![DenialReason::UnknownInstance]
+        } else if r.action == RecommendedAction::Terminate {
+            vec![DenialReason::TerminateUnsupported]
+        } else if !matches!(r.action, RecommendedAction::Stop | RecommendedAction::SnapshotAndStop) {
+            vec![DenialReason::NoActionNeeded]
+        } else {
+            truth[id].blocked.clone()
+        };
+        if !allowed.is_empty() {
+            prop_assert!(
+                reasons.len() == 1 && allowed.contains(&reasons[0]) && !proposed.contains(id),
+                "{} ({:?}) must be denied for one of {:?}, got {:?}",
+                id,
+                r.action,
+                allowed,
+                reasons
+            );
+            continue;
+        }
+        match reasons.as_slice() {
+            [] => prop_assert!(proposed.contains(id), "{} is actionable but neither proposed nor denied", id),
+            [DenialReason::CountCap] => prop_assert!(
+                outcome.proposals.len() >= config.max_proposals,
+                "{} denied by a count cap of {} with {} proposals",
+                id,
+                config.max_proposals,
+                outcome.proposals.len()
+            ),
+            [DenialReason::SavingsCap] => {
+                let saving = by_id[id].cost.monthly_saving_usd.unwrap_or(0.0);
+                prop_assert!(
+                    total + saving > config.max_monthly_usd,
+                    "{} (${}) denied by a savings cap of ${} with ${} proposed",
+                    id,
+                    saving,
+                    config.max_monthly_usd,
+                    total
+                );
+            }
+            other => prop_assert!(false, "{} is actionable, denied for {:?}", id, other),
+        }
+    }
+    prop_assert!(denied.is_empty(), "denials of ids never recommended: {:?}", denied);
     Ok(())
 }
 
@@ -290,6 +358,19 @@ fn full_width(s: &str) -> String {
         .collect()
 }
 
+/// Any format (Cf) or default-ignorable character, from regex-syntax's Unicode tables rather than the policy's own
+/// list: every code point of every range can come up.
+fn invisible_character() -> impl Strategy<Value = char> {
+    prop::string::string_regex("[\\p{Cf}\\p{Default_Ignorable_Code_Point}]")
+        .expect("a Unicode class")
+        .prop_map(|s| s.chars().next().expect("one character"))
+}
+
+fn insert_at(s: &mut String, c: char, at: usize) {
+    let at = s.char_indices().nth(at).map_or(s.len(), |(i, _)| i);
+    s.insert(at, c);
+}
+
 fn with_tags(tags: &[(String, String)]) -> InstanceRecord {
     let launched = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
     InstanceRecord::ordinary("i-00000001", "ap-southeast-2", "t3.large", launched, 8).with_tags(tags.iter().cloned())
@@ -310,18 +391,25 @@ proptest! {
         right in prop::sample::select(vec!["", " ", "\"", "'", "1", "01", "-eu", "_2", " (eu)", ".db", "-db"]),
         key_padding in prop::sample::select(vec!["", " ", "  "]),
         wide in prop::bool::weighted(0.2),
-        invisible in prop::option::of((0..finops_core::tags::INVISIBLE_RANGES.len(), 0usize..12)),
+        wide_key in prop::bool::weighted(0.2),
+        invisible in prop::option::of((invisible_character(), 0usize..12)),
+        invisible_in_key in prop::option::of((invisible_character(), 0usize..12)),
     ) {
         let mut value = format!("{left}{}{right}", casing(word, value_mask));
         if wide {
             value = full_width(&value);
         }
-        if let Some((range, at)) = invisible {
-            let c = char::from_u32(finops_core::tags::INVISIBLE_RANGES[range].0).unwrap();
-            let at = value.char_indices().nth(at).map_or(value.len(), |(i, _)| i);
-            value.insert(at, c);
+        if let Some((c, at)) = invisible {
+            insert_at(&mut value, c, at);
         }
-        let key = format!("{key_padding}{}{key_padding}", casing(key, key_mask));
+        let mut key = casing(key, key_mask);
+        if wide_key {
+            key = full_width(&key);
+        }
+        if let Some((c, at)) = invisible_in_key {
+            insert_at(&mut key, c, at);
+        }
+        let key = format!("{key_padding}{key}{key_padding}");
         let instance = with_tags(&[(key.clone(), value.clone())]);
         let config = PolicyConfig::default();
         prop_assert!(config.production_tag(&instance).is_some(), "{key:?}={value:?} was not production");

@@ -68,14 +68,20 @@ fn instance(tags: &[(String, String)]) -> InstanceRecord {
         .with_tags(tags.iter().cloned())
 }
 
-fn table() -> Value {
+/// What a row was written to show in the default deployment, by the person who wrote it (not by the code): the
+/// reason it must be denied for, or `None` for a row that must be allowed.
+const PRODUCTION: Option<&str> = Some("production");
+const PROTECTED: Option<&str> = Some("protected");
+const ALLOWED: Option<&str> = None;
+
+/// A row: its tags, the IAM layer expected to agree with the code, and what it was written to show.
+type Row = (Vec<(String, String)>, &'static str, Option<&'static str>);
+
+fn rows() -> Vec<Row> {
     let config = PolicyConfig::default();
-    let allow_list =
-        PolicyConfig { act_only_on_environments: Some(ALLOW_LIST.map(String::from).to_vec()), ..config.clone() };
-    let now = Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap();
-    let mut rows: Vec<(Vec<(String, String)>, &str)> = Vec::new();
-    let mut add = |tags: Vec<(&str, String)>, layer: &'static str| {
-        rows.push((tags.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), layer));
+    let mut rows: Vec<Row> = Vec::new();
+    let mut add = |tags: Vec<(&str, String)>, layer: &'static str, expected: Option<&'static str>| {
+        rows.push((tags.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), layer, expected));
     };
 
     let env_keys: Vec<String> = config
@@ -114,7 +120,7 @@ fn table() -> Value {
         for word in &config.production_values {
             for cased in casings(word) {
                 for d in decorations {
-                    add(vec![(key.as_str(), d.replace("{}", &cased))], "guard");
+                    add(vec![(key.as_str(), d.replace("{}", &cased))], "guard", PRODUCTION);
                 }
             }
         }
@@ -127,76 +133,93 @@ fn table() -> Value {
                     let spellings = negation_casings(prefix, sep, word);
                     let spellings = if i == 0 { &spellings[..] } else { &spellings[..1] };
                     for v in spellings {
-                        add(vec![(key.as_str(), v.clone())], "guard");
+                        add(vec![(key.as_str(), v.clone())], "guard", ALLOWED);
                     }
                 }
             }
         }
         for v in ["dev", "Dev", "DEV", "development", "test", "qa", "uat", "staging", "sandbox", "demo", ""] {
-            add(vec![(key.as_str(), v.to_owned())], "guard");
+            add(vec![(key.as_str(), v.to_owned())], "guard", ALLOWED);
         }
     }
     // Invisible characters in an environment value: production, whatever the visible letters say.
     for code in invisible_characters() {
         let c = char::from_u32(code).expect("a scalar value");
         let layer = if IAM_CHARACTERS.contains(&code) { "guard" } else { "allow-list" };
-        add(vec![("Environment", format!("de{c}v"))], layer);
-        add(vec![("Environment", format!("pr{c}od"))], layer);
+        add(vec![("Environment", format!("de{c}v"))], layer, PRODUCTION);
+        add(vec![("Environment", format!("pr{c}od"))], layer, PRODUCTION);
     }
     // The protect tag: only an exact no unprotects.
     for key in ["finops:protect", "Finops:Protect", "FINOPS:PROTECT"] {
         for v in
             ["true", "yes", "1", "on", "", "please", " false", "false ", "No ", "\"no\"", "ｆａｌｓｅ", "fa\u{200B}lse"]
         {
-            add(vec![(key, v.to_owned()), ("Environment", "dev".into())], "guard");
+            add(vec![(key, v.to_owned()), ("Environment", "dev".into())], "guard", PROTECTED);
         }
         for no in UNPROTECT_VALUES {
             for v in casings(no) {
-                add(vec![(key, v), ("Environment", "dev".into())], "guard");
+                add(vec![(key, v), ("Environment", "dev".into())], "guard", ALLOWED);
             }
         }
     }
     // Tags that are not environment or protect tags, and several tags at once.
-    add(vec![], "guard");
-    add(vec![("Name", "prod".into())], "guard");
-    add(vec![("Name", "production-db".into()), ("Environment", "dev".into())], "guard");
-    add(vec![("Environment", "dev".into()), ("stage", "live".into())], "guard");
+    add(vec![], "guard", ALLOWED);
+    add(vec![("Name", "prod".into())], "guard", ALLOWED);
+    add(vec![("Name", "production-db".into()), ("Environment", "dev".into())], "guard", ALLOWED);
+    add(vec![("Environment", "dev".into()), ("stage", "live".into())], "guard", PRODUCTION);
     // Two keys that differ only in case: IAM's tag condition keys are case-insensitive, so IAM sees one of the two
     // values (which one, AWS does not say); the code reads both and any that blocks wins.
-    add(vec![("Environment", "dev".into()), ("environment", "prod".into())], "code");
-    add(vec![("environment", "prod".into()), ("Environment", "dev".into())], "code");
+    add(vec![("Environment", "dev".into()), ("environment", "prod".into())], "code", PRODUCTION);
+    add(vec![("environment", "prod".into()), ("Environment", "dev".into())], "code", PRODUCTION);
     add(
         vec![("Finops:protect", "false".into()), ("finops:protect", "true".into()), ("Environment", "dev".into())],
         "code",
+        PROTECTED,
     );
     add(
         vec![("Finops:protect", "true".into()), ("finops:protect", "false".into()), ("Environment", "dev".into())],
         "code",
+        PROTECTED,
     );
     // What IAM's string operators cannot normalise: only allow-list mode's exact Allow refuses these.
     for v in ["ＰＲＯＤ", "𝐩𝐫𝐨𝐝", "ⓟⓡⓞⓓ", "ｐｒｏｄｕｃｔｉｏｎ", "de\u{E0100}v", "de\u{E0080}v"]
     {
-        add(vec![("Environment", v.to_owned())], "allow-list");
+        add(vec![("Environment", v.to_owned())], "allow-list", PRODUCTION);
     }
     for key in [" Environment", "Environment ", "Environ\u{200B}ment", "ＥＮＶ"] {
-        add(vec![(key, "prod".into())], "allow-list");
+        add(vec![(key, "prod".into())], "allow-list", PRODUCTION);
     }
     for key in [" finops:protect", "finops:protect ", "finops:\u{200B}protect"] {
-        add(vec![(key, "true".into())], "allow-list");
+        add(vec![(key, "true".into())], "allow-list", PROTECTED);
     }
     // A second environment key that IAM does not see as one, beside an allow-listed value: the code alone.
-    add(vec![("Environment", "dev".into()), (" Environment", "prod".into())], "code");
-    add(vec![("Environment", "dev".into()), ("Environ\u{200B}ment", "prod".into())], "code");
+    add(vec![("Environment", "dev".into()), (" Environment", "prod".into())], "code", PRODUCTION);
+    add(vec![("Environment", "dev".into()), ("Environ\u{200B}ment", "prod".into())], "code", PRODUCTION);
+    rows
+}
 
-    let decide = |config: &PolicyConfig, tags: &[(String, String)]| -> (bool, Option<&'static str>) {
-        match config.instance_block(&instance(tags), now) {
-            Some((reason, _)) => (true, Some(reason.as_str())),
-            None => (false, None),
-        }
-    };
+fn now() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
+}
+
+fn allow_list_mode() -> PolicyConfig {
+    PolicyConfig { act_only_on_environments: Some(ALLOW_LIST.map(String::from).to_vec()), ..PolicyConfig::default() }
+}
+
+fn decide(config: &PolicyConfig, tags: &[(String, String)]) -> (bool, Option<&'static str>) {
+    match config.instance_block(&instance(tags), now()) {
+        Some((reason, _)) => (true, Some(reason.as_str())),
+        None => (false, None),
+    }
+}
+
+fn table() -> Value {
+    let config = PolicyConfig::default();
+    let allow_list = allow_list_mode();
+    let rows = rows();
     let rows: Vec<Value> = rows
         .iter()
-        .map(|(tags, layer)| {
+        .map(|(tags, layer, _)| {
             let (denied, reason) = decide(&config, tags);
             let (denied_allow_list, reason_allow_list) = decide(&allow_list, tags);
             json!({
@@ -269,6 +292,24 @@ fn the_committed_table_is_what_the_policy_code_decides() {
          (cdk/lib/production-guard.ts; `make cdk-test` checks it)",
         path.display()
     );
+}
+
+/// The table's oracle is not the code that generates it: every row says what it was written to show, and the code
+/// must decide that in the default deployment; allow-list mode only ever denies more.
+#[test]
+fn the_code_decides_what_each_row_was_written_to_show() {
+    let (default, allow_list) = (PolicyConfig::default(), allow_list_mode());
+    let mut wrong = Vec::new();
+    for (tags, _, expected) in rows() {
+        let (denied, reason) = decide(&default, &tags);
+        if reason != expected || denied != expected.is_some() {
+            wrong.push(format!("{tags:?}: expected {expected:?}, the code says {reason:?}"));
+        }
+        if denied && !decide(&allow_list, &tags).0 {
+            wrong.push(format!("{tags:?}: allowed in allow-list mode though denied by default"));
+        }
+    }
+    assert!(wrong.is_empty(), "{} rows:\n{}", wrong.len(), wrong.join("\n"));
 }
 
 #[test]

@@ -193,7 +193,9 @@ async fn recommend_mode_reports_and_does_nothing() {
     let functions: Vec<&str> =
         cost["usage"]["functions"].as_array().unwrap().iter().map(|f| f["function"].as_str().unwrap()).collect();
     assert_eq!(functions, ["finops-inventory", "finops-metrics", "finops-policy", "finops-reasoning"], "{cost}");
-    assert!(cost["usage"]["stateTransitions"].as_u64().unwrap() >= 10, "{cost}");
+    // Its transitions are counted before the run ends, the last few added as a constant: the finished execution's
+    // history says how many states it really entered.
+    assert_eq!(cost["usage"]["stateTransitions"].as_u64(), Some(states.len() as u64), "{cost} {states:?}");
     assert_eq!(cost["usage"]["metricsRequested"], output["metrics"]["output"]["metricsRequested"]);
     assert_eq!(
         (cost["usage"]["modelInputTokens"].as_u64(), cost["usage"]["modelOutputTokens"].as_u64()),

@@ -135,6 +135,11 @@ proptest! {
             let two = analyse(&table, &prices, &fleet, &criteria, MetricStages::Two, now, &finops_core::Silent).await.unwrap();
             (one, two)
         });
+        // One summary per instance of the fleet, in its order, from both: a missing or extra one is a difference.
+        let ids = |a: &crate::Analysis| a.summaries.iter().map(|s| s.instance_id.clone()).collect::<Vec<_>>();
+        let fleet_ids: Vec<String> = fleet.iter().map(|i| i.instance_id.clone()).collect();
+        prop_assert_eq!(&ids(&one), &fleet_ids);
+        prop_assert_eq!(&ids(&two), &fleet_ids);
         for (a, b) in one.summaries.iter().zip(&two.summaries) {
             prop_assert_eq!(&a.assessment, &b.assessment, "{}: criteria {:?}", &a.instance_id, &criteria);
             prop_assert_eq!(&a.cost, &b.cost);

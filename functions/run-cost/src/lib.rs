@@ -17,8 +17,9 @@ pub mod history;
 
 pub use history::SdkExecutionHistory;
 
-/// States entered after this step on a completed run: "Report Run" and "Record Run In Ledger".
-pub const STATES_AFTER_COSTING: u64 = 2;
+/// States entered after this step on a completed run: "Prove Savings", "Report Run" and "Record Run In Ledger"
+/// (a test walks `statemachine/finops.asl.json` from "Cost The Run" to the end to keep this true).
+pub const STATES_AFTER_COSTING: u64 = 3;
 /// Memory assumed for a function the configuration does not list (the largest the CDK app gives any step).
 pub const UNLISTED_FUNCTION_MEMORY_MB: u32 = 1024;
 /// A `.waitForTaskToken` task's Lambda returns at once and the wait is not billed; without a TaskSubmitted event
@@ -231,6 +232,25 @@ mod tests {
         }
     }
 
+    /// The constant's oracle is the state machine, not this crate: the states a completed run enters after "Cost The
+    /// Run", following each state's `Next` (the success path) until the one that ends the execution.
+    #[test]
+    fn the_states_after_costing_are_those_the_state_machine_enters_after_it() {
+        let asl = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../statemachine/finops.asl.json");
+        let asl: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(asl).unwrap()).unwrap();
+        let states = &asl["States"];
+        assert!(states["Cost The Run"].is_object(), "the state machine has no \"Cost The Run\"");
+        let mut after = Vec::new();
+        let mut state = &states["Cost The Run"];
+        while state["End"] != serde_json::Value::Bool(true) {
+            let next = state["Next"].as_str().expect("a state that does not end has a Next");
+            after.push(next.to_owned());
+            assert!(after.len() < 50, "a loop after costing: {after:?}");
+            state = &states[next];
+        }
+        assert_eq!(after, ["Prove Savings", "Report Run", "Record Run In Ledger"]);
+        assert_eq!(STATES_AFTER_COSTING, after.len() as u64);
+    }
     fn config() -> CostConfig {
         CostConfig::from_vars([(
             "FINOPS_FUNCTION_MEMORY".to_owned(),
@@ -270,7 +290,8 @@ mod tests {
                 memory_mb: 1024
             }]
         );
-        assert_eq!(transitions, 2 + STATES_AFTER_COSTING);
+        // Two states entered in the history, and the three after costing (Prove Savings, Report Run, the ledger).
+        assert_eq!(transitions, 5);
     }
 
     #[test]
@@ -365,7 +386,7 @@ mod tests {
         assert_eq!(out.usage.metrics_requested, 1500);
         assert_eq!(out.cost.cloudwatch_usd, 0.015);
         assert_eq!(out.cost.lambda_gb_seconds, 2.0);
-        assert_eq!(out.usage.state_transitions, STATES_AFTER_COSTING);
+        assert_eq!(out.usage.state_transitions, 3, "no state entered in this history, and the three after costing");
         assert!(out.summary.contains("2000 in, 400 out"), "{}", out.summary);
         let json = serde_json::to_value(&out).unwrap();
         assert!(json["totalUsd"].is_number() && json["summary"].is_string(), "{json}");

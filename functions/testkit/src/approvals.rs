@@ -167,7 +167,8 @@ impl ApprovalPlumbing {
     }
 
     pub async fn entered_states(&self, execution_arn: &str) -> Vec<String> {
-        let history = self.sfn.get_execution_history().execution_arn(execution_arn).send().await.unwrap();
+        let history =
+            self.sfn.get_execution_history().execution_arn(execution_arn).max_results(1000).send().await.unwrap();
         history.events().iter().filter_map(|e| e.state_entered_event_details().map(|d| d.name().to_owned())).collect()
     }
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make mutants`: installs cargo-mutants (crates.io, pinned) if it is missing, runs it over the safety half
+# (.cargo/mutants.toml says which code) and prints caught / missed / timeout / unviable per file, and the score:
+# caught / (caught + missed + timeout). Not in CI: on 2 cores it takes hours. MUTANTS_ARGS adds options (for one
+# file: MUTANTS_ARGS="--file functions/core/src/tags.rs").
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+VERSION=27.0.0
+TOOLS="$PWD/.tools"
+if ! "$TOOLS/bin/cargo-mutants" --version 2>/dev/null | grep -q "$VERSION"; then
+    echo "finops: installing cargo-mutants $VERSION into $TOOLS from crates.io"
+    cargo install --quiet --locked --root "$TOOLS" --version "$VERSION" cargo-mutants
+fi
+# The approval callback's and actions' tests start moto.
+export PATH="$PWD/.venv/bin:$PATH"
+# The copies build into the workspace's own target dir: every dependency is built once, already.
+export CARGO_TARGET_DIR="$PWD/target"
+OUT="$PWD/target/mutants"
+mkdir -p "$OUT"
+status=0
+# shellcheck disable=SC2086
+"$TOOLS/bin/cargo-mutants" mutants --no-shuffle --jobs 1 --output "$OUT" ${MUTANTS_ARGS:-} || status=$?
+# 0: all caught; 2: some missed; 3: some timed out. Anything else: cargo-mutants itself failed.
+case "$status" in 0 | 2 | 3) ;; *) echo "cargo-mutants failed ($status)" >&2; exit "$status" ;; esac
+python3 tests/mutants/score.py "$OUT/mutants.out"
