@@ -7,13 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 VERSION=27.0.0
 TOOLS="$PWD/.tools"
-if ! "$TOOLS/bin/cargo-mutants" --version 2>/dev/null | grep -q "$VERSION"; then
+if ! "$TOOLS/bin/cargo-mutants" mutants --version 2>/dev/null | grep -q "$VERSION"; then
     echo "finops: installing cargo-mutants $VERSION into $TOOLS from crates.io"
     cargo install --quiet --locked --root "$TOOLS" --version "$VERSION" cargo-mutants
 fi
-# The approval callback's and actions' tests start moto.
-export PATH="$PWD/.venv/bin:$PATH"
-# The copies build into the workspace's own target dir: every dependency is built once, already.
+# The approval callback's and actions' tests start moto: the copy of the tree has no .venv of its own.
+export FINOPS_MOTO_PYTHON="$PWD/.venv/bin/python"
+# The copy builds into the workspace's own target dir, so every dependency is built already. While it runs, other
+# cargo commands in this checkout wait for the target dir's lock, and its binaries in target/debug are the copy's
+# until the next `cargo build`.
 export CARGO_TARGET_DIR="$PWD/target"
 OUT="$PWD/target/mutants"
 mkdir -p "$OUT"

@@ -864,6 +864,45 @@ mod fuzz {
         prop_oneof![json_value().prop_map(|v| (v, false)), genuine]
     }
 
+    /// Objects where Bedrock's format has objects, at every depth: serde alone would read a struct from an array of
+    /// its fields (a parameter `["instance_id", "i-1"]`); such an event is refused (400) and reaches no tool.
+    #[test]
+    fn arrays_where_the_format_has_objects_are_refused_at_every_depth() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let event = |changes: Value| {
+            let mut e = json!({
+                "messageVersion": "1.0", "actionGroup": "finops-tools", "apiPath": "/instances",
+                "httpMethod": "GET", "sessionId": "run-1",
+                "parameters": [{"name": "instance_id", "type": "string", "value": "i-1"}]
+            });
+            for (k, v) in changes.as_object().unwrap() {
+                e[k] = v.clone();
+            }
+            e
+        };
+        let status = |e: Value| {
+            let reached = std::cell::Cell::new(false);
+            let response = runtime.block_on(respond(e, |_| {
+                reached.set(true);
+                async { Ok((200, json!({}))) }
+            }));
+            (response["response"]["httpStatusCode"].as_u64().unwrap(), reached.get())
+        };
+        let property = json!({"name": "instance_id", "type": "string", "value": "i-1"});
+        assert_eq!(status(event(json!({}))), (200, true), "the genuine event");
+        let body = |content: Value| json!({"requestBody": {"content": content}});
+        assert_eq!(status(event(body(json!({"application/json": {"properties": [property]}})))), (200, true));
+        for arrays in [
+            json!({"parameters": [["instance_id", "string", "i-1"]]}),
+            json!({"requestBody": []}),
+            body(json!({"application/json": []})),
+            body(json!({"application/json": {"properties": [["instance_id", "string", "i-1"]]}})),
+        ] {
+            assert_eq!(status(event(arrays.clone())), (400, false), "{arrays}");
+        }
+        assert_eq!(status(json!(["1.0", "finops-tools", "/instances", "GET"])), (400, false), "an event as an array");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: finops_core::fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 

@@ -86,23 +86,28 @@ fn rounds() -> usize {
 }
 
 /// The handler's CPU on recorded CloudWatch answers, the floor on the same answers, and the ratio, for `stages`.
-async fn against_floor(store: &MemoryRunStore, event: &serde_json::Value, stages: MetricStages) -> [String; 5] {
+async fn against_floor(
+    store: &MemoryRunStore,
+    event: &serde_json::Value,
+    stages: MetricStages,
+    rounds: usize,
+) -> [String; 5] {
     let recorder = floor::Recorder::new(SyntheticMetrics::with_idle_percent(CANDIDATE_PERCENT));
     let recorded = run_handler(store, event, stages, &recorder).await.0;
     let replay = recorder.into_replay();
     let mut handler_cpu = std::time::Duration::MAX;
-    for _ in 0..rounds() {
+    for _ in 0..rounds {
         let (out, cpu, _) = run_handler(store, event, stages, &replay).await;
         // The same answers must give the same verdicts and shortlist, or the figure measures other work.
         assert_eq!((&out.verdicts, &out.shortlist), (&recorded.verdicts, &recorded.shortlist), "the replay differs");
         handler_cpu = handler_cpu.min(cpu);
     }
-    let floor = replay.floor(rounds());
+    let floor = replay.floor(rounds);
     let (bytes, answers) = replay.size();
     let inventory = store.get(&serde_json::from_value(event["inventory"].clone()).expect("a reference")).await;
     let utilisation = store.get(&recorded.utilisation).await;
     let (inventory, utilisation) = (inventory.expect("the inventory"), utilisation.expect("the utilisation"));
-    let io_floor = replay.io_floor(&inventory, &utilisation, rounds());
+    let io_floor = floor + floor::Replay::documents_floor(&inventory, &utilisation, rounds);
     let ratio = |floor: std::time::Duration| handler_cpu.as_secs_f64() / floor.as_secs_f64().max(1e-9);
     [
         format!("{} ms", handler_cpu.as_millis()),
@@ -205,11 +210,12 @@ fn main() {
         let cost = RunCost::of(&usage, Architecture::Arm64, n, &ListPrices::LIST);
         println!("  detection cost per run   {}", cost.summary(&usage));
         // Machines differ; the handler's CPU as a multiple of only reading its input does not (much).
+        let rounds = rounds();
         let [two_cpu, two_floor, two_ratio, two_io, two_io_ratio] =
-            against_floor(&store, &event, MetricStages::Two).await;
+            against_floor(&store, &event, MetricStages::Two, rounds).await;
         let [one_cpu, one_floor, one_ratio, one_io, one_io_ratio] =
-            against_floor(&store, &event, MetricStages::One).await;
-        println!("\n  against a floor: the handler fed CloudWatch's JSON answers, and only reading them (least of {} runs)", rounds());
+            against_floor(&store, &event, MetricStages::One, rounds).await;
+        println!("\n  against a floor: the handler fed CloudWatch's JSON answers, and only reading them (least of {rounds} runs)");
         row("", "two stages (default)".into(), "one stage".into());
         row("handler CPU", two_cpu, one_cpu);
         row("floor: reading answers", two_floor, one_floor);

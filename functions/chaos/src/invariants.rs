@@ -32,7 +32,6 @@ pub struct Snapshot {
     pub run_id: Option<String>,
     pub instance_id: Option<String>,
     pub state: String,
-    pub started: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,11 +137,12 @@ pub struct RunEvidence {
     pub snapshots_seen_completed: BTreeMap<String, DateTime<Utc>>,
     /// Instances that got busy again while they waited (a busy datapoint was written before their approve).
     pub made_busy: BTreeSet<String>,
-    /// How many recommendations the reasoning step made (its shortlist): what a broken model leaves to the rules.
-    pub recommendation_count: u64,
+    /// How many recommendations the reasoning step made (its shortlist), if its output says: what a broken model
+    /// leaves to the rules.
+    pub recommendation_count: Option<u64>,
     /// Approval emails the approvers could not read a proposal from (nobody could answer them).
     pub unreadable_emails: u32,
-    /// Scanner GETs that changed an approval record, or got no answer.
+    /// Scanner GETs that changed an approval record.
     pub scanner_changes: Vec<String>,
     /// The ledger's outcomes, when its record holds text that is not a list of outcomes.
     pub ledger_unreadable: Option<String>,
@@ -430,11 +430,11 @@ pub fn check(e: &RunEvidence) -> Vec<Violation> {
     if e.model_broken && e.status == "SUCCEEDED" {
         let (backend, fallbacks) = &e.reasoning;
         // Down for the whole run: every recommendation is the rules', not one of them.
-        if !(fallbacks.unwrap_or(0) == e.recommendation_count || backend.as_deref() == Some("rules")) {
+        if !(fallbacks.is_some() && *fallbacks == e.recommendation_count || backend.as_deref() == Some("rules")) {
             violation(
                 7,
                 format!(
-                    "the model was broken; the output says backend {backend:?}, fallbacks {fallbacks:?} of {} recommendations",
+                    "the model was broken; the output says backend {backend:?}, fallbacks {fallbacks:?} of {:?} recommendations",
                     e.recommendation_count
                 ),
             );
@@ -482,7 +482,6 @@ mod tests {
                 run_id: Some("run-1".into()),
                 instance_id: Some("i-1".into()),
                 state: "completed".into(),
-                started: Some(at("2026-11-29T00:00:00Z")),
             }],
             stops: vec![StopCall {
                 instance_id: "i-1".into(),
@@ -518,7 +517,7 @@ mod tests {
             ledger_status: Some("completed".into()),
             allowed_deciders: vec!["ops@example.com".into(), "slack:U0CHAOS/".into()],
             snapshots_seen_completed: [("snap-1".into(), at("2026-11-29T00:00:04Z"))].into(),
-            recommendation_count: 3,
+            recommendation_count: Some(3),
             ..RunEvidence::default()
         }
     }
@@ -679,7 +678,6 @@ mod tests {
                 run_id: Some("run-1".into()),
                 instance_id: None,
                 state: "completed".into(),
-                started: Some(at("2026-11-29T00:00:30Z")),
             });
             e.snapshots_seen_completed.insert("snap-9".into(), at("2026-11-29T00:00:50Z"));
         }
@@ -855,6 +853,9 @@ mod tests {
         e.reasoning = (Some("converse".into()), Some(1));
         e.reports.push("Reasoning: converse, 1 of the shortlist decided by the rules instead of the model".into());
         assert_eq!(broken(&e), [7], "the model down for the whole run, and two of three recommendations its own");
+        e.reasoning = (None, None);
+        e.recommendation_count = None;
+        assert_eq!(broken(&e), [7], "no reasoning output to say what decided");
     }
 
     #[test]

@@ -421,14 +421,8 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
     // The fleet's unattached volumes: their state, or `deleted` when EC2 says it knows no such volume
     // (InvalidVolume.NotFound, as its API reference documents); any other error is no evidence of a deletion.
     for volume in fleet.iter().filter(|i| i.instance_id.starts_with("vol-")) {
-        let state = match ec2.describe_volumes().volume_ids(&volume.instance_id).send().await {
-            Ok(out) => out.volumes().first().and_then(|v| v.state()).map_or("deleted", |s| s.as_str()).to_owned(),
-            Err(e) if aws_sdk_ec2::error::ProvideErrorMetadata::code(&e) == Some("InvalidVolume.NotFound") => {
-                "deleted".to_owned()
-            }
-            Err(e) => panic!("describe {} (no faults here): {e:?}", volume.instance_id),
-        };
-        final_states.insert(volume.instance_id.clone(), state);
+        let state = finops_testkit::seed::volume_state(&ec2, &volume.instance_id).await.expect("no faults here");
+        final_states.insert(volume.instance_id.clone(), state.unwrap_or_else(|| "deleted".into()));
     }
     let snapshots = ec2
         .describe_snapshots()
@@ -446,7 +440,6 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
                 run_id: tag("finops:run-id"),
                 instance_id: tag("finops:instance-id"),
                 state: s.state().map(|st| st.as_str().to_owned()).unwrap_or_default(),
-                started: s.start_time().and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
             }
         })
         .collect();
@@ -491,16 +484,12 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
         })
         .collect();
     let ledger = env.ledger(run_id).await;
-    let outcomes_text = ledger.get("outcomes").and_then(|v| v.as_s().ok());
-    let read = outcomes_text.map(|s| serde_json::from_str::<Vec<Value>>(s));
-    let ledger_unreadable = match &read {
-        Some(Err(_)) => outcomes_text.cloned(),
-        _ => None,
-    };
-    let ledger_outcomes = match read {
-        Some(Ok(outcomes)) => Some(outcomes),
-        Some(Err(_)) => Some(Vec::new()),
-        None => (!ledger.is_empty()).then(Vec::new),
+    let (ledger_outcomes, ledger_unreadable) = match ledger.get("outcomes").and_then(|v| v.as_s().ok()) {
+        Some(text) => match serde_json::from_str::<Vec<Value>>(text) {
+            Ok(outcomes) => (Some(outcomes), None),
+            Err(_) => (Some(Vec::new()), Some(text.clone())),
+        },
+        None => ((!ledger.is_empty()).then(Vec::new), None),
     };
     let proposed = output["policy"]["proposals"]
         .as_array()
@@ -515,7 +504,7 @@ async fn gather(h: &Harness, env: &WorkflowEnv, run_id: &str, fleet: &[ChaosInst
         starts: h.proxy.starts(),
         snapshots_seen_completed: h.proxy.snapshots_seen_completed(),
         ledger_unreadable,
-        recommendation_count: output["reasoning"]["output"]["recommendationCount"].as_u64().unwrap_or(0),
+        recommendation_count: output["reasoning"]["output"]["recommendationCount"].as_u64(),
         recreated,
         records,
         proposed,

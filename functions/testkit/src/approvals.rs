@@ -167,9 +167,16 @@ impl ApprovalPlumbing {
     }
 
     pub async fn entered_states(&self, execution_arn: &str) -> Vec<String> {
-        let history =
-            self.sfn.get_execution_history().execution_arn(execution_arn).max_results(1000).send().await.unwrap();
-        history.events().iter().filter_map(|e| e.state_entered_event_details().map(|d| d.name().to_owned())).collect()
+        // Every page of the history: a count of them is compared with what a run says it entered.
+        let mut entered = Vec::new();
+        let mut pages = self.sfn.get_execution_history().execution_arn(execution_arn).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap();
+            entered.extend(
+                page.events().iter().filter_map(|e| e.state_entered_event_details().map(|d| d.name().to_owned())),
+            );
+        }
+        entered
     }
 
     /// The next approval email from the topic's SQS subscription.

@@ -98,6 +98,16 @@ pub async fn launch(ec2: &aws_sdk_ec2::Client, image_id: &str, spec: &InstanceSp
     out.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect()
 }
 
+/// A volume's state, or None when EC2 answers InvalidVolume.NotFound (its API reference's answer for a volume it does
+/// not know): deleted, as opposed to unreachable, which is an error.
+pub async fn volume_state(ec2: &aws_sdk_ec2::Client, volume_id: &str) -> Result<Option<String>, String> {
+    match ec2.describe_volumes().volume_ids(volume_id).send().await {
+        Ok(out) => Ok(out.volumes().first().and_then(|v| v.state()).map(|s| s.as_str().to_owned())),
+        Err(e) if aws_sdk_ec2::error::ProvideErrorMetadata::code(&e) == Some("InvalidVolume.NotFound") => Ok(None),
+        Err(e) => Err(format!("describe {volume_id}: {e:?}")),
+    }
+}
+
 pub async fn running_ids(ec2: &aws_sdk_ec2::Client) -> Vec<String> {
     let mut ids = Vec::new();
     let mut pages = ec2
