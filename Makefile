@@ -131,7 +131,7 @@ chaos: venv
 	CHAOS_RUNS=$(CHAOS_RUNS) ./target/debug/finops-chaos
 
 # Mutation testing of the safety half (.cargo/mutants.toml): caught / missed / timeout per file. Hours on 2 cores,
-# so not in CI; MUTANTS_ARGS="--file <path>" for one file.
+# so not in CI; MUTANTS_FILES="<path> ..." for some files only.
 mutants: venv
 	tests/mutants/run.sh
 
