@@ -13,10 +13,10 @@ if ! "$TOOLS/bin/cargo-mutants" mutants --version 2>/dev/null | grep -q "$VERSIO
 fi
 # The approval callback's and actions' tests start moto: the copy of the tree has no .venv of its own.
 export FINOPS_MOTO_PYTHON="$PWD/.venv/bin/python"
-# The copy builds into the workspace's own target dir, so every dependency is built already. While it runs, other
-# cargo commands in this checkout wait for the target dir's lock, and its binaries in target/debug are the copy's
-# until the next `cargo build`.
-export CARGO_TARGET_DIR="$PWD/target"
+# The copy builds into a target dir of its own, kept between runs. Not the workspace's: cargo names a path package's
+# artifacts by its path within the workspace, so the copy's mutated finops-core would replace this checkout's, newer
+# than its sources, and later builds here would link a mutant (seen once).
+export CARGO_TARGET_DIR="$PWD/target/mutants-build"
 OUT="$PWD/target/mutants"
 mkdir -p "$OUT"
 selection=()

@@ -344,6 +344,23 @@ mod tests {
         assert_ne!(bob.sig, link.sig);
     }
 
+    /// The words links and pages carry (the page's form posts `decision=<word>`; found by the mutation run: nothing
+    /// in this crate read the Display).
+    #[test]
+    fn each_action_is_written_and_read_as_its_word() {
+        for (action, word) in [
+            (ApprovalAction::Approve, "approve"),
+            (ApprovalAction::Deny, "deny"),
+            (ApprovalAction::Snooze, "snooze"),
+            (ApprovalAction::OwnerSnooze, "owner-snooze"),
+            (ApprovalAction::Undo, "undo"),
+        ] {
+            assert_eq!((action.to_string().as_str(), action.as_str()), (word, word));
+            assert_eq!(ApprovalAction::parse(word), Some(action));
+        }
+        assert_eq!(ApprovalAction::parse("Approve"), None, "exact words only");
+    }
+
     #[test]
     fn an_owners_snooze_is_a_kind_of_its_own() {
         assert_eq!(ApprovalAction::parse("owner-snooze"), Some(ApprovalAction::OwnerSnooze));
@@ -448,6 +465,9 @@ mod tests {
             (&*format!("/other/{ID}"), format!("action=approve&{to}&exp=1&sig={sig}")),
             (&*format!("/approvals/{ID}"), format!("action=nuke&{to}&exp=1&sig={sig}")),
             (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=-1&sig={sig}")),
+            // An expiry of more than 12 digits (past the year 33,000), or none.
+            (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=1234567890123&sig={sig}")),
+            (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=&sig={sig}")),
             (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=1&sig={sig}&sig={sig}")),
             (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=1&sig={sig}&token=x")),
             (&*format!("/approvals/{ID}"), format!("action=approve&{to}&exp=1&sig=zz")),
@@ -462,6 +482,10 @@ mod tests {
         ] {
             assert!(matches!(ApprovalLink::parse(p, &q), Err(LinkError::Malformed(_))), "{p}?{q}");
         }
+        // Twelve digits is still an expiry.
+        let far = ApprovalLink::sign(KEY, ID, ApprovalAction::Approve, 999_999_999_999, ANA);
+        let (p, q) = split(&far.url("https://approve.example.com"));
+        assert_eq!(ApprovalLink::parse(&p, &q), Ok(far));
     }
 
     /// A small deterministic generator for the link mutations below (the tests need no crate for it).

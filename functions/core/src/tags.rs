@@ -156,6 +156,18 @@ mod tests {
         }
     }
 
+    /// The bidirectional controls are exactly Unicode's Bidi_Control property (found by the mutation run: nothing
+    /// here checked them).
+    #[test]
+    fn the_bidi_controls_are_unicodes() {
+        let expected: Vec<u32> = unicode_property("Bidi_Control").into_iter().flat_map(|(lo, hi)| lo..=hi).collect();
+        let ours: Vec<u32> = BIDI_CONTROLS.iter().flat_map(|&(lo, hi)| lo..=hi).collect();
+        assert_eq!(ours, expected);
+        for c in (0..=0x10FFFF).filter_map(char::from_u32) {
+            assert_eq!(is_bidi_control(c), expected.contains(&(c as u32)), "{:04X}", c as u32);
+        }
+    }
+
     /// Any character of the invisible set, from all of each range (not its first code point only).
     fn any_invisible() -> impl Strategy<Value = char> {
         (0..INVISIBLE_RANGES.len(), any::<u32>()).prop_map(|(r, offset)| {
