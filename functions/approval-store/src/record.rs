@@ -328,6 +328,23 @@ mod tests {
         record.decided(&Decision { action, approver, source_ip: None, decided_at: "2026-11-30T10:00:00Z", via })
     }
 
+    /// The words the table holds (its `state` attribute, which conditional writes compare) and the summary pages and
+    /// Slack show (found by the mutation run: only other crates' tests read them).
+    #[test]
+    fn states_are_stored_as_their_words_and_a_decision_is_summarised_as_who_what_when() {
+        for (state, word) in
+            [(ApprovalState::Pending, "pending"), (ApprovalState::Decided, "decided"), (ApprovalState::Expired, "expired")]
+        {
+            assert_eq!(state.as_str(), word);
+            assert_eq!(ApprovalState::parse(word), Some(state));
+            assert_eq!(serde_json::to_value(state).unwrap(), word, "the record's JSON says the same");
+        }
+        assert_eq!(ApprovalState::parse("Decided"), None);
+        assert_eq!(record().decision_summary(), None, "undecided");
+        let r = decided(record(), ApprovalAction::Deny, "POST", "data@example.com");
+        assert_eq!(r.decision_summary().as_deref(), Some("deny by data@example.com at 2026-11-30T10:00:00Z"));
+    }
+
     #[test]
     fn only_the_audience_decides_by_its_links_and_the_owner_snoozes_only_once_told() {
         let r = record();
