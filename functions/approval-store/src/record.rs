@@ -332,9 +332,11 @@ mod tests {
     /// Slack show (found by the mutation run: only other crates' tests read them).
     #[test]
     fn states_are_stored_as_their_words_and_a_decision_is_summarised_as_who_what_when() {
-        for (state, word) in
-            [(ApprovalState::Pending, "pending"), (ApprovalState::Decided, "decided"), (ApprovalState::Expired, "expired")]
-        {
+        for (state, word) in [
+            (ApprovalState::Pending, "pending"),
+            (ApprovalState::Decided, "decided"),
+            (ApprovalState::Expired, "expired"),
+        ] {
             assert_eq!(state.as_str(), word);
             assert_eq!(ApprovalState::parse(word), Some(state));
             assert_eq!(serde_json::to_value(state).unwrap(), word, "the record's JSON says the same");

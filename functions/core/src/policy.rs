@@ -874,6 +874,189 @@ fn cap(config: &PolicyConfig, mut eligible: Vec<Proposal>) -> (Vec<Proposal>, Ve
 mod tests {
     use super::*;
 
+    /// What every email, page and Slack message says of each action, written out here as approvers read it: an
+    /// approval must never say one thing and do another (found by the mutation run: only other crates read them).
+    #[test]
+    fn each_proposed_action_says_what_it_does() {
+        let table = [
+            (
+                ProposedAction::SnapshotAndStop,
+                "snapshot-and-stop",
+                "snapshot and stop",
+                "stopping",
+                "an idle EC2 instance",
+                "Instance",
+                "snapshot first, then stop",
+            ),
+            (
+                ProposedAction::SnapshotAndDelete,
+                "snapshot-and-delete",
+                "snapshot and delete",
+                "deleting",
+                "an unattached EBS volume",
+                "Volume",
+                "snapshot first, then delete",
+            ),
+            (
+                ProposedAction::Release,
+                "release",
+                "release",
+                "releasing",
+                "an unassociated Elastic IP address",
+                "Address",
+                "release the address",
+            ),
+            (
+                ProposedAction::SnapshotAndDeleteVolumes,
+                "snapshot-and-delete-volumes",
+                "snapshot and delete the volumes of",
+                "deleting the volumes of",
+                "a long-stopped EC2 instance's EBS volumes",
+                "Instance",
+                "snapshot every volume first, then delete them",
+            ),
+        ];
+        for (action, word, verb, gerund, subject, label, steps) in table {
+            assert_eq!(
+                (action.as_str(), action.verb(), action.gerund(), action.subject(), action.resource_label()),
+                (word, verb, gerund, subject, label)
+            );
+            assert_eq!(action.approve_steps(), steps);
+            assert_eq!(serde_json::to_value(action).unwrap(), word, "the step documents say the same");
+            assert!(action.approve_explained().ends_with("Nothing has happened yet."), "{word}");
+            assert!(action.deny_explained().ends_with("Nothing has happened yet."), "{word}");
+        }
+        // What can be undone, and what its page says before anything happens.
+        assert_eq!(ProposedAction::SnapshotAndStop.undo_label(), Some("Start it again"));
+        assert_eq!(ProposedAction::SnapshotAndDelete.undo_label(), Some("Recreate from snapshot"));
+        for action in [ProposedAction::SnapshotAndStop, ProposedAction::SnapshotAndDelete] {
+            assert!(action.undo_explained().ends_with("Nothing has happened yet."), "{action:?}");
+        }
+        for action in [ProposedAction::Release, ProposedAction::SnapshotAndDeleteVolumes] {
+            assert_eq!(action.undo_label(), None, "{action:?} cannot be undone by a link");
+            assert!(!action.undo_explained().contains("will"), "{action:?} promises nothing");
+        }
+        assert!(ProposedAction::Release.undo_explained().contains("cannot be got back"));
+        assert!(ProposedAction::SnapshotAndDeleteVolumes.undo_explained().contains("by hand"));
+        assert!(ProposedAction::SnapshotAndStop.undo_explained().contains("if it is still stopped"));
+        assert!(ProposedAction::SnapshotAndDelete.undo_explained().contains("new volume id"));
+        assert!(ProposedAction::SnapshotAndStop.deny_explained().contains("left running"));
+        assert!(ProposedAction::SnapshotAndStop.approve_explained().contains("snapshot every EBS volume"));
+        assert!(ProposedAction::SnapshotAndDelete.approve_explained().contains("snapshot is kept"));
+        assert!(ProposedAction::Release.approve_explained().contains("may not be recoverable"));
+        for (action, word) in [
+            (RecommendedAction::Keep, "keep"),
+            (RecommendedAction::Stop, "stop"),
+            (RecommendedAction::SnapshotAndStop, "snapshot_and_stop"),
+            (RecommendedAction::Rightsize, "rightsize"),
+            (RecommendedAction::Review, "review"),
+            (RecommendedAction::Terminate, "terminate"),
+        ] {
+            assert_eq!(action.as_str(), word);
+            assert_eq!(serde_json::to_value(action).unwrap(), word);
+        }
+    }
+
+    /// What an undo reads from a kept snapshot's tags before recreating a volume (found by the mutation run: only the
+    /// actions step's tests reached it).
+    #[test]
+    fn production_or_protected_tags_are_named_whatever_else_is_set() {
+        let config = PolicyConfig::default();
+        let tags = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let reason = |pairs: &[(&str, &str)]| config.production_or_protected(&tags(pairs)).map(|(r, _)| r);
+        assert_eq!(reason(&[("Environment", " PROD ")]), Some(DenialReason::Production));
+        assert_eq!(reason(&[("finops:protect", "yes"), ("Environment", "prod")]), Some(DenialReason::Protected));
+        assert_eq!(reason(&[("Environment", "dev"), ("finops:protect", "false")]), None);
+        assert_eq!(reason(&[]), None);
+    }
+
+    /// What an undo checks before it starts an instance again: what a person changed since wins over the link.
+    #[test]
+    fn an_undo_starts_nothing_made_production_snoozed_or_managed_since() {
+        let now = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 11, 28, 12, 0, 0).unwrap();
+        let instance = |tags: &[(&str, &str)]| {
+            crate::InstanceRecord::ordinary("i-1", "eu-west-1", "t3.large", now - chrono::Duration::days(90), 8)
+                .with_tags(tags.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        };
+        let config = PolicyConfig::default();
+        let reason = |tags: &[(&str, &str)]| config.start_block(&instance(tags), now).map(|(r, _)| r);
+        assert_eq!(reason(&[("Environment", "dev")]), None);
+        assert_eq!(reason(&[("Environment", "production")]), Some(DenialReason::Production));
+        assert_eq!(reason(&[("finops:snooze-until", "2026-12-05")]), Some(DenialReason::Snoozed));
+        assert_eq!(reason(&[("finops:snooze-until", "2026-01-01T00:00:00Z")]), None, "a snooze that ended");
+        assert_eq!(reason(&[("aws:autoscaling:groupName", "web")]), Some(DenialReason::Managed));
+    }
+
+    /// Denial reasons are written as the words the report's counts and the ledger use.
+    #[test]
+    fn denial_reasons_are_written_as_their_words() {
+        for (reason, word) in [
+            (DenialReason::Production, "production"),
+            (DenialReason::Protected, "protected"),
+            (DenialReason::UnknownInstance, "unknown-instance"),
+            (DenialReason::TerminateUnsupported, "terminate-unsupported"),
+        ] {
+            assert_eq!((reason.to_string().as_str(), reason.as_str()), (word, word));
+        }
+    }
+
+    /// What the approval page draws, worked out by hand: CPU to 0.01 %, network in MB (10^6 bytes) to 0.01, and the
+    /// rule's limits beside them.
+    #[test]
+    fn the_daily_evidence_is_the_rules_statistic_rounded_and_network_in_megabytes() {
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).unwrap();
+        let days = [
+            crate::daily::DailyUtilisation {
+                day,
+                cpu_avg_percent: Some(1.234),
+                cpu_max_percent: Some(12.345_6),
+                network_bytes: Some(1_234_567.0),
+                disk_ops: None,
+                mem_used_percent: None,
+            },
+            crate::daily::DailyUtilisation {
+                day: day.succ_opt().unwrap(),
+                ..crate::daily::DailyUtilisation::empty(day)
+            },
+        ];
+        let mut rule = crate::criteria::DailyRule {
+            cpu_statistic: crate::criteria::CpuStatistic::Maximum,
+            cpu_percent: crate::criteria::Threshold::below(5.0),
+            network_bytes: crate::criteria::Threshold::below(5_250_000.0),
+            disk_ops: None,
+            mem_used_percent: None,
+            qualifying: crate::criteria::Qualifying::EveryDay,
+        };
+        let peak = DailyEvidence::of(&days, &rule).expect("two days");
+        assert_eq!((peak.first_day, peak.cpu_label.as_str()), (day, "peak CPU"));
+        assert_eq!(peak.cpu_percent, [Some(12.35), None]);
+        assert_eq!(peak.network_mb, [Some(1.23), None]);
+        assert_eq!((peak.cpu_limit_percent, peak.network_limit_mb), (5.0, 5.25));
+        rule.cpu_statistic = crate::criteria::CpuStatistic::Average;
+        let average = DailyEvidence::of(&days, &rule).unwrap();
+        assert_eq!((average.cpu_label.as_str(), average.cpu_percent), ("average CPU", vec![Some(1.23), None]));
+        assert_eq!(DailyEvidence::of(&[], &rule), None, "no days, nothing to draw");
+    }
+
+    /// Settings that would weaken the guard are refused, not read as something else.
+    #[test]
+    fn unusable_guard_settings_are_refused() {
+        let config = |k: &str, v: &str| PolicyConfig::from_vars([(k.to_owned(), v.to_owned())]);
+        for v in ["pr\u{200B}od", "\"\"", "prod, ' '"] {
+            assert!(config("FINOPS_PRODUCTION_VALUES", v).is_err(), "{v:?}");
+        }
+        for v in ["-5", "inf", "NaN", "lots"] {
+            assert!(config("FINOPS_MAX_MONTHLY_USD", v).is_err(), "{v:?}");
+            assert!(config("FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT", v).is_err(), "{v:?}");
+        }
+        assert_eq!(config("FINOPS_MAX_MONTHLY_USD_PER_ACCOUNT", "40").unwrap().max_monthly_usd_per_account, Some(40.0));
+        for (v, usd) in [("0", 0.0), (" 12.5 ", 12.5)] {
+            assert_eq!(config("FINOPS_MAX_MONTHLY_USD", v).unwrap().max_monthly_usd, usd);
+        }
+    }
+
     #[test]
     fn the_owner_tag_key_is_configurable_and_read_in_any_case() {
         let tags: BTreeMap<String, String> = [
